@@ -1,1 +1,31 @@
-//! placeholder
+//! Crash-safe state for Ferry: synced writes, atomic renames and locks.
+//!
+//! Ferry's promise "nothing lost" rests on one rule from the seed: every state
+//! change of a request is a single `rename(2)` of a file whose content was
+//! synced, inside a directory that is synced afterwards. A crash at any
+//! instant then leaves each request in exactly one state, and re-running the
+//! interrupted step is always safe because every module is idempotent.
+//!
+//! This crate owns that rule so that no other crate does file-state
+//! bookkeeping by hand:
+//!
+//! * [`write_synced`] / [`write_synced_new`] — write a file via a temporary
+//!   name, `fsync` it, rename it into place, `fsync` the directory;
+//! * [`Pool`] — a directory of request files whose *state* is the name prefix
+//!   (`i`/`C`/`P`/`F` on clients, `RQ`/`P`/`F`/`E` on nodes);
+//! * [`Lock`] — an advisory `flock(2)` lock (std's `File::lock`). The kernel
+//!   drops it when the holder dies, so a stale lock from a killed process can
+//!   never block forever; the lock file itself is never deleted (deleting a
+//!   lock file while someone waits on it is the classic way to get two
+//!   holders).
+
+mod lock;
+mod pool;
+mod sync;
+
+pub use lock::{Lock, LockError};
+pub use pool::{Entry, Pool, PoolError, is_valid_id};
+pub use sync::{
+    TMP_PREFIX, fsync_dir, is_disk_full, read_capped, remove_synced, rename_synced,
+    sync_filesystem, write_synced, write_synced_mode, write_synced_new,
+};
