@@ -12,6 +12,19 @@
 //!
 //! This documentation *is* the grammar; tests pin every rule below.
 //!
+//! ```
+//! use ferry_request::{Reason, Request, parse};
+//!
+//! let r = parse(b"git git://172.16.0.60/project.git\n").unwrap();
+//! let Request::Git(g) = &r else { unreachable!() };
+//! // Hand git the rebuilt URL, never the request's text.
+//! assert_eq!(g.url.to_url_string(), "git://172.16.0.60/project.git");
+//!
+//! let e = parse(b"git ext::sh\n").unwrap_err();
+//! assert_eq!(e.reason, Reason::UrlScheme);
+//! assert_eq!(e.to_string(), r#"E_URL_SCHEME at byte 4: not a URL with an allowed scheme (local paths, scp-like host:path and remote helpers are refused): "ext::sh""#);
+//! ```
+//!
 //! # Grammar
 //!
 //! Bytes, ASCII only (ABNF, RFC 5234; `SP` is one space `%x20`, `DIGIT` is

@@ -16,6 +16,14 @@
 //! rendering of what the client sent. Output is capped so one hostile field
 //! cannot flood a log or a mail.
 //!
+//! ```
+//! use ferry_text::{Untrusted, escape};
+//!
+//! // A forged second log line and a bidi override both stay visible.
+//! assert_eq!(escape("ok\u{202E}deliaf\nINFO forged", 200), r"ok\u{202E}deliaf\nINFO forged");
+//! assert_eq!(format!("name={}", Untrusted(b"\x1b]52;c;eA==\x07")), r"name=\x1B]52;c;eA==\x07");
+//! ```
+//!
 //! This crate has no dependencies on purpose: it sits under every other Ferry
 //! crate and must be easy to audit in one sitting.
 
