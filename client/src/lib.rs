@@ -1,1 +1,21 @@
-//! client
+//! Ferry's client (`ferry`): queue backup requests, prepare what the backup
+//! nodes should pull, and deliver the requests through each node's queue
+//! repo. See `ARCHITECTURE.md` for the state machine and trust model.
+
+pub mod alerts;
+pub mod authorize;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod gate;
+pub mod hook;
+pub mod init;
+pub mod nodestatus;
+pub mod queue;
+pub mod request;
+pub mod requests;
+pub mod send;
+pub mod sources;
+pub mod status;
+
+pub use cli::{Cli, run};

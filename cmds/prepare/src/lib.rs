@@ -1,1 +1,83 @@
-//! placeholder
+//! Client modules: turn one client request (`<module> <arg>`) into the node
+//! requests that tell a backup node what to pull.
+//!
+//! The client never sends data. A module prepares whatever the node should
+//! fetch — nothing for a git repository (the node mirrors it), an archive or
+//! dump in the export directory for everything else — and returns the
+//! request lines, already parsed into [`ferry_request::Request`] values so a
+//! module can never emit a line the node's strict parser would reject.
+//!
+//! Built-in modules: `git`, `dummy`, plus external *script modules*: an
+//! executable named after the module in the configured script directory,
+//! called with the seed's interface (`$1` module, `$2` argument) and printing
+//! one request line per output line (the seed's `add_queue` contract; see
+//! [`script`]).
+
+pub mod context;
+pub mod git;
+pub mod script;
+
+pub use context::{Context, ExportEndpoint, GitExportScheme};
+
+use ferry_request::Request;
+
+/// Why a module could not prepare a request. The message is shown to the
+/// administrator (status, mail), so it says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(
+        "unknown module {0:?}: not built in and no executable of that name in the script directory"
+    )]
+    UnknownModule(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{module}: {message}")]
+    Failed { module: String, message: String },
+    #[error("{module} printed an invalid request line {line}: {rejection}")]
+    BadLine {
+        module: String,
+        line: usize,
+        rejection: ferry_request::Rejection,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl PrepareError {
+    /// A short reason code for status output and mails.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PrepareError::UnknownModule(_) => "E_REQ_MODULE",
+            PrepareError::Invalid(_) => "E_REQ_PATH",
+            PrepareError::Failed { .. } => "E_PREPARE",
+            PrepareError::BadLine { .. } => "E_REQ_SYNTAX",
+            PrepareError::Io { .. } => "E_STORE",
+        }
+    }
+}
+
+/// Names of the modules built into this crate.
+pub const BUILTIN: &[&str] = &["git", "dummy"];
+
+/// Run module `module` on `arg` and return the node requests it emits.
+pub fn prepare(module: &str, arg: &str, ctx: &Context<'_>) -> Result<Vec<Request>, PrepareError> {
+    match module {
+        "git" => git::prepare(arg, ctx).map(|r| vec![r]),
+        "dummy" => {
+            let word = arg.parse().map_err(|e: ferry_request::Rejection| {
+                PrepareError::Invalid(format!("dummy: {e}"))
+            })?;
+            Ok(vec![Request::Dummy(ferry_request::DummyRequest { word })])
+        }
+        other => script::prepare(other, arg, ctx),
+    }
+}
+
+/// True when `module` can be handled here (built in, or a script exists).
+pub fn is_known(module: &str, ctx: &Context<'_>) -> bool {
+    BUILTIN.contains(&module) || script::find(module, ctx).is_some()
+}

@@ -1,0 +1,414 @@
+//! The client's TOML configuration (`/etc/ferry/client.toml`).
+//!
+//! One struct, `deny_unknown_fields` everywhere: a typo in a key is an error
+//! at start-up, not a silently ignored setting. Paths default to places under
+//! `state_dir`, so a minimal file names only the client, its export endpoint
+//! and its backup nodes. `deploy/client.toml` is the commented example; a
+//! test parses it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+/// Default location of the configuration file.
+pub const DEFAULT_PATH: &str = "/etc/ferry/client.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The name this client is enrolled under on every node (its queue repo
+    /// is `queue/<name>` there).
+    pub name: String,
+    /// Pools, queue clones, node status, logs.
+    pub state_dir: PathBuf,
+    /// The client's SSH key for pushing to queue repos.
+    #[serde(default)]
+    pub ssh_key: Option<PathBuf>,
+    #[serde(default = "default_git")]
+    pub git: PathBuf,
+    #[serde(default = "default_ssh")]
+    pub ssh: PathBuf,
+    /// Directory of script modules (the seed's `scripts/cmds`).
+    #[serde(default)]
+    pub script_dir: Option<PathBuf>,
+    /// How nodes reach this host to pull.
+    pub export: ExportConfig,
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<NodeConfig>,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub send: SendConfig,
+    #[serde(default)]
+    pub gate: GateConfig,
+    #[serde(default)]
+    pub mail: Option<ferry_notify::MailConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Host name or IPv4 address as the nodes know it (must equal the
+    /// `address` enrolled in `gitosis.conf`).
+    pub address: String,
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// Account the nodes log in as (enrolled `user`).
+    pub user: String,
+    /// Artifacts for sftp pulls are prepared here (enrolled `export`).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// `ssh` (default) or `git` (git daemon, only if the node enrolled it).
+    #[serde(default = "default_scheme")]
+    pub git_scheme: String,
+    #[serde(default = "default_git_port")]
+    pub git_port: u16,
+    /// Repositories under these directories may be mirrored (enrolled
+    /// `git-roots`).
+    #[serde(default)]
+    pub git_roots: Vec<PathBuf>,
+    #[serde(default)]
+    pub git_daemon_base: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Local name of the node (directory names, `ferry request … <node>`).
+    pub name: String,
+    /// The client's queue repo on that node,
+    /// e.g. `ssh://git@backup1.example/queue/host-a.git`.
+    pub url: String,
+    /// The node's SSH host key, pinned (`ssh-ed25519 AAAA…`).
+    pub host_key: String,
+    /// Requests without an explicit node go to every default node.
+    #[serde(default = "yes")]
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: String,
+    pub module: String,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Nodes this source goes to (default: the default nodes).
+    #[serde(default)]
+    pub nodes: Option<Vec<String>>,
+    /// Include `ferry backup-all` (default true).
+    #[serde(default = "yes")]
+    pub all: bool,
+    #[serde(default)]
+    pub include: Vec<PathBuf>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub xattrs: bool,
+    #[serde(default)]
+    pub one_file_system: bool,
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(default)]
+    pub os_user: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub keep: Option<usize>,
+    #[serde(default)]
+    pub pre: Option<Vec<String>>,
+    #[serde(default)]
+    pub post: Option<Vec<String>>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendConfig {
+    /// At most this many request commits per push (the node refuses more
+    /// than its own limit; keep this below it).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Wall-clock limit of one push.
+    #[serde(default = "default_push_timeout")]
+    pub push_timeout: String,
+    /// Wall-clock limit of one module run.
+    #[serde(default = "default_module_timeout")]
+    pub module_timeout: String,
+    /// First retry delay after a failed push; doubles per failure.
+    #[serde(default = "default_backoff_min")]
+    pub backoff_min: String,
+    /// Longest delay between retries.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: String,
+    /// Mail the administrators once a node has been unreachable this long.
+    #[serde(default = "default_alert_after")]
+    pub alert_after: String,
+    /// Keep finished request files this many days (`ferry purge`).
+    #[serde(default = "default_keep_days")]
+    pub keep_finished_days: u64,
+}
+
+impl Default for SendConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    /// authorized_keys file of the export account (for `authorize-node`).
+    #[serde(default)]
+    pub authorized_keys: Option<PathBuf>,
+    /// sftp-server binary run read-only by the gate.
+    #[serde(default)]
+    pub sftp_server: Option<PathBuf>,
+}
+
+fn default_git() -> PathBuf {
+    "git".into()
+}
+fn default_ssh() -> PathBuf {
+    "ssh".into()
+}
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_git_port() -> u16 {
+    9418
+}
+fn default_scheme() -> String {
+    "ssh".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_batch() -> usize {
+    100
+}
+fn default_push_timeout() -> String {
+    "5m".into()
+}
+fn default_module_timeout() -> String {
+    "6h".into()
+}
+fn default_backoff_min() -> String {
+    "1m".into()
+}
+fn default_backoff_max() -> String {
+    "1h".into()
+}
+fn default_alert_after() -> String {
+    "1h".into()
+}
+fn default_keep_days() -> u64 {
+    30
+}
+
+/// Parse `30s`, `5m`, `2h`, `1d` or plain seconds.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86400),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("bad duration {s:?} (use 30s, 5m, 2h, 1d)"))?;
+    Ok(Duration::from_secs(n * mult))
+}
+
+fn valid_local_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        && !s.contains("..")
+}
+
+impl ClientConfig {
+    /// Read and validate the configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<ClientConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the client configuration {}", path.display()))?;
+        let cfg: ClientConfig = toml::from_str(&text)
+            .with_context(|| format!("invalid client configuration {}", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("invalid client configuration {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Checks serde cannot express.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !valid_local_name(&self.name) {
+            bail!(
+                "name {:?}: use letters, digits, '.', '_' and '-'",
+                self.name
+            );
+        }
+        if !self.state_dir.is_absolute() {
+            bail!("state_dir must be an absolute path");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for n in &self.nodes {
+            if !valid_local_name(&n.name) {
+                bail!(
+                    "node name {:?}: use letters, digits, '.', '_' and '-'",
+                    n.name
+                );
+            }
+            if !seen.insert(&n.name) {
+                bail!("node {:?} is configured twice", n.name);
+            }
+            if !n.url.starts_with("ssh://") {
+                bail!(
+                    "node {}: url must be ssh://user@host[:port]/queue/<name>.git",
+                    n.name
+                );
+            }
+            if n.host_key.split_whitespace().count() < 2 {
+                bail!(
+                    "node {}: host_key must be a public key line (\"ssh-ed25519 AAAA…\")",
+                    n.name
+                );
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.sources {
+            if !valid_local_name(&s.name) {
+                bail!(
+                    "source name {:?}: use letters, digits, '.', '_' and '-'",
+                    s.name
+                );
+            }
+            if !seen.insert(&s.name) {
+                bail!("source {:?} is configured twice", s.name);
+            }
+            for n in s.nodes.iter().flatten() {
+                if self.node(n).is_none() {
+                    bail!("source {}: unknown node {:?}", s.name, n);
+                }
+            }
+        }
+        match self.export.git_scheme.as_str() {
+            "ssh" | "git" => {}
+            other => bail!("export.git_scheme {other:?}: use \"ssh\" or \"git\""),
+        }
+        for d in [
+            &self.send.push_timeout,
+            &self.send.module_timeout,
+            &self.send.backoff_min,
+            &self.send.backoff_max,
+            &self.send.alert_after,
+        ] {
+            parse_duration(d)?;
+        }
+        if self.send.batch == 0 {
+            bail!("send.batch must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    pub fn default_nodes(&self) -> Vec<&NodeConfig> {
+        self.nodes.iter().filter(|n| n.default).collect()
+    }
+
+    pub fn export_dir(&self) -> PathBuf {
+        self.export
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("export"))
+    }
+
+    pub fn ssh_key(&self) -> PathBuf {
+        self.ssh_key
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("ssh/id_ed25519"))
+    }
+
+    pub fn pool_dir(&self, node: &str) -> PathBuf {
+        self.state_dir.join("pools").join(node)
+    }
+
+    pub fn queue_dir(&self, node: &str) -> PathBuf {
+        self.state_dir.join("queues").join(format!("{node}.git"))
+    }
+
+    pub fn node_status_dir(&self) -> PathBuf {
+        self.state_dir.join("nodes")
+    }
+
+    pub fn known_hosts(&self, node: &str) -> PathBuf {
+        self.state_dir.join("known_hosts").join(node)
+    }
+
+    pub fn control_dir(&self) -> PathBuf {
+        self.state_dir.join("ssh/ctl")
+    }
+
+    pub fn endpoint(&self) -> ferry_prepare::ExportEndpoint {
+        ferry_prepare::ExportEndpoint {
+            address: self.export.address.clone(),
+            port: self.export.port,
+            user: self.export.user.clone(),
+            export_dir: self.export_dir(),
+            git_scheme: if self.export.git_scheme == "git" {
+                ferry_prepare::GitExportScheme::Git
+            } else {
+                ferry_prepare::GitExportScheme::Ssh
+            },
+            git_port: self.export.git_port,
+            git_roots: self.export.git_roots.clone(),
+            git_daemon_base: self.export.git_daemon_base.clone(),
+        }
+    }
+
+    pub fn duration(&self, s: &str) -> Duration {
+        parse_duration(s).expect("validated at load")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("5 minutes").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = toml::from_str::<ClientConfig>(
+            "name='a'\nstate_dir='/x'\nstate_dri='/y'\n[export]\naddress='h'\nuser='u'\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("state_dri"), "{e}");
+    }
+}

@@ -1,0 +1,129 @@
+//! `ferry gate`: the forced command bound to a backup node's pull key on
+//! this client (SECURITY C10, SF-10).
+//!
+//! The node's key may do exactly two things here:
+//!
+//! * `git-upload-pack '<repo>'` of a repository under one of the exported
+//!   git roots (read-only by nature), and
+//! * the sftp subsystem, run as `sftp-server -R` (read-only) with an
+//!   allow-list of read requests, starting in the export directory.
+//!
+//! Everything else — a shell, `git-receive-pack`, `scp`, another path — is
+//! refused with a message and exit 1. For confinement of sftp to the export
+//! directory, the sshd recipe in `deploy/` adds a `ChrootDirectory`; the
+//! node additionally never asks for a path outside the enrolled export dir.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+
+use crate::config::ClientConfig;
+
+/// sftp requests the node's puller needs; nothing that writes or lists.
+pub const SFTP_ALLOWED: &str = "open,close,read,lstat,fstat,stat,realpath,limits";
+
+/// What an original command is allowed to become.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GateDecision {
+    UploadPack(PathBuf),
+    Sftp,
+}
+
+/// Decide about `SSH_ORIGINAL_COMMAND` (pure; unit-tested).
+pub fn decide(cfg: &ClientConfig, original: &str) -> anyhow::Result<GateDecision> {
+    if original.len() > 4096 || original.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        bail!("command refused");
+    }
+    if original == "internal-sftp"
+        || original == "sftp-server"
+        || original.ends_with("/sftp-server")
+    {
+        return Ok(GateDecision::Sftp);
+    }
+    let rest = original
+        .strip_prefix("git-upload-pack ")
+        .or_else(|| original.strip_prefix("git upload-pack "))
+        .ok_or_else(|| anyhow::anyhow!("only git-upload-pack and read-only sftp are allowed"))?;
+    let path = rest
+        .strip_prefix('\'')
+        .and_then(|r| r.strip_suffix('\''))
+        .filter(|p| !p.contains('\''))
+        .ok_or_else(|| anyhow::anyhow!("arguments look dangerous"))?;
+    if !path.starts_with('/')
+        || path
+            .split('/')
+            .skip(1)
+            .any(|seg| seg.is_empty() || seg.starts_with('.') || seg.starts_with('-'))
+    {
+        bail!("arguments look dangerous");
+    }
+    let canon = ferry_prepare::git::canonical_repo(Path::new(path))
+        .map_err(|_| anyhow::anyhow!("no such repository"))?;
+    let roots: Vec<PathBuf> = cfg
+        .export
+        .git_roots
+        .iter()
+        .filter_map(|r| r.canonicalize().ok())
+        .collect();
+    if !roots.iter().any(|r| canon.starts_with(r)) {
+        bail!("repository is not exported");
+    }
+    Ok(GateDecision::UploadPack(canon))
+}
+
+/// Exec what the decision allows (does not return on success).
+pub fn run(cfg: &ClientConfig) -> anyhow::Result<()> {
+    let original = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
+    let decision = match decide(cfg, &original) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(command = %ferry_text::escape(&original, 200), "ferry gate: {e}");
+            bail!("ferry gate: {e}");
+        }
+    };
+    let mut cmd = match decision {
+        GateDecision::UploadPack(repo) => {
+            let mut c = std::process::Command::new(&cfg.git);
+            c.args([
+                "-c",
+                "uploadpack.allowAnySHA1InWant=false",
+                "-c",
+                "uploadpack.allowReachableSHA1InWant=false",
+            ])
+            .args([
+                "-c",
+                "uploadpack.allowFilter=false",
+                "upload-pack",
+                "--strict",
+                "--",
+            ])
+            .arg(repo);
+            c
+        }
+        GateDecision::Sftp => {
+            let server = cfg
+                .gate
+                .sftp_server
+                .clone()
+                .unwrap_or_else(|| "/usr/lib/openssh/sftp-server".into());
+            let mut c = std::process::Command::new(server);
+            c.arg("-R")
+                .arg("-p")
+                .arg(SFTP_ALLOWED)
+                .arg("-d")
+                .arg(cfg.export_dir());
+            c
+        }
+    };
+    cmd.env_clear()
+        .env("PATH", ferry_run::SAFE_PATH)
+        .env("LANG", "C");
+    if let Ok(p) = std::env::var("GIT_PROTOCOL")
+        && p == "version=2"
+    {
+        cmd.env("GIT_PROTOCOL", p);
+    }
+    let err = cmd.exec();
+    bail!("ferry gate: cannot execute: {err}")
+}

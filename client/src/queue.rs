@@ -1,0 +1,321 @@
+//! The client's local clone of one node's queue repo: `queues/<node>.git`.
+//!
+//! Each handled client request becomes one commit whose tree holds only that
+//! request's `RQ<id>-<n>` files (the seed cleared the index before every
+//! commit for the same reason: the node extracts what each new commit adds).
+//! Commits are built with libgit2 straight into the object database — no
+//! work tree, no index — and carry a `Ferry-Request: <id>` trailer, which is
+//! how a re-run after a crash recognises work it already committed.
+//!
+//! Pushing goes through the git CLI, because only OpenSSH gives us the
+//! pinned host key, connection reuse (ControlMaster) and the exact options
+//! we want (CRATES.md §4). A push counts as delivered only when git exits 0
+//! *and* its porcelain report shows `refs/heads/master` updated or already
+//! up to date — the node's acknowledgement the seed could not see.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use git2::{ObjectType, Oid, Repository, Signature, Sort};
+
+use crate::config::{ClientConfig, NodeConfig};
+
+/// The one branch of a queue repo.
+pub const BRANCH: &str = "refs/heads/master";
+const REMOTE_REF: &str = "refs/remotes/origin/master";
+const TRAILER: &str = "Ferry-Request: ";
+
+/// A node's queue, as seen from this client.
+pub struct Queue<'a> {
+    cfg: &'a ClientConfig,
+    node: &'a NodeConfig,
+    dir: PathBuf,
+    repo: Repository,
+}
+
+/// What a push attempt produced.
+#[derive(Debug)]
+pub enum PushResult {
+    /// The node acknowledged `refs/heads/master` at the pushed commit.
+    Acked,
+    /// The push failed; `reason` is what git and the node said (escaped).
+    Failed {
+        reason: String,
+        non_fast_forward: bool,
+    },
+}
+
+/// Quote a string for the shell that git uses to run `GIT_SSH_COMMAND`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl<'a> Queue<'a> {
+    /// Open (creating on first use) the local queue repo for `node`.
+    pub fn open(cfg: &'a ClientConfig, node: &'a NodeConfig) -> anyhow::Result<Queue<'a>> {
+        let dir = cfg.queue_dir(&node.name);
+        let repo = if dir.join("HEAD").exists() {
+            Repository::open_bare(&dir)
+                .with_context(|| format!("cannot open queue repo {}", dir.display()))?
+        } else {
+            std::fs::create_dir_all(&dir)?;
+            let repo = Repository::init_bare(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            repo.set_head(BRANCH)?;
+            repo
+        };
+        {
+            let mut c = repo.config()?;
+            if c.get_string("remote.origin.url").ok().as_deref() != Some(node.url.as_str()) {
+                c.set_str("remote.origin.url", &node.url)?;
+                c.set_str(
+                    "remote.origin.fetch",
+                    "+refs/heads/master:refs/remotes/origin/master",
+                )?;
+            }
+            // Queue repos only grow by our own commits; never let git gc
+            // run behind our back in a send.
+            c.set_i64("gc.auto", 0)?;
+        }
+        Ok(Queue {
+            cfg,
+            node,
+            dir,
+            repo,
+        })
+    }
+
+    fn tip(&self, r: &str) -> Option<Oid> {
+        self.repo.refname_to_id(r).ok()
+    }
+
+    /// Commit id already holding request `id`, searching recent history
+    /// (commits newer than the id's own time minus an hour, at most 10,000).
+    pub fn committed(&self, id: &str) -> anyhow::Result<Option<Oid>> {
+        let Some(tip) = self.tip(BRANCH) else {
+            return Ok(None);
+        };
+        let since = crate::requests::id_time(id)
+            .map(|t| t.as_second() - 3600)
+            .unwrap_or(i64::MIN);
+        let mut walk = self.repo.revwalk()?;
+        walk.push(tip)?;
+        walk.set_sorting(Sort::TIME)?;
+        let needle = format!("{TRAILER}{id}");
+        for (n, oid) in walk.enumerate() {
+            let c = self.repo.find_commit(oid?)?;
+            if c.message_bytes()
+                .split(|b| *b == b'\n')
+                .any(|l| l == needle.as_bytes())
+            {
+                return Ok(Some(c.id()));
+            }
+            if c.time().seconds() < since || n > 10_000 {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Commit `files` (name, content) for request `id` on top of master.
+    pub fn commit(
+        &self,
+        id: &str,
+        files: &[(String, Vec<u8>)],
+        summary: &str,
+    ) -> anyhow::Result<Oid> {
+        let mut tb = self.repo.treebuilder(None)?;
+        for (name, data) in files {
+            let blob = self.repo.blob(data)?;
+            tb.insert(name, blob, 0o100644)?;
+        }
+        let tree = self.repo.find_tree(tb.write()?)?;
+        let sig = Signature::now("ferry", &format!("{}@ferry", self.cfg.name))?;
+        let parent = self
+            .tip(BRANCH)
+            .map(|o| self.repo.find_commit(o))
+            .transpose()?;
+        let msg = format!("{summary}\n\n{TRAILER}{id}\n");
+        let parents: Vec<&git2::Commit> = parent.iter().collect();
+        Ok(self
+            .repo
+            .commit(Some(BRANCH), &sig, &sig, &msg, &tree, &parents)?)
+    }
+
+    /// Commits on master the node has not acknowledged, oldest first, with
+    /// the request ids they carry.
+    pub fn unpushed(&self) -> anyhow::Result<Vec<(Oid, Vec<String>)>> {
+        let Some(tip) = self.tip(BRANCH) else {
+            return Ok(Vec::new());
+        };
+        let mut walk = self.repo.revwalk()?;
+        walk.push(tip)?;
+        if let Some(remote) = self.tip(REMOTE_REF) {
+            walk.hide(remote)?;
+        }
+        walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)?;
+        let mut out = Vec::new();
+        for oid in walk {
+            let oid = oid?;
+            let c = self.repo.find_commit(oid)?;
+            let ids = String::from_utf8_lossy(c.message_bytes())
+                .lines()
+                .filter_map(|l| l.strip_prefix(TRAILER).map(str::to_owned))
+                .collect();
+            out.push((oid, ids));
+        }
+        Ok(out)
+    }
+
+    fn ssh_command(&self) -> anyhow::Result<String> {
+        let kh = self.cfg.known_hosts(&self.node.name);
+        let alias = format!("ferry-node-{}", self.node.name);
+        let line = format!(
+            "{alias} {}\n",
+            self.node
+                .host_key
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        if std::fs::read_to_string(&kh).ok().as_deref() != Some(line.as_str()) {
+            std::fs::create_dir_all(kh.parent().expect("has parent"))?;
+            ferry_durable::write_synced(
+                kh.parent().expect("has parent"),
+                &node_file(&kh),
+                line.as_bytes(),
+            )?;
+        }
+        let ctl = self.cfg.control_dir();
+        std::fs::create_dir_all(&ctl)?;
+        set_private(&ctl);
+        let s = |p: &Path| -> anyhow::Result<String> {
+            Ok(shell_quote(
+                p.to_str()
+                    .ok_or_else(|| anyhow!("{} is not UTF-8", p.display()))?,
+            ))
+        };
+        Ok(format!(
+            "{} -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \
+             -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o HostKeyAlias={} \
+             -o ForwardAgent=no -o ForwardX11=no -o ClearAllForwardings=yes -o PermitLocalCommand=no \
+             -o ControlMaster=auto -o ControlPath={}/%C -o ControlPersist=60 \
+             -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=4",
+            s(&self.cfg.ssh)?,
+            s(&self.cfg.ssh_key())?,
+            s(&kh)?,
+            shell_quote(&alias),
+            s(&ctl)?,
+        ))
+    }
+
+    fn git(&self) -> anyhow::Result<ferry_run::Cmd> {
+        Ok(ferry_run::Cmd::new(&self.cfg.git)
+            .env("GIT_SSH_COMMAND", self.ssh_command()?)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("HOME", &self.cfg.state_dir)
+            .arg("--git-dir")
+            .arg(&self.dir))
+    }
+
+    /// Push master up to `upto` and report whether the node acknowledged it.
+    pub fn push(&self, upto: Oid, timeout: Duration) -> anyhow::Result<PushResult> {
+        let out = self
+            .git()?
+            .args(["push", "--porcelain", "origin"])
+            .arg(format!("{upto}:{BRANCH}"))
+            .timeout(timeout)
+            .run();
+        let out = match out {
+            Ok(o) => o,
+            Err(ferry_run::RunError::TimedOut { stderr, after, .. }) => {
+                return Ok(PushResult::Failed {
+                    reason: format!("push timed out after {}s: {stderr}", after.as_secs()),
+                    non_fast_forward: false,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let stdout = out.stdout_str();
+        let acked = out.success()
+            && stdout.lines().any(|l| l.trim() == "Done")
+            && stdout.lines().any(|l| {
+                let mut f = l.split('\t');
+                matches!(f.next(), Some(" " | "*" | "="))
+                    && f.next()
+                        .is_some_and(|refs| refs.ends_with(&format!(":{BRANCH}")))
+            });
+        if acked {
+            self.repo
+                .reference(REMOTE_REF, upto, true, "acknowledged by the node")?;
+            return Ok(PushResult::Acked);
+        }
+        let non_ff = stdout.contains("non-fast-forward") || stdout.contains("fetch first");
+        let mut reason = out.stderr_excerpt();
+        let report = ferry_text::escape(stdout.trim(), 400);
+        if !report.is_empty() {
+            reason = format!("{reason} [{report}]");
+        }
+        Ok(PushResult::Failed {
+            reason: format!("{}: {reason}", ferry_run::describe_status(&out.status)),
+            non_fast_forward: non_ff,
+        })
+    }
+
+    /// Fetch the node's master (after a non-fast-forward refusal: the queue
+    /// repo on the node has history this clone lacks, e.g. after the client
+    /// was reinstalled) and replay our unpushed request commits on top of it.
+    pub fn rebase_on_remote(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.git()?
+            .args(["fetch", "--quiet", "origin"])
+            .timeout(timeout)
+            .run_checked()?;
+        let Some(remote) = self.tip(REMOTE_REF) else {
+            bail!("the node's queue repo has no master")
+        };
+        let unpushed = self.unpushed()?;
+        let mut parent = self.repo.find_commit(remote)?;
+        // Skip commits whose requests the node already has.
+        for (oid, _) in unpushed {
+            let c = self.repo.find_commit(oid)?;
+            if self.repo.graph_descendant_of(remote, oid).unwrap_or(false) || remote == oid {
+                continue;
+            }
+            let new = self.repo.commit(
+                None,
+                &c.author(),
+                &c.committer(),
+                std::str::from_utf8(c.message_bytes()).unwrap_or("ferry request"),
+                &c.tree()?,
+                &[&parent],
+            )?;
+            parent = self.repo.find_commit(new)?;
+        }
+        self.repo
+            .reference(BRANCH, parent.id(), true, "replayed on the node's history")?;
+        Ok(())
+    }
+
+    /// Names of the `RQ` files a commit adds (for status output).
+    pub fn files_of(&self, oid: Oid) -> anyhow::Result<Vec<String>> {
+        let c = self.repo.find_commit(oid)?;
+        let t = c.tree()?;
+        Ok(t.iter()
+            .filter(|e| e.kind() == Some(ObjectType::Blob))
+            .filter_map(|e| e.name().ok().map(str::to_owned))
+            .collect())
+    }
+}
+
+fn node_file(p: &Path) -> String {
+    p.file_name().expect("file").to_string_lossy().into_owned()
+}
+
+fn set_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}

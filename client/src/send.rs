@@ -1,0 +1,292 @@
+//! `ferry send`: deliver queued requests to each backup node.
+//!
+//! Per node, holding that node's pool lock:
+//!
+//! 1. `P*` first: requests a crashed or failed run left half-handled;
+//! 2. `C*` → `P*`, oldest first;
+//! 3. for each `P` request not yet committed (the queue repo's history is
+//!    the record), run its client module and commit the `RQ` files it
+//!    emits; a module failure ends the request in `E` with the reason;
+//! 4. push the unacknowledged commits in batches; only what the node
+//!    acknowledged moves `P` → `F`. A failed push leaves everything in `P`,
+//!    records the failure with a backoff, and is retried by the next run.
+//!
+//! Every step is idempotent, so `send` can be killed at any instant and the
+//! next run finishes each request exactly once.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::config::{ClientConfig, NodeConfig};
+use crate::nodestatus::NodeStatus;
+use crate::queue::{PushResult, Queue};
+use crate::requests::{self, ClientRequest};
+
+/// Options of one `send` run.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// Ignore the retry backoff of failing nodes.
+    pub force: bool,
+    /// Wait for a busy pool lock instead of leaving the work to its holder.
+    pub wait: bool,
+}
+
+/// What happened for one node.
+#[derive(Debug, Default, Serialize)]
+pub struct NodeReport {
+    pub node: String,
+    /// Requests the node acknowledged in this run.
+    pub delivered: Vec<String>,
+    /// Requests whose client module failed (ended in `E`).
+    pub failed: Vec<(String, String)>,
+    /// Requests still waiting for this node.
+    pub pending: usize,
+    /// Why the push failed, if it did.
+    pub push_error: Option<String>,
+    /// Another `send` holds this node's pool; it will deliver the work.
+    pub busy: bool,
+    /// The node is failing; the next attempt is not before this time.
+    pub deferred_until: Option<String>,
+}
+
+impl NodeReport {
+    /// Work for this node is left undelivered.
+    pub fn undelivered(&self) -> bool {
+        self.push_error.is_some() || self.deferred_until.is_some()
+    }
+}
+
+/// Send to every configured node (or only `only`).
+pub fn send(
+    cfg: &ClientConfig,
+    only: Option<&str>,
+    opts: &SendOptions,
+) -> anyhow::Result<Vec<NodeReport>> {
+    let mut reports = Vec::new();
+    for node in &cfg.nodes {
+        if only.is_some_and(|n| n != node.name) {
+            continue;
+        }
+        let r =
+            send_node(cfg, node, opts).with_context(|| format!("sending to node {}", node.name))?;
+        reports.push(r);
+    }
+    Ok(reports)
+}
+
+/// Send one node's pool.
+pub fn send_node(
+    cfg: &ClientConfig,
+    node: &NodeConfig,
+    opts: &SendOptions,
+) -> anyhow::Result<NodeReport> {
+    let mut report = NodeReport {
+        node: node.name.clone(),
+        ..Default::default()
+    };
+    let pool = requests::open(&cfg.pool_dir(&node.name))?;
+    let lock = if opts.wait {
+        Some(pool.lock()?)
+    } else {
+        pool.try_lock()?
+    };
+    let Some(_lock) = lock else {
+        info!(node = %node.name, "another send holds this node's pool; leaving the work to it");
+        report.busy = true;
+        return Ok(report);
+    };
+    pool.clean_tmp()?;
+    sweep_incomplete(&pool)?;
+
+    let mut status = NodeStatus::load(cfg, &node.name)?;
+    let now = jiff::Timestamp::now();
+    if !opts.force
+        && let Some(next) = status.next_attempt
+        && next > now
+    {
+        report.pending = count_pending(&pool)?;
+        report.deferred_until = Some(next.to_string());
+        info!(node = %node.name, until = %next, "node is failing; waiting for the backoff before retrying");
+        return Ok(report);
+    }
+
+    let queue = Queue::open(cfg, node)?;
+    let module_timeout = cfg.duration(&cfg.send.module_timeout);
+
+    // 1 + 2: P first (crash recovery), then C → P in arrival order.
+    let mut work = pool.ids("P")?;
+    for id in pool.ids("C")? {
+        pool.move_to(&id, "C", "P", true)?;
+        work.push(id);
+    }
+    for id in &work {
+        if queue.committed(id)?.is_some() {
+            continue; // committed before a crash or a failed push
+        }
+        let rec = match pool.read("P", id, 64 * 1024)? {
+            Some(b) => ClientRequest::from_bytes(&b),
+            None => Err(anyhow::anyhow!("request file larger than 64 KiB")),
+        };
+        let result =
+            rec.and_then(|rec| prepare(cfg, id, &rec, module_timeout).map(|reqs| (rec, reqs)));
+        match result {
+            Ok((rec, reqs)) if reqs.is_empty() => {
+                info!(node = %node.name, id, module = %rec.module, "module emitted no request; nothing to send");
+                pool.move_to(id, "P", "F", true)?;
+            }
+            Ok((rec, reqs)) => {
+                let files: Vec<(String, Vec<u8>)> = reqs
+                    .iter()
+                    .enumerate()
+                    .map(|(n, r)| (format!("RQ{id}-{}", n + 1), r.to_line().into_bytes()))
+                    .collect();
+                let summary = format!(
+                    "{} {}",
+                    rec.module,
+                    ferry_text::escape(rec.source.as_deref().unwrap_or(&rec.arg), 120)
+                );
+                queue.commit(id, &files, &summary)?;
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                warn!(node = %node.name, id, reason = %ferry_text::escape(&reason, 600), "client module failed; request ends in E");
+                fail(&pool, id, &reason)?;
+                report.failed.push((id.clone(), reason));
+            }
+        }
+    }
+
+    // 3: push in batches; only acknowledged commits finish their requests.
+    let push_timeout = cfg.duration(&cfg.send.push_timeout);
+    let mut retried_rebase = false;
+    loop {
+        let unpushed = queue.unpushed()?;
+        let pending_ids: BTreeSet<String> = unpushed
+            .iter()
+            .flat_map(|(_, ids)| ids.iter().cloned())
+            .collect();
+        // Requests committed and acknowledged before a crash: finish them.
+        for id in pool.ids("P")? {
+            if !pending_ids.contains(&id) && queue.committed(&id)?.is_some() {
+                pool.move_to(&id, "P", "F", false)?;
+                report.delivered.push(id);
+            }
+        }
+        pool.sync()?;
+        if unpushed.is_empty() {
+            status.record_success(cfg, &node.name)?;
+            break;
+        }
+        let mut failed = None;
+        for batch in unpushed.chunks(cfg.send.batch) {
+            let (upto, _) = batch.last().expect("non-empty chunk");
+            match queue.push(*upto, push_timeout)? {
+                PushResult::Acked => {
+                    for id in batch.iter().flat_map(|(_, ids)| ids) {
+                        if pool.state_of(id) == Some("P") {
+                            pool.move_to(id, "P", "F", false)?;
+                            report.delivered.push(id.clone());
+                        }
+                    }
+                    pool.sync()?;
+                    info!(node = %node.name, requests = batch.len(), "node acknowledged the push");
+                }
+                PushResult::Failed {
+                    reason,
+                    non_fast_forward,
+                } => {
+                    failed = Some((reason, non_fast_forward));
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => continue, // re-check: finishes leftovers, records success
+            Some((_, true)) if !retried_rebase => {
+                retried_rebase = true;
+                warn!(node = %node.name, "node's queue has history this clone lacks; replaying our requests on top of it");
+                if let Err(e) = queue.rebase_on_remote(push_timeout) {
+                    let reason = format!("cannot bring the queue clone up to date: {e:#}");
+                    status.record_failure(cfg, &node.name, &reason, count_pending(&pool)?)?;
+                    report.push_error = Some(reason);
+                    break;
+                }
+            }
+            Some((reason, _)) => {
+                warn!(node = %node.name, reason = %reason, "push failed; requests stay queued for the next run");
+                status.record_failure(cfg, &node.name, &reason, count_pending(&pool)?)?;
+                report.push_error = Some(reason);
+                break;
+            }
+        }
+    }
+    report.pending = count_pending(&pool)?;
+    crate::alerts::after_send(cfg, &node.name, &status, &report);
+    Ok(report)
+}
+
+/// Run the client module of one request.
+fn prepare(
+    cfg: &ClientConfig,
+    id: &str,
+    rec: &ClientRequest,
+    timeout: Duration,
+) -> anyhow::Result<Vec<ferry_request::Request>> {
+    let endpoint = cfg.endpoint();
+    let ctx = ferry_prepare::Context {
+        client_name: &cfg.name,
+        request_id: id,
+        endpoint: &endpoint,
+        script_dir: cfg.script_dir.as_deref(),
+        git: &cfg.git,
+        timeout,
+    };
+    match rec.source.as_deref().and_then(|s| cfg.source(s)) {
+        Some(src) => crate::sources::prepare_source(cfg, src, &ctx),
+        None => Ok(ferry_prepare::prepare(&rec.module, &rec.arg, &ctx)?),
+    }
+}
+
+/// End a request in `E`, its reason beside it.
+pub fn fail(pool: &ferry_durable::Pool, id: &str, reason: &str) -> anyhow::Result<()> {
+    let why = pool.sidecar("E", id, "why");
+    ferry_durable::write_synced(
+        pool.dir(),
+        &why.file_name().expect("file").to_string_lossy(),
+        format!("{}\n", ferry_text::escape(reason, 4000)).as_bytes(),
+    )?;
+    pool.move_to(id, "P", "E", true)?;
+    Ok(())
+}
+
+fn count_pending(pool: &ferry_durable::Pool) -> anyhow::Result<usize> {
+    Ok(pool
+        .list()?
+        .iter()
+        .filter(|e| matches!(e.state, "C" | "P"))
+        .count())
+}
+
+/// `i` files older than a day were left by a `request` that crashed before
+/// finishing the file; they never became requests.
+fn sweep_incomplete(pool: &ferry_durable::Pool) -> anyhow::Result<()> {
+    for id in pool.ids("i")? {
+        let p = pool.path("i", &id);
+        let old = std::fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(86400))
+            .unwrap_or(false);
+        if old {
+            warn!(
+                id,
+                "removing an incomplete request left by a crash a day ago"
+            );
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    Ok(())
+}
