@@ -1,1 +1,3 @@
 //! e2e placeholder
+
+mod harness;

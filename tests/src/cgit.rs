@@ -1,0 +1,215 @@
+//! cgit behind a real web server on loopback: nginx (private config, no
+//! system site) → FastCGI → fcgiwrap (private unix socket) →
+//! `/usr/lib/cgit/cgit.cgi` with a private cgitrc passed as `CGIT_CONFIG`.
+//!
+//! nginx runs with `-c <dir>/nginx.conf -p <dir> -e <dir>/error.log`, so it
+//! reads nothing under `/etc/nginx` and writes nothing under `/var`; all its
+//! temp paths are inside the directory. As root it needs `user root;`
+//! (otherwise workers would switch to `nobody`, which cannot reach the
+//! fcgiwrap socket).
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::env::{SocketDir, free_port, is_root, next_loopback, which};
+use crate::http::http_get;
+use crate::process::{Daemon, READY_TIMEOUT, Signal};
+
+/// Debian's cgit CGI program.
+pub const CGIT_CGI: &str = "/usr/lib/cgit/cgit.cgi";
+/// Debian's cgit static files (CSS, logo), served at `/cgit-css/`.
+pub const CGIT_STATIC: &str = "/usr/share/cgit";
+
+/// cgit served by nginx + fcgiwrap at `http://127.0.0.x:port/cgit/`, static
+/// files at `/cgit-css/`. Both daemons are stopped on drop (nginx first).
+pub struct CgitWeb {
+    dir: PathBuf,
+    addr: Ipv4Addr,
+    port: u16,
+    // Field order is drop order: nginx before fcgiwrap before the socket dir.
+    nginx: Daemon,
+    fcgiwrap: Daemon,
+    _sock: SocketDir,
+}
+
+impl CgitWeb {
+    /// Writes `cgitrc_text` to `<dir>/cgitrc` (the caller supplies the
+    /// content, e.g. Ferry's `deploy/` cgitrc with its `scan-path`
+    /// substituted) and starts fcgiwrap and nginx with `dir` as their own
+    /// directory (created if needed), on a fresh [`next_loopback`] address;
+    /// waits until nginx accepts connections.
+    pub fn start(dir: &Path, cgitrc_text: &str) -> CgitWeb {
+        let tmp = dir.join("tmp");
+        fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("mkdir {}: {e}", tmp.display()));
+        let cgitrc = dir.join("cgitrc");
+        fs::write(&cgitrc, cgitrc_text).expect("write cgitrc");
+        let sock = SocketDir::new(&dir.join("sock"));
+        let sock_path = sock.path.join("fcgiwrap.sock");
+
+        let mut fcgi_cmd = Command::new(which("fcgiwrap").expect("fcgiwrap"));
+        fcgi_cmd
+            .arg("-s")
+            .arg(format!("unix:{}", sock_path.display()))
+            .current_dir(dir);
+        let mut fcgiwrap = Daemon::spawn(
+            "fcgiwrap",
+            fcgi_cmd,
+            &dir.join("fcgiwrap.log"),
+            Signal::TERM,
+            Duration::from_secs(5),
+        );
+        fcgiwrap.wait_ready(
+            READY_TIMEOUT,
+            &format!("fcgiwrap socket {}", sock_path.display()),
+            |_| UnixStream::connect(&sock_path).is_ok(),
+        );
+
+        let addr = next_loopback();
+        let port = free_port(addr);
+        let conf = dir.join("nginx.conf");
+        fs::write(&conf, nginx_conf(dir, addr, port, &cgitrc, &sock_path))
+            .expect("write nginx.conf");
+        let mut nginx_cmd = Command::new(which("nginx").expect("nginx"));
+        nginx_cmd
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .current_dir(dir);
+        let mut nginx = Daemon::spawn(
+            &format!("nginx {addr}:{port}"),
+            nginx_cmd,
+            &dir.join("nginx.out"),
+            Signal::TERM,
+            Duration::from_secs(5),
+        );
+        nginx.wait_for_tcp(addr, port, READY_TIMEOUT);
+        CgitWeb {
+            dir: dir.to_path_buf(),
+            addr,
+            port,
+            nginx,
+            fcgiwrap,
+            _sock: sock,
+        }
+    }
+
+    /// The cgit index URL, e.g. `http://127.0.0.3:41234/cgit/`.
+    pub fn url(&self) -> String {
+        format!("{}/cgit/", self.base_url())
+    }
+
+    /// The server root, e.g. `http://127.0.0.3:41234` (no trailing slash).
+    pub fn base_url(&self) -> String {
+        format!("http://{}:{}", self.addr, self.port)
+    }
+
+    /// The listen address.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its own directory (configs, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// nginx's error log plus fcgiwrap's output (where cgit's stderr goes),
+    /// for failure messages.
+    pub fn logs(&self) -> String {
+        let error_log = fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
+        format!(
+            "--- nginx error.log\n{error_log}\n--- nginx stdout/stderr\n{}\n--- fcgiwrap\n{}",
+            self.nginx.output(),
+            self.fcgiwrap.output()
+        )
+    }
+
+    /// `GET path` over a plain HTTP/1.0 connection; `path` is absolute
+    /// (`/cgit/`, `/cgit-css/cgit.css`) or relative to `/cgit/`
+    /// (`host-a/etc/log/`). Returns the status and the body as lossy UTF-8.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let url = if path.starts_with('/') {
+            format!("{}{path}", self.base_url())
+        } else {
+            format!("{}{path}", self.url())
+        };
+        let resp = http_get(&url);
+        (resp.status, resp.text())
+    }
+}
+
+fn nginx_conf(dir: &Path, addr: Ipv4Addr, port: u16, cgitrc: &Path, sock: &Path) -> String {
+    let d = dir.display();
+    let user = if is_root() { "user root;\n" } else { "" };
+    format!(
+        r#"# Written by ferry-tests (CgitWeb); private to this test.
+daemon off;
+master_process on;
+worker_processes 1;
+{user}pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 128; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/tmp/body;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    proxy_temp_path {d}/tmp/proxy;
+    scgi_temp_path {d}/tmp/scgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    types {{
+        text/html html;
+        text/css css;
+        image/png png;
+        image/x-icon ico;
+        text/plain txt;
+    }}
+    default_type application/octet-stream;
+    server {{
+        listen {addr}:{port};
+        server_name localhost;
+        location = /cgit {{ return 301 /cgit/; }}
+        location /cgit-css/ {{ alias {CGIT_STATIC}/; }}
+        location /cgit/ {{
+            fastcgi_param QUERY_STRING $query_string;
+            fastcgi_param REQUEST_METHOD $request_method;
+            fastcgi_param CONTENT_TYPE $content_type;
+            fastcgi_param CONTENT_LENGTH $content_length;
+            fastcgi_param REQUEST_URI $request_uri;
+            fastcgi_param DOCUMENT_URI $document_uri;
+            fastcgi_param DOCUMENT_ROOT $document_root;
+            fastcgi_param SERVER_PROTOCOL $server_protocol;
+            fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+            fastcgi_param SERVER_SOFTWARE nginx;
+            fastcgi_param REMOTE_ADDR $remote_addr;
+            fastcgi_param REMOTE_PORT $remote_port;
+            fastcgi_param SERVER_ADDR $server_addr;
+            fastcgi_param SERVER_PORT $server_port;
+            fastcgi_param SERVER_NAME $server_name;
+            fastcgi_param HTTP_HOST $host;
+            fastcgi_split_path_info ^(/cgit)(/.*)$;
+            fastcgi_param SCRIPT_FILENAME {CGIT_CGI};
+            fastcgi_param SCRIPT_NAME $fastcgi_script_name;
+            fastcgi_param PATH_INFO $fastcgi_path_info;
+            fastcgi_param CGIT_CONFIG {cgitrc};
+            fastcgi_read_timeout 120s;
+            fastcgi_pass unix:{sock};
+        }}
+    }}
+}}
+"#,
+        cgitrc = cgitrc.display(),
+        sock = sock.display(),
+    )
+}
