@@ -1,0 +1,760 @@
+//! Streaming creation of a tar+zstd archive from a directory tree.
+//!
+//! One pass, bounded memory: the walk holds one sorted name list per open
+//! directory level and a `(dev, ino)` map of files with several links; file
+//! contents stream from the file through a 1 MiB buffer into zstd's
+//! multithreaded encoder. Headers are written by hand with the tar crate's
+//! `Header` type (GNU format, `././@LongLink` records for names and link
+//! targets of 100 bytes or more, PAX records for xattrs and sub-second
+//! times), because the tar crate's path setters normalise names (`a//b`,
+//! `./x`) and would change symlink targets we must store verbatim.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use tar::{EntryType, Header};
+
+use crate::error::{ArchiveError, escape_name};
+use crate::fsutil::{ioe, open_dir_at, read_names};
+use crate::pattern::ExcludePattern;
+use crate::pax;
+
+/// What to archive and how. See [`create_tar_zst`].
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// The directory whose contents are archived. Paths in the archive are
+    /// relative to it, without a leading `./`; the root itself has no entry.
+    pub root: PathBuf,
+    /// Paths relative to `root` to archive (each with everything below it);
+    /// empty means the whole root. The directories leading to an included
+    /// path get entries of their own (without their other contents), so
+    /// their modes and times survive a restore. A component that is a
+    /// symlink is refused rather than followed.
+    pub include: Vec<PathBuf>,
+    /// Exclude patterns, see [`ExcludePattern`]: a pattern without `/`
+    /// matches any component name (`*.tmp`, `cache`), a pattern with `/` is
+    /// anchored at the root (`var/cache/*`); `*` and `?` never match `/`.
+    pub exclude: Vec<String>,
+    /// Record extended attributes as PAX `SCHILY.xattr.<name>` records.
+    pub xattrs: bool,
+    /// Do not descend into directories on another filesystem than `root`
+    /// (the mount point itself is recorded, as GNU tar does).
+    pub one_file_system: bool,
+    /// Record sub-second modification times (a PAX record per entry; costs
+    /// about 1 KiB of tar stream per entry before compression).
+    pub mtime_nanos: bool,
+    /// zstd compression level (default 3, as the `zstd` tool).
+    pub zstd_level: i32,
+    /// zstd worker threads; 0 compresses on the calling thread. Default:
+    /// `available_parallelism`, so reading and compressing overlap.
+    pub zstd_workers: u32,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            root: PathBuf::from("."),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            xattrs: false,
+            one_file_system: false,
+            mtime_nanos: false,
+            zstd_level: 3,
+            zstd_workers: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+        }
+    }
+}
+
+/// What [`create_tar_zst`] archived.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateStats {
+    /// Regular files stored with their data.
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symlinks (targets stored verbatim, never followed).
+    pub symlinks: u64,
+    /// Hard-link entries (second and later names of one inode).
+    pub hardlinks: u64,
+    /// FIFOs and character/block devices.
+    pub other: u64,
+    /// Entries not archived: sockets, and entries that vanished between
+    /// listing and reading.
+    pub skipped: u64,
+    /// Files whose size or mtime changed while being read. Their data was
+    /// cut or zero-padded to the size in their header, so the archive stays
+    /// well-formed, but the copy may be inconsistent.
+    pub changed: u64,
+    /// Entries left out by an exclude pattern (a directory counts once).
+    pub excluded: u64,
+    /// File data bytes read.
+    pub bytes_in: u64,
+    /// Compressed bytes written to the output.
+    pub bytes_out: u64,
+}
+
+/// Size of the buffer between the tar writer and the zstd encoder: large
+/// enough that a small file's header and data cost one memcpy, not one
+/// FFI call each, and that big files reach zstd in 1 MiB slices.
+const WRITE_BUFFER: usize = 1 << 20;
+/// Open directory fds the walk keeps at most; deeper levels are reopened
+/// from the nearest open ancestor when the walk returns to them.
+const MAX_OPEN_DIRS: usize = 32;
+
+/// Archives `opts.root` (or `opts.include` below it) as a tar stream
+/// compressed with zstd into `out`, in one streaming pass.
+///
+/// Entries come in a deterministic order (pre-order walk, names sorted by
+/// bytes). Regular files, directories (empty ones too), symlinks (never
+/// followed; target stored as is), hard links (second and later names of one
+/// `(dev, ino)` become link entries), FIFOs and devices are recorded with
+/// mode (including setuid/setgid/sticky), uid/gid and user/group names from
+/// `/etc/passwd` and `/etc/group`, and mtime; sockets are skipped and
+/// counted. Any name bytes (spaces, newlines, non-UTF-8) and any length
+/// round-trip. A file that changes size while being read is cut or padded
+/// to its header size and counted in [`CreateStats::changed`].
+///
+/// Errors: [`ArchiveError::Io`] for anything unreadable (the archive is then
+/// incomplete and must be discarded by the caller), [`ArchiveError::Path`]
+/// for an include path that is absolute, has `..` or goes through a symlink.
+pub fn create_tar_zst<W: Write>(opts: &CreateOptions, out: W) -> Result<CreateStats, ArchiveError> {
+    let root_fd = rustix::fs::open(
+        &opts.root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ArchiveError::io(format!("opening root {}", opts.root.display()), e))?;
+    let root_st = rustix::fs::fstat(&root_fd)
+        .map_err(|e| ArchiveError::io(format!("stat root {}", opts.root.display()), e))?;
+
+    let counting = CountingWriter {
+        inner: out,
+        count: 0,
+    };
+    let mut enc = zstd::stream::write::Encoder::new(counting, opts.zstd_level)
+        .map_err(|e| ArchiveError::io("starting zstd", e))?;
+    if opts.zstd_workers > 0 {
+        enc.multithread(opts.zstd_workers)
+            .map_err(|e| ArchiveError::io("starting zstd workers", e))?;
+    }
+    enc.include_checksum(true)
+        .map_err(|e| ArchiveError::io("configuring zstd", e))?;
+
+    let mut w = Walker {
+        opts,
+        root: root_fd,
+        root_dev: root_st.st_dev,
+        out: BufWriter::with_capacity(WRITE_BUFFER, enc),
+        excludes: opts
+            .exclude
+            .iter()
+            .filter_map(|p| ExcludePattern::parse(p))
+            .collect(),
+        links: HashMap::new(),
+        names: Names::load(),
+        stats: CreateStats::default(),
+        emitted_ancestors: HashSet::new(),
+    };
+    w.run()?;
+
+    let Walker { out, mut stats, .. } = w;
+    let enc = out
+        .into_inner()
+        .map_err(|e| ArchiveError::io("writing archive", e.into_error()))?;
+    let mut counting = enc
+        .finish()
+        .map_err(|e| ArchiveError::io("finishing zstd frame", e))?;
+    counting
+        .flush()
+        .map_err(|e| ArchiveError::io("flushing archive", e))?;
+    stats.bytes_out = counting.count;
+    Ok(stats)
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// uid/gid → name maps, read once from the local files. Names from NSS
+/// sources (LDAP, sssd) are not looked up: they are a convenience for
+/// humans reading `tar tv`, restore uses the numeric ids.
+struct Names {
+    users: HashMap<u32, String>,
+    groups: HashMap<u32, String>,
+}
+
+impl Names {
+    fn load() -> Names {
+        fn parse(path: &str) -> HashMap<u32, String> {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                return HashMap::new();
+            };
+            let mut map = HashMap::new();
+            for line in text.lines() {
+                let mut f = line.split(':');
+                let (Some(name), Some(_), Some(id)) = (f.next(), f.next(), f.next()) else {
+                    continue;
+                };
+                if let Ok(id) = id.parse::<u32>() {
+                    map.entry(id).or_insert_with(|| name.to_string());
+                }
+            }
+            map
+        }
+        Names {
+            users: parse("/etc/passwd"),
+            groups: parse("/etc/group"),
+        }
+    }
+}
+
+/// One directory level of the walk.
+struct Frame {
+    /// Open fd, or `None` when closed to bound fd use (reopened on return).
+    fd: Option<OwnedFd>,
+    /// This directory's own name in its parent (to reopen it).
+    name: Vec<u8>,
+    /// Path relative to the root, empty for the root.
+    rel: Vec<u8>,
+    /// Sorted child names and the next one to visit.
+    children: Vec<Vec<u8>>,
+    next: usize,
+}
+
+type Enc<W> = zstd::stream::write::Encoder<'static, CountingWriter<W>>;
+
+struct Walker<'o, W: Write> {
+    opts: &'o CreateOptions,
+    root: OwnedFd,
+    root_dev: u64,
+    out: BufWriter<Enc<W>>,
+    excludes: Vec<ExcludePattern>,
+    /// First archived name of each multiply-linked regular file.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    names: Names,
+    stats: CreateStats,
+    emitted_ancestors: HashSet<Vec<u8>>,
+}
+
+/// Joins a relative path and a name with `/`.
+fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(rel.len() + 1 + name.len());
+    if !rel.is_empty() {
+        p.extend_from_slice(rel);
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+fn ctx(what: &str, rel: &[u8]) -> String {
+    format!("{what} {}", escape_name(rel))
+}
+
+impl<W: Write> Walker<'_, W> {
+    fn run(&mut self) -> Result<(), ArchiveError> {
+        if self.opts.include.is_empty() {
+            let names =
+                read_names(self.root.as_fd()).map_err(|e| ArchiveError::io("listing root", e))?;
+            let root_copy = rustix::io::dup(&self.root).map_err(|e| ArchiveError::io("dup", e))?;
+            self.walk(Frame {
+                fd: Some(root_copy),
+                name: Vec::new(),
+                rel: Vec::new(),
+                children: names,
+                next: 0,
+            })?;
+        } else {
+            for inc in self.normalised_includes()? {
+                self.include(&inc)?;
+            }
+        }
+        // End of archive: two zero blocks.
+        self.out
+            .write_all(&[0u8; 1024])
+            .map_err(|e| ArchiveError::io("writing archive", e))?;
+        Ok(())
+    }
+
+    /// Include paths as component lists, sorted, without those already
+    /// covered by another include.
+    fn normalised_includes(&self) -> Result<Vec<Vec<Vec<u8>>>, ArchiveError> {
+        let mut incs: Vec<Vec<Vec<u8>>> = Vec::new();
+        for p in &self.opts.include {
+            let mut comps = Vec::new();
+            for c in p.components() {
+                match c {
+                    Component::Normal(n) => comps.push(n.as_bytes().to_vec()),
+                    Component::CurDir => {}
+                    _ => {
+                        return Err(ArchiveError::path(
+                            p.as_os_str().as_bytes(),
+                            "include paths must be relative to the root, without `..`",
+                        ));
+                    }
+                }
+            }
+            incs.push(comps);
+        }
+        incs.sort();
+        incs.dedup();
+        let mut kept: Vec<Vec<Vec<u8>>> = Vec::new();
+        for inc in incs {
+            if !kept.iter().any(|k| inc.starts_with(k)) {
+                kept.push(inc);
+            }
+        }
+        Ok(kept)
+    }
+
+    fn include(&mut self, comps: &[Vec<u8>]) -> Result<(), ArchiveError> {
+        let Some((last, parents)) = comps.split_last() else {
+            // "." or "": the whole root.
+            let names =
+                read_names(self.root.as_fd()).map_err(|e| ArchiveError::io("listing root", e))?;
+            let root_copy = rustix::io::dup(&self.root).map_err(|e| ArchiveError::io("dup", e))?;
+            return self.walk(Frame {
+                fd: Some(root_copy),
+                name: Vec::new(),
+                rel: Vec::new(),
+                children: names,
+                next: 0,
+            });
+        };
+        let mut dir = rustix::io::dup(&self.root).map_err(|e| ArchiveError::io("dup", e))?;
+        let mut rel = Vec::new();
+        for c in parents {
+            rel = join(&rel, c);
+            let st = rustix::fs::statat(&dir, c.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| ArchiveError::io(ctx("stat", &rel), e))?;
+            if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                return Err(ArchiveError::path(
+                    &rel,
+                    "a component of an include path is not a directory (symlinks are not followed)",
+                ));
+            }
+            if self.emitted_ancestors.insert(rel.clone()) {
+                self.header(&rel, &st, EntryType::Directory, None, 0, None)?;
+                self.stats.dirs += 1;
+            }
+            dir =
+                open_dir_at(dir.as_fd(), c).map_err(|e| ArchiveError::io(ctx("open", &rel), e))?;
+        }
+        let rel = join(&rel, last);
+        if let Some(frame) = self.entry(dir.as_fd(), last, &rel, true)? {
+            self.walk(frame)?;
+        }
+        Ok(())
+    }
+
+    /// Iterative pre-order walk below `start`.
+    fn walk(&mut self, start: Frame) -> Result<(), ArchiveError> {
+        let mut stack = vec![start];
+        loop {
+            let Some(top) = stack.last_mut() else {
+                return Ok(());
+            };
+            if top.next == top.children.len() {
+                stack.pop();
+                continue;
+            }
+            let name = std::mem::take(&mut top.children[top.next]);
+            top.next += 1;
+            let rel = join(&top.rel, &name);
+            if top.fd.is_none() {
+                let depth = stack.len() - 1;
+                reopen(&mut stack, depth)?;
+            }
+            let top = stack.last().expect("stack is not empty");
+            let fd = top.fd.as_ref().expect("reopened above").as_fd();
+            if let Some(child) = self.entry(fd, &name, &rel, false)? {
+                stack.push(child);
+                let open = stack.iter().filter(|f| f.fd.is_some()).count();
+                if open > MAX_OPEN_DIRS {
+                    // Close the shallowest open level except the start.
+                    if let Some(f) = stack.iter_mut().skip(1).find(|f| f.fd.is_some()) {
+                        f.fd = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn excluded(&self, rel: &[u8], name: &[u8]) -> bool {
+        self.excludes.iter().any(|p| p.matches(rel, name))
+    }
+
+    /// Archives one directory entry; returns a frame when it is a directory
+    /// to descend into.
+    fn entry(
+        &mut self,
+        dirfd: BorrowedFd<'_>,
+        name: &[u8],
+        rel: &[u8],
+        is_include_root: bool,
+    ) -> Result<Option<Frame>, ArchiveError> {
+        if self.excluded(rel, name) {
+            self.stats.excluded += 1;
+            return Ok(None);
+        }
+        let st = match rustix::fs::statat(dirfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) if !is_include_root => {
+                tracing::warn!(path = %escape_name(rel), "file vanished before it was read");
+                self.stats.skipped += 1;
+                return Ok(None);
+            }
+            Err(e) => return Err(ArchiveError::io(ctx("stat", rel), e)),
+        };
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {
+                self.header(rel, &st, EntryType::Directory, None, 0, None)?;
+                self.stats.dirs += 1;
+                if self.opts.one_file_system && st.st_dev != self.root_dev {
+                    return Ok(None);
+                }
+                let fd = match open_dir_at(dirfd, name) {
+                    Ok(fd) => fd,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.stats.skipped += 1;
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(ArchiveError::io(ctx("open", rel), e)),
+                };
+                let children =
+                    read_names(fd.as_fd()).map_err(|e| ArchiveError::io(ctx("listing", rel), e))?;
+                Ok(Some(Frame {
+                    fd: Some(fd),
+                    name: name.to_vec(),
+                    rel: rel.to_vec(),
+                    children,
+                    next: 0,
+                }))
+            }
+            FileType::RegularFile => {
+                self.file(dirfd, name, rel, &st)?;
+                Ok(None)
+            }
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(dirfd, name, Vec::new())
+                    .map_err(|e| ArchiveError::io(ctx("readlink", rel), e))?;
+                self.header(
+                    rel,
+                    &st,
+                    EntryType::Symlink,
+                    Some(target.as_bytes()),
+                    0,
+                    None,
+                )?;
+                self.stats.symlinks += 1;
+                Ok(None)
+            }
+            FileType::Fifo => {
+                self.header(rel, &st, EntryType::Fifo, None, 0, None)?;
+                self.stats.other += 1;
+                Ok(None)
+            }
+            FileType::CharacterDevice => {
+                self.header(rel, &st, EntryType::Char, None, 0, None)?;
+                self.stats.other += 1;
+                Ok(None)
+            }
+            FileType::BlockDevice => {
+                self.header(rel, &st, EntryType::Block, None, 0, None)?;
+                self.stats.other += 1;
+                Ok(None)
+            }
+            _ => {
+                // Sockets (and anything unknown) cannot be archived.
+                tracing::debug!(path = %escape_name(rel), "skipping socket");
+                self.stats.skipped += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    fn file(
+        &mut self,
+        dirfd: BorrowedFd<'_>,
+        name: &[u8],
+        rel: &[u8],
+        lst: &Stat,
+    ) -> Result<(), ArchiveError> {
+        if lst.st_nlink > 1 {
+            let key = (lst.st_dev, lst.st_ino);
+            if let Some(first) = self.links.get(&key) {
+                let first = first.clone();
+                self.header(rel, lst, EntryType::Link, Some(&first), 0, None)?;
+                self.stats.hardlinks += 1;
+                return Ok(());
+            }
+        }
+        // O_NONBLOCK: if the name was swapped for a FIFO since the lstat,
+        // opening must not hang the backup.
+        let fd = match rustix::fs::openat(
+            dirfd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP) => {
+                tracing::warn!(path = %escape_name(rel), "file vanished before it was read");
+                self.stats.skipped += 1;
+                return Ok(());
+            }
+            Err(e) => return Err(ArchiveError::io(ctx("open", rel), e)),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| ArchiveError::io(ctx("stat", rel), e))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+            || st.st_ino != lst.st_ino
+            || st.st_dev != lst.st_dev
+        {
+            tracing::warn!(path = %escape_name(rel), "file replaced before it was read");
+            self.stats.skipped += 1;
+            return Ok(());
+        }
+        let size = st.st_size.max(0) as u64;
+        self.header(rel, &st, EntryType::Regular, None, size, Some(fd.as_fd()))?;
+        if st.st_nlink > 1 {
+            self.links.insert((st.st_dev, st.st_ino), rel.to_vec());
+        }
+        let mut file = std::fs::File::from(fd);
+        let mut limited = (&mut file).take(size);
+        let copied = io::copy(&mut limited, &mut self.out)
+            .map_err(|e| ArchiveError::io(ctx("archiving", rel), e))?;
+        let mut changed = false;
+        if copied < size {
+            // Shrunk while reading: pad so the header stays true.
+            changed = true;
+            io::copy(&mut io::repeat(0).take(size - copied), &mut self.out)
+                .map_err(|e| ArchiveError::io("writing archive", e))?;
+        }
+        self.pad(size)?;
+        let after = rustix::fs::fstat(&file).map_err(|e| ArchiveError::io(ctx("stat", rel), e))?;
+        if after.st_size != st.st_size
+            || after.st_mtime != st.st_mtime
+            || after.st_mtime_nsec != st.st_mtime_nsec
+        {
+            changed = true;
+        }
+        if changed {
+            tracing::warn!(path = %escape_name(rel), "file changed while it was read");
+            self.stats.changed += 1;
+        }
+        self.stats.files += 1;
+        self.stats.bytes_in += copied;
+        Ok(())
+    }
+
+    fn pad(&mut self, size: u64) -> Result<(), ArchiveError> {
+        let rem = (size % 512) as usize;
+        if rem != 0 {
+            self.out
+                .write_all(&[0u8; 512][..512 - rem])
+                .map_err(|e| ArchiveError::io("writing archive", e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the extension records and the header of one entry.
+    /// `xattr_fd` is an fd of the entry itself when one is open; otherwise
+    /// xattrs (when wanted) are read through the path without following it.
+    fn header(
+        &mut self,
+        rel: &[u8],
+        st: &Stat,
+        kind: EntryType,
+        link: Option<&[u8]>,
+        size: u64,
+        xattr_fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), ArchiveError> {
+        let werr = |e| ArchiveError::io("writing archive", e);
+        let mut path = rel.to_vec();
+        if kind == EntryType::Directory {
+            path.push(b'/');
+        }
+
+        let mut pax_buf = Vec::new();
+        if self.opts.mtime_nanos || st.st_mtime < 0 {
+            let t = if st.st_mtime_nsec != 0 {
+                format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec)
+            } else {
+                st.st_mtime.to_string()
+            };
+            // For negative times with nanos the PAX form is -(|s|-1).(1e9-ns);
+            // keep it simple and exact by emitting whole seconds then.
+            let t = if st.st_mtime < 0 {
+                st.st_mtime.to_string()
+            } else {
+                t
+            };
+            pax::push_record(&mut pax_buf, b"mtime", t.as_bytes());
+        }
+        if self.opts.xattrs {
+            for (k, v) in read_xattrs(&self.opts.root, rel, xattr_fd)? {
+                let mut key = b"SCHILY.xattr.".to_vec();
+                key.extend_from_slice(&k);
+                pax::push_record(&mut pax_buf, &key, &v);
+            }
+        }
+        if !pax_buf.is_empty() {
+            self.ext_record(b'x', b"././@PaxHeader", &pax_buf)?;
+        }
+        if path.len() >= 100 {
+            let mut data = path.clone();
+            data.push(0);
+            self.ext_record(b'L', b"././@LongLink", &data)?;
+        }
+        if let Some(l) = link
+            && l.len() >= 100
+        {
+            let mut data = l.to_vec();
+            data.push(0);
+            self.ext_record(b'K', b"././@LongLink", &data)?;
+        }
+
+        let mut h = Header::new_gnu();
+        {
+            let old = h.as_old_mut();
+            let n = path.len().min(old.name.len());
+            old.name[..n].copy_from_slice(&path[..n]);
+            if let Some(l) = link {
+                let n = l.len().min(old.linkname.len());
+                old.linkname[..n].copy_from_slice(&l[..n]);
+            }
+        }
+        h.set_entry_type(kind);
+        h.set_mode(st.st_mode & 0o7777);
+        h.set_uid(u64::from(st.st_uid));
+        h.set_gid(u64::from(st.st_gid));
+        h.set_mtime(st.st_mtime.max(0) as u64);
+        h.set_size(size);
+        if let Some(u) = self.names.users.get(&st.st_uid) {
+            let _ = h.set_username(u);
+        }
+        if let Some(g) = self.names.groups.get(&st.st_gid) {
+            let _ = h.set_groupname(g);
+        }
+        if matches!(kind, EntryType::Char | EntryType::Block) {
+            let dev = st.st_rdev;
+            h.set_device_major(rustix::fs::major(dev))
+                .map_err(|e| ArchiveError::io(ctx("device number of", rel), e))?;
+            h.set_device_minor(rustix::fs::minor(dev))
+                .map_err(|e| ArchiveError::io(ctx("device number of", rel), e))?;
+        }
+        h.set_cksum();
+        self.out.write_all(h.as_bytes()).map_err(werr)?;
+        Ok(())
+    }
+
+    /// Writes a GNU long-name/long-link or PAX record with its data.
+    fn ext_record(&mut self, kind: u8, name: &[u8], data: &[u8]) -> Result<(), ArchiveError> {
+        let mut h = Header::new_gnu();
+        {
+            let old = h.as_old_mut();
+            old.name[..name.len()].copy_from_slice(name);
+        }
+        h.set_entry_type(EntryType::new(kind));
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        self.out
+            .write_all(h.as_bytes())
+            .and_then(|_| self.out.write_all(data))
+            .map_err(|e| ArchiveError::io("writing archive", e))?;
+        self.pad(data.len() as u64)
+    }
+}
+
+/// Reopens `stack[i]`'s directory from the nearest ancestor that is still
+/// open, one `O_NOFOLLOW` component at a time.
+fn reopen(stack: &mut [Frame], i: usize) -> Result<(), ArchiveError> {
+    let j = (0..i)
+        .rev()
+        .find(|&j| stack[j].fd.is_some())
+        .expect("the start frame is never closed");
+    let mut fd = rustix::io::dup(stack[j].fd.as_ref().expect("checked"))
+        .map_err(|e| ArchiveError::io("dup", e))?;
+    for f in &stack[j + 1..=i] {
+        fd = open_dir_at(fd.as_fd(), &f.name)
+            .map_err(|e| ArchiveError::io(ctx("reopening", &f.rel), e))?;
+    }
+    stack[i].fd = Some(fd);
+    Ok(())
+}
+
+/// Reads an entry's extended attributes, sorted by name: through its fd
+/// when one is open, else through its path with the `l*` calls (which do
+/// not follow a symlink).
+fn read_xattrs(
+    root: &Path,
+    rel: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<pax::Records, ArchiveError> {
+    let full = root.join(OsStr::from_bytes(rel));
+    let mut names = vec![0u8; 4096];
+    let n = loop {
+        let r = match fd {
+            Some(fd) => rustix::fs::flistxattr(fd, names.as_mut_slice()),
+            None => rustix::fs::llistxattr(&full, names.as_mut_slice()),
+        };
+        match r {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
+                let len = names.len() * 4;
+                names.resize(len, 0);
+            }
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(ArchiveError::io(ctx("listxattr", rel), ioe(e))),
+        }
+    };
+    names.truncate(n);
+    let mut out = Vec::new();
+    for key in names.split(|b| *b == 0).filter(|k| !k.is_empty()) {
+        let mut val = vec![0u8; 4096];
+        let len = loop {
+            let r = match fd {
+                Some(fd) => rustix::fs::fgetxattr(fd, key, val.as_mut_slice()),
+                None => rustix::fs::lgetxattr(&full, key, val.as_mut_slice()),
+            };
+            match r {
+                Ok(n) => break Some(n),
+                Err(rustix::io::Errno::RANGE) if val.len() < 1 << 20 => {
+                    let len = val.len() * 4;
+                    val.resize(len, 0);
+                }
+                Err(rustix::io::Errno::NODATA) => break None,
+                Err(e) => return Err(ArchiveError::io(ctx("getxattr", rel), ioe(e))),
+            }
+        };
+        if let Some(len) = len {
+            val.truncate(len);
+            out.push((key.to_vec(), val));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
