@@ -9,7 +9,7 @@
 //!
 //! Ferry owns every section whose name is `ferry` or starts with `ferry `;
 //! the only valid form is `[ferry client NAME]` with NAME a valid client
-//! name ([`is_valid_client_name`]). Options (read from the section itself,
+//! name ([`crate::username::is_valid_client_name`]). Options (read from the section itself,
 //! without `[DEFAULT]` fallbacks, so every fact is written where it
 //! applies); unknown options are errors, because a typo such as `qouta`
 //! must not silently drop a limit:
@@ -1376,6 +1376,47 @@ mod tests {
         let w = e.warnings.join("\n");
         assert!(w.contains("client 'host-b' may read 'queue/host-a'"), "{w}");
         assert!(w.contains("there is no [ferry client ghost]"), "{w}");
+    }
+
+    /// The whole pure pipeline an admin push goes through: validate, render
+    /// authorized_keys, then decide the pushes each key may make.
+    #[test]
+    fn pipeline_enroll_render_serve() {
+        use crate::authkeys::{MARKER, ferry_line_user, render};
+        use crate::serve::{Denied, decide};
+        let text = format!("{ADMIN}{}", client_section("host-a", ""));
+        let c = conf(&text);
+        let e = match Enrollment::build(
+            &c,
+            &keydir(&[("host-a.pub", ED25519), ("admin@ws.pub", RSA2048)]),
+        ) {
+            Ok(e) => e,
+            Err(errs) => panic!("{errs:?}"),
+        };
+        let old_gitosis = "command=\"gitosis-serve admin@ws\",no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty ssh-rsa OLD\n";
+        let keys = match render(
+            &format!("# mine\n{MARKER}\n{old_gitosis}"),
+            &e.key_entries(),
+            &|u| format!("/usr/lib/ferry/ferry-node serve {u}"),
+        ) {
+            Ok(k) => k,
+            Err(err) => panic!("{err}"),
+        };
+        let users: Vec<&str> = keys.lines().filter_map(ferry_line_user).collect();
+        assert_eq!(users, ["admin@ws", "host-a"]);
+        assert!(keys.starts_with("# mine\n"));
+        assert!(!keys.contains("gitosis-serve"));
+        for user in users {
+            let own_queue = decide(&c, user, "git-receive-pack 'queue/host-a.git'");
+            let admin = decide(&c, user, "git-receive-pack 'gitosis-admin.git'");
+            if user == "host-a" {
+                assert!(own_queue.is_ok());
+                assert_eq!(admin, Err(Denied::ReadDenied));
+            } else {
+                assert_eq!(own_queue, Err(Denied::ReadDenied));
+                assert!(admin.is_ok());
+            }
+        }
     }
 
     #[test]
