@@ -2,9 +2,13 @@
 //! system site) → FastCGI → fcgiwrap (private unix socket) →
 //! `/usr/lib/cgit/cgit.cgi` with a private cgitrc passed as `CGIT_CONFIG`.
 //!
-//! nginx runs with `-c <dir>/nginx.conf -p <dir> -e <dir>/error.log`, so it
-//! reads nothing under `/etc/nginx` and writes nothing under `/var`; all its
-//! temp paths are inside the directory. As root it needs `user root;`
+//! nginx runs with `-c <dir>/nginx.conf -p <dir> -e stderr`, so it reads
+//! nothing under `/etc/nginx` and writes nothing under `/var`: its error log
+//! goes to the guard's log file `<dir>/nginx.log`, its access log and temp
+//! paths are inside the directory. cgit's cache root is pointed into the
+//! directory too (`cache-root=<dir>/cgit-cache` is put before the caller's
+//! cgitrc), so a cgitrc that enables caching does not write to
+//! `/var/cache/cgit`. As root it needs `user root;`
 //! (otherwise workers would switch to `nobody`, which cannot reach the
 //! fcgiwrap socket).
 
@@ -37,7 +41,8 @@ pub struct CgitWeb {
 }
 
 impl CgitWeb {
-    /// Writes `cgitrc_text` to `<dir>/cgitrc` (the caller supplies the
+    /// Writes `cgitrc_text` (after a `cache-root=` line pointing into `dir`)
+    /// to `<dir>/cgitrc` (the caller supplies the
     /// content, e.g. Ferry's `deploy/` cgitrc with its `scan-path`
     /// substituted) and starts fcgiwrap and nginx with `dir` as their own
     /// directory (created if needed), on a fresh [`next_loopback`] address;
@@ -46,7 +51,14 @@ impl CgitWeb {
         let tmp = dir.join("tmp");
         fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("mkdir {}: {e}", tmp.display()));
         let cgitrc = dir.join("cgitrc");
-        fs::write(&cgitrc, cgitrc_text).expect("write cgitrc");
+        fs::write(
+            &cgitrc,
+            format!(
+                "# cache-root added by ferry-tests (CgitWeb)\ncache-root={}\n{cgitrc_text}",
+                dir.join("cgit-cache").display()
+            ),
+        )
+        .expect("write cgitrc");
         let sock = SocketDir::new(&dir.join("sock"));
         let sock_path = sock.path.join("fcgiwrap.sock");
 
@@ -79,13 +91,12 @@ impl CgitWeb {
             .arg(&conf)
             .arg("-p")
             .arg(dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
+            .args(["-e", "stderr"])
             .current_dir(dir);
         let mut nginx = Daemon::spawn(
             &format!("nginx {addr}:{port}"),
             nginx_cmd,
-            &dir.join("nginx.out"),
+            &dir.join("nginx.log"),
             Signal::TERM,
             Duration::from_secs(5),
         );
@@ -128,9 +139,8 @@ impl CgitWeb {
     /// nginx's error log plus fcgiwrap's output (where cgit's stderr goes),
     /// for failure messages.
     pub fn logs(&self) -> String {
-        let error_log = fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
         format!(
-            "--- nginx error.log\n{error_log}\n--- nginx stdout/stderr\n{}\n--- fcgiwrap\n{}",
+            "--- nginx\n{}\n--- fcgiwrap\n{}",
             self.nginx.output(),
             self.fcgiwrap.output()
         )
@@ -159,7 +169,7 @@ daemon off;
 master_process on;
 worker_processes 1;
 {user}pid {d}/nginx.pid;
-error_log {d}/error.log info;
+error_log stderr info;
 events {{ worker_connections 128; }}
 http {{
     access_log {d}/access.log;

@@ -66,4 +66,4 @@ pub use process::{
     Daemon, READY_TIMEOUT, Signal, processes_matching, run_checked, run_with_timeout,
 };
 pub use smtp::{Mail, Smtp, decode_rfc2047};
-pub use ssh::{Sshd, SshdOptions, sftp_cmd, sftp_dest, ssh_cmd, ssh_keygen};
+pub use ssh::{Sshd, SshdOptions, git_ssh_command, sftp_cmd, sftp_dest, ssh_cmd, ssh_keygen};

@@ -84,13 +84,17 @@ fn pid_running(pid: i32) -> bool {
     read_stat(pid).is_some_and(|p| p.state != 'Z')
 }
 
-/// The process group `root` leads plus every descendant of its members.
-fn collect_tree(root: i32) -> BTreeMap<i32, ProcStat> {
+/// The process group `root` leads (if `root` is given) plus the processes in
+/// `seeds`, plus every descendant of any of them.
+fn collect_tree(root: Option<i32>, seeds: &BTreeMap<i32, ProcStat>) -> BTreeMap<i32, ProcStat> {
     let me = std::process::id() as i32;
     let procs = all_processes();
     let mut tree: BTreeMap<i32, ProcStat> = procs
         .iter()
-        .filter(|p| p.pid == root || p.pgid == root)
+        .filter(|p| {
+            root.is_some_and(|r| p.pid == r || p.pgid == r)
+                || seeds.get(&p.pid).is_some_and(|s| s.start == p.start)
+        })
         .map(|p| (p.pid, *p))
         .collect();
     loop {
@@ -128,20 +132,19 @@ fn kill_tree(root: Option<i32>, known: &BTreeMap<i32, ProcStat>) {
     for p in victims.values() {
         signal(p, Signal::STOP);
     }
-    if let Some(root) = root {
-        // Stopped processes cannot fork, so a few rounds reach a fixed point.
-        for _ in 0..20 {
-            let mut added = false;
-            for (pid, p) in collect_tree(root) {
-                if p.state != 'Z' && !victims.contains_key(&pid) {
-                    signal(&p, Signal::STOP);
-                    victims.insert(pid, p);
-                    added = true;
-                }
+    // Stopped processes cannot fork, so a few rounds reach a fixed point:
+    // the group, the known processes, and everything below any of them.
+    for _ in 0..20 {
+        let mut added = false;
+        for (pid, p) in collect_tree(root, &victims) {
+            if p.state != 'Z' && !victims.contains_key(&pid) {
+                signal(&p, Signal::STOP);
+                victims.insert(pid, p);
+                added = true;
             }
-            if !added {
-                break;
-            }
+        }
+        if !added {
+            break;
         }
     }
     for p in victims.values() {
@@ -350,7 +353,7 @@ impl Daemon {
         let root = child.id() as i32;
         // Until `child.wait()` below, `root` is our unreaped child, so its pid
         // and process group id cannot be reused by an unrelated process.
-        let snapshot = collect_tree(root);
+        let snapshot = collect_tree(Some(root), &BTreeMap::new());
         if self.stop_signal != Signal::KILL && pid_running(root) {
             if let Some(pid) = Pid::from_raw(root) {
                 let _ = kill_process(pid, self.stop_signal);

@@ -70,7 +70,10 @@ impl SshdOptions {
 /// `addr:port`, with its own ed25519 host key in its directory and stderr
 /// (LogLevel VERBOSE) in `<dir>/sshd.log`. Logins are allowed for the
 /// current user (root: `prohibit-password`) with keys from
-/// `authorized_keys`; the sftp subsystem is `internal-sftp`.
+/// `authorized_keys`; the sftp subsystem is `internal-sftp`. Sessions get
+/// `SHLVL=1` (`SetEnv`), so a login shell that is bash does not source the
+/// user's `~/.bashrc`; `MaxStartups=100` keeps parallel tests from being
+/// dropped. Both are overridable through [`SshdOptions::extra`].
 ///
 /// Stopped (whole tree, including open sessions) on drop.
 pub struct Sshd {
@@ -157,6 +160,10 @@ impl Sshd {
             // Parallel tests open many connections at once; the default
             // 10:30:100 drops some of them at random.
             "MaxStartups=100".to_string(),
+            // Debian's bash sources ~/.bashrc for commands run by sshd unless
+            // SHLVL is set; the test user's bashrc (pyenv, nvm, …) would make
+            // every ssh command slow and environment-dependent.
+            "SetEnv=SHLVL=1".to_string(),
         ];
         for o in defaults {
             if !overridden.contains(&key_of(&o)) {
@@ -220,6 +227,18 @@ impl Sshd {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// `ssh://<user>@<addr>:<port>/<path>` (a leading `/` in `path` is
+    /// kept once), e.g. for `git push` with [`git_ssh_command`].
+    pub fn url(&self, path: &str) -> String {
+        format!(
+            "ssh://{}@{}:{}/{}",
+            self.user(),
+            self.opts.addr,
+            self.port,
+            path.trim_start_matches('/')
+        )
+    }
+
     /// True while the server runs.
     pub fn is_running(&self) -> bool {
         self.daemon.as_ref().is_some_and(Daemon::is_running)
@@ -267,6 +286,22 @@ pub fn sftp_cmd(key: &Path, known_hosts: &Path, sshd: &Sshd) -> Command {
         .arg("-P")
         .arg(sshd.port().to_string());
     cmd
+}
+
+/// A `GIT_SSH_COMMAND` value with the same hermetic options as [`ssh_cmd`]
+/// (no port or destination: git adds them from the URL, see [`Sshd::url`]).
+/// Paths are single-quoted, because git runs it through a shell.
+pub fn git_ssh_command(key: &Path, known_hosts: &Path) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut parts = vec![
+        "ssh".to_string(),
+        "-F".to_string(),
+        "/dev/null".to_string(),
+        "-i".to_string(),
+        quote(&key.display().to_string()),
+    ];
+    parts.extend(client_opts(known_hosts).iter().map(|o| quote(o)));
+    parts.join(" ")
 }
 
 /// `<user>@<addr>` of an [`Sshd`], for [`sftp_cmd`] or git URLs.

@@ -157,8 +157,8 @@ fn sshd_key_auth_stop_restart_keeps_host_key() {
 }
 
 #[test]
-fn sshd_sftp_subsystem_get() {
-    if !require_all(&["sshd", "ssh-keygen", "sftp"]) {
+fn sshd_sftp_get_and_git_push_over_ssh() {
+    if !require_all(&["sshd", "ssh-keygen", "sftp", "git"]) {
         return;
     }
     let td = TestDir::new("harness_sftp");
@@ -191,6 +191,28 @@ fn sshd_sftp_subsystem_get() {
     assert_eq!(sha256_file(&local), sha256_file(&remote));
     assert_eq!(sha256_file(&local), sha256_bytes(&payload));
     assert!(sshd.log().contains("subsystem 'sftp'"), "{}", sshd.log());
+
+    // git over ssh with the same pinned key and host key.
+    let work = td.join("work");
+    fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q"]);
+    git(&work, &["commit", "-q", "--allow-empty", "-m", "over ssh"]);
+    let bare = td.join("remote.git");
+    git(&td.path, &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    let url = sshd.url(bare.to_str().unwrap());
+    assert!(
+        url.starts_with("ssh://") && url.ends_with("/remote.git"),
+        "{url}"
+    );
+    run_checked(
+        git_cmd(&work)
+            .env("GIT_SSH_COMMAND", git_ssh_command(&key, &kh))
+            .args(["push", "-q", &url, "master"]),
+    );
+    assert_eq!(
+        git(&bare, &["rev-parse", "master"]),
+        git(&work, &["rev-parse", "HEAD"])
+    );
 }
 
 #[test]
