@@ -117,28 +117,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Request {
-            module,
-            arg,
-            node,
-            send,
-        } => {
+        Command::Request { module, arg, node, send } => {
             let id = crate::request::request(&cfg, &module, &arg, node.as_deref())?;
             print_id(cli.json, &id);
-            if send {
-                send_now(&cfg, node.as_deref(), cli.json)
-            } else {
-                Ok(exit::OK)
-            }
+            if send { send_now(&cfg, node.as_deref(), cli.json) } else { Ok(exit::OK) }
         }
         Command::Backup { source, node, send } => {
             let id = crate::request::backup(&cfg, &source, node.as_deref())?;
             print_id(cli.json, &id);
-            if send {
-                send_now(&cfg, node.as_deref(), cli.json)
-            } else {
-                Ok(exit::OK)
-            }
+            if send { send_now(&cfg, node.as_deref(), cli.json) } else { Ok(exit::OK) }
         }
         Command::BackupAll { send } => {
             let ids = crate::request::backup_all(&cfg)?;
@@ -149,11 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     println!("{s}: {id}");
                 }
             }
-            if send {
-                send_now(&cfg, None, cli.json)
-            } else {
-                Ok(exit::OK)
-            }
+            if send { send_now(&cfg, None, cli.json) } else { Ok(exit::OK) }
         }
         Command::Send { node, force, wait } => {
             if let Some(n) = &node
@@ -161,11 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             {
                 return exit::usage(format!("unknown node {n:?}"));
             }
-            let reports = crate::send::send(
-                &cfg,
-                node.as_deref(),
-                &crate::send::SendOptions { force, wait },
-            )?;
+            let reports = crate::send::send(&cfg, node.as_deref(), &crate::send::SendOptions { force, wait })?;
             report(&reports, cli.json)
         }
         Command::Status => {
@@ -175,11 +154,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 crate::status::print(&v);
             }
-            Ok(if v.iter().any(|n| n.health.failing_since.is_some()) {
-                exit::UNDELIVERED
-            } else {
-                exit::OK
-            })
+            Ok(if v.iter().any(|n| n.health.failing_since.is_some()) { exit::UNDELIVERED } else { exit::OK })
         }
         Command::Hook(HookCommand::PostUpdate) => {
             let id = crate::hook::post_update(&cfg, &cli.config)?;
@@ -197,10 +172,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::AuthorizeNode { node, key } => {
             let p = crate::authorize::authorize(&cfg, &cli.config, &node, key.as_deref())?;
-            println!(
-                "node {node} may now pull from this host (key in {})",
-                p.display()
-            );
+            println!("node {node} may now pull from this host (key in {})", p.display());
             Ok(exit::OK)
         }
     }
@@ -215,14 +187,7 @@ fn print_id(json: bool, id: &str) {
 }
 
 fn send_now(cfg: &ClientConfig, node: Option<&str>, json: bool) -> anyhow::Result<u8> {
-    let reports = crate::send::send(
-        cfg,
-        node,
-        &crate::send::SendOptions {
-            force: true,
-            wait: true,
-        },
-    )?;
+    let reports = crate::send::send(cfg, node, &crate::send::SendOptions { force: true, wait: true })?;
     report(&reports, json)
 }
 
@@ -231,12 +196,7 @@ fn report(reports: &[crate::send::NodeReport], json: bool) -> anyhow::Result<u8>
         println!("{}", serde_json::to_string_pretty(reports)?);
     } else {
         for r in reports {
-            let mut line = format!(
-                "{}: delivered {}, pending {}",
-                r.node,
-                r.delivered.len(),
-                r.pending
-            );
+            let mut line = format!("{}: delivered {}, pending {}", r.node, r.delivered.len(), r.pending);
             if r.busy {
                 line.push_str(" (another send is delivering)");
             }
@@ -244,9 +204,7 @@ fn report(reports: &[crate::send::NodeReport], json: bool) -> anyhow::Result<u8>
                 line.push_str(&format!("; push failed: {e}"));
             }
             if let Some(t) = &r.deferred_until {
-                line.push_str(&format!(
-                    "; node failing, next attempt after {t} (use --force)"
-                ));
+                line.push_str(&format!("; node failing, next attempt after {t} (use --force)"));
             }
             println!("{line}");
             for (id, why) in &r.failed {

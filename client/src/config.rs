@@ -225,9 +225,7 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
         Some((i, 'd')) => (&s[..i], 86400),
         _ => (s, 1),
     };
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("bad duration {s:?} (use 30s, 5m, 2h, 1d)"))?;
+    let n: u64 = num.parse().with_context(|| format!("bad duration {s:?} (use 30s, 5m, 2h, 1d)"))?;
     Ok(Duration::from_secs(n * mult))
 }
 
@@ -236,8 +234,7 @@ fn valid_local_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
         && !s.contains("..")
 }
 
@@ -246,20 +243,16 @@ impl ClientConfig {
     pub fn load(path: &Path) -> anyhow::Result<ClientConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the client configuration {}", path.display()))?;
-        let cfg: ClientConfig = toml::from_str(&text)
-            .with_context(|| format!("invalid client configuration {}", path.display()))?;
-        cfg.validate()
-            .with_context(|| format!("invalid client configuration {}", path.display()))?;
+        let cfg: ClientConfig =
+            toml::from_str(&text).with_context(|| format!("invalid client configuration {}", path.display()))?;
+        cfg.validate().with_context(|| format!("invalid client configuration {}", path.display()))?;
         Ok(cfg)
     }
 
     /// Checks serde cannot express.
     pub fn validate(&self) -> anyhow::Result<()> {
         if !valid_local_name(&self.name) {
-            bail!(
-                "name {:?}: use letters, digits, '.', '_' and '-'",
-                self.name
-            );
+            bail!("name {:?}: use letters, digits, '.', '_' and '-'", self.name);
         }
         if !self.state_dir.is_absolute() {
             bail!("state_dir must be an absolute path");
@@ -267,34 +260,22 @@ impl ClientConfig {
         let mut seen = std::collections::BTreeSet::new();
         for n in &self.nodes {
             if !valid_local_name(&n.name) {
-                bail!(
-                    "node name {:?}: use letters, digits, '.', '_' and '-'",
-                    n.name
-                );
+                bail!("node name {:?}: use letters, digits, '.', '_' and '-'", n.name);
             }
             if !seen.insert(&n.name) {
                 bail!("node {:?} is configured twice", n.name);
             }
             if !n.url.starts_with("ssh://") {
-                bail!(
-                    "node {}: url must be ssh://user@host[:port]/queue/<name>.git",
-                    n.name
-                );
+                bail!("node {}: url must be ssh://user@host[:port]/queue/<name>.git", n.name);
             }
             if n.host_key.split_whitespace().count() < 2 {
-                bail!(
-                    "node {}: host_key must be a public key line (\"ssh-ed25519 AAAA…\")",
-                    n.name
-                );
+                bail!("node {}: host_key must be a public key line (\"ssh-ed25519 AAAA…\")", n.name);
             }
         }
         let mut seen = std::collections::BTreeSet::new();
         for s in &self.sources {
             if !valid_local_name(&s.name) {
-                bail!(
-                    "source name {:?}: use letters, digits, '.', '_' and '-'",
-                    s.name
-                );
+                bail!("source name {:?}: use letters, digits, '.', '_' and '-'", s.name);
             }
             if !seen.insert(&s.name) {
                 bail!("source {:?} is configured twice", s.name);
@@ -337,16 +318,11 @@ impl ClientConfig {
     }
 
     pub fn export_dir(&self) -> PathBuf {
-        self.export
-            .dir
-            .clone()
-            .unwrap_or_else(|| self.state_dir.join("export"))
+        self.export.dir.clone().unwrap_or_else(|| self.state_dir.join("export"))
     }
 
     pub fn ssh_key(&self) -> PathBuf {
-        self.ssh_key
-            .clone()
-            .unwrap_or_else(|| self.state_dir.join("ssh/id_ed25519"))
+        self.ssh_key.clone().unwrap_or_else(|| self.state_dir.join("ssh/id_ed25519"))
     }
 
     pub fn pool_dir(&self, node: &str) -> PathBuf {

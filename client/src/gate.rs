@@ -35,10 +35,7 @@ pub fn decide(cfg: &ClientConfig, original: &str) -> anyhow::Result<GateDecision
     if original.len() > 4096 || original.bytes().any(|b| b < 0x20 || b == 0x7f) {
         bail!("command refused");
     }
-    if original == "internal-sftp"
-        || original == "sftp-server"
-        || original.ends_with("/sftp-server")
-    {
+    if original == "internal-sftp" || original == "sftp-server" || original.ends_with("/sftp-server") {
         return Ok(GateDecision::Sftp);
     }
     let rest = original
@@ -51,21 +48,13 @@ pub fn decide(cfg: &ClientConfig, original: &str) -> anyhow::Result<GateDecision
         .filter(|p| !p.contains('\''))
         .ok_or_else(|| anyhow::anyhow!("arguments look dangerous"))?;
     if !path.starts_with('/')
-        || path
-            .split('/')
-            .skip(1)
-            .any(|seg| seg.is_empty() || seg.starts_with('.') || seg.starts_with('-'))
+        || path.split('/').skip(1).any(|seg| seg.is_empty() || seg.starts_with('.') || seg.starts_with('-'))
     {
         bail!("arguments look dangerous");
     }
-    let canon = ferry_prepare::git::canonical_repo(Path::new(path))
-        .map_err(|_| anyhow::anyhow!("no such repository"))?;
-    let roots: Vec<PathBuf> = cfg
-        .export
-        .git_roots
-        .iter()
-        .filter_map(|r| r.canonicalize().ok())
-        .collect();
+    let canon =
+        ferry_prepare::git::canonical_repo(Path::new(path)).map_err(|_| anyhow::anyhow!("no such repository"))?;
+    let roots: Vec<PathBuf> = cfg.export.git_roots.iter().filter_map(|r| r.canonicalize().ok()).collect();
     if !roots.iter().any(|r| canon.starts_with(r)) {
         bail!("repository is not exported");
     }
@@ -85,40 +74,19 @@ pub fn run(cfg: &ClientConfig) -> anyhow::Result<()> {
     let mut cmd = match decision {
         GateDecision::UploadPack(repo) => {
             let mut c = std::process::Command::new(&cfg.git);
-            c.args([
-                "-c",
-                "uploadpack.allowAnySHA1InWant=false",
-                "-c",
-                "uploadpack.allowReachableSHA1InWant=false",
-            ])
-            .args([
-                "-c",
-                "uploadpack.allowFilter=false",
-                "upload-pack",
-                "--strict",
-                "--",
-            ])
-            .arg(repo);
+            c.args(["-c", "uploadpack.allowAnySHA1InWant=false", "-c", "uploadpack.allowReachableSHA1InWant=false"])
+                .args(["-c", "uploadpack.allowFilter=false", "upload-pack", "--strict", "--"])
+                .arg(repo);
             c
         }
         GateDecision::Sftp => {
-            let server = cfg
-                .gate
-                .sftp_server
-                .clone()
-                .unwrap_or_else(|| "/usr/lib/openssh/sftp-server".into());
+            let server = cfg.gate.sftp_server.clone().unwrap_or_else(|| "/usr/lib/openssh/sftp-server".into());
             let mut c = std::process::Command::new(server);
-            c.arg("-R")
-                .arg("-p")
-                .arg(SFTP_ALLOWED)
-                .arg("-d")
-                .arg(cfg.export_dir());
+            c.arg("-R").arg("-p").arg(SFTP_ALLOWED).arg("-d").arg(cfg.export_dir());
             c
         }
     };
-    cmd.env_clear()
-        .env("PATH", ferry_run::SAFE_PATH)
-        .env("LANG", "C");
+    cmd.env_clear().env("PATH", ferry_run::SAFE_PATH).env("LANG", "C");
     if let Ok(p) = std::env::var("GIT_PROTOCOL")
         && p == "version=2"
     {

@@ -11,20 +11,13 @@ use crate::config::ClientConfig;
 /// repository and start a `send` in the background. Never blocks the push:
 /// the background process gets no inherited stdio (GITOSIS.md §7.4).
 pub fn post_update(cfg: &ClientConfig, config_path: &Path) -> anyhow::Result<String> {
-    let git_dir = std::env::var_os("GIT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ".".into());
+    let git_dir = std::env::var_os("GIT_DIR").map(PathBuf::from).unwrap_or_else(|| ".".into());
     let repo = std::env::current_dir()?.join(git_dir);
     let repo = ferry_prepare::git::canonical_repo(&repo)?;
     let repo_str = repo.to_str().context("repository path is not UTF-8")?;
     // A configured git source for this path decides its nodes.
     let src = cfg.sources.iter().find(|s| {
-        s.module == "git"
-            && s.path
-                .as_ref()
-                .and_then(|p| p.canonicalize().ok())
-                .as_deref()
-                == Some(repo.as_path())
+        s.module == "git" && s.path.as_ref().and_then(|p| p.canonicalize().ok()).as_deref() == Some(repo.as_path())
     });
     let id = match src {
         Some(src) => crate::request::backup(cfg, &src.name, None)?,
@@ -39,10 +32,7 @@ pub fn spawn_send(cfg: &ClientConfig, config_path: &Path) -> anyhow::Result<()> 
     use std::os::unix::process::CommandExt;
     let log_dir = cfg.state_dir.join("log");
     std::fs::create_dir_all(&log_dir)?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_dir.join("send.log"))?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_dir.join("send.log"))?;
     std::process::Command::new(std::env::current_exe()?)
         .arg("--config")
         .arg(config_path)
@@ -86,16 +76,8 @@ pub fn install(repo: &Path, config_path: &Path, force: bool) -> anyhow::Result<P
 fn hook_line(config_path: &Path) -> anyhow::Result<String> {
     let exe = std::env::current_exe()?;
     let q = |p: &Path| -> anyhow::Result<String> {
-        Ok(crate::queue::shell_quote(
-            p.to_str().context("path is not UTF-8")?,
-        ))
+        Ok(crate::queue::shell_quote(p.to_str().context("path is not UTF-8")?))
     };
-    let cfg = config_path
-        .canonicalize()
-        .unwrap_or_else(|_| config_path.to_owned());
-    Ok(format!(
-        "{} --config {} hook post-update || true",
-        q(&exe)?,
-        q(&cfg)?
-    ))
+    let cfg = config_path.canonicalize().unwrap_or_else(|_| config_path.to_owned());
+    Ok(format!("{} --config {} hook post-update || true", q(&exe)?, q(&cfg)?))
 }

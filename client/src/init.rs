@@ -18,20 +18,16 @@ pub struct InitReport {
 }
 
 pub fn init(cfg: &ClientConfig, host_key: Option<&Path>) -> anyhow::Result<InitReport> {
-    for d in [
-        cfg.state_dir.join("pools"),
-        cfg.state_dir.join("queues"),
-        cfg.state_dir.join("log"),
-        cfg.node_status_dir(),
-    ] {
+    for d in
+        [cfg.state_dir.join("pools"), cfg.state_dir.join("queues"), cfg.state_dir.join("log"), cfg.node_status_dir()]
+    {
         std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     for n in &cfg.nodes {
         crate::requests::open(&cfg.pool_dir(&n.name))?;
     }
     let export = cfg.export_dir();
-    std::fs::create_dir_all(&export)
-        .with_context(|| format!("cannot create {}", export.display()))?;
+    std::fs::create_dir_all(&export).with_context(|| format!("cannot create {}", export.display()))?;
     let key = cfg.ssh_key();
     if !key.exists() {
         let dir = key.parent().context("ssh_key has no directory")?;
@@ -49,17 +45,10 @@ pub fn init(cfg: &ClientConfig, host_key: Option<&Path>) -> anyhow::Result<InitR
         .with_context(|| format!("cannot read {}.pub", key.display()))?
         .trim()
         .to_owned();
-    let hk_path: PathBuf = host_key
-        .map(Path::to_owned)
-        .unwrap_or_else(|| "/etc/ssh/ssh_host_ed25519_key.pub".into());
+    let hk_path: PathBuf = host_key.map(Path::to_owned).unwrap_or_else(|| "/etc/ssh/ssh_host_ed25519_key.pub".into());
     let hostkey = std::fs::read_to_string(&hk_path)
         .map(|s| s.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| {
-            format!(
-                "<this host's SSH host key; {} is unreadable>",
-                hk_path.display()
-            )
-        });
+        .unwrap_or_else(|_| format!("<this host's SSH host key; {} is unreadable>", hk_path.display()));
     let e = &cfg.export;
     let mut section = format!(
         "[ferry client {}]\naddress = {}\nport = {}\nuser = {}\nhostkey = {}\nexport = {}\n",
@@ -73,28 +62,17 @@ pub fn init(cfg: &ClientConfig, host_key: Option<&Path>) -> anyhow::Result<InitR
     if !e.git_roots.is_empty() {
         section.push_str(&format!(
             "git-roots = {}\n",
-            e.git_roots
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
+            e.git_roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ")
         ));
     }
     if e.git_scheme == "git" {
         section.push_str(&format!("git-scheme = git\ngit-port = {}\n", e.git_port));
     }
-    Ok(InitReport {
-        name: cfg.name.clone(),
-        public_key,
-        gitosis_section: section,
-    })
+    Ok(InitReport { name: cfg.name.clone(), public_key, gitosis_section: section })
 }
 
 pub fn print(r: &InitReport) {
-    println!(
-        "Client {} is ready. To enroll it, commit to the node's gitosis-admin repository:\n",
-        r.name
-    );
+    println!("Client {} is ready. To enroll it, commit to the node's gitosis-admin repository:\n", r.name);
     println!("# keydir/{}.pub", r.name);
     println!("{}\n", r.public_key);
     println!("# gitosis.conf");

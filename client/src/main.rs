@@ -11,10 +11,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-                .unwrap_or_else(|_| level.into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| level.into()))
         .with_target(false)
         .init();
     match ferry_client::run(cli) {
@@ -22,11 +19,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("ferry: {e:#}");
             let usage = e.downcast_ref::<ferry_client::exit::UsageError>().is_some();
-            ExitCode::from(if usage {
-                ferry_client::exit::USAGE
-            } else {
-                ferry_client::exit::FAILURE
-            })
+            ExitCode::from(if usage { ferry_client::exit::USAGE } else { ferry_client::exit::FAILURE })
         }
     }
 }

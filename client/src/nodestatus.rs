@@ -35,8 +35,7 @@ impl NodeStatus {
     pub fn load(cfg: &ClientConfig, node: &str) -> anyhow::Result<NodeStatus> {
         let p = Self::path(cfg, node);
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .with_context(|| format!("corrupt node status {}", p.display())),
+            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("corrupt node status {}", p.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeStatus::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
         }
@@ -81,9 +80,7 @@ impl NodeStatus {
         self.pending_at_failure = pending;
         let min = cfg.duration(&cfg.send.backoff_min).as_secs().max(1);
         let max = cfg.duration(&cfg.send.backoff_max).as_secs().max(min);
-        let delay = min
-            .saturating_mul(1u64 << self.failures.saturating_sub(1).min(20))
-            .min(max);
+        let delay = min.saturating_mul(1u64 << self.failures.saturating_sub(1).min(20)).min(max);
         self.next_attempt = Some(now + SignedDuration::from_secs(delay as i64));
         self.save(cfg, node)
     }

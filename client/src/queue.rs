@@ -40,10 +40,7 @@ pub enum PushResult {
     /// The node acknowledged `refs/heads/master` at the pushed commit.
     Acked,
     /// The push failed; `reason` is what git and the node said (escaped).
-    Failed {
-        reason: String,
-        non_fast_forward: bool,
-    },
+    Failed { reason: String, non_fast_forward: bool },
 }
 
 /// Quote a string for the shell that git uses to run `GIT_SSH_COMMAND`.
@@ -56,12 +53,10 @@ impl<'a> Queue<'a> {
     pub fn open(cfg: &'a ClientConfig, node: &'a NodeConfig) -> anyhow::Result<Queue<'a>> {
         let dir = cfg.queue_dir(&node.name);
         let repo = if dir.join("HEAD").exists() {
-            Repository::open_bare(&dir)
-                .with_context(|| format!("cannot open queue repo {}", dir.display()))?
+            Repository::open_bare(&dir).with_context(|| format!("cannot open queue repo {}", dir.display()))?
         } else {
             std::fs::create_dir_all(&dir)?;
-            let repo = Repository::init_bare(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let repo = Repository::init_bare(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             repo.set_head(BRANCH)?;
             repo
         };
@@ -69,21 +64,13 @@ impl<'a> Queue<'a> {
             let mut c = repo.config()?;
             if c.get_string("remote.origin.url").ok().as_deref() != Some(node.url.as_str()) {
                 c.set_str("remote.origin.url", &node.url)?;
-                c.set_str(
-                    "remote.origin.fetch",
-                    "+refs/heads/master:refs/remotes/origin/master",
-                )?;
+                c.set_str("remote.origin.fetch", "+refs/heads/master:refs/remotes/origin/master")?;
             }
             // Queue repos only grow by our own commits; never let git gc
             // run behind our back in a send.
             c.set_i64("gc.auto", 0)?;
         }
-        Ok(Queue {
-            cfg,
-            node,
-            dir,
-            repo,
-        })
+        Ok(Queue { cfg, node, dir, repo })
     }
 
     fn tip(&self, r: &str) -> Option<Oid> {
@@ -96,19 +83,14 @@ impl<'a> Queue<'a> {
         let Some(tip) = self.tip(BRANCH) else {
             return Ok(None);
         };
-        let since = crate::requests::id_time(id)
-            .map(|t| t.as_second() - 3600)
-            .unwrap_or(i64::MIN);
+        let since = crate::requests::id_time(id).map(|t| t.as_second() - 3600).unwrap_or(i64::MIN);
         let mut walk = self.repo.revwalk()?;
         walk.push(tip)?;
         walk.set_sorting(Sort::TIME)?;
         let needle = format!("{TRAILER}{id}");
         for (n, oid) in walk.enumerate() {
             let c = self.repo.find_commit(oid?)?;
-            if c.message_bytes()
-                .split(|b| *b == b'\n')
-                .any(|l| l == needle.as_bytes())
-            {
+            if c.message_bytes().split(|b| *b == b'\n').any(|l| l == needle.as_bytes()) {
                 return Ok(Some(c.id()));
             }
             if c.time().seconds() < since || n > 10_000 {
@@ -119,12 +101,7 @@ impl<'a> Queue<'a> {
     }
 
     /// Commit `files` (name, content) for request `id` on top of master.
-    pub fn commit(
-        &self,
-        id: &str,
-        files: &[(String, Vec<u8>)],
-        summary: &str,
-    ) -> anyhow::Result<Oid> {
+    pub fn commit(&self, id: &str, files: &[(String, Vec<u8>)], summary: &str) -> anyhow::Result<Oid> {
         let mut tb = self.repo.treebuilder(None)?;
         for (name, data) in files {
             let blob = self.repo.blob(data)?;
@@ -132,15 +109,10 @@ impl<'a> Queue<'a> {
         }
         let tree = self.repo.find_tree(tb.write()?)?;
         let sig = Signature::now("ferry", &format!("{}@ferry", self.cfg.name))?;
-        let parent = self
-            .tip(BRANCH)
-            .map(|o| self.repo.find_commit(o))
-            .transpose()?;
+        let parent = self.tip(BRANCH).map(|o| self.repo.find_commit(o)).transpose()?;
         let msg = format!("{summary}\n\n{TRAILER}{id}\n");
         let parents: Vec<&git2::Commit> = parent.iter().collect();
-        Ok(self
-            .repo
-            .commit(Some(BRANCH), &sig, &sig, &msg, &tree, &parents)?)
+        Ok(self.repo.commit(Some(BRANCH), &sig, &sig, &msg, &tree, &parents)?)
     }
 
     /// Commits on master the node has not acknowledged, oldest first, with
@@ -171,43 +143,35 @@ impl<'a> Queue<'a> {
     fn ssh_command(&self) -> anyhow::Result<String> {
         let kh = self.cfg.known_hosts(&self.node.name);
         let alias = format!("ferry-node-{}", self.node.name);
-        let line = format!(
-            "{alias} {}\n",
-            self.node
-                .host_key
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+        let line = format!("{alias} {}\n", self.node.host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
         if std::fs::read_to_string(&kh).ok().as_deref() != Some(line.as_str()) {
             std::fs::create_dir_all(kh.parent().expect("has parent"))?;
-            ferry_durable::write_synced(
-                kh.parent().expect("has parent"),
-                &node_file(&kh),
-                line.as_bytes(),
-            )?;
+            ferry_durable::write_synced(kh.parent().expect("has parent"), &node_file(&kh), line.as_bytes())?;
         }
         let ctl = self.cfg.control_dir();
         std::fs::create_dir_all(&ctl)?;
         set_private(&ctl);
         let s = |p: &Path| -> anyhow::Result<String> {
-            Ok(shell_quote(
-                p.to_str()
-                    .ok_or_else(|| anyhow!("{} is not UTF-8", p.display()))?,
-            ))
+            Ok(shell_quote(p.to_str().ok_or_else(|| anyhow!("{} is not UTF-8", p.display()))?))
+        };
+        // One multiplexed connection per node URL. ssh appends 17 bytes to
+        // the socket name while creating it, and unix socket paths are
+        // limited to 107 bytes: too deep a state_dir just means no reuse.
+        let sock = ctl.join(ferry_durable::short_hash(self.node.url.as_bytes()));
+        let control = if sock.as_os_str().len() + 17 < 104 {
+            format!("-o ControlMaster=auto -o ControlPath={} -o ControlPersist=60", s(&sock)?)
+        } else {
+            "-o ControlMaster=no -o ControlPath=none".to_owned()
         };
         Ok(format!(
             "{} -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \
              -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o HostKeyAlias={} \
              -o ForwardAgent=no -o ForwardX11=no -o ClearAllForwardings=yes -o PermitLocalCommand=no \
-             -o ControlMaster=auto -o ControlPath={}/%C -o ControlPersist=60 \
-             -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=4",
+             {control} -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=4",
             s(&self.cfg.ssh)?,
             s(&self.cfg.ssh_key())?,
             s(&kh)?,
             shell_quote(&alias),
-            s(&ctl)?,
         ))
     }
 
@@ -224,12 +188,8 @@ impl<'a> Queue<'a> {
 
     /// Push master up to `upto` and report whether the node acknowledged it.
     pub fn push(&self, upto: Oid, timeout: Duration) -> anyhow::Result<PushResult> {
-        let out = self
-            .git()?
-            .args(["push", "--porcelain", "origin"])
-            .arg(format!("{upto}:{BRANCH}"))
-            .timeout(timeout)
-            .run();
+        let out =
+            self.git()?.args(["push", "--porcelain", "origin"]).arg(format!("{upto}:{BRANCH}")).timeout(timeout).run();
         let out = match out {
             Ok(o) => o,
             Err(ferry_run::RunError::TimedOut { stderr, after, .. }) => {
@@ -246,12 +206,10 @@ impl<'a> Queue<'a> {
             && stdout.lines().any(|l| {
                 let mut f = l.split('\t');
                 matches!(f.next(), Some(" " | "*" | "="))
-                    && f.next()
-                        .is_some_and(|refs| refs.ends_with(&format!(":{BRANCH}")))
+                    && f.next().is_some_and(|refs| refs.ends_with(&format!(":{BRANCH}")))
             });
         if acked {
-            self.repo
-                .reference(REMOTE_REF, upto, true, "acknowledged by the node")?;
+            self.repo.reference(REMOTE_REF, upto, true, "acknowledged by the node")?;
             return Ok(PushResult::Acked);
         }
         let non_ff = stdout.contains("non-fast-forward") || stdout.contains("fetch first");
@@ -270,13 +228,8 @@ impl<'a> Queue<'a> {
     /// repo on the node has history this clone lacks, e.g. after the client
     /// was reinstalled) and replay our unpushed request commits on top of it.
     pub fn rebase_on_remote(&self, timeout: Duration) -> anyhow::Result<()> {
-        self.git()?
-            .args(["fetch", "--quiet", "origin"])
-            .timeout(timeout)
-            .run_checked()?;
-        let Some(remote) = self.tip(REMOTE_REF) else {
-            bail!("the node's queue repo has no master")
-        };
+        self.git()?.args(["fetch", "--quiet", "origin"]).timeout(timeout).run_checked()?;
+        let Some(remote) = self.tip(REMOTE_REF) else { bail!("the node's queue repo has no master") };
         let unpushed = self.unpushed()?;
         let mut parent = self.repo.find_commit(remote)?;
         // Skip commits whose requests the node already has.
@@ -295,8 +248,7 @@ impl<'a> Queue<'a> {
             )?;
             parent = self.repo.find_commit(new)?;
         }
-        self.repo
-            .reference(BRANCH, parent.id(), true, "replayed on the node's history")?;
+        self.repo.reference(BRANCH, parent.id(), true, "replayed on the node's history")?;
         Ok(())
     }
 

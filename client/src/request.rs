@@ -10,9 +10,7 @@ use crate::requests::{self, ClientRequest};
 /// Queue `rec` for each node in `nodes` (all with one id) and return the id.
 pub fn queue(cfg: &ClientConfig, rec: &ClientRequest, nodes: &[&str]) -> anyhow::Result<String> {
     if nodes.is_empty() {
-        return usage(
-            "no backup node to send to: configure a [[node]] with default = true or name one",
-        );
+        return usage("no backup node to send to: configure a [[node]] with default = true or name one");
     }
     let id = requests::new_id();
     let data = rec.to_bytes();
@@ -25,12 +23,7 @@ pub fn queue(cfg: &ClientConfig, rec: &ClientRequest, nodes: &[&str]) -> anyhow:
 }
 
 /// Validate an ad-hoc `ferry request <module> <arg> [node]` and queue it.
-pub fn request(
-    cfg: &ClientConfig,
-    module: &str,
-    arg: &str,
-    node: Option<&str>,
-) -> anyhow::Result<String> {
+pub fn request(cfg: &ClientConfig, module: &str, arg: &str, node: Option<&str>) -> anyhow::Result<String> {
     let nodes = target_nodes(cfg, node)?;
     let endpoint = cfg.endpoint();
     let ctx = ferry_prepare::Context {
@@ -54,48 +47,23 @@ pub fn request(
                 return usage(format!("cannot back up {arg:?}: {e}"));
             }
             let canon = ferry_prepare::git::canonical_repo(Path::new(arg))?;
-            let rec = ClientRequest {
-                module: "git".into(),
-                arg: canon.to_string_lossy().into_owned(),
-                source: None,
-            };
+            let rec = ClientRequest { module: "git".into(), arg: canon.to_string_lossy().into_owned(), source: None };
             queue(cfg, &rec, &nodes)
         }
         "dummy" => {
             if let Err(e) = arg.parse::<ferry_request::Name>() {
                 return usage(format!("dummy: {e}"));
             }
-            queue(
-                cfg,
-                &ClientRequest {
-                    module: "dummy".into(),
-                    arg: arg.into(),
-                    source: None,
-                },
-                &nodes,
-            )
+            queue(cfg, &ClientRequest { module: "dummy".into(), arg: arg.into(), source: None }, &nodes)
         }
-        m if ferry_prepare::is_known(m, &ctx) => queue(
-            cfg,
-            &ClientRequest {
-                module: m.into(),
-                arg: arg.into(),
-                source: None,
-            },
-            &nodes,
-        ),
+        m if ferry_prepare::is_known(m, &ctx) => {
+            queue(cfg, &ClientRequest { module: m.into(), arg: arg.into(), source: None }, &nodes)
+        }
         m => usage(format!(
             "unknown module {m:?}: built-in modules are {}, configured sources are [{}], and {} holds no executable of that name",
             ferry_prepare::BUILTIN.join(", "),
-            cfg.sources
-                .iter()
-                .map(|s| format!("{} ({})", s.name, s.module))
-                .collect::<Vec<_>>()
-                .join(", "),
-            cfg.script_dir
-                .as_deref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "script_dir (unset)".into()),
+            cfg.sources.iter().map(|s| format!("{} ({})", s.name, s.module)).collect::<Vec<_>>().join(", "),
+            cfg.script_dir.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "script_dir (unset)".into()),
         )),
     }
 }
@@ -105,11 +73,7 @@ pub fn backup(cfg: &ClientConfig, name: &str, node: Option<&str>) -> anyhow::Res
     let Some(src) = cfg.source(name) else {
         return usage(format!(
             "unknown source {name:?}; configured: [{}]",
-            cfg.sources
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            cfg.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
         ));
     };
     let nodes = match node {
@@ -136,17 +100,9 @@ fn target_nodes<'a>(cfg: &'a ClientConfig, node: Option<&str>) -> anyhow::Result
             Some(n) => Ok(vec![n.name.as_str()]),
             None => usage(format!(
                 "unknown node {n:?}; configured nodes: [{}]",
-                cfg.nodes
-                    .iter()
-                    .map(|n| n.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                cfg.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
             )),
         },
-        None => Ok(cfg
-            .default_nodes()
-            .into_iter()
-            .map(|n| n.name.as_str())
-            .collect()),
+        None => Ok(cfg.default_nodes().into_iter().map(|n| n.name.as_str()).collect()),
     }
 }

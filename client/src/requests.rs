@@ -76,11 +76,7 @@ mod tests {
 
     #[test]
     fn record_round_trip() {
-        let r = ClientRequest {
-            module: "git".into(),
-            arg: "/srv/git/a b.git".into(),
-            source: None,
-        };
+        let r = ClientRequest { module: "git".into(), arg: "/srv/git/a b.git".into(), source: None };
         assert_eq!(ClientRequest::from_bytes(&r.to_bytes()).unwrap(), r);
     }
 }

@@ -61,39 +61,23 @@ impl NodeReport {
 }
 
 /// Send to every configured node (or only `only`).
-pub fn send(
-    cfg: &ClientConfig,
-    only: Option<&str>,
-    opts: &SendOptions,
-) -> anyhow::Result<Vec<NodeReport>> {
+pub fn send(cfg: &ClientConfig, only: Option<&str>, opts: &SendOptions) -> anyhow::Result<Vec<NodeReport>> {
     let mut reports = Vec::new();
     for node in &cfg.nodes {
         if only.is_some_and(|n| n != node.name) {
             continue;
         }
-        let r =
-            send_node(cfg, node, opts).with_context(|| format!("sending to node {}", node.name))?;
+        let r = send_node(cfg, node, opts).with_context(|| format!("sending to node {}", node.name))?;
         reports.push(r);
     }
     Ok(reports)
 }
 
 /// Send one node's pool.
-pub fn send_node(
-    cfg: &ClientConfig,
-    node: &NodeConfig,
-    opts: &SendOptions,
-) -> anyhow::Result<NodeReport> {
-    let mut report = NodeReport {
-        node: node.name.clone(),
-        ..Default::default()
-    };
+pub fn send_node(cfg: &ClientConfig, node: &NodeConfig, opts: &SendOptions) -> anyhow::Result<NodeReport> {
+    let mut report = NodeReport { node: node.name.clone(), ..Default::default() };
     let pool = requests::open(&cfg.pool_dir(&node.name))?;
-    let lock = if opts.wait {
-        Some(pool.lock()?)
-    } else {
-        pool.try_lock()?
-    };
+    let lock = if opts.wait { Some(pool.lock()?) } else { pool.try_lock()? };
     let Some(_lock) = lock else {
         info!(node = %node.name, "another send holds this node's pool; leaving the work to it");
         report.busy = true;
@@ -131,8 +115,7 @@ pub fn send_node(
             Some(b) => ClientRequest::from_bytes(&b),
             None => Err(anyhow::anyhow!("request file larger than 64 KiB")),
         };
-        let result =
-            rec.and_then(|rec| prepare(cfg, id, &rec, module_timeout).map(|reqs| (rec, reqs)));
+        let result = rec.and_then(|rec| prepare(cfg, id, &rec, module_timeout).map(|reqs| (rec, reqs)));
         match result {
             Ok((rec, reqs)) if reqs.is_empty() => {
                 info!(node = %node.name, id, module = %rec.module, "module emitted no request; nothing to send");
@@ -144,11 +127,8 @@ pub fn send_node(
                     .enumerate()
                     .map(|(n, r)| (format!("RQ{id}-{}", n + 1), r.to_line().into_bytes()))
                     .collect();
-                let summary = format!(
-                    "{} {}",
-                    rec.module,
-                    ferry_text::escape(rec.source.as_deref().unwrap_or(&rec.arg), 120)
-                );
+                let summary =
+                    format!("{} {}", rec.module, ferry_text::escape(rec.source.as_deref().unwrap_or(&rec.arg), 120));
                 queue.commit(id, &files, &summary)?;
             }
             Err(e) => {
@@ -165,10 +145,7 @@ pub fn send_node(
     let mut retried_rebase = false;
     loop {
         let unpushed = queue.unpushed()?;
-        let pending_ids: BTreeSet<String> = unpushed
-            .iter()
-            .flat_map(|(_, ids)| ids.iter().cloned())
-            .collect();
+        let pending_ids: BTreeSet<String> = unpushed.iter().flat_map(|(_, ids)| ids.iter().cloned()).collect();
         // Requests committed and acknowledged before a crash: finish them.
         for id in pool.ids("P")? {
             if !pending_ids.contains(&id) && queue.committed(&id)?.is_some() {
@@ -195,10 +172,7 @@ pub fn send_node(
                     pool.sync()?;
                     info!(node = %node.name, requests = batch.len(), "node acknowledged the push");
                 }
-                PushResult::Failed {
-                    reason,
-                    non_fast_forward,
-                } => {
+                PushResult::Failed { reason, non_fast_forward } => {
                     failed = Some((reason, non_fast_forward));
                     break;
                 }
@@ -264,11 +238,7 @@ pub fn fail(pool: &ferry_durable::Pool, id: &str, reason: &str) -> anyhow::Resul
 }
 
 fn count_pending(pool: &ferry_durable::Pool) -> anyhow::Result<usize> {
-    Ok(pool
-        .list()?
-        .iter()
-        .filter(|e| matches!(e.state, "C" | "P"))
-        .count())
+    Ok(pool.list()?.iter().filter(|e| matches!(e.state, "C" | "P")).count())
 }
 
 /// `i` files older than a day were left by a `request` that crashed before
@@ -281,10 +251,7 @@ fn sweep_incomplete(pool: &ferry_durable::Pool) -> anyhow::Result<()> {
             .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(86400))
             .unwrap_or(false);
         if old {
-            warn!(
-                id,
-                "removing an incomplete request left by a crash a day ago"
-            );
+            warn!(id, "removing an incomplete request left by a crash a day ago");
             let _ = std::fs::remove_file(p);
         }
     }

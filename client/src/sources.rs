@@ -15,18 +15,9 @@ pub fn request_for(src: &SourceConfig) -> anyhow::Result<ClientRequest> {
             .to_str()
             .with_context(|| format!("source {}: path is not UTF-8", src.name))?
             .to_owned(),
-        _ => src
-            .path
-            .as_ref()
-            .and_then(|p| p.to_str())
-            .unwrap_or(&src.name)
-            .to_owned(),
+        _ => src.path.as_ref().and_then(|p| p.to_str()).unwrap_or(&src.name).to_owned(),
     };
-    Ok(ClientRequest {
-        module: src.module.clone(),
-        arg,
-        source: Some(src.name.clone()),
-    })
+    Ok(ClientRequest { module: src.module.clone(), arg, source: Some(src.name.clone()) })
 }
 
 /// Run the module of a configured source.
@@ -38,9 +29,7 @@ pub fn prepare_source(
     let req = request_for(src)?;
     match src.module.as_str() {
         "git" | "dummy" => Ok(ferry_prepare::prepare(&src.module, &req.arg, ctx)?),
-        m if ferry_prepare::script::find(m, ctx).is_some() => {
-            Ok(ferry_prepare::prepare(m, &req.arg, ctx)?)
-        }
+        m if ferry_prepare::script::find(m, ctx).is_some() => Ok(ferry_prepare::prepare(m, &req.arg, ctx)?),
         m => bail!("source {}: unknown module {m:?}", src.name),
     }
 }
@@ -48,14 +37,7 @@ pub fn prepare_source(
 /// Nodes a source goes to: its own list, else the default nodes.
 pub fn nodes_for<'a>(cfg: &'a ClientConfig, src: &SourceConfig) -> Vec<&'a str> {
     match &src.nodes {
-        Some(list) => list
-            .iter()
-            .filter_map(|n| cfg.node(n).map(|n| n.name.as_str()))
-            .collect(),
-        None => cfg
-            .default_nodes()
-            .into_iter()
-            .map(|n| n.name.as_str())
-            .collect(),
+        Some(list) => list.iter().filter_map(|n| cfg.node(n).map(|n| n.name.as_str())).collect(),
+        None => cfg.default_nodes().into_iter().map(|n| n.name.as_str()).collect(),
     }
 }

@@ -25,18 +25,14 @@ pub fn collect(cfg: &ClientConfig) -> anyhow::Result<Vec<NodeView>> {
     for node in &cfg.nodes {
         let pool = requests::open(&cfg.pool_dir(&node.name))?;
         let list = pool.list()?;
-        let pending: Vec<_> = list
-            .iter()
-            .filter(|e| matches!(e.state, "C" | "P"))
-            .collect();
+        let pending: Vec<_> = list.iter().filter(|e| matches!(e.state, "C" | "P")).collect();
         let failed: Vec<_> = list.iter().filter(|e| e.state == "E").collect();
         let failed_recent = failed
             .iter()
             .rev()
             .take(5)
             .map(|e| {
-                let why =
-                    std::fs::read_to_string(pool.sidecar("E", &e.id, "why")).unwrap_or_default();
+                let why = std::fs::read_to_string(pool.sidecar("E", &e.id, "why")).unwrap_or_default();
                 (e.id.clone(), why.trim().to_owned())
             })
             .collect();
@@ -44,10 +40,7 @@ pub fn collect(cfg: &ClientConfig) -> anyhow::Result<Vec<NodeView>> {
             node: node.name.clone(),
             url: node.url.clone(),
             pending: pending.len(),
-            oldest_pending: pending
-                .first()
-                .and_then(|e| requests::id_time(&e.id))
-                .map(|t| t.to_string()),
+            oldest_pending: pending.first().and_then(|e| requests::id_time(&e.id)).map(|t| t.to_string()),
             finished: list.iter().filter(|e| e.state == "F").count(),
             failed: failed.len(),
             failed_recent,
@@ -68,10 +61,7 @@ pub fn print(views: &[NodeView]) {
         println!(
             "  pending: {}{}",
             v.pending,
-            v.oldest_pending
-                .as_ref()
-                .map(|t| format!(", oldest since {t}"))
-                .unwrap_or_default()
+            v.oldest_pending.as_ref().map(|t| format!(", oldest since {t}")).unwrap_or_default()
         );
         if let Some(t) = &v.health.last_success {
             println!("  last delivery: {t}");

@@ -81,9 +81,7 @@ pub fn queue_path(client: &str) -> String {
 
 /// `[gitosis] repositories`, else `repositories`.
 pub fn global_prefix(conf: &Config) -> String {
-    conf.get("gitosis", "repositories")
-        .unwrap_or(DEFAULT_REPOSITORIES)
-        .to_string()
+    conf.get("gitosis", "repositories").unwrap_or(DEFAULT_REPOSITORIES).to_string()
 }
 
 /// Python's `os.path.splitext` test used by gitosis: strip one `.git`
@@ -141,11 +139,7 @@ impl<'a> GroupIndex<'a> {
                 }
             }
         }
-        GroupIndex {
-            names,
-            by_member,
-            at_all,
-        }
+        GroupIndex { names, by_member, at_all }
     }
 
     /// gitosis' `getMembership`: a depth-first walk in file order through
@@ -158,19 +152,14 @@ impl<'a> GroupIndex<'a> {
             j: usize,
         }
         let empty: &[usize] = &[];
-        let list_of =
-            |token: &str| -> &[usize] { self.by_member.get(token).map_or(empty, |v| v.as_slice()) };
+        let list_of = |token: &str| -> &[usize] { self.by_member.get(token).map_or(empty, |v| v.as_slice()) };
         let mut seen = vec![false; self.names.len()];
         // All `@all` groups before this position are already seen: a frame
         // always yields the first unseen `@all` group before any later one,
         // so the seen ones form a prefix and new frames can skip it.
         let mut all_seen_prefix = 0usize;
         let mut out = Vec::new();
-        let mut stack = vec![Frame {
-            list: list_of(user),
-            i: 0,
-            j: 0,
-        }];
+        let mut stack = vec![Frame { list: list_of(user), i: 0, j: 0 }];
         while let Some(frame) = stack.last_mut() {
             while frame.list.get(frame.i).is_some_and(|&g| seen[g]) {
                 frame.i += 1;
@@ -203,11 +192,7 @@ impl<'a> GroupIndex<'a> {
             let name = self.names.get(next).copied().unwrap_or("");
             out.push(name.to_string());
             let pseudo = format!("@{name}");
-            stack.push(Frame {
-                list: list_of(&pseudo),
-                i: 0,
-                j: 0,
-            });
+            stack.push(Frame { list: list_of(&pseudo), i: 0, j: 0 });
         }
         // Everyone is always a member of group "all" (even if a `[group
         // all]` listing the user was already yielded, as in gitosis).
@@ -238,33 +223,21 @@ pub fn have_access(conf: &Config, user: &str, mode: Mode, path: &str) -> Option<
     let path = strip_git_suffix(path);
     for group in groups_of(conf, user) {
         let section = format!("{GROUP_PREFIX}{group}");
-        let listed = conf
-            .get(&section, mode.as_str())
-            .is_some_and(|repos| split_list(repos).any(|r| r == path));
+        let listed = conf.get(&section, mode.as_str()).is_some_and(|repos| split_list(repos).any(|r| r == path));
         let mapping = if listed {
             Some(path.to_string())
         } else {
-            conf.get(&section, &format!("map {} {}", mode.as_str(), path))
-                .map(str::to_string)
+            conf.get(&section, &format!("map {} {}", mode.as_str(), path)).map(str::to_string)
         };
         if let Some(relpath) = mapping {
-            let prefix = conf
-                .get(&section, "repositories")
-                .map(str::to_string)
-                .unwrap_or_else(|| global_prefix(conf));
+            let prefix = conf.get(&section, "repositories").map(str::to_string).unwrap_or_else(|| global_prefix(conf));
             return Some(Access { prefix, relpath });
         }
     }
     if mode == Mode::Writable {
         let wanted = path.strip_prefix(QUEUE_DIR)?.strip_prefix('/')?;
-        if wanted == user
-            && is_valid_client_name(user)
-            && conf.has_section(&format!("{FERRY_CLIENT_PREFIX}{user}"))
-        {
-            return Some(Access {
-                prefix: global_prefix(conf),
-                relpath: queue_path(user),
-            });
+        if wanted == user && is_valid_client_name(user) && conf.has_section(&format!("{FERRY_CLIENT_PREFIX}{user}")) {
+            return Some(Access { prefix: global_prefix(conf), relpath: queue_path(user) });
         }
     }
     None
@@ -282,10 +255,7 @@ mod tests {
     }
 
     fn acc(prefix: &str, relpath: &str) -> Option<Access> {
-        Some(Access {
-            prefix: prefix.into(),
-            relpath: relpath.into(),
-        })
+        Some(Access { prefix: prefix.into(), relpath: relpath.into() })
     }
 
     // Membership cases modelled on gitosis' group tests.
@@ -304,29 +274,21 @@ mod tests {
 
     #[test]
     fn membership_nested_and_order() {
-        let c = conf(
-            "[group hackers]\nmembers = wsmith @smackers\n[group smackers]\nmembers = danny jdoe\n",
-        );
+        let c = conf("[group hackers]\nmembers = wsmith @smackers\n[group smackers]\nmembers = danny jdoe\n");
         assert_eq!(groups_of(&c, "jdoe"), ["smackers", "hackers", "all"]);
         let c = conf(
             "[group hackers]\nmembers = wsmith @smackers\n[group smackers]\nmembers = danny @whackers\n[group whackers]\nmembers = jdoe\n",
         );
-        assert_eq!(
-            groups_of(&c, "jdoe"),
-            ["whackers", "smackers", "hackers", "all"]
-        );
+        assert_eq!(groups_of(&c, "jdoe"), ["whackers", "smackers", "hackers", "all"]);
         // depth-first: the nested parent comes right after its child, before
         // later direct memberships
-        let c =
-            conf("[group a]\nmembers = @c\n[group b]\nmembers = jdoe\n[group c]\nmembers = jdoe\n");
+        let c = conf("[group a]\nmembers = @c\n[group b]\nmembers = jdoe\n[group c]\nmembers = jdoe\n");
         assert_eq!(groups_of(&c, "jdoe"), ["b", "c", "a", "all"]);
     }
 
     #[test]
     fn membership_loops_and_undefined() {
-        let c = conf(
-            "[group hackers]\nmembers = @smackers\n[group smackers]\nmembers = @hackers jdoe\n",
-        );
+        let c = conf("[group hackers]\nmembers = @smackers\n[group smackers]\nmembers = @hackers jdoe\n");
         assert_eq!(groups_of(&c, "jdoe"), ["smackers", "hackers", "all"]);
         let c = conf("[group a]\nmembers = @nosuch jdoe @a\n");
         assert_eq!(groups_of(&c, "jdoe"), ["a", "all"]);
@@ -337,9 +299,7 @@ mod tests {
         let c = conf("[group readers]\nmembers = @all\n[group x]\nmembers = @readers\n");
         assert_eq!(groups_of(&c, "anyone"), ["readers", "x", "all"]);
         // @all groups also match the pseudo-users of the recursion
-        let c = conf(
-            "[group a]\nmembers = jdoe\n[group b]\nmembers = @all\n[group c]\nmembers = jdoe\n",
-        );
+        let c = conf("[group a]\nmembers = jdoe\n[group b]\nmembers = @all\n[group c]\nmembers = jdoe\n");
         assert_eq!(groups_of(&c, "jdoe"), ["a", "b", "c", "all"]);
         // [group all] applies to everyone via the final "all"; if it also
         // lists the user, gitosis yields it twice
@@ -401,29 +361,17 @@ mod tests {
     #[test]
     fn access_literal_and_modes() {
         let c = conf("[group fooers]\nmembers = jdoe\nwritable = foo/bar\n");
-        assert_eq!(
-            have_access(&c, "jdoe", Mode::Writable, "foo/bar"),
-            acc("repositories", "foo/bar")
-        );
-        assert_eq!(
-            have_access(&c, "jdoe", Mode::Writable, "foo/bar.git"),
-            acc("repositories", "foo/bar")
-        );
+        assert_eq!(have_access(&c, "jdoe", Mode::Writable, "foo/bar"), acc("repositories", "foo/bar"));
+        assert_eq!(have_access(&c, "jdoe", Mode::Writable, "foo/bar.git"), acc("repositories", "foo/bar"));
         assert_eq!(have_access(&c, "jdoe", Mode::Readonly, "foo/bar"), None);
         assert_eq!(have_access(&c, "jdoe", Mode::Writeable, "foo/bar"), None);
         assert_eq!(have_access(&c, "other", Mode::Writable, "foo/bar"), None);
         assert_eq!(have_access(&c, "jdoe", Mode::Writable, "Foo/bar"), None);
         assert_eq!(have_access(&c, "jdoe", Mode::Writable, "foo"), None);
         let c = conf("[group fooers]\nmembers = jdoe\nreadonly = foo/bar\nwriteable = baz\n");
-        assert_eq!(
-            have_access(&c, "jdoe", Mode::Readonly, "foo/bar"),
-            acc("repositories", "foo/bar")
-        );
+        assert_eq!(have_access(&c, "jdoe", Mode::Readonly, "foo/bar"), acc("repositories", "foo/bar"));
         assert_eq!(have_access(&c, "jdoe", Mode::Writable, "foo/bar"), None);
-        assert_eq!(
-            have_access(&c, "jdoe", Mode::Writeable, "baz"),
-            acc("repositories", "baz")
-        );
+        assert_eq!(have_access(&c, "jdoe", Mode::Writeable, "baz"), acc("repositories", "baz"));
     }
 
     #[test]
@@ -431,19 +379,10 @@ mod tests {
         let c = conf(
             "[group fooers]\nmembers = jdoe\nmap writable foo/bar = quux/thud\nmap readonly Ro = some/where.git\n",
         );
-        assert_eq!(
-            have_access(&c, "jdoe", Mode::Writable, "foo/bar"),
-            acc("repositories", "quux/thud")
-        );
-        assert_eq!(
-            have_access(&c, "jdoe", Mode::Writable, "FOO/Bar.git"),
-            acc("repositories", "quux/thud")
-        );
+        assert_eq!(have_access(&c, "jdoe", Mode::Writable, "foo/bar"), acc("repositories", "quux/thud"));
+        assert_eq!(have_access(&c, "jdoe", Mode::Writable, "FOO/Bar.git"), acc("repositories", "quux/thud"));
         // map targets are verbatim (validation is enrollment's/serve's job)
-        assert_eq!(
-            have_access(&c, "jdoe", Mode::Readonly, "ro"),
-            acc("repositories", "some/where.git")
-        );
+        assert_eq!(have_access(&c, "jdoe", Mode::Readonly, "ro"), acc("repositories", "some/where.git"));
         assert_eq!(have_access(&c, "jdoe", Mode::Readonly, "foo/bar"), None);
     }
 
@@ -452,23 +391,11 @@ mod tests {
         let c = conf(
             "[gitosis]\nrepositories = /srv/git\n[group a]\nmembers = jdoe\nrepositories = elsewhere\nwritable = x\n[group b]\nmembers = jdoe\nwritable = x y\n",
         );
-        assert_eq!(
-            have_access(&c, "jdoe", Mode::Writable, "x"),
-            acc("elsewhere", "x")
-        );
-        assert_eq!(
-            have_access(&c, "jdoe", Mode::Writable, "y"),
-            acc("/srv/git", "y")
-        );
+        assert_eq!(have_access(&c, "jdoe", Mode::Writable, "x"), acc("elsewhere", "x"));
+        assert_eq!(have_access(&c, "jdoe", Mode::Writable, "y"), acc("/srv/git", "y"));
         let c = conf("[group a]\nmembers = @all\nreadonly = pub\n[group all]\nwritable = w\n");
-        assert_eq!(
-            have_access(&c, "anyone", Mode::Readonly, "pub"),
-            acc("repositories", "pub")
-        );
-        assert_eq!(
-            have_access(&c, "anyone", Mode::Writable, "w"),
-            acc("repositories", "w")
-        );
+        assert_eq!(have_access(&c, "anyone", Mode::Readonly, "pub"), acc("repositories", "pub"));
+        assert_eq!(have_access(&c, "anyone", Mode::Writable, "w"), acc("repositories", "w"));
     }
 
     #[test]
@@ -485,61 +412,27 @@ mod tests {
     #[test]
     fn ferry_implicit_queue_grant() {
         let c = conf("[gitosis]\nrepositories = /srv/repos\n[ferry client host-a]\naddress = x\n");
-        assert_eq!(
-            have_access(&c, "host-a", Mode::Writable, "queue/host-a.git"),
-            acc("/srv/repos", "queue/host-a")
-        );
-        assert_eq!(
-            have_access(&c, "host-a", Mode::Writable, "queue/host-a"),
-            acc("/srv/repos", "queue/host-a")
-        );
+        assert_eq!(have_access(&c, "host-a", Mode::Writable, "queue/host-a.git"), acc("/srv/repos", "queue/host-a"));
+        assert_eq!(have_access(&c, "host-a", Mode::Writable, "queue/host-a"), acc("/srv/repos", "queue/host-a"));
         // only writable, only its own queue, only the exact name
-        assert_eq!(
-            have_access(&c, "host-a", Mode::Writeable, "queue/host-a"),
-            None
-        );
-        assert_eq!(
-            have_access(&c, "host-a", Mode::Readonly, "queue/host-a"),
-            None
-        );
-        assert_eq!(
-            have_access(&c, "host-b", Mode::Writable, "queue/host-a"),
-            None
-        );
-        assert_eq!(
-            have_access(&c, "host-a", Mode::Writable, "queue/host-b"),
-            None
-        );
-        assert_eq!(
-            have_access(&c, "host-a", Mode::Writable, "queue/HOST-A"),
-            None
-        );
+        assert_eq!(have_access(&c, "host-a", Mode::Writeable, "queue/host-a"), None);
+        assert_eq!(have_access(&c, "host-a", Mode::Readonly, "queue/host-a"), None);
+        assert_eq!(have_access(&c, "host-b", Mode::Writable, "queue/host-a"), None);
+        assert_eq!(have_access(&c, "host-a", Mode::Writable, "queue/host-b"), None);
+        assert_eq!(have_access(&c, "host-a", Mode::Writable, "queue/HOST-A"), None);
         assert_eq!(have_access(&c, "host-a", Mode::Writable, "host-a"), None);
-        assert_eq!(
-            have_access(&c, "host-a", Mode::Writable, "x/queue/host-a"),
-            None
-        );
+        assert_eq!(have_access(&c, "host-a", Mode::Writable, "x/queue/host-a"), None);
         // without [gitosis] repositories the default prefix is used
         let c = conf("[ferry client host-a]\n");
-        assert_eq!(
-            have_access(&c, "host-a", Mode::Writable, "queue/host-a"),
-            acc("repositories", "queue/host-a")
-        );
+        assert_eq!(have_access(&c, "host-a", Mode::Writable, "queue/host-a"), acc("repositories", "queue/host-a"));
         // invalid names grant nothing
         let c = conf("[ferry client a.git]\n[ferry client  b]\n");
-        assert_eq!(
-            have_access(&c, "a.git", Mode::Writable, "queue/a.git.git"),
-            None
-        );
+        assert_eq!(have_access(&c, "a.git", Mode::Writable, "queue/a.git.git"), None);
         assert_eq!(have_access(&c, " b", Mode::Writable, "queue/ b"), None);
         // a group grant comes first and keeps its prefix
-        let c = conf(
-            "[ferry client host-a]\n[group g]\nmembers = host-a\nrepositories = grp\nwritable = queue/host-a\n",
-        );
-        assert_eq!(
-            have_access(&c, "host-a", Mode::Writable, "queue/host-a"),
-            acc("grp", "queue/host-a")
-        );
+        let c =
+            conf("[ferry client host-a]\n[group g]\nmembers = host-a\nrepositories = grp\nwritable = queue/host-a\n");
+        assert_eq!(have_access(&c, "host-a", Mode::Writable, "queue/host-a"), acc("grp", "queue/host-a"));
     }
 
     #[test]

@@ -129,16 +129,11 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
 /// The lines of `existing` that are not generated (by gitosis or Ferry),
 /// in order.
 pub fn preserved_lines(existing: &str) -> Vec<&str> {
-    lines(existing)
-        .filter(|l| *l != MARKER && !is_gitosis_line(l) && !is_ferry_line(l))
-        .collect()
+    lines(existing).filter(|l| *l != MARKER && !is_gitosis_line(l) && !is_ferry_line(l)).collect()
 }
 
 fn check_command(user: &str, cmd: &str) -> Result<(), AuthKeysError> {
-    let bad = |what| AuthKeysError::BadCommand {
-        user: escape::escape(user),
-        what,
-    };
+    let bad = |what| AuthKeysError::BadCommand { user: escape::escape(user), what };
     if cmd.contains('"') {
         return Err(bad("a double quote"));
     }
@@ -194,20 +189,14 @@ pub fn render(
             check_command(user, &cmd)?;
             commands.insert(user.as_str(), cmd);
         }
-        let cmd = commands
-            .get(user.as_str())
-            .map(String::as_str)
-            .unwrap_or("");
+        let cmd = commands.get(user.as_str()).map(String::as_str).unwrap_or("");
         let line = format!("command=\"{cmd}\",restrict {}", key.to_line());
         if ferry_line_user(&line) != Some(user.as_str()) {
             return Err(AuthKeysError::CommandNotRecognised { user: user.clone() });
         }
         generated.push((user.as_str(), line));
     }
-    generated.sort_by(|a, b| {
-        a.0.cmp(b.0)
-            .then_with(|| key_part(&a.1).cmp(key_part(&b.1)))
-    });
+    generated.sort_by(|a, b| a.0.cmp(b.0).then_with(|| key_part(&a.1).cmp(key_part(&b.1))));
 
     let mut out = String::new();
     for line in preserved_lines(existing) {
@@ -233,23 +222,14 @@ fn key_part(line: &str) -> &str {
 /// key would authenticate as the foreign line (a shell, another command)
 /// instead of `serve`. Returns (1-based line number in `existing`, user of
 /// the entry) for the caller to warn about; gitolite warns the same way.
-pub fn foreign_key_clashes(
-    existing: &str,
-    entries: &[(String, PublicKey)],
-) -> Vec<(usize, String)> {
-    let by_b64: HashMap<String, &str> = entries
-        .iter()
-        .map(|(u, k)| (k.base64(), u.as_str()))
-        .collect();
+pub fn foreign_key_clashes(existing: &str, entries: &[(String, PublicKey)]) -> Vec<(usize, String)> {
+    let by_b64: HashMap<String, &str> = entries.iter().map(|(u, k)| (k.base64(), u.as_str())).collect();
     let mut out = Vec::new();
     for (i, line) in lines(existing).enumerate() {
         if line == MARKER || is_gitosis_line(line) || is_ferry_line(line) {
             continue;
         }
-        if let Some(user) = line
-            .split([' ', '\t'])
-            .find_map(|tok| by_b64.get(tok).copied())
-        {
+        if let Some(user) = line.split([' ', '\t']).find_map(|tok| by_b64.get(tok).copied()) {
             out.push((i + 1, user.to_string()));
         }
     }
@@ -319,14 +299,8 @@ mod tests {
             ferry_line_user("command=\"/usr/bin/ferry-node serve jdoe\",restrict ssh-ed25519 AAAA"),
             Some("jdoe")
         );
-        assert_eq!(
-            ferry_line_user("command=\"ferry-node --config /etc/x.toml serve a@b\",restrict k"),
-            Some("a@b")
-        );
-        assert_eq!(
-            ferry_line_user("command=\"serve jdoe\",restrict k"),
-            Some("jdoe")
-        );
+        assert_eq!(ferry_line_user("command=\"ferry-node --config /etc/x.toml serve a@b\",restrict k"), Some("a@b"));
+        assert_eq!(ferry_line_user("command=\"serve jdoe\",restrict k"), Some("jdoe"));
         for no in [
             "command=\"ferry-node serve jdoe\",restrict",
             "command=\"ferry-node serve jdoe\",no-pty k",
@@ -343,10 +317,7 @@ mod tests {
     /// The example from gitosis' unit tests (GITOSIS.md 3.2).
     #[test]
     fn gitosis_example() {
-        let existing = format!(
-            "# foo\nbar\n{MARKER}\n{}\nbaz\n",
-            gitosis_line("oldfoo", "ssh-rsa OLD")
-        );
+        let existing = format!("# foo\nbar\n{MARKER}\n{}\nbaz\n", gitosis_line("oldfoo", "ssh-rsa OLD"));
         let entries = vec![("jdoe".to_string(), k(ED25519))];
         let out = render_ok(&existing, &entries);
         let want = format!(
@@ -368,15 +339,7 @@ mod tests {
         let once = render_ok(existing, &entries);
         let lines: Vec<&str> = once.lines().collect();
         assert_eq!(lines.len(), 4 + 1 + 3, "{once}");
-        assert_eq!(
-            &lines[..4],
-            [
-                "ssh-ed25519 FOREIGN admin",
-                "",
-                "# comment",
-                "no newline at end"
-            ]
-        );
+        assert_eq!(&lines[..4], ["ssh-ed25519 FOREIGN admin", "", "# comment", "no newline at end"]);
         assert_eq!(lines[4], MARKER);
         assert!(lines[5].ends_with(&k(ED25519).to_line()));
         assert!(lines[6].ends_with(&k(RSA2048).to_line()));
@@ -418,48 +381,26 @@ mod tests {
         let one = |user: &str| vec![(user.to_string(), key.clone())];
         let e = render("", &one("1bad"), &cmd);
         assert!(matches!(e, Err(AuthKeysError::UnsafeUser(_))));
-        for bad in [
-            "x\" serve jdoe",
-            "x\nserve jdoe",
-            "x\rserve jdoe",
-            "x\\ serve jdoe",
-            "x\0 serve jdoe",
-        ] {
+        for bad in ["x\" serve jdoe", "x\nserve jdoe", "x\rserve jdoe", "x\\ serve jdoe", "x\0 serve jdoe"] {
             let e = render("", &one("jdoe"), &|_| bad.to_string());
-            assert!(
-                matches!(e, Err(AuthKeysError::BadCommand { .. })),
-                "{bad:?}"
-            );
+            assert!(matches!(e, Err(AuthKeysError::BadCommand { .. })), "{bad:?}");
         }
         let e = render("", &one("jdoe"), &|_| "/bin/true".to_string());
         assert!(matches!(e, Err(AuthKeysError::CommandNotRecognised { .. })));
         let e = render("", &one("jdoe"), &|_| "serve other".to_string());
         assert!(matches!(e, Err(AuthKeysError::CommandNotRecognised { .. })));
-        let dup = vec![
-            ("a".to_string(), key.clone()),
-            ("b".to_string(), key.clone()),
-        ];
+        let dup = vec![("a".to_string(), key.clone()), ("b".to_string(), key.clone())];
         let e = render("", &dup, &cmd);
-        assert!(
-            matches!(e, Err(AuthKeysError::DuplicateKey { .. })),
-            "{e:?}"
-        );
+        assert!(matches!(e, Err(AuthKeysError::DuplicateKey { .. })), "{e:?}");
     }
 
     #[test]
     fn clashes_with_foreign_lines() {
         let key = k(ED25519);
-        let existing = format!(
-            "{}\n# {}\nssh-ed25519 AAAAother\n",
-            key.to_line(),
-            key.base64()
-        );
+        let existing = format!("{}\n# {}\nssh-ed25519 AAAAother\n", key.to_line(), key.base64());
         let entries = vec![("jdoe".to_string(), key.clone())];
         let clashes = foreign_key_clashes(&existing, &entries);
-        assert_eq!(
-            clashes,
-            vec![(1, "jdoe".to_string()), (2, "jdoe".to_string())]
-        );
+        assert_eq!(clashes, vec![(1, "jdoe".to_string()), (2, "jdoe".to_string())]);
         let ours = render_ok("", &entries);
         assert!(foreign_key_clashes(&ours, &entries).is_empty());
     }
@@ -468,10 +409,7 @@ mod tests {
     fn never_panics_on_random_existing_text() {
         let mut rng = Rng::new(0xa0_7e5);
         let entries = vec![("jdoe".to_string(), k(ED25519))];
-        let seed = format!(
-            "# foo\n{MARKER}\n{}\ncommand=\"x serve jdoe\",restrict k\n",
-            gitosis_line("u", "k")
-        );
+        let seed = format!("# foo\n{MARKER}\n{}\ncommand=\"x serve jdoe\",restrict k\n", gitosis_line("u", "k"));
         for _ in 0..5_000 {
             let bytes = rng.mutate(seed.as_bytes());
             let text = String::from_utf8_lossy(&bytes);

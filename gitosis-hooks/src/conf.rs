@@ -89,10 +89,7 @@ struct Section {
 
 impl Section {
     fn named(name: &str) -> Self {
-        Section {
-            name: name.to_string(),
-            ..Section::default()
-        }
+        Section { name: name.to_string(), ..Section::default() }
     }
 
     /// Python's `cursect[optname] = [optval]`: override in place, or append.
@@ -172,10 +169,7 @@ fn check_line_chars(line: &str, lineno: usize) -> Result<(), ParseError> {
             '\t' => None,
             '\0' => Some("NUL byte is not allowed".to_string()),
             '\r' => Some("carriage return is only allowed as part of a CRLF line end".to_string()),
-            c if c.is_control() => Some(format!(
-                "control character U+{:04X} is not allowed",
-                c as u32
-            )),
+            c if c.is_control() => Some(format!("control character U+{:04X} is not allowed", c as u32)),
             _ => None,
         };
         if let Some(message) = bad {
@@ -205,11 +199,8 @@ fn option_line(line: &str) -> Option<(String, String)> {
     let mut value = line.get(sep + 1..)?.trim_start_matches(is_ws);
     if let Some(pos) = value.find(';') {
         // Python: `optval[pos-1].isspace()`; index -1 is the last character.
-        let before = if pos == 0 {
-            value.chars().next_back()
-        } else {
-            value.get(..pos).and_then(|s| s.chars().next_back())
-        };
+        let before =
+            if pos == 0 { value.chars().next_back() } else { value.get(..pos).and_then(|s| s.chars().next_back()) };
         if before.is_some_and(is_ws) {
             value = value.get(..pos).unwrap_or("");
         }
@@ -233,11 +224,7 @@ impl Config {
         if bytes.len() > MAX_CONF_BYTES {
             return Err(ParseError::new(
                 0,
-                format!(
-                    "file is {} bytes, larger than the limit of {} bytes",
-                    bytes.len(),
-                    MAX_CONF_BYTES
-                ),
+                format!("file is {} bytes, larger than the limit of {} bytes", bytes.len(), MAX_CONF_BYTES),
             ));
         }
         let text = match std::str::from_utf8(bytes) {
@@ -312,10 +299,7 @@ impl Config {
                 } else {
                     "text outside any section (the file must start with a [section] header)"
                 };
-                return Err(ParseError::new(
-                    lineno,
-                    format!("{what}: {}", excerpt(line)),
-                ));
+                return Err(ParseError::new(lineno, format!("{what}: {}", excerpt(line))));
             }
             match option_line(line) {
                 Some((name, value)) => {
@@ -330,10 +314,7 @@ impl Config {
                     } else {
                         "not a section header, comment or 'name = value' line"
                     };
-                    return Err(ParseError::new(
-                        lineno,
-                        format!("{what}: {}", excerpt(line)),
-                    ));
+                    return Err(ParseError::new(lineno, format!("{what}: {}", excerpt(line))));
                 }
             }
         }
@@ -393,10 +374,7 @@ impl Config {
             None if section == DEFAULT_SECTION => &self.defaults,
             None => return Vec::new(),
         };
-        s.options
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect()
+        s.options.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
     }
 
     /// `RawConfigParser.has_section`: false for `DEFAULT`.
@@ -446,20 +424,9 @@ mod tests {
             "[gitosis]\ndaemon = no\ngitweb = no\n\n[group gitosis-admin]\nmembers = admin@workstation\nwritable = gitosis-admin\n\n[group backup-hosts]\nmembers = host-a host-b @new-hosts\nwritable = queue/host-a queue/host-b\n\n[repo queue/host-a]\ndescription = backup request queue for host-a\nowner = Backup Bot\n",
         );
         let names: Vec<&str> = c.sections().collect();
-        assert_eq!(
-            names,
-            [
-                "gitosis",
-                "group gitosis-admin",
-                "group backup-hosts",
-                "repo queue/host-a"
-            ]
-        );
+        assert_eq!(names, ["gitosis", "group gitosis-admin", "group backup-hosts", "repo queue/host-a"]);
         assert_eq!(c.get("gitosis", "daemon"), Some("no"));
-        assert_eq!(
-            c.get("group backup-hosts", "members"),
-            Some("host-a host-b @new-hosts")
-        );
+        assert_eq!(c.get("group backup-hosts", "members"), Some("host-a host-b @new-hosts"));
         assert_eq!(c.get("repo queue/host-a", "owner"), Some("Backup Bot"));
         assert_eq!(c.get("nosuch", "owner"), None);
         assert!(c.has_section("gitosis"));
@@ -610,10 +577,7 @@ mod tests {
             assert!(shown.bytes().all(|b| (0x20..0x7f).contains(&b)), "{shown}");
         }
         let e = err(b"x = 1\n");
-        assert_eq!(
-            e.to_string(),
-            "gitosis.conf line 1: option outside any section: \"x = 1\""
-        );
+        assert_eq!(e.to_string(), "gitosis.conf line 1: option outside any section: \"x = 1\"");
     }
 
     #[test]
@@ -625,10 +589,7 @@ mod tests {
         assert!(shown.len() < 260, "{shown}");
         assert!(shown.contains("\\u{202e}"));
         // a hand-built error with control characters is sanitized on display
-        let e = ParseError {
-            line: 3,
-            message: "bad\nline".into(),
-        };
+        let e = ParseError { line: 3, message: "bad\nline".into() };
         assert_eq!(e.to_string(), "gitosis.conf line 3: bad\\nline");
     }
 
@@ -677,13 +638,7 @@ mod tests {
         for _ in 0..20_000 {
             let len = rng.below(200);
             let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    if rng.below(4) == 0 {
-                        rng.byte()
-                    } else {
-                        alphabet[rng.below(alphabet.len())]
-                    }
-                })
+                .map(|_| if rng.below(4) == 0 { rng.byte() } else { alphabet[rng.below(alphabet.len())] })
                 .collect();
             match Config::parse(&bytes) {
                 Ok(c) => {

@@ -52,8 +52,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use crate::access::{
-    FERRY_CLIENT_PREFIX, GROUP_PREFIX, Mode, QUEUE_DIR, ferry_client_name, groups_of, have_access,
-    strip_git_suffix,
+    FERRY_CLIENT_PREFIX, GROUP_PREFIX, Mode, QUEUE_DIR, ferry_client_name, groups_of, have_access, strip_git_suffix,
 };
 use crate::conf::{Config, DEFAULT_SECTION, parse_bool, split_list};
 use crate::escape::{escape, escape_capped};
@@ -160,28 +159,14 @@ const CLIENT_OPTIONS: &[&str] = &[
     "description",
 ];
 
-const GITOSIS_OPTIONS: &[&str] = &[
-    "repositories",
-    "generate-files-in",
-    "ssh-authorized-keys-path",
-    "gitweb",
-    "daemon",
-    "loglevel",
-];
+const GITOSIS_OPTIONS: &[&str] =
+    &["repositories", "generate-files-in", "ssh-authorized-keys-path", "gitweb", "daemon", "loglevel"];
 
 const REPO_OPTIONS: &[&str] = &["gitweb", "daemon", "description", "owner"];
 
-const GROUP_OPTIONS: &[&str] = &[
-    "members",
-    "writable",
-    "writeable",
-    "readonly",
-    "repositories",
-];
+const GROUP_OPTIONS: &[&str] = &["members", "writable", "writeable", "readonly", "repositories"];
 
-const LOGLEVELS: &[&str] = &[
-    "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "NOTSET",
-];
+const LOGLEVELS: &[&str] = &["DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "NOTSET"];
 
 const DEFAULT_PORT: u16 = 22;
 const DEFAULT_GIT_PORT: u16 = 9418;
@@ -190,8 +175,7 @@ const MAX_DESCRIPTION: usize = 256;
 
 /// Strict decimal: digits only, no sign, no leading zeros ("0" itself ok).
 fn strict_decimal(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
-    {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
         return None;
     }
     s.parse().ok()
@@ -231,10 +215,7 @@ pub fn parse_port(s: &str) -> Option<u16> {
 
 fn is_dotted_quad(s: &str) -> bool {
     let parts: Vec<&str> = s.split('.').collect();
-    parts.len() == 4
-        && parts
-            .iter()
-            .all(|p| strict_decimal(p).is_some_and(|n| n <= 255) && p.len() <= 3)
+    parts.len() == 4 && parts.iter().all(|p| strict_decimal(p).is_some_and(|n| n <= 255) && p.len() <= 3)
 }
 
 /// Client address rule: a dotted-quad IPv4 address without leading zeros,
@@ -254,26 +235,19 @@ pub fn is_valid_address(s: &str) -> bool {
     let label_ok = |l: &&str| {
         !l.is_empty()
             && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && !(l.starts_with("0x")
-                && l.len() > 2
-                && l[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+            && !(l.starts_with("0x") && l.len() > 2 && l[2..].bytes().all(|b| b.is_ascii_hexdigit()))
     };
-    labels.iter().all(label_ok)
-        && labels
-            .last()
-            .is_some_and(|l| !l.bytes().all(|b| b.is_ascii_digit()))
+    labels.iter().all(label_ok) && labels.last().is_some_and(|l| !l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Client account rule: `^[a-z_][a-z0-9_-]{0,31}$`.
 pub fn is_valid_unix_user(s: &str) -> bool {
     let mut b = s.bytes();
     s.len() <= 32
-        && b.next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
+        && b.next().is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
         && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
 }
 
@@ -290,8 +264,7 @@ pub fn is_valid_abs_path(s: &str) -> bool {
         && rest.split('/').all(|seg| {
             let mut b = seg.bytes();
             seg.len() <= 100
-                && b.next()
-                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
+                && b.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
                 && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
         })
 }
@@ -327,29 +300,17 @@ fn quoted(value: &str) -> String {
     format!("'{}'", escape_capped(value, 100))
 }
 
-fn parse_client(
-    conf: &Config,
-    section: &str,
-    name: &str,
-    rep: &mut Report,
-) -> Option<ClientEnrollment> {
+fn parse_client(conf: &Config, section: &str, name: &str, rep: &mut Report) -> Option<ClientEnrollment> {
     let before = rep.errors.len();
     let where_ = sec(section);
     for (opt, _) in conf.options(section) {
         if !CLIENT_OPTIONS.contains(&opt) {
-            rep.conf(format!(
-                "{where_}: unknown option {} (known: {})",
-                quoted(opt),
-                CLIENT_OPTIONS.join(", ")
-            ));
+            rep.conf(format!("{where_}: unknown option {} (known: {})", quoted(opt), CLIENT_OPTIONS.join(", ")));
         }
     }
     let get = |opt: &str| conf.get_own(section, opt);
     let bad = |rep: &mut Report, opt: &str, value: &str, expected: &str| {
-        rep.conf(format!(
-            "{where_} option '{opt}': invalid value {} ({expected})",
-            quoted(value)
-        ));
+        rep.conf(format!("{where_} option '{opt}': invalid value {} ({expected})", quoted(value)));
     };
     let required = |rep: &mut Report, opt: &str| -> Option<&str> {
         let v = get(opt);
@@ -364,12 +325,7 @@ fn parse_client(
         if is_valid_address(v) {
             Some(v.to_string())
         } else {
-            bad(
-                rep,
-                "address",
-                v,
-                "a lower-case host name or dotted-quad IPv4 address",
-            );
+            bad(rep, "address", v, "a lower-case host name or dotted-quad IPv4 address");
             None
         }
     });
@@ -384,12 +340,7 @@ fn parse_client(
         if is_valid_unix_user(v) {
             Some(v.to_string())
         } else {
-            bad(
-                rep,
-                "user",
-                v,
-                "an account name matching ^[a-z_][a-z0-9_-]{0,31}$",
-            );
+            bad(rep, "user", v, "an account name matching ^[a-z_][a-z0-9_-]{0,31}$");
             None
         }
     });
@@ -416,72 +367,46 @@ fn parse_client(
         }),
     };
     if get("git-port").is_some() && git_scheme == Some(GitScheme::Ssh) {
-        rep.warn(format!(
-            "{where_}: 'git-port' is ignored unless git-scheme = git"
-        ));
+        rep.warn(format!("{where_}: 'git-port' is ignored unless git-scheme = git"));
     }
     let mut git_roots: Vec<String> = Vec::new();
     for root in split_list(get("git-roots").unwrap_or("")) {
         if !is_valid_abs_path(root) {
-            bad(
-                rep,
-                "git-roots",
-                root,
-                "absolute paths of [A-Za-z0-9_][A-Za-z0-9._-]* segments, no '..'",
-            );
+            bad(rep, "git-roots", root, "absolute paths of [A-Za-z0-9_][A-Za-z0-9._-]* segments, no '..'");
         } else if !git_roots.iter().any(|r| r == root) {
             git_roots.push(root.to_string());
         }
     }
-    if git_scheme == Some(GitScheme::Git)
-        && get("git-roots").is_none_or(|v| split_list(v).next().is_none())
-    {
-        rep.warn(format!(
-            "{where_}: git-scheme = git but no git-roots: no repository can be mirrored"
-        ));
+    if git_scheme == Some(GitScheme::Git) && get("git-roots").is_none_or(|v| split_list(v).next().is_none()) {
+        rep.warn(format!("{where_}: git-scheme = git but no git-roots: no repository can be mirrored"));
     }
     let export_dir = required(rep, "export").and_then(|v| {
         if is_valid_abs_path(v) {
             Some(v.to_string())
         } else {
-            bad(
-                rep,
-                "export",
-                v,
-                "an absolute path of [A-Za-z0-9_][A-Za-z0-9._-]* segments, no '..'",
-            );
+            bad(rep, "export", v, "an absolute path of [A-Za-z0-9_][A-Za-z0-9._-]* segments, no '..'");
             None
         }
     });
-    let positive = |rep: &mut Report,
-                    opt: &str,
-                    parse: fn(&str) -> Option<u64>,
-                    expected: &str|
-     -> Option<Option<u64>> {
-        match get(opt) {
-            None => Some(None),
-            Some(v) => match parse(v) {
-                Some(n) if n > 0 => Some(Some(n)),
-                _ => {
-                    rep.conf(format!(
-                        "{where_} option '{opt}': invalid value {} ({expected})",
-                        quoted(v)
-                    ));
-                    None
-                }
-            },
-        }
-    };
+    let positive =
+        |rep: &mut Report, opt: &str, parse: fn(&str) -> Option<u64>, expected: &str| -> Option<Option<u64>> {
+            match get(opt) {
+                None => Some(None),
+                Some(v) => match parse(v) {
+                    Some(n) if n > 0 => Some(Some(n)),
+                    _ => {
+                        rep.conf(format!("{where_} option '{opt}': invalid value {} ({expected})", quoted(v)));
+                        None
+                    }
+                },
+            }
+        };
     let size_hint = "a positive size such as 1048576, 500M, 100G, 2T";
     let quota_bytes = positive(rep, "quota", parse_size, size_hint);
     let max_artifact_bytes = positive(rep, "max-artifact", parse_size, size_hint);
     let max_objects = positive(rep, "max-objects", strict_decimal, "a positive integer");
-    let job_timeout_secs = positive(
-        rep,
-        "job-timeout",
-        parse_duration_secs,
-        "seconds, or a number with suffix s, m or h",
-    );
+    let job_timeout_secs =
+        positive(rep, "job-timeout", parse_duration_secs, "seconds, or a number with suffix s, m or h");
     let description = match get("description") {
         None => Some(None),
         Some(v) if v.chars().any(char::is_control) || v.chars().count() > MAX_DESCRIPTION => {
@@ -535,10 +460,7 @@ fn check_gitosis_section(conf: &Config, rep: &mut Report) {
     let section = "gitosis";
     for (opt, value) in conf.options(section) {
         if !GITOSIS_OPTIONS.contains(&opt) {
-            rep.warn(format!(
-                "[gitosis]: unknown option {} is ignored",
-                quoted(opt)
-            ));
+            rep.warn(format!("[gitosis]: unknown option {} is ignored", quoted(opt)));
             continue;
         }
         let default = match opt {
@@ -556,10 +478,7 @@ fn check_gitosis_section(conf: &Config, rep: &mut Report) {
             ));
         }
         if opt == "loglevel" && !LOGLEVELS.contains(&value) {
-            rep.warn(format!(
-                "Ignored invalid loglevel configuration: {}",
-                quoted(value)
-            ));
+            rep.warn(format!("Ignored invalid loglevel configuration: {}", quoted(value)));
         }
     }
     check_bool(conf, section, "gitweb", rep);
@@ -577,10 +496,7 @@ fn check_group_section(conf: &Config, section: &str, rep: &mut Report) {
     for (opt, value) in conf.options(section) {
         if let Some((mode, visible)) = map_option(opt) {
             if !matches!(mode, "writable" | "writeable" | "readonly") || visible.is_empty() {
-                rep.warn(format!(
-                    "{where_}: option {} is not a valid map and is ignored",
-                    quoted(opt)
-                ));
+                rep.warn(format!("{where_}: option {} is not a valid map and is ignored", quoted(opt)));
                 continue;
             }
             if !is_safe_relpath(value) || value.ends_with(".git") {
@@ -593,10 +509,7 @@ fn check_group_section(conf: &Config, section: &str, rep: &mut Report) {
             continue;
         }
         if !GROUP_OPTIONS.contains(&opt) {
-            rep.warn(format!(
-                "{where_}: unknown option {} is ignored",
-                quoted(opt)
-            ));
+            rep.warn(format!("{where_}: unknown option {} is ignored", quoted(opt)));
             continue;
         }
         match opt {
@@ -625,11 +538,7 @@ fn check_group_section(conf: &Config, section: &str, rep: &mut Report) {
 fn check_repo_section(conf: &Config, section: &str, rep: &mut Report) {
     for (opt, _) in conf.options(section) {
         if !REPO_OPTIONS.contains(&opt) {
-            rep.warn(format!(
-                "{}: unknown option {} is ignored",
-                sec(section),
-                quoted(opt)
-            ));
+            rep.warn(format!("{}: unknown option {} is ignored", sec(section), quoted(opt)));
         }
     }
     check_bool(conf, section, "gitweb", rep);
@@ -640,11 +549,7 @@ fn check_repo_section(conf: &Config, section: &str, rep: &mut Report) {
 /// and `map writable|writeable` targets; likewise for read.
 fn group_targets(conf: &Config, group: &str, write: bool) -> Vec<String> {
     let section = format!("{GROUP_PREFIX}{group}");
-    let modes: &[&str] = if write {
-        &["writable", "writeable"]
-    } else {
-        &["readonly"]
-    };
+    let modes: &[&str] = if write { &["writable", "writeable"] } else { &["readonly"] };
     let mut out = Vec::new();
     for mode in modes {
         if let Some(list) = conf.get(&section, mode) {
@@ -663,25 +568,16 @@ fn group_targets(conf: &Config, group: &str, write: bool) -> Vec<String> {
 
 /// Queue and admin-repo protection (module doc): returns nothing, records
 /// errors/warnings.
-fn check_grants(
-    conf: &Config,
-    users: &BTreeMap<String, Vec<PublicKey>>,
-    clients: &BTreeSet<String>,
-    rep: &mut Report,
-) {
+fn check_grants(conf: &Config, users: &BTreeMap<String, Vec<PublicKey>>, clients: &BTreeSet<String>, rep: &mut Report) {
     for user in users.keys() {
         let groups = groups_of(conf, user);
         let mut reported = BTreeSet::new();
         for group in &groups {
-            for (write, targets) in [
-                (true, group_targets(conf, group, true)),
-                (false, group_targets(conf, group, false)),
-            ] {
+            for (write, targets) in
+                [(true, group_targets(conf, group, true)), (false, group_targets(conf, group, false))]
+            {
                 for target in targets {
-                    let Some(owner) = target
-                        .strip_prefix(QUEUE_DIR)
-                        .and_then(|t| t.strip_prefix('/'))
-                    else {
+                    let Some(owner) = target.strip_prefix(QUEUE_DIR).and_then(|t| t.strip_prefix('/')) else {
                         continue;
                     };
                     if owner == user || !reported.insert((write, target.clone())) {
@@ -720,10 +616,7 @@ fn check_grants(
             && (have_access(conf, user, Mode::Writable, ADMIN_REPO).is_some()
                 || have_access(conf, user, Mode::Writeable, ADMIN_REPO).is_some())
         {
-            rep.conf(format!(
-                "client {} may push to {ADMIN_REPO}: a client must not control enrollment",
-                quoted(user)
-            ));
+            rep.conf(format!("client {} may push to {ADMIN_REPO}: a client must not control enrollment", quoted(user)));
         }
     }
 }
@@ -732,10 +625,7 @@ impl Enrollment {
     /// Validates `conf` plus the admin repo's `keydir/` (file name → file
     /// bytes, top-level files only) and builds the enrollment. Returns every
     /// error found, or the enrollment with its warnings.
-    pub fn build(
-        conf: &Config,
-        keydir: &BTreeMap<String, Vec<u8>>,
-    ) -> Result<Enrollment, Vec<EnrollError>> {
+    pub fn build(conf: &Config, keydir: &BTreeMap<String, Vec<u8>>) -> Result<Enrollment, Vec<EnrollError>> {
         let mut rep = Report::default();
 
         // keydir/
@@ -750,10 +640,7 @@ impl Enrollment {
                 continue;
             };
             if !is_safe_username(user) {
-                rep.warn(format!(
-                    "Unsafe SSH username in keyfile: '{}'",
-                    escape(file)
-                ));
+                rep.warn(format!("Unsafe SSH username in keyfile: '{}'", escape(file)));
                 continue;
             }
             key_files.insert(user);
@@ -765,10 +652,7 @@ impl Enrollment {
                         match fingerprint_owner.get(&fp) {
                             Some(other) => rep.error(
                                 E_ENROL_DUP_KEY,
-                                format!(
-                                    "key {fp} is in both keydir/{other} and keydir/{}",
-                                    escape(file)
-                                ),
+                                format!("key {fp} is in both keydir/{other} and keydir/{}", escape(file)),
                             ),
                             None => {
                                 fingerprint_owner.insert(fp, escape(file));
@@ -810,10 +694,7 @@ impl Enrollment {
             } else if section.starts_with("repo ") {
                 check_repo_section(conf, section, &mut rep);
             } else if section != "gitweb" {
-                rep.warn(format!(
-                    "{}: section is not used by gitosis or Ferry",
-                    sec(section)
-                ));
+                rep.warn(format!("{}: section is not used by gitosis or Ferry", sec(section)));
             }
         }
 
@@ -825,23 +706,12 @@ impl Enrollment {
             };
             client_names.insert(name.to_string());
             if !key_files.contains(name) {
-                rep.error(
-                    E_ENROL_KEY,
-                    format!("{}: no key file keydir/{name}.pub", sec(section)),
-                );
+                rep.error(E_ENROL_KEY, format!("{}: no key file keydir/{name}.pub", sec(section)));
             }
         }
         check_grants(conf, &users, &client_names, &mut rep);
 
-        if rep.errors.is_empty() {
-            Ok(Enrollment {
-                clients,
-                users,
-                warnings: rep.warnings,
-            })
-        } else {
-            Err(rep.errors)
-        }
+        if rep.errors.is_empty() { Ok(Enrollment { clients, users, warnings: rep.warnings }) } else { Err(rep.errors) }
     }
 
     /// The enrollment of client `name`.
@@ -852,10 +722,7 @@ impl Enrollment {
     /// Every (user, key) pair, sorted, ready for
     /// [`crate::authkeys::render`].
     pub fn key_entries(&self) -> Vec<(String, PublicKey)> {
-        self.users
-            .iter()
-            .flat_map(|(u, keys)| keys.iter().map(move |k| (u.clone(), k.clone())))
-            .collect()
+        self.users.iter().flat_map(|(u, keys)| keys.iter().map(move |k| (u.clone(), k.clone()))).collect()
     }
 }
 
@@ -873,10 +740,7 @@ mod tests {
     }
 
     fn keydir(files: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
-        files
-            .iter()
-            .map(|(n, c)| (n.to_string(), c.as_bytes().to_vec()))
-            .collect()
+        files.iter().map(|(n, c)| (n.to_string(), c.as_bytes().to_vec())).collect()
     }
 
     fn client_section(name: &str, extra: &str) -> String {
@@ -888,13 +752,7 @@ mod tests {
     fn build_ok(c: &str, kd: &[(&str, &str)]) -> Enrollment {
         match Enrollment::build(&conf(c), &keydir(kd)) {
             Ok(e) => e,
-            Err(errs) => panic!(
-                "{}",
-                errs.iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
+            Err(errs) => panic!("{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")),
         }
     }
 
@@ -906,12 +764,10 @@ mod tests {
     }
 
     fn has(errs: &[EnrollError], code: &str, needle: &str) -> bool {
-        errs.iter()
-            .any(|e| e.code == code && e.message.contains(needle))
+        errs.iter().any(|e| e.code == code && e.message.contains(needle))
     }
 
-    const ADMIN: &str =
-        "[gitosis]\n\n[group gitosis-admin]\nmembers = admin@ws\nwritable = gitosis-admin\n\n";
+    const ADMIN: &str = "[gitosis]\n\n[group gitosis-admin]\nmembers = admin@ws\nwritable = gitosis-admin\n\n";
 
     #[test]
     fn sizes_and_durations() {
@@ -959,16 +815,9 @@ mod tests {
 
     #[test]
     fn addresses_users_paths() {
-        for ok in [
-            "127.0.0.2",
-            "0.0.0.0",
-            "255.255.255.255",
-            "host-a",
-            "a.example.com",
-            "x1.y2",
-            "localhost",
-            "0x.example",
-        ] {
+        for ok in
+            ["127.0.0.2", "0.0.0.0", "255.255.255.255", "host-a", "a.example.com", "x1.y2", "localhost", "0x.example"]
+        {
             assert!(is_valid_address(ok), "{ok}");
         }
         for bad in [
@@ -1102,10 +951,7 @@ mod tests {
             (E_ENROL_CONF, "unknown option 'mail'"),
         ];
         for (code, needle) in want {
-            assert!(
-                has(&errs, code, needle),
-                "missing {code} {needle}: {errs:#?}"
-            );
+            assert!(has(&errs, code, needle), "missing {code} {needle}: {errs:#?}");
         }
         assert_eq!(errs.len(), want.len(), "{errs:#?}");
         for e in &errs {
@@ -1117,10 +963,7 @@ mod tests {
     fn required_options() {
         let errs = build_err("[ferry client host-a]\n", &[("host-a.pub", ED25519)]);
         for opt in ["address", "user", "hostkey", "export"] {
-            assert!(
-                has(&errs, E_ENROL_CONF, &format!("required option '{opt}'")),
-                "{opt}: {errs:?}"
-            );
+            assert!(has(&errs, E_ENROL_CONF, &format!("required option '{opt}'")), "{opt}: {errs:?}");
         }
         assert_eq!(errs.len(), 4);
         // [DEFAULT] does not fill Ferry sections
@@ -1145,10 +988,7 @@ mod tests {
         ] {
             let c = format!("[{bad}]\n");
             let errs = build_err(&c, &[]);
-            assert!(
-                has(&errs, E_ENROL_CONF, "not a valid Ferry section"),
-                "{bad}: {errs:?}"
-            );
+            assert!(has(&errs, E_ENROL_CONF, "not a valid Ferry section"), "{bad}: {errs:?}");
         }
         // ferryboat is not Ferry's
         let e = build_ok("[ferryboat]\n", &[]);
@@ -1160,35 +1000,15 @@ mod tests {
         let c = format!("{ADMIN}{}", client_section("host-a", ""));
         // missing key file for a client
         let errs = build_err(&c, &[("admin@ws.pub", RSA2048)]);
-        assert!(
-            has(&errs, E_ENROL_KEY, "no key file keydir/host-a.pub"),
-            "{errs:?}"
-        );
+        assert!(has(&errs, E_ENROL_KEY, "no key file keydir/host-a.pub"), "{errs:?}");
         // bad key file, named; no second "missing" error for it
         let evil = format!("command=\"/bin/sh\" {ED25519}\n");
         let errs = build_err(&c, &[("host-a.pub", &evil)]);
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(has(
-            &errs,
-            E_ENROL_KEY,
-            "keydir/host-a.pub: line 1: key line starts with options"
-        ));
+        assert!(has(&errs, E_ENROL_KEY, "keydir/host-a.pub: line 1: key line starts with options"));
         // duplicate key across users names both files
-        let errs = build_err(
-            &c,
-            &[
-                ("host-a.pub", ED25519),
-                ("admin@ws.pub", &format!("{RSA2048}\n{ED25519}\n")),
-            ],
-        );
-        assert!(
-            has(
-                &errs,
-                E_ENROL_DUP_KEY,
-                "keydir/admin@ws.pub and keydir/host-a.pub"
-            ),
-            "{errs:?}"
-        );
+        let errs = build_err(&c, &[("host-a.pub", ED25519), ("admin@ws.pub", &format!("{RSA2048}\n{ED25519}\n"))]);
+        assert!(has(&errs, E_ENROL_DUP_KEY, "keydir/admin@ws.pub and keydir/host-a.pub"), "{errs:?}");
         // skipped names, unsafe names warned
         let e = build_ok(
             &c,
@@ -1203,10 +1023,7 @@ mod tests {
         );
         assert_eq!(
             e.warnings,
-            [
-                "Unsafe SSH username in keyfile: '1bad.pub'",
-                "Unsafe SSH username in keyfile: 'a\\nb.pub'"
-            ]
+            ["Unsafe SSH username in keyfile: '1bad.pub'", "Unsafe SSH username in keyfile: 'a\\nb.pub'"]
         );
         assert_eq!(e.users.keys().collect::<Vec<_>>(), ["host-a"]);
     }
@@ -1215,22 +1032,8 @@ mod tests {
     fn booleans_and_gitosis_paths() {
         let c = "[gitosis]\ngitweb = maybe\ndaemon = yes\n[repo foo]\ndaemon = 2\ngitweb = on\n[repo bar]\n";
         let errs = build_err(c, &[]);
-        assert!(
-            has(
-                &errs,
-                E_ENROL_CONF,
-                "[gitosis] option 'gitweb': invalid boolean 'maybe'"
-            ),
-            "{errs:?}"
-        );
-        assert!(
-            has(
-                &errs,
-                E_ENROL_CONF,
-                "[repo foo] option 'daemon': invalid boolean '2'"
-            ),
-            "{errs:?}"
-        );
+        assert!(has(&errs, E_ENROL_CONF, "[gitosis] option 'gitweb': invalid boolean 'maybe'"), "{errs:?}");
+        assert!(has(&errs, E_ENROL_CONF, "[repo foo] option 'daemon': invalid boolean '2'"), "{errs:?}");
         // [repo bar] inherits [DEFAULT] only, not [gitosis]
         assert_eq!(errs.len(), 2);
         let errs = build_err("[DEFAULT]\ngitweb = perhaps\n[repo x]\n", &[]);
@@ -1242,14 +1045,8 @@ mod tests {
         assert_eq!(e.warnings.len(), 3, "{:?}", e.warnings);
         assert!(e.warnings[0].contains("'repositories' = '/etc' is not honoured"));
         assert!(e.warnings[1].contains("ssh-authorized-keys-path"));
-        assert_eq!(
-            e.warnings[2],
-            "Ignored invalid loglevel configuration: 'LOUD'"
-        );
-        let e = build_ok(
-            "[gitosis]\nrepositories = repositories\nloglevel = DEBUG\n",
-            &[],
-        );
+        assert_eq!(e.warnings[2], "Ignored invalid loglevel configuration: 'LOUD'");
+        let e = build_ok("[gitosis]\nrepositories = repositories\nloglevel = DEBUG\n", &[]);
         assert!(e.warnings.is_empty(), "{:?}", e.warnings);
     }
 
@@ -1258,16 +1055,8 @@ mod tests {
         let c = "[group g]\nmembers = jdoe\nwritable = ok ok.git ../x\nwriteable = y\nrepositories = /tmp\nmap writable a = ../../etc\nmap readonly b = x.git\nmap writable c = fine/repo\nmap bogus d = e\nmembr = typo\n";
         let errs = build_err(c, &[]);
         assert_eq!(errs.len(), 2, "{errs:?}");
-        assert!(has(
-            &errs,
-            E_ENROL_CONF,
-            "'map writable a': map target '../../etc'"
-        ));
-        assert!(has(
-            &errs,
-            E_ENROL_CONF,
-            "'map readonly b': map target 'x.git'"
-        ));
+        assert!(has(&errs, E_ENROL_CONF, "'map writable a': map target '../../etc'"));
+        assert!(has(&errs, E_ENROL_CONF, "'map readonly b': map target 'x.git'"));
         let c = "[group g]\nmembers = jdoe\nwritable = ok ok.git ../x\nwriteable = y\nrepositories = /tmp\nmap bogus d = e\nmembr = typo\n";
         let e = build_ok(c, &[]);
         let w = e.warnings.join("\n");
@@ -1286,91 +1075,30 @@ mod tests {
     /// AC-01 / I1: the queue name is the identity, so nobody else may push it.
     #[test]
     fn queue_protection() {
-        let base = format!(
-            "{}{}",
-            client_section("host-a", ""),
-            client_section("host-b", "")
-        );
-        let kd = [
-            ("host-a.pub", ED25519),
-            ("host-b.pub", EC256),
-            ("admin@ws.pub", RSA2048),
-        ];
+        let base = format!("{}{}", client_section("host-a", ""), client_section("host-b", ""));
+        let kd = [("host-a.pub", ED25519), ("host-b.pub", EC256), ("admin@ws.pub", RSA2048)];
         // implicit grants alone are fine
         build_ok(&format!("{ADMIN}{base}"), &kd);
         // an explicit grant of the own queue is fine too
-        build_ok(
-            &format!("{ADMIN}{base}[group q]\nmembers = host-a\nwritable = queue/host-a\n"),
-            &kd,
-        );
+        build_ok(&format!("{ADMIN}{base}[group q]\nmembers = host-a\nwritable = queue/host-a\n"), &kd);
         // another client
-        let errs = build_err(
-            &format!("{ADMIN}{base}[group q]\nmembers = host-b\nwritable = queue/host-a\n"),
-            &kd,
-        );
-        assert!(
-            has(
-                &errs,
-                E_ENROL_CONF,
-                "user 'host-b' may push to 'queue/host-a' via [group q]"
-            ),
-            "{errs:?}"
-        );
+        let errs = build_err(&format!("{ADMIN}{base}[group q]\nmembers = host-b\nwritable = queue/host-a\n"), &kd);
+        assert!(has(&errs, E_ENROL_CONF, "user 'host-b' may push to 'queue/host-a' via [group q]"), "{errs:?}");
         // via @all and nesting and writeable
-        let errs = build_err(
-            &format!("{ADMIN}{base}[group q]\nmembers = @all\nwriteable = queue/host-b\n"),
-            &kd,
-        );
-        assert!(
-            has(
-                &errs,
-                E_ENROL_CONF,
-                "user 'admin@ws' may push to 'queue/host-b'"
-            ),
-            "{errs:?}"
-        );
-        assert!(
-            has(
-                &errs,
-                E_ENROL_CONF,
-                "user 'host-a' may push to 'queue/host-b'"
-            ),
-            "{errs:?}"
-        );
+        let errs = build_err(&format!("{ADMIN}{base}[group q]\nmembers = @all\nwriteable = queue/host-b\n"), &kd);
+        assert!(has(&errs, E_ENROL_CONF, "user 'admin@ws' may push to 'queue/host-b'"), "{errs:?}");
+        assert!(has(&errs, E_ENROL_CONF, "user 'host-a' may push to 'queue/host-b'"), "{errs:?}");
         // via a map target
-        let errs = build_err(
-            &format!(
-                "{ADMIN}{base}[group q]\nmembers = host-b\nmap writable mine = queue/host-a\n"
-            ),
-            &kd,
-        );
-        assert!(
-            has(
-                &errs,
-                E_ENROL_CONF,
-                "user 'host-b' may push to 'queue/host-a'"
-            ),
-            "{errs:?}"
-        );
+        let errs =
+            build_err(&format!("{ADMIN}{base}[group q]\nmembers = host-b\nmap writable mine = queue/host-a\n"), &kd);
+        assert!(has(&errs, E_ENROL_CONF, "user 'host-b' may push to 'queue/host-a'"), "{errs:?}");
         // a client with admin rights
-        let errs = build_err(
-            &format!("{ADMIN}{base}[group gitosis-admin]\nmembers = admin@ws host-a\n"),
-            &kd,
-        );
-        assert!(
-            has(
-                &errs,
-                E_ENROL_CONF,
-                "client 'host-a' may push to gitosis-admin"
-            ),
-            "{errs:?}"
-        );
+        let errs = build_err(&format!("{ADMIN}{base}[group gitosis-admin]\nmembers = admin@ws host-a\n"), &kd);
+        assert!(has(&errs, E_ENROL_CONF, "client 'host-a' may push to gitosis-admin"), "{errs:?}");
         // read access of another client's queue is a warning; grants of
         // unenrolled queues too
         let e = build_ok(
-            &format!(
-                "{ADMIN}{base}[group r]\nmembers = @all\nreadonly = queue/host-a\nwritable = queue/ghost\n"
-            ),
+            &format!("{ADMIN}{base}[group r]\nmembers = @all\nreadonly = queue/host-a\nwritable = queue/ghost\n"),
             &kd,
         );
         let w = e.warnings.join("\n");
@@ -1386,19 +1114,14 @@ mod tests {
         use crate::serve::{Denied, decide};
         let text = format!("{ADMIN}{}", client_section("host-a", ""));
         let c = conf(&text);
-        let e = match Enrollment::build(
-            &c,
-            &keydir(&[("host-a.pub", ED25519), ("admin@ws.pub", RSA2048)]),
-        ) {
+        let e = match Enrollment::build(&c, &keydir(&[("host-a.pub", ED25519), ("admin@ws.pub", RSA2048)])) {
             Ok(e) => e,
             Err(errs) => panic!("{errs:?}"),
         };
         let old_gitosis = "command=\"gitosis-serve admin@ws\",no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty ssh-rsa OLD\n";
-        let keys = match render(
-            &format!("# mine\n{MARKER}\n{old_gitosis}"),
-            &e.key_entries(),
-            &|u| format!("/usr/lib/ferry/ferry-node serve {u}"),
-        ) {
+        let keys = match render(&format!("# mine\n{MARKER}\n{old_gitosis}"), &e.key_entries(), &|u| {
+            format!("/usr/lib/ferry/ferry-node serve {u}")
+        }) {
             Ok(k) => k,
             Err(err) => panic!("{err}"),
         };
@@ -1434,10 +1157,7 @@ mod tests {
         let mut rng = Rng::new(0xe4_70_11);
         let seed = format!(
             "{ADMIN}{}[group q]\nmembers = @all host-a\nwritable = queue/host-a\nmap writable x = queue/host-b\n[repo x]\ngitweb = yes\n",
-            client_section(
-                "host-a",
-                "quota = 1G\njob-timeout = 5m\ngit-roots = /srv/git\n"
-            )
+            client_section("host-a", "quota = 1G\njob-timeout = 5m\ngit-roots = /srv/git\n")
         );
         let kd = keydir(&[("host-a.pub", ED25519), ("admin@ws.pub", RSA2048)]);
         for _ in 0..3_000 {

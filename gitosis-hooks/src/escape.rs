@@ -71,11 +71,7 @@ pub fn escape_bytes(bytes: &[u8], max_chars: usize) -> String {
 pub(crate) fn sanitize(s: &str, max_chars: usize) -> String {
     let mut out = String::new();
     for c in s.chars() {
-        let piece = if c == '\\' {
-            "\\".to_string()
-        } else {
-            escape_char(c)
-        };
+        let piece = if c == '\\' { "\\".to_string() } else { escape_char(c) };
         if out.len() + piece.len() > max_chars {
             out.push_str("...");
             return out;

@@ -220,10 +220,7 @@ pub fn parse_command(cmd: &str) -> Result<Command, Denied> {
     if path.contains('~') {
         return Err(Denied::Dangerous); // unreachable by the rule; explicit
     }
-    Ok(Command {
-        verb,
-        path: path.to_string(),
-    })
+    Ok(Command { verb, path: path.to_string() })
 }
 
 /// [`parse_command`] on raw bytes (the environment variable need not be
@@ -248,9 +245,7 @@ pub fn parse_command_bytes(cmd: &[u8]) -> Result<Command, Denied> {
 pub fn decide_command(conf: &Config, user: &str, cmd: &Command) -> Result<Allowed, Denied> {
     let write_grant = have_access(conf, user, Mode::Writable, &cmd.path)
         .map(|a| (a, Mode::Writable))
-        .or_else(|| {
-            have_access(conf, user, Mode::Writeable, &cmd.path).map(|a| (a, Mode::Writeable))
-        });
+        .or_else(|| have_access(conf, user, Mode::Writeable, &cmd.path).map(|a| (a, Mode::Writeable)));
     let (access, mode) = match write_grant {
         Some(g) => g,
         None => {
@@ -266,13 +261,7 @@ pub fn decide_command(conf: &Config, user: &str, cmd: &Command) -> Result<Allowe
     if !is_safe_relpath(&access.relpath) || access.relpath.ends_with(".git") {
         return Err(Denied::UnsafeMapping);
     }
-    Ok(Allowed {
-        verb: cmd.verb,
-        write: cmd.verb.is_write(),
-        prefix: access.prefix,
-        relpath: access.relpath,
-        mode,
-    })
+    Ok(Allowed { verb: cmd.verb, write: cmd.verb.is_write(), prefix: access.prefix, relpath: access.relpath, mode })
 }
 
 /// Parse and decide: the whole gitosis-compatible check for `user` (the
@@ -285,11 +274,7 @@ pub fn decide(conf: &Config, user: &str, original_command: &str) -> Result<Allow
 
 /// [`decide`] for the raw environment value: `None` (variable unset) →
 /// [`Denied::NoCommand`]; bytes as in [`parse_command_bytes`].
-pub fn decide_original_command(
-    conf: &Config,
-    user: &str,
-    original_command: Option<&[u8]>,
-) -> Result<Allowed, Denied> {
+pub fn decide_original_command(conf: &Config, user: &str, original_command: Option<&[u8]>) -> Result<Allowed, Denied> {
     let raw = original_command.ok_or(Denied::NoCommand)?;
     let cmd = parse_command_bytes(raw)?;
     decide_command(conf, user, &cmd)
@@ -308,19 +293,13 @@ mod tests {
     }
 
     fn cmd(verb: Verb, path: &str) -> Result<Command, Denied> {
-        Ok(Command {
-            verb,
-            path: path.to_string(),
-        })
+        Ok(Command { verb, path: path.to_string() })
     }
 
     #[test]
     fn messages_are_gitosis_messages() {
         let cases = [
-            (
-                Denied::NoCommand,
-                "Need SSH_ORIGINAL_COMMAND in environment.",
-            ),
+            (Denied::NoCommand, "Need SSH_ORIGINAL_COMMAND in environment."),
             (Denied::Newline, "Command may not contain newline"),
             (Denied::Unknown, "Unknown command denied"),
             (Denied::Dangerous, "Arguments to command look dangerous"),
@@ -342,15 +321,9 @@ mod tests {
             ("git-upload-pack '/foo.git'", cmd(UploadPack, "foo.git")),
             ("git-upload-pack '~/foo.git'", Err(Denied::Dangerous)),
             ("git-upload-pack '/abs/foo'", cmd(UploadPack, "abs/foo")),
-            (
-                "git-upload-pack 'sub/dir/it'\\''s.git'",
-                Err(Denied::Dangerous),
-            ),
+            ("git-upload-pack 'sub/dir/it'\\''s.git'", Err(Denied::Dangerous)),
             ("git-receive-pack 'foo.git'", cmd(ReceivePack, "foo.git")),
-            (
-                "git-upload-archive 'foo.git'",
-                cmd(UploadArchive, "foo.git"),
-            ),
+            ("git-upload-archive 'foo.git'", cmd(UploadArchive, "foo.git")),
             ("git upload-pack 'foo'", cmd(UploadPack, "foo")),
             ("git receive-pack 'foo'", cmd(ReceivePack, "foo")),
             ("git upload-archive 'foo'", cmd(UploadArchive, "foo")),
@@ -363,10 +336,7 @@ mod tests {
             ("git-upload-pack 'foo' ", Err(Denied::Dangerous)),
             // newline
             ("git-upload-pack 'foo'\n", Err(Denied::Newline)),
-            (
-                "git-upload-pack 'foo'\ncat /etc/passwd",
-                Err(Denied::Newline),
-            ),
+            ("git-upload-pack 'foo'\ncat /etc/passwd", Err(Denied::Newline)),
             ("\n", Err(Denied::Newline)),
             // unknown verb or missing argument
             ("", Err(Denied::Unknown)),
@@ -389,10 +359,7 @@ mod tests {
             ("git-upload-pack 'foo", Err(Denied::Dangerous)),
             ("git-upload-pack ''", Err(Denied::Dangerous)),
             ("git-upload-pack '/'", Err(Denied::Dangerous)),
-            (
-                "git-upload-pack '--upload-pack=touch /tmp/x'",
-                Err(Denied::Dangerous),
-            ),
+            ("git-upload-pack '--upload-pack=touch /tmp/x'", Err(Denied::Dangerous)),
         ];
         for (input, want) in cases {
             assert_eq!(&parse_command(input), want, "command {input:?}");
@@ -465,18 +432,9 @@ mod tests {
             assert_eq!(parse_command(&b), Err(Denied::Unknown), "{b:?}");
         }
         // raw bytes
-        assert_eq!(
-            parse_command_bytes(b"git-upload-pack 'foo'"),
-            cmd(Verb::UploadPack, "foo")
-        );
-        assert_eq!(
-            parse_command_bytes(b"git-upload-pack '\xff'"),
-            Err(Denied::Dangerous)
-        );
-        assert_eq!(
-            parse_command_bytes(b"git-upload-pa\xffck 'x'"),
-            Err(Denied::Unknown)
-        );
+        assert_eq!(parse_command_bytes(b"git-upload-pack 'foo'"), cmd(Verb::UploadPack, "foo"));
+        assert_eq!(parse_command_bytes(b"git-upload-pack '\xff'"), Err(Denied::Dangerous));
+        assert_eq!(parse_command_bytes(b"git-upload-pa\xffck 'x'"), Err(Denied::Unknown));
         assert_eq!(parse_command_bytes(b"x\n\xff"), Err(Denied::Newline));
         let huge = vec![0xffu8; MAX_COMMAND_BYTES + 1];
         assert_eq!(parse_command_bytes(&huge), Err(Denied::Unknown));
@@ -507,13 +465,7 @@ readonly = public/docs
 ";
 
     fn allowed(verb: Verb, relpath: &str, mode: Mode) -> Result<Allowed, Denied> {
-        Ok(Allowed {
-            verb,
-            write: verb.is_write(),
-            prefix: "repositories".into(),
-            relpath: relpath.into(),
-            mode,
-        })
+        Ok(Allowed { verb, write: verb.is_write(), prefix: "repositories".into(), relpath: relpath.into(), mode })
     }
 
     /// GITOSIS.md 2.5: decision order and messages.
@@ -522,89 +474,31 @@ readonly = public/docs
         use Verb::*;
         let c = conf(SERVE_CONF);
         let cases: &[(&str, &str, Result<Allowed, Denied>)] = &[
-            (
-                "jdoe",
-                "git-receive-pack 'foo.git'",
-                allowed(ReceivePack, "foo", Mode::Writable),
-            ),
-            (
-                "jdoe",
-                "git-upload-pack 'foo'",
-                allowed(UploadPack, "foo", Mode::Writable),
-            ),
-            (
-                "jdoe",
-                "git-upload-pack '/foo.git'",
-                allowed(UploadPack, "foo", Mode::Writable),
-            ),
-            (
-                "jdoe",
-                "git upload-archive 'foo'",
-                allowed(UploadArchive, "foo", Mode::Writable),
-            ),
-            (
-                "jdoe",
-                "git-receive-pack 'typo'",
-                allowed(ReceivePack, "typo", Mode::Writeable),
-            ),
-            (
-                "jdoe",
-                "git-upload-pack 'ro'",
-                allowed(UploadPack, "ro", Mode::Readonly),
-            ),
-            (
-                "jdoe",
-                "git-upload-archive 'ro'",
-                allowed(UploadArchive, "ro", Mode::Readonly),
-            ),
+            ("jdoe", "git-receive-pack 'foo.git'", allowed(ReceivePack, "foo", Mode::Writable)),
+            ("jdoe", "git-upload-pack 'foo'", allowed(UploadPack, "foo", Mode::Writable)),
+            ("jdoe", "git-upload-pack '/foo.git'", allowed(UploadPack, "foo", Mode::Writable)),
+            ("jdoe", "git upload-archive 'foo'", allowed(UploadArchive, "foo", Mode::Writable)),
+            ("jdoe", "git-receive-pack 'typo'", allowed(ReceivePack, "typo", Mode::Writeable)),
+            ("jdoe", "git-upload-pack 'ro'", allowed(UploadPack, "ro", Mode::Readonly)),
+            ("jdoe", "git-upload-archive 'ro'", allowed(UploadArchive, "ro", Mode::Readonly)),
             ("jdoe", "git-receive-pack 'ro'", Err(Denied::WriteDenied)),
             ("jdoe", "git-receive-pack 'nosuch'", Err(Denied::ReadDenied)),
             ("jdoe", "git-upload-pack 'nosuch'", Err(Denied::ReadDenied)),
-            (
-                "jdoe",
-                "git-receive-pack 'VISIBLE'",
-                allowed(ReceivePack, "real/repo", Mode::Writable),
-            ),
+            ("jdoe", "git-receive-pack 'VISIBLE'", allowed(ReceivePack, "real/repo", Mode::Writable)),
             ("jdoe", "git-upload-pack 'evil'", Err(Denied::UnsafeMapping)),
-            (
-                "jdoe",
-                "git-upload-pack 'dotgit'",
-                Err(Denied::UnsafeMapping),
-            ),
-            (
-                "nobody",
-                "git-upload-pack 'public/docs'",
-                allowed(UploadPack, "public/docs", Mode::Readonly),
-            ),
-            (
-                "nobody",
-                "git-receive-pack 'public/docs'",
-                Err(Denied::WriteDenied),
-            ),
+            ("jdoe", "git-upload-pack 'dotgit'", Err(Denied::UnsafeMapping)),
+            ("nobody", "git-upload-pack 'public/docs'", allowed(UploadPack, "public/docs", Mode::Readonly)),
+            ("nobody", "git-receive-pack 'public/docs'", Err(Denied::WriteDenied)),
             ("nobody", "git-upload-pack 'foo'", Err(Denied::ReadDenied)),
-            (
-                "admin@ws",
-                "git-receive-pack 'gitosis-admin.git'",
-                allowed(ReceivePack, "gitosis-admin", Mode::Writable),
-            ),
-            (
-                "jdoe",
-                "git-receive-pack 'gitosis-admin.git'",
-                Err(Denied::ReadDenied),
-            ),
+            ("admin@ws", "git-receive-pack 'gitosis-admin.git'", allowed(ReceivePack, "gitosis-admin", Mode::Writable)),
+            ("jdoe", "git-receive-pack 'gitosis-admin.git'", Err(Denied::ReadDenied)),
             ("jdoe", "sh", Err(Denied::Unknown)),
         ];
         for (user, command, want) in cases {
             assert_eq!(&decide(&c, user, command), want, "{user}: {command}");
         }
-        assert_eq!(
-            decide_original_command(&c, "jdoe", None),
-            Err(Denied::NoCommand)
-        );
-        assert_eq!(
-            decide_original_command(&c, "jdoe", Some(b"")),
-            Err(Denied::Unknown)
-        );
+        assert_eq!(decide_original_command(&c, "jdoe", None), Err(Denied::NoCommand));
+        assert_eq!(decide_original_command(&c, "jdoe", Some(b"")), Err(Denied::Unknown));
         assert_eq!(
             decide_original_command(&c, "jdoe", Some(b"git-upload-pack 'foo'")),
             allowed(Verb::UploadPack, "foo", Mode::Writable)
@@ -619,67 +513,25 @@ readonly = public/docs
         let c = conf(SERVE_CONF);
         let own = allowed(ReceivePack, "queue/clienta", Mode::Writable);
         let cases: &[(&str, Result<Allowed, Denied>)] = &[
-            (
-                "git-receive-pack 'queue/clientb.git'",
-                Err(Denied::ReadDenied),
-            ),
-            (
-                "git-receive-pack 'queue/clienta/../clientb.git'",
-                Err(Denied::Dangerous),
-            ),
-            (
-                "git-receive-pack 'queue/client.example/../clientb.git'",
-                Err(Denied::Dangerous),
-            ),
-            (
-                "git-receive-pack '/queue/clientb.git'",
-                Err(Denied::ReadDenied),
-            ),
-            (
-                "git-receive-pack 'queue//clientb.git'",
-                Err(Denied::Dangerous),
-            ),
-            (
-                "git-receive-pack 'queue/clientb.git/'",
-                Err(Denied::Dangerous),
-            ),
-            (
-                "git-receive-pack 'queue/CLIENTB.git'",
-                Err(Denied::ReadDenied),
-            ),
-            (
-                "git-receive-pack 'queue/CLIENTA.git'",
-                Err(Denied::ReadDenied),
-            ),
-            (
-                "git-receive-pack '~backupq/queue/clientb.git'",
-                Err(Denied::Dangerous),
-            ),
-            (
-                "git-receive-pack 'queue/clienta.git' 'queue/clientb.git'",
-                Err(Denied::Dangerous),
-            ),
-            (
-                "git-receive-pack \"queue/clientb.git\"",
-                Err(Denied::Dangerous),
-            ),
-            (
-                "git-receive-pack 'queue/clienta.git'\ngit-receive-pack 'queue/clientb.git'",
-                Err(Denied::Newline),
-            ),
+            ("git-receive-pack 'queue/clientb.git'", Err(Denied::ReadDenied)),
+            ("git-receive-pack 'queue/clienta/../clientb.git'", Err(Denied::Dangerous)),
+            ("git-receive-pack 'queue/client.example/../clientb.git'", Err(Denied::Dangerous)),
+            ("git-receive-pack '/queue/clientb.git'", Err(Denied::ReadDenied)),
+            ("git-receive-pack 'queue//clientb.git'", Err(Denied::Dangerous)),
+            ("git-receive-pack 'queue/clientb.git/'", Err(Denied::Dangerous)),
+            ("git-receive-pack 'queue/CLIENTB.git'", Err(Denied::ReadDenied)),
+            ("git-receive-pack 'queue/CLIENTA.git'", Err(Denied::ReadDenied)),
+            ("git-receive-pack '~backupq/queue/clientb.git'", Err(Denied::Dangerous)),
+            ("git-receive-pack 'queue/clienta.git' 'queue/clientb.git'", Err(Denied::Dangerous)),
+            ("git-receive-pack \"queue/clientb.git\"", Err(Denied::Dangerous)),
+            ("git-receive-pack 'queue/clienta.git'\ngit-receive-pack 'queue/clientb.git'", Err(Denied::Newline)),
             ("git-receive-pack 'queue/clienta.git'", own.clone()),
             ("git receive-pack 'queue/clienta.git'", own.clone()),
             ("git-receive-pack '/queue/clienta.git'", own.clone()),
             ("git-receive-pack '//queue/clienta'", own.clone()),
-            (
-                "git-receive-pack 'queue/clienta.git.git'",
-                Err(Denied::ReadDenied),
-            ),
+            ("git-receive-pack 'queue/clienta.git.git'", Err(Denied::ReadDenied)),
             // a client may read its own queue (write implies read)
-            (
-                "git-upload-pack 'queue/clienta'",
-                allowed(UploadPack, "queue/clienta", Mode::Writable),
-            ),
+            ("git-upload-pack 'queue/clienta'", allowed(UploadPack, "queue/clienta", Mode::Writable)),
         ];
         for (command, want) in cases {
             assert_eq!(&decide(&c, "clienta", command), want, "{command}");
@@ -716,11 +568,8 @@ readonly = public/docs
     fn never_panics_on_random_input() {
         let c = conf(SERVE_CONF);
         let mut rng = Rng::new(0xdec1de);
-        let seeds: &[&[u8]] = &[
-            b"git-upload-pack 'foo.git'",
-            b"git receive-pack '/queue/clienta.git'",
-            b"git\tupload-archive 'a/b@c.d'",
-        ];
+        let seeds: &[&[u8]] =
+            &[b"git-upload-pack 'foo.git'", b"git receive-pack '/queue/clienta.git'", b"git\tupload-archive 'a/b@c.d'"];
         for round in 0..30_000 {
             let input = if round % 2 == 0 {
                 let s = seeds[rng.below(seeds.len())];

@@ -63,36 +63,19 @@ impl CgitWeb {
         let sock_path = sock.path.join("fcgiwrap.sock");
 
         let mut fcgi_cmd = Command::new(which("fcgiwrap").expect("fcgiwrap"));
-        fcgi_cmd
-            .arg("-s")
-            .arg(format!("unix:{}", sock_path.display()))
-            .current_dir(dir);
-        let mut fcgiwrap = Daemon::spawn(
-            "fcgiwrap",
-            fcgi_cmd,
-            &dir.join("fcgiwrap.log"),
-            Signal::TERM,
-            Duration::from_secs(5),
-        );
-        fcgiwrap.wait_ready(
-            READY_TIMEOUT,
-            &format!("fcgiwrap socket {}", sock_path.display()),
-            |_| UnixStream::connect(&sock_path).is_ok(),
-        );
+        fcgi_cmd.arg("-s").arg(format!("unix:{}", sock_path.display())).current_dir(dir);
+        let mut fcgiwrap =
+            Daemon::spawn("fcgiwrap", fcgi_cmd, &dir.join("fcgiwrap.log"), Signal::TERM, Duration::from_secs(5));
+        fcgiwrap.wait_ready(READY_TIMEOUT, &format!("fcgiwrap socket {}", sock_path.display()), |_| {
+            UnixStream::connect(&sock_path).is_ok()
+        });
 
         let addr = next_loopback();
         let port = free_port(addr);
         let conf = dir.join("nginx.conf");
-        fs::write(&conf, nginx_conf(dir, addr, port, &cgitrc, &sock_path))
-            .expect("write nginx.conf");
+        fs::write(&conf, nginx_conf(dir, addr, port, &cgitrc, &sock_path)).expect("write nginx.conf");
         let mut nginx_cmd = Command::new(which("nginx").expect("nginx"));
-        nginx_cmd
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir)
-            .args(["-e", "stderr"])
-            .current_dir(dir);
+        nginx_cmd.arg("-c").arg(&conf).arg("-p").arg(dir).args(["-e", "stderr"]).current_dir(dir);
         let mut nginx = Daemon::spawn(
             &format!("nginx {addr}:{port}"),
             nginx_cmd,
@@ -101,14 +84,7 @@ impl CgitWeb {
             Duration::from_secs(5),
         );
         nginx.wait_for_tcp(addr, port, READY_TIMEOUT);
-        CgitWeb {
-            dir: dir.to_path_buf(),
-            addr,
-            port,
-            nginx,
-            fcgiwrap,
-            _sock: sock,
-        }
+        CgitWeb { dir: dir.to_path_buf(), addr, port, nginx, fcgiwrap, _sock: sock }
     }
 
     /// The cgit index URL, e.g. `http://127.0.0.3:41234/cgit/`.
@@ -139,22 +115,15 @@ impl CgitWeb {
     /// nginx's error log plus fcgiwrap's output (where cgit's stderr goes),
     /// for failure messages.
     pub fn logs(&self) -> String {
-        format!(
-            "--- nginx\n{}\n--- fcgiwrap\n{}",
-            self.nginx.output(),
-            self.fcgiwrap.output()
-        )
+        format!("--- nginx\n{}\n--- fcgiwrap\n{}", self.nginx.output(), self.fcgiwrap.output())
     }
 
     /// `GET path` over a plain HTTP/1.0 connection; `path` is absolute
     /// (`/cgit/`, `/cgit-css/cgit.css`) or relative to `/cgit/`
     /// (`host-a/etc/log/`). Returns the status and the body as lossy UTF-8.
     pub fn get(&self, path: &str) -> (u16, String) {
-        let url = if path.starts_with('/') {
-            format!("{}{path}", self.base_url())
-        } else {
-            format!("{}{path}", self.url())
-        };
+        let url =
+            if path.starts_with('/') { format!("{}{path}", self.base_url()) } else { format!("{}{path}", self.url()) };
         let resp = http_get(&url);
         (resp.status, resp.text())
     }

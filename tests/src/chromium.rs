@@ -32,10 +32,7 @@ fn chromium(profile: &Path) -> Command {
         "--disable-sync",
         "--disable-dev-shm-usage",
     ])
-    .arg(format!(
-        "--user-data-dir={}",
-        profile.join("profile").display()
-    ))
+    .arg(format!("--user-data-dir={}", profile.join("profile").display()))
     .env("HOME", profile)
     .env("XDG_CONFIG_HOME", profile.join(".config"))
     .env("XDG_CACHE_HOME", profile.join(".cache"))
@@ -49,10 +46,7 @@ fn chromium(profile: &Path) -> Command {
 /// scripts ran (`--dump-dom`). Panics with Chromium's stderr tail if it
 /// fails or outlives [`CHROMIUM_TIMEOUT`].
 pub fn chromium_dump_dom(url: &str) -> String {
-    let tmp = tempfile::Builder::new()
-        .prefix("ferry-chromium-")
-        .tempdir()
-        .expect("chromium temp dir");
+    let tmp = tempfile::Builder::new().prefix("ferry-chromium-").tempdir().expect("chromium temp dir");
     let mut cmd = chromium(tmp.path());
     cmd.arg("--dump-dom").arg(url);
     let out = run_with_timeout(&mut cmd, CHROMIUM_TIMEOUT);
@@ -69,10 +63,7 @@ pub fn chromium_dump_dom(url: &str) -> String {
 /// Loads `url` in headless Chromium (window 1280×1024) and writes a PNG
 /// screenshot to `png_path`. Panics if Chromium fails or no file appears.
 pub fn chromium_screenshot(url: &str, png_path: &Path) {
-    let tmp = tempfile::Builder::new()
-        .prefix("ferry-chromium-")
-        .tempdir()
-        .expect("chromium temp dir");
+    let tmp = tempfile::Builder::new().prefix("ferry-chromium-").tempdir().expect("chromium temp dir");
     let png_abs = if png_path.is_absolute() {
         png_path.to_path_buf()
     } else {

@@ -70,9 +70,7 @@ fn available(tool: &str) -> bool {
                     || (which("setpriv").is_some() && crate::env::user_ids("postgres").is_some()))
         }
         "mariadb" | "mariadbd" | "mysqld" => {
-            crate::mariadb::mariadbd().is_some()
-                && which("mariadb-install-db").is_some()
-                && which("mariadb").is_some()
+            crate::mariadb::mariadbd().is_some() && which("mariadb-install-db").is_some() && which("mariadb").is_some()
         }
         "smtp" | "aiosmtpd" => Command::new(SYSTEM_PYTHON)
             .args(["-c", "import aiosmtpd"])
@@ -81,9 +79,7 @@ fn available(tool: &str) -> bool {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success()),
-        "cgit" => {
-            exe(crate::cgit::CGIT_CGI) && which("nginx").is_some() && which("fcgiwrap").is_some()
-        }
+        "cgit" => exe(crate::cgit::CGIT_CGI) && which("nginx").is_some() && which("fcgiwrap").is_some(),
         "chromium" => exe(crate::chromium::CHROMIUM),
         other => which(other).is_some(),
     }
@@ -132,12 +128,7 @@ pub fn is_root() -> bool {
 /// `(uid, gid)` of a system user, via `id` (so NSS is honoured).
 pub(crate) fn user_ids(user: &str) -> Option<(u32, u32)> {
     let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id")
-            .args([flag, user])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
+        let out = Command::new("id").args([flag, user]).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
         if !out.status.success() {
             return None;
         }
@@ -148,12 +139,7 @@ pub(crate) fn user_ids(user: &str) -> Option<(u32, u32)> {
 
 /// The name of the user running the tests (e.g. `root`).
 pub fn current_user() -> String {
-    let out = Command::new("id")
-        .arg("-un")
-        .stdin(Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success());
+    let out = Command::new("id").arg("-un").stdin(Stdio::null()).output().ok().filter(|o| o.status.success());
     match out {
         Some(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
         None => env::var("USER").unwrap_or_else(|_| "root".to_string()),
@@ -174,8 +160,7 @@ pub fn test_root() -> PathBuf {
 pub(crate) fn ensure_test_root() -> PathBuf {
     let root = test_root();
     if !root.exists() {
-        fs::create_dir_all(&root)
-            .unwrap_or_else(|e| panic!("cannot create test root {}: {e}", root.display()));
+        fs::create_dir_all(&root).unwrap_or_else(|e| panic!("cannot create test root {}: {e}", root.display()));
         if env::var_os("FERRY_TEST_ROOT").is_none() {
             let _ = fs::set_permissions(&root, fs::Permissions::from_mode(0o1777));
         }
@@ -202,16 +187,8 @@ impl TestDir {
     /// than `[A-Za-z0-9._-]` become `_`; long names are shortened, because
     /// unix socket paths inside must stay short).
     pub fn new(test_name: &str) -> TestDir {
-        let mut name: String = test_name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let mut name: String =
+            test_name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
         if name.len() > 40 {
             name = name[name.len() - 40..].to_string();
         }
@@ -221,8 +198,7 @@ impl TestDir {
             // Left over by an earlier process with the same pid.
             let _ = fs::remove_dir_all(&path);
         }
-        fs::create_dir(&path)
-            .unwrap_or_else(|e| panic!("cannot create test dir {}: {e}", path.display()));
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("cannot create test dir {}: {e}", path.display()));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
             .unwrap_or_else(|e| panic!("cannot chmod test dir {}: {e}", path.display()));
         TestDir { path }
@@ -254,10 +230,7 @@ impl Drop for TestDir {
             return;
         }
         if std::thread::panicking() {
-            eprintln!(
-                "ferry-tests: removing {} (set FERRY_KEEP_TEST_DIRS=1 to keep it)",
-                self.path.display()
-            );
+            eprintln!("ferry-tests: removing {} (set FERRY_KEEP_TEST_DIRS=1 to keep it)", self.path.display());
         }
         if let Err(e) = fs::remove_dir_all(&self.path)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -339,9 +312,7 @@ fn locate_bin(name: &str, override_dir: Option<PathBuf>, exe: Option<PathBuf>) -
 /// `target/<profile>/`. Panics with "run `cargo build --workspace --bins`
 /// first" if it is missing.
 pub fn ferry_bin(name: &str) -> PathBuf {
-    let override_dir = env::var_os("FERRY_BIN_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from);
+    let override_dir = env::var_os("FERRY_BIN_DIR").filter(|d| !d.is_empty()).map(PathBuf::from);
     locate_bin(name, override_dir, env::current_exe().ok())
 }
 
@@ -356,22 +327,12 @@ pub(crate) struct SocketDir {
 impl SocketDir {
     pub(crate) fn new(preferred: &Path) -> SocketDir {
         if preferred.as_os_str().len() <= 80 {
-            fs::create_dir_all(preferred)
-                .unwrap_or_else(|e| panic!("mkdir {}: {e}", preferred.display()));
-            return SocketDir {
-                path: preferred.to_path_buf(),
-                _tmp: None,
-            };
+            fs::create_dir_all(preferred).unwrap_or_else(|e| panic!("mkdir {}: {e}", preferred.display()));
+            return SocketDir { path: preferred.to_path_buf(), _tmp: None };
         }
-        let tmp = tempfile::Builder::new()
-            .prefix("ferry-sock-")
-            .tempdir_in("/tmp")
-            .expect("short socket dir in /tmp");
+        let tmp = tempfile::Builder::new().prefix("ferry-sock-").tempdir_in("/tmp").expect("short socket dir in /tmp");
         let _ = fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755));
-        SocketDir {
-            path: tmp.path().to_path_buf(),
-            _tmp: Some(tmp),
-        }
+        SocketDir { path: tmp.path().to_path_buf(), _tmp: Some(tmp) }
     }
 }
 
@@ -387,13 +348,7 @@ mod tests {
         let bin = tmp.path().join("debug/ferry");
         fs::write(&bin, "").unwrap();
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(
-            locate_bin("ferry", None, Some(deps.join("e2e-123abc"))),
-            bin
-        );
-        assert_eq!(
-            locate_bin("ferry", Some(tmp.path().join("debug")), None),
-            bin
-        );
+        assert_eq!(locate_bin("ferry", None, Some(deps.join("e2e-123abc"))), bin);
+        assert_eq!(locate_bin("ferry", Some(tmp.path().join("debug")), None), bin);
     }
 }

@@ -15,9 +15,7 @@ pub fn sha256_file(path: impl AsRef<Path>) -> String {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = f
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let n = f.read(&mut buf).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         if n == 0 {
             break;
         }
@@ -52,21 +50,15 @@ pub fn hash_tree(root: impl AsRef<Path>) -> BTreeMap<PathBuf, String> {
 
 fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, String>) {
     let path = root.join(rel);
-    let md =
-        fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+    let md = fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
     let ft = md.file_type();
     let mode = md.mode() & 0o7777;
     let owner = format!("{}:{}", md.uid(), md.gid());
     let desc = if ft.is_symlink() {
-        let target =
-            fs::read_link(&path).unwrap_or_else(|e| panic!("readlink {}: {e}", path.display()));
+        let target = fs::read_link(&path).unwrap_or_else(|e| panic!("readlink {}: {e}", path.display()));
         format!("symlink {owner} -> {}", target.display())
     } else if ft.is_file() {
-        format!(
-            "file {mode:04o} {owner} {} {}",
-            md.len(),
-            sha256_file(&path)
-        )
+        format!("file {mode:04o} {owner} {} {}", md.len(), sha256_file(&path))
     } else if ft.is_dir() {
         let mut names: Vec<_> = fs::read_dir(&path)
             .unwrap_or_else(|e| panic!("readdir {}: {e}", path.display()))

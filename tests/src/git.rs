@@ -95,19 +95,12 @@ pub fn git_cmd(dir: &Path) -> Command {
 /// Runs `git <args>` in `dir` (clean environment); returns stdout without
 /// trailing newlines; panics with stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
-    run_checked(git_cmd(dir).args(args))
-        .trim_end_matches(['\n', '\r'])
-        .to_string()
+    run_checked(git_cmd(dir).args(args)).trim_end_matches(['\n', '\r']).to_string()
 }
 
 /// Runs `git <args>` in `dir` (clean environment); true if it succeeded.
 pub fn git_ok(dir: &Path, args: &[&str]) -> bool {
-    git_cmd(dir)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    git_cmd(dir).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 /// `git --git-dir=<git_dir> for-each-ref --format='%(objectname) %(refname)'
@@ -145,21 +138,13 @@ impl GitDaemon {
         let addr = next_loopback();
         let port = free_port(addr);
         let mut cmd = git_cmd(dir);
-        cmd.args([
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            "--informative-errors",
-        ])
-        .arg("--verbose")
-        .arg(format!("--listen={addr}"))
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", base_path.display()))
-        .arg(format!(
-            "--pid-file={}",
-            dir.join("git-daemon.pid").display()
-        ))
-        .arg(base_path);
+        cmd.args(["daemon", "--reuseaddr", "--export-all", "--informative-errors"])
+            .arg("--verbose")
+            .arg(format!("--listen={addr}"))
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base_path.display()))
+            .arg(format!("--pid-file={}", dir.join("git-daemon.pid").display()))
+            .arg(base_path);
         let mut daemon = Daemon::spawn(
             &format!("git daemon {addr}:{port}"),
             cmd,
@@ -168,21 +153,12 @@ impl GitDaemon {
             Duration::ZERO,
         );
         daemon.wait_for_log("Ready to rumble", READY_TIMEOUT);
-        GitDaemon {
-            addr,
-            port,
-            _daemon: daemon,
-        }
+        GitDaemon { addr, port, _daemon: daemon }
     }
 
     /// `git://127.0.0.x:port/<path>` (path relative to the base path).
     pub fn url(&self, path: &str) -> String {
-        format!(
-            "git://{}:{}/{}",
-            self.addr,
-            self.port,
-            path.trim_start_matches('/')
-        )
+        format!("git://{}:{}/{}", self.addr, self.port, path.trim_start_matches('/'))
     }
 
     /// The listen address.

@@ -19,10 +19,7 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The body as lossy UTF-8.
@@ -36,18 +33,13 @@ impl HttpResponse {
 /// followed. Panics on connection or protocol errors (an HTTP error status
 /// is a normal response).
 pub fn http_get(url: &str) -> HttpResponse {
-    let rest = url
-        .strip_prefix("http://")
-        .unwrap_or_else(|| panic!("http_get: only http:// URLs are supported, got {url}"));
+    let rest =
+        url.strip_prefix("http://").unwrap_or_else(|| panic!("http_get: only http:// URLs are supported, got {url}"));
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let target = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
+    let target = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
     let addr = target
         .to_socket_addrs()
         .ok()
@@ -60,18 +52,11 @@ pub fn http_get(url: &str) -> HttpResponse {
     let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: ferry-tests\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
-    stream
-        .write_all(request.as_bytes())
-        .unwrap_or_else(|e| panic!("http_get {url}: write: {e}"));
+    stream.write_all(request.as_bytes()).unwrap_or_else(|e| panic!("http_get {url}: write: {e}"));
     let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("http_get {url}: read: {e}"));
+    stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("http_get {url}: read: {e}"));
     parse_response(&raw).unwrap_or_else(|e| {
-        panic!(
-            "http_get {url}: {e}; got:\n{}",
-            String::from_utf8_lossy(&raw[..raw.len().min(2000)])
-        )
+        panic!("http_get {url}: {e}; got:\n{}", String::from_utf8_lossy(&raw[..raw.len().min(2000)]))
     })
 }
 
@@ -80,11 +65,7 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|i| (i, i + 4))
-        .or_else(|| {
-            raw.windows(2)
-                .position(|w| w == b"\n\n")
-                .map(|i| (i, i + 2))
-        })
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2)))
         .ok_or("no end of headers")?;
     let head = String::from_utf8_lossy(&raw[..split.0]);
     let mut lines = head.lines();
@@ -101,30 +82,21 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
         })
         .collect();
     let mut body = raw[split.1..].to_vec();
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
+    let chunked =
+        headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
     if chunked {
         body = dechunk(&body)?;
     }
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
+    Ok(HttpResponse { status, headers, body })
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunk size")?;
+        let eol = data.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk size")?;
         let size_text = String::from_utf8_lossy(&data[..eol]);
         let size_hex = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .map_err(|_| format!("bad chunk size {size_hex:?}"))?;
+        let size = usize::from_str_radix(size_hex, 16).map_err(|_| format!("bad chunk size {size_hex:?}"))?;
         data = &data[eol + 2..];
         if size == 0 {
             return Ok(out);

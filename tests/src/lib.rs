@@ -54,16 +54,14 @@ mod ssh;
 pub use cgit::{CGIT_CGI, CGIT_STATIC, CgitWeb};
 pub use chromium::{CHROMIUM, CHROMIUM_TIMEOUT, chromium_dump_dom, chromium_screenshot};
 pub use env::{
-    TestDir, current_user, ferry_bin, free_port, in_ci, is_root, next_loopback, require,
-    require_all, test_root, wait_until,
+    TestDir, current_user, ferry_bin, free_port, in_ci, is_root, next_loopback, require, require_all, test_root,
+    wait_until,
 };
 pub use files::{hash_tree, sha256_bytes, sha256_file};
 pub use git::{GitDaemon, for_each_ref, git, git_cmd, git_home, git_ok};
 pub use http::{HttpResponse, http_get};
 pub use mariadb::MariaDb;
 pub use postgres::{Postgres, pg_bin_dir};
-pub use process::{
-    Daemon, READY_TIMEOUT, Signal, processes_matching, run_checked, run_with_timeout,
-};
+pub use process::{Daemon, READY_TIMEOUT, Signal, processes_matching, run_checked, run_with_timeout};
 pub use smtp::{Mail, Smtp, decode_rfc2047};
 pub use ssh::{Sshd, SshdOptions, git_ssh_command, sftp_cmd, sftp_dest, ssh_cmd, ssh_keygen};

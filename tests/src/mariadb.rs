@@ -41,28 +41,20 @@ impl MariaDb {
     /// address; waits for "ready for connections".
     pub fn start(dir: &Path) -> MariaDb {
         let server = mariadbd().expect("no mariadbd: install mariadb-server");
-        fs::create_dir_all(dir.join("tmp"))
-            .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        fs::create_dir_all(dir.join("tmp")).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let data = dir.join("data");
         let sock = SocketDir::new(&dir.join("sock"));
         let addr = next_loopback();
         let port = free_port(addr);
         let user_arg: &[&str] = if is_root() { &["--user=root"] } else { &[] };
-        let common = [
-            "--innodb-log-file-size=10M",
-            "--innodb-buffer-pool-size=16M",
-        ];
+        let common = ["--innodb-log-file-size=10M", "--innodb-buffer-pool-size=16M"];
 
         let mut install = Command::new(which("mariadb-install-db").expect("mariadb-install-db"));
         install
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .args(user_arg)
-            .args([
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                "--skip-name-resolve",
-            ])
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"])
             .args(common)
             .current_dir(dir);
         run_checked(&mut install);
@@ -71,19 +63,12 @@ impl MariaDb {
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .args(user_arg)
-            .arg(format!(
-                "--socket={}",
-                sock.path.join("mysql.sock").display()
-            ))
+            .arg(format!("--socket={}", sock.path.join("mysql.sock").display()))
             .arg(format!("--port={port}"))
             .arg(format!("--bind-address={addr}"))
             .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
             .arg(format!("--tmpdir={}", dir.join("tmp").display()))
-            .args([
-                "--skip-name-resolve",
-                "--skip-log-bin",
-                "--max-connections=50",
-            ])
+            .args(["--skip-name-resolve", "--skip-log-bin", "--max-connections=50"])
             .args(common)
             .current_dir(dir);
         let mut daemon = Daemon::spawn(
@@ -94,13 +79,7 @@ impl MariaDb {
             Duration::ZERO,
         );
         daemon.wait_for_log("ready for connections", READY_TIMEOUT);
-        MariaDb {
-            dir: dir.to_path_buf(),
-            addr,
-            port,
-            sock,
-            daemon,
-        }
+        MariaDb { dir: dir.to_path_buf(), addr, port, sock, daemon }
     }
 
     /// The unix socket path (for `--socket=` / `-S`).
@@ -166,16 +145,11 @@ impl MariaDb {
                 tail(&self.log(), 20)
             );
         }
-        String::from_utf8_lossy(&out.stdout)
-            .trim_end_matches(['\n', '\r'])
-            .to_string()
+        String::from_utf8_lossy(&out.stdout).trim_end_matches(['\n', '\r']).to_string()
     }
 
     /// ``CREATE DATABASE `<name>` ``.
     pub fn create_db(&self, name: &str) {
-        self.sql(
-            None,
-            &format!("CREATE DATABASE `{}`;", name.replace('`', "``")),
-        );
+        self.sql(None, &format!("CREATE DATABASE `{}`;", name.replace('`', "``")));
     }
 }

@@ -71,8 +71,8 @@ impl Postgres {
         fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).expect("chmod pg data");
         let sock = SocketDir::new(&dir.join("sock"));
         if is_root() {
-            let (uid, gid) = user_ids(PG_USER)
-                .unwrap_or_else(|| panic!("no `{PG_USER}` system user: install postgresql"));
+            let (uid, gid) =
+                user_ids(PG_USER).unwrap_or_else(|| panic!("no `{PG_USER}` system user: install postgresql"));
             for p in [&data, &sock.path] {
                 rustix::fs::chown(
                     p.as_path(),
@@ -112,18 +112,8 @@ impl Postgres {
             Signal::QUIT,
             Duration::from_secs(15),
         );
-        daemon.wait_for_log(
-            "database system is ready to accept connections",
-            READY_TIMEOUT,
-        );
-        Postgres {
-            dir: dir.to_path_buf(),
-            addr,
-            port,
-            bin,
-            sock,
-            daemon,
-        }
+        daemon.wait_for_log("database system is ready to accept connections", READY_TIMEOUT);
+        Postgres { dir: dir.to_path_buf(), addr, port, bin, sock, daemon }
     }
 
     /// The TCP listen address as text, e.g. `127.0.0.7`.
@@ -211,17 +201,12 @@ impl Postgres {
                 tail(&self.log(), 20)
             );
         }
-        String::from_utf8_lossy(&out.stdout)
-            .trim_end_matches(['\n', '\r'])
-            .to_string()
+        String::from_utf8_lossy(&out.stdout).trim_end_matches(['\n', '\r']).to_string()
     }
 
     /// `CREATE DATABASE "<name>"`.
     pub fn create_db(&self, name: &str) {
-        self.psql(
-            "postgres",
-            &format!("CREATE DATABASE \"{}\";", name.replace('"', "\"\"")),
-        );
+        self.psql("postgres", &format!("CREATE DATABASE \"{}\";", name.replace('"', "\"\"")));
     }
 }
 

@@ -69,9 +69,7 @@ fn all_processes() -> Vec<ProcStat> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
-    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(read_stat)
-        .collect()
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok()).filter_map(read_stat).collect()
 }
 
 /// True while `p` (same pid and start time) exists and is not a zombie.
@@ -92,8 +90,7 @@ fn collect_tree(root: Option<i32>, seeds: &BTreeMap<i32, ProcStat>) -> BTreeMap<
     let mut tree: BTreeMap<i32, ProcStat> = procs
         .iter()
         .filter(|p| {
-            root.is_some_and(|r| p.pid == r || p.pgid == r)
-                || seeds.get(&p.pid).is_some_and(|s| s.start == p.start)
+            root.is_some_and(|r| p.pid == r || p.pgid == r) || seeds.get(&p.pid).is_some_and(|s| s.start == p.start)
         })
         .map(|p| (p.pid, *p))
         .collect();
@@ -124,11 +121,8 @@ fn signal(p: &ProcStat, sig: Signal) {
 /// the members of `known` that still run; waits up to 10 s until all are
 /// gone or zombies.
 fn kill_tree(root: Option<i32>, known: &BTreeMap<i32, ProcStat>) {
-    let mut victims: BTreeMap<i32, ProcStat> = known
-        .values()
-        .filter(|p| still_running(p))
-        .map(|p| (p.pid, *p))
-        .collect();
+    let mut victims: BTreeMap<i32, ProcStat> =
+        known.values().filter(|p| still_running(p)).map(|p| (p.pid, *p)).collect();
     for p in victims.values() {
         signal(p, Signal::STOP);
     }
@@ -181,9 +175,7 @@ fn spawn_watchdog(pgid: u32) -> Option<Child> {
     let me = std::process::id();
     Command::new("/bin/sh")
         .arg("-c")
-        .arg(format!(
-            "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -9 -{pgid} 2>/dev/null"
-        ))
+        .arg(format!("while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -9 -{pgid} 2>/dev/null"))
         .process_group(pgid as i32)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -216,13 +208,7 @@ impl Daemon {
     /// `stop_signal` is sent to the leader on stop (e.g. `Signal::TERM`;
     /// `Signal::KILL` skips the grace period); after `grace` the whole tree is
     /// killed. Panics if the program cannot be started.
-    pub fn spawn(
-        name: &str,
-        mut cmd: Command,
-        log: &Path,
-        stop_signal: Signal,
-        grace: Duration,
-    ) -> Daemon {
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path, stop_signal: Signal, grace: Duration) -> Daemon {
         if let Some(parent) = log.parent() {
             let _ = fs::create_dir_all(parent);
         }
@@ -232,16 +218,9 @@ impl Daemon {
             .open(log)
             .unwrap_or_else(|e| panic!("{name}: cannot open log {}: {e}", log.display()));
         let log_start = out.metadata().map(|m| m.len()).unwrap_or(0);
-        let err = out
-            .try_clone()
-            .unwrap_or_else(|e| panic!("{name}: cannot dup log fd: {e}"));
-        cmd.stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("{name}: cannot start {:?}: {e}", cmd.get_program()));
+        let err = out.try_clone().unwrap_or_else(|e| panic!("{name}: cannot dup log fd: {e}"));
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("{name}: cannot start {:?}: {e}", cmd.get_program()));
         let watchdog = spawn_watchdog(child.id());
         Daemon {
             name: name.to_string(),
@@ -278,20 +257,13 @@ impl Daemon {
 
     /// True while the leader process runs (not exited, not stopped by us).
     pub fn is_running(&self) -> bool {
-        self.child
-            .as_ref()
-            .is_some_and(|c| pid_running(c.id() as i32))
+        self.child.as_ref().is_some_and(|c| pid_running(c.id() as i32))
     }
 
     /// Polls every 50 ms until `ready(output so far)` returns true. Panics
     /// with the log's tail if the daemon exits first or `timeout` passes;
     /// `what` names the awaited condition in that message.
-    pub fn wait_ready(
-        &mut self,
-        timeout: Duration,
-        what: &str,
-        mut ready: impl FnMut(&str) -> bool,
-    ) {
+    pub fn wait_ready(&mut self, timeout: Duration, what: &str, mut ready: impl FnMut(&str) -> bool) {
         let start = Instant::now();
         loop {
             let out = self.output();
@@ -329,9 +301,7 @@ impl Daemon {
     /// Waits (see [`Daemon::wait_ready`]) until this run's output contains
     /// `needle`.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
-        self.wait_ready(timeout, &format!("{needle:?} in its log"), |out| {
-            out.contains(needle)
-        });
+        self.wait_ready(timeout, &format!("{needle:?} in its log"), |out| out.contains(needle));
     }
 
     /// Waits (see [`Daemon::wait_ready`]) until a TCP connection to
@@ -389,13 +359,8 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
     let err_path = tmp.path().join("stderr");
     let out = File::create(&out_path).expect("create stdout file");
     let err = File::create(&err_path).expect("create stderr file");
-    cmd.stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -417,26 +382,16 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
     // the reaped leader's pid) is safe: a pid is not reused while a process
     // group of that id still has members.
     let pgid = child.id() as i32;
-    let leftovers: BTreeMap<i32, ProcStat> = all_processes()
-        .into_iter()
-        .filter(|p| p.pgid == pgid && p.state != 'Z')
-        .map(|p| (p.pid, p))
-        .collect();
+    let leftovers: BTreeMap<i32, ProcStat> =
+        all_processes().into_iter().filter(|p| p.pgid == pgid && p.state != 'Z').map(|p| (p.pid, p)).collect();
     kill_tree(None, &leftovers);
-    Output {
-        status,
-        stdout: fs::read(&out_path).unwrap_or_default(),
-        stderr: fs::read(&err_path).unwrap_or_default(),
-    }
+    Output { status, stdout: fs::read(&out_path).unwrap_or_default(), stderr: fs::read(&err_path).unwrap_or_default() }
 }
 
 /// Runs `cmd` (stdin `/dev/null`), panics with the command line, exit status
 /// and stderr unless it succeeds, and returns its stdout (lossy UTF-8).
 pub fn run_checked(cmd: &mut Command) -> String {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed ({}):\nstderr:\n{}\nstdout:\n{}",
@@ -459,8 +414,7 @@ pub fn processes_matching(needle: &str) -> Vec<(u32, String)> {
         .filter_map(|p| {
             let raw = fs::read(format!("/proc/{}/cmdline", p.pid)).ok()?;
             let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-            line.contains(needle)
-                .then(|| (p.pid as u32, line.trim_end().to_string()))
+            line.contains(needle).then(|| (p.pid as u32, line.trim_end().to_string()))
         })
         .collect()
 }

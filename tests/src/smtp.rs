@@ -93,55 +93,31 @@ impl Mail {
     pub fn parse(envelope_from: &str, envelope_to: Vec<String>, raw: Vec<u8>) -> Mail {
         let (head, body) = split_message(&raw);
         let headers = parse_headers(&String::from_utf8_lossy(head));
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        };
+        let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
         let subject = header("Subject").map(decode_rfc2047).unwrap_or_default();
-        let cte = header("Content-Transfer-Encoding")
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let multipart = header("Content-Type")
-            .is_some_and(|ct| ct.trim().to_ascii_lowercase().starts_with("multipart/"));
+        let cte = header("Content-Transfer-Encoding").unwrap_or("").trim().to_ascii_lowercase();
+        let multipart =
+            header("Content-Type").is_some_and(|ct| ct.trim().to_ascii_lowercase().starts_with("multipart/"));
         let decoded = if multipart {
             body.to_vec()
         } else {
             match cte.as_str() {
                 "base64" => {
-                    let compact: Vec<u8> = body
-                        .iter()
-                        .copied()
-                        .filter(|b| !b.is_ascii_whitespace())
-                        .collect();
-                    base64::engine::general_purpose::STANDARD
-                        .decode(&compact)
-                        .unwrap_or_else(|_| body.to_vec())
+                    let compact: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+                    base64::engine::general_purpose::STANDARD.decode(&compact).unwrap_or_else(|_| body.to_vec())
                 }
                 "quoted-printable" => decode_qp(body),
                 _ => body.to_vec(),
             }
         };
         let body = String::from_utf8_lossy(&decoded).replace("\r\n", "\n");
-        Mail {
-            envelope_from: envelope_from.to_string(),
-            envelope_to,
-            raw,
-            subject,
-            headers,
-            body,
-        }
+        Mail { envelope_from: envelope_from.to_string(), envelope_to, raw, subject, headers, body }
     }
 
     /// The first header named `name` (case-insensitive), unfolded, not
     /// decoded.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -194,10 +170,9 @@ fn decode_qp(data: &[u8]) -> Vec<u8> {
                 i += 2;
                 continue;
             }
-            if let (Some(h), Some(l)) = (
-                data.get(i + 1).copied().and_then(hex_val),
-                data.get(i + 2).copied().and_then(hex_val),
-            ) {
+            if let (Some(h), Some(l)) =
+                (data.get(i + 1).copied().and_then(hex_val), data.get(i + 2).copied().and_then(hex_val))
+            {
                 out.push(h * 16 + l);
                 i += 3;
                 continue;
@@ -308,17 +283,8 @@ impl Smtp {
             Duration::from_secs(5),
         );
         let sa = SocketAddrV4::new(addr, port);
-        daemon.wait_ready(
-            READY_TIMEOUT,
-            &format!("an SMTP 220 greeting on {sa}"),
-            |_| greets(sa),
-        );
-        Smtp {
-            dir: dir.to_path_buf(),
-            addr,
-            port,
-            daemon,
-        }
+        daemon.wait_ready(READY_TIMEOUT, &format!("an SMTP 220 greeting on {sa}"), |_| greets(sa));
+        Smtp { dir: dir.to_path_buf(), addr, port, daemon }
     }
 
     /// The listen address as text, e.g. `127.0.0.9`.
@@ -366,20 +332,14 @@ impl Smtp {
             .map(|json_name| {
                 let json_path = self.mail_dir().join(json_name);
                 let eml_path = json_path.with_extension("eml");
-                let env: serde_json::Value = serde_json::from_slice(
-                    &fs::read(&json_path).unwrap_or_else(|e| panic!("read {json_name}: {e}")),
-                )
-                .unwrap_or_else(|e| panic!("parse {json_name}: {e}"));
-                let raw = fs::read(&eml_path)
-                    .unwrap_or_else(|e| panic!("read {}: {e}", eml_path.display()));
+                let env: serde_json::Value =
+                    serde_json::from_slice(&fs::read(&json_path).unwrap_or_else(|e| panic!("read {json_name}: {e}")))
+                        .unwrap_or_else(|e| panic!("parse {json_name}: {e}"));
+                let raw = fs::read(&eml_path).unwrap_or_else(|e| panic!("read {}: {e}", eml_path.display()));
                 let from = env["mail_from"].as_str().unwrap_or_default();
                 let to = env["rcpt_tos"]
                     .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(String::from))
-                            .collect()
-                    })
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
                     .unwrap_or_default();
                 Mail::parse(from, to, raw)
             })

@@ -25,15 +25,8 @@ pub fn ssh_keygen(path: &Path, comment: &str) -> String {
     let public = pub_path(path);
     let _ = fs::remove_file(path);
     let _ = fs::remove_file(&public);
-    run_checked(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-            .arg(path),
-    );
-    fs::read_to_string(&public)
-        .unwrap_or_else(|e| panic!("read {}: {e}", public.display()))
-        .trim()
-        .to_string()
+    run_checked(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"]).arg(path));
+    fs::read_to_string(&public).unwrap_or_else(|e| panic!("read {}: {e}", public.display())).trim().to_string()
 }
 
 fn pub_path(path: &Path) -> PathBuf {
@@ -58,11 +51,7 @@ pub struct SshdOptions {
 impl SshdOptions {
     /// Options with a fresh [`next_loopback`] address and no extras.
     pub fn new(authorized_keys: impl Into<PathBuf>) -> SshdOptions {
-        SshdOptions {
-            addr: next_loopback(),
-            authorized_keys: authorized_keys.into(),
-            extra: Vec::new(),
-        }
+        SshdOptions { addr: next_loopback(), authorized_keys: authorized_keys.into(), extra: Vec::new() }
     }
 }
 
@@ -104,19 +93,9 @@ impl Sshd {
             ssh_keygen(&host_key, "ferry-tests-host");
         }
         let line = fs::read_to_string(pub_path(&host_key)).expect("read host public key");
-        let host_key_pub = line
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let host_key_pub = line.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
         let port = free_port(opts.addr);
-        let mut sshd = Sshd {
-            dir: dir.to_path_buf(),
-            opts,
-            port,
-            host_key_pub,
-            daemon: None,
-        };
+        let mut sshd = Sshd { dir: dir.to_path_buf(), opts, port, host_key_pub, daemon: None };
         sshd.spawn();
         sshd
     }
@@ -131,12 +110,7 @@ impl Sshd {
             .map(|o| o.trim().trim_start_matches("-o").trim().to_string())
             .filter(|o| !o.is_empty())
             .collect();
-        let key_of = |o: &str| {
-            o.split(['=', ' '])
-                .next()
-                .unwrap_or("")
-                .to_ascii_lowercase()
-        };
+        let key_of = |o: &str| o.split(['=', ' ']).next().unwrap_or("").to_ascii_lowercase();
         let overridden: Vec<String> = extra.iter().map(|o| key_of(o)).collect();
         // sshd keeps the first value it sees for most keys, so extras go first.
         for o in &extra {
@@ -144,10 +118,7 @@ impl Sshd {
         }
         let defaults = [
             format!("ListenAddress={}:{}", self.opts.addr, self.port),
-            format!(
-                "HostKey={}",
-                self.dir.join("ssh_host_ed25519_key").display()
-            ),
+            format!("HostKey={}", self.dir.join("ssh_host_ed25519_key").display()),
             format!("AuthorizedKeysFile={}", self.opts.authorized_keys.display()),
             "PidFile=none".to_string(),
             "StrictModes=no".to_string(),
@@ -230,13 +201,7 @@ impl Sshd {
     /// `ssh://<user>@<addr>:<port>/<path>` (a leading `/` in `path` is
     /// kept once), e.g. for `git push` with [`git_ssh_command`].
     pub fn url(&self, path: &str) -> String {
-        format!(
-            "ssh://{}@{}:{}/{}",
-            self.user(),
-            self.opts.addr,
-            self.port,
-            path.trim_start_matches('/')
-        )
+        format!("ssh://{}@{}:{}/{}", self.user(), self.opts.addr, self.port, path.trim_start_matches('/'))
     }
 
     /// True while the server runs.
@@ -280,11 +245,7 @@ pub fn ssh_cmd(key: &Path, known_hosts: &Path, sshd: &Sshd) -> Command {
 /// [`sftp_dest`] for it: `sftp_cmd(..).args(["-b", "batch"]).arg(sftp_dest(&sshd))`.
 pub fn sftp_cmd(key: &Path, known_hosts: &Path, sshd: &Sshd) -> Command {
     let mut cmd = Command::new("sftp");
-    cmd.args(["-F", "/dev/null", "-i"])
-        .arg(key)
-        .args(client_opts(known_hosts))
-        .arg("-P")
-        .arg(sshd.port().to_string());
+    cmd.args(["-F", "/dev/null", "-i"]).arg(key).args(client_opts(known_hosts)).arg("-P").arg(sshd.port().to_string());
     cmd
 }
 

@@ -23,9 +23,20 @@ mod lock;
 mod pool;
 mod sync;
 
+/// A short, stable, file-name-safe hash (12 hex digits of FNV-1a 64) for
+/// names that must stay short, such as ssh control sockets.
+pub fn short_hash(data: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{:012x}", h & 0xffff_ffff_ffff)
+}
+
 pub use lock::{Lock, LockError};
 pub use pool::{Entry, Pool, PoolError, is_valid_id};
 pub use sync::{
-    TMP_PREFIX, fsync_dir, is_disk_full, read_capped, remove_synced, rename_synced,
-    sync_filesystem, write_synced, write_synced_mode, write_synced_new,
+    TMP_PREFIX, fsync_dir, is_disk_full, read_capped, remove_synced, rename_synced, sync_filesystem, write_synced,
+    write_synced_mode, write_synced_new,
 };

@@ -38,39 +38,24 @@ fn open(path: &Path) -> Result<File, LockError> {
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(|source| LockError::Io {
-            path: path.to_owned(),
-            source,
-        })
+        .map_err(|source| LockError::Io { path: path.to_owned(), source })
 }
 
 impl Lock {
     /// Take the lock, waiting as long as it takes.
     pub fn acquire(path: &Path) -> Result<Lock, LockError> {
         let file = open(path)?;
-        file.lock().map_err(|source| LockError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Lock {
-            _file: file,
-            path: path.to_owned(),
-        })
+        file.lock().map_err(|source| LockError::Io { path: path.to_owned(), source })?;
+        Ok(Lock { _file: file, path: path.to_owned() })
     }
 
     /// Take the lock if it is free right now.
     pub fn try_acquire(path: &Path) -> Result<Option<Lock>, LockError> {
         let file = open(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Lock {
-                _file: file,
-                path: path.to_owned(),
-            })),
+            Ok(()) => Ok(Some(Lock { _file: file, path: path.to_owned() })),
             Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(source)) => Err(LockError::Io {
-                path: path.to_owned(),
-                source,
-            }),
+            Err(TryLockError::Error(source)) => Err(LockError::Io { path: path.to_owned(), source }),
         }
     }
 
@@ -84,10 +69,7 @@ impl Lock {
                 return Ok(lock);
             }
             if start.elapsed() >= timeout {
-                return Err(LockError::Busy {
-                    path: path.to_owned(),
-                    waited: start.elapsed(),
-                });
+                return Err(LockError::Busy { path: path.to_owned(), waited: start.elapsed() });
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(200));
@@ -110,10 +92,7 @@ mod tests {
         let p = d.join("lock");
         let a = Lock::acquire(&p).unwrap();
         assert!(Lock::try_acquire(&p).unwrap().is_none());
-        assert!(matches!(
-            Lock::acquire_timeout(&p, Duration::from_millis(30)),
-            Err(LockError::Busy { .. })
-        ));
+        assert!(matches!(Lock::acquire_timeout(&p, Duration::from_millis(30)), Err(LockError::Busy { .. })));
         drop(a);
         assert!(Lock::try_acquire(&p).unwrap().is_some());
         std::fs::remove_dir_all(&d).unwrap();
@@ -124,12 +103,7 @@ mod tests {
         let d = crate::sync::tests::tempdir();
         let p = d.join("lock");
         // flock(1) from util-linux holds the lock in a child we then kill.
-        let Ok(mut child) = std::process::Command::new("flock")
-            .arg("-o")
-            .arg(&p)
-            .args(["sleep", "30"])
-            .spawn()
-        else {
+        let Ok(mut child) = std::process::Command::new("flock").arg("-o").arg(&p).args(["sleep", "30"]).spawn() else {
             return; // util-linux missing: nothing to test against
         };
         let deadline = Instant::now() + Duration::from_secs(10);

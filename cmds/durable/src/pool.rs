@@ -21,8 +21,7 @@ pub fn is_valid_id(id: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
 }
 
 /// Errors from pool operations, with the path involved.
@@ -54,10 +53,7 @@ impl PoolError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PoolError + '_ {
-    move |source| PoolError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| PoolError::Io { path: path.to_owned(), source }
 }
 
 /// One entry of a pool listing.
@@ -89,10 +85,7 @@ impl Pool {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let mut states = states.to_vec();
         states.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Ok(Pool {
-            dir: dir.to_owned(),
-            states,
-        })
+        Ok(Pool { dir: dir.to_owned(), states })
     }
 
     /// The pool's directory.
@@ -139,10 +132,7 @@ impl Pool {
     pub fn parse_name(&self, name: &str) -> Option<Entry> {
         self.states.iter().find_map(|state| {
             let id = name.strip_prefix(state)?;
-            is_valid_id(id).then(|| Entry {
-                id: id.to_owned(),
-                state,
-            })
+            is_valid_id(id).then(|| Entry { id: id.to_owned(), state })
         })
     }
 
@@ -164,30 +154,18 @@ impl Pool {
 
     /// Sorted ids currently in `state`.
     pub fn ids(&self, state: &str) -> Result<Vec<String>, PoolError> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .filter(|e| e.state == state)
-            .map(|e| e.id)
-            .collect())
+        Ok(self.list()?.into_iter().filter(|e| e.state == state).map(|e| e.id).collect())
     }
 
     /// The state `id` is in, if any (see [`Pool::states_of`] for the
     /// impossible-by-rename case of a hand-copied pool holding two names).
     pub fn state_of(&self, id: &str) -> Option<&'static str> {
-        self.states
-            .iter()
-            .copied()
-            .find(|s| self.path(s, id).exists())
+        self.states.iter().copied().find(|s| self.path(s, id).exists())
     }
 
     /// Every state `id` has a file in.
     pub fn states_of(&self, id: &str) -> Vec<&'static str> {
-        self.states
-            .iter()
-            .copied()
-            .filter(|s| self.path(s, id).exists())
-            .collect()
+        self.states.iter().copied().filter(|s| self.path(s, id).exists()).collect()
     }
 
     /// Delete leftovers of writers that crashed: temporary files. Call with
@@ -209,39 +187,26 @@ impl Pool {
     /// name exists).
     pub fn put(&self, state: &str, id: &str, data: &[u8]) -> Result<(), PoolError> {
         self.check(state, id)?;
-        sync::write_synced_new(&self.dir, &format!("{state}{id}"), data)
-            .map_err(io_err(&self.path(state, id)))
+        sync::write_synced_new(&self.dir, &format!("{state}{id}"), data).map_err(io_err(&self.path(state, id)))
     }
 
     /// The seed's two-step creation: write `<incomplete><id>`, sync it, then
     /// rename it to `<complete><id>` and sync the directory. A crash leaves
     /// either nothing, an incomplete file (ignored; swept after a day), or
     /// the complete request.
-    pub fn create(
-        &self,
-        incomplete: &str,
-        complete: &str,
-        id: &str,
-        data: &[u8],
-    ) -> Result<(), PoolError> {
+    pub fn create(&self, incomplete: &str, complete: &str, id: &str, data: &[u8]) -> Result<(), PoolError> {
         self.check(incomplete, id)?;
         self.check(complete, id)?;
         let ipath = self.path(incomplete, id);
         let res = (|| -> io::Result<()> {
             use std::io::Write;
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&ipath)?;
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&ipath)?;
             f.write_all(data)?;
             f.sync_all()
         })();
         if let Err(e) = res {
             let _ = fs::remove_file(&ipath);
-            return Err(PoolError::Io {
-                path: ipath,
-                source: e,
-            });
+            return Err(PoolError::Io { path: ipath, source: e });
         }
         self.move_to(id, incomplete, complete, true)
     }
@@ -292,17 +257,7 @@ mod tests {
         for ok in ["20261122T010203Z-ab12-1", "a", "A_b-c"] {
             assert!(is_valid_id(ok), "{ok}");
         }
-        for bad in [
-            "",
-            "-a",
-            "_a",
-            "a.b",
-            "a/b",
-            "a b",
-            "é",
-            "a\n",
-            &"a".repeat(129),
-        ] {
+        for bad in ["", "-a", "_a", "a.b", "a/b", "a b", "é", "a\n", &"a".repeat(129)] {
             assert!(!is_valid_id(bad), "{bad:?}");
         }
     }
@@ -329,15 +284,8 @@ mod tests {
     fn create_goes_through_incomplete() {
         let d = crate::sync::tests::tempdir();
         let pool = Pool::open(&d, &["i", "C", "P", "F"]).unwrap();
-        pool.create("i", "C", "20261122T000000Z-1", b"dummy hi\n")
-            .unwrap();
-        assert_eq!(
-            pool.list().unwrap(),
-            vec![Entry {
-                id: "20261122T000000Z-1".into(),
-                state: "C"
-            }]
-        );
+        pool.create("i", "C", "20261122T000000Z-1", b"dummy hi\n").unwrap();
+        assert_eq!(pool.list().unwrap(), vec![Entry { id: "20261122T000000Z-1".into(), state: "C" }]);
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -106,17 +106,10 @@ pub fn remove_synced(dir: &Path, name: &str) -> io::Result<()> {
 /// Untrusted files are never read whole before their size is known
 /// (SECURITY RP-03): the reader stops one byte past the limit.
 pub fn read_capped(path: &Path, max: usize) -> io::Result<Option<Vec<u8>>> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)?;
+    let f = OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path)?;
     let mut buf = Vec::new();
     f.take(max as u64 + 1).read_to_end(&mut buf)?;
-    if buf.len() > max {
-        Ok(None)
-    } else {
-        Ok(Some(buf))
-    }
+    if buf.len() > max { Ok(None) } else { Ok(Some(buf)) }
 }
 
 /// True when an I/O error means the disk (or a quota) is full.
@@ -136,10 +129,7 @@ pub(crate) mod tests {
         write_synced(&d, "a", b"one").unwrap();
         write_synced(&d, "a", b"two").unwrap();
         assert_eq!(fs::read(d.join("a")).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1);
         fs::remove_dir_all(&d).unwrap();
     }
@@ -162,10 +152,7 @@ pub(crate) mod tests {
         assert_eq!(read_capped(&d.join("f"), 10).unwrap().unwrap().len(), 10);
         assert!(read_capped(&d.join("f"), 9).unwrap().is_none());
         std::os::unix::fs::symlink(d.join("f"), d.join("l")).unwrap();
-        assert!(
-            read_capped(&d.join("l"), 100).is_err(),
-            "symlinks are never followed"
-        );
+        assert!(read_capped(&d.join("l"), 100).is_err(), "symlinks are never followed");
         fs::remove_dir_all(&d).unwrap();
     }
 

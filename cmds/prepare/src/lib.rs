@@ -25,20 +25,14 @@ use ferry_request::Request;
 /// administrator (status, mail), so it says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
-    #[error(
-        "unknown module {0:?}: not built in and no executable of that name in the script directory"
-    )]
+    #[error("unknown module {0:?}: not built in and no executable of that name in the script directory")]
     UnknownModule(String),
     #[error("{0}")]
     Invalid(String),
     #[error("{module}: {message}")]
     Failed { module: String, message: String },
     #[error("{module} printed an invalid request line {line}: {rejection}")]
-    BadLine {
-        module: String,
-        line: usize,
-        rejection: ferry_request::Rejection,
-    },
+    BadLine { module: String, line: usize, rejection: ferry_request::Rejection },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -68,9 +62,8 @@ pub fn prepare(module: &str, arg: &str, ctx: &Context<'_>) -> Result<Vec<Request
     match module {
         "git" => git::prepare(arg, ctx).map(|r| vec![r]),
         "dummy" => {
-            let word = arg.parse().map_err(|e: ferry_request::Rejection| {
-                PrepareError::Invalid(format!("dummy: {e}"))
-            })?;
+            let word =
+                arg.parse().map_err(|e: ferry_request::Rejection| PrepareError::Invalid(format!("dummy: {e}")))?;
             Ok(vec![Request::Dummy(ferry_request::DummyRequest { word })])
         }
         other => script::prepare(other, arg, ctx),

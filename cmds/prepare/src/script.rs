@@ -33,8 +33,7 @@ fn valid_module_name(m: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
 }
 
 /// The executable for `module`, if the script directory holds one.
@@ -66,25 +65,15 @@ pub fn prepare(module: &str, arg: &str, ctx: &Context<'_>) -> Result<Vec<Request
         .timeout(ctx.timeout)
         .stdout_cap(MAX_LINES * 4200)
         .run()
-        .map_err(|e| PrepareError::Failed {
-            module: module.to_owned(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| PrepareError::Failed { module: module.to_owned(), message: e.to_string() })?;
     if !out.success() {
         return Err(PrepareError::Failed {
             module: module.to_owned(),
-            message: format!(
-                "{}: {}",
-                ferry_run::describe_status(&out.status),
-                out.stderr_excerpt()
-            ),
+            message: format!("{}: {}", ferry_run::describe_status(&out.status), out.stderr_excerpt()),
         });
     }
     if out.stdout_truncated {
-        return Err(PrepareError::Failed {
-            module: module.to_owned(),
-            message: "printed too much output".into(),
-        });
+        return Err(PrepareError::Failed { module: module.to_owned(), message: "printed too much output".into() });
     }
     let mut reqs = Vec::new();
     for (i, line) in out.stdout.split_inclusive(|b| *b == b'\n').enumerate() {

@@ -160,10 +160,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_file_bytes: 65_536,
-            max_line_bytes: 4_096,
-        }
+        Limits { max_file_bytes: 65_536, max_line_bytes: 4_096 }
     }
 }
 
@@ -233,11 +230,9 @@ impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Request::Git(r) => write!(f, "git {}", r.url),
-            Request::Sftp(r) => write!(
-                f,
-                "sftp {} {} sha256={} size={} source={}",
-                r.stamp, r.url, r.sha256, r.size, r.source
-            ),
+            Request::Sftp(r) => {
+                write!(f, "sftp {} {} sha256={} size={} source={}", r.stamp, r.url, r.sha256, r.size, r.source)
+            }
             Request::Dummy(r) => write!(f, "dummy {}", r.word),
         }
     }
@@ -300,22 +295,12 @@ fn check_file<'a>(bytes: &'a [u8], limits: &Limits) -> Result<&'a str, Rejection
         return Err(file_err(Reason::ReqCtrlChar, bytes, i, msg));
     }
     if let Some(i) = bytes.iter().position(|b| !b.is_ascii()) {
-        return Err(file_err(
-            Reason::ReqCharset,
-            bytes,
-            i,
-            "non-ASCII character",
-        ));
+        return Err(file_err(Reason::ReqCharset, bytes, i, "non-ASCII character"));
     }
     let (line, terminated) = match text.find('\n') {
         Some(lf) => {
             if lf + 1 < text.len() {
-                return Err(file_err(
-                    Reason::ReqTooMany,
-                    bytes,
-                    lf + 1,
-                    "more than one line in a request file",
-                ));
+                return Err(file_err(Reason::ReqTooMany, bytes, lf + 1, "more than one line in a request file"));
             }
             (text.get(..lf).unwrap_or_default(), true)
         }
@@ -323,20 +308,10 @@ fn check_file<'a>(bytes: &'a [u8], limits: &Limits) -> Result<&'a str, Rejection
     };
     // Here the line is everything: the file holds at most one LF, at its end.
     if bytes.len() > limits.max_line_bytes {
-        return Err(file_err(
-            Reason::ReqTooLong,
-            bytes,
-            limits.max_line_bytes,
-            "request line longer than the limit",
-        ));
+        return Err(file_err(Reason::ReqTooLong, bytes, limits.max_line_bytes, "request line longer than the limit"));
     }
     if !terminated {
-        return Err(file_err(
-            Reason::ReqSyntax,
-            bytes,
-            bytes.len(),
-            "missing final LF",
-        ));
+        return Err(file_err(Reason::ReqSyntax, bytes, bytes.len(), "missing final LF"));
     }
     // Step 4 guaranteed any CR sits directly before the LF.
     Ok(line.strip_suffix('\r').unwrap_or(line))
@@ -350,18 +325,9 @@ struct Shape {
 
 fn shape(verb: &str) -> Option<Shape> {
     match verb {
-        "git" => Some(Shape {
-            positional: 1,
-            keys: &[],
-        }),
-        "sftp" => Some(Shape {
-            positional: 2,
-            keys: &["sha256", "size", "source"],
-        }),
-        "dummy" => Some(Shape {
-            positional: 1,
-            keys: &[],
-        }),
+        "git" => Some(Shape { positional: 1, keys: &[] }),
+        "sftp" => Some(Shape { positional: 2, keys: &["sha256", "size", "source"] }),
+        "dummy" => Some(Shape { positional: 1, keys: &[] }),
         _ => None,
     }
 }
@@ -377,10 +343,7 @@ impl<'a> Field<'a> {
     /// The value of a key=value field (after the first `=`) and its offset.
     fn value(&self) -> Field<'a> {
         match self.text.find('=') {
-            Some(i) => Field {
-                at: self.at + i + 1,
-                text: self.text.get(i + 1..).unwrap_or_default(),
-            },
+            Some(i) => Field { at: self.at + i + 1, text: self.text.get(i + 1..).unwrap_or_default() },
             None => *self,
         }
     }
@@ -398,14 +361,7 @@ impl<'a> Field<'a> {
 /// no line ending). Offsets equal file offsets because the line starts the
 /// file.
 fn parse_request(line: &str) -> Result<Request, Rejection> {
-    let syntax = |at: usize, msg: &str| {
-        Rejection::new(
-            Reason::ReqSyntax,
-            Some(at),
-            msg,
-            excerpt(line.as_bytes(), at),
-        )
-    };
+    let syntax = |at: usize, msg: &str| Rejection::new(Reason::ReqSyntax, Some(at), msg, excerpt(line.as_bytes(), at));
     if line.is_empty() {
         return Err(syntax(0, "empty request"));
     }
@@ -428,10 +384,7 @@ fn parse_request(line: &str) -> Result<Request, Rejection> {
         return Err(syntax(0, "empty request"));
     };
     let Some(shape) = shape(verb.text) else {
-        return Err(verb.err(
-            Reason::ReqModule,
-            "unknown module (expected git, sftp or dummy, in lower case)",
-        ));
+        return Err(verb.err(Reason::ReqModule, "unknown module (expected git, sftp or dummy, in lower case)"));
     };
     check_structure(line, args, &shape)?;
     let (pos, kv) = args.split_at(shape.positional.min(args.len()));
@@ -448,13 +401,7 @@ fn parse_request(line: &str) -> Result<Request, Rejection> {
             let size = parse_size(size.value())?;
             let v = source.value();
             let source = Name::parse(v.text).map_err(|e| e.shifted(v.at))?;
-            Ok(Request::Sftp(SftpRequest {
-                stamp,
-                url,
-                sha256,
-                size,
-                source,
-            }))
+            Ok(Request::Sftp(SftpRequest { stamp, url, sha256, size, source }))
         }
         ("dummy", [word], []) => {
             let word = Name::parse(word.text).map_err(|e| e.shifted(word.at))?;
@@ -478,10 +425,7 @@ fn check_structure(line: &str, args: &[Field<'_>], shape: &Shape) -> Result<(), 
     }
     let kv = args.get(shape.positional..).unwrap_or_default();
     if let Some(f) = kv.iter().find(|f| !f.text.contains('=')) {
-        return Err(f.err(
-            Reason::ReqSyntax,
-            "too many fields (only key=value fields may follow)",
-        ));
+        return Err(f.err(Reason::ReqSyntax, "too many fields (only key=value fields may follow)"));
     }
     for (j, f) in kv.iter().enumerate() {
         let key = f.key();
@@ -490,12 +434,7 @@ fn check_structure(line: &str, args: &[Field<'_>], shape: &Shape) -> Result<(), 
         }
         let msg = if !shape.keys.contains(&key) {
             "unknown key"
-        } else if kv
-            .get(..j)
-            .unwrap_or_default()
-            .iter()
-            .any(|g| g.key() == key)
-        {
+        } else if kv.get(..j).unwrap_or_default().iter().any(|g| g.key() == key) {
             "repeated key"
         } else {
             "key out of order or an earlier key missing"

@@ -248,26 +248,14 @@ impl Rejection {
     /// A rejection whose detail is `message: "excerpt"`, both escaped; the
     /// excerpt is capped at [`EXCERPT_CHARS`] characters.
     pub fn new(reason: Reason, offset: Option<usize>, message: &str, excerpt: &[u8]) -> Self {
-        let detail = format!(
-            "{}: \"{}\"",
-            escape(message, EXCERPT_CHARS),
-            escape_bytes(excerpt, EXCERPT_CHARS)
-        );
-        Rejection {
-            reason,
-            offset,
-            detail,
-        }
+        let detail = format!("{}: \"{}\"", escape(message, EXCERPT_CHARS), escape_bytes(excerpt, EXCERPT_CHARS));
+        Rejection { reason, offset, detail }
     }
 
     /// A rejection with only a message (escaped and capped), for failures
     /// that have no useful excerpt.
     pub fn plain(reason: Reason, offset: Option<usize>, message: &str) -> Self {
-        Rejection {
-            reason,
-            offset,
-            detail: escape(message, EXCERPT_CHARS),
-        }
+        Rejection { reason, offset, detail: escape(message, EXCERPT_CHARS) }
     }
 
     /// The reason's stable code.
@@ -294,11 +282,7 @@ mod tests {
         for r in Reason::ALL {
             assert!(seen.insert(r.code()), "duplicate {}", r.code());
             assert!(r.code().starts_with("E_"));
-            assert!(
-                r.code()
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit())
-            );
+            assert!(r.code().bytes().all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit()));
             assert_eq!(Reason::from_code(r.code()), Some(*r));
             let d = r.describe();
             assert!(d.ends_with('.') && d.is_ascii() && !d.contains('\n'), "{d}");
@@ -326,16 +310,8 @@ mod tests {
 
     #[test]
     fn display_and_escaping() {
-        let r = Rejection::new(
-            Reason::ReqSyntax,
-            Some(4),
-            "two spaces between fields",
-            b"git  git://x/\x1b[2J\n",
-        );
-        assert_eq!(
-            r.to_string(),
-            "E_REQ_SYNTAX at byte 4: two spaces between fields: \"git  git://x/\\x1B[2J\\n\""
-        );
+        let r = Rejection::new(Reason::ReqSyntax, Some(4), "two spaces between fields", b"git  git://x/\x1b[2J\n");
+        assert_eq!(r.to_string(), "E_REQ_SYNTAX at byte 4: two spaces between fields: \"git  git://x/\\x1B[2J\\n\"");
         let p = Rejection::plain(Reason::Internal, None, "oops\nforged");
         assert_eq!(p.to_string(), "E_INTERNAL: oops\\nforged");
         let long = Rejection::new(Reason::ReqName, None, "bad", &[b'a'; 1000]);

@@ -92,12 +92,7 @@ impl GitUrl {
     pub fn parse(s: &str) -> Result<GitUrl, Rejection> {
         let parts = split(s, &["git", "ssh", "https"])?;
         let Some(scheme) = GitScheme::from_scheme(parts.scheme) else {
-            return Err(Rejection::new(
-                Reason::UrlScheme,
-                Some(0),
-                "scheme not allowed",
-                s.as_bytes(),
-            ));
+            return Err(Rejection::new(Reason::UrlScheme, Some(0), "scheme not allowed", s.as_bytes()));
         };
         let user = match parts.userinfo {
             None => None,
@@ -112,13 +107,7 @@ impl GitUrl {
             Some((at, info)) => Some(parse_user(info, at, s)?),
         };
         let (host, port, path) = parts.finish(s)?;
-        Ok(GitUrl {
-            scheme,
-            user,
-            host,
-            port,
-            path,
-        })
+        Ok(GitUrl { scheme, user, host, port, path })
     }
 
     /// Builds a URL from parts, with the same rules as parsing: a user only
@@ -131,32 +120,16 @@ impl GitUrl {
         path: RemotePath,
     ) -> Result<GitUrl, Rejection> {
         if user.is_some() && !scheme.allows_user() {
-            return Err(Rejection::plain(
-                Reason::UrlUserinfo,
-                None,
-                "user in a git:// or https:// URL",
-            ));
+            return Err(Rejection::plain(Reason::UrlUserinfo, None, "user in a git:// or https:// URL"));
         }
         check_port(port)?;
-        Ok(GitUrl {
-            scheme,
-            user,
-            host,
-            port,
-            path,
-        })
+        Ok(GitUrl { scheme, user, host, port, path })
     }
 
     /// The canonical URL, rebuilt from the parts: this, never the request's
     /// text, is what the node hands to git.
     pub fn to_url_string(&self) -> String {
-        build(
-            self.scheme.as_str(),
-            self.user.as_ref(),
-            &self.host,
-            self.port,
-            &self.path,
-        )
+        build(self.scheme.as_str(), self.user.as_ref(), &self.host, self.port, &self.path)
     }
 }
 
@@ -166,37 +139,17 @@ impl SftpUrl {
     pub fn parse(s: &str) -> Result<SftpUrl, Rejection> {
         let parts = split(s, &["sftp"])?;
         let Some((at, info)) = parts.userinfo else {
-            return Err(Rejection::new(
-                Reason::UrlUser,
-                Some(parts.host.0),
-                "sftp URL without 'user@'",
-                s.as_bytes(),
-            ));
+            return Err(Rejection::new(Reason::UrlUser, Some(parts.host.0), "sftp URL without 'user@'", s.as_bytes()));
         };
         let user = parse_user(info, at, s)?;
         let (host, port, path) = parts.finish(s)?;
-        Ok(SftpUrl {
-            user,
-            host,
-            port,
-            path,
-        })
+        Ok(SftpUrl { user, host, port, path })
     }
 
     /// Builds a URL from parts; the port, if any, must be in 1..=65535.
-    pub fn new(
-        user: User,
-        host: Host,
-        port: Option<u16>,
-        path: RemotePath,
-    ) -> Result<SftpUrl, Rejection> {
+    pub fn new(user: User, host: Host, port: Option<u16>, path: RemotePath) -> Result<SftpUrl, Rejection> {
         check_port(port)?;
-        Ok(SftpUrl {
-            user,
-            host,
-            port,
-            path,
-        })
+        Ok(SftpUrl { user, host, port, path })
     }
 
     /// The canonical URL, rebuilt from the parts.
@@ -212,15 +165,8 @@ fn check_port(port: Option<u16>) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn build(
-    scheme: &str,
-    user: Option<&User>,
-    host: &Host,
-    port: Option<u16>,
-    path: &RemotePath,
-) -> String {
-    let mut s =
-        String::with_capacity(scheme.len() + host.as_str().len() + path.as_str().len() + 48);
+fn build(scheme: &str, user: Option<&User>, host: &Host, port: Option<u16>, path: &RemotePath) -> String {
+    let mut s = String::with_capacity(scheme.len() + host.as_str().len() + path.as_str().len() + 48);
     s.push_str(scheme);
     s.push_str("://");
     if let Some(u) = user {
@@ -283,12 +229,7 @@ impl Parts<'_> {
             None => None,
         };
         if self.path.1.is_empty() {
-            return Err(Rejection::new(
-                Reason::ReqPath,
-                Some(self.path.0),
-                "URL has no path",
-                s.as_bytes(),
-            ));
+            return Err(Rejection::new(Reason::ReqPath, Some(self.path.0), "URL has no path", s.as_bytes()));
         }
         let path = RemotePath::parse(self.path.1).map_err(|e| e.shifted(self.path.0))?;
         Ok((host, port, path))
@@ -318,9 +259,7 @@ fn forbidden_in_url(b: u8) -> bool {
 /// leading `-` → scheme allow-list → `-` at the start of user, host or a
 /// path segment → forbidden characters.
 fn split<'a>(s: &'a str, allowed: &[&str]) -> Result<Parts<'a>, Rejection> {
-    let err = |reason: Reason, offset: usize, msg: &str| {
-        Rejection::new(reason, Some(offset), msg, s.as_bytes())
-    };
+    let err = |reason: Reason, offset: usize, msg: &str| Rejection::new(reason, Some(offset), msg, s.as_bytes());
     if s.starts_with('-') {
         return Err(err(Reason::UrlDash, 0, "URL starts with '-'"));
     }
@@ -344,22 +283,14 @@ fn split<'a>(s: &'a str, allowed: &[&str]) -> Result<Parts<'a>, Rejection> {
     let path = s.get(path_start..).unwrap_or_default();
 
     let (userinfo, host_start) = match authority.rfind('@') {
-        Some(i) => (
-            Some((auth_start, authority.get(..i).unwrap_or_default())),
-            auth_start + i + 1,
-        ),
+        Some(i) => (Some((auth_start, authority.get(..i).unwrap_or_default())), auth_start + i + 1),
         None => (None, auth_start),
     };
-    let hostport = s
-        .get(host_start..auth_start + authority.len())
-        .unwrap_or_default();
+    let hostport = s.get(host_start..auth_start + authority.len()).unwrap_or_default();
     let (host, port) = match hostport.find(':') {
         Some(i) => (
             hostport.get(..i).unwrap_or_default(),
-            Some((
-                host_start + i + 1,
-                hostport.get(i + 1..).unwrap_or_default(),
-            )),
+            Some((host_start + i + 1, hostport.get(i + 1..).unwrap_or_default())),
         ),
         None => (hostport, None),
     };
@@ -375,11 +306,7 @@ fn split<'a>(s: &'a str, allowed: &[&str]) -> Result<Parts<'a>, Rejection> {
     let mut seg_start = path_start + 1;
     for seg in path.get(1..).unwrap_or_default().split('/') {
         if seg.starts_with('-') {
-            return Err(err(
-                Reason::UrlDash,
-                seg_start,
-                "path segment starts with '-'",
-            ));
+            return Err(err(Reason::UrlDash, seg_start, "path segment starts with '-'"));
         }
         seg_start += seg.len() + 1;
     }
@@ -392,13 +319,7 @@ fn split<'a>(s: &'a str, allowed: &[&str]) -> Result<Parts<'a>, Rejection> {
         ));
     }
 
-    Ok(Parts {
-        scheme,
-        userinfo,
-        host: (host_start, host),
-        port,
-        path: (path_start, path),
-    })
+    Ok(Parts { scheme, userinfo, host: (host_start, host), port, path: (path_start, path) })
 }
 
 #[cfg(test)]
@@ -480,14 +401,8 @@ mod tests {
         ] {
             assert_eq!(git_reason(s), Reason::UrlScheme, "{s:?}");
         }
-        assert_eq!(
-            sftp_reason("ssh://ferry@client.example/r"),
-            Reason::UrlScheme
-        );
-        assert_eq!(
-            sftp_reason("SFTP://ferry@client.example/r"),
-            Reason::UrlScheme
-        );
+        assert_eq!(sftp_reason("ssh://ferry@client.example/r"), Reason::UrlScheme);
+        assert_eq!(sftp_reason("SFTP://ferry@client.example/r"), Reason::UrlScheme);
     }
 
     #[test]
@@ -504,10 +419,9 @@ mod tests {
         ] {
             assert_eq!(git_reason(s), Reason::UrlDash, "{s:?}");
         }
-        for s in [
-            "sftp://-oProxyCommand=id@client.example/var/backup/export/a",
-            "sftp://adminbackup@-oProxyCommand=id/x",
-        ] {
+        for s in
+            ["sftp://-oProxyCommand=id@client.example/var/backup/export/a", "sftp://adminbackup@-oProxyCommand=id/x"]
+        {
             assert_eq!(sftp_reason(s), Reason::UrlDash, "{s:?}");
         }
     }
@@ -533,10 +447,7 @@ mod tests {
     #[test]
     fn userinfo_host_user_port_path() {
         for (s, want) in [
-            (
-                "https://user:token@client.example/repo.git",
-                Reason::UrlUserinfo,
-            ),
+            ("https://user:token@client.example/repo.git", Reason::UrlUserinfo),
             ("https://user@client.example/repo.git", Reason::UrlUserinfo),
             ("git://user@client.example/repo.git", Reason::UrlUserinfo),
             ("git://@client.example/repo.git", Reason::UrlUserinfo),
@@ -562,10 +473,7 @@ mod tests {
             ("git://client.example/a//b", Reason::ReqPath),
             ("git://client.example/..", Reason::ReqPath),
             ("git://client.example/.", Reason::ReqPath),
-            (
-                "git://client.example/../../../srv/backup/data/clientb/x.git",
-                Reason::ReqPath,
-            ),
+            ("git://client.example/../../../srv/backup/data/clientb/x.git", Reason::ReqPath),
             ("git://client.example/.git", Reason::ReqName),
             ("git://client.example/a$b", Reason::ReqName),
         ] {
@@ -573,10 +481,7 @@ mod tests {
         }
         // The user must be given for sftp.
         assert_eq!(sftp_reason("sftp://client.example/x"), Reason::UrlUser);
-        assert_eq!(
-            sftp_reason("sftp://a:b@client.example/x"),
-            Reason::UrlUserinfo
-        );
+        assert_eq!(sftp_reason("sftp://a:b@client.example/x"), Reason::UrlUserinfo);
     }
 
     #[test]
@@ -594,25 +499,9 @@ mod tests {
         let host = Host::parse("client.example").unwrap();
         let path = RemotePath::parse("/r.git").unwrap();
         let user = User::parse("git").unwrap();
-        assert!(
-            GitUrl::new(
-                GitScheme::Https,
-                Some(user.clone()),
-                host.clone(),
-                None,
-                path.clone()
-            )
-            .is_err()
-        );
+        assert!(GitUrl::new(GitScheme::Https, Some(user.clone()), host.clone(), None, path.clone()).is_err());
         assert!(GitUrl::new(GitScheme::Git, None, host.clone(), Some(0), path.clone()).is_err());
-        let u = GitUrl::new(
-            GitScheme::Ssh,
-            Some(user.clone()),
-            host.clone(),
-            Some(22),
-            path.clone(),
-        )
-        .unwrap();
+        let u = GitUrl::new(GitScheme::Ssh, Some(user.clone()), host.clone(), Some(22), path.clone()).unwrap();
         assert_eq!(u.to_url_string(), "ssh://git@client.example:22/r.git");
         let s = SftpUrl::new(user, host, None, path).unwrap();
         assert_eq!(s.to_url_string(), "sftp://git@client.example/r.git");

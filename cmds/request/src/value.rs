@@ -111,9 +111,7 @@ impl Host {
         if s.len() > HOST_MAX {
             return Err(err(HOST_MAX, "host longer than 253 bytes"));
         }
-        if let Some(i) = first_bad(s, |b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
-        }) {
+        if let Some(i) = first_bad(s, |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-') {
             let msg = if s.as_bytes().get(i).is_some_and(u8::is_ascii_uppercase) {
                 "upper-case letter in host (hosts are written in lower case)"
             } else {
@@ -128,10 +126,7 @@ impl Host {
             return if parse_ipv4(s).is_some() {
                 Ok(Host(s.to_owned()))
             } else {
-                Err(err(
-                    0,
-                    "not a dotted-quad IPv4 address (four parts 0-255, no leading zeros)",
-                ))
+                Err(err(0, "not a dotted-quad IPv4 address (four parts 0-255, no leading zeros)"))
             };
         }
         let mut start = 0usize;
@@ -149,11 +144,7 @@ impl Host {
             last_start = start;
             start += label.len() + 1;
         }
-        if !s
-            .as_bytes()
-            .get(last_start)
-            .is_some_and(u8::is_ascii_lowercase)
-        {
+        if !s.as_bytes().get(last_start).is_some_and(u8::is_ascii_lowercase) {
             return Err(err(
                 last_start,
                 "last label of a host name must start with a letter (numeric names are read as addresses)",
@@ -217,9 +208,7 @@ impl User {
         if !s.bytes().next().is_some_and(first_ok) {
             return Err(err(0, "user must start with [a-z_]"));
         }
-        if let Some(i) = first_bad(s, |b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-        }) {
+        if let Some(i) = first_bad(s, |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
             return Err(err(i, "character not allowed in a user name"));
         }
         Ok(User(s.to_owned()))
@@ -276,11 +265,7 @@ impl RemotePath {
             return Err(err(Reason::ReqPath, 0, "path must start with '/'"));
         };
         if s.len() > PATH_MAX {
-            return Err(err(
-                Reason::ReqPath,
-                PATH_MAX,
-                "path longer than 1024 bytes",
-            ));
+            return Err(err(Reason::ReqPath, PATH_MAX, "path longer than 1024 bytes"));
         }
         if s.ends_with('/') {
             return Err(err(Reason::ReqPath, s.len() - 1, "trailing '/' in path"));
@@ -300,11 +285,7 @@ impl RemotePath {
                 return Err(err(Reason::UrlDash, start, "path segment starts with '-'"));
             }
             if let Some(i) = segment_error(seg) {
-                return Err(err(
-                    Reason::ReqName,
-                    start + i,
-                    "path segment outside [A-Za-z0-9_][A-Za-z0-9._-]{0,99}",
-                ));
+                return Err(err(Reason::ReqName, start + i, "path segment outside [A-Za-z0-9_][A-Za-z0-9._-]{0,99}"));
             }
             start += seg.len() + 1;
         }
@@ -357,9 +338,7 @@ fn segment_error(seg: &str) -> Option<usize> {
     if b.len() > SEGMENT_MAX {
         return Some(SEGMENT_MAX);
     }
-    first_bad(seg, |c| {
-        c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')
-    })
+    first_bad(seg, |c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 /// A name that may become a storage path component, an id or a log field
@@ -380,20 +359,12 @@ impl Name {
             if b.len() > SEGMENT_MAX {
                 SEGMENT_MAX
             } else {
-                first_bad(s, |c| {
-                    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')
-                })
-                .unwrap_or(0)
+                first_bad(s, |c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-')).unwrap_or(0)
             }
         } else {
             0
         };
-        Err(rej(
-            Reason::ReqName,
-            offset,
-            "name outside [A-Za-z0-9][A-Za-z0-9._-]{0,99}",
-            s,
-        ))
+        Err(rej(Reason::ReqName, offset, "name outside [A-Za-z0-9][A-Za-z0-9._-]{0,99}", s))
     }
 }
 
@@ -428,18 +399,12 @@ impl Digest {
             };
             *out = (nib(hi, 2 * i)? << 4) | nib(lo, 2 * i + 1)?;
         }
-        Ok(Digest {
-            bytes,
-            hex: s.to_owned(),
-        })
+        Ok(Digest { bytes, hex: s.to_owned() })
     }
 
     /// A digest the node computed itself.
     pub fn from_bytes(bytes: [u8; 32]) -> Digest {
-        Digest {
-            bytes,
-            hex: to_hex(&bytes),
-        }
+        Digest { bytes, hex: to_hex(&bytes) }
     }
 
     /// The raw 32 bytes.
@@ -524,10 +489,7 @@ impl Stamp {
             }
         }
         let num = |from: usize, to: usize| -> u32 {
-            b.get(from..to)
-                .unwrap_or_default()
-                .iter()
-                .fold(0u32, |acc, &c| acc * 10 + u32::from(c - b'0'))
+            b.get(from..to).unwrap_or_default().iter().fold(0u32, |acc, &c| acc * 10 + u32::from(c - b'0'))
         };
         let (year, month, day) = (num(0, 4), num(4, 6), num(6, 8));
         let (hour, minute, second) = (num(9, 11), num(11, 13), num(13, 15));
@@ -553,10 +515,7 @@ impl Stamp {
             + i64::from(hour) * 3_600
             + i64::from(minute) * 60
             + i64::from(second);
-        Ok(Stamp {
-            secs,
-            text: s.to_owned(),
-        })
+        Ok(Stamp { secs, text: s.to_owned() })
     }
 
     /// Seconds since 1970-01-01T00:00:00Z.
@@ -573,20 +532,13 @@ impl Stamp {
         let days = secs.div_euclid(86_400);
         let rem = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        let text = format!(
-            "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-            rem / 3_600,
-            rem % 3_600 / 60,
-            rem % 60
-        );
+        let text = format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3_600, rem % 3_600 / 60, rem % 60);
         Stamp { secs, text }
     }
 
     /// The stamp for `secs`, or `None` outside 0..=[`MAX_UNIX`].
     pub fn try_from_unix(secs: i64) -> Option<Stamp> {
-        (0..=MAX_UNIX)
-            .contains(&secs)
-            .then(|| Stamp::from_unix(secs))
+        (0..=MAX_UNIX).contains(&secs).then(|| Stamp::from_unix(secs))
     }
 
     /// The canonical text, `YYYYMMDDTHHMMSSZ`.
@@ -654,11 +606,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     // Both values are small and positive by construction.
-    (
-        year,
-        u32::try_from(month).unwrap_or(1),
-        u32::try_from(day).unwrap_or(1),
-    )
+    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day).unwrap_or(1))
 }
 
 #[cfg(test)]
@@ -688,10 +636,7 @@ mod tests {
         ] {
             assert_eq!(Host::parse(ok).map(|h| h.to_string()), Ok(ok.to_owned()));
         }
-        assert_eq!(
-            Host::parse("172.16.0.60").unwrap().as_ipv4(),
-            Some(Ipv4Addr::new(172, 16, 0, 60))
-        );
+        assert_eq!(Host::parse("172.16.0.60").unwrap().as_ipv4(), Some(Ipv4Addr::new(172, 16, 0, 60)));
         assert_eq!(Host::parse("client.example").unwrap().as_ipv4(), None);
         for bad in [
             "",
@@ -722,13 +667,7 @@ mod tests {
             assert_eq!(reason(Host::parse(bad)), Reason::UrlHost, "{bad:?}");
         }
         assert_eq!(reason(Host::parse("-oProxyCommand=id")), Reason::UrlDash);
-        let max = [
-            "a".repeat(63),
-            "b".repeat(63),
-            "c".repeat(63),
-            "d".repeat(61),
-        ]
-        .join(".");
+        let max = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
         assert_eq!(max.len(), 253);
         assert!(Host::parse(&max).is_ok());
     }
@@ -749,20 +688,9 @@ mod tests {
         assert_eq!(parse_port("22"), Ok(22));
         assert_eq!(parse_port("1"), Ok(1));
         assert_eq!(parse_port("65535"), Ok(65535));
-        for bad in [
-            "",
-            "0",
-            "022",
-            "65536",
-            "99999",
-            "100000",
-            "-1",
-            "+22",
-            " 22",
-            "2a",
-            "0x16",
-            "99999999999999999999999",
-        ] {
+        for bad in
+            ["", "0", "022", "65536", "99999", "100000", "-1", "+22", " 22", "2a", "0x16", "99999999999999999999999"]
+        {
             assert_eq!(reason(parse_port(bad)), Reason::UrlPort, "{bad:?}");
         }
     }
@@ -770,10 +698,7 @@ mod tests {
     #[test]
     fn paths() {
         let p = RemotePath::parse("/var/lib/ferry/export/trac/x.tar.zst").unwrap();
-        assert_eq!(
-            p.segments().collect::<Vec<_>>(),
-            ["var", "lib", "ferry", "export", "trac", "x.tar.zst"]
-        );
+        assert_eq!(p.segments().collect::<Vec<_>>(), ["var", "lib", "ferry", "export", "trac", "x.tar.zst"]);
         assert_eq!(p.file_name(), "x.tar.zst");
         assert_eq!(p.depth(), 6);
         let pre = RemotePath::parse("/var/lib/ferry/export").unwrap();
@@ -818,18 +743,7 @@ mod tests {
         for ok in ["trac", "hello", "a.b-c_d", "0", &"n".repeat(100)] {
             assert!(Name::parse(ok).is_ok());
         }
-        for bad in [
-            "",
-            ".",
-            "..",
-            ".git",
-            "-x",
-            "_x",
-            "a/b",
-            "a b",
-            &"n".repeat(101),
-            "é",
-        ] {
+        for bad in ["", ".", "..", ".git", "-x", "_x", "a/b", "a b", &"n".repeat(101), "é"] {
             assert_eq!(reason(Name::parse(bad)), Reason::ReqName, "{bad:?}");
         }
         assert_eq!(Name::parse("ab/c").unwrap_err().offset, Some(2));

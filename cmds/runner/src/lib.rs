@@ -104,18 +104,9 @@ pub enum RunError {
         source: io::Error,
     },
     #[error("{cmd} failed ({status}): {stderr}")]
-    Failed {
-        cmd: String,
-        status: String,
-        stderr: String,
-        output: Box<Output>,
-    },
+    Failed { cmd: String, status: String, stderr: String, output: Box<Output> },
     #[error("{cmd} killed after {after:?} (deadline): {stderr}")]
-    TimedOut {
-        cmd: String,
-        after: Duration,
-        stderr: String,
-    },
+    TimedOut { cmd: String, after: Duration, stderr: String },
     #[error("{cmd}: writing its output failed: {source}")]
     Sink {
         cmd: String,
@@ -188,15 +179,13 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args
-            .extend(it.into_iter().map(|s| s.as_ref().to_owned()));
+        self.args.extend(it.into_iter().map(|s| s.as_ref().to_owned()));
         self
     }
 
     /// Set one environment variable for the child.
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Cmd {
-        self.env
-            .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
+        self.env.push((k.as_ref().to_owned(), v.as_ref().to_owned()));
         self
     }
 
@@ -267,10 +256,7 @@ impl Cmd {
     fn build(&self) -> Command {
         let mut c = if self.die_with_parent && Path::new("/usr/bin/setpriv").exists() {
             let mut c = Command::new("/usr/bin/setpriv");
-            c.arg("--pdeathsig")
-                .arg("KILL")
-                .arg("--")
-                .arg(&self.program);
+            c.arg("--pdeathsig").arg("KILL").arg("--").arg(&self.program);
             c
         } else {
             Command::new(&self.program)
@@ -297,11 +283,7 @@ impl Cmd {
         let cap = self.stdout_cap;
         let mut buf = CappedBuf::new(cap);
         let out = self.run_inner(&mut buf)?;
-        Ok(Output {
-            stdout: buf.data,
-            stdout_truncated: buf.truncated,
-            ..out
-        })
+        Ok(Output { stdout: buf.data, stdout_truncated: buf.truncated, ..out })
     }
 
     /// [`Cmd::run`], then turn a non-zero exit into [`RunError::Failed`].
@@ -370,10 +352,7 @@ impl Cmd {
         cmd: String,
     ) -> Result<Output, RunError> {
         let start = Instant::now();
-        let mut child = command.spawn().map_err(|source| RunError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
+        let mut child = command.spawn().map_err(|source| RunError::Spawn { cmd: cmd.clone(), source })?;
         let pid = child.id();
 
         // Watchdog: kills the process group at the deadline unless told the
@@ -430,10 +409,7 @@ impl Cmd {
             }
         };
         drop(stdout_pipe);
-        let status = wait(&mut child).map_err(|source| RunError::Io {
-            cmd: cmd.clone(),
-            source,
-        })?;
+        let status = wait(&mut child).map_err(|source| RunError::Io { cmd: cmd.clone(), source })?;
         let _ = done_tx.send(());
         if let Some(w) = watchdog {
             let _ = w.join();
@@ -442,10 +418,7 @@ impl Cmd {
             let _ = t.join();
         }
         let stderr = stderr_thread.join().unwrap_or_else(|_| HeadTail::new(0));
-        read_result.map_err(|source| RunError::Io {
-            cmd: cmd.clone(),
-            source,
-        })?;
+        read_result.map_err(|source| RunError::Io { cmd: cmd.clone(), source })?;
         let elapsed = start.elapsed();
         let (stderr, stderr_truncated) = stderr.into_bytes();
         if fired_rx.try_recv().is_ok() {
@@ -501,11 +474,7 @@ struct CappedBuf {
 
 impl CappedBuf {
     fn new(cap: usize) -> CappedBuf {
-        CappedBuf {
-            data: Vec::new(),
-            cap,
-            truncated: false,
-        }
+        CappedBuf { data: Vec::new(), cap, truncated: false }
     }
 }
 
@@ -548,12 +517,7 @@ struct HeadTail {
 
 impl HeadTail {
     fn new(cap: usize) -> HeadTail {
-        HeadTail {
-            head: Vec::new(),
-            tail: Default::default(),
-            half: cap / 2,
-            dropped: 0,
-        }
+        HeadTail { head: Vec::new(), tail: Default::default(), half: cap / 2, dropped: 0 }
     }
 
     fn push(&mut self, mut b: &[u8]) {
@@ -592,10 +556,7 @@ mod tests {
     #[test]
     fn environment_is_cleared() {
         // Our own environment has HOME; the child must not.
-        let out = Cmd::new("/usr/bin/env")
-            .env("FERRY_X", "1")
-            .run_checked()
-            .unwrap();
+        let out = Cmd::new("/usr/bin/env").env("FERRY_X", "1").run_checked().unwrap();
         let s = out.stdout_str();
         assert!(s.contains("FERRY_X=1"));
         assert!(s.contains("PATH="));
@@ -604,10 +565,7 @@ mod tests {
 
     #[test]
     fn failure_carries_escaped_stderr() {
-        let e = Cmd::new("/bin/sh")
-            .args(["-c", "printf 'bad\\033[2J thing' >&2; exit 3"])
-            .run_checked()
-            .unwrap_err();
+        let e = Cmd::new("/bin/sh").args(["-c", "printf 'bad\\033[2J thing' >&2; exit 3"]).run_checked().unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("exit 3"), "{msg}");
         assert!(msg.contains("bad\\x1B[2J thing"), "{msg}");
@@ -629,10 +587,7 @@ mod tests {
     #[test]
     fn stderr_is_capped_head_and_tail() {
         let out = Cmd::new("/bin/sh")
-            .args([
-                "-c",
-                "echo START >&2; head -c 100000 /dev/zero | tr '\\0' x >&2; echo END >&2",
-            ])
+            .args(["-c", "echo START >&2; head -c 100000 /dev/zero | tr '\\0' x >&2; echo END >&2"])
             .stderr_cap(1000)
             .run()
             .unwrap();
@@ -646,11 +601,8 @@ mod tests {
     #[test]
     fn stdout_streams_to_sink_and_counts() {
         let mut sink = Vec::new();
-        let out = Cmd::new("/bin/sh")
-            .args(["-c", "head -c 3000000 /dev/zero"])
-            .stdout_cap(10)
-            .run_to(&mut sink)
-            .unwrap();
+        let out =
+            Cmd::new("/bin/sh").args(["-c", "head -c 3000000 /dev/zero"]).stdout_cap(10).run_to(&mut sink).unwrap();
         assert_eq!(sink.len(), 3_000_000);
         assert_eq!(out.stdout_bytes, 3_000_000);
     }
@@ -666,19 +618,13 @@ mod tests {
                 Ok(())
             }
         }
-        let e = Cmd::new("/bin/sh")
-            .args(["-c", "yes"])
-            .run_to(&mut Full)
-            .unwrap_err();
+        let e = Cmd::new("/bin/sh").args(["-c", "yes"]).run_to(&mut Full).unwrap_err();
         assert!(e.sink_error().is_some(), "{e}");
     }
 
     #[test]
     fn stdin_bytes_are_fed() {
-        let out = Cmd::new("/bin/cat")
-            .stdin_bytes(b"hello".to_vec())
-            .run_checked()
-            .unwrap();
+        let out = Cmd::new("/bin/cat").stdin_bytes(b"hello".to_vec()).run_checked().unwrap();
         assert_eq!(out.stdout, b"hello");
     }
 

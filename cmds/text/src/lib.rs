@@ -84,10 +84,7 @@ impl Iterator for Units<'_> {
         };
         // `from_utf8` does the hard part (overlong forms, surrogates, range);
         // anything it refuses is shown byte by byte.
-        let decoded = rest
-            .get(..width)
-            .and_then(|s| std::str::from_utf8(s).ok())
-            .and_then(|s| s.chars().next());
+        let decoded = rest.get(..width).and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.chars().next());
         let item = match decoded {
             Some(c) if width > 0 => (Unit::Char(c), width),
             _ => (Unit::Byte(lead), 1),
@@ -303,9 +300,7 @@ pub fn is_safe_token(s: &str) -> bool {
         Some((first, rest)) => {
             first.is_ascii_alphanumeric()
                 && rest.len() <= 99
-                && rest
-                    .iter()
-                    .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+                && rest.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
         }
         None => false,
     }
@@ -340,10 +335,7 @@ mod tests {
 
     #[test]
     fn c0_and_del_are_hex() {
-        assert_eq!(
-            escape_bytes(b"\x00\x01\x1b\x7f", 200),
-            "\\x00\\x01\\x1B\\x7F"
-        );
+        assert_eq!(escape_bytes(b"\x00\x01\x1b\x7f", 200), "\\x00\\x01\\x1B\\x7F");
     }
 
     #[test]
@@ -369,38 +361,23 @@ mod tests {
         let s = escape("x\r\nBcc: attacker@evil.example", 200);
         assert_eq!(s, "x\\r\\nBcc: attacker@evil.example");
         assert!(is_clean(&s));
-        assert_eq!(
-            escape("a\nTo: x@evil.example", 200),
-            "a\\nTo: x@evil.example"
-        );
+        assert_eq!(escape("a\nTo: x@evil.example", 200), "a\\nTo: x@evil.example");
     }
 
     // NL-02: a forged log line.
     #[test]
     fn nl02_log_forging() {
-        let s = escape(
-            "repo\n2026-01-01T00:00:00Z INFO client=clientb backup ok",
-            200,
-        );
+        let s = escape("repo\n2026-01-01T00:00:00Z INFO client=clientb backup ok", 200);
         assert!(!s.contains('\n'));
-        assert_eq!(
-            s,
-            "repo\\n2026-01-01T00:00:00Z INFO client=clientb backup ok"
-        );
+        assert_eq!(s, "repo\\n2026-01-01T00:00:00Z INFO client=clientb backup ok");
     }
 
     // NL-03: OSC 52 clipboard, CSI clear screen, OSC 8 hyperlink, C1 CSI.
     #[test]
     fn nl03_terminal_escapes() {
-        assert_eq!(
-            escape("\x1b]52;c;aGVsbG8=\x07", 200),
-            "\\x1B]52;c;aGVsbG8=\\x07"
-        );
+        assert_eq!(escape("\x1b]52;c;aGVsbG8=\x07", 200), "\\x1B]52;c;aGVsbG8=\\x07");
         assert_eq!(escape("\x1b[2J\x1b[1;1H", 200), "\\x1B[2J\\x1B[1;1H");
-        assert_eq!(
-            escape("\x1b]8;;http://evil\x07", 200),
-            "\\x1B]8;;http://evil\\x07"
-        );
+        assert_eq!(escape("\x1b]8;;http://evil\x07", 200), "\\x1B]8;;http://evil\\x07");
         assert_eq!(escape_bytes(b"\xC2\x9B2J", 200), "\\u{009B}2J");
         // A lone C1 byte (invalid UTF-8) is escaped too.
         assert_eq!(escape_bytes(b"\x9B2J", 200), "\\x9B2J");
@@ -410,14 +387,8 @@ mod tests {
     #[test]
     fn nl08_bidi_and_zero_width() {
         assert_eq!(escape("ok\u{202E}deliaf", 200), "ok\\u{202E}deliaf");
-        assert_eq!(
-            escape("app-\u{202E}exe.tar.zst", 200),
-            "app-\\u{202E}exe.tar.zst"
-        );
-        assert_eq!(
-            escape("client.example\u{200B}", 200),
-            "client.example\\u{200B}"
-        );
+        assert_eq!(escape("app-\u{202E}exe.tar.zst", 200), "app-\\u{202E}exe.tar.zst");
+        assert_eq!(escape("client.example\u{200B}", 200), "client.example\\u{200B}");
         for c in ('\u{202A}'..='\u{202E}')
             .chain('\u{2066}'..='\u{2069}')
             .chain(['\u{200B}', '\u{200E}', '\u{200F}', '\u{FEFF}'])
@@ -440,10 +411,7 @@ mod tests {
     // NL-11: markup on a status page.
     #[test]
     fn nl11_html() {
-        assert_eq!(
-            html_escape("<img src=x onerror=alert(1)>"),
-            "&lt;img src=x onerror=alert(1)&gt;"
-        );
+        assert_eq!(html_escape("<img src=x onerror=alert(1)>"), "&lt;img src=x onerror=alert(1)&gt;");
         assert_eq!(html_escape("a&b\"c'd"), "a&amp;b&quot;c&#39;d");
         assert_eq!(html_escape("&amp;"), "&amp;amp;");
     }
@@ -473,10 +441,7 @@ mod tests {
         assert_eq!(Untrusted::from_str("\u{202E}").to_string(), "\\u{202E}");
         assert_eq!(Untrusted::from("x").to_string(), "x");
         let long = "y".repeat(300);
-        assert_eq!(
-            Untrusted::from_str(&long).to_string(),
-            format!("{}...[+100 bytes]", "y".repeat(EXCERPT_CHARS))
-        );
+        assert_eq!(Untrusted::from_str(&long).to_string(), format!("{}...[+100 bytes]", "y".repeat(EXCERPT_CHARS)));
     }
 
     #[test]
@@ -500,10 +465,7 @@ mod tests {
     fn mail_quote_never_splits_escapes_and_is_capped() {
         let s = "a".repeat(68) + "\u{202E}\u{202E}";
         let q = mail_quote(s.as_bytes(), 1000);
-        assert_eq!(
-            q,
-            format!("| {}\n| \\u{{202E}}\\u{{202E}}\n", "a".repeat(68))
-        );
+        assert_eq!(q, format!("| {}\n| \\u{{202E}}\\u{{202E}}\n", "a".repeat(68)));
         let q = mail_quote("b".repeat(500).as_bytes(), 100);
         assert!(q.ends_with("...[+400 bytes]\n"));
         for l in q.lines() {
@@ -513,31 +475,10 @@ mod tests {
 
     #[test]
     fn safe_tokens() {
-        for ok in [
-            "a",
-            "A",
-            "0",
-            "trac",
-            "repo.git",
-            "a-b_c.d",
-            &"x".repeat(100),
-        ] {
+        for ok in ["a", "A", "0", "trac", "repo.git", "a-b_c.d", &"x".repeat(100)] {
             assert!(is_safe_token(ok), "{ok}");
         }
-        for bad in [
-            "",
-            ".",
-            "..",
-            ".git",
-            "-x",
-            "_x",
-            "a/b",
-            "a b",
-            "a\nb",
-            "é",
-            "a%2e",
-            &"x".repeat(101),
-        ] {
+        for bad in ["", ".", "..", ".git", "-x", "_x", "a/b", "a b", "a\nb", "é", "a%2e", &"x".repeat(101)] {
             assert!(!is_safe_token(bad), "{bad:?}");
         }
     }

@@ -24,10 +24,7 @@ fn assert_no_strays(dir: &Path) {
         left.is_empty()
     });
     if Path::new("/usr/bin/pgrep").exists() {
-        let out = Command::new("pgrep")
-            .args(["-a", "-f", needle])
-            .output()
-            .expect("run pgrep");
+        let out = Command::new("pgrep").args(["-a", "-f", needle]).output().expect("run pgrep");
         let listed = String::from_utf8_lossy(&out.stdout);
         // pgrep may list processes that died since; re-check each pid.
         let alive: Vec<&str> = listed
@@ -42,11 +39,7 @@ fn assert_no_strays(dir: &Path) {
 }
 
 fn write_authorized_keys(path: &Path, keys: &[&str]) {
-    fs::write(
-        path,
-        keys.iter().map(|k| format!("{k}\n")).collect::<String>(),
-    )
-    .unwrap();
+    fs::write(path, keys.iter().map(|k| format!("{k}\n")).collect::<String>()).unwrap();
 }
 
 #[test]
@@ -68,10 +61,7 @@ fn sshd_key_auth_stop_restart_keeps_host_key() {
     let mut sshd = Sshd::start(&sshd_dir, SshdOptions::new(&ak));
     let kh = td.join("known_hosts");
     sshd.write_known_hosts(&kh);
-    assert_eq!(
-        sshd.known_hosts_line(),
-        format!("[{}]:{} {}", sshd.addr(), sshd.port(), sshd.host_key_pub())
-    );
+    assert_eq!(sshd.known_hosts_line(), format!("[{}]:{} {}", sshd.addr(), sshd.port(), sshd.host_key_pub()));
     assert!(sshd.host_key_pub().starts_with("ssh-ed25519 AAAA"));
     assert_eq!(sshd.host_key_pub().split(' ').count(), 2, "no comment");
     assert_eq!(sshd.user(), current_user());
@@ -80,40 +70,17 @@ fn sshd_key_auth_stop_restart_keeps_host_key() {
     assert_eq!(out.trim(), "ok");
     assert!(sshd.log().contains("Accepted publickey"), "{}", sshd.log());
 
-    let wrong = ssh_cmd(&bad, &kh, &sshd)
-        .arg("echo ok")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        !wrong.status.success(),
-        "a key not in authorized_keys must fail"
-    );
+    let wrong = ssh_cmd(&bad, &kh, &sshd).arg("echo ok").stdin(Stdio::null()).output().unwrap();
+    assert!(!wrong.status.success(), "a key not in authorized_keys must fail");
     assert!(!String::from_utf8_lossy(&wrong.stdout).contains("ok"));
 
     // A known_hosts entry with another host key is refused (strict checking).
     let other_kh = td.join("other_known_hosts");
     let other_host = ssh_keygen(&td.join("other_host_key"), "other");
     let other_host: Vec<&str> = other_host.split(' ').take(2).collect();
-    fs::write(
-        &other_kh,
-        format!(
-            "[{}]:{} {}\n",
-            sshd.addr(),
-            sshd.port(),
-            other_host.join(" ")
-        ),
-    )
-    .unwrap();
-    let mismatch = ssh_cmd(&good, &other_kh, &sshd)
-        .arg("echo ok")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        !mismatch.status.success(),
-        "a wrong pinned host key must fail"
-    );
+    fs::write(&other_kh, format!("[{}]:{} {}\n", sshd.addr(), sshd.port(), other_host.join(" "))).unwrap();
+    let mismatch = ssh_cmd(&good, &other_kh, &sshd).arg("echo ok").stdin(Stdio::null()).output().unwrap();
+    assert!(!mismatch.status.success(), "a wrong pinned host key must fail");
 
     // An open session is cut when the "host goes offline".
     let mut session = ssh_cmd(&good, &kh, &sshd)
@@ -123,31 +90,20 @@ fn sshd_key_auth_stop_restart_keeps_host_key() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until(
-        Duration::from_secs(60),
-        "the sleep session to start",
-        || sshd.log().matches("Accepted publickey").count() >= 2,
-    );
+    wait_until(Duration::from_secs(60), "the sleep session to start", || {
+        sshd.log().matches("Accepted publickey").count() >= 2
+    });
     let (addr, port, host_key) = (sshd.addr(), sshd.port(), sshd.host_key_pub());
     sshd.stop();
     assert!(!sshd.is_running());
-    wait_until(Duration::from_secs(60), "the ssh client to notice", || {
-        session.try_wait().unwrap().is_some()
-    });
-    let offline = ssh_cmd(&good, &kh, &sshd)
-        .arg("echo ok")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    wait_until(Duration::from_secs(60), "the ssh client to notice", || session.try_wait().unwrap().is_some());
+    let offline = ssh_cmd(&good, &kh, &sshd).arg("echo ok").stdin(Stdio::null()).output().unwrap();
     assert!(!offline.status.success(), "a stopped sshd must refuse");
     assert_no_strays(&sshd_dir);
 
     sshd.restart();
     assert!(sshd.is_running());
-    assert_eq!(
-        (sshd.addr(), sshd.port(), sshd.host_key_pub()),
-        (addr, port, host_key)
-    );
+    assert_eq!((sshd.addr(), sshd.port(), sshd.host_key_pub()), (addr, port, host_key));
     // The old known_hosts still matches: same address, port and host key.
     let out = run_checked(ssh_cmd(&good, &kh, &sshd).arg("echo back"));
     assert_eq!(out.trim(), "back");
@@ -177,17 +133,8 @@ fn sshd_sftp_get_and_git_push_over_ssh() {
     fs::write(&remote, &payload).unwrap();
     let local = td.join("download.bin");
     let batch = td.join("batch");
-    fs::write(
-        &batch,
-        format!("get {} {}\n", remote.display(), local.display()),
-    )
-    .unwrap();
-    run_checked(
-        sftp_cmd(&key, &kh, &sshd)
-            .arg("-b")
-            .arg(&batch)
-            .arg(sftp_dest(&sshd)),
-    );
+    fs::write(&batch, format!("get {} {}\n", remote.display(), local.display())).unwrap();
+    run_checked(sftp_cmd(&key, &kh, &sshd).arg("-b").arg(&batch).arg(sftp_dest(&sshd)));
     assert_eq!(sha256_file(&local), sha256_file(&remote));
     assert_eq!(sha256_file(&local), sha256_bytes(&payload));
     assert!(sshd.log().contains("subsystem 'sftp'"), "{}", sshd.log());
@@ -200,19 +147,9 @@ fn sshd_sftp_get_and_git_push_over_ssh() {
     let bare = td.join("remote.git");
     git(&td.path, &["init", "-q", "--bare", bare.to_str().unwrap()]);
     let url = sshd.url(bare.to_str().unwrap());
-    assert!(
-        url.starts_with("ssh://") && url.ends_with("/remote.git"),
-        "{url}"
-    );
-    run_checked(
-        git_cmd(&work)
-            .env("GIT_SSH_COMMAND", git_ssh_command(&key, &kh))
-            .args(["push", "-q", &url, "master"]),
-    );
-    assert_eq!(
-        git(&bare, &["rev-parse", "master"]),
-        git(&work, &["rev-parse", "HEAD"])
-    );
+    assert!(url.starts_with("ssh://") && url.ends_with("/remote.git"), "{url}");
+    run_checked(git_cmd(&work).env("GIT_SSH_COMMAND", git_ssh_command(&key, &kh)).args(["push", "-q", &url, "master"]));
+    assert_eq!(git(&bare, &["rev-parse", "master"]), git(&work, &["rev-parse", "HEAD"]));
 }
 
 #[test]
@@ -224,21 +161,14 @@ fn postgres_create_insert_select() {
     let pg_dir = td.join("pg");
     let pg = Postgres::start(&pg_dir);
     assert_eq!(pg.os_user(), "postgres");
-    assert!(
-        pg.socket_dir()
-            .join(format!(".s.PGSQL.{}", pg.port()))
-            .exists()
-    );
+    assert!(pg.socket_dir().join(format!(".s.PGSQL.{}", pg.port())).exists());
     pg.create_db("ferry app");
     pg.psql(
         "ferry app",
         "CREATE TABLE t (id int PRIMARY KEY, name text);
          INSERT INTO t VALUES (1, 'one'), (2, 'two');",
     );
-    assert_eq!(
-        pg.psql("ferry app", "SELECT id, name FROM t ORDER BY id"),
-        "1|one\n2|two"
-    );
+    assert_eq!(pg.psql("ferry app", "SELECT id, name FROM t ORDER BY id"), "1|one\n2|two");
     // Over TCP on its loopback address too, as a client on another host would.
     let out = run_checked(
         Command::new("/usr/bin/psql")
@@ -266,20 +196,11 @@ fn mariadb_create_insert_select() {
         "CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(20));
          INSERT INTO t VALUES (1, 'one'), (2, 'two');",
     );
-    assert_eq!(
-        db.sql(Some("ferry_app"), "SELECT id, name FROM t ORDER BY id"),
-        "1\tone\n2\ttwo"
-    );
+    assert_eq!(db.sql(Some("ferry_app"), "SELECT id, name FROM t ORDER BY id"), "1\tone\n2\ttwo");
     // Over TCP on its loopback address.
     let out = run_checked(
         Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "-u",
-                "root",
-                "--batch",
-                "--skip-column-names",
-            ])
+            .args(["--no-defaults", "-u", "root", "--batch", "--skip-column-names"])
             .arg(format!("--host={}", db.host()))
             .arg(format!("--port={}", db.port()))
             .args(["-e", "SELECT count(*) FROM ferry_app.t"]),
@@ -292,9 +213,7 @@ fn mariadb_create_insert_select() {
 /// Sends one message over a raw SMTP dialog, checking each reply code.
 fn smtp_send(host: &str, port: u16, from: &str, to: &[&str], data: &str) {
     let stream = TcpStream::connect((host, port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut w = stream;
     let mut expect = |code: &str| loop {
@@ -320,13 +239,7 @@ fn smtp_send(host: &str, port: u16, from: &str, to: &[&str], data: &str) {
         .strip_suffix("\r\n")
         .unwrap_or(data)
         .split("\r\n")
-        .map(|l| {
-            if l.starts_with('.') {
-                format!(".{l}\r\n")
-            } else {
-                format!("{l}\r\n")
-            }
-        })
+        .map(|l| if l.starts_with('.') { format!(".{l}\r\n") } else { format!("{l}\r\n") })
         .collect();
     cmd(format!("{stuffed}.\r\n"), "250");
     cmd("QUIT\r\n".into(), "221");
@@ -351,13 +264,7 @@ fn smtp_receives_and_parses() {
                 \r\n\
                 Request RQ1 ended in error: caf=C3=A9 is =\r\nunreachable.\r\n\
                 .leading dot survives\r\n";
-    smtp_send(
-        &smtp.host(),
-        smtp.port(),
-        "ferry@node.test",
-        &["admin@example.test", "ops@example.test"],
-        data,
-    );
+    smtp_send(&smtp.host(), smtp.port(), "ferry@node.test", &["admin@example.test", "ops@example.test"], data);
     let mails = smtp.wait_for(1, Duration::from_secs(60));
     assert_eq!(mails.len(), 1);
     let m = &mails[0];
@@ -366,10 +273,7 @@ fn smtp_receives_and_parses() {
     assert_eq!(m.subject, "Backup failed: café on host-a");
     assert_eq!(m.header("x-folded"), Some("first\tsecond"));
     assert_eq!(m.header("From"), Some("Ferry <ferry@node.test>"));
-    assert_eq!(
-        m.body,
-        "Request RQ1 ended in error: café is unreachable.\n.leading dot survives\n"
-    );
+    assert_eq!(m.body, "Request RQ1 ended in error: café is unreachable.\n.leading dot survives\n");
     assert!(m.raw.starts_with(b"From: Ferry"));
     assert_eq!(m.headers[0].0, "From");
 
@@ -389,11 +293,7 @@ fn smtp_receives_and_parses() {
     assert_eq!(mails[1].body.trim_end(), "line one\nline two");
 
     smtp.stop();
-    assert_eq!(
-        smtp.messages().len(),
-        2,
-        "messages stay readable after stop"
-    );
+    assert_eq!(smtp.messages().len(), 2, "messages stay readable after stop");
     assert!(TcpStream::connect((smtp.host().as_str(), smtp.port())).is_err());
     drop(smtp);
     assert_no_strays(&smtp_dir);
@@ -409,10 +309,7 @@ fn mail_parser_decodes_base64_and_encoded_words() {
     let m = Mail::parse("a@b", vec!["c@d".into()], raw);
     assert_eq!(m.subject, "Café ✓ done");
     assert_eq!(m.body, "hello world\n");
-    assert_eq!(
-        decode_rfc2047("plain =? not encoded"),
-        "plain =? not encoded"
-    );
+    assert_eq!(decode_rfc2047("plain =? not encoded"), "plain =? not encoded");
     assert_eq!(decode_rfc2047("=?utf-8?q?a_b?= c"), "a b c");
 }
 
@@ -432,16 +329,7 @@ fn cgit_serves_two_repos_seen_by_chromium() {
     for name in ["alpha-repo", "beta-repo"] {
         let dest = mirrors.join("host-a.test").join(format!("{name}.git"));
         fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        git(
-            &td.path,
-            &[
-                "clone",
-                "-q",
-                "--bare",
-                work.to_str().unwrap(),
-                dest.to_str().unwrap(),
-            ],
-        );
+        git(&td.path, &["clone", "-q", "--bare", work.to_str().unwrap(), dest.to_str().unwrap()]);
     }
     let cgitrc = format!(
         "css=/cgit-css/cgit.css\nlogo=/cgit-css/cgit.png\nroot-title=Ferry backups\n\
@@ -456,11 +344,7 @@ fn cgit_serves_two_repos_seen_by_chromium() {
     let (status, index) = web.get("/cgit/");
     assert_eq!(status, 200, "{index}\n{}", web.logs());
     for want in ["Ferry backups", "host-a.test", "alpha-repo", "beta-repo"] {
-        assert!(
-            index.contains(want),
-            "index lacks {want}:\n{index}\n{}",
-            web.logs()
-        );
+        assert!(index.contains(want), "index lacks {want}:\n{index}\n{}", web.logs());
     }
     let (status, log) = web.get("host-a.test/alpha-repo/log/");
     assert_eq!(status, 200);
@@ -493,10 +377,7 @@ fn git_env_for_each_ref_and_git_daemon() {
     fs::create_dir_all(&work).unwrap();
     git(&work, &["init", "-q"]);
     assert_eq!(git(&work, &["symbolic-ref", "HEAD"]), "refs/heads/master");
-    assert_eq!(
-        git(&work, &["config", "user.email"]),
-        "ferry-test@example.invalid"
-    );
+    assert_eq!(git(&work, &["config", "user.email"]), "ferry-test@example.invalid");
     fs::write(work.join("f"), "1\n").unwrap();
     git(&work, &["add", "f"]);
     git(&work, &["commit", "-q", "-m", "one"]);
@@ -506,36 +387,15 @@ fn git_env_for_each_ref_and_git_daemon() {
     let base = td.join("srv");
     fs::create_dir_all(&base).unwrap();
     let bare = base.join("proj.git");
-    git(
-        &td.path,
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
-    );
+    git(&td.path, &["clone", "-q", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()]);
     let refs = for_each_ref(&bare);
     let head = git(&work, &["rev-parse", "HEAD"]);
-    assert_eq!(
-        refs,
-        format!("{head} refs/heads/master\n{head} refs/tags/v1")
-    );
+    assert_eq!(refs, format!("{head} refs/heads/master\n{head} refs/tags/v1"));
 
     let daemon_dir = td.join("git-daemon");
     let daemon = GitDaemon::start(&daemon_dir, &base);
     let mirror = td.join("mirror.git");
-    git(
-        &td.path,
-        &[
-            "clone",
-            "-q",
-            "--mirror",
-            &daemon.url("proj.git"),
-            mirror.to_str().unwrap(),
-        ],
-    );
+    git(&td.path, &["clone", "-q", "--mirror", &daemon.url("proj.git"), mirror.to_str().unwrap()]);
     assert_eq!(for_each_ref(&mirror), refs);
     drop(daemon);
     assert_no_strays(&daemon_dir);
@@ -554,26 +414,15 @@ fn daemon_guard_kills_escaped_children_and_reports_early_exit() {
     // command line names the test dir, so the stray check sees it).
     fs::write(
         &script,
-        format!(
-            "#!/bin/sh\nsleep 600 &\nsetsid sh -c 'sleep 601; echo {}' &\necho ready\nwait\n",
-            marker.display()
-        ),
+        format!("#!/bin/sh\nsleep 600 &\nsetsid sh -c 'sleep 601; echo {}' &\necho ready\nwait\n", marker.display()),
     )
     .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    let mut d = Daemon::spawn(
-        "svc",
-        Command::new(&script),
-        &td.join("svc.log"),
-        Signal::TERM,
-        Duration::from_secs(5),
-    );
+    let mut d = Daemon::spawn("svc", Command::new(&script), &td.join("svc.log"), Signal::TERM, Duration::from_secs(5));
     d.wait_for_log("ready", READY_TIMEOUT);
     assert!(d.is_running());
     let marker_str = marker.to_str().unwrap().to_string();
-    wait_until(Duration::from_secs(30), "the escaped child", || {
-        !processes_matching(&marker_str).is_empty()
-    });
+    wait_until(Duration::from_secs(30), "the escaped child", || !processes_matching(&marker_str).is_empty());
     drop(d);
     assert_no_strays(&td.path);
 
@@ -581,21 +430,12 @@ fn daemon_guard_kills_escaped_children_and_reports_early_exit() {
     let failing = std::panic::catch_unwind(|| {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo boom-from-daemon >&2; exit 3"]);
-        let mut d = Daemon::spawn(
-            "failing",
-            cmd,
-            &td.join("failing.log"),
-            Signal::TERM,
-            Duration::from_secs(1),
-        );
+        let mut d = Daemon::spawn("failing", cmd, &td.join("failing.log"), Signal::TERM, Duration::from_secs(1));
         d.wait_for_log("never", READY_TIMEOUT);
     });
     let msg = failing.expect_err("must panic");
     let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
-    assert!(
-        msg.contains("exited") && msg.contains("boom-from-daemon"),
-        "{msg}"
-    );
+    assert!(msg.contains("exited") && msg.contains("boom-from-daemon"), "{msg}");
 }
 
 #[test]
@@ -635,9 +475,7 @@ fn loopback_ports_dirs_and_tree_hash() {
     assert_ne!(before, hash_tree(&root));
 
     wait_until(Duration::from_secs(5), "trivially true", || true);
-    let timed_out = std::panic::catch_unwind(|| {
-        wait_until(Duration::from_millis(100), "the impossible", || false)
-    });
+    let timed_out = std::panic::catch_unwind(|| wait_until(Duration::from_millis(100), "the impossible", || false));
     assert!(timed_out.is_err());
 
     let missing = std::panic::catch_unwind(|| ferry_bin("ferry-no-such-binary"));

@@ -1,3 +1,9 @@
-//! e2e placeholder
+//! Ferry's end-to-end tests: one test binary, modules by feature, all
+//! against real sshd, git and friends started by the `ferry-tests` harness.
+//!
+//! Run `cargo build --workspace --bins` first (the README's test command
+//! does): the tests run the built `ferry` and `ferry-node` binaries.
 
+mod fleet;
 mod harness;
+mod spine;

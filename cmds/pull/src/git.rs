@@ -1,0 +1,307 @@
+//! The node's `git` module: mirror a client's repository into
+//! `data/<client>/git/<name>.git`, first in full, then incrementally.
+//!
+//! Safety (SECURITY C3, MR-01/02/09, GU-01..05/12..16): git runs with a
+//! cleared environment, no system or global config, only the one transport
+//! of this job allowed, no hooks, no templates, no submodules, no redirects,
+//! object checks on, and the URL — rebuilt by the caller from validated
+//! fields — after `--`. Nothing from the client reaches an option position.
+//!
+//! History is append-only (MR-09): the fetch lands in `refs/ferry/incoming/*`
+//! (an exact copy of the client's heads and tags), then Ferry moves
+//! `refs/heads/*` and `refs/tags/*` to match in one transaction. A ref that
+//! moved backwards or sideways (force-push) or disappeared is first saved
+//! under `refs/backup/<run>/…`, so no commit the node ever stored becomes
+//! unreachable, whatever the client does.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ferry_request::{GitScheme, GitUrl, Reason};
+use ferry_run::{Cmd, RunError};
+
+use crate::PullError;
+
+/// Node-owned settings for running git against untrusted remotes.
+#[derive(Debug, Clone)]
+pub struct GitEnv {
+    pub git: PathBuf,
+    /// An empty, node-owned directory: HOME, hooks path and template dir.
+    pub empty_dir: PathBuf,
+    /// The data root (`GIT_CEILING_DIRECTORIES`).
+    pub data_root: PathBuf,
+    /// Wall-clock limit of one fetch.
+    pub timeout: Duration,
+    /// fsck message ids to downgrade (e.g. `zeroPaddedFilemode` for old
+    /// repositories), from the node's configuration only.
+    pub fsck_ignore: Vec<String>,
+}
+
+/// One mirror job.
+#[derive(Debug)]
+pub struct MirrorJob<'a> {
+    pub url: &'a GitUrl,
+    /// `data/<client>/git/<name>.git`.
+    pub mirror: &'a Path,
+    /// Node-assigned run id, used for backup refs.
+    pub run_id: &'a str,
+    /// `core.sshCommand` for ssh URLs (a node-built constant).
+    pub ssh_command: Option<&'a str>,
+    pub env: &'a GitEnv,
+}
+
+/// What a mirror run changed.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct MirrorOutcome {
+    pub created: bool,
+    pub updated: Vec<String>,
+    /// Refs the client rewrote; their old value is kept under `saved_under`.
+    pub forced: Vec<String>,
+    /// Refs the client deleted; kept under `saved_under`.
+    pub deleted: Vec<String>,
+    pub saved_under: Option<String>,
+    pub elapsed_ms: u128,
+}
+
+fn git_base(env: &GitEnv, scheme: GitScheme, ssh_command: Option<&str>) -> Cmd {
+    let s = scheme.as_str();
+    let hooks = env.empty_dir.join("hooks");
+    let mut c = Cmd::new(&env.git)
+        .env("HOME", &env.empty_dir)
+        .env("XDG_CONFIG_HOME", &env.empty_dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_ALLOW_PROTOCOL", s)
+        .env("GIT_PROTOCOL_FROM_USER", "0")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "/bin/false")
+        .env("GIT_NO_REPLACE_OBJECTS", "1")
+        .env("GIT_CEILING_DIRECTORIES", &env.data_root)
+        .args(["-c", "protocol.allow=never"])
+        .arg("-c")
+        .arg(format!("protocol.{s}.allow=always"))
+        .args(["-c", "transfer.fsckObjects=true", "-c", "fetch.fsckObjects=true"])
+        .args(["-c", "transfer.bundleURI=false", "-c", "fetch.recurseSubmodules=false"])
+        .args(["-c", "submodule.recurse=false", "-c", "http.followRedirects=false"])
+        .args(["-c", "credential.helper=", "-c", "ssh.variant=ssh", "-c", "core.useReplaceRefs=false"])
+        .args(["-c", "gc.auto=0", "-c", "maintenance.auto=false", "-c", "core.logAllRefUpdates=always"])
+        .args(["-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=60", "-c", "pack.threads=1"])
+        .arg("-c")
+        .arg(format!("core.hooksPath={}", hooks.display()))
+        .args(["-c", "fetch.writeCommitGraph=false", "-c", "fetch.showForcedUpdates=false"]);
+    for id in &env.fsck_ignore {
+        c = c.arg("-c").arg(format!("fetch.fsck.{id}=ignore"));
+    }
+    match ssh_command {
+        Some(sc) => c.arg("-c").arg(format!("core.sshCommand={sc}")),
+        None => c.args(["-c", "core.sshCommand=/bin/false"]),
+    }
+}
+
+/// Classify a failed git run into a reason code.
+fn classify(e: &RunError) -> Reason {
+    let text = e.to_string();
+    if matches!(e, RunError::TimedOut { .. }) {
+        Reason::FetchTimeout
+    } else if text.contains("Host key verification failed") || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        Reason::FetchHostKey
+    } else if text.contains("Permission denied") || text.contains("Authentication failed") {
+        Reason::FetchAuth
+    } else if text.contains("not allowed") && text.contains("transport") {
+        Reason::UrlScheme
+    } else if text.contains("does not appear to be a git repository")
+        || text.contains("not found")
+        || text.contains("no such repository")
+        || text.contains("not exported")
+    {
+        Reason::FetchNotFound
+    } else if text.contains("No space left") || text.contains("Disk quota exceeded") {
+        Reason::DiskFull
+    } else {
+        Reason::FetchFailed
+    }
+}
+
+fn run(cmd: Cmd, what: &str) -> Result<ferry_run::Output, PullError> {
+    cmd.run_checked().map_err(|e| PullError::new(classify(&e), format!("{what}: {e}")))
+}
+
+/// Local git command on the mirror (no network; still the hardened env).
+fn local(env: &GitEnv, dir: &Path) -> Cmd {
+    git_base(env, GitScheme::Ssh, None).env("GIT_ALLOW_PROTOCOL", "none").arg(format!("--git-dir={}", dir.display()))
+}
+
+fn init_bare(env: &GitEnv, dir: &Path) -> Result<(), PullError> {
+    let template = env.empty_dir.join("template");
+    std::fs::create_dir_all(&template).map_err(|e| PullError::io("create the empty template dir", e))?;
+    std::fs::create_dir_all(env.empty_dir.join("hooks")).map_err(|e| PullError::io("create the empty hooks dir", e))?;
+    run(
+        local(env, dir)
+            .arg("init")
+            .arg("--bare")
+            .arg("--quiet")
+            .arg(format!("--template={}", template.display()))
+            .arg("--")
+            .arg(dir),
+        "git init",
+    )?;
+    // Settings that must hold for every later command on this mirror,
+    // including a monthly `gc` run by hand.
+    for (k, v) in [
+        ("core.logAllRefUpdates", "always"),
+        ("gc.reflogExpire", "never"),
+        ("gc.reflogExpireUnreachable", "never"),
+        ("gc.pruneExpire", "never"),
+        ("gc.auto", "0"),
+        ("uploadpack.allowAnySHA1InWant", "false"),
+        ("uploadpack.allowReachableSHA1InWant", "false"),
+        ("receive.denyNonFastForwards", "true"),
+        ("receive.denyDeletes", "true"),
+    ] {
+        run(local(env, dir).args(["config", k, v]), "git config")?;
+    }
+    Ok(())
+}
+
+fn refs(env: &GitEnv, dir: &Path, patterns: &[&str]) -> Result<BTreeMap<String, String>, PullError> {
+    let out = run(
+        local(env, dir).args(["for-each-ref", "--format=%(objectname) %(refname)"]).args(patterns),
+        "git for-each-ref",
+    )?;
+    Ok(out.stdout_str().lines().filter_map(|l| l.split_once(' ').map(|(o, r)| (r.to_owned(), o.to_owned()))).collect())
+}
+
+fn is_ancestor(env: &GitEnv, dir: &Path, old: &str, new: &str) -> Result<bool, PullError> {
+    let out = local(env, dir)
+        .args(["merge-base", "--is-ancestor", old, new])
+        .run()
+        .map_err(|e| PullError::new(Reason::Store, format!("git merge-base: {e}")))?;
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(PullError::new(Reason::Store, format!("git merge-base failed: {}", out.stderr_excerpt()))),
+    }
+}
+
+/// Mirror or incrementally fetch `job.url` into `job.mirror`.
+pub fn mirror(job: &MirrorJob<'_>) -> Result<MirrorOutcome, PullError> {
+    let start = Instant::now();
+    let env = job.env;
+    let exists = job.mirror.join("HEAD").is_file();
+    let parent =
+        job.mirror.parent().ok_or_else(|| PullError::new(Reason::Store, "mirror path has no parent".into()))?;
+    std::fs::create_dir_all(parent).map_err(|e| PullError::io("create the mirror's directory", e))?;
+    // A first mirror is built beside its final place and renamed in only
+    // when complete, so a failed first fetch leaves nothing behind.
+    let staging;
+    let dir: &Path = if exists {
+        job.mirror
+    } else {
+        let name = job.mirror.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        staging = parent.join(format!(".incoming-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        init_bare(env, &staging)?;
+        &staging
+    };
+    let result = fetch_and_promote(job, dir);
+    match (result, exists) {
+        (Ok(mut out), false) => {
+            std::fs::rename(dir, job.mirror).map_err(|e| {
+                let _ = std::fs::remove_dir_all(dir);
+                PullError::io("publish the new mirror", e)
+            })?;
+            let _ = ferry_durable::fsync_dir(parent);
+            out.created = true;
+            out.elapsed_ms = start.elapsed().as_millis();
+            Ok(out)
+        }
+        (Ok(mut out), true) => {
+            out.elapsed_ms = start.elapsed().as_millis();
+            Ok(out)
+        }
+        (Err(e), false) => {
+            let _ = std::fs::remove_dir_all(dir);
+            Err(e)
+        }
+        (Err(e), true) => Err(e),
+    }
+}
+
+fn fetch_and_promote(job: &MirrorJob<'_>, dir: &Path) -> Result<MirrorOutcome, PullError> {
+    let env = job.env;
+    let url = job.url.to_url_string();
+    let fetch = git_base(env, job.url.scheme, job.ssh_command)
+        .arg(format!("--git-dir={}", dir.display()))
+        .args(["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head", "--prune"])
+        .arg("--")
+        .arg(&url)
+        .arg("+refs/heads/*:refs/ferry/incoming/heads/*")
+        .arg("+refs/tags/*:refs/ferry/incoming/tags/*")
+        .timeout(env.timeout)
+        .die_with_parent();
+    run(fetch, "git fetch")?;
+
+    let incoming = refs(env, dir, &["refs/ferry/incoming/"])?;
+    let current = refs(env, dir, &["refs/heads/", "refs/tags/"])?;
+    let mut out = MirrorOutcome::default();
+    let backup_root = format!("refs/backup/{}/", job.run_id);
+    let mut tx = String::new();
+    let mut wanted = BTreeMap::new();
+    for (r, oid) in &incoming {
+        let local_ref = format!("refs/{}", r.trim_start_matches("refs/ferry/incoming/"));
+        wanted.insert(local_ref, oid.clone());
+    }
+    for (r, new) in &wanted {
+        match current.get(r) {
+            Some(old) if old == new => {}
+            Some(old) => {
+                let ff = r.starts_with("refs/heads/") && is_ancestor(env, dir, old, new)?;
+                if !ff {
+                    tx.push_str(&format!("create {backup_root}{} {old}\n", r.trim_start_matches("refs/")));
+                    out.forced.push(r.clone());
+                }
+                tx.push_str(&format!("update {r} {new} {old}\n"));
+                out.updated.push(r.clone());
+            }
+            None => {
+                tx.push_str(&format!("create {r} {new}\n"));
+                out.updated.push(r.clone());
+            }
+        }
+    }
+    for (r, old) in &current {
+        if !wanted.contains_key(r) {
+            tx.push_str(&format!("create {backup_root}{} {old}\n", r.trim_start_matches("refs/")));
+            tx.push_str(&format!("delete {r} {old}\n"));
+            out.deleted.push(r.clone());
+        }
+    }
+    if !out.forced.is_empty() || !out.deleted.is_empty() {
+        out.saved_under = Some(backup_root.trim_end_matches('/').to_owned());
+    }
+    if !tx.is_empty() {
+        run(local(env, dir).args(["update-ref", "--stdin"]).stdin_bytes(tx.into_bytes()), "git update-ref")?;
+    }
+    fix_head(env, dir, &wanted)?;
+    Ok(out)
+}
+
+/// Point HEAD at a branch that exists (main, master, else the first), so
+/// clones and cgit show something sensible.
+fn fix_head(env: &GitEnv, dir: &Path, heads: &BTreeMap<String, String>) -> Result<(), PullError> {
+    let head = std::fs::read_to_string(dir.join("HEAD")).unwrap_or_default();
+    let current = head.trim().strip_prefix("ref: ").unwrap_or("").to_owned();
+    if heads.contains_key(&current) {
+        return Ok(());
+    }
+    let pick = ["refs/heads/main", "refs/heads/master"]
+        .into_iter()
+        .find(|r| heads.contains_key(*r))
+        .map(str::to_owned)
+        .or_else(|| heads.keys().find(|r| r.starts_with("refs/heads/")).cloned());
+    if let Some(r) = pick {
+        run(local(env, dir).args(["symbolic-ref", "HEAD"]).arg(&r), "git symbolic-ref")?;
+    }
+    Ok(())
+}

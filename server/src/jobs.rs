@@ -1,0 +1,186 @@
+//! Node jobs: validated requests turned into pulls.
+
+use std::path::{Path, PathBuf};
+
+use ferry_gitosis::enroll::{ClientEnrollment, GitScheme as EnrolledScheme};
+use ferry_pull::git::{GitEnv, MirrorJob};
+use ferry_request::{GitRequest, Reason, SftpRequest};
+
+use crate::config::NodeConfig;
+use crate::events;
+use crate::scan::Scanner;
+use crate::validate::{self, Refusal};
+
+/// A node-assigned run id (UTC time of the job); never from the client.
+pub fn run_id() -> String {
+    jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// `data/<client>`, created if needed, refusing any symlink on the way
+/// (SECURITY C7, AC-11): everything the node writes for a client lands
+/// below this directory.
+pub fn client_dir(cfg: &NodeConfig, client: &str) -> Result<PathBuf, Refusal> {
+    let root = cfg.data_dir();
+    std::fs::create_dir_all(&root).map_err(|e| io_refusal("create the data directory", e))?;
+    let dir = root.join(client);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.file_type().is_dir() => Ok(dir),
+        Ok(_) => Err(Refusal::new(Reason::Store, format!("{} is not a plain directory", dir.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(&dir).map_err(|e| io_refusal("create the client's data directory", e))?;
+            Ok(dir)
+        }
+        Err(e) => Err(io_refusal("inspect the client's data directory", e)),
+    }
+}
+
+/// Create `base/<segments…>` directory by directory with `lstat` checks, so
+/// no existing symlink can redirect a write outside `base`.
+pub fn subdir(base: &Path, segments: &[&str]) -> Result<PathBuf, Refusal> {
+    let mut p = base.to_owned();
+    for s in segments {
+        if !ferry_text::is_safe_token(s) {
+            return Err(Refusal::new(Reason::ReqName, format!("{s:?} is not a safe storage name")));
+        }
+        p.push(s);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => return Err(Refusal::new(Reason::Store, format!("{} is not a plain directory", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&p).map_err(|e| io_refusal("create a storage directory", e))?;
+            }
+            Err(e) => return Err(io_refusal("inspect a storage directory", e)),
+        }
+    }
+    Ok(p)
+}
+
+pub fn io_refusal(what: &str, e: std::io::Error) -> Refusal {
+    let reason = if ferry_durable::is_disk_full(&e) { Reason::DiskFull } else { Reason::Store };
+    Refusal::new(reason, format!("{what}: {e}"))
+}
+
+/// The ssh command git uses to pull from `client` (SECURITY C3, GU-20): a
+/// node-owned constant per client — pinned host key under an alias, the
+/// client's own pull key, no agent, no forwarding, no proxy, no local
+/// command; one multiplexed connection per client and destination.
+pub fn ssh_command(cfg: &NodeConfig, client: &ClientEnrollment) -> String {
+    let q = |p: &Path| format!("'{}'", p.display());
+    // One multiplexed connection per client and enrolled endpoint; unix
+    // socket names are limited to 107 bytes (ssh adds 17 while creating).
+    let sock = cfg.control_dir().join(ferry_durable::short_hash(
+        format!("{}\0{}\0{}\0{}", client.name, client.address, client.port, client.user).as_bytes(),
+    ));
+    let control = if sock.as_os_str().len() + 17 < 104 {
+        format!("-o ControlMaster=auto -o ControlPath={} -o ControlPersist=60", q(&sock))
+    } else {
+        "-o ControlMaster=no -o ControlPath=none".to_owned()
+    };
+    let client_name = &client.name;
+    format!(
+        "{ssh} -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UpdateHostKeys=no \
+         -o UserKnownHostsFile={kh} -o HostKeyAlias=ferry-client-{client_name} \
+         -o IdentitiesOnly=yes -o IdentityFile={key} -o IdentityAgent=none \
+         -o ForwardAgent=no -o ForwardX11=no -o ClearAllForwardings=yes -o PermitLocalCommand=no \
+         -o ProxyCommand=none {control} \
+         -o ConnectTimeout=20 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 \
+         -o Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com \
+         -o KexAlgorithms=curve25519-sha256,curve25519-sha256@libssh.org,sntrup761x25519-sha512@openssh.com",
+        ssh = q(&cfg.ssh),
+        kh = q(&cfg.known_hosts(client_name)),
+        key = q(&cfg.pull_key(client_name)),
+    )
+}
+
+/// The `git` module: mirror the repository, append-only.
+pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitRequest) -> Result<String, Refusal> {
+    let target = validate::git(req, client)?;
+    let cdir = client_dir(cfg, &client.name)?;
+    let segs: Vec<&str> = target.storage.iter().map(String::as_str).collect();
+    let (leaf, parents) = segs.split_last().expect("storage has a leaf");
+    let mut parent_segs = vec!["git"];
+    parent_segs.extend_from_slice(parents);
+    let parent = subdir(&cdir, &parent_segs)?;
+    let mirror = parent.join(leaf);
+    if std::fs::symlink_metadata(&mirror).is_ok_and(|m| !m.file_type().is_dir()) {
+        return Err(Refusal::new(Reason::Store, format!("{} is not a directory", mirror.display())));
+    }
+    let url = req.url.to_url_string();
+    // One client URL per storage name: a second repository that would map
+    // to the same name is a conflict, not an overwrite.
+    let origin_file = mirror.join("ferry-origin");
+    if let Ok(old) = std::fs::read_to_string(&origin_file)
+        && old.trim() != url
+    {
+        return Err(Refusal::new(
+            Reason::ReqConflict,
+            format!("{} already mirrors {} (not {url})", target.storage.join("/"), old.trim()),
+        ));
+    }
+    let empty = cfg.empty_dir();
+    std::fs::create_dir_all(empty.join("hooks")).map_err(|e| io_refusal("create the empty dir", e))?;
+    let env = GitEnv {
+        git: cfg.git.clone(),
+        empty_dir: empty,
+        data_root: cfg.data_dir(),
+        timeout: client
+            .job_timeout_secs
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(cfg.duration(&cfg.limits.job_timeout)),
+        fsck_ignore: cfg.git_fsck_ignore.clone(),
+    };
+    let ssh = (client.git_scheme == EnrolledScheme::Ssh).then(|| ssh_command(cfg, client));
+    if ssh.is_some() {
+        std::fs::create_dir_all(cfg.control_dir()).map_err(|e| io_refusal("create the ssh control dir", e))?;
+    }
+    let run = run_id();
+    let out = ferry_pull::git::mirror(&MirrorJob {
+        url: &req.url,
+        mirror: &mirror,
+        run_id: &run,
+        ssh_command: ssh.as_deref(),
+        env: &env,
+    })
+    .map_err(|e| Refusal::new(e.reason, e.message))?;
+    if out.created {
+        ferry_durable::write_synced(&mirror, "ferry-origin", format!("{url}\n").as_bytes())
+            .map_err(|e| io_refusal("record the mirror's origin", e))?;
+        let _ = std::fs::write(mirror.join("description"), format!("{} backup of {url}\n", client.name));
+    }
+    if !out.forced.is_empty() || !out.deleted.is_empty() {
+        events::record(
+            &cfg.events_log(),
+            "warn",
+            Some(&client.name),
+            "history_rewritten",
+            None,
+            Some(id),
+            &format!(
+                "{}: the client rewrote {:?} and deleted {:?}; the old commits are kept under {}",
+                target.storage.join("/"),
+                out.forced,
+                out.deleted,
+                out.saved_under.as_deref().unwrap_or("-")
+            ),
+        );
+    }
+    Ok(format!(
+        "git {url} -> git/{}: {}{} refs updated in {} ms",
+        target.storage.join("/"),
+        if out.created { "new mirror, " } else { "" },
+        out.updated.len(),
+        out.elapsed_ms
+    ))
+}
+
+/// The `sftp` module.
+pub fn sftp(
+    _cfg: &NodeConfig,
+    _scanner: &mut Scanner<'_>,
+    client: &ClientEnrollment,
+    _id: &str,
+    req: &SftpRequest,
+) -> Result<String, Refusal> {
+    validate::sftp_endpoint(req, client)?;
+    Err(Refusal::new(Reason::FetchFailed, "the sftp module is not enabled on this node yet"))
+}

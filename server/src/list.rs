@@ -1,0 +1,151 @@
+//! `ferry-node list`: what is stored, per client.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::NodeConfig;
+
+#[derive(Debug, Serialize)]
+pub struct MirrorInfo {
+    /// Path below `data/<client>/`, e.g. `git/team/app.git`.
+    pub name: String,
+    pub path: String,
+    pub origin: Option<String>,
+    pub heads: usize,
+    pub tags: usize,
+    pub last_fetch: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClientInfo {
+    pub client: String,
+    pub enrolled: bool,
+    pub git: Vec<MirrorInfo>,
+    pub artifacts: Vec<crate::catalog::Artifact>,
+    pub pending: usize,
+    pub finished: usize,
+    pub failed: usize,
+}
+
+/// Bare repositories below `root`, found by an iterative `lstat` walk that
+/// never follows symlinks and stops at each repository.
+pub fn find_mirrors(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for de in rd.flatten() {
+            let Ok(ft) = de.file_type() else { continue };
+            let name = de.file_name().to_string_lossy().into_owned();
+            if !ft.is_dir() || name.starts_with('.') {
+                continue;
+            }
+            let p = de.path();
+            if name.ends_with(".git") && p.join("HEAD").is_file() {
+                out.push(p);
+            } else if stack.len() < 10_000 {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn count_refs(dir: &Path, git: &Path) -> (usize, usize) {
+    let out = ferry_run::Cmd::new(git)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .arg(format!("--git-dir={}", dir.display()))
+        .args(["for-each-ref", "--format=%(refname)", "refs/heads", "refs/tags"])
+        .run_checked();
+    match out {
+        Ok(o) => {
+            let s = o.stdout_str();
+            (
+                s.lines().filter(|l| l.starts_with("refs/heads/")).count(),
+                s.lines().filter(|l| l.starts_with("refs/tags/")).count(),
+            )
+        }
+        Err(_) => (0, 0),
+    }
+}
+
+pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<ClientInfo>> {
+    let enrolled: Vec<String> =
+        crate::enrollment::load(cfg).map(|e| e.clients.keys().cloned().collect()).unwrap_or_default();
+    let mut names: std::collections::BTreeSet<String> = enrolled.iter().cloned().collect();
+    for dir in [cfg.data_dir(), cfg.pool_dir()] {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for de in rd.flatten() {
+                if let Some(n) = de.file_name().to_str()
+                    && ferry_gitosis::username::is_valid_client_name(n)
+                {
+                    names.insert(n.to_owned());
+                }
+            }
+        }
+    }
+    let catalog = crate::catalog::Catalog::open_existing(cfg)?;
+    let mut out = Vec::new();
+    for c in names.into_iter().filter(|c| only.is_none_or(|o| o == c)) {
+        let cdir = cfg.client_data(&c);
+        let git = find_mirrors(&cdir.join("git"))
+            .into_iter()
+            .map(|p| {
+                let (heads, tags) = count_refs(&p, &cfg.git);
+                MirrorInfo {
+                    name: p.strip_prefix(&cdir).unwrap_or(&p).display().to_string(),
+                    origin: std::fs::read_to_string(p.join("ferry-origin")).ok().map(|s| s.trim().to_owned()),
+                    last_fetch: std::fs::read_to_string(p.join("ferry-fetched")).ok().map(|s| s.trim().to_owned()),
+                    path: p.display().to_string(),
+                    heads,
+                    tags,
+                }
+            })
+            .collect();
+        let (mut pending, mut finished, mut failed) = (0, 0, 0);
+        if let Ok(pool) = crate::scan::open_pool(cfg, &c) {
+            for e in pool.list()? {
+                match e.state {
+                    "RQ" | "P" => pending += 1,
+                    "F" => finished += 1,
+                    _ => failed += 1,
+                }
+            }
+        }
+        let artifacts = match &catalog {
+            Some(cat) => cat.find(&crate::catalog::Query { client: Some(c.clone()), ..Default::default() })?,
+            None => Vec::new(),
+        };
+        out.push(ClientInfo { enrolled: enrolled.contains(&c), client: c, git, artifacts, pending, finished, failed });
+    }
+    Ok(out)
+}
+
+pub fn print(list: &[ClientInfo]) {
+    for c in list {
+        println!("{}{}", c.client, if c.enrolled { "" } else { " (not enrolled)" });
+        for m in &c.git {
+            println!(
+                "  {:<40} {} heads, {} tags, last fetch {}{}",
+                m.name,
+                m.heads,
+                m.tags,
+                m.last_fetch.as_deref().unwrap_or("-"),
+                m.origin.as_deref().map(|o| format!(", from {o}")).unwrap_or_default()
+            );
+        }
+        for a in &c.artifacts {
+            println!(
+                "  {:<40} {} {} bytes sha256 {}…",
+                format!("{}/{}", a.source, a.received),
+                a.module,
+                a.size,
+                &a.sha256[..12]
+            );
+        }
+        println!("  requests: {} pending, {} finished, {} failed", c.pending, c.finished, c.failed);
+    }
+}

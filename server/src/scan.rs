@@ -1,0 +1,235 @@
+//! `ferry-node scan`: process each client's request pool.
+//!
+//! Per client, holding that pool's scan lock: first pick up anything the
+//! queue hook missed, then `P*` (crash recovery), then `RQ*` → `P*`; each
+//! request is parsed with the strict grammar, checked against the client's
+//! enrollment, dispatched to its node module, and ends as `F` or as `E`
+//! with its reason (`E<id>.why`), logged and reported.
+//!
+//! Waking: the queue hook creates `.wake` in the pool and starts a scan. A
+//! scanner that finds the lock taken leaves; the holder re-checks `.wake`
+//! after each round *and after releasing the lock*, so a push that lands
+//! while a long fetch runs is never left waiting for cron.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use ferry_durable::Pool;
+use ferry_gitosis::enroll::{ClientEnrollment, Enrollment};
+use ferry_request::{Reason, Request};
+use serde::Serialize;
+
+use crate::config::NodeConfig;
+use crate::events;
+use crate::validate::Refusal;
+
+/// Node pool states, in order.
+pub const STATES: &[&str] = &["RQ", "P", "F", "E"];
+const WAKE: &str = ".wake";
+
+#[derive(Debug, Default, Serialize)]
+pub struct ScanReport {
+    pub clients: usize,
+    pub finished: usize,
+    pub failed: usize,
+    /// Clients whose pool another scanner was processing.
+    pub busy: Vec<String>,
+    pub elapsed_ms: u128,
+}
+
+/// Open a client's pool.
+pub fn open_pool(cfg: &NodeConfig, client: &str) -> anyhow::Result<Pool> {
+    Ok(Pool::open(&cfg.client_pool(client), STATES)?)
+}
+
+/// Ask for a scan of `client` (the queue hook calls this after extracting).
+pub fn request_wake(pool: &Pool) -> anyhow::Result<()> {
+    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(pool.dir().join(WAKE))?;
+    Ok(())
+}
+
+/// Scan every client, or only `only`.
+pub fn scan(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> {
+    let start = Instant::now();
+    let enrollment = crate::enrollment::load(cfg)?;
+    let mut report = ScanReport::default();
+    let clients: Vec<String> = match only {
+        Some(c) => vec![c.to_owned()],
+        None => {
+            let mut v: std::collections::BTreeSet<String> = enrollment.clients.keys().cloned().collect();
+            if let Ok(rd) = std::fs::read_dir(cfg.pool_dir()) {
+                for de in rd.flatten() {
+                    if let Some(n) = de.file_name().to_str()
+                        && ferry_gitosis::username::is_valid_client_name(n)
+                    {
+                        v.insert(n.to_owned());
+                    }
+                }
+            }
+            v.into_iter().collect()
+        }
+    };
+    let mut scanner = Scanner::new(cfg)?;
+    for c in &clients {
+        report.clients += 1;
+        if let Err(e) = scanner.scan_client(&enrollment, c, &mut report) {
+            // One client's trouble never stops the others (I8).
+            events::record(
+                &cfg.events_log(),
+                "error",
+                Some(c),
+                "scan_failed",
+                Some(Reason::Internal.code()),
+                None,
+                &format!("{e:#}"),
+            );
+        }
+    }
+    report.elapsed_ms = start.elapsed().as_millis();
+    Ok(report)
+}
+
+/// Reused state across clients of one scan.
+pub struct Scanner<'a> {
+    cfg: &'a NodeConfig,
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(cfg: &'a NodeConfig) -> anyhow::Result<Scanner<'a>> {
+        Ok(Scanner { cfg })
+    }
+
+    fn scan_client(&mut self, enrollment: &Enrollment, client: &str, report: &mut ScanReport) -> anyhow::Result<()> {
+        let cfg = self.cfg;
+        let pool = open_pool(cfg, client)?;
+        let wake = pool.dir().join(WAKE);
+        loop {
+            let Some(lock) = pool.try_lock()? else {
+                report.busy.push(client.to_owned());
+                return Ok(());
+            };
+            pool.clean_tmp()?;
+            loop {
+                let _ = std::fs::remove_file(&wake);
+                if enrollment.clients.contains_key(client) {
+                    crate::hooks::queue::catch_up(cfg, client)
+                        .with_context(|| format!("extracting missed pushes of {client}"))?;
+                }
+                self.process(enrollment.client(client), client, &pool, report)?;
+                if !wake.exists() {
+                    break;
+                }
+            }
+            drop(lock);
+            if !wake.exists() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn process(
+        &mut self,
+        enrolled: Option<&ClientEnrollment>,
+        client: &str,
+        pool: &Pool,
+        report: &mut ScanReport,
+    ) -> anyhow::Result<()> {
+        let mut work = Vec::new();
+        let mut moved = false;
+        for e in pool.list()? {
+            match e.state {
+                "P" => work.push(e.id),
+                "RQ" => {
+                    pool.move_to(&e.id, "RQ", "P", false)?;
+                    moved = true;
+                    work.push(e.id);
+                }
+                _ => {}
+            }
+        }
+        if work.is_empty() {
+            return Ok(());
+        }
+        if moved {
+            pool.sync()?;
+        }
+        work.sort();
+        for id in &work {
+            let outcome = match enrolled {
+                None => Err(Refusal::new(Reason::NotEnrolled, "the client is no longer enrolled on this node")),
+                Some(c) => self.handle(c, pool, id),
+            };
+            match outcome {
+                Ok(done) => {
+                    pool.move_to(id, "P", "F", false)?;
+                    report.finished += 1;
+                    if let Some(detail) = done {
+                        events::record(
+                            &self.cfg.events_log(),
+                            "info",
+                            Some(client),
+                            "request_done",
+                            None,
+                            Some(id),
+                            &detail,
+                        );
+                    }
+                }
+                Err(r) => {
+                    fail(self.cfg, pool, client, id, &r)?;
+                    report.failed += 1;
+                }
+            }
+        }
+        pool.sync()?;
+        Ok(())
+    }
+
+    /// Parse, validate and run one request. `Ok(Some(detail))` is logged.
+    fn handle(&mut self, client: &ClientEnrollment, pool: &Pool, id: &str) -> Result<Option<String>, Refusal> {
+        let cfg = self.cfg;
+        let bytes = pool
+            .read("P", id, cfg.limits.request_bytes)
+            .map_err(|e| Refusal::new(Reason::Store, e.to_string()))?
+            .ok_or_else(|| {
+                Refusal::new(Reason::ReqTooLong, format!("request file larger than {} bytes", cfg.limits.request_bytes))
+            })?;
+        let limits = ferry_request::Limits { max_file_bytes: cfg.limits.request_bytes, ..Default::default() };
+        let req = ferry_request::parse_with(&bytes, &limits).map_err(|r| Refusal::new(r.reason, r.to_string()))?;
+        match &req {
+            Request::Dummy(d) => Ok(Some(format!("dummy {}", d.word))),
+            Request::Git(g) => crate::jobs::git(cfg, client, id, g).map(Some),
+            Request::Sftp(s) => crate::jobs::sftp(cfg, self, client, id, s).map(Some),
+        }
+    }
+}
+
+/// End a request in `E` with its reason: `E<id>.why` first (synced), then
+/// the rename; then the journal (and, through it, the administrators).
+pub fn fail(cfg: &NodeConfig, pool: &Pool, client: &str, id: &str, r: &Refusal) -> anyhow::Result<()> {
+    let why = serde_json::json!({
+        "reason": r.reason.code(),
+        "detail": ferry_text::escape(&r.detail, 2000),
+        "at": jiff::Timestamp::now().to_string(),
+    });
+    let name = format!("E{id}.why");
+    ferry_durable::write_synced(pool.dir(), &name, format!("{why}\n").as_bytes())?;
+    pool.move_to(id, "P", "E", true)?;
+    events::record(
+        &cfg.events_log(),
+        "warn",
+        Some(client),
+        "request_failed",
+        Some(r.reason.code()),
+        Some(id),
+        &r.detail,
+    );
+    Ok(())
+}
+
+/// The reason recorded for a failed request, if any.
+pub fn reason_of(pool_dir: &Path, id: &str) -> Option<serde_json::Value> {
+    let b = std::fs::read(pool_dir.join(format!("E{id}.why"))).ok()?;
+    serde_json::from_slice(&b).ok()
+}

@@ -1,0 +1,158 @@
+//! Checking a parsed request against what the administrator enrolled for
+//! the client whose queue it came from (SECURITY I1, I4, C1.4).
+//!
+//! The parser already guaranteed the *shape* of every field; here each one
+//! is compared with the enrollment record: the host byte for byte, the port,
+//! the user, the scheme, the path prefix. The storage name is derived from
+//! validated path segments only. Every failure names its reason code.
+
+use ferry_gitosis::enroll::{ClientEnrollment, GitScheme as EnrolledScheme};
+use ferry_request::{GitRequest, GitScheme, Reason, RemotePath, SftpRequest};
+
+/// A rejection: reason code plus an explanation for the administrator.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl Refusal {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Refusal {
+        Refusal { reason, detail: detail.into() }
+    }
+}
+
+/// A git request the node may act on, with the storage location derived
+/// from validated segments.
+#[derive(Debug, Clone)]
+pub struct GitTarget {
+    /// Path below `data/<client>/git/`, segment by segment; the last one
+    /// ends in `.git`.
+    pub storage: Vec<String>,
+}
+
+fn roots(list: &[String]) -> Vec<RemotePath> {
+    list.iter().filter_map(|r| r.parse().ok()).collect()
+}
+
+/// Validate a `git` request against the enrollment.
+pub fn git(req: &GitRequest, client: &ClientEnrollment) -> Result<GitTarget, Refusal> {
+    let u = &req.url;
+    let enrolled = match client.git_scheme {
+        EnrolledScheme::Ssh => GitScheme::Ssh,
+        EnrolledScheme::Git => GitScheme::Git,
+    };
+    if u.scheme != enrolled {
+        return Err(Refusal::new(
+            Reason::UrlScheme,
+            format!("scheme {} is not the one enrolled for this client ({})", u.scheme.as_str(), enrolled.as_str()),
+        ));
+    }
+    if u.host.as_str() != client.address {
+        return Err(Refusal::new(
+            Reason::ReqHostNotOwned,
+            format!("host {} is not this client's enrolled address", u.host),
+        ));
+    }
+    let port = if enrolled == GitScheme::Ssh { client.port } else { client.git_port };
+    if let Some(p) = u.port
+        && p != port
+    {
+        return Err(Refusal::new(Reason::UrlPort, format!("port {p} is not the enrolled port {port}")));
+    }
+    if enrolled == GitScheme::Ssh {
+        match &u.user {
+            Some(user) if user.as_str() == client.user => {}
+            Some(user) => {
+                return Err(Refusal::new(
+                    Reason::UrlUser,
+                    format!("user {user} is not the enrolled user {}", client.user),
+                ));
+            }
+            None => return Err(Refusal::new(Reason::UrlUser, "ssh URL without the enrolled user")),
+        }
+    }
+    let roots = roots(&client.git_roots);
+    if roots.is_empty() {
+        return Err(Refusal::new(Reason::ReqPath, "no git-roots are enrolled for this client"));
+    }
+    let Some(rel) = roots.iter().find_map(|r| u.path.relative_to(r).filter(|rel| !rel.is_empty())) else {
+        return Err(Refusal::new(Reason::ReqPath, format!("{} is not under an enrolled git root", u.path)));
+    };
+    storage_name(&rel).map(|storage| GitTarget { storage })
+}
+
+/// Storage path for a repository from its path segments below the root:
+/// every segment allow-listed (the grammar did that), no `.git` directory
+/// component inside (a repository is a leaf), at most 8 deep, and the last
+/// segment ending in `.git`.
+pub fn storage_name(rel: &[&str]) -> Result<Vec<String>, Refusal> {
+    if rel.len() > 8 {
+        return Err(Refusal::new(Reason::ReqName, "repository path is more than 8 directories below its root"));
+    }
+    let mut out = Vec::with_capacity(rel.len());
+    for (i, seg) in rel.iter().enumerate() {
+        let last = i + 1 == rel.len();
+        if !ferry_text::is_safe_token(seg) || seg.eq_ignore_ascii_case(".git") {
+            return Err(Refusal::new(Reason::ReqName, format!("path segment {seg:?} cannot be a storage name")));
+        }
+        if !last && seg.to_ascii_lowercase().ends_with(".git") {
+            return Err(Refusal::new(Reason::ReqName, "a repository cannot contain another repository"));
+        }
+        if last {
+            let name = if seg.ends_with(".git") { (*seg).to_owned() } else { format!("{seg}.git") };
+            if name.len() > 100 || name == ".git" {
+                return Err(Refusal::new(Reason::ReqName, "repository name too long"));
+            }
+            out.push(name);
+        } else {
+            out.push((*seg).to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Validate an `sftp` request's endpoint against the enrollment (the
+/// module checks sizes, quotas and the timestamp window).
+pub fn sftp_endpoint(req: &SftpRequest, client: &ClientEnrollment) -> Result<Vec<String>, Refusal> {
+    let u = &req.url;
+    if u.host.as_str() != client.address {
+        return Err(Refusal::new(
+            Reason::ReqHostNotOwned,
+            format!("host {} is not this client's enrolled address", u.host),
+        ));
+    }
+    if let Some(p) = u.port
+        && p != client.port
+    {
+        return Err(Refusal::new(Reason::UrlPort, format!("port {p} is not the enrolled port {}", client.port)));
+    }
+    if u.user.as_str() != client.user {
+        return Err(Refusal::new(Reason::UrlUser, format!("user {} is not the enrolled user {}", u.user, client.user)));
+    }
+    let export: RemotePath = client
+        .export_dir
+        .parse()
+        .map_err(|_| Refusal::new(Reason::ReqPath, "the enrolled export dir is not a valid path"))?;
+    match u.path.relative_to(&export) {
+        Some(rel) if !rel.is_empty() => Ok(rel.into_iter().map(str::to_owned).collect()),
+        _ => Err(Refusal::new(
+            Reason::ReqPath,
+            format!("{} is not inside the enrolled export dir {}", u.path, client.export_dir),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_names() {
+        assert_eq!(storage_name(&["a.git"]).unwrap(), vec!["a.git"]);
+        assert_eq!(storage_name(&["team", "a"]).unwrap(), vec!["team", "a.git"]);
+        assert!(storage_name(&["x.git", "y.git"]).is_err());
+        assert!(storage_name(&[".git"]).is_err());
+        assert!(storage_name(&["a"; 9]).is_err());
+    }
+}
