@@ -209,7 +209,9 @@ impl<'a> Queue<'a> {
                     && f.next().is_some_and(|refs| refs.ends_with(&format!(":{BRANCH}")))
             });
         if acked {
+            ferry_durable::crash_point("send:after-push");
             self.repo.reference(REMOTE_REF, upto, true, "acknowledged by the node")?;
+            ferry_durable::crash_point("send:after-ack-ref");
             return Ok(PushResult::Acked);
         }
         let non_ff = stdout.contains("non-fast-forward") || stdout.contains("fetch first");

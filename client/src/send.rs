@@ -74,15 +74,46 @@ pub fn send(cfg: &ClientConfig, only: Option<&str>, opts: &SendOptions) -> anyho
 }
 
 /// Send one node's pool.
+///
+/// A `request` adds `C` files without taking the lock (a git hook must never
+/// wait for a long send), then starts a send. If that send finds the lock
+/// taken it leaves; so the holder looks for new `C` files again *after*
+/// releasing the lock, and goes round once more if there are any — no
+/// request waits for cron because two sends crossed.
 pub fn send_node(cfg: &ClientConfig, node: &NodeConfig, opts: &SendOptions) -> anyhow::Result<NodeReport> {
-    let mut report = NodeReport { node: node.name.clone(), ..Default::default() };
     let pool = requests::open(&cfg.pool_dir(&node.name))?;
-    let lock = if opts.wait { Some(pool.lock()?) } else { pool.try_lock()? };
-    let Some(_lock) = lock else {
-        info!(node = %node.name, "another send holds this node's pool; leaving the work to it");
-        report.busy = true;
-        return Ok(report);
-    };
+    let mut total = NodeReport { node: node.name.clone(), ..Default::default() };
+    let mut wait = opts.wait;
+    loop {
+        let lock = if wait { Some(pool.lock()?) } else { pool.try_lock()? };
+        let Some(lock) = lock else {
+            info!(node = %node.name, "another send holds this node's pool; leaving the work to it");
+            total.busy = total.delivered.is_empty() && total.failed.is_empty();
+            total.pending = count_pending(&pool)?;
+            return Ok(total);
+        };
+        let r = send_locked(cfg, node, opts, &pool)?;
+        drop(lock);
+        total.delivered.extend(r.delivered);
+        total.failed.extend(r.failed);
+        total.pending = r.pending;
+        total.push_error = r.push_error;
+        total.deferred_until = r.deferred_until;
+        if total.undelivered() || pool.ids("C")?.is_empty() {
+            return Ok(total);
+        }
+        wait = false;
+    }
+}
+
+fn send_locked(
+    cfg: &ClientConfig,
+    node: &NodeConfig,
+    opts: &SendOptions,
+    pool: &ferry_durable::Pool,
+) -> anyhow::Result<NodeReport> {
+    let mut report = NodeReport { node: node.name.clone(), ..Default::default() };
+    let pool = pool.clone();
     pool.clean_tmp()?;
     sweep_incomplete(&pool)?;
 
@@ -105,6 +136,7 @@ pub fn send_node(cfg: &ClientConfig, node: &NodeConfig, opts: &SendOptions) -> a
     let mut work = pool.ids("P")?;
     for id in pool.ids("C")? {
         pool.move_to(&id, "C", "P", true)?;
+        ferry_durable::crash_point("send:after-c-to-p");
         work.push(id);
     }
     for id in &work {
@@ -130,6 +162,7 @@ pub fn send_node(cfg: &ClientConfig, node: &NodeConfig, opts: &SendOptions) -> a
                 let summary =
                     format!("{} {}", rec.module, ferry_text::escape(rec.source.as_deref().unwrap_or(&rec.arg), 120));
                 queue.commit(id, &files, &summary)?;
+                ferry_durable::crash_point("send:after-commit");
             }
             Err(e) => {
                 let reason = format!("{e:#}");
@@ -166,6 +199,7 @@ pub fn send_node(cfg: &ClientConfig, node: &NodeConfig, opts: &SendOptions) -> a
                     for id in batch.iter().flat_map(|(_, ids)| ids) {
                         if pool.state_of(id) == Some("P") {
                             pool.move_to(id, "P", "F", false)?;
+                            ferry_durable::crash_point("send:after-p-to-f");
                             report.delivered.push(id.clone());
                         }
                     }

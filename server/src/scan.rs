@@ -153,6 +153,7 @@ impl<'a> Scanner<'a> {
         }
         if moved {
             pool.sync()?;
+            ferry_durable::crash_point("scan:after-rq-to-p");
         }
         work.sort();
         for id in &work {
@@ -162,7 +163,9 @@ impl<'a> Scanner<'a> {
             };
             match outcome {
                 Ok(done) => {
+                    ferry_durable::crash_point("scan:after-job");
                     pool.move_to(id, "P", "F", false)?;
+                    ferry_durable::crash_point("scan:after-f");
                     report.finished += 1;
                     if let Some(detail) = done {
                         events::record(
@@ -215,6 +218,7 @@ pub fn fail(cfg: &NodeConfig, pool: &Pool, client: &str, id: &str, r: &Refusal) 
     });
     let name = format!("E{id}.why");
     ferry_durable::write_synced(pool.dir(), &name, format!("{why}\n").as_bytes())?;
+    ferry_durable::crash_point("scan:after-why");
     pool.move_to(id, "P", "E", true)?;
     events::record(
         &cfg.events_log(),

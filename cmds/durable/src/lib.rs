@@ -23,6 +23,19 @@ mod lock;
 mod pool;
 mod sync;
 
+/// Test hook for crash safety: when the environment variable
+/// `FERRY_CRASH_AT` equals `name`, the process kills itself with SIGKILL
+/// right here — no destructor, no flush, exactly like a power cut for this
+/// process. The crash tests walk every state change this way. Costs one
+/// cached environment lookup per call.
+pub fn crash_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT.get_or_init(|| std::env::var("FERRY_CRASH_AT").ok()).as_deref() == Some(name) {
+        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        std::process::abort();
+    }
+}
+
 /// A short, stable, file-name-safe hash (12 hex digits of FNV-1a 64) for
 /// names that must stay short, such as ssh control sockets.
 pub fn short_hash(data: &[u8]) -> String {

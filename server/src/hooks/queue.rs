@@ -288,6 +288,7 @@ pub fn extract(cfg: &NodeConfig, client: &str) -> anyhow::Result<usize> {
         }
     }
     ferry_durable::fsync_dir(&inc)?;
+    ferry_durable::crash_point("extract:after-incomplete");
     let mut n = 0;
     for id in staged.keys() {
         let name = format!("RQ{id}");
@@ -297,8 +298,10 @@ pub fn extract(cfg: &NodeConfig, client: &str) -> anyhow::Result<usize> {
         }
         std::fs::rename(inc.join(&name), pool.dir().join(&name))?;
         n += 1;
+        ferry_durable::crash_point("extract:mid-rename");
     }
     pool.sync()?;
+    ferry_durable::crash_point("extract:before-marker");
     ferry_durable::write_synced(pool.dir(), EXTRACTED, format!("{tip}\n").as_bytes())?;
     std::fs::remove_dir(&inc)?;
     if n > 0 {

@@ -123,10 +123,6 @@ impl Node {
         c
     }
 
-    pub fn ferry_node(&self, args: &[&str]) -> Output {
-        run(self.cmd().args(args))
-    }
-
     /// Edit gitosis.conf in the admin clone, commit everything and push;
     /// returns the push output (success is not asserted).
     pub fn admin_push(&self, msg: &str, edit: impl FnOnce(&Path)) -> Output {
@@ -201,7 +197,6 @@ pub struct Client {
     pub git_root: PathBuf,
     pub public_key: String,
     pub gitosis_section: String,
-    pub nodes: Vec<String>,
 }
 
 impl Client {
@@ -250,7 +245,6 @@ impl Client {
             git_root,
             public_key: String::new(),
             gitosis_section: String::new(),
-            nodes: nodes.iter().map(|n| n.name.clone()).collect(),
         };
         let host_key = c.sshd.dir().join("ssh_host_ed25519_key.pub");
         let out = c.ferry_ok(&["--json", "init", "--host-key", host_key.to_str().unwrap()]);
