@@ -16,8 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ferry_archive::{
-    CreateOptions, ExtractPolicy, create_tar_zst, escape_name, extract_tar_zst, list_tar_zst,
-    manifest,
+    CreateOptions, ExtractPolicy, create_tar_zst, escape_name, extract_tar_zst, list_tar_zst, manifest,
 };
 
 fn main() -> ExitCode {
@@ -25,9 +24,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(m)) => {
-            eprintln!(
-                "ferry-tar: {m}\nusage: ferry-tar create ROOT OUT | extract IN DEST | list IN | manifest ROOT"
-            );
+            eprintln!("ferry-tar: {m}\nusage: ferry-tar create ROOT OUT | extract IN DEST | list IN | manifest ROOT");
             ExitCode::from(2)
         }
         Err(Failure::Archive(e)) => {
@@ -75,38 +72,21 @@ fn policy(flags: &[String]) -> Result<ExtractPolicy, Failure> {
 }
 
 fn input(path: &str) -> io::Result<Box<dyn io::Read>> {
-    Ok(if path == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        Box::new(std::fs::File::open(path)?)
-    })
+    Ok(if path == "-" { Box::new(io::stdin().lock()) } else { Box::new(std::fs::File::open(path)?) })
 }
 
 fn run(args: &[String]) -> Result<(), Failure> {
     let cmd = args.first().map(String::as_str).unwrap_or("");
     match cmd {
         "create" if args.len() >= 3 => {
-            let mut opts = CreateOptions {
-                root: PathBuf::from(&args[1]),
-                ..CreateOptions::default()
-            };
+            let mut opts = CreateOptions { root: PathBuf::from(&args[1]), ..CreateOptions::default() };
             let mut rest = args[3..].iter();
             while let Some(f) = rest.next() {
-                let mut val = || {
-                    rest.next()
-                        .cloned()
-                        .ok_or_else(|| Failure::Usage(format!("{f} needs a value")))
-                };
+                let mut val = || rest.next().cloned().ok_or_else(|| Failure::Usage(format!("{f} needs a value")));
                 match f.as_str() {
-                    "--level" => {
-                        opts.zstd_level = val()?
-                            .parse()
-                            .map_err(|_| Failure::Usage("bad level".into()))?
-                    }
+                    "--level" => opts.zstd_level = val()?.parse().map_err(|_| Failure::Usage("bad level".into()))?,
                     "--workers" => {
-                        opts.zstd_workers = val()?
-                            .parse()
-                            .map_err(|_| Failure::Usage("bad workers".into()))?
+                        opts.zstd_workers = val()?.parse().map_err(|_| Failure::Usage("bad workers".into()))?
                     }
                     "--exclude" => opts.exclude.push(val()?),
                     "--xattrs" => opts.xattrs = true,
@@ -133,16 +113,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
             let entries = list_tar_zst(input(&args[1])?, &p)?;
             let mut out = BufWriter::new(io::stdout().lock());
             for e in entries {
-                writeln!(
-                    out,
-                    "{:?} {:o} {}:{} {} {}",
-                    e.kind,
-                    e.mode,
-                    e.uid,
-                    e.gid,
-                    e.size,
-                    escape_name(&e.path)
-                )?;
+                writeln!(out, "{:?} {:o} {}:{} {} {}", e.kind, e.mode, e.uid, e.gid, e.size, escape_name(&e.path))?;
             }
             out.flush()?;
             Ok(())

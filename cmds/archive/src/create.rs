@@ -65,9 +65,7 @@ impl Default for CreateOptions {
             one_file_system: false,
             mtime_nanos: false,
             zstd_level: 3,
-            zstd_workers: std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1),
+            zstd_workers: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
         }
     }
 }
@@ -125,38 +123,25 @@ const MAX_OPEN_DIRS: usize = 32;
 /// incomplete and must be discarded by the caller), [`ArchiveError::Path`]
 /// for an include path that is absolute, has `..` or goes through a symlink.
 pub fn create_tar_zst<W: Write>(opts: &CreateOptions, out: W) -> Result<CreateStats, ArchiveError> {
-    let root_fd = rustix::fs::open(
-        &opts.root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| ArchiveError::io(format!("opening root {}", opts.root.display()), e))?;
-    let root_st = rustix::fs::fstat(&root_fd)
-        .map_err(|e| ArchiveError::io(format!("stat root {}", opts.root.display()), e))?;
+    let root_fd = rustix::fs::open(&opts.root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| ArchiveError::io(format!("opening root {}", opts.root.display()), e))?;
+    let root_st =
+        rustix::fs::fstat(&root_fd).map_err(|e| ArchiveError::io(format!("stat root {}", opts.root.display()), e))?;
 
-    let counting = CountingWriter {
-        inner: out,
-        count: 0,
-    };
+    let counting = CountingWriter { inner: out, count: 0 };
     let mut enc = zstd::stream::write::Encoder::new(counting, opts.zstd_level)
         .map_err(|e| ArchiveError::io("starting zstd", e))?;
     if opts.zstd_workers > 0 {
-        enc.multithread(opts.zstd_workers)
-            .map_err(|e| ArchiveError::io("starting zstd workers", e))?;
+        enc.multithread(opts.zstd_workers).map_err(|e| ArchiveError::io("starting zstd workers", e))?;
     }
-    enc.include_checksum(true)
-        .map_err(|e| ArchiveError::io("configuring zstd", e))?;
+    enc.include_checksum(true).map_err(|e| ArchiveError::io("configuring zstd", e))?;
 
     let mut w = Walker {
         opts,
         root: root_fd,
         root_dev: root_st.st_dev,
         out: BufWriter::with_capacity(WRITE_BUFFER, enc),
-        excludes: opts
-            .exclude
-            .iter()
-            .filter_map(|p| ExcludePattern::parse(p))
-            .collect(),
+        excludes: opts.exclude.iter().filter_map(|p| ExcludePattern::parse(p)).collect(),
         links: HashMap::new(),
         names: Names::load(),
         stats: CreateStats::default(),
@@ -165,15 +150,9 @@ pub fn create_tar_zst<W: Write>(opts: &CreateOptions, out: W) -> Result<CreateSt
     w.run()?;
 
     let Walker { out, mut stats, .. } = w;
-    let enc = out
-        .into_inner()
-        .map_err(|e| ArchiveError::io("writing archive", e.into_error()))?;
-    let mut counting = enc
-        .finish()
-        .map_err(|e| ArchiveError::io("finishing zstd frame", e))?;
-    counting
-        .flush()
-        .map_err(|e| ArchiveError::io("flushing archive", e))?;
+    let enc = out.into_inner().map_err(|e| ArchiveError::io("writing archive", e.into_error()))?;
+    let mut counting = enc.finish().map_err(|e| ArchiveError::io("finishing zstd frame", e))?;
+    counting.flush().map_err(|e| ArchiveError::io("flushing archive", e))?;
     stats.bytes_out = counting.count;
     Ok(stats)
 }
@@ -220,10 +199,7 @@ impl Names {
             }
             map
         }
-        Names {
-            users: parse("/etc/passwd"),
-            groups: parse("/etc/group"),
-        }
+        Names { users: parse("/etc/passwd"), groups: parse("/etc/group") }
     }
 }
 
@@ -273,25 +249,16 @@ fn ctx(what: &str, rel: &[u8]) -> String {
 impl<W: Write> Walker<'_, W> {
     fn run(&mut self) -> Result<(), ArchiveError> {
         if self.opts.include.is_empty() {
-            let names =
-                read_names(self.root.as_fd()).map_err(|e| ArchiveError::io("listing root", e))?;
+            let names = read_names(self.root.as_fd()).map_err(|e| ArchiveError::io("listing root", e))?;
             let root_copy = rustix::io::dup(&self.root).map_err(|e| ArchiveError::io("dup", e))?;
-            self.walk(Frame {
-                fd: Some(root_copy),
-                name: Vec::new(),
-                rel: Vec::new(),
-                children: names,
-                next: 0,
-            })?;
+            self.walk(Frame { fd: Some(root_copy), name: Vec::new(), rel: Vec::new(), children: names, next: 0 })?;
         } else {
             for inc in self.normalised_includes()? {
                 self.include(&inc)?;
             }
         }
         // End of archive: two zero blocks.
-        self.out
-            .write_all(&[0u8; 1024])
-            .map_err(|e| ArchiveError::io("writing archive", e))?;
+        self.out.write_all(&[0u8; 1024]).map_err(|e| ArchiveError::io("writing archive", e))?;
         Ok(())
     }
 
@@ -329,8 +296,7 @@ impl<W: Write> Walker<'_, W> {
     fn include(&mut self, comps: &[Vec<u8>]) -> Result<(), ArchiveError> {
         let Some((last, parents)) = comps.split_last() else {
             // "." or "": the whole root.
-            let names =
-                read_names(self.root.as_fd()).map_err(|e| ArchiveError::io("listing root", e))?;
+            let names = read_names(self.root.as_fd()).map_err(|e| ArchiveError::io("listing root", e))?;
             let root_copy = rustix::io::dup(&self.root).map_err(|e| ArchiveError::io("dup", e))?;
             return self.walk(Frame {
                 fd: Some(root_copy),
@@ -356,8 +322,7 @@ impl<W: Write> Walker<'_, W> {
                 self.header(&rel, &st, EntryType::Directory, None, 0, None)?;
                 self.stats.dirs += 1;
             }
-            dir =
-                open_dir_at(dir.as_fd(), c).map_err(|e| ArchiveError::io(ctx("open", &rel), e))?;
+            dir = open_dir_at(dir.as_fd(), c).map_err(|e| ArchiveError::io(ctx("open", &rel), e))?;
         }
         let rel = join(&rel, last);
         if let Some(frame) = self.entry(dir.as_fd(), last, &rel, true)? {
@@ -440,15 +405,8 @@ impl<W: Write> Walker<'_, W> {
                     }
                     Err(e) => return Err(ArchiveError::io(ctx("open", rel), e)),
                 };
-                let children =
-                    read_names(fd.as_fd()).map_err(|e| ArchiveError::io(ctx("listing", rel), e))?;
-                Ok(Some(Frame {
-                    fd: Some(fd),
-                    name: name.to_vec(),
-                    rel: rel.to_vec(),
-                    children,
-                    next: 0,
-                }))
+                let children = read_names(fd.as_fd()).map_err(|e| ArchiveError::io(ctx("listing", rel), e))?;
+                Ok(Some(Frame { fd: Some(fd), name: name.to_vec(), rel: rel.to_vec(), children, next: 0 }))
             }
             FileType::RegularFile => {
                 self.file(dirfd, name, rel, &st)?;
@@ -457,14 +415,7 @@ impl<W: Write> Walker<'_, W> {
             FileType::Symlink => {
                 let target = rustix::fs::readlinkat(dirfd, name, Vec::new())
                     .map_err(|e| ArchiveError::io(ctx("readlink", rel), e))?;
-                self.header(
-                    rel,
-                    &st,
-                    EntryType::Symlink,
-                    Some(target.as_bytes()),
-                    0,
-                    None,
-                )?;
+                self.header(rel, &st, EntryType::Symlink, Some(target.as_bytes()), 0, None)?;
                 self.stats.symlinks += 1;
                 Ok(None)
             }
@@ -492,13 +443,7 @@ impl<W: Write> Walker<'_, W> {
         }
     }
 
-    fn file(
-        &mut self,
-        dirfd: BorrowedFd<'_>,
-        name: &[u8],
-        rel: &[u8],
-        lst: &Stat,
-    ) -> Result<(), ArchiveError> {
+    fn file(&mut self, dirfd: BorrowedFd<'_>, name: &[u8], rel: &[u8], lst: &Stat) -> Result<(), ArchiveError> {
         if lst.st_nlink > 1 {
             let key = (lst.st_dev, lst.st_ino);
             if let Some(first) = self.links.get(&key) {
@@ -540,8 +485,7 @@ impl<W: Write> Walker<'_, W> {
         }
         let mut file = std::fs::File::from(fd);
         let mut limited = (&mut file).take(size);
-        let copied = io::copy(&mut limited, &mut self.out)
-            .map_err(|e| ArchiveError::io(ctx("archiving", rel), e))?;
+        let copied = io::copy(&mut limited, &mut self.out).map_err(|e| ArchiveError::io(ctx("archiving", rel), e))?;
         let mut changed = false;
         if copied < size {
             // Shrunk while reading: pad so the header stays true.
@@ -551,10 +495,7 @@ impl<W: Write> Walker<'_, W> {
         }
         self.pad(size)?;
         let after = rustix::fs::fstat(&file).map_err(|e| ArchiveError::io(ctx("stat", rel), e))?;
-        if after.st_size != st.st_size
-            || after.st_mtime != st.st_mtime
-            || after.st_mtime_nsec != st.st_mtime_nsec
-        {
+        if after.st_size != st.st_size || after.st_mtime != st.st_mtime || after.st_mtime_nsec != st.st_mtime_nsec {
             changed = true;
         }
         if changed {
@@ -569,9 +510,7 @@ impl<W: Write> Walker<'_, W> {
     fn pad(&mut self, size: u64) -> Result<(), ArchiveError> {
         let rem = (size % 512) as usize;
         if rem != 0 {
-            self.out
-                .write_all(&[0u8; 512][..512 - rem])
-                .map_err(|e| ArchiveError::io("writing archive", e))?;
+            self.out.write_all(&[0u8; 512][..512 - rem]).map_err(|e| ArchiveError::io("writing archive", e))?;
         }
         Ok(())
     }
@@ -603,11 +542,7 @@ impl<W: Write> Walker<'_, W> {
             };
             // For negative times with nanos the PAX form is -(|s|-1).(1e9-ns);
             // keep it simple and exact by emitting whole seconds then.
-            let t = if st.st_mtime < 0 {
-                st.st_mtime.to_string()
-            } else {
-                t
-            };
+            let t = if st.st_mtime < 0 { st.st_mtime.to_string() } else { t };
             pax::push_record(&mut pax_buf, b"mtime", t.as_bytes());
         }
         if self.opts.xattrs {
@@ -692,15 +627,10 @@ impl<W: Write> Walker<'_, W> {
 /// Reopens `stack[i]`'s directory from the nearest ancestor that is still
 /// open, one `O_NOFOLLOW` component at a time.
 fn reopen(stack: &mut [Frame], i: usize) -> Result<(), ArchiveError> {
-    let j = (0..i)
-        .rev()
-        .find(|&j| stack[j].fd.is_some())
-        .expect("the start frame is never closed");
-    let mut fd = rustix::io::dup(stack[j].fd.as_ref().expect("checked"))
-        .map_err(|e| ArchiveError::io("dup", e))?;
+    let j = (0..i).rev().find(|&j| stack[j].fd.is_some()).expect("the start frame is never closed");
+    let mut fd = rustix::io::dup(stack[j].fd.as_ref().expect("checked")).map_err(|e| ArchiveError::io("dup", e))?;
     for f in &stack[j + 1..=i] {
-        fd = open_dir_at(fd.as_fd(), &f.name)
-            .map_err(|e| ArchiveError::io(ctx("reopening", &f.rel), e))?;
+        fd = open_dir_at(fd.as_fd(), &f.name).map_err(|e| ArchiveError::io(ctx("reopening", &f.rel), e))?;
     }
     stack[i].fd = Some(fd);
     Ok(())
@@ -709,11 +639,7 @@ fn reopen(stack: &mut [Frame], i: usize) -> Result<(), ArchiveError> {
 /// Reads an entry's extended attributes, sorted by name: through its fd
 /// when one is open, else through its path with the `l*` calls (which do
 /// not follow a symlink).
-fn read_xattrs(
-    root: &Path,
-    rel: &[u8],
-    fd: Option<BorrowedFd<'_>>,
-) -> Result<pax::Records, ArchiveError> {
+fn read_xattrs(root: &Path, rel: &[u8], fd: Option<BorrowedFd<'_>>) -> Result<pax::Records, ArchiveError> {
     let full = root.join(OsStr::from_bytes(rel));
     let mut names = vec![0u8; 4096];
     let n = loop {

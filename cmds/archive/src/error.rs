@@ -93,38 +93,23 @@ impl ArchiveError {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
-        ArchiveError::Io {
-            context: context.into(),
-            source: source.into(),
-        }
+        ArchiveError::Io { context: context.into(), source: source.into() }
     }
 
     pub(crate) fn path(name: &[u8], reason: &'static str) -> Self {
-        ArchiveError::Path {
-            entry: escape_name(name),
-            reason,
-        }
+        ArchiveError::Path { entry: escape_name(name), reason }
     }
 
     pub(crate) fn link(name: &[u8], reason: &'static str) -> Self {
-        ArchiveError::Link {
-            entry: escape_name(name),
-            reason,
-        }
+        ArchiveError::Link { entry: escape_name(name), reason }
     }
 
     pub(crate) fn typ(name: &[u8], reason: &'static str) -> Self {
-        ArchiveError::Type {
-            entry: escape_name(name),
-            reason,
-        }
+        ArchiveError::Type { entry: escape_name(name), reason }
     }
 
     pub(crate) fn dup(name: &[u8], reason: &'static str) -> Self {
-        ArchiveError::Dup {
-            entry: escape_name(name),
-            reason,
-        }
+        ArchiveError::Dup { entry: escape_name(name), reason }
     }
 
     pub(crate) fn limit(what: impl Into<String>) -> Self {
@@ -132,9 +117,7 @@ impl ArchiveError {
     }
 
     pub(crate) fn format(what: impl AsRef<str>) -> Self {
-        ArchiveError::Format {
-            what: escape_name(what.as_ref().as_bytes()),
-        }
+        ArchiveError::Format { what: escape_name(what.as_ref().as_bytes()) }
     }
 }
 

@@ -251,10 +251,7 @@ pub struct ListEntry {
 /// Reads and validates the whole archive without writing anything: the
 /// same checks and limits as [`extract_tar_zst`] (except that devices are
 /// not refused for want of root), for `verify` and `find`.
-pub fn list_tar_zst<R: Read>(
-    input: R,
-    policy: &ExtractPolicy,
-) -> Result<Vec<ListEntry>, ArchiveError> {
+pub fn list_tar_zst<R: Read>(input: R, policy: &ExtractPolicy) -> Result<Vec<ListEntry>, ArchiveError> {
     let mut sink = ListSink(Vec::new());
     process(input, policy, &mut sink)?;
     Ok(sink.0)
@@ -268,11 +265,7 @@ pub fn list_tar_zst<R: Read>(
 /// directory is removed without following links and nothing is left
 /// behind. See [`ExtractPolicy`] for what is accepted, and the crate docs
 /// for how writes are confined.
-pub fn extract_tar_zst<R: Read>(
-    input: R,
-    dest: &Path,
-    policy: &ExtractPolicy,
-) -> Result<ExtractStats, ArchiveError> {
+pub fn extract_tar_zst<R: Read>(input: R, dest: &Path, policy: &ExtractPolicy) -> Result<ExtractStats, ArchiveError> {
     let dest_name = dest
         .file_name()
         .filter(|n| !n.is_empty())
@@ -288,12 +281,8 @@ pub fn extract_tar_zst<R: Read>(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let parent_fd = rustix::fs::open(
-        parent,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| ArchiveError::io(format!("opening {}", parent.display()), e))?;
+    let parent_fd = rustix::fs::open(parent, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| ArchiveError::io(format!("opening {}", parent.display()), e))?;
     match rustix::fs::statat(&parent_fd, dest_name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
         Ok(_) => {
             return Err(ArchiveError::io(
@@ -317,20 +306,16 @@ pub fn extract_tar_zst<R: Read>(
             }
             Err(rustix::io::Errno::EXIST) if attempt < 8 => continue,
             Err(e) => {
-                return Err(ArchiveError::io(
-                    format!("creating staging directory in {}", parent.display()),
-                    e,
-                ));
+                return Err(ArchiveError::io(format!("creating staging directory in {}", parent.display()), e));
             }
         }
     }
 
-    let result =
-        extract_into_staging(input, policy, parent_fd.as_fd(), &staging_name).and_then(|stats| {
-            publish(parent_fd.as_fd(), &staging_name, &dest_name)
-                .map_err(|e| ArchiveError::io(format!("publishing {}", dest.display()), e))?;
-            Ok(stats)
-        });
+    let result = extract_into_staging(input, policy, parent_fd.as_fd(), &staging_name).and_then(|stats| {
+        publish(parent_fd.as_fd(), &staging_name, &dest_name)
+            .map_err(|e| ArchiveError::io(format!("publishing {}", dest.display()), e))?;
+        Ok(stats)
+    });
     if result.is_err()
         && let Err(e) = remove_tree(parent_fd.as_fd(), &staging_name)
     {
@@ -349,8 +334,7 @@ fn extract_into_staging<R: Read>(
     parent: BorrowedFd<'_>,
     staging_name: &[u8],
 ) -> Result<ExtractStats, ArchiveError> {
-    let root = open_dir_at(parent, staging_name)
-        .map_err(|e| ArchiveError::io("opening staging directory", e))?;
+    let root = open_dir_at(parent, staging_name).map_err(|e| ArchiveError::io("opening staging directory", e))?;
     let mut sink = ExtractSink {
         policy,
         root,
@@ -375,10 +359,7 @@ fn publish(parent: BorrowedFd<'_>, staging: &[u8], dest: &[u8]) -> io::Result<()
         Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
             // Filesystem without RENAME_NOREPLACE: check, then rename.
             if rustix::fs::statat(parent, dest, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "destination appeared during extraction",
-                ));
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "destination appeared during extraction"));
             }
             rustix::fs::renameat(parent, staging, parent, dest)?;
         }
@@ -445,14 +426,9 @@ impl<R: Read> Read for LimitReader<R> {
         let total = self.sh.decompressed.get() + n as u64;
         self.sh.decompressed.set(total);
         let hit = if total > self.max_total {
-            Some(format!(
-                "decompressed archive larger than max_total_bytes ({} bytes)",
-                self.max_total
-            ))
+            Some(format!("decompressed archive larger than max_total_bytes ({} bytes)", self.max_total))
         } else if let Some(r) = self.max_ratio
-            && total
-                > r.saturating_mul(self.sh.compressed.get())
-                    .saturating_add(RATIO_ALLOWANCE)
+            && total > r.saturating_mul(self.sh.compressed.get()).saturating_add(RATIO_ALLOWANCE)
         {
             Some(format!(
                 "decompression ratio above max_ratio ({r}:1) after {total} bytes \
@@ -469,8 +445,7 @@ impl<R: Read> Read for LimitReader<R> {
     }
 }
 
-type Decoder<R> =
-    zstd::stream::read::Decoder<'static, BufReader<CountingReader<Chain<Cursor<[u8; 4]>, R>>>>;
+type Decoder<R> = zstd::stream::read::Decoder<'static, BufReader<CountingReader<Chain<Cursor<[u8; 4]>, R>>>>;
 type Stream<R> = LimitReader<Decoder<R>>;
 
 /// Names well-known magic numbers so an administrator sees what the file
@@ -487,10 +462,7 @@ fn describe_magic(m: &[u8]) -> &'static str {
     }
 }
 
-fn open_stream<R: Read>(
-    mut input: R,
-    policy: &ExtractPolicy,
-) -> Result<(Stream<R>, Rc<Shared>), ArchiveError> {
+fn open_stream<R: Read>(mut input: R, policy: &ExtractPolicy) -> Result<(Stream<R>, Rc<Shared>), ArchiveError> {
     let mut magic = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -509,23 +481,11 @@ fn open_stream<R: Read>(
     }
     let sh = Rc::new(Shared::default());
     sh.compressed.set(4);
-    let counting = CountingReader {
-        inner: Cursor::new(magic).chain(input),
-        sh: sh.clone(),
-    };
+    let counting = CountingReader { inner: Cursor::new(magic).chain(input), sh: sh.clone() };
     // Default window limit (2^27) on purpose: never call window_log_max.
-    let dec = zstd::stream::read::Decoder::new(counting)
-        .map_err(|e| ArchiveError::io("starting zstd", e))?
-        .single_frame();
-    Ok((
-        LimitReader {
-            inner: dec,
-            sh: sh.clone(),
-            max_total: policy.max_total_bytes,
-            max_ratio: policy.max_ratio,
-        },
-        sh,
-    ))
+    let dec =
+        zstd::stream::read::Decoder::new(counting).map_err(|e| ArchiveError::io("starting zstd", e))?.single_frame();
+    Ok((LimitReader { inner: dec, sh: sh.clone(), max_total: policy.max_total_bytes, max_ratio: policy.max_ratio }, sh))
 }
 
 /// Classifies an error from the reading side: a limit we raised, the
@@ -573,11 +533,7 @@ trait Sink {
     fn entry(&mut self, item: &Item, data: &mut dyn Read, sh: &Shared) -> Result<(), ArchiveError>;
 }
 
-fn process<R: Read>(
-    input: R,
-    policy: &ExtractPolicy,
-    sink: &mut dyn Sink,
-) -> Result<(), ArchiveError> {
+fn process<R: Read>(input: R, policy: &ExtractPolicy, sink: &mut dyn Sink) -> Result<(), ArchiveError> {
     let (stream, sh) = open_stream(input, policy)?;
     let mut archive = tar::Archive::new(stream);
     archive.set_ignore_zeros(false);
@@ -588,9 +544,7 @@ fn process<R: Read>(
         for entry in entries {
             let mut entry = entry.map_err(|e| read_err(&sh, e))?;
             let header = entry.header().clone();
-            let size = header
-                .entry_size()
-                .map_err(|e| ArchiveError::format(format!("bad size field: {e}")))?;
+            let size = header.entry_size().map_err(|e| ArchiveError::format(format!("bad size field: {e}")))?;
             let tflag = header.entry_type().as_byte();
             if matches!(tflag, b'L' | b'K' | b'x' | b'g') {
                 read_extension(&mut entry, tflag, size, policy, &mut pending, &sh)?;
@@ -604,18 +558,14 @@ fn process<R: Read>(
             sink.entry(&item, &mut entry, &sh)?;
         }
         if pending.long_name.is_some() || pending.long_link.is_some() || pending.pax.is_some() {
-            return Err(ArchiveError::format(
-                "extension record at the end of the archive without an entry",
-            ));
+            return Err(ArchiveError::format("extension record at the end of the archive without an entry"));
         }
     }
     v.finish()?;
     // The tar crate stops at the first zero block; make sure it was a real
     // end-of-archive marker and not the input simply running out.
     if sh.eof_seen.get() {
-        return Err(ArchiveError::format(
-            "archive ends without an end-of-archive marker (truncated?)",
-        ));
+        return Err(ArchiveError::format("archive ends without an end-of-archive marker (truncated?)"));
     }
     let mut stream = archive.into_inner();
     let mut buf = vec![0u8; 64 << 10];
@@ -629,20 +579,13 @@ fn process<R: Read>(
             break;
         }
         if buf[..n].iter().any(|b| *b != 0) {
-            return Err(ArchiveError::format(
-                "data after the end-of-archive marker (one archive per file)",
-            ));
+            return Err(ArchiveError::format("data after the end-of-archive marker (one archive per file)"));
         }
     }
     // One zstd frame per file: nothing may follow it.
     let mut rest = stream.inner.finish();
-    if !io::BufRead::fill_buf(&mut rest)
-        .map_err(|e| read_err(&sh, e))?
-        .is_empty()
-    {
-        return Err(ArchiveError::format(
-            "data after the zstd frame (one frame per file)",
-        ));
+    if !io::BufRead::fill_buf(&mut rest).map_err(|e| read_err(&sh, e))?.is_empty() {
+        return Err(ArchiveError::format("data after the zstd frame (one frame per file)"));
     }
     Ok(())
 }
@@ -668,25 +611,18 @@ fn read_extension(
             policy.max_ext_header_bytes
         )));
     }
-    let mut data = Vec::with_capacity(size as usize);
-    entry
-        .take(size)
-        .read_to_end(&mut data)
-        .map_err(|e| read_err(sh, e))?;
+    // `size` is capped above, but the cap is configurable: never let a
+    // header's claim size an allocation.
+    let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
+    entry.take(size).read_to_end(&mut data).map_err(|e| read_err(sh, e))?;
     if data.len() as u64 != size {
         return Err(ArchiveError::format(format!("truncated {what}")));
     }
     match tflag {
         b'L' | b'K' => {
-            let slot = if tflag == b'L' {
-                &mut pending.long_name
-            } else {
-                &mut pending.long_link
-            };
+            let slot = if tflag == b'L' { &mut pending.long_name } else { &mut pending.long_link };
             if slot.is_some() {
-                return Err(ArchiveError::format(format!(
-                    "two {what} records for one entry"
-                )));
+                return Err(ArchiveError::format(format!("two {what} records for one entry")));
             }
             while data.last() == Some(&0) {
                 data.pop();
@@ -705,9 +641,7 @@ fn read_extension(
             // only the harmless `comment` that `git archive` writes.
             let recs = pax::parse(&data).map_err(ArchiveError::format)?;
             if recs.iter().any(|(k, _)| k != b"comment") {
-                return Err(ArchiveError::format(
-                    "PAX global header with records other than `comment`",
-                ));
+                return Err(ArchiveError::format("PAX global header with records other than `comment`"));
             }
             pending.bytes = 0;
         }
@@ -736,6 +670,8 @@ struct Validator<'p> {
     symlinks: Vec<(Vec<u8>, Vec<u8>)>,
     root_seen: bool,
     entries: u64,
+    /// The parent directory of the previous entry, already checked.
+    last_parent: Vec<u8>,
 }
 
 fn join(parts: &[&[u8]]) -> Vec<u8> {
@@ -785,6 +721,7 @@ impl<'p> Validator<'p> {
             symlinks: Vec::new(),
             root_seen: false,
             entries: 0,
+            last_parent: Vec::new(),
         }
     }
 
@@ -840,10 +777,7 @@ impl<'p> Validator<'p> {
     fn item(&mut self, h: &tar::Header, size: u64, p: Pending) -> Result<Item, ArchiveError> {
         self.entries += 1;
         if self.entries > self.policy.max_entries {
-            return Err(ArchiveError::limit(format!(
-                "more than max_entries ({}) entries",
-                self.policy.max_entries
-            )));
+            return Err(ArchiveError::limit(format!("more than max_entries ({}) entries", self.policy.max_entries)));
         }
         let mut raw_path = h.path_bytes().into_owned();
         let mut raw_link = h.link_name_bytes().map(|l| l.into_owned());
@@ -851,10 +785,7 @@ impl<'p> Validator<'p> {
         let mut uid = h.uid().map_err(|e| fmt("uid", e))?;
         let mut gid = h.gid().map_err(|e| fmt("gid", e))?;
         let mode = h.mode().map_err(|e| fmt("mode", e))?;
-        let mut mtime = (
-            i64::try_from(h.mtime().map_err(|e| fmt("mtime", e))?).unwrap_or(i64::MAX),
-            0u32,
-        );
+        let mut mtime = (i64::try_from(h.mtime().map_err(|e| fmt("mtime", e))?).unwrap_or(i64::MAX), 0u32);
         let had_long_name = p.long_name.is_some();
         let had_long_link = p.long_link.is_some();
         if let Some(n) = p.long_name {
@@ -869,37 +800,23 @@ impl<'p> Validator<'p> {
                 // Two names for one entry would let two readers see two
                 // different archives: refuse instead of picking one.
                 b"path" if had_long_name => {
-                    return Err(ArchiveError::format(
-                        "entry has both a PAX path and a GNU long name",
-                    ));
+                    return Err(ArchiveError::format("entry has both a PAX path and a GNU long name"));
                 }
                 b"linkpath" if had_long_link => {
-                    return Err(ArchiveError::format(
-                        "entry has both a PAX linkpath and a GNU long link",
-                    ));
+                    return Err(ArchiveError::format("entry has both a PAX linkpath and a GNU long link"));
                 }
                 b"path" => raw_path = v,
                 b"linkpath" => raw_link = Some(v),
                 b"size" if pax::parse_u64(&v) != Some(size) => {
-                    return Err(ArchiveError::format(
-                        "PAX size disagrees with the header size",
-                    ));
+                    return Err(ArchiveError::format("PAX size disagrees with the header size"));
                 }
-                b"uid" => {
-                    uid = pax::parse_u64(&v).ok_or_else(|| ArchiveError::format("bad PAX uid"))?
-                }
-                b"gid" => {
-                    gid = pax::parse_u64(&v).ok_or_else(|| ArchiveError::format("bad PAX gid"))?
-                }
+                b"uid" => uid = pax::parse_u64(&v).ok_or_else(|| ArchiveError::format("bad PAX uid"))?,
+                b"gid" => gid = pax::parse_u64(&v).ok_or_else(|| ArchiveError::format("bad PAX gid"))?,
                 b"mtime" => {
-                    mtime =
-                        pax::parse_time(&v).ok_or_else(|| ArchiveError::format("bad PAX mtime"))?;
+                    mtime = pax::parse_time(&v).ok_or_else(|| ArchiveError::format("bad PAX mtime"))?;
                 }
                 k if k.starts_with(b"GNU.sparse.") => {
-                    return Err(ArchiveError::typ(
-                        &raw_path,
-                        "GNU sparse files are not supported",
-                    ));
+                    return Err(ArchiveError::typ(&raw_path, "GNU sparse files are not supported"));
                 }
                 k if k.starts_with(b"SCHILY.xattr.") => {
                     xattrs.push((k[b"SCHILY.xattr.".len()..].to_vec(), v));
@@ -918,10 +835,7 @@ impl<'p> Validator<'p> {
             b'5' => EntryKind::Dir,
             b'6' => EntryKind::Fifo,
             b'S' => {
-                return Err(ArchiveError::typ(
-                    &raw_path,
-                    "GNU sparse files are not supported",
-                ));
+                return Err(ArchiveError::typ(&raw_path, "GNU sparse files are not supported"));
             }
             _ => return Err(ArchiveError::typ(&raw_path, "unknown entry type")),
         };
@@ -934,23 +848,13 @@ impl<'p> Validator<'p> {
         let device = if matches!(kind, EntryKind::CharDev | EntryKind::BlockDev) {
             // An unset (all NUL) field means 0, as GNU tar reads it.
             let blank = |r: std::ops::Range<usize>| h.as_bytes()[r].iter().all(|b| *b == 0);
-            let maj = if blank(329..337) {
-                Some(0)
-            } else {
-                h.device_major().map_err(|e| fmt("device major", e))?
-            };
-            let min = if blank(337..345) {
-                Some(0)
-            } else {
-                h.device_minor().map_err(|e| fmt("device minor", e))?
-            };
+            let maj = if blank(329..337) { Some(0) } else { h.device_major().map_err(|e| fmt("device major", e))? };
+            let min = if blank(337..345) { Some(0) } else { h.device_minor().map_err(|e| fmt("device minor", e))? };
             Some((maj.unwrap_or(0), min.unwrap_or(0)))
         } else {
             None
         };
-        let path = self
-            .normalise(&raw_path, kind == EntryKind::Dir)
-            .map_err(|r| ArchiveError::path(&raw_path, r))?;
+        let path = self.normalise(&raw_path, kind == EntryKind::Dir).map_err(|r| ArchiveError::path(&raw_path, r))?;
         Ok(Item {
             path,
             kind,
@@ -1012,20 +916,14 @@ impl<'p> Validator<'p> {
                     return Err(what("symlink target longer than PATH_MAX"));
                 }
                 if pol.strict_names && check_strict(target).is_err() {
-                    return Err(what(
-                        "symlink target with control characters or invalid UTF-8",
-                    ));
+                    return Err(what("symlink target with control characters or invalid UTF-8"));
                 }
                 if pol.symlinks == SymlinkPolicy::InTree {
                     if target[0] == b'/' {
                         return Err(what("absolute symlink target"));
                     }
                     let (parent, _) = parent_of(&item.path);
-                    let mut depth = if parent.is_empty() {
-                        0usize
-                    } else {
-                        parent.split(|b| *b == b'/').count()
-                    };
+                    let mut depth = if parent.is_empty() { 0usize } else { parent.split(|b| *b == b'/').count() };
                     if item.path.is_empty() {
                         return Err(what("the root cannot be a symlink"));
                     }
@@ -1033,9 +931,7 @@ impl<'p> Validator<'p> {
                         match c {
                             b"" | b"." => {}
                             b".." => {
-                                depth = depth
-                                    .checked_sub(1)
-                                    .ok_or_else(|| what("symlink target leaves the tree"))?;
+                                depth = depth.checked_sub(1).ok_or_else(|| what("symlink target leaves the tree"))?;
                             }
                             _ => depth += 1,
                         }
@@ -1045,14 +941,11 @@ impl<'p> Validator<'p> {
             EntryKind::HardLink => {
                 let raw = item.link.clone().unwrap_or_default();
                 if !pol.hardlinks {
-                    return Err(ArchiveError::link(
-                        &item.path,
-                        "hard links are not allowed by the policy",
-                    ));
+                    return Err(ArchiveError::link(&item.path, "hard links are not allowed by the policy"));
                 }
-                let target = self.normalise(&raw, false).map_err(|_| {
-                    ArchiveError::link(&raw, "hard link target is not a safe relative path")
-                })?;
+                let target = self
+                    .normalise(&raw, false)
+                    .map_err(|_| ArchiveError::link(&raw, "hard link target is not a safe relative path"))?;
                 if self.nodes.get(&target) != Some(&Node::File) {
                     return Err(ArchiveError::link(
                         &raw,
@@ -1062,10 +955,7 @@ impl<'p> Validator<'p> {
                 item.link = Some(target);
             }
             EntryKind::CharDev | EntryKind::BlockDev | EntryKind::Fifo if !pol.devices => {
-                return Err(ArchiveError::typ(
-                    &item.path,
-                    "devices and FIFOs are not allowed by the policy",
-                ));
+                return Err(ArchiveError::typ(&item.path, "devices and FIFOs are not allowed by the policy"));
             }
             _ => {}
         }
@@ -1079,16 +969,10 @@ impl<'p> Validator<'p> {
 
         if item.path.is_empty() {
             if item.kind != EntryKind::Dir {
-                return Err(ArchiveError::path(
-                    b".",
-                    "the root entry must be a directory",
-                ));
+                return Err(ArchiveError::path(b".", "the root entry must be a directory"));
             }
             if self.root_seen {
-                return Err(ArchiveError::dup(
-                    b".",
-                    "second entry for the root directory",
-                ));
+                return Err(ArchiveError::dup(b".", "second entry for the root directory"));
             }
             self.root_seen = true;
             return Ok(Vec::new());
@@ -1097,6 +981,13 @@ impl<'p> Validator<'p> {
         let mut implicit = Vec::new();
         let mut end = 0usize;
         let path = item.path.clone();
+        // Sorted archives put siblings together: when the parent is the
+        // one just checked, every prefix is already known to be a directory
+        // (a node never changes type once recorded).
+        let (parent, _) = parent_of(&path);
+        if !parent.is_empty() && parent == self.last_parent.as_slice() {
+            end = path.len();
+        }
         while let Some(off) = path[end..].iter().position(|b| *b == b'/') {
             let dir = &path[..end + off];
             match self.nodes.get(dir) {
@@ -1108,21 +999,18 @@ impl<'p> Validator<'p> {
                     ));
                 }
                 Some(_) => {
-                    return Err(ArchiveError::dup(
-                        &path,
-                        "a parent of this entry is not a directory",
-                    ));
+                    return Err(ArchiveError::dup(&path, "a parent of this entry is not a directory"));
                 }
                 None => {
                     let (pp, name) = parent_of(dir);
                     self.fold_check(pp, name, dir)?;
-                    self.nodes
-                        .insert(dir.to_vec(), Node::Dir { explicit: false });
+                    self.nodes.insert(dir.to_vec(), Node::Dir { explicit: false });
                     implicit.push(dir.to_vec());
                 }
             }
             end += off + 1;
         }
+        self.last_parent = parent.to_vec();
         let node = match item.kind {
             EntryKind::Dir => Node::Dir { explicit: true },
             EntryKind::File | EntryKind::HardLink => Node::File,
@@ -1134,17 +1022,13 @@ impl<'p> Validator<'p> {
                 self.nodes.insert(path, node);
             }
             Some(_) => {
-                return Err(ArchiveError::dup(
-                    &path,
-                    "an entry with this name came earlier in the archive",
-                ));
+                return Err(ArchiveError::dup(&path, "an entry with this name came earlier in the archive"));
             }
             None => {
                 let (pp, name) = parent_of(&path);
                 self.fold_check(pp, name, &path)?;
                 if item.kind == EntryKind::Symlink {
-                    self.symlinks
-                        .push((path.clone(), item.link.clone().unwrap_or_default()));
+                    self.symlinks.push((path.clone(), item.link.clone().unwrap_or_default()));
                 }
                 self.nodes.insert(path, node);
             }
@@ -1160,40 +1044,57 @@ impl<'p> Validator<'p> {
         if self.policy.symlinks != SymlinkPolicy::InTree || self.symlinks.is_empty() {
             return Ok(());
         }
-        let targets: HashMap<&[u8], &[u8]> = self
-            .symlinks
-            .iter()
-            .map(|(p, t)| (p.as_slice(), t.as_slice()))
-            .collect();
+        let targets: HashMap<&[u8], &[u8]> = self.symlinks.iter().map(|(p, t)| (p.as_slice(), t.as_slice())).collect();
+        // Work budget for the whole archive, so a crafted set of long,
+        // chained targets cannot turn this check into a hang.
+        let mut budget: u64 = 32 << 20;
         for (path, target) in &self.symlinks {
             let err = |r| ArchiveError::link(path, r);
             let (parent, _) = parent_of(path);
-            let mut stack: Vec<&[u8]> = if parent.is_empty() {
-                Vec::new()
-            } else {
-                parent.split(|b| *b == b'/').collect()
-            };
+            // `cur` is the resolved path so far; `lens` where each
+            // component starts, to pop it.
+            let mut cur: Vec<u8> = parent.to_vec();
+            let mut lens: Vec<usize> = Vec::new();
+            if !parent.is_empty() {
+                let mut at = 0;
+                for c in parent.split(|b| *b == b'/') {
+                    lens.push(at);
+                    at += c.len() + 1;
+                }
+            }
             let mut queue: VecDeque<&[u8]> = target.split(|b| *b == b'/').collect();
             let mut hops = 0;
             while let Some(c) = queue.pop_front() {
+                budget = budget.checked_sub(1).ok_or_else(|| {
+                    ArchiveError::limit("symlink targets too complex to check (resolution work budget)")
+                })?;
                 match c {
                     b"" | b"." => {}
-                    b".." => {
-                        if stack.pop().is_none() {
-                            return Err(err(
-                                "symlink resolves outside the tree through other symlinks",
-                            ));
+                    b".." => match lens.pop() {
+                        Some(start) => cur.truncate(start.saturating_sub(1)),
+                        None => {
+                            return Err(err("symlink resolves outside the tree through other symlinks"));
                         }
-                    }
+                    },
                     _ => {
-                        stack.push(c);
-                        let here = join(&stack);
-                        if let Some(t) = targets.get(here.as_slice()) {
+                        let start = if cur.is_empty() { 0 } else { cur.len() + 1 };
+                        if !cur.is_empty() {
+                            cur.push(b'/');
+                        }
+                        cur.extend_from_slice(c);
+                        lens.push(start);
+                        // Deeper or longer than any entry can be: not a link
+                        // of this archive, so only `..` matters from here.
+                        if lens.len() > self.policy.max_depth || cur.len() > self.policy.max_path_bytes {
+                            continue;
+                        }
+                        if let Some(t) = targets.get(cur.as_slice()) {
                             hops += 1;
                             if hops > 40 {
                                 return Err(err("symlink chain too long (loop?)"));
                             }
-                            stack.pop();
+                            let start = lens.pop().expect("just pushed");
+                            cur.truncate(start.saturating_sub(1));
                             for tc in t.split(|b| *b == b'/').rev() {
                                 queue.push_front(tc);
                             }
@@ -1216,12 +1117,7 @@ impl Sink for ListSink {
         Ok(())
     }
 
-    fn entry(
-        &mut self,
-        item: &Item,
-        _data: &mut dyn Read,
-        _sh: &Shared,
-    ) -> Result<(), ArchiveError> {
+    fn entry(&mut self, item: &Item, _data: &mut dyn Read, _sh: &Shared) -> Result<(), ArchiveError> {
         self.0.push(ListEntry {
             path: item.path.clone(),
             kind: item.kind,
@@ -1269,14 +1165,8 @@ fn wctx(what: &str, path: &[u8]) -> String {
 }
 
 fn ts(t: (i64, u32)) -> Timestamps {
-    let spec = Timespec {
-        tv_sec: t.0,
-        tv_nsec: i64::from(t.1.min(999_999_999)),
-    };
-    Timestamps {
-        last_access: spec,
-        last_modification: spec,
-    }
+    let spec = Timespec { tv_sec: t.0, tv_nsec: i64::from(t.1.min(999_999_999)) };
+    Timestamps { last_access: spec, last_modification: spec }
 }
 
 impl ExtractSink<'_> {
@@ -1299,10 +1189,7 @@ impl ExtractSink<'_> {
         // u32::MAX is "no change" to chown(2), never a real id.
         let uid = u32::try_from(uid).ok().filter(|u| *u != u32::MAX)?;
         let gid = u32::try_from(gid).ok().filter(|g| *g != u32::MAX)?;
-        Some((
-            rustix::fs::Uid::from_raw(uid),
-            rustix::fs::Gid::from_raw(gid),
-        ))
+        Some((rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid)))
     }
 
     /// The fd of directory `parent` (relative path), opened beneath the
@@ -1316,12 +1203,7 @@ impl ExtractSink<'_> {
         Ok(self.cache.as_ref().expect("just filled").1.as_fd())
     }
 
-    fn apply_xattrs(
-        &self,
-        fd: BorrowedFd<'_>,
-        xattrs: &[(Vec<u8>, Vec<u8>)],
-        path: &[u8],
-    ) -> Result<(), ArchiveError> {
+    fn apply_xattrs(&self, fd: BorrowedFd<'_>, xattrs: &[(Vec<u8>, Vec<u8>)], path: &[u8]) -> Result<(), ArchiveError> {
         if !self.policy.xattrs {
             return Ok(());
         }
@@ -1352,33 +1234,20 @@ impl ExtractSink<'_> {
                 .map_err(|e| ArchiveError::io(wctx("reopening", path), e))?;
             self.dir_meta(fd.as_fd(), meta, path)?;
         }
-        let root_meta = self.root_meta.take().unwrap_or(DirMeta {
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: None,
-            xattrs: Vec::new(),
-        });
+        let root_meta =
+            self.root_meta.take().unwrap_or(DirMeta { mode: 0o755, uid: 0, gid: 0, mtime: None, xattrs: Vec::new() });
         let root = rustix::io::dup(&self.root).map_err(|e| ArchiveError::io("dup", e))?;
         self.dir_meta(root.as_fd(), &root_meta, b".")
     }
 
-    fn dir_meta(
-        &self,
-        fd: BorrowedFd<'_>,
-        meta: &DirMeta,
-        path: &[u8],
-    ) -> Result<(), ArchiveError> {
+    fn dir_meta(&self, fd: BorrowedFd<'_>, meta: &DirMeta, path: &[u8]) -> Result<(), ArchiveError> {
         self.apply_xattrs(fd, &meta.xattrs, path)?;
         if let Some((u, g)) = self.owner(meta.uid, meta.gid) {
-            rustix::fs::fchown(fd, Some(u), Some(g))
-                .map_err(|e| ArchiveError::io(wctx("chown", path), e))?;
+            rustix::fs::fchown(fd, Some(u), Some(g)).map_err(|e| ArchiveError::io(wctx("chown", path), e))?;
         }
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode))
-            .map_err(|e| ArchiveError::io(wctx("chmod", path), e))?;
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(|e| ArchiveError::io(wctx("chmod", path), e))?;
         if let Some(t) = meta.mtime {
-            rustix::fs::futimens(fd, &ts(t))
-                .map_err(|e| ArchiveError::io(wctx("utimes", path), e))?;
+            rustix::fs::futimens(fd, &ts(t)).map_err(|e| ArchiveError::io(wctx("utimes", path), e))?;
         }
         Ok(())
     }
@@ -1393,17 +1262,10 @@ impl ExtractSink<'_> {
         }
     }
 
-    fn write_file(
-        &mut self,
-        item: &Item,
-        data: &mut dyn Read,
-        sh: &Shared,
-    ) -> Result<(), ArchiveError> {
+    fn write_file(&mut self, item: &Item, data: &mut dyn Read, sh: &Shared) -> Result<(), ArchiveError> {
         let (parent, name) = parent_of(&item.path);
         let fd = {
-            let pfd = self
-                .parent(parent)
-                .map_err(|e| ArchiveError::io(wctx("opening parent of", &item.path), e))?;
+            let pfd = self.parent(parent).map_err(|e| ArchiveError::io(wctx("opening parent of", &item.path), e))?;
             rustix::fs::openat(
                 pfd,
                 name,
@@ -1415,40 +1277,28 @@ impl ExtractSink<'_> {
         let mut file = std::fs::File::from(fd);
         let mut left = item.size;
         while left > 0 {
-            let want = self
-                .buf
-                .len()
-                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            let want = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             let n = match data.read(&mut self.buf[..want]) {
                 Ok(0) => {
-                    return Err(ArchiveError::format(format!(
-                        "truncated data of `{}`",
-                        escape_name(&item.path)
-                    )));
+                    return Err(ArchiveError::format(format!("truncated data of `{}`", escape_name(&item.path))));
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(read_err(sh, e)),
             };
-            file.write_all(&self.buf[..n])
-                .map_err(|e| ArchiveError::io(wctx("writing", &item.path), e))?;
+            file.write_all(&self.buf[..n]).map_err(|e| ArchiveError::io(wctx("writing", &item.path), e))?;
             left -= n as u64;
             self.stats.bytes += n as u64;
         }
         let fd = file.as_fd();
         self.apply_xattrs(fd, &item.xattrs, &item.path)?;
         if let Some((u, g)) = self.owner(item.uid, item.gid) {
-            rustix::fs::fchown(fd, Some(u), Some(g))
-                .map_err(|e| ArchiveError::io(wctx("chown", &item.path), e))?;
+            rustix::fs::fchown(fd, Some(u), Some(g)).map_err(|e| ArchiveError::io(wctx("chown", &item.path), e))?;
         }
-        rustix::fs::fchmod(
-            fd,
-            Mode::from_raw_mode(self.final_mode(EntryKind::File, item.mode)),
-        )
-        .map_err(|e| ArchiveError::io(wctx("chmod", &item.path), e))?;
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(self.final_mode(EntryKind::File, item.mode)))
+            .map_err(|e| ArchiveError::io(wctx("chmod", &item.path), e))?;
         if self.policy.mtimes {
-            rustix::fs::futimens(fd, &ts(item.mtime))
-                .map_err(|e| ArchiveError::io(wctx("utimes", &item.path), e))?;
+            rustix::fs::futimens(fd, &ts(item.mtime)).map_err(|e| ArchiveError::io(wctx("utimes", &item.path), e))?;
         }
         self.stats.files += 1;
         Ok(())
@@ -1461,9 +1311,7 @@ impl ExtractSink<'_> {
         let mode = self.final_mode(item.kind, item.mode);
         let mtimes = self.policy.mtimes;
         let (parent, name) = parent_of(&item.path);
-        let pfd = self
-            .parent(parent)
-            .map_err(|e| ArchiveError::io(wctx("opening parent of", &item.path), e))?;
+        let pfd = self.parent(parent).map_err(|e| ArchiveError::io(wctx("opening parent of", &item.path), e))?;
         if let Some((u, g)) = owner {
             rustix::fs::chownat(pfd, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| ArchiveError::io(wctx("chown", &item.path), e))?;
@@ -1490,22 +1338,11 @@ fn split_path(p: &[u8]) -> impl Iterator<Item = &[u8]> {
 impl Sink for ExtractSink<'_> {
     fn implicit_dir(&mut self, path: &[u8]) -> Result<(), ArchiveError> {
         let (parent, name) = parent_of(path);
-        let pfd = self
-            .parent(parent)
-            .map_err(|e| ArchiveError::io(wctx("opening parent of", path), e))?;
+        let pfd = self.parent(parent).map_err(|e| ArchiveError::io(wctx("opening parent of", path), e))?;
         rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o700))
             .map_err(|e| ArchiveError::io(wctx("creating directory", path), e))?;
         self.dir_index.insert(path.to_vec(), self.dirs.len());
-        self.dirs.push((
-            path.to_vec(),
-            DirMeta {
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                mtime: None,
-                xattrs: Vec::new(),
-            },
-        ));
+        self.dirs.push((path.to_vec(), DirMeta { mode: 0o755, uid: 0, gid: 0, mtime: None, xattrs: Vec::new() }));
         Ok(())
     }
 
@@ -1523,9 +1360,8 @@ impl Sink for ExtractSink<'_> {
                     self.dirs[i].1 = meta;
                 } else {
                     let (parent, name) = parent_of(&item.path);
-                    let pfd = self
-                        .parent(parent)
-                        .map_err(|e| ArchiveError::io(wctx("opening parent of", &item.path), e))?;
+                    let pfd =
+                        self.parent(parent).map_err(|e| ArchiveError::io(wctx("opening parent of", &item.path), e))?;
                     rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o700))
                         .map_err(|e| ArchiveError::io(wctx("creating directory", &item.path), e))?;
                     self.dir_index.insert(item.path.clone(), self.dirs.len());
@@ -1537,9 +1373,8 @@ impl Sink for ExtractSink<'_> {
             EntryKind::Symlink => {
                 let target = item.link.as_deref().unwrap_or_default();
                 let (parent, name) = parent_of(&item.path);
-                let pfd = self
-                    .parent(parent)
-                    .map_err(|e| ArchiveError::io(wctx("opening parent of", &item.path), e))?;
+                let pfd =
+                    self.parent(parent).map_err(|e| ArchiveError::io(wctx("opening parent of", &item.path), e))?;
                 rustix::fs::symlinkat(target, pfd, name)
                     .map_err(|e| ArchiveError::io(wctx("creating symlink", &item.path), e))?;
                 self.meta_at(item, false)?;
@@ -1551,9 +1386,8 @@ impl Sink for ExtractSink<'_> {
                 let tfd = open_dir_beneath(self.root.as_fd(), split_path(tparent))
                     .map_err(|e| ArchiveError::io(wctx("opening parent of", target), e))?;
                 let (parent, name) = parent_of(&item.path);
-                let pfd = self
-                    .parent(parent)
-                    .map_err(|e| ArchiveError::io(wctx("opening parent of", &item.path), e))?;
+                let pfd =
+                    self.parent(parent).map_err(|e| ArchiveError::io(wctx("opening parent of", &item.path), e))?;
                 // No AT_SYMLINK_FOLLOW: the target was validated as a
                 // regular file this archive wrote, and is linked as is.
                 rustix::fs::linkat(&tfd, tname, pfd, name, AtFlags::empty())
@@ -1581,9 +1415,8 @@ impl Sink for ExtractSink<'_> {
                     _ => unreachable!("matched above"),
                 };
                 let (parent, name) = parent_of(&item.path);
-                let pfd = self
-                    .parent(parent)
-                    .map_err(|e| ArchiveError::io(wctx("opening parent of", &item.path), e))?;
+                let pfd =
+                    self.parent(parent).map_err(|e| ArchiveError::io(wctx("opening parent of", &item.path), e))?;
                 rustix::fs::mknodat(pfd, name, ft, Mode::from_raw_mode(0o600), dev)
                     .map_err(|e| ArchiveError::io(wctx("creating", &item.path), e))?;
                 self.meta_at(item, true)?;
@@ -1628,10 +1461,7 @@ mod tests {
     #[test]
     fn fold_keys_collide() {
         assert_eq!(fold_key(b"README"), fold_key(b"readme"));
-        assert_eq!(
-            fold_key("\u{e9}".as_bytes()),
-            fold_key("e\u{301}".as_bytes())
-        );
+        assert_eq!(fold_key("\u{e9}".as_bytes()), fold_key("e\u{301}".as_bytes()));
         assert_ne!(fold_key(b"a"), fold_key(b"b"));
     }
 }

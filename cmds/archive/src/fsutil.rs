@@ -60,10 +60,7 @@ pub(crate) fn read_names(dirfd: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
 pub(crate) fn random_token() -> String {
     let mut buf = [0u8; 8];
     if rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty()).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         buf = ((t as u64) ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
     }
     hex::encode(buf)

@@ -49,7 +49,5 @@ mod pax;
 
 pub use create::{CreateOptions, CreateStats, create_tar_zst};
 pub use error::{ArchiveError, escape_name};
-pub use extract::{
-    EntryKind, ExtractPolicy, ExtractStats, ListEntry, SymlinkPolicy, extract_tar_zst, list_tar_zst,
-};
+pub use extract::{EntryKind, ExtractPolicy, ExtractStats, ListEntry, SymlinkPolicy, extract_tar_zst, list_tar_zst};
 pub use pattern::ExcludePattern;

@@ -100,11 +100,7 @@ pub fn manifest(root: &Path) -> io::Result<Vec<ManifestEntry>> {
             } else {
                 Kind::Socket
             };
-            let (sha256, size) = if kind == Kind::File {
-                (Some(hash_file(&full)?), md.size())
-            } else {
-                (None, 0)
-            };
+            let (sha256, size) = if kind == Kind::File { (Some(hash_file(&full)?), md.size()) } else { (None, 0) };
             let link_target = if kind == Kind::Symlink {
                 Some(fs::read_link(&full)?.into_os_string().as_bytes().to_vec())
             } else {
@@ -145,10 +141,7 @@ pub fn manifest(root: &Path) -> io::Result<Vec<ManifestEntry>> {
         }
     }
     let mut sorted: Vec<Option<ManifestEntry>> = out.into_iter().map(Some).collect();
-    Ok(order
-        .into_iter()
-        .map(|i| sorted[i].take().expect("each index once"))
-        .collect())
+    Ok(order.into_iter().map(|i| sorted[i].take().expect("each index once")).collect())
 }
 
 fn hash_file(path: &Path) -> io::Result<String> {
@@ -210,14 +203,7 @@ pub struct Compare {
 
 impl Default for Compare {
     fn default() -> Self {
-        Compare {
-            mode: true,
-            owner: true,
-            mtime: true,
-            dir_mtime: true,
-            xattrs: true,
-            user_xattrs_only: true,
-        }
+        Compare { mode: true, owner: true, mtime: true, dir_mtime: true, xattrs: true, user_xattrs_only: true }
     }
 }
 
@@ -266,47 +252,28 @@ fn diff_entry(x: &ManifestEntry, y: &ManifestEntry, cmp: &Compare) -> Option<Str
         note("mode", format!("{:o}", x.mode), format!("{:o}", y.mode));
     }
     if cmp.owner && (x.uid, x.gid) != (y.uid, y.gid) {
-        note(
-            "owner",
-            format!("{}:{}", x.uid, x.gid),
-            format!("{}:{}", y.uid, y.gid),
-        );
+        note("owner", format!("{}:{}", x.uid, x.gid), format!("{}:{}", y.uid, y.gid));
     }
     if x.size != y.size {
         note("size", x.size.to_string(), y.size.to_string());
     }
     if x.sha256 != y.sha256 {
-        note(
-            "sha256",
-            format!("{:?}", x.sha256),
-            format!("{:?}", y.sha256),
-        );
+        note("sha256", format!("{:?}", x.sha256), format!("{:?}", y.sha256));
     }
     if x.link_target != y.link_target {
         let show = |t: &Option<Vec<u8>>| t.as_deref().map(escape_name).unwrap_or_default();
         note("target", show(&x.link_target), show(&y.link_target));
     }
-    let time_matters = if x.kind == Kind::Dir {
-        cmp.dir_mtime
-    } else {
-        cmp.mtime
-    };
+    let time_matters = if x.kind == Kind::Dir { cmp.dir_mtime } else { cmp.mtime };
     if time_matters && x.mtime != y.mtime {
         note("mtime", x.mtime.to_string(), y.mtime.to_string());
     }
     if x.hardlink_group != y.hardlink_group {
-        note(
-            "hardlink group",
-            format!("{:?}", x.hardlink_group),
-            format!("{:?}", y.hardlink_group),
-        );
+        note("hardlink group", format!("{:?}", x.hardlink_group), format!("{:?}", y.hardlink_group));
     }
     if cmp.xattrs {
         let pick = |v: &[(String, Vec<u8>)]| -> Vec<(String, Vec<u8>)> {
-            v.iter()
-                .filter(|(k, _)| !cmp.user_xattrs_only || k.starts_with("user."))
-                .cloned()
-                .collect()
+            v.iter().filter(|(k, _)| !cmp.user_xattrs_only || k.starts_with("user.")).cloned().collect()
         };
         let (xa, ya) = (pick(&x.xattrs), pick(&y.xattrs));
         if xa != ya {
@@ -319,16 +286,10 @@ fn diff_entry(x: &ManifestEntry, y: &ManifestEntry, cmp: &Compare) -> Option<Str
             note("xattrs", show(&xa), show(&ya));
         }
     }
-    if d.is_empty() {
-        None
-    } else {
-        Some(format!("{}:{d}", escape_name(&x.path)))
-    }
+    if d.is_empty() { None } else { Some(format!("{}:{d}", escape_name(&x.path))) }
 }
 
 /// Convenience for tests and tools: the manifest entry for `rel` in `m`.
 pub fn find<'m>(m: &'m [ManifestEntry], rel: &[u8]) -> Option<&'m ManifestEntry> {
-    m.binary_search_by(|e| e.path.as_slice().cmp(rel))
-        .ok()
-        .map(|i| &m[i])
+    m.binary_search_by(|e| e.path.as_slice().cmp(rel)).ok().map(|i| &m[i])
 }

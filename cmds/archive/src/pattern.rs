@@ -36,11 +36,7 @@ impl ExcludePattern {
             return None;
         }
         let bytes = trimmed.as_bytes().to_vec();
-        Some(if has_slash {
-            ExcludePattern::Anchored(bytes)
-        } else {
-            ExcludePattern::Name(bytes)
-        })
+        Some(if has_slash { ExcludePattern::Anchored(bytes) } else { ExcludePattern::Name(bytes) })
     }
 
     /// Whether the entry at relative path `path` (whose last component is
@@ -62,11 +58,7 @@ fn char_len(s: &[u8]) -> usize {
         0xf0..=0xf4 => 4,
         _ => 1,
     };
-    if n > 1 && s.len() >= n && std::str::from_utf8(&s[..n]).is_ok() {
-        n
-    } else {
-        1
-    }
+    if n > 1 && s.len() >= n && std::str::from_utf8(&s[..n]).is_ok() { n } else { 1 }
 }
 
 /// Iterative glob match with single-star backtracking (linear in practice,

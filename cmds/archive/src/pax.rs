@@ -16,13 +16,9 @@ pub(crate) fn parse(mut data: &[u8]) -> Result<Records, &'static str> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     while !data.is_empty() {
-        let sp = data
-            .iter()
-            .position(|b| *b == b' ')
-            .ok_or("PAX record without length")?;
+        let sp = data.iter().position(|b| *b == b' ').ok_or("PAX record without length")?;
         let len_str = std::str::from_utf8(&data[..sp]).map_err(|_| "bad PAX record length")?;
-        if len_str.is_empty() || !len_str.bytes().all(|b| b.is_ascii_digit()) || len_str.len() > 20
-        {
+        if len_str.is_empty() || !len_str.bytes().all(|b| b.is_ascii_digit()) || len_str.len() > 20 {
             return Err("bad PAX record length");
         }
         let len: usize = len_str.parse().map_err(|_| "bad PAX record length")?;
@@ -33,10 +29,7 @@ pub(crate) fn parse(mut data: &[u8]) -> Result<Records, &'static str> {
         let Some((&b'\n', body)) = record.split_last() else {
             return Err("PAX record not terminated by newline");
         };
-        let eq = body
-            .iter()
-            .position(|b| *b == b'=')
-            .ok_or("PAX record without `=`")?;
+        let eq = body.iter().position(|b| *b == b'=').ok_or("PAX record without `=`")?;
         if eq == 0 {
             return Err("PAX record with empty key");
         }
@@ -94,11 +87,7 @@ pub(crate) fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
     }
     if neg {
         // -1.5 means 1.5 s before the epoch: seconds -2, nanos 0.5e9.
-        if nanos == 0 {
-            Some((-secs, 0))
-        } else {
-            Some((-secs - 1, 1_000_000_000 - nanos))
-        }
+        if nanos == 0 { Some((-secs, 0)) } else { Some((-secs - 1, 1_000_000_000 - nanos)) }
     } else {
         Some((secs, nanos))
     }

@@ -88,34 +88,21 @@ fn mutate(rng: &mut Rng, data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn mutated_archives_never_panic_and_leave_nothing_behind() {
-    let seed: u64 = std::env::var("FERRY_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_f00d);
-    let iterations: usize = std::env::var("FERRY_FUZZ_ITERATIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+    let seed: u64 = std::env::var("FERRY_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_f00d);
+    let iterations: usize = std::env::var("FERRY_FUZZ_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let mut rng = Rng(seed | 1);
     let base = seed_archive();
     let tmp = tempfile::tempdir().unwrap();
     let policies = [
         ExtractPolicy::default(),
         ExtractPolicy::hostile(),
-        ExtractPolicy {
-            symlinks: SymlinkPolicy::Any,
-            ..ExtractPolicy::faithful()
-        },
+        ExtractPolicy { symlinks: SymlinkPolicy::Any, ..ExtractPolicy::faithful() },
     ];
     let mut accepted = 0;
     for i in 0..iterations {
         let tar = mutate(&mut rng, &base);
         // Mostly mutate the tar and compress; sometimes mutate the frame.
-        let input = if i % 5 == 4 {
-            mutate(&mut rng, &zst(&base))
-        } else {
-            zst(&tar)
-        };
+        let input = if i % 5 == 4 { mutate(&mut rng, &zst(&base)) } else { zst(&tar) };
         let policy = &policies[i % policies.len()];
         let listed = list_tar_zst(input.as_slice(), policy);
         let dest = tmp.path().join(format!("d{i}"));

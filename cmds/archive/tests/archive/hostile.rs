@@ -10,38 +10,23 @@ use ferry_archive::{ExtractPolicy, SymlinkPolicy, extract_tar_zst, list_tar_zst}
 use crate::util::{RawTar, expect_ok, expect_refused, mode_of, zst};
 
 fn any_links() -> ExtractPolicy {
-    ExtractPolicy {
-        symlinks: SymlinkPolicy::Any,
-        ..ExtractPolicy::default()
-    }
+    ExtractPolicy { symlinks: SymlinkPolicy::Any, ..ExtractPolicy::default() }
 }
 
 #[test]
 fn ax01_parent_directory_entries() {
-    let a = RawTar::new()
-        .file(b"ok.txt", b"ok")
-        .file(b"../../x", b"pwn")
-        .zst();
+    let a = RawTar::new().file(b"ok.txt", b"ok").file(b"../../x", b"pwn").zst();
     let e = expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_PATH");
     assert!(e.to_string().contains("../../x"), "names the entry: {e}");
     for name in [&b"a/../../x"[..], b"..", b"a/..", b"./../x"] {
-        let a = RawTar::new()
-            .file(b"ok.txt", b"ok")
-            .file(name, b"pwn")
-            .zst();
+        let a = RawTar::new().file(b"ok.txt", b"ok").file(name, b"pwn").zst();
         expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_PATH");
     }
     // Through a GNU long name and a PAX path too.
     let long = format!("{}/../../../x", "a".repeat(120));
-    let a = RawTar::new()
-        .long_name(long.as_bytes())
-        .file(b"short", b"pwn")
-        .zst();
+    let a = RawTar::new().long_name(long.as_bytes()).file(b"short", b"pwn").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_PATH");
-    let a = RawTar::new()
-        .pax(&[(b"path", b"../pax-escape")])
-        .file(b"innocent", b"pwn")
-        .zst();
+    let a = RawTar::new().pax(&[(b"path", b"../pax-escape")]).file(b"innocent", b"pwn").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_PATH");
 }
 
@@ -49,16 +34,8 @@ fn ax01_parent_directory_entries() {
 fn ax02_absolute_paths() {
     let canary = std::env::temp_dir().join(format!("ferry-canary-{}", std::process::id()));
     let canary_name = canary.join("x");
-    for name in [
-        &b"/etc/passwd"[..],
-        b"//x",
-        b"/./x",
-        canary_name.as_os_str().as_encoded_bytes(),
-    ] {
-        let a = RawTar::new()
-            .file(b"ok.txt", b"ok")
-            .file(name, b"root::0:0::/:/bin/sh\n")
-            .zst();
+    for name in [&b"/etc/passwd"[..], b"//x", b"/./x", canary_name.as_os_str().as_encoded_bytes()] {
+        let a = RawTar::new().file(b"ok.txt", b"ok").file(name, b"root::0:0::/:/bin/sh\n").zst();
         expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_PATH");
     }
     assert!(!canary.exists());
@@ -66,42 +43,25 @@ fn ax02_absolute_paths() {
 
 #[test]
 fn ax03_symlinks_with_outside_targets() {
-    for (name, target) in [
-        (&b"link"[..], &b"/etc/shadow"[..]),
-        (b"up", b"../../../.."),
-        (b"a/up", b"../.."),
-        (b"dotdot", b".."),
-    ] {
+    for (name, target) in
+        [(&b"link"[..], &b"/etc/shadow"[..]), (b"up", b"../../../.."), (b"a/up", b"../.."), (b"dotdot", b"..")]
+    {
         let a = RawTar::new().dir(b"a").symlink(name, target).zst();
         expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_LINK");
         expect_refused(&a, &ExtractPolicy::hostile(), "E_ARCHIVE_LINK");
     }
     // Lexically fine per link, but escapes through another link.
-    let a = RawTar::new()
-        .dir(b"d")
-        .symlink(b"d/b", b"..")
-        .symlink(b"e", b"d/b/..")
-        .zst();
+    let a = RawTar::new().dir(b"d").symlink(b"d/b", b"..").symlink(b"e", b"d/b/..").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_LINK");
     // Same with the links in the other order.
-    let a = RawTar::new()
-        .symlink(b"e", b"d/b/../x")
-        .dir(b"d")
-        .symlink(b"d/b", b"..")
-        .zst();
+    let a = RawTar::new().symlink(b"e", b"d/b/../x").dir(b"d").symlink(b"d/b", b"..").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_LINK");
     // Link loops are refused, not spun on.
-    let a = RawTar::new()
-        .symlink(b"p", b"q/..")
-        .symlink(b"q", b"p/x")
-        .zst();
+    let a = RawTar::new().symlink(b"p", b"q/..").symlink(b"q", b"p/x").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_LINK");
     // Under Reject, every symlink is refused.
     let a = RawTar::new().file(b"f", b"").symlink(b"l", b"f").zst();
-    let reject = ExtractPolicy {
-        symlinks: SymlinkPolicy::Reject,
-        ..ExtractPolicy::default()
-    };
+    let reject = ExtractPolicy { symlinks: SymlinkPolicy::Reject, ..ExtractPolicy::default() };
     expect_refused(&a, &reject, "E_ARCHIVE_LINK");
     // In-tree links are fine, dangling ones too.
     let a = RawTar::new()
@@ -112,78 +72,45 @@ fn ax03_symlinks_with_outside_targets() {
         .symlink(b"dangling", b"nowhere")
         .zst();
     let sb = expect_ok(&a, &ExtractPolicy::default());
-    assert_eq!(
-        fs::read_link(sb.dest.join("a/up")).unwrap().as_os_str(),
-        "../a/./f"
-    );
+    assert_eq!(fs::read_link(sb.dest.join("a/up")).unwrap().as_os_str(), "../a/./f");
     // Under Any the target is kept verbatim, and never followed.
     let a = RawTar::new().symlink(b"link", b"/etc/shadow").zst();
     let sb = expect_ok(&a, &any_links());
-    assert_eq!(
-        fs::read_link(sb.dest.join("link")).unwrap().as_os_str(),
-        "/etc/shadow"
-    );
+    assert_eq!(fs::read_link(sb.dest.join("link")).unwrap().as_os_str(), "/etc/shadow");
 }
 
 #[test]
 fn ax04_writes_through_symlinked_directories() {
     // The symlink itself is refused under InTree.
-    let a = RawTar::new()
-        .symlink(b"d", b"../outside")
-        .file(b"d/pwn.txt", b"pwn")
-        .zst();
+    let a = RawTar::new().symlink(b"d", b"../outside").file(b"d/pwn.txt", b"pwn").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_LINK");
     // Under Any, the link is allowed but nothing goes through it.
     expect_refused(&a, &any_links(), "E_ARCHIVE_LINK");
-    let a = RawTar::new()
-        .symlink(b"symlink", b"..")
-        .file(b"symlink/exploit/foo", b"pwn")
-        .zst();
+    let a = RawTar::new().symlink(b"symlink", b"..").file(b"symlink/exploit/foo", b"pwn").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_LINK");
     expect_refused(&a, &any_links(), "E_ARCHIVE_LINK");
-    let a = RawTar::new()
-        .symlink(b"symlink", b"..")
-        .dir(b"symlink/exploit")
-        .zst();
+    let a = RawTar::new().symlink(b"symlink", b"..").dir(b"symlink/exploit").zst();
     expect_refused(&a, &any_links(), "E_ARCHIVE_LINK");
     // RUSTSEC-2018-0002 shape: link entry, then a file of the same name.
-    let a = RawTar::new()
-        .symlink(b"l", b"../outside/a.txt")
-        .file(b"l", b"overwritten")
-        .zst();
+    let a = RawTar::new().symlink(b"l", b"../outside/a.txt").file(b"l", b"overwritten").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_LINK");
     expect_refused(&a, &any_links(), "E_ARCHIVE_DUP");
 }
 
 #[test]
 fn ax07_hard_links() {
-    for target in [
-        &b"/etc/passwd"[..],
-        b"../../etc/passwd",
-        b"../outside/a.txt",
-        b"later.txt",
-    ] {
-        let a = RawTar::new()
-            .hardlink(b"hl", target)
-            .file(b"later.txt", b"x")
-            .zst();
+    for target in [&b"/etc/passwd"[..], b"../../etc/passwd", b"../outside/a.txt", b"later.txt"] {
+        let a = RawTar::new().hardlink(b"hl", target).file(b"later.txt", b"x").zst();
         expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_LINK");
     }
     // To a directory, a symlink, or through a symlinked parent.
     let a = RawTar::new().dir(b"d").hardlink(b"hl", b"d").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_LINK");
-    let a = RawTar::new()
-        .file(b"f", b"f")
-        .symlink(b"s", b"f")
-        .hardlink(b"hl", b"s")
-        .zst();
+    let a = RawTar::new().file(b"f", b"f").symlink(b"s", b"f").hardlink(b"hl", b"s").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_LINK");
     // Disabled by policy.
     let a = RawTar::new().file(b"f", b"f").hardlink(b"hl", b"f").zst();
-    let no = ExtractPolicy {
-        hardlinks: false,
-        ..ExtractPolicy::default()
-    };
+    let no = ExtractPolicy { hardlinks: false, ..ExtractPolicy::default() };
     expect_refused(&a, &no, "E_ARCHIVE_LINK");
     // A link to a file this archive wrote is fine.
     let sb = expect_ok(&a, &ExtractPolicy::default());
@@ -203,10 +130,7 @@ fn ax09_devices_and_fifos() {
         let a = RawTar::new().record(t, b"x", b"", 0o644, b"").zst();
         expect_refused(&a, &ExtractPolicy::faithful(), "E_ARCHIVE_TYPE");
     }
-    let a = RawTar::new()
-        .pax(&[(b"GNU.sparse.major", b"1")])
-        .file(b"s", b"")
-        .zst();
+    let a = RawTar::new().pax(&[(b"GNU.sparse.major", b"1")]).file(b"s", b"").zst();
     expect_refused(&a, &ExtractPolicy::faithful(), "E_ARCHIVE_TYPE");
 }
 
@@ -234,21 +158,14 @@ fn ax10_setuid_and_world_writable_modes() {
 fn xattr_names(p: &std::path::Path) -> Vec<String> {
     let mut buf = vec![0u8; 64 << 10];
     let n = rustix::fs::llistxattr(p, buf.as_mut_slice()).unwrap_or(0);
-    buf[..n]
-        .split(|b| *b == 0)
-        .filter(|k| !k.is_empty())
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .collect()
+    buf[..n].split(|b| *b == 0).filter(|k| !k.is_empty()).map(|k| String::from_utf8_lossy(k).into_owned()).collect()
 }
 
 #[test]
 fn ax12_xattrs_never_applied_unless_asked_and_then_user_only() {
     let a = RawTar::new()
         .pax(&[
-            (
-                b"SCHILY.xattr.security.capability",
-                b"\x01\x00\x00\x02\xff\xff\xff\xff",
-            ),
+            (b"SCHILY.xattr.security.capability", b"\x01\x00\x00\x02\xff\xff\xff\xff"),
             (b"SCHILY.xattr.system.posix_acl_access", b"\x02\x00\x00\x00"),
             (b"SCHILY.xattr.trusted.x", b"t"),
             (b"SCHILY.xattr.user.x", b"u"),
@@ -257,25 +174,13 @@ fn ax12_xattrs_never_applied_unless_asked_and_then_user_only() {
         .zst();
     let sb = expect_ok(&a, &ExtractPolicy::default());
     let names = xattr_names(&sb.dest.join("bin"));
-    for bad in [
-        "security.capability",
-        "system.posix_acl_access",
-        "trusted.x",
-        "user.x",
-    ] {
+    for bad in ["security.capability", "system.posix_acl_access", "trusted.x", "user.x"] {
         assert!(!names.iter().any(|n| n == bad), "{bad} applied: {names:?}");
     }
-    let asked = ExtractPolicy {
-        xattrs: true,
-        ..ExtractPolicy::default()
-    };
+    let asked = ExtractPolicy { xattrs: true, ..ExtractPolicy::default() };
     let sb = expect_ok(&a, &asked);
     let names = xattr_names(&sb.dest.join("bin"));
-    for bad in [
-        "security.capability",
-        "system.posix_acl_access",
-        "trusted.x",
-    ] {
+    for bad in ["security.capability", "system.posix_acl_access", "trusted.x"] {
         assert!(!names.iter().any(|n| n == bad), "{bad} applied: {names:?}");
     }
     // user.x only where the filesystem supports user xattrs.
@@ -332,10 +237,7 @@ fn ax13_duplicates() {
         expect_refused(&t.zst(), &any_links(), "E_ARCHIVE_DUP");
     }
     // A directory described after its children is not a duplicate.
-    let a = RawTar::new()
-        .file(b"d/f", b"f")
-        .record(b'5', b"d/", b"", 0o700, b"")
-        .zst();
+    let a = RawTar::new().file(b"d/f", b"f").record(b'5', b"d/", b"", 0o700, b"").zst();
     let sb = expect_ok(&a, &ExtractPolicy::default());
     assert_eq!(mode_of(&sb.dest.join("d")), 0o700);
 }
@@ -343,29 +245,17 @@ fn ax13_duplicates() {
 #[test]
 fn ax14_case_fold_and_normalisation_collisions() {
     let strict = ExtractPolicy::hostile();
-    let a = RawTar::new()
-        .file(b"README", b"1")
-        .file(b"readme", b"2")
-        .zst();
+    let a = RawTar::new().file(b"README", b"1").file(b"readme", b"2").zst();
     expect_refused(&a, &strict, "E_ARCHIVE_DUP");
     // Faithful to a host's own names when not strict.
     expect_ok(&a, &ExtractPolicy::default());
-    let a = RawTar::new()
-        .file("d/\u{e9}".as_bytes(), b"nfc")
-        .file("d/e\u{301}".as_bytes(), b"nfd")
-        .zst();
+    let a = RawTar::new().file("d/\u{e9}".as_bytes(), b"nfc").file("d/e\u{301}".as_bytes(), b"nfd").zst();
     expect_refused(&a, &strict, "E_ARCHIVE_DUP");
     // CVE-2024-32002 shape: `A/x` then symlink `a`.
     let a = RawTar::new().file(b"A/x", b"x").symlink(b"a", b"A").zst();
     expect_refused(&a, &strict, "E_ARCHIVE_DUP");
     // Control characters, bidi controls and non-UTF-8 under strict names.
-    for name in [
-        &b"new\nline"[..],
-        b"esc\x1b[31m",
-        b"del\x7f",
-        "bidi\u{202e}txt".as_bytes(),
-        b"bad\xff",
-    ] {
+    for name in [&b"new\nline"[..], b"esc\x1b[31m", b"del\x7f", "bidi\u{202e}txt".as_bytes(), b"bad\xff"] {
         let a = RawTar::new().file(name, b"x").zst();
         expect_refused(&a, &strict, "E_ARCHIVE_PATH");
     }
@@ -374,35 +264,20 @@ fn ax14_case_fold_and_normalisation_collisions() {
 #[test]
 fn ax15_long_and_deep_names() {
     let comp = "c".repeat(300);
-    let a = RawTar::new()
-        .long_name(comp.as_bytes())
-        .file(b"short", b"x")
-        .zst();
+    let a = RawTar::new().long_name(comp.as_bytes()).file(b"short", b"x").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_PATH");
     let deep = vec!["a"; 10_000].join("/");
-    let a = RawTar::new()
-        .long_name(deep.as_bytes())
-        .file(b"short", b"x")
-        .zst();
+    let a = RawTar::new().long_name(deep.as_bytes()).file(b"short", b"x").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_PATH");
     let deep65 = vec!["a"; 65].join("/");
-    let a = RawTar::new()
-        .long_name(deep65.as_bytes())
-        .file(b"short", b"x")
-        .zst();
+    let a = RawTar::new().long_name(deep65.as_bytes()).file(b"short", b"x").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_PATH");
     let long = vec!["b".repeat(200); 6].join("/");
-    let a = RawTar::new()
-        .long_name(long.as_bytes())
-        .file(b"short", b"x")
-        .zst();
+    let a = RawTar::new().long_name(long.as_bytes()).file(b"short", b"x").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_PATH");
     // Within the limits: 255-byte component, 64 levels.
     let ok = format!("{}/{}", vec!["a"; 63].join("/"), "z".repeat(255));
-    let a = RawTar::new()
-        .long_name(ok.as_bytes())
-        .file(b"short", b"x")
-        .zst();
+    let a = RawTar::new().long_name(ok.as_bytes()).file(b"short", b"x").zst();
     expect_ok(&a, &ExtractPolicy::default());
 }
 
@@ -459,27 +334,16 @@ fn zero_bomb(size: u64) -> Vec<u8> {
 fn ax18_compression_bombs() {
     let bomb = zero_bomb(256 << 20);
     assert!(bomb.len() < 64 << 10, "a few KiB: {}", bomb.len());
-    let capped = ExtractPolicy {
-        max_total_bytes: 64 << 20,
-        max_ratio: None,
-        ..ExtractPolicy::default()
-    };
+    let capped = ExtractPolicy { max_total_bytes: 64 << 20, max_ratio: None, ..ExtractPolicy::default() };
     let e = expect_refused(&bomb, &capped, "E_ARCHIVE_LIMIT");
     assert!(e.to_string().contains("max_total_bytes"), "{e}");
-    let ratio = ExtractPolicy {
-        max_ratio: Some(100),
-        ..ExtractPolicy::default()
-    };
+    let ratio = ExtractPolicy { max_ratio: Some(100), ..ExtractPolicy::default() };
     let e = expect_refused(&bomb, &ratio, "E_ARCHIVE_LIMIT");
     assert!(e.to_string().contains("ratio"), "{e}");
     // The hostile profile's ratio cap (200:1) stops it too.
     expect_refused(&bomb, &ExtractPolicy::hostile(), "E_ARCHIVE_LIMIT");
     // Per-file cap, checked on the header before any data.
-    let small = ExtractPolicy {
-        max_file_bytes: 1 << 20,
-        max_ratio: None,
-        ..ExtractPolicy::default()
-    };
+    let small = ExtractPolicy { max_file_bytes: 1 << 20, max_ratio: None, ..ExtractPolicy::default() };
     let e = expect_refused(&zero_bomb(2 << 20), &small, "E_ARCHIVE_LIMIT");
     assert!(e.to_string().contains("max_file_bytes"), "{e}");
 }
@@ -491,8 +355,7 @@ fn ax18_zstd_window_above_the_default_limit_is_refused() {
     let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
     enc.window_log(31).unwrap();
     enc.long_distance_matching(true).unwrap();
-    enc.write_all(&RawTar::new().file(b"x", b"x").finish())
-        .unwrap();
+    enc.write_all(&RawTar::new().file(b"x", b"x").finish()).unwrap();
     let frame = enc.finish().unwrap();
     // Frame header descriptor: no single-segment flag, so a window byte
     // follows; exponent 31 - 10 = 21 in its top five bits.
@@ -508,10 +371,7 @@ fn ax19_too_many_entries() {
     for i in 0..101 {
         t.file(format!("f{i}").as_bytes(), b"");
     }
-    let few = ExtractPolicy {
-        max_entries: 100,
-        ..ExtractPolicy::default()
-    };
+    let few = ExtractPolicy { max_entries: 100, ..ExtractPolicy::default() };
     let e = expect_refused(&t.zst(), &few, "E_ARCHIVE_LIMIT");
     assert!(e.to_string().contains("max_entries"), "{e}");
 }
@@ -521,10 +381,7 @@ fn ax23_good_entries_then_a_bad_one_publishes_nothing() {
     let mut t = RawTar::new();
     t.dir(b"d");
     for i in 0..1000 {
-        t.file(
-            format!("d/f{i:04}").as_bytes(),
-            format!("content {i}").as_bytes(),
-        );
+        t.file(format!("d/f{i:04}").as_bytes(), format!("content {i}").as_bytes());
     }
     t.symlink(b"planted", b"../outside");
     t.record(b'5', b"locked", b"", 0o000, b"");
@@ -537,12 +394,7 @@ fn ax23_good_entries_then_a_bad_one_publishes_nothing() {
 fn sf12_file_is_not_what_its_name_says() {
     let tar = RawTar::new().file(b"ok", b"ok").finish();
     let inputs: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "gzip",
-            vec![
-                0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            ],
-        ),
+        ("gzip", vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
         ("xz", b"\xfd7zXZ\x00\x00\x04".to_vec()),
         ("zip", b"PK\x03\x04\x14\x00\x00\x00".to_vec()),
         ("script", b"#!/bin/sh\nrm -rf /\n".to_vec()),
@@ -578,17 +430,9 @@ fn sf12_file_is_not_what_its_name_says() {
     expect_refused(&z, &ExtractPolicy::default(), "E_ARCHIVE_FORMAT");
     // A truncated frame, and a tar without its end-of-archive marker.
     let z = zst(&tar);
-    expect_refused(
-        &z[..z.len() - 3],
-        &ExtractPolicy::default(),
-        "E_ARCHIVE_FORMAT",
-    );
+    expect_refused(&z[..z.len() - 3], &ExtractPolicy::default(), "E_ARCHIVE_FORMAT");
     let unterminated = RawTar::new().file(b"ok", b"ok").buf.clone();
-    expect_refused(
-        &zst(&unterminated),
-        &ExtractPolicy::default(),
-        "E_ARCHIVE_FORMAT",
-    );
+    expect_refused(&zst(&unterminated), &ExtractPolicy::default(), "E_ARCHIVE_FORMAT");
     // Corrupt header checksum; data shorter than the header says.
     let mut bad = tar.clone();
     bad[0] ^= 1;
@@ -605,40 +449,20 @@ fn sf12_file_is_not_what_its_name_says() {
 #[test]
 fn ambiguous_extension_records_are_refused() {
     // PAX path and GNU long name for one entry: two readers could disagree.
-    let a = RawTar::new()
-        .long_name(b"one")
-        .pax(&[(b"path", b"two")])
-        .file(b"x", b"")
-        .zst();
+    let a = RawTar::new().long_name(b"one").pax(&[(b"path", b"two")]).file(b"x", b"").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_FORMAT");
     // PAX size disagreeing with the header (RUSTSEC-2026-0068 class).
-    let a = RawTar::new()
-        .pax(&[(b"size", b"0")])
-        .file(b"x", b"data")
-        .zst();
+    let a = RawTar::new().pax(&[(b"size", b"0")]).file(b"x", b"data").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_FORMAT");
     // Two PAX headers, a dangling extension record, a malformed record.
-    let a = RawTar::new()
-        .pax(&[(b"a", b"1")])
-        .pax(&[(b"b", b"2")])
-        .file(b"x", b"")
-        .zst();
+    let a = RawTar::new().pax(&[(b"a", b"1")]).pax(&[(b"b", b"2")]).file(b"x", b"").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_FORMAT");
-    let a = RawTar::new()
-        .file(b"x", b"")
-        .long_name(b"nothing follows")
-        .zst();
+    let a = RawTar::new().file(b"x", b"").long_name(b"nothing follows").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_FORMAT");
-    let a = RawTar::new()
-        .record(b'x', b"p", b"", 0o644, b"9 a=b\n")
-        .file(b"x", b"")
-        .zst();
+    let a = RawTar::new().record(b'x', b"p", b"", 0o644, b"9 a=b\n").file(b"x", b"").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_FORMAT");
     // A global header that changes later entries.
-    let a = RawTar::new()
-        .record(b'g', b"g", b"", 0o644, b"12 path=x/y\n")
-        .file(b"x", b"")
-        .zst();
+    let a = RawTar::new().record(b'g', b"g", b"", 0o644, b"12 path=x/y\n").file(b"x", b"").zst();
     expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_FORMAT");
     // Non-file entries with data.
     let a = RawTar::new().record(b'5', b"d", b"", 0o755, b"data").zst();

@@ -17,17 +17,11 @@ fn is_root() -> bool {
 }
 
 fn set_mtime(p: &Path, secs: i64) {
-    let t = rustix::fs::Timespec {
-        tv_sec: secs,
-        tv_nsec: 0,
-    };
+    let t = rustix::fs::Timespec { tv_sec: secs, tv_nsec: 0 };
     rustix::fs::utimensat(
         rustix::fs::CWD,
         p,
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
+        &rustix::fs::Timestamps { last_access: t, last_modification: t },
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
     .unwrap();
@@ -61,14 +55,8 @@ fn build_tree(root: &Path) -> bool {
     // Odd names.
     let odd = root.join("odd");
     fs::create_dir(&odd).unwrap();
-    for n in [
-        &b"with space"[..],
-        "é".as_bytes(),
-        "日本".as_bytes(),
-        b"new\nline",
-        b"bad\xffbyte",
-        b" leading-space",
-    ] {
+    for n in [&b"with space"[..], "é".as_bytes(), "日本".as_bytes(), b"new\nline", b"bad\xffbyte", b" leading-space"]
+    {
         fs::write(odd.join(OsStr::from_bytes(n)), n).unwrap();
     }
     let long = "n".repeat(200);
@@ -81,12 +69,7 @@ fn build_tree(root: &Path) -> bool {
     fs::create_dir_all(&deep).unwrap();
     fs::write(deep.join("bottom.txt"), b"deep").unwrap();
     // Modes.
-    for (name, mode) in [
-        ("m600", 0o600),
-        ("m755", 0o755),
-        ("m4755", 0o4755),
-        ("m2755", 0o2755),
-    ] {
+    for (name, mode) in [("m600", 0o600), ("m755", 0o755), ("m4755", 0o4755), ("m2755", 0o2755)] {
         let p = root.join(name);
         fs::write(&p, name).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
@@ -96,7 +79,7 @@ fn build_tree(root: &Path) -> bool {
     // A FIFO.
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("fifo"),
+        root.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,
@@ -108,7 +91,7 @@ fn build_tree(root: &Path) -> bool {
     if is_root() {
         rustix::fs::chownat(
             rustix::fs::CWD,
-            &root.join("m600"),
+            root.join("m600"),
             Some(rustix::fs::Uid::from_raw(1234)),
             Some(rustix::fs::Gid::from_raw(5678)),
             rustix::fs::AtFlags::empty(),
@@ -117,39 +100,20 @@ fn build_tree(root: &Path) -> bool {
     }
     let xattrs = user_xattrs_work(root);
     if xattrs {
-        rustix::fs::setxattr(
-            &root.join("a/f.txt"),
-            "user.ferry",
-            b"test",
-            rustix::fs::XattrFlags::empty(),
-        )
-        .unwrap();
-        rustix::fs::setxattr(
-            &root.join("a"),
-            "user.dir",
-            b"\x00\xffbin",
-            rustix::fs::XattrFlags::empty(),
-        )
-        .unwrap();
+        rustix::fs::setxattr(root.join("a/f.txt"), "user.ferry", b"test", rustix::fs::XattrFlags::empty()).unwrap();
+        rustix::fs::setxattr(root.join("a"), "user.dir", b"\x00\xffbin", rustix::fs::XattrFlags::empty()).unwrap();
     }
     // Times last, deepest first, so later writes do not move them.
     let m = manifest::manifest(root).unwrap();
     for (i, e) in m.iter().enumerate().rev() {
-        set_mtime(
-            &root.join(OsStr::from_bytes(&e.path)),
-            1_600_000_000 + i as i64 * 7,
-        );
+        set_mtime(&root.join(OsStr::from_bytes(&e.path)), 1_600_000_000 + i as i64 * 7);
     }
     fs::set_permissions(root.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
     xattrs
 }
 
 fn create(root: &Path) -> (Vec<u8>, ferry_archive::CreateStats) {
-    let opts = CreateOptions {
-        root: root.to_path_buf(),
-        xattrs: true,
-        ..CreateOptions::default()
-    };
+    let opts = CreateOptions { root: root.to_path_buf(), xattrs: true, ..CreateOptions::default() };
     let mut out = Vec::new();
     let stats = create_tar_zst(&opts, &mut out).unwrap();
     (out, stats)
@@ -178,19 +142,12 @@ fn faithful_round_trip_has_no_differences() {
 
     let a = without_sockets(manifest::manifest(&src).unwrap());
     let b = manifest::manifest(&dest).unwrap();
-    let cmp = Compare {
-        owner: is_root(),
-        xattrs,
-        ..Compare::default()
-    };
+    let cmp = Compare { owner: is_root(), xattrs, ..Compare::default() };
     let d = manifest::diff(&a, &b, &cmp);
     assert!(d.is_empty(), "differences:\n{}", d.join("\n"));
     if xattrs {
         let f = manifest::find(&b, b"a/f.txt").unwrap();
-        assert!(
-            f.xattrs
-                .contains(&("user.ferry".to_string(), b"test".to_vec()))
-        );
+        assert!(f.xattrs.contains(&("user.ferry".to_string(), b"test".to_vec())));
     }
     // The hard-link group spans three names.
     let g = manifest::find(&b, b"h1").unwrap().hardlink_group;
@@ -218,10 +175,7 @@ fn setuid_kept_only_when_asked() {
     let src = tmp.path().join("src");
     build_tree(&src);
     let (archive, _) = create(&src);
-    let policy = ExtractPolicy {
-        setuid: false,
-        ..ExtractPolicy::faithful()
-    };
+    let policy = ExtractPolicy { setuid: false, ..ExtractPolicy::faithful() };
     let dest = tmp.path().join("stripped");
     extract_tar_zst(archive.as_slice(), &dest, &policy).unwrap();
     assert_eq!(mode_of(&dest.join("m4755")), 0o755);
@@ -244,12 +198,7 @@ fn default_policy_refuses_absolute_links_and_fifos_of_a_full_tree() {
     let src = tmp.path().join("src");
     build_tree(&src);
     let (archive, _) = create(&src);
-    let err = extract_tar_zst(
-        archive.as_slice(),
-        &tmp.path().join("d"),
-        &ExtractPolicy::default(),
-    )
-    .unwrap_err();
+    let err = extract_tar_zst(archive.as_slice(), &tmp.path().join("d"), &ExtractPolicy::default()).unwrap_err();
     assert_eq!(err.code(), "E_ARCHIVE_LINK", "{err}");
     assert!(!tmp.path().join("d").exists());
     fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o700)).unwrap();
@@ -266,10 +215,7 @@ fn list_matches_the_tree() {
     assert_eq!(entries.len(), m.len());
     let total = stats.files + stats.dirs + stats.symlinks + stats.hardlinks + stats.other;
     assert_eq!(entries.len() as u64, total);
-    let long = entries
-        .iter()
-        .find(|e| e.path.ends_with("n".repeat(200).as_bytes()))
-        .unwrap();
+    let long = entries.iter().find(|e| e.path.ends_with("n".repeat(200).as_bytes())).unwrap();
     assert_eq!(long.size, 4);
     fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o700)).unwrap();
 }
@@ -300,43 +246,22 @@ fn include_and_exclude() {
         .into_iter()
         .map(|e| String::from_utf8(e.path).unwrap())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "home",
-            "home/u",
-            "home/u/doc",
-            "var",
-            "var/lib",
-            "var/lib/x",
-            "var/lib/x/keep"
-        ]
-    );
+    assert_eq!(names, ["home", "home/u", "home/u/doc", "var", "var/lib", "var/lib/x", "var/lib/x/keep"]);
     assert_eq!(stats.excluded, 3);
 
-    let opts = CreateOptions {
-        root: src.clone(),
-        exclude: vec!["var/cache/*".into()],
-        ..CreateOptions::default()
-    };
+    let opts = CreateOptions { root: src.clone(), exclude: vec!["var/cache/*".into()], ..CreateOptions::default() };
     let mut out = Vec::new();
     create_tar_zst(&opts, &mut out).unwrap();
-    let names: Vec<Vec<u8>> = list_tar_zst(out.as_slice(), &ExtractPolicy::default())
-        .unwrap()
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
+    let names: Vec<Vec<u8>> =
+        list_tar_zst(out.as_slice(), &ExtractPolicy::default()).unwrap().into_iter().map(|e| e.path).collect();
     assert!(names.contains(&b"var/cache".to_vec()));
     assert!(!names.contains(&b"var/cache/apt".to_vec()));
     assert!(names.contains(&b"home/u/cache/c".to_vec()));
 
     // An include path through a symlink is refused, not followed.
     symlink("var", src.join("link")).unwrap();
-    let opts = CreateOptions {
-        root: src.clone(),
-        include: vec![PathBuf::from("link/lib")],
-        ..CreateOptions::default()
-    };
+    let opts =
+        CreateOptions { root: src.clone(), include: vec![PathBuf::from("link/lib")], ..CreateOptions::default() };
     let err = create_tar_zst(&opts, Vec::new()).unwrap_err();
     assert_eq!(err.code(), "E_ARCHIVE_PATH", "{err}");
 }
@@ -363,10 +288,7 @@ fn file_growing_while_read_keeps_the_archive_valid() {
             }
         })
     };
-    let opts = CreateOptions {
-        root: src.clone(),
-        ..CreateOptions::default()
-    };
+    let opts = CreateOptions { root: src.clone(), ..CreateOptions::default() };
     let mut out = Vec::new();
     let stats = create_tar_zst(&opts, &mut out).unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -389,10 +311,7 @@ fn destination_must_not_exist() {
     assert_eq!(err.code(), "E_STORE", "{err}");
     assert_eq!(fs::read(sb.dest.join("keep")).unwrap(), b"k");
     assert!(!sb.dest.join("x").exists());
-    assert_eq!(
-        sb.work_names(),
-        vec!["dest".to_string(), "outside".to_string()]
-    );
+    assert_eq!(sb.work_names(), vec!["dest".to_string(), "outside".to_string()]);
 }
 
 #[test]
@@ -420,11 +339,7 @@ fn gnu_tar_reads_our_archives() {
     assert!(st.success());
     let a = without_sockets(manifest::manifest(&src).unwrap());
     let b = manifest::manifest(&out).unwrap();
-    let cmp = Compare {
-        owner: is_root(),
-        xattrs: false,
-        ..Compare::default()
-    };
+    let cmp = Compare { owner: is_root(), xattrs: false, ..Compare::default() };
     let d = manifest::diff(&a, &b, &cmp);
     assert!(d.is_empty(), "differences:\n{}", d.join("\n"));
     fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o700)).unwrap();
@@ -454,15 +369,10 @@ fn we_read_gnu_tar_archives_gnu_and_posix_formats() {
         assert!(st.success());
         let dest = tmp.path().join(format!("out-{format}"));
         let f = fs::File::open(&file).unwrap();
-        extract_tar_zst(f, &dest, &ExtractPolicy::faithful())
-            .unwrap_or_else(|e| panic!("{format}: {e}"));
+        extract_tar_zst(f, &dest, &ExtractPolicy::faithful()).unwrap_or_else(|e| panic!("{format}: {e}"));
         let a = without_sockets(manifest::manifest(&src).unwrap());
         let b = manifest::manifest(&dest).unwrap();
-        let cmp = Compare {
-            owner: is_root(),
-            xattrs: false,
-            ..Compare::default()
-        };
+        let cmp = Compare { owner: is_root(), xattrs: false, ..Compare::default() };
         let d = manifest::diff(&a, &b, &cmp);
         assert!(d.is_empty(), "{format} differences:\n{}", d.join("\n"));
         fs::set_permissions(dest.join("locked"), fs::Permissions::from_mode(0o700)).unwrap();

@@ -22,14 +22,7 @@ impl RawTar {
     }
 
     /// A record with the given type flag, name, link name, mode and data.
-    pub fn record(
-        &mut self,
-        tflag: u8,
-        name: &[u8],
-        link: &[u8],
-        mode: u32,
-        data: &[u8],
-    ) -> &mut Self {
+    pub fn record(&mut self, tflag: u8, name: &[u8], link: &[u8], mode: u32, data: &[u8]) -> &mut Self {
         let mut h = tar::Header::new_gnu();
         {
             let old = h.as_old_mut();
@@ -134,12 +127,7 @@ impl Sandbox {
         fs::write(outside.join("a.txt"), b"sentinel a").unwrap();
         fs::write(outside.join("sub/b.txt"), b"sentinel b").unwrap();
         let dest = work.join("dest");
-        Sandbox {
-            _tmp: tmp,
-            base,
-            work,
-            dest,
-        }
+        Sandbox { _tmp: tmp, base, work, dest }
     }
 
     /// Everything under `base` except `dest`: names, types, modes, link
@@ -186,10 +174,8 @@ impl Sandbox {
 
     /// Names in `work` (to find leftover staging directories).
     pub fn work_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(&self.work)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut v: Vec<String> =
+            fs::read_dir(&self.work).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
     }
@@ -204,16 +190,9 @@ pub fn expect_refused(archive: &[u8], policy: &ExtractPolicy, code: &str) -> Arc
     let before = sb.snapshot();
     let err = extract_tar_zst(archive, &sb.dest, policy).expect_err("archive must be refused");
     assert_eq!(err.code(), code, "wrong code: {err}");
-    assert!(
-        err.to_string().starts_with(code),
-        "message starts with code: {err}"
-    );
+    assert!(err.to_string().starts_with(code), "message starts with code: {err}");
     assert!(!sb.dest.exists(), "nothing published");
-    assert_eq!(
-        sb.work_names(),
-        vec!["outside".to_string()],
-        "no staging left"
-    );
+    assert_eq!(sb.work_names(), vec!["outside".to_string()], "no staging left");
     assert_eq!(sb.snapshot(), before, "nothing outside changed");
     let lerr = list_tar_zst(archive, policy).expect_err("list must refuse too");
     assert_eq!(lerr.code(), code, "list: wrong code: {lerr}");
