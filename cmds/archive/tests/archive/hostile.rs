@@ -488,3 +488,12 @@ fn hostile_profile_extracts_a_clean_archive() {
     let err = extract_tar_zst(a.as_slice(), &sb.dest, &ExtractPolicy::hostile()).unwrap_err();
     assert_eq!(err.code(), "E_STORE");
 }
+
+#[test]
+fn error_messages_escape_entry_names() {
+    let a = RawTar::new().file(b"../\n\x1b[2Jfake log line\xff", b"x").zst();
+    let e = expect_refused(&a, &ExtractPolicy::default(), "E_ARCHIVE_PATH");
+    let msg = e.to_string();
+    assert!(msg.contains("../\\x0a\\x1b[2Jfake log line\\xff"), "{msg}");
+    assert!(msg.bytes().all(|b| (0x20..0x7f).contains(&b)), "printable ASCII only: {msg:?}");
+}

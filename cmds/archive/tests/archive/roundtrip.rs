@@ -379,3 +379,56 @@ fn we_read_gnu_tar_archives_gnu_and_posix_formats() {
     }
     fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o700)).unwrap();
 }
+
+#[test]
+fn sub_second_mtimes_via_pax() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let f = src.join("f");
+    fs::write(&f, b"x").unwrap();
+    let t = rustix::fs::Timespec { tv_sec: 1_650_000_000, tv_nsec: 123_456_789 };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        &f,
+        &rustix::fs::Timestamps { last_access: t, last_modification: t },
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+    let opts = CreateOptions { root: src.clone(), mtime_nanos: true, ..CreateOptions::default() };
+    let mut out = Vec::new();
+    create_tar_zst(&opts, &mut out).unwrap();
+    let entries = list_tar_zst(out.as_slice(), &ExtractPolicy::default()).unwrap();
+    assert_eq!((entries[0].mtime, entries[0].mtime_nanos), (1_650_000_000, 123_456_789));
+    let dest = tmp.path().join("dest");
+    extract_tar_zst(out.as_slice(), &dest, &ExtractPolicy::default()).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::metadata(dest.join("f")).unwrap();
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_650_000_000, 123_456_789));
+    // Without the option the archive has whole seconds only.
+    let mut out = Vec::new();
+    create_tar_zst(&CreateOptions { root: src, ..CreateOptions::default() }, &mut out).unwrap();
+    let entries = list_tar_zst(out.as_slice(), &ExtractPolicy::default()).unwrap();
+    assert_eq!((entries[0].mtime, entries[0].mtime_nanos), (1_650_000_000, 0));
+}
+
+#[test]
+fn long_hard_link_targets_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dir = src.join("x".repeat(150));
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("y".repeat(120)), b"data").unwrap();
+    fs::hard_link(dir.join("y".repeat(120)), src.join("z")).unwrap();
+    let (archive, stats) = {
+        let mut out = Vec::new();
+        let s = create_tar_zst(&CreateOptions { root: src.clone(), ..CreateOptions::default() }, &mut out).unwrap();
+        (out, s)
+    };
+    assert_eq!(stats.hardlinks, 1);
+    let dest = tmp.path().join("dest");
+    extract_tar_zst(archive.as_slice(), &dest, &ExtractPolicy::default()).unwrap();
+    let d =
+        manifest::diff(&manifest::manifest(&src).unwrap(), &manifest::manifest(&dest).unwrap(), &Compare::default());
+    assert!(d.is_empty(), "{d:?}");
+}
