@@ -69,6 +69,9 @@ pub enum Command {
     },
     /// The public key this node pulls from CLIENT with.
     PullKey { client: String },
+    /// The exact ssh command the node pulls from CLIENT with (to debug a
+    /// pull by hand: `GIT_SSH_COMMAND="$(ferry-node pull-ssh c)" git ls-remote …`).
+    PullSsh { client: String },
     /// Show the event journal (newest last).
     Events {
         #[arg(long)]
@@ -139,6 +142,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::PullKey { client } => {
             println!("{}", crate::pullkey::pull_key(&cfg, &client)?);
+            Ok(exit::OK)
+        }
+        Command::PullSsh { client } => {
+            let enrollment = crate::enrollment::load(&cfg)?;
+            let c =
+                enrollment.client(&client).ok_or_else(|| UsageError(format!("client {client:?} is not enrolled")))?;
+            println!("{}", crate::jobs::ssh_command(&cfg, c));
             Ok(exit::OK)
         }
         Command::Events { client, last } => {

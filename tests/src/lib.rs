@@ -43,6 +43,7 @@ mod cgit;
 mod chromium;
 mod env;
 mod files;
+pub mod fleet;
 mod git;
 mod http;
 mod mariadb;

@@ -4,7 +4,7 @@ use std::fs;
 
 use ferry_tests::{TestDir, git_cmd, hash_tree, require_all};
 
-use crate::fleet::{Client, Node, eventually, ok, run, text};
+use ferry_tests::fleet::{Client, Node, eventually, ok, run, text};
 
 fn tools() -> bool {
     require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"])

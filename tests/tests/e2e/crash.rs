@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ferry_tests::{TestDir, for_each_ref, git_cmd, require_all};
 
-use crate::fleet::{Client, Node, commit_and_push, eventually, ok, run, text};
+use ferry_tests::fleet::{Client, Node, commit_and_push, eventually, ok, run, text};
 
 fn tools() -> bool {
     require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"])

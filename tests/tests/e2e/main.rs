@@ -6,6 +6,5 @@
 
 mod badinput;
 mod crash;
-mod fleet;
 mod harness;
 mod spine;

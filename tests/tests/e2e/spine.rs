@@ -5,7 +5,7 @@ use std::fs;
 
 use ferry_tests::{TestDir, for_each_ref, git, git_cmd, require_all};
 
-use crate::fleet::{Client, Node, commit_and_push, eventually, ok, run, ssh_command, text};
+use ferry_tests::fleet::{Client, Node, commit_and_push, eventually, ok, run, ssh_command, text};
 
 fn tools() -> bool {
     require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"])
@@ -80,7 +80,7 @@ fn keys_only_reach_their_own_queue() {
     // B cannot push A's queue, nor gitosis-admin, and is told why.
     let scratch = td.join("scratch");
     git(&td.path, &["init", "--quiet", scratch.to_str().unwrap()]);
-    crate::fleet::commit_and_push_local(&scratch);
+    ferry_tests::fleet::commit_and_push_local(&scratch);
     for (repo, msg) in
         [("queue/host-a.git", "Repository read access denied"), ("gitosis-admin.git", "Repository read access denied")]
     {

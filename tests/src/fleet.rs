@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use ferry_tests::{Sshd, SshdOptions, TestDir, ferry_bin, git, git_cmd, next_loopback, ssh_keygen, wait_until};
+use crate::{Sshd, SshdOptions, TestDir, ferry_bin, git, git_cmd, next_loopback, ssh_keygen, wait_until};
 
 /// Run a command, returning its output (never panics on failure).
 pub fn run(cmd: &mut Command) -> Output {
