@@ -534,15 +534,15 @@ impl<W: Write> Walker<'_, W> {
         }
 
         let mut pax_buf = Vec::new();
+        // PAX mtime: sub-second times when asked, and pre-1970 times
+        // (the GNU header field is unsigned here). A negative time with a
+        // fraction is written as whole seconds, rounded down.
         if self.opts.mtime_nanos || st.st_mtime < 0 {
-            let t = if st.st_mtime_nsec != 0 {
+            let t = if st.st_mtime_nsec != 0 && st.st_mtime >= 0 {
                 format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec)
             } else {
                 st.st_mtime.to_string()
             };
-            // For negative times with nanos the PAX form is -(|s|-1).(1e9-ns);
-            // keep it simple and exact by emitting whole seconds then.
-            let t = if st.st_mtime < 0 { st.st_mtime.to_string() } else { t };
             pax::push_record(&mut pax_buf, b"mtime", t.as_bytes());
         }
         if self.opts.xattrs {

@@ -126,3 +126,67 @@ fn mutated_archives_never_panic_and_leave_nothing_behind() {
     }
     eprintln!("{accepted}/{iterations} mutated archives were accepted");
 }
+
+/// Random trees of directories and relative symlinks: whatever the InTree
+/// policy accepts must really stay inside the tree when the kernel follows
+/// the links. The oracle is coreutils `realpath -m`, an implementation
+/// independent of ours.
+#[test]
+fn accepted_in_tree_symlinks_resolve_inside_the_tree() {
+    if !crate::util::have_tool("realpath") {
+        eprintln!("skipped: realpath missing");
+        return;
+    }
+    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    let names = [&b"a"[..], b"b", b"c"];
+    let comps = [&b".."[..], b".", b"a", b"b", b"c", b"x"];
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut accepted, mut refused) = (0, 0);
+    for trial in 0..300 {
+        let mut t = RawTar::new();
+        let mut links = Vec::new();
+        for _ in 0..rng.below(5) + 2 {
+            // A path of 1-3 components; parents become implicit dirs.
+            let depth = rng.below(3) + 1;
+            let path: Vec<&[u8]> = (0..depth).map(|_| names[rng.below(names.len())]).collect();
+            let path = path.join(&b'/');
+            if rng.below(2) == 0 {
+                t.dir(&path);
+            } else {
+                let n = rng.below(4) + 1;
+                let target: Vec<&[u8]> = (0..n).map(|_| comps[rng.below(comps.len())]).collect();
+                t.symlink(&path, &target.join(&b'/'));
+                links.push(path);
+            }
+        }
+        let dest = tmp.path().join(format!("t{trial}"));
+        if extract_tar_zst(zst(&t.finish()).as_slice(), &dest, &ExtractPolicy::default()).is_err() {
+            refused += 1;
+            continue;
+        }
+        accepted += 1;
+        let root = fs::canonicalize(&dest).unwrap();
+        let args: Vec<std::path::PathBuf> = links
+            .iter()
+            .map(|l| dest.join(std::str::from_utf8(l).unwrap()))
+            .filter(|p| fs::symlink_metadata(p).map(|m| m.file_type().is_symlink()).unwrap_or(false))
+            .collect();
+        if args.is_empty() {
+            continue;
+        }
+        let out = std::process::Command::new("realpath").arg("-m").args(&args).output().unwrap();
+        assert!(out.status.success());
+        // `realpath -m` also resolves `..` after a missing component, as the
+        // kernel would once that component exists.
+        for (p, r) in args.iter().zip(String::from_utf8(out.stdout).unwrap().lines()) {
+            assert!(
+                std::path::Path::new(r).starts_with(&root),
+                "trial {trial}: {} resolves to {r}, outside {}",
+                p.display(),
+                root.display()
+            );
+        }
+    }
+    eprintln!("{accepted} accepted, {refused} refused");
+    assert!(accepted > 20 && refused > 20, "both outcomes exercised");
+}
