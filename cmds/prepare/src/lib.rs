@@ -12,12 +12,27 @@
 //! called with the seed's interface (`$1` module, `$2` argument) and printing
 //! one request line per output line (the seed's `add_queue` contract; see
 //! [`script`]).
+//!
+//! *Data modules* work on configured sources ([`SourceSpec`]) and leave an
+//! artifact in the export directory for the node to pull over sftp
+//! ([`prepare_source`]): `fs` (a tree as `tar.zst`, [`fs`]), `postgresdb`
+//! and `mysql` (dumps, [`db`]), `pipe` (a command's stdout, [`pipe`]), each
+//! with optional `pre`/`post` commands ([`hooks`]). [`export`] owns the
+//! export directory: names, the synced write discipline, retention.
 
 pub mod context;
+pub mod db;
+pub mod export;
+pub mod fs;
 pub mod git;
+pub mod hooks;
+pub mod pipe;
 pub mod script;
+pub mod source;
 
 pub use context::{Context, ExportEndpoint, GitExportScheme};
+pub use export::{ArtifactInfo, HashingWriter, apply_retention, check_export_dir, list_artifacts};
+pub use source::{DATA_MODULES, DEFAULT_KEEP, DEFAULT_TIMEOUT, SourceKind, SourceSpec, check_source, prepare_source};
 
 use ferry_request::Request;
 
@@ -39,6 +54,16 @@ pub enum PrepareError {
         #[source]
         source: std::io::Error,
     },
+    /// A source or the export directory is configured so that it can never
+    /// work; nothing was run.
+    #[error("{0}")]
+    Config(String),
+    /// A source's `pre` or `post` command failed.
+    #[error("source {source_name}: {phase} command failed: {message}")]
+    Hook { source_name: String, phase: &'static str, message: String },
+    /// The run failed, and then its `post` command failed too: both matter.
+    #[error("{first}; then {then}")]
+    Then { first: Box<PrepareError>, then: Box<PrepareError> },
 }
 
 impl PrepareError {
@@ -50,6 +75,9 @@ impl PrepareError {
             PrepareError::Failed { .. } => "E_PREPARE",
             PrepareError::BadLine { .. } => "E_REQ_SYNTAX",
             PrepareError::Io { .. } => "E_STORE",
+            PrepareError::Config(_) => "E_CONFIG",
+            PrepareError::Hook { .. } => "E_HOOK",
+            PrepareError::Then { first, .. } => first.code(),
         }
     }
 }
@@ -66,6 +94,9 @@ pub fn prepare(module: &str, arg: &str, ctx: &Context<'_>) -> Result<Vec<Request
                 arg.parse().map_err(|e: ferry_request::Rejection| PrepareError::Invalid(format!("dummy: {e}")))?;
             Ok(vec![Request::Dummy(ferry_request::DummyRequest { word })])
         }
+        m if DATA_MODULES.contains(&m) => Err(PrepareError::Invalid(format!(
+            "module {m} works on configured sources: add a [[source]] with module = \"{m}\" and request it by its name"
+        ))),
         other => script::prepare(other, arg, ctx),
     }
 }
