@@ -19,13 +19,12 @@
 //! * it is `fsync`ed, renamed into place without replacing anything
 //!   (`RENAME_NOREPLACE`), and the directory is `fsync`ed, so a request can
 //!   only ever name a complete, durable file;
-//! * on any failure (or panic) the temporary file is removed ([`Artifact`]'s
+//! * on any failure (or panic) the temporary file is removed (the artifact writer's
 //!   `Drop`); temporary files left by a crash are removed by the next run
 //!   of the same source, which holds the source's lock;
 //! * retention ([`apply_retention`]) deletes old artifacts only when the
 //!   caller's guard says no unacknowledged request still names them.
 
-use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -175,7 +174,7 @@ pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))?;
     if let Some(parent) = dir.parent() {
-        let _ = crate::export::fsync_dir(parent);
+        let _ = fsync_dir(parent);
     }
     Ok(())
 }
@@ -432,11 +431,6 @@ pub fn apply_retention(
         fsync_dir(dir)?;
     }
     Ok(deleted)
-}
-
-/// True when `name` is hidden or otherwise not an artifact name.
-pub fn is_artifact_file_name(name: &OsStr) -> bool {
-    name.to_str().and_then(parse_artifact_name).is_some()
 }
 
 #[cfg(test)]
