@@ -2,12 +2,16 @@
 //!
 //! * [`git`] mirrors a repository with the git CLI under the hardened
 //!   configuration of SECURITY C3;
+//! * [`sftp`] downloads one prepared file over the node's own SSH (pinned
+//!   host key, per-client key, read-only sftp), verifying size and SHA-256
+//!   before it is stored (SECURITY C5, SF-01..06).
 //!
 //! Every function here takes URLs and paths the caller rebuilt from
 //! validated request fields and enrolled facts; nothing in this crate parses
 //! client text.
 
 pub mod git;
+pub mod sftp;
 
 use ferry_request::Reason;
 
