@@ -14,7 +14,11 @@
 #   tar czf   tar -czf OUT DIR                  (gzip -6, single-threaded)
 # A ratio below 1.00 means ours is faster / smaller.
 #
-# Env: SKIP_GZ=1 leaves out the (slow) tar czf runs. BENCH_DIR (scratch, default /tmp/ferry-archive-bench; the generated
+# Env: INTERLEAVE=1 runs the commands in rounds (ours, tar|zstd, tar czf,
+# ours, ...) instead of hyperfine's one-block-per-command, so a machine whose
+# load drifts (shared CI, other builds) biases all commands alike; it prints
+# the median and the minimum. SKIP_GZ=1 leaves out the (slow) tar czf runs.
+# BENCH_DIR (scratch, default /tmp/ferry-archive-bench; the generated
 # tree is kept there and reused when the parameters match), RUNS (default 5),
 # CARGO_TARGET_DIR (where the example binary is built).
 # Uses hyperfine when installed (apt-get install -y hyperfine), otherwise
@@ -126,7 +130,32 @@ median_of() { # command -> median seconds
     printf '%s\n' "${t[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
 }
 
-if command -v hyperfine >/dev/null; then
+if [ "${INTERLEAVE:-0}" = 1 ]; then
+    command -v /usr/bin/time >/dev/null || { echo "INTERLEAVE=1 needs /usr/bin/time" >&2; exit 1; }
+    LOG=$OUT/interleaved.txt
+    : > "$LOG"
+    for cmd in "$CMD_OURS" "$CMD_ZSTD" "$CMD_GZ"; do eval "$cmd"; done # warm-up
+    for ((i = 0; i < RUNS; i++)); do
+        for name in ours zstd gz; do
+            case $name in ours) cmd=$CMD_OURS;; zstd) cmd=$CMD_ZSTD;; gz) cmd=$CMD_GZ;; esac
+            /usr/bin/time -f "$name %e %U %S" -a -o "$LOG" sh -c "$cmd"
+        done
+    done
+    read -r T_OURS T_ZSTD T_GZ C_OURS C_ZSTD C_GZ < <(python3 - "$LOG" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    name, wall, user, sys_ = line.split()
+    runs.setdefault(name, []).append((float(wall), float(user) + float(sys_)))
+names = ["ours", "zstd", "gz"]
+for n in names:
+    w = [r[0] for r in runs[n]]
+    print(f"{n:5} wall median {statistics.median(w):.3f} min {min(w):.3f}  all {' '.join(f'{x:.2f}' for x in w)}", file=sys.stderr)
+print(*[statistics.median(r[0] for r in runs[n]) for n in names],
+      *[statistics.median(r[1] for r in runs[n]) for n in names])
+PY
+)
+elif command -v hyperfine >/dev/null; then
     hyperfine --style basic --warmup 1 --runs "$RUNS" --export-json "$OUT/hyperfine.json" \
         -n ours "$CMD_OURS" -n "tar|zstd" "$CMD_ZSTD" -n "tar czf" "$CMD_GZ" >&2
     read -r T_OURS T_ZSTD T_GZ C_OURS C_ZSTD C_GZ < <(python3 -c '

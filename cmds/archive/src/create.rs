@@ -11,10 +11,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use tar::{EntryType, Header};
@@ -98,10 +99,6 @@ pub struct CreateStats {
     pub bytes_out: u64,
 }
 
-/// Size of the buffer between the tar writer and the zstd encoder: large
-/// enough that a small file's header and data cost one memcpy, not one
-/// FFI call each, and that big files reach zstd in 1 MiB slices.
-const WRITE_BUFFER: usize = 1 << 20;
 /// Open directory fds the walk keeps at most; deeper levels are reopened
 /// from the nearest open ancestor when the walk returns to them.
 const MAX_OPEN_DIRS: usize = 32;
@@ -136,25 +133,136 @@ pub fn create_tar_zst<W: Write>(opts: &CreateOptions, out: W) -> Result<CreateSt
     }
     enc.include_checksum(true).map_err(|e| ArchiveError::io("configuring zstd", e))?;
 
-    let mut w = Walker {
-        opts,
-        root: root_fd,
-        root_dev: root_st.st_dev,
-        out: BufWriter::with_capacity(WRITE_BUFFER, enc),
-        excludes: opts.exclude.iter().filter_map(|p| ExcludePattern::parse(p)).collect(),
-        links: HashMap::new(),
-        names: Names::load(),
-        stats: CreateStats::default(),
-        emitted_ancestors: HashSet::new(),
-    };
-    w.run()?;
+    // The walk (syscalls, tar formatting) runs on its own thread and hands
+    // 1 MiB chunks of tar stream to this thread, which feeds zstd and owns
+    // `out` (so `W` need not be `Send`). Decoupling them the way
+    // `tar | zstd` is decoupled by a pipe matters on a busy machine: with
+    // one thread doing both, every wait for a zstd worker also stalled the
+    // walk, and wall time doubled under CPU contention.
+    let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_CHUNKS);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let walker = scope.spawn(move || {
+            let mut w = Walker {
+                opts,
+                root: root_fd,
+                root_dev: root_st.st_dev,
+                out: ChunkWriter { buf: Vec::with_capacity(CHUNK), full: full_tx, empty: empty_rx },
+                excludes: opts.exclude.iter().filter_map(|p| ExcludePattern::parse(p)).collect(),
+                links: HashMap::new(),
+                names: Names::load(),
+                stats: CreateStats::default(),
+                emitted_ancestors: HashSet::new(),
+            };
+            w.run()?;
+            w.out.flush().map_err(|e| ArchiveError::io("writing archive", e))?;
+            Ok::<CreateStats, ArchiveError>(w.stats)
+        });
+        let mut write_err = None;
+        for chunk in &full_rx {
+            if let Err(e) = enc.write_all(&chunk) {
+                write_err = Some(e);
+                break;
+            }
+            // Hand the buffer back for reuse; the walker may be gone.
+            let _ = empty_tx.send(chunk);
+        }
+        // Unblocks a walker waiting to send after a write error.
+        drop(full_rx);
+        let walked = match walker.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        if let Some(e) = write_err {
+            return Err(ArchiveError::io("writing archive", e));
+        }
+        let mut stats = walked?;
+        let mut counting = enc.finish().map_err(|e| ArchiveError::io("finishing zstd frame", e))?;
+        counting.flush().map_err(|e| ArchiveError::io("flushing archive", e))?;
+        stats.bytes_out = counting.count;
+        Ok(stats)
+    })
+}
 
-    let Walker { out, mut stats, .. } = w;
-    let enc = out.into_inner().map_err(|e| ArchiveError::io("writing archive", e.into_error()))?;
-    let mut counting = enc.finish().map_err(|e| ArchiveError::io("finishing zstd frame", e))?;
-    counting.flush().map_err(|e| ArchiveError::io("flushing archive", e))?;
-    stats.bytes_out = counting.count;
-    Ok(stats)
+/// Size of the chunks handed from the walker to the compressing thread:
+/// large enough that a small file's header and data cost a memcpy, not a
+/// channel message each, and that big files reach zstd in 1 MiB slices.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight between the threads (bounded memory: 8 MiB).
+const CHANNEL_CHUNKS: usize = 8;
+
+/// The walker's side of the channel: a `Write` that fills 1 MiB chunks
+/// and sends them to the compressing thread, reusing returned buffers.
+struct ChunkWriter {
+    buf: Vec<u8>,
+    full: mpsc::SyncSender<Vec<u8>>,
+    empty: mpsc::Receiver<Vec<u8>>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = match self.empty.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => Vec::with_capacity(CHUNK),
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        self.full.send(full).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "archive writer stopped"))
+    }
+
+    /// Copies up to `limit` bytes from `r` straight into the chunk buffers
+    /// (no intermediate buffer); returns how many were copied, fewer only
+    /// at end of file.
+    fn copy_from(&mut self, r: &mut impl Read, limit: u64) -> io::Result<u64> {
+        let mut done = 0u64;
+        while done < limit {
+            if self.buf.len() == CHUNK {
+                self.send()?;
+            }
+            let len = self.buf.len();
+            let want = (CHUNK - len).min(usize::try_from(limit - done).unwrap_or(usize::MAX));
+            self.buf.resize(len + want, 0);
+            let n = loop {
+                match r.read(&mut self.buf[len..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    self.buf.truncate(len);
+                    return Err(e);
+                }
+            };
+            self.buf.truncate(len + n);
+            if n == 0 {
+                break;
+            }
+            done += n as u64;
+        }
+        Ok(done)
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
 }
 
 struct CountingWriter<W> {
@@ -216,13 +324,11 @@ struct Frame {
     next: usize,
 }
 
-type Enc<W> = zstd::stream::write::Encoder<'static, CountingWriter<W>>;
-
-struct Walker<'o, W: Write> {
+struct Walker<'o> {
     opts: &'o CreateOptions,
     root: OwnedFd,
     root_dev: u64,
-    out: BufWriter<Enc<W>>,
+    out: ChunkWriter,
     excludes: Vec<ExcludePattern>,
     /// First archived name of each multiply-linked regular file.
     links: HashMap<(u64, u64), Vec<u8>>,
@@ -246,7 +352,7 @@ fn ctx(what: &str, rel: &[u8]) -> String {
     format!("{what} {}", escape_name(rel))
 }
 
-impl<W: Write> Walker<'_, W> {
+impl Walker<'_> {
     fn run(&mut self) -> Result<(), ArchiveError> {
         if self.opts.include.is_empty() {
             let names = read_names(self.root.as_fd()).map_err(|e| ArchiveError::io("listing root", e))?;
@@ -484,8 +590,7 @@ impl<W: Write> Walker<'_, W> {
             self.links.insert((st.st_dev, st.st_ino), rel.to_vec());
         }
         let mut file = std::fs::File::from(fd);
-        let mut limited = (&mut file).take(size);
-        let copied = io::copy(&mut limited, &mut self.out).map_err(|e| ArchiveError::io(ctx("archiving", rel), e))?;
+        let copied = self.out.copy_from(&mut file, size).map_err(|e| ArchiveError::io(ctx("archiving", rel), e))?;
         let mut changed = false;
         if copied < size {
             // Shrunk while reading: pad so the header stays true.
