@@ -182,9 +182,9 @@ import sys
 mode, s_in = sys.argv[1], int(sys.argv[2])
 t_ours, t_zstd, t_gz = map(float, sys.argv[3:6])
 s_ours, s_zstd, s_gz = map(int, sys.argv[6:9])
-if s_gz == 0:
-    t_gz, s_gz = float("nan"), float("nan")
 c_ours, c_zstd, c_gz = map(float, sys.argv[10:13])
+if s_gz == 0:
+    t_gz, s_gz, c_gz = float("nan"), float("nan"), float("nan")
 print(f"\n{mode}: {s_in / 2**20:.0f} MiB input, {sys.argv[9]} cores, median of runs, warm cache")
 print(f"{'':10} {'wall s':>8} {'MiB/s':>8} {'cpu s':>8} {'size MiB':>9} {'comp ratio':>10}")
 rows = (("ours", t_ours, c_ours, s_ours), ("tar|zstd", t_zstd, c_zstd, s_zstd), ("tar czf", t_gz, c_gz, s_gz))

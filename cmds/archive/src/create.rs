@@ -116,6 +116,10 @@ const MAX_OPEN_DIRS: usize = 32;
 /// round-trip. A file that changes size while being read is cut or padded
 /// to its header size and counted in [`CreateStats::changed`].
 ///
+/// Threads: the walk runs on a scoped thread of its own, the calling
+/// thread feeds zstd and writes `out`, and zstd runs `zstd_workers` more.
+/// At most 8 MiB of tar stream is in flight between them.
+///
 /// Errors: [`ArchiveError::Io`] for anything unreadable (the archive is then
 /// incomplete and must be discarded by the caller), [`ArchiveError::Path`]
 /// for an include path that is absolute, has `..` or goes through a symlink.
