@@ -22,6 +22,34 @@ use crate::plan::{Item, Role};
 pub const MAX_MAIL_BODY: usize = 64 * 1024;
 const SOFT_LIMIT: usize = 56 * 1024;
 const HARD_LIMIT: usize = 62 * 1024;
+/// Lines we write stay within 72 columns where words allow, so a typical
+/// mail is plain 7bit (readable raw, in logs and by any reader) rather than
+/// quoted-printable, which lettre picks for lines of 76 or more.
+const WIDTH: usize = 72;
+
+/// Appends `text` as lines of at most [`WIDTH`] columns (breaking at
+/// spaces; a single longer word stays whole), each starting with `indent`.
+fn wrap(body: &mut String, indent: &str, text: &str) {
+    if indent.len() + text.len() <= WIDTH {
+        body.push_str(indent);
+        body.push_str(text);
+        body.push('\n');
+        return;
+    }
+    let mut line = String::from(indent);
+    for word in text.split(' ') {
+        if line.len() > indent.len() && line.len() + 1 + word.len() > WIDTH {
+            body.push_str(&line);
+            body.push('\n');
+            line = String::from(indent);
+        } else if line.len() > indent.len() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    body.push_str(&line);
+    body.push('\n');
+}
 
 /// A composed mail (or, without mail config, a digest for the log).
 #[derive(Debug, Clone)]
@@ -146,15 +174,20 @@ pub(crate) fn compose(
             compact = true;
             body.push_str("(Body limit near: further alerts are listed one per line.)\n");
         }
+        let head = format!("* {} [{}]", alert.token(), item.key);
+        let raised = format!("raised {}", ts(alert.raised_at));
+        if compact || head.len() + 1 + raised.len() <= WIDTH {
+            let _ = writeln!(body, "{head} {raised}");
+        } else {
+            let _ = writeln!(body, "{head}\n  {raised}");
+        }
         if compact {
-            let _ = writeln!(body, "* {} [{}] raised {}", alert.token(), item.key, ts(alert.raised_at));
             continue;
         }
-        let _ = writeln!(body, "* {} [{}] raised {}", alert.token(), item.key, ts(alert.raised_at));
         for line in alert.body.lines() {
             // Indented, so no line of caller text can start with `.`,
             // `From ` or look like a header.
-            let _ = writeln!(body, "  {line}");
+            wrap(&mut body, "  ", line);
         }
         if let Some(x) = &alert.excerpt {
             body.push_str("  Untrusted text (escaped, as received):\n");
@@ -165,32 +198,26 @@ pub(crate) fn compose(
         match &item.role {
             Role::New => {}
             Role::Reminder(op) => {
+                let _ = writeln!(body, "  Reminder: still open since {}", ts(op.since));
                 let _ = writeln!(
                     body,
-                    "  Reminder: still open since {} (first mailed {}, {} ago).",
-                    ts(op.since),
+                    "  (first mailed {}, {} ago).",
                     ts(op.mailed_at),
                     human(now.duration_since(op.since))
                 );
             }
             Role::Recovery(op) => {
+                let _ = writeln!(body, "  Ends {} raised {}", op.kind.code(), ts(op.since));
                 let _ = writeln!(
                     body,
-                    "  Ends {} raised {} (mailed {}); it lasted {}.",
-                    op.kind.code(),
-                    ts(op.since),
+                    "  (mailed {}); it lasted {}.",
                     ts(op.mailed_at),
                     human(alert.raised_at.duration_since(op.since))
                 );
                 if let Some(f) = outage {
-                    let _ = writeln!(
-                        body,
-                        "  {} was raised {} more time{} while it lasted (last {}).",
-                        op.kind.code(),
-                        f.count,
-                        if f.count == 1 { "" } else { "s" },
-                        ts(f.last)
-                    );
+                    let s = if f.count == 1 { "" } else { "s" };
+                    let _ = writeln!(body, "  {} was raised {} more time{s} while it lasted", op.kind.code(), f.count);
+                    let _ = writeln!(body, "  (last {}).", ts(f.last));
                 }
             }
         }
@@ -202,12 +229,9 @@ pub(crate) fn compose(
                 .chain(own.map(|f| f.last))
                 .max()
                 .unwrap_or(alert.raised_at);
-            let _ = writeln!(
-                body,
-                "  Raised {repeats} more time{} until {} (counted, not mailed separately).",
-                if repeats == 1 { "" } else { "s" },
-                ts(last)
-            );
+            let s = if repeats == 1 { "" } else { "s" };
+            let _ = writeln!(body, "  Raised {repeats} more time{s} until {}", ts(last));
+            body.push_str("  (counted, not mailed separately).\n");
         }
         body.push('\n');
     }
@@ -219,32 +243,46 @@ pub(crate) fn compose(
                 (c > 0).then(|| format!("{} ({c})", k.code()))
             })
             .collect();
-        let _ = writeln!(
-            body,
-            "\nAnd {} more alert{} not shown (mail size limit): {}. They are in the log on {host}.",
-            not_shown.len(),
-            if not_shown.len() == 1 { "" } else { "s" },
-            counts.join(", ")
+        body.push('\n');
+        let s = if not_shown.len() == 1 { "" } else { "s" };
+        wrap(
+            &mut body,
+            "",
+            &format!(
+                "And {} more alert{s} not shown (mail size limit): {}. They are in the log on {host}.",
+                not_shown.len(),
+                counts.join(", ")
+            ),
         );
     }
     body.push_str("\n-- \n");
     if let Some(since) = notes.held_since {
-        let _ = writeln!(body, "The hourly mail cap held these alerts back since {}; nothing was dropped.", ts(since));
-    }
-    if let Some((max, next)) = notes.last_slot {
-        let _ = writeln!(
-            body,
-            "This is the last of {max} mails allowed per hour: later alerts wait and are mailed \
-             together, at the earliest {}.",
-            ts(next)
+        wrap(
+            &mut body,
+            "",
+            &format!("The hourly mail cap held these alerts back since {}; nothing was dropped.", ts(since)),
         );
     }
-    let _ = writeln!(
-        body,
-        "One key is mailed at most every {} (repeats are counted); an outage that stays open \
-         is re-mailed after {}; a recovery is mailed only when its outage was.",
-        human(rules.min_interval),
-        human(rules.remind_interval)
+    if let Some((max, next)) = notes.last_slot {
+        wrap(
+            &mut body,
+            "",
+            &format!(
+                "This is the last of {max} mails allowed per hour: later alerts wait and are mailed together, \
+                 at the earliest {}.",
+                ts(next)
+            ),
+        );
+    }
+    wrap(
+        &mut body,
+        "",
+        &format!(
+            "One key is mailed at most every {} (repeats are counted); an outage that stays open is \
+             re-mailed after {}; a recovery is mailed only when its outage was.",
+            human(rules.min_interval),
+            human(rules.remind_interval)
+        ),
     );
     let _ = writeln!(body, "Sent by ferry-notify on {host}.");
     Outgoing { subject, body, entries }
@@ -391,6 +429,38 @@ mod tests {
         );
         assert_eq!(o.entries.len(), 2000);
         assert_eq!(o.subject, "[ferry n] 2000 alerts: PULL_FAILING (2000)");
+    }
+
+    #[test]
+    fn wrap_breaks_at_spaces_within_the_width() {
+        let mut b = String::new();
+        wrap(&mut b, "  ", "short");
+        assert_eq!(b, "  short\n");
+        let mut b = String::new();
+        let text = "word ".repeat(40);
+        wrap(&mut b, "  ", text.trim_end());
+        assert!(b.lines().all(|l| l.len() <= WIDTH && l.starts_with("  word")), "{b}");
+        assert_eq!(b.split_whitespace().count(), 40);
+        let mut b = String::new();
+        let long = "x".repeat(100);
+        wrap(&mut b, "  ", &format!("a {long} b"));
+        assert_eq!(b, format!("  a\n  {long}\n  b\n"), "a long word stays whole");
+    }
+
+    #[test]
+    fn typical_mail_lines_fit_7bit() {
+        let l = loaded(vec![
+            Alert::new(Kind::RequestFailed, "client:host-a:E_FETCH_AUTH", "host-a", "Request RQ42 from host-a ended in E_FETCH_AUTH after three attempts; the node's pull key was refused by the client.")
+                .with_excerpt("Permission denied (publickey).")
+                .at(t(0)),
+        ]);
+        let mut it = item("client:host-a:E_FETCH_AUTH", Kind::RequestFailed, 0, Role::New);
+        it.dups = vec![];
+        let notes = Notes { held_since: Some(t(-30)), last_slot: Some((20, t(40))) };
+        let o = compose(&[&it], &l, &Ledger::default(), "node1", &rules(), &notes, t(2));
+        for line in o.body.lines() {
+            assert!(line.len() < 76, "{line:?}");
+        }
     }
 
     #[test]

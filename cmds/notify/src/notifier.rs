@@ -141,6 +141,7 @@ impl Notifier {
         let _lock = ferry_durable::Lock::acquire_timeout(&self.outbox.lock_path(), LOCK_WAIT)?;
         let rules = self.settings.rules;
         let mut ledger = self.outbox.load_ledger()?;
+        let ledger_before = ledger.clone();
         let mut report = FlushReport::default();
 
         let (names, total) = self.outbox.list(MAX_READ_PER_FLUSH)?;
@@ -265,9 +266,13 @@ impl Notifier {
         report.alerts_suppressed += report.alerts_dropped;
 
         plan::prune(&mut ledger, &rules, now);
-        // Ledger first: a crash between the two steps can only make a
-        // repeat be counted twice, never make a mail go out twice.
-        self.outbox.save_ledger(&ledger)?;
+        // Ledger first, then the files: a crash between the two only makes
+        // the same alerts come back as repeats of a key just mailed
+        // (counted, not mailed again). A crash between delivery and this
+        // point can send one digest twice: delivery is at-least-once.
+        if ledger != ledger_before {
+            self.outbox.save_ledger(&ledger)?;
+        }
         self.outbox.remove(&remove)?;
 
         report.pending = total - remove.len();

@@ -90,6 +90,7 @@ fn rate_limit_across_two_flushes() {
     for m in &mails {
         assert_clean(m);
         assert_eq!(m.subject, "[ferry node1] 3 alerts: REQUEST_FAILED (3)");
+        assert_eq!(m.header("Content-Transfer-Encoding"), Some("7bit"), "short lines: readable raw");
     }
     assert_eq!(mails[1].body.matches("Raised 1 more time until").count(), 3, "{}", mails[1].body);
 }
