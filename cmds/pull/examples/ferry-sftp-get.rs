@@ -11,7 +11,7 @@
 //! `close=1` (the default) stops the endpoint's ControlMaster before exiting,
 //! so every run pays for its own connection, as `sftp` and `scp` do.
 //! Prints `ok <bytes> <sha256> <ms>`; on failure the reason code and message
-//! on stderr, exit status 1.
+//! on stderr, exit status 1. `FERRY_LOG=debug` logs the phases' timings.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,13 @@ use std::time::Duration;
 use ferry_pull::sftp::{self, DownloadJob, SftpEndpoint, Transport, Tuning};
 
 fn main() {
+    if std::env::var_os("FERRY_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("FERRY_LOG"))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let args: HashMap<String, String> = std::env::args()
         .skip(1)
         .map(|a| match a.split_once('=') {
@@ -59,6 +66,7 @@ fn main() {
         multiplex: num("multiplex", "1") != 0,
         flush_interval: Duration::from_micros(num("flush_us", "0")),
         writer_thread: num("thread", "1") != 0,
+        pipe_size: num("pipe", "1048576") as usize,
     };
     let job = DownloadJob {
         endpoint: &ep,

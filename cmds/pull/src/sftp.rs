@@ -172,6 +172,8 @@ pub struct Tuning {
     pub flush_interval: Duration,
     /// Hash and write on a thread of their own, beside the protocol.
     pub writer_thread: bool,
+    /// Capacity asked for the pipe from ssh (0: leave the default).
+    pub pipe_size: usize,
 }
 
 impl Default for Tuning {
@@ -183,6 +185,7 @@ impl Default for Tuning {
             multiplex: true,
             flush_interval: Duration::ZERO,
             writer_thread: true,
+            pipe_size: 1 << 20,
         }
     }
 }
@@ -570,10 +573,13 @@ impl WriterThread {
 
 impl Drop for WriterThread {
     /// Joined on every path, so the temporary file is gone before
-    /// `download` returns an error.
+    /// `download` returns an error. A panic of the thread is not re-raised
+    /// here (that could abort during unwinding); its sink is dropped all
+    /// the same.
     fn drop(&mut self) {
-        if self.thread.is_some() {
-            let _ = self.join();
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -768,6 +774,7 @@ impl Conn {
             cmd.spawn().map_err(|e| PullError::new(Reason::FetchFailed, format!("start {}: {e}", ep.ssh.display())))?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
+        grow_pipe(&stdout, tuning.pipe_size);
         let mut err_pipe = child.stderr.take().expect("piped stderr");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&stderr);
@@ -860,6 +867,7 @@ impl Conn {
         };
         let stdin = c.stdin().take().expect("piped stdin");
         let stdout = c.stdout().take().expect("piped stdout");
+        grow_pipe(&stdout, tuning.pipe_size);
         if let Channel::Mux { child, .. } = &mut conn.channel {
             *child = Some(c);
         }
@@ -948,6 +956,15 @@ impl Conn {
     }
 }
 
+/// A bigger pipe from ssh to us: ssh can hand over more of the channel's
+/// data per wake-up instead of growing (and zeroing) its own buffers, and
+/// we read more per system call. Best effort: the default (64 KiB) works.
+fn grow_pipe(fd: &impl std::os::fd::AsFd, size: usize) {
+    if size > 0 {
+        let _ = rustix::pipe::fcntl_setpipe_size(fd, size);
+    }
+}
+
 /// Options the openssh crate's builder cannot pass, for [`Transport::OpensshMux`].
 fn write_mux_config(ep: &SftpEndpoint) -> Result<PathBuf, PullError> {
     let text = format!(
@@ -1017,7 +1034,9 @@ async fn run_download(job: &DownloadJob<'_>, tuning: &Tuning, start: Instant) ->
         Ok(()) => out.expect("a finished transfer has an output"),
         Err(e) => return Err(e), // `out` drops here and removes the file
     };
-    finish(job, out.into_sink()?, start)
+    let done = finish(job, out.into_sink()?, start);
+    tracing::debug!(finished_ms = start.elapsed().as_millis() as u64, "sftp download stored");
+    done
 }
 
 fn finish(job: &DownloadJob<'_>, sink: Sink, start: Instant) -> Result<Downloaded, PullError> {

@@ -16,6 +16,8 @@ use ferry_request::Reason;
 use sha2::{Digest, Sha256};
 
 const SSHD: &str = "/usr/sbin/sshd";
+/// A scripted SFTP server that lies (see the script's doc string).
+const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile_sftp.py");
 const GATE: &str = "/usr/lib/openssh/sftp-server -R -p open,close,read,lstat,fstat,stat,realpath,limits";
 
 fn have_sshd() -> bool {
@@ -65,13 +67,18 @@ impl Sshd {
         let host_pub = keygen(&d.join("sshd/host_ed25519"));
         let pull_pub = keygen(&d.join("node/pull_key"));
         let sleepy_pub = keygen(&d.join("node/sleepy_key"));
+        let hostile_pub = keygen(&d.join("node/hostile_key"));
         keygen(&d.join("node/stranger_key"));
         // The client's recipe: the pull key only reaches a read-only sftp
         // server that also refuses listings; a second key hangs (for the
         // idle-timeout test).
         std::fs::write(
             d.join("sshd/authorized_keys"),
-            format!("restrict,command=\"{GATE}\" {pull_pub}\nrestrict,command=\"/bin/sleep 60\" {sleepy_pub}\n"),
+            format!(
+                "restrict,command=\"{GATE}\" {pull_pub}\nrestrict,command=\"/bin/sleep 60\" {sleepy_pub}\n\
+                 restrict,command=\"/usr/bin/python3 {HOSTILE} {}\" {hostile_pub}\n",
+                d.join("hostile_mode").display()
+            ),
         )
         .unwrap();
         std::fs::create_dir_all("/run/sshd").unwrap();
@@ -489,6 +496,53 @@ fn called_from_inside_a_tokio_runtime() {
     let dest = s.dest();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let got = rt.block_on(async { sftp::download(&job(&ep, &remote, &data, &dest, "a")) }).unwrap();
+    assert_eq!(std::fs::read(got.path).unwrap(), data);
+    s.assert_no_master_left(&ep);
+}
+
+/// The content the hostile server serves: byte `offset % 251`.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn hostile_sftp_servers_are_contained() {
+    if !have_sshd() {
+        return;
+    }
+    if !Path::new("/usr/bin/python3").exists() {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "/usr/bin/python3 is missing");
+        eprintln!("skipped: /usr/bin/python3 is missing");
+        return;
+    }
+    let s = Sshd::start();
+    let ep = SftpEndpoint { identity: s.path("node/hostile_key"), ..s.endpoint() };
+    let dest = s.dest();
+    let size = 300_000;
+    let data = pattern(size);
+    let run = |mode: &str, name: &str| {
+        std::fs::write(s.path("hostile_mode"), format!("{mode} {size}")).unwrap();
+        let mut j = job(&ep, "/export/anything", &data, &dest, name);
+        j.idle_timeout = Duration::from_secs(3);
+        sftp::download(&j)
+    };
+    for (mode, reason, says) in [
+        // SF-01: stat says 300 kB, the stream goes on.
+        ("endless", Reason::FetchLimit, "more than the 300000 bytes"),
+        ("overlong", Reason::FetchLimit, "answered a"),
+        // A 2 GiB packet is refused before the sftp library allocates it.
+        ("hugepacket", Reason::FetchLimit, "packet of 2147483647 bytes"),
+        // SF-02: no answer to READ.
+        ("stall", Reason::FetchTimeout, "idle"),
+        ("short", Reason::FetchSizeMismatch, "ended after 150000 bytes"),
+    ] {
+        let e = run(mode, "a").unwrap_err();
+        assert_eq!(e.reason, reason, "{mode}: {e}");
+        assert!(e.message.contains(says), "{mode}: {e}");
+        assert!(s.dest_entries().is_empty(), "{mode}: {:?}", s.dest_entries());
+    }
+    // A server with a small read limit is slow, not wrong.
+    let got = run("shortreads", "b").unwrap();
     assert_eq!(std::fs::read(got.path).unwrap(), data);
     s.assert_no_master_left(&ep);
 }
