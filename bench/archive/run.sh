@@ -14,7 +14,9 @@
 #   tar czf   tar -czf OUT DIR                  (gzip -6, single-threaded)
 # A ratio below 1.00 means ours is faster / smaller.
 #
-# Env: INTERLEAVE=1 runs the commands in rounds (ours, tar|zstd, tar czf,
+# Env: BENCH_OUT (where archives are written, removed at the end unless
+# KEEP_OUT=1; default a tmpfs directory
+# under /dev/shm when writable, else $BENCH_DIR/out). INTERLEAVE=1 runs the commands in rounds (ours, tar|zstd, tar czf,
 # ours, ...) instead of hyperfine's one-block-per-command, so a machine whose
 # load drifts (shared CI, other builds) biases all commands alike; it prints
 # the median and the minimum. SKIP_GZ=1 leaves out the (slow) tar czf runs.
@@ -47,7 +49,13 @@ if [ "$MODE" = tree ]; then
 else
     DATA=$BENCH_DIR/file-${SIZE_MB}mb
 fi
-OUT=$BENCH_DIR/out
+# Outputs go to tmpfs when there is one, so disk writeback of one run's
+# output cannot throttle the next run (that showed up as order effects).
+if [ -z "${BENCH_OUT:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    OUT=/dev/shm/ferry-archive-bench-out
+else
+    OUT=${BENCH_OUT:-$BENCH_DIR/out}
+fi
 mkdir -p "$BENCH_DIR" "$OUT"
 
 if [ ! -e "$DATA.complete" ]; then
@@ -194,3 +202,4 @@ print(f"\nratios ours/tool (below 1.00 = ours faster/smaller; cpu = user+system,
 print(f"  vs tar|zstd -T0 -3: time {t_ours / t_zstd:.2f}  size {s_ours / s_zstd:.3f}  cpu {c_ours / c_zstd:.2f}")
 print(f"  vs tar czf:         time {t_ours / t_gz:.2f}  size {s_ours / s_gz:.3f}  cpu {c_ours / c_gz:.2f}")
 PY
+[ "${KEEP_OUT:-0}" = 1 ] || rm -rf "$OUT"
