@@ -143,7 +143,7 @@ pub fn create_tar_zst<W: Write>(opts: &CreateOptions, out: W) -> Result<CreateSt
     // `tar | zstd` is decoupled by a pipe matters on a busy machine: with
     // one thread doing both, every wait for a zstd worker also stalled the
     // walk, and wall time doubled under CPU contention.
-    let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_CHUNKS);
+    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(CHANNEL_CHUNKS);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|scope| {
         let walker = scope.spawn(move || {
@@ -151,7 +151,7 @@ pub fn create_tar_zst<W: Write>(opts: &CreateOptions, out: W) -> Result<CreateSt
                 opts,
                 root: root_fd,
                 root_dev: root_st.st_dev,
-                out: ChunkWriter { buf: Vec::with_capacity(CHUNK), full: full_tx, empty: empty_rx },
+                out: ChunkWriter::new(full_tx, empty_rx),
                 excludes: opts.exclude.iter().filter_map(|p| ExcludePattern::parse(p)).collect(),
                 links: HashMap::new(),
                 names: Names::load(),
@@ -163,8 +163,8 @@ pub fn create_tar_zst<W: Write>(opts: &CreateOptions, out: W) -> Result<CreateSt
             Ok::<CreateStats, ArchiveError>(w.stats)
         });
         let mut write_err = None;
-        for chunk in &full_rx {
-            if let Err(e) = enc.write_all(&chunk) {
+        for (chunk, len) in &full_rx {
+            if let Err(e) = enc.write_all(&chunk[..len]) {
                 write_err = Some(e);
                 break;
             }
@@ -197,26 +197,28 @@ const CHANNEL_CHUNKS: usize = 8;
 
 /// The walker's side of the channel: a `Write` that fills 1 MiB chunks
 /// and sends them to the compressing thread, reusing returned buffers.
+/// Buffers stay at full length (`len` says how much is used) so refilling
+/// one never re-zeroes it.
 struct ChunkWriter {
     buf: Vec<u8>,
-    full: mpsc::SyncSender<Vec<u8>>,
+    len: usize,
+    full: mpsc::SyncSender<(Vec<u8>, usize)>,
     empty: mpsc::Receiver<Vec<u8>>,
 }
 
 impl ChunkWriter {
+    fn new(full: mpsc::SyncSender<(Vec<u8>, usize)>, empty: mpsc::Receiver<Vec<u8>>) -> Self {
+        ChunkWriter { buf: vec![0u8; CHUNK], len: 0, full, empty }
+    }
+
     fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
+        if self.len == 0 {
             return Ok(());
         }
-        let next = match self.empty.try_recv() {
-            Ok(mut b) => {
-                b.clear();
-                b
-            }
-            Err(_) => Vec::with_capacity(CHUNK),
-        };
+        let next = self.empty.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
         let full = std::mem::replace(&mut self.buf, next);
-        self.full.send(full).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "archive writer stopped"))
+        let len = std::mem::take(&mut self.len);
+        self.full.send((full, len)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "archive writer stopped"))
     }
 
     /// Copies up to `limit` bytes from `r` straight into the chunk buffers
@@ -225,29 +227,19 @@ impl ChunkWriter {
     fn copy_from(&mut self, r: &mut impl Read, limit: u64) -> io::Result<u64> {
         let mut done = 0u64;
         while done < limit {
-            if self.buf.len() == CHUNK {
+            if self.len == CHUNK {
                 self.send()?;
             }
-            let len = self.buf.len();
-            let want = (CHUNK - len).min(usize::try_from(limit - done).unwrap_or(usize::MAX));
-            self.buf.resize(len + want, 0);
-            let n = loop {
-                match r.read(&mut self.buf[len..]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other,
-                }
-            };
-            let n = match n {
+            let want = (CHUNK - self.len).min(usize::try_from(limit - done).unwrap_or(usize::MAX));
+            let n = match r.read(&mut self.buf[self.len..self.len + want]) {
                 Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(len);
-                    return Err(e);
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
-            self.buf.truncate(len + n);
             if n == 0 {
                 break;
             }
+            self.len += n;
             done += n as u64;
         }
         Ok(done)
@@ -256,11 +248,12 @@ impl ChunkWriter {
 
 impl Write for ChunkWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.buf.len() == CHUNK {
+        if self.len == CHUNK {
             self.send()?;
         }
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
+        let n = data.len().min(CHUNK - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&data[..n]);
+        self.len += n;
         Ok(n)
     }
 
