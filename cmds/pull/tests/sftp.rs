@@ -75,7 +75,7 @@ impl Sshd {
         std::fs::write(
             d.join("sshd/authorized_keys"),
             format!(
-                "restrict,command=\"{GATE}\" {pull_pub}\nrestrict,command=\"/bin/sleep 60\" {sleepy_pub}\n\
+                "restrict,command=\"{GATE}\" {pull_pub}\nrestrict,command=\"/bin/sleep 15\" {sleepy_pub}\n\
                  restrict,command=\"/usr/bin/python3 {HOSTILE} {}\" {hostile_pub}\n",
                 d.join("hostile_mode").display()
             ),
