@@ -449,3 +449,30 @@ fn long_hard_link_targets_round_trip() {
         manifest::diff(&manifest::manifest(&src).unwrap(), &manifest::manifest(&dest).unwrap(), &Compare::default());
     assert!(d.is_empty(), "{d:?}");
 }
+
+#[test]
+fn one_file_system_records_mount_points_without_their_contents() {
+    use std::os::unix::fs::MetadataExt;
+    // /proc is another filesystem than / on any Linux machine that can run
+    // this; no mount needed.
+    let (Ok(root), Ok(proc_)) = (fs::metadata("/"), fs::metadata("/proc")) else {
+        eprintln!("skipped: no /proc");
+        return;
+    };
+    if root.dev() == proc_.dev() {
+        eprintln!("skipped: /proc is on the root filesystem");
+        return;
+    }
+    let opts = CreateOptions {
+        root: PathBuf::from("/"),
+        include: vec![PathBuf::from("proc")],
+        one_file_system: true,
+        ..CreateOptions::default()
+    };
+    let mut out = Vec::new();
+    let stats = create_tar_zst(&opts, &mut out).unwrap();
+    let names: Vec<Vec<u8>> =
+        list_tar_zst(out.as_slice(), &ExtractPolicy::default()).unwrap().into_iter().map(|e| e.path).collect();
+    assert_eq!(names, vec![b"proc".to_vec()]);
+    assert_eq!(stats.dirs, 1);
+}
