@@ -76,12 +76,13 @@
 //! # Speed
 //!
 //! On the 2-core test machine, with client and node on the same cores and
-//! other builds running, Ferry's median wall time for 1 GiB was 0.90× that
-//! of `sftp` and 1.02× that of `scp` at `nice -10`, and 1.12× / 1.19×
-//! without. The difference is CPU: Ferry does strictly more work (SHA-256
-//! and durable writes); its ssh uses less CPU than theirs, thanks to the
-//! pipe size. Over a real link, where the client's cores do the sending,
-//! the hashing thread overlaps with the transfer.
+//! other builds running, Ferry's median wall time for 1 GiB (two runs of
+//! three rounds each) was 0.90–1.04× that of `sftp` and 1.02–1.07× that of
+//! `scp` at `nice -10`, and 1.12× / 1.11–1.19× without. The difference is
+//! CPU: Ferry does strictly more work (SHA-256 at about 1 s per GiB, and
+//! durable writes); its ssh uses less CPU than theirs, thanks to the pipe
+//! size. Over a real link, where the client's cores do the sending, the
+//! hashing thread overlaps with the transfer.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
