@@ -55,6 +55,40 @@ pub fn subdir(base: &Path, segments: &[&str]) -> Result<PathBuf, Refusal> {
     Ok(p)
 }
 
+/// Bytes stored for a client: everything under `data/<client>` (mirrors and
+/// artifacts), by an `lstat` walk that never follows links.
+pub fn used_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for de in rd.flatten() {
+            let Ok(md) = de.metadata() else { continue };
+            if md.is_dir() {
+                stack.push(de.path());
+            } else {
+                total += md.len();
+            }
+        }
+    }
+    total
+}
+
+/// The client's storage quota (enrollment, else the node default).
+pub fn quota(cfg: &NodeConfig, client: &ClientEnrollment) -> Option<u64> {
+    client.quota_bytes.or_else(|| cfg.limits.quota.as_deref().and_then(ferry_gitosis::enroll::parse_size))
+}
+
+/// Bytes this client may still add, or `E_QUOTA` if none.
+pub fn quota_left(cfg: &NodeConfig, client: &ClientEnrollment, cdir: &Path) -> Result<Option<u64>, Refusal> {
+    let Some(q) = quota(cfg, client) else { return Ok(None) };
+    let used = used_bytes(cdir);
+    if used >= q {
+        return Err(Refusal::new(Reason::Quota, format!("the client stores {used} bytes, its quota is {q}")));
+    }
+    Ok(Some(q - used))
+}
+
 pub fn io_refusal(what: &str, e: std::io::Error) -> Refusal {
     let reason = if ferry_durable::is_disk_full(&e) { Reason::DiskFull } else { Reason::Store };
     Refusal::new(reason, format!("{what}: {e}"))
@@ -134,14 +168,22 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
         std::fs::create_dir_all(cfg.control_dir()).map_err(|e| io_refusal("create the ssh control dir", e))?;
     }
     let run = run_id();
+    let left = quota_left(cfg, client, &cdir)?;
+    let limits = ferry_pull::git::FetchLimits {
+        max_bytes: left,
+        bytes_reason: Some(Reason::Quota),
+        max_objects: client.max_objects,
+    };
     let out = ferry_pull::git::mirror(&MirrorJob {
         url: &req.url,
         mirror: &mirror,
         run_id: &run,
         ssh_command: ssh.as_deref(),
         env: &env,
+        limits,
     })
     .map_err(|e| Refusal::new(e.reason, e.message))?;
+    let _ = std::fs::write(mirror.join("ferry-fetched"), format!("{}\n", jiff::Timestamp::now()));
     if out.created {
         ferry_durable::write_synced(&mirror, "ferry-origin", format!("{url}\n").as_bytes())
             .map_err(|e| io_refusal("record the mirror's origin", e))?;

@@ -14,7 +14,8 @@
 //! under `refs/backup/<run>/…`, so no commit the node ever stored becomes
 //! unreachable, whatever the client does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,21 @@ pub struct GitEnv {
     pub fsck_ignore: Vec<String>,
 }
 
+/// Per-fetch limits (SECURITY I5, MR-06, RE-02). A fetch that crosses one
+/// is stopped while it runs (the watch sees the incoming pack grow), its
+/// new packs are deleted and the incoming refs put back, so nothing of it
+/// remains.
+#[derive(Debug, Clone, Default)]
+pub struct FetchLimits {
+    /// Most bytes of new packs this fetch may add.
+    pub max_bytes: Option<u64>,
+    /// The code to fail with when `max_bytes` is crossed (`E_QUOTA` when the
+    /// limit is what is left of the client's quota, else `E_FETCH_LIMIT`).
+    pub bytes_reason: Option<Reason>,
+    /// Most objects this fetch may add.
+    pub max_objects: Option<u64>,
+}
+
 /// One mirror job.
 #[derive(Debug)]
 pub struct MirrorJob<'a> {
@@ -49,6 +65,7 @@ pub struct MirrorJob<'a> {
     /// `core.sshCommand` for ssh URLs (a node-built constant).
     pub ssh_command: Option<&'a str>,
     pub env: &'a GitEnv,
+    pub limits: FetchLimits,
 }
 
 /// What a mirror run changed.
@@ -89,7 +106,10 @@ fn git_base(env: &GitEnv, scheme: GitScheme, ssh_command: Option<&str>) -> Cmd {
         .args(["-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=60", "-c", "pack.threads=1"])
         .arg("-c")
         .arg(format!("core.hooksPath={}", hooks.display()))
-        .args(["-c", "fetch.writeCommitGraph=false", "-c", "fetch.showForcedUpdates=false"]);
+        .args(["-c", "fetch.writeCommitGraph=false", "-c", "fetch.showForcedUpdates=false"])
+        // Keep every fetch as one pack, so its size and object count are
+        // visible (and limitable) while it arrives.
+        .args(["-c", "fetch.unpackLimit=1", "-c", "transfer.unpackLimit=1"]);
     for id in &env.fsck_ignore {
         c = c.arg("-c").arg(format!("fetch.fsck.{id}=ignore"));
     }
@@ -228,9 +248,98 @@ pub fn mirror(job: &MirrorJob<'_>) -> Result<MirrorOutcome, PullError> {
     }
 }
 
+fn pack_names(pack_dir: &Path) -> BTreeSet<OsString> {
+    std::fs::read_dir(pack_dir).map(|rd| rd.flatten().map(|e| e.file_name()).collect()).unwrap_or_default()
+}
+
+/// Bytes and objects of the packs that appeared since `before` (complete
+/// packs and git's `tmp_pack_*` files still being written).
+fn new_pack_usage(pack_dir: &Path, before: &BTreeSet<OsString>) -> (u64, u64) {
+    let (mut bytes, mut objects) = (0u64, 0u64);
+    for name in pack_names(pack_dir) {
+        if before.contains(&name) {
+            continue;
+        }
+        let p = pack_dir.join(&name);
+        let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+        bytes += md.len();
+        let n = name.to_string_lossy();
+        if n.starts_with("tmp_pack_") || n.ends_with(".pack") {
+            // Pack header: "PACK", version, object count (big-endian).
+            let mut head = [0u8; 12];
+            if let Ok(mut f) = std::fs::File::open(&p)
+                && std::io::Read::read_exact(&mut f, &mut head).is_ok()
+                && &head[..4] == b"PACK"
+            {
+                objects += u64::from(u32::from_be_bytes([head[8], head[9], head[10], head[11]]));
+            }
+        }
+    }
+    (bytes, objects)
+}
+
+fn over_limits(limits: &FetchLimits, bytes: u64, objects: u64) -> Option<(Reason, String)> {
+    if let Some(max) = limits.max_bytes
+        && bytes > max
+    {
+        return Some((limits.bytes_reason.unwrap_or(Reason::FetchLimit), format!("fetch exceeded {max} bytes")));
+    }
+    if let Some(max) = limits.max_objects
+        && objects > max
+    {
+        return Some((Reason::FetchLimit, format!("fetch brings {objects} objects, more than the limit of {max}")));
+    }
+    None
+}
+
+/// Remove every pack file a failed fetch left and put the incoming refs
+/// back as they were.
+fn undo_fetch(env: &GitEnv, dir: &Path, before: &BTreeSet<OsString>, incoming_before: &BTreeMap<String, String>) {
+    let pack_dir = dir.join("objects/pack");
+    for name in pack_names(&pack_dir) {
+        if !before.contains(&name) {
+            let _ = std::fs::remove_file(pack_dir.join(name));
+        }
+    }
+    if let Ok(now) = refs(env, dir, &["refs/ferry/incoming/"]) {
+        let mut tx = String::new();
+        for (r, oid) in &now {
+            match incoming_before.get(r) {
+                Some(old) if old == oid => {}
+                Some(old) => tx.push_str(&format!("update {r} {old}\n")),
+                None => tx.push_str(&format!("delete {r}\n")),
+            }
+        }
+        for (r, old) in incoming_before {
+            if !now.contains_key(r) {
+                tx.push_str(&format!("create {r} {old}\n"));
+            }
+        }
+        if !tx.is_empty() {
+            let _ = local(env, dir).args(["update-ref", "--stdin"]).stdin_bytes(tx.into_bytes()).run();
+        }
+    }
+}
+
 fn fetch_and_promote(job: &MirrorJob<'_>, dir: &Path) -> Result<MirrorOutcome, PullError> {
     let env = job.env;
     let url = job.url.to_url_string();
+    let pack_dir = dir.join("objects/pack");
+    let before = pack_names(&pack_dir);
+    let incoming_before = refs(env, dir, &["refs/ferry/incoming/"])?;
+    let limits = job.limits.clone();
+    let stop_reason = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let watch = {
+        let (pack_dir, before, limits, stop_reason) =
+            (pack_dir.clone(), before.clone(), limits.clone(), stop_reason.clone());
+        move || {
+            let (bytes, objects) = new_pack_usage(&pack_dir, &before);
+            let over = over_limits(&limits, bytes, objects)?;
+            let msg = over.1.clone();
+            *stop_reason.lock().expect("not poisoned") = Some(over);
+            Some(msg)
+        }
+    };
     let fetch = git_base(env, job.url.scheme, job.ssh_command)
         .arg(format!("--git-dir={}", dir.display()))
         .args(["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head", "--prune"])
@@ -239,8 +348,20 @@ fn fetch_and_promote(job: &MirrorJob<'_>, dir: &Path) -> Result<MirrorOutcome, P
         .arg("+refs/heads/*:refs/ferry/incoming/heads/*")
         .arg("+refs/tags/*:refs/ferry/incoming/tags/*")
         .timeout(env.timeout)
+        .watch(Duration::from_millis(200), watch)
         .die_with_parent();
-    run(fetch, "git fetch")?;
+    if let Err(e) = run(fetch, "git fetch") {
+        undo_fetch(env, dir, &before, &incoming_before);
+        if let Some((reason, msg)) = stop_reason.lock().expect("not poisoned").take() {
+            return Err(PullError::new(reason, format!("{msg}; the partial fetch was deleted")));
+        }
+        return Err(e);
+    }
+    let (bytes, objects) = new_pack_usage(&pack_dir, &before);
+    if let Some((reason, msg)) = over_limits(&limits, bytes, objects) {
+        undo_fetch(env, dir, &before, &incoming_before);
+        return Err(PullError::new(reason, format!("{msg}; the fetch was deleted")));
+    }
 
     let incoming = refs(env, dir, &["refs/ferry/incoming/"])?;
     let current = refs(env, dir, &["refs/heads/", "refs/tags/"])?;

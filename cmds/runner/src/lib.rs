@@ -47,9 +47,11 @@ pub enum Input {
     File(File),
 }
 
+/// A check run while the child runs; `Some(reason)` stops the child.
+pub type Watch = Box<dyn FnMut() -> Option<String> + Send>;
+
 /// A command to run. Build it, then call [`Cmd::run`], [`Cmd::run_checked`]
 /// or [`Cmd::run_to`].
-#[derive(Debug)]
 pub struct Cmd {
     program: OsString,
     args: Vec<OsString>,
@@ -61,6 +63,13 @@ pub struct Cmd {
     stdout_cap: usize,
     stderr_cap: usize,
     die_with_parent: bool,
+    watch: Option<(Duration, Watch)>,
+}
+
+impl fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cmd").field("cmd", &self.display()).field("timeout", &self.timeout).finish()
+    }
 }
 
 /// The result of a finished child.
@@ -107,6 +116,8 @@ pub enum RunError {
     Failed { cmd: String, status: String, stderr: String, output: Box<Output> },
     #[error("{cmd} killed after {after:?} (deadline): {stderr}")]
     TimedOut { cmd: String, after: Duration, stderr: String },
+    #[error("{cmd} stopped: {reason}")]
+    Stopped { cmd: String, reason: String, stderr: String },
     #[error("{cmd}: writing its output failed: {source}")]
     Sink {
         cmd: String,
@@ -166,7 +177,17 @@ impl Cmd {
             stdout_cap: DEFAULT_STDOUT_CAP,
             stderr_cap: DEFAULT_STDERR_CAP,
             die_with_parent: false,
+            watch: None,
         }
+    }
+
+    /// Call `check` every `every` while the child runs; when it returns a
+    /// reason, the process group is killed and the run ends in
+    /// [`RunError::Stopped`] (used to stop a fetch the moment it exceeds a
+    /// quota, rather than after it filled the disk).
+    pub fn watch(mut self, every: Duration, check: impl FnMut() -> Option<String> + Send + 'static) -> Cmd {
+        self.watch = Some((every, Box::new(check)));
+        self
     }
 
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Cmd {
@@ -345,7 +366,7 @@ impl Cmd {
     }
 
     fn finish(
-        &self,
+        &mut self,
         mut command: Command,
         stdin_bytes: Option<Vec<u8>>,
         stdout_sink: &mut dyn StdoutSink,
@@ -355,15 +376,39 @@ impl Cmd {
         let mut child = command.spawn().map_err(|source| RunError::Spawn { cmd: cmd.clone(), source })?;
         let pid = child.id();
 
-        // Watchdog: kills the process group at the deadline unless told the
-        // child finished first.
+        // Watchdog: kills the process group at the deadline, or when the
+        // watch check asks to, unless told the child finished first.
         let (done_tx, done_rx) = mpsc::channel::<()>();
-        let (fired_tx, fired_rx) = mpsc::channel::<()>();
-        let watchdog = self.timeout.map(|t| {
+        let (fired_tx, fired_rx) = mpsc::channel::<Option<String>>();
+        let deadline = self.timeout.map(|t| start + t);
+        let mut watch = self.watch.take();
+        let watchdog = (deadline.is_some() || watch.is_some()).then(|| {
             thread::spawn(move || {
-                if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(t) {
-                    kill_group(pid);
-                    let _ = fired_tx.send(());
+                loop {
+                    let now = Instant::now();
+                    let until_deadline = deadline.map(|d| d.saturating_duration_since(now));
+                    let step = match (&watch, until_deadline) {
+                        (Some((every, _)), Some(d)) => (*every).min(d),
+                        (Some((every, _)), None) => *every,
+                        (None, Some(d)) => d,
+                        (None, None) => return,
+                    };
+                    match done_rx.recv_timeout(step) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        kill_group(pid);
+                        let _ = fired_tx.send(None);
+                        return;
+                    }
+                    if let Some((_, check)) = watch.as_mut()
+                        && let Some(reason) = check()
+                    {
+                        kill_group(pid);
+                        let _ = fired_tx.send(Some(reason));
+                        return;
+                    }
                 }
             })
         });
@@ -421,12 +466,22 @@ impl Cmd {
         read_result.map_err(|source| RunError::Io { cmd: cmd.clone(), source })?;
         let elapsed = start.elapsed();
         let (stderr, stderr_truncated) = stderr.into_bytes();
-        if fired_rx.try_recv().is_ok() {
-            return Err(RunError::TimedOut {
-                cmd,
-                after: elapsed,
-                stderr: ferry_text::escape_bytes(trim_ascii(&stderr), 600),
-            });
+        match fired_rx.try_recv() {
+            Ok(None) => {
+                return Err(RunError::TimedOut {
+                    cmd,
+                    after: elapsed,
+                    stderr: ferry_text::escape_bytes(trim_ascii(&stderr), 600),
+                });
+            }
+            Ok(Some(reason)) => {
+                return Err(RunError::Stopped {
+                    cmd,
+                    reason,
+                    stderr: ferry_text::escape_bytes(trim_ascii(&stderr), 600),
+                });
+            }
+            Err(_) => {}
         }
         Ok(Output {
             status,
@@ -620,6 +675,21 @@ mod tests {
         }
         let e = Cmd::new("/bin/sh").args(["-c", "yes"]).run_to(&mut Full).unwrap_err();
         assert!(e.sink_error().is_some(), "{e}");
+    }
+
+    #[test]
+    fn watch_stops_the_child_with_its_reason() {
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let s2 = seen.clone();
+        let e = Cmd::new("/bin/sh")
+            .args(["-c", "sleep 30"])
+            .watch(Duration::from_millis(20), move || {
+                (s2.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 2).then(|| "too big".to_owned())
+            })
+            .run()
+            .unwrap_err();
+        assert!(matches!(&e, RunError::Stopped { reason, .. } if reason == "too big"), "{e}");
+        assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 3);
     }
 
     #[test]

@@ -7,4 +7,5 @@
 mod badinput;
 mod crash;
 mod harness;
+mod matrix;
 mod spine;
