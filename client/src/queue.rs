@@ -254,6 +254,42 @@ impl<'a> Queue<'a> {
         Ok(())
     }
 
+    /// The request lines of every commit the node has not acknowledged.
+    pub fn unpushed_lines(&self) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (oid, _) in self.unpushed()? {
+            for (_, data) in self.files(oid)? {
+                out.push(String::from_utf8_lossy(&data).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `RQ` files (name, content) of a commit.
+    pub fn files(&self, oid: Oid) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let c = self.repo.find_commit(oid)?;
+        let t = c.tree()?;
+        let mut out = Vec::new();
+        for e in t.iter() {
+            if e.kind() == Some(ObjectType::Blob)
+                && let Ok(name) = e.name()
+            {
+                out.push((name.to_owned(), self.repo.find_blob(e.id())?.content().to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The commit message summary of a commit.
+    pub fn summary(&self, oid: Oid) -> anyhow::Result<String> {
+        Ok(self
+            .repo
+            .find_commit(oid)?
+            .summary_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default())
+    }
+
     /// Names of the `RQ` files a commit adds (for status output).
     pub fn files_of(&self, oid: Oid) -> anyhow::Result<Vec<String>> {
         let c = self.repo.find_commit(oid)?;

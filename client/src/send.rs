@@ -70,6 +70,7 @@ pub fn send(cfg: &ClientConfig, only: Option<&str>, opts: &SendOptions) -> anyho
         let r = send_node(cfg, node, opts).with_context(|| format!("sending to node {}", node.name))?;
         reports.push(r);
     }
+    crate::alerts::flush(cfg);
     Ok(reports)
 }
 
@@ -143,6 +144,13 @@ fn send_locked(
         if queue.committed(id)?.is_some() {
             continue; // committed before a crash or a failed push
         }
+        // The same request for another node already ran its module: reuse
+        // its request files (one dump serves every node).
+        if let Some((files, summary)) = committed_elsewhere(cfg, node, id)? {
+            queue.commit(id, &files, &summary)?;
+            ferry_durable::crash_point("send:after-commit");
+            continue;
+        }
         let rec = match pool.read("P", id, 64 * 1024)? {
             Some(b) => ClientRequest::from_bytes(&b),
             None => Err(anyhow::anyhow!("request file larger than 64 KiB")),
@@ -168,6 +176,7 @@ fn send_locked(
                 let reason = format!("{e:#}");
                 warn!(node = %node.name, id, reason = %ferry_text::escape(&reason, 600), "client module failed; request ends in E");
                 fail(&pool, id, &reason)?;
+                crate::alerts::request_failed(cfg, id, &reason);
                 report.failed.push((id.clone(), reason));
             }
         }
@@ -233,8 +242,29 @@ fn send_locked(
         }
     }
     report.pending = count_pending(&pool)?;
-    crate::alerts::after_send(cfg, &node.name, &status, &report);
+    crate::alerts::after_send(cfg, &node.name, &mut status, &report);
     Ok(report)
+}
+
+/// Request files (name, content) of one commit.
+type RequestFiles = Vec<(String, Vec<u8>)>;
+
+/// Request files another node's queue clone already holds for `id`.
+fn committed_elsewhere(
+    cfg: &ClientConfig,
+    node: &NodeConfig,
+    id: &str,
+) -> anyhow::Result<Option<(RequestFiles, String)>> {
+    for other in cfg.nodes.iter().filter(|n| n.name != node.name) {
+        if !cfg.queue_dir(&other.name).join("HEAD").exists() {
+            continue;
+        }
+        let q = Queue::open(cfg, other)?;
+        if let Some(oid) = q.committed(id)? {
+            return Ok(Some((q.files(oid)?, q.summary(oid)?)));
+        }
+    }
+    Ok(None)
 }
 
 /// Run the client module of one request.

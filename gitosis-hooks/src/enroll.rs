@@ -577,6 +577,17 @@ fn check_grants(conf: &Config, users: &BTreeMap<String, Vec<PublicKey>>, clients
                 [(true, group_targets(conf, group, true)), (false, group_targets(conf, group, false))]
             {
                 for target in targets {
+                    if write && clients.contains(user) && target.strip_suffix(".git").unwrap_or(&target) == ADMIN_REPO {
+                        // Also through `map writable x = gitosis-admin`,
+                        // which have_access() below cannot see (found by
+                        // fuzzing).
+                        rep.conf(format!(
+                            "client {} may push to {ADMIN_REPO} via [group {}]: a client must not control enrollment",
+                            quoted(user),
+                            escape_capped(group, 100)
+                        ));
+                        continue;
+                    }
                     let Some(owner) = target.strip_prefix(QUEUE_DIR).and_then(|t| t.strip_prefix('/')) else {
                         continue;
                     };
@@ -672,6 +683,18 @@ impl Enrollment {
             );
             check_bool(conf, DEFAULT_SECTION, "gitweb", &mut rep);
             check_bool(conf, DEFAULT_SECTION, "daemon", &mut rep);
+            // Access options in [DEFAULT] would apply to every group while
+            // escaping the per-group checks below (found by fuzzing).
+            for (opt, _) in conf.options(DEFAULT_SECTION) {
+                if matches!(opt, "members" | "writable" | "writeable" | "readonly" | "repositories")
+                    || map_option(opt).is_some()
+                {
+                    rep.conf(format!(
+                        "[DEFAULT] must not hold access options ({}); write them in the [group] they belong to",
+                        quoted(opt)
+                    ));
+                }
+            }
         }
         let mut clients = BTreeMap::new();
         for section in conf.sections() {

@@ -55,18 +55,74 @@ pub enum Command {
     },
     /// What is stored, per client.
     List { client: Option<String> },
-    /// Restore a stored repository or artifact.
+    /// Find stored artifacts by client, source and time.
+    Find {
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+        /// Received at or after (2026-11-01, 2026-11-01T10:00:00Z or 20261101T100000Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Received at or before.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Restore a stored repository or artifact, checked against its digest first.
     Restore {
         client: String,
         /// A repository (`app`, `git/app.git`) or a source name.
         what: String,
-        /// Destination directory (must not exist or be empty).
+        /// Destination directory (for fs: must not exist or be empty).
         #[arg(long)]
-        to: PathBuf,
+        to: Option<PathBuf>,
+        /// The newest artifact received at or before this time.
+        #[arg(long)]
+        at: Option<String>,
         /// For git: a normal clone with a work tree instead of a bare one.
         #[arg(long)]
         checkout: bool,
+        /// For database dumps: restore into this (new) database.
+        #[arg(long)]
+        into_db: Option<String>,
+        /// OS user to run the database tools as (e.g. postgres).
+        #[arg(long)]
+        db_user: Option<String>,
+        /// Database host or socket directory.
+        #[arg(long)]
+        db_host: Option<String>,
+        #[arg(long)]
+        db_port: Option<u16>,
+        /// Write the artifact to standard output (pipe sources).
+        #[arg(long)]
+        stdout: bool,
+        /// fs: keep symlinks whose targets leave the tree (never followed).
+        #[arg(long)]
+        allow_absolute_symlinks: bool,
+        /// fs: create device nodes and FIFOs (root only).
+        #[arg(long)]
+        devices: bool,
+        /// fs: keep setuid/setgid bits.
+        #[arg(long)]
+        setuid: bool,
+        /// fs: restore owners (root only).
+        #[arg(long)]
+        owners: bool,
+        /// fs: restore user.* extended attributes.
+        #[arg(long)]
+        xattrs: bool,
     },
+    /// Re-hash stored artifacts against their sidecars and the catalog.
+    Verify { client: Option<String> },
+    /// Retention: remove artifacts beyond the configured policy (node time).
+    Purge {
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// git gc on every mirror, keeping all history; the report is mailed.
+    Gc,
+    /// Report clients silent for longer than check.silent_after.
+    Check,
     /// The public key this node pulls from CLIENT with.
     PullKey { client: String },
     /// The exact ssh command the node pulls from CLIENT with (to debug a
@@ -130,15 +186,130 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Restore { client, what, to, checkout } => {
-            let mirror = crate::restore::find_git(&cfg, &client, &what)?;
-            crate::restore::restore_git(&cfg, &mirror, &to, checkout)?;
+        Command::Find { client, source, since, until } => {
+            let q = crate::catalog::Query {
+                client,
+                source,
+                since: since.as_deref().map(|s| crate::artifacts::parse_time(s, false)).transpose()?,
+                until: until.as_deref().map(|s| crate::artifacts::parse_time(s, true)).transpose()?,
+            };
+            let found = match crate::catalog::Catalog::open_existing(&cfg)? {
+                Some(c) => c.find(&q)?,
+                None => Vec::new(),
+            };
             if cli.json {
-                println!("{}", serde_json::json!({ "restored": mirror, "to": to }));
+                println!("{}", serde_json::to_string_pretty(&found)?);
             } else {
-                println!("restored {} to {}", mirror.display(), to.display());
+                for a in &found {
+                    println!(
+                        "{} {} {} {} {} bytes sha256:{} {}",
+                        a.client, a.source, a.received, a.module, a.size, a.sha256, a.path
+                    );
+                }
             }
             Ok(exit::OK)
+        }
+        Command::Restore {
+            client,
+            what,
+            to,
+            at,
+            checkout,
+            into_db,
+            db_user,
+            db_host,
+            db_port,
+            stdout,
+            allow_absolute_symlinks,
+            devices,
+            setuid,
+            owners,
+            xattrs,
+        } => {
+            let at = at.as_deref().map(|s| crate::artifacts::parse_time(s, true)).transpose()?;
+            let artifact = match crate::catalog::Catalog::open_existing(&cfg)? {
+                Some(c) => c.latest(&client, &what, at.as_deref())?,
+                None => None,
+            };
+            let msg = match artifact {
+                Some(a) => {
+                    let mut policy = ferry_archive::ExtractPolicy::default();
+                    if allow_absolute_symlinks {
+                        policy.symlinks = ferry_archive::SymlinkPolicy::Any;
+                    }
+                    policy.devices = devices;
+                    policy.setuid = setuid;
+                    policy.preserve_owner = owners;
+                    policy.xattrs = xattrs;
+                    let args =
+                        crate::artifacts::RestoreArgs { to, at, into_db, db_user, db_host, db_port, stdout, policy };
+                    let show = !cli.json && !args.stdout;
+                    crate::artifacts::restore(&cfg, &a, &args, show)?
+                }
+                None => {
+                    let mirror = crate::restore::find_git(&cfg, &client, &what)?;
+                    let to = to.ok_or_else(|| UsageError("say where to restore the repository: --to DIR".into()))?;
+                    crate::restore::restore_git(&cfg, &mirror, &to, checkout)?;
+                    format!("restored {} to {}", mirror.display(), to.display())
+                }
+            };
+            if cli.json {
+                println!("{}", serde_json::json!({ "restored": msg }));
+            } else {
+                eprintln!("{msg}");
+            }
+            Ok(exit::OK)
+        }
+        Command::Verify { client } => {
+            let (n, problems) = crate::artifacts::verify(&cfg, client.as_deref(), !cli.json)?;
+            if cli.json {
+                println!("{}", serde_json::json!({ "checked": n, "problems": problems }));
+            } else {
+                println!("{n} artifacts checked, {} problems", problems.len());
+                for p in &problems {
+                    println!("  {} {} {}: {}", p.client, p.source, p.path, p.problem);
+                }
+            }
+            Ok(if problems.is_empty() { exit::OK } else { exit::PROBLEMS })
+        }
+        Command::Purge { dry_run } => {
+            let r = crate::maintain::purge(&cfg, dry_run)?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{}{} artifacts ({} bytes), {} finished request files",
+                    if dry_run { "would remove " } else { "removed " },
+                    r.artifacts_removed.len(),
+                    r.bytes_freed,
+                    r.pool_files_removed
+                );
+            }
+            Ok(exit::OK)
+        }
+        Command::Gc => {
+            let r = crate::maintain::gc(&cfg)?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+            Ok(if r.iter().any(|e| e.error.is_some()) { exit::PROBLEMS } else { exit::OK })
+        }
+        Command::Check => {
+            let r = crate::maintain::check(&cfg, cfg.duration(&cfg.check.silent_after))?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for e in &r {
+                    println!(
+                        "{:<30} {} (last request {}, last pull {})",
+                        e.client,
+                        if e.silent { "SILENT" } else { "ok" },
+                        e.last_request.as_deref().unwrap_or("-"),
+                        e.last_success.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(if r.iter().any(|e| e.silent) { exit::PROBLEMS } else { exit::OK })
         }
         Command::PullKey { client } => {
             println!("{}", crate::pullkey::pull_key(&cfg, &client)?);

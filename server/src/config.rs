@@ -63,6 +63,27 @@ pub struct NodeConfig {
     pub mail: Option<ferry_notify::MailConfig>,
     #[serde(default)]
     pub git_fsck_ignore: Vec<String>,
+    #[serde(default)]
+    pub check: CheckConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// `ferry-node check` reports a client that sent no request and had no
+    /// successful pull for this long.
+    #[serde(default = "d_silent")]
+    pub silent_after: String,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+fn d_silent() -> String {
+    "3d".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,6 +229,10 @@ impl NodeConfig {
         }
         parse_duration(&self.limits.job_timeout)?;
         parse_duration(&self.limits.clock_skew)?;
+        parse_duration(&self.check.silent_after)?;
+        if let Some(m) = &self.mail {
+            m.validate().map_err(|e| anyhow::anyhow!("[mail]: {e}"))?;
+        }
         for q in [&self.limits.quota, &self.limits.max_artifact].into_iter().flatten() {
             if ferry_gitosis::enroll::parse_size(q).is_none() {
                 bail!("bad size {q:?} (use e.g. 500M, 100G)");

@@ -215,14 +215,164 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
     ))
 }
 
-/// The `sftp` module.
+/// Names a source may not take: they are directories of their own below
+/// `data/<client>/`.
+pub const RESERVED_SOURCES: &[&str] = &["git"];
+
+/// The `sftp` module: download the artifact into
+/// `data/<client>/<source>/<received>/<file>`, verified, with a digest
+/// sidecar, and record it in the catalog. Stored artifacts are immutable:
+/// the same source and client timestamp with another digest is a conflict,
+/// never an overwrite (RP-12); an identical duplicate is a no-op.
 pub fn sftp(
-    _cfg: &NodeConfig,
-    _scanner: &mut Scanner<'_>,
+    cfg: &NodeConfig,
+    scanner: &mut Scanner<'_>,
     client: &ClientEnrollment,
-    _id: &str,
+    id: &str,
     req: &SftpRequest,
 ) -> Result<String, Refusal> {
-    validate::sftp_endpoint(req, client)?;
-    Err(Refusal::new(Reason::FetchFailed, "the sftp module is not enabled on this node yet"))
+    let rel = validate::sftp_endpoint(req, client)?;
+    let source = req.source.as_str();
+    if RESERVED_SOURCES.contains(&source) {
+        return Err(Refusal::new(Reason::ReqName, format!("source name {source:?} is reserved")));
+    }
+    let file_name = rel.last().expect("non-empty").clone();
+    if !ferry_text::is_safe_token(&file_name) {
+        return Err(Refusal::new(Reason::ReqName, "the artifact's file name cannot be a storage name"));
+    }
+    // The client's timestamp is metadata, but it must be plausible (RP-10):
+    // not in the future beyond the allowed skew, not older than a year.
+    let now = jiff::Timestamp::now().as_second();
+    let stamp = req.stamp.to_unix();
+    let skew = cfg.duration(&cfg.limits.clock_skew).as_secs() as i64;
+    if stamp > now + skew || stamp < now - 366 * 86400 {
+        return Err(Refusal::new(
+            Reason::ReqTimestamp,
+            format!("timestamp {} is outside the accepted window", req.stamp),
+        ));
+    }
+    let max_artifact = client
+        .max_artifact_bytes
+        .or_else(|| cfg.limits.max_artifact.as_deref().and_then(ferry_gitosis::enroll::parse_size));
+    if let Some(max) = max_artifact
+        && req.size > max
+    {
+        return Err(Refusal::new(
+            Reason::FetchLimit,
+            format!("artifact of {} bytes exceeds the limit of {max}", req.size),
+        ));
+    }
+    let cdir = client_dir(cfg, &client.name)?;
+    if let Some(left) = quota_left(cfg, client, &cdir)?
+        && req.size > left
+    {
+        return Err(Refusal::new(
+            Reason::Quota,
+            format!("artifact of {} bytes exceeds the {left} bytes left in the quota", req.size),
+        ));
+    }
+    let sha_hex = req.sha256.to_hex();
+    let stamp_s = req.stamp.to_string();
+    let catalog = scanner.catalog().map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
+    if let Some(a) = catalog
+        .same(&client.name, source, &stamp_s, &sha_hex)
+        .map_err(|e| Refusal::new(Reason::Store, e.to_string()))?
+    {
+        return Ok(format!("sftp {source} {stamp_s}: already stored as {} (identical duplicate)", a.path));
+    }
+    if let Some(a) =
+        catalog.by_stamp(&client.name, source, &stamp_s).map_err(|e| Refusal::new(Reason::Store, e.to_string()))?
+    {
+        return Err(Refusal::new(
+            Reason::ReqConflict,
+            format!(
+                "{source} {stamp_s} is already stored with sha256 {}; stored artifacts are never replaced",
+                a.sha256
+            ),
+        ));
+    }
+    // Node receive time names the directory (retention orders by it).
+    let mut received = run_id();
+    let source_dir = subdir(&cdir, &[source])?;
+    let mut n = 1;
+    while source_dir.join(&received).exists() {
+        n += 1;
+        received = format!("{}-{n}", run_id());
+    }
+    let dest = subdir(&source_dir, &[&received])?;
+    let endpoint = ferry_pull::sftp::SftpEndpoint {
+        ssh: cfg.ssh.clone(),
+        host: client.address.clone(),
+        port: client.port,
+        user: client.user.clone(),
+        known_hosts: cfg.known_hosts(&client.name),
+        host_key_alias: format!("ferry-client-{}", client.name),
+        identity: cfg.pull_key(&client.name),
+        control_dir: cfg.control_dir(),
+        connect_timeout: std::time::Duration::from_secs(20),
+    };
+    std::fs::create_dir_all(cfg.control_dir()).map_err(|e| io_refusal("create the ssh control dir", e))?;
+    let timeout =
+        client.job_timeout_secs.map(std::time::Duration::from_secs).unwrap_or(cfg.duration(&cfg.limits.job_timeout));
+    let job = ferry_pull::sftp::DownloadJob {
+        endpoint: &endpoint,
+        remote_path: req.url.path.as_str(),
+        expected_size: req.size,
+        expected_sha256: *req.sha256.as_bytes(),
+        max_bytes: max_artifact.unwrap_or(u64::MAX).min(req.size),
+        dest_dir: &dest,
+        dest_name: &file_name,
+        timeout,
+        idle_timeout: std::time::Duration::from_secs(60),
+    };
+    let got = match ferry_pull::sftp::download(&job) {
+        Ok(g) => g,
+        Err(e) => {
+            // Nothing of a failed download stays: the module removed its
+            // temporary file; remove the empty run directory too.
+            let _ = std::fs::remove_dir(&dest);
+            return Err(Refusal::new(e.reason, e.message));
+        }
+    };
+    let sidecar = format!("{file_name}.sha256");
+    ferry_durable::write_synced(&dest, &sidecar, format!("{sha_hex}  {file_name}\n").as_bytes())
+        .map_err(|e| io_refusal("write the digest sidecar", e))?;
+    let rel_path = got.path.strip_prefix(cfg.data_dir()).unwrap_or(&got.path).display().to_string();
+    let module = module_of(&file_name);
+    catalog
+        .insert(&crate::catalog::Artifact {
+            id: 0,
+            client: client.name.clone(),
+            source: source.to_owned(),
+            module: module.to_owned(),
+            received: received.clone(),
+            stamp: stamp_s.clone(),
+            path: rel_path.clone(),
+            size: got.size,
+            sha256: sha_hex,
+            duration_ms: got.elapsed.as_millis() as u64,
+            request: id.to_owned(),
+        })
+        .map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
+    Ok(format!(
+        "sftp {source} {stamp_s}: {} bytes verified and stored as {rel_path} in {} ms",
+        got.size,
+        got.elapsed.as_millis()
+    ))
+}
+
+/// The client module an artifact came from, by its extension (the client
+/// names artifacts `<stamp>.<ext>`; see ferry-prepare).
+pub fn module_of(file_name: &str) -> &'static str {
+    if file_name.ends_with(".tar.zst") {
+        "fs"
+    } else if file_name.ends_with(".pgdump") || file_name.ends_with(".pgdumpall.sql.zst") {
+        "postgresdb"
+    } else if file_name.ends_with(".mysqldump.sql.zst") {
+        "mysql"
+    } else if file_name.ends_with(".pipe") {
+        "pipe"
+    } else {
+        "file"
+    }
 }

@@ -1,7 +1,10 @@
 //! Ferry's backup node (`ferry-node`). See `ARCHITECTURE.md`.
 
+pub mod alerts;
+pub mod artifacts;
 pub mod catalog;
 pub mod cli;
+pub mod clientstate;
 pub mod config;
 pub mod enrollment;
 pub mod events;
@@ -10,6 +13,7 @@ pub mod hooks;
 pub mod init;
 pub mod jobs;
 pub mod list;
+pub mod maintain;
 pub mod pullkey;
 pub mod repos;
 pub mod restore;

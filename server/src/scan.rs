@@ -86,6 +86,9 @@ pub fn scan(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> 
             );
         }
     }
+    if report.failed > 0 || cfg.mail.is_some() {
+        crate::alerts::flush(cfg);
+    }
     report.elapsed_ms = start.elapsed().as_millis();
     Ok(report)
 }
@@ -93,11 +96,21 @@ pub fn scan(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> 
 /// Reused state across clients of one scan.
 pub struct Scanner<'a> {
     cfg: &'a NodeConfig,
+    catalog: Option<crate::catalog::Catalog>,
 }
 
 impl<'a> Scanner<'a> {
     pub fn new(cfg: &'a NodeConfig) -> anyhow::Result<Scanner<'a>> {
-        Ok(Scanner { cfg })
+        Ok(Scanner { cfg, catalog: None })
+    }
+
+    /// The catalog, opened on first use (a scan of git and dummy requests
+    /// never touches it).
+    pub fn catalog(&mut self) -> anyhow::Result<&crate::catalog::Catalog> {
+        if self.catalog.is_none() {
+            self.catalog = Some(crate::catalog::Catalog::open(self.cfg)?);
+        }
+        Ok(self.catalog.as_ref().expect("just opened"))
     }
 
     fn scan_client(&mut self, enrollment: &Enrollment, client: &str, report: &mut ScanReport) -> anyhow::Result<()> {
@@ -156,28 +169,31 @@ impl<'a> Scanner<'a> {
             ferry_durable::crash_point("scan:after-rq-to-p");
         }
         work.sort();
+        // Client state is saved once per pass, not per request (a scan of
+        // thousands of small requests must not pay an fsync each).
+        let (mut any_done, mut any_pulled) = (false, false);
         for id in &work {
             let outcome = match enrolled {
                 None => Err(Refusal::new(Reason::NotEnrolled, "the client is no longer enrolled on this node")),
                 Some(c) => self.handle(c, pool, id),
             };
             match outcome {
-                Ok(done) => {
+                Ok((detail, pulled)) => {
                     ferry_durable::crash_point("scan:after-job");
                     pool.move_to(id, "P", "F", false)?;
                     ferry_durable::crash_point("scan:after-f");
                     report.finished += 1;
-                    if let Some(detail) = done {
-                        events::record(
-                            &self.cfg.events_log(),
-                            "info",
-                            Some(client),
-                            "request_done",
-                            None,
-                            Some(id),
-                            &detail,
-                        );
-                    }
+                    events::record(
+                        &self.cfg.events_log(),
+                        "info",
+                        Some(client),
+                        "request_done",
+                        None,
+                        Some(id),
+                        &detail,
+                    );
+                    any_done = true;
+                    any_pulled |= pulled;
                 }
                 Err(r) => {
                     fail(self.cfg, pool, client, id, &r)?;
@@ -186,11 +202,15 @@ impl<'a> Scanner<'a> {
             }
         }
         pool.sync()?;
+        if any_done {
+            crate::alerts::request_done(self.cfg, client, any_pulled);
+        }
         Ok(())
     }
 
-    /// Parse, validate and run one request. `Ok(Some(detail))` is logged.
-    fn handle(&mut self, client: &ClientEnrollment, pool: &Pool, id: &str) -> Result<Option<String>, Refusal> {
+    /// Parse, validate and run one request: `(what was done, whether data
+    /// was pulled)`.
+    fn handle(&mut self, client: &ClientEnrollment, pool: &Pool, id: &str) -> Result<(String, bool), Refusal> {
         let cfg = self.cfg;
         let bytes = pool
             .read("P", id, cfg.limits.request_bytes)
@@ -201,9 +221,9 @@ impl<'a> Scanner<'a> {
         let limits = ferry_request::Limits { max_file_bytes: cfg.limits.request_bytes, ..Default::default() };
         let req = ferry_request::parse_with(&bytes, &limits).map_err(|r| Refusal::new(r.reason, r.to_string()))?;
         match &req {
-            Request::Dummy(d) => Ok(Some(format!("dummy {}", d.word))),
-            Request::Git(g) => crate::jobs::git(cfg, client, id, g).map(Some),
-            Request::Sftp(s) => crate::jobs::sftp(cfg, self, client, id, s).map(Some),
+            Request::Dummy(d) => Ok((format!("dummy {}", d.word), false)),
+            Request::Git(g) => crate::jobs::git(cfg, client, id, g).map(|d| (d, true)),
+            Request::Sftp(s) => crate::jobs::sftp(cfg, self, client, id, s).map(|d| (d, true)),
         }
     }
 }

@@ -6,9 +6,9 @@
 //! | source | command | artifact | restore |
 //! |---|---|---|---|
 //! | postgresdb, one database | `pg_dump --format=custom` | `<stamp>.pgdump` | `pg_restore -d <db> <file>` |
-//! | postgresdb, whole cluster | `pg_dumpall` | `<stamp>.sql.zst` | `zstd -dc <file> \| psql -d postgres` |
-//! | mysql, one database | `mysqldump <db>` | `<stamp>.sql.zst` | `zstd -dc <file> \| mysql <db>` |
-//! | mysql, all databases | `mysqldump --all-databases` | `<stamp>.sql.zst` | `zstd -dc <file> \| mysql` |
+//! | postgresdb, whole cluster | `pg_dumpall` | `<stamp>.pgdumpall.sql.zst` | `zstd -dc <file> \| psql -d postgres` |
+//! | mysql, one database | `mysqldump <db>` | `<stamp>.mysqldump.sql.zst` | `zstd -dc <file> \| mysql <db>` |
+//! | mysql, all databases | `mysqldump --all-databases` | `<stamp>.mysqldump.sql.zst` | `zstd -dc <file> \| mysql` |
 //!
 //! Why: pg_dump's custom format is already compressed and lets
 //! `pg_restore` pick single tables, so it is stored as is. Plain SQL (from
@@ -80,7 +80,7 @@ pub fn postgres_command(
     let mut args: Vec<OsString> = Vec::new();
     let (tool, ext, compress) = match database {
         Some(_) => ("pg_dump", "pgdump", false),
-        None => ("pg_dumpall", "sql.zst", true),
+        None => ("pg_dumpall", "pgdumpall.sql.zst", true),
     };
     if database.is_some() {
         args.push("--format=custom".into());
@@ -142,7 +142,7 @@ pub fn mysql_command(
         Some(db) => args.push(db.into()),
         None => args.push("--all-databases".into()),
     }
-    DumpCommand { tool, args, ext: "sql.zst", compress: true }
+    DumpCommand { tool, args, ext: "mysqldump.sql.zst", compress: true }
 }
 
 /// The absolute path of `name` in the runner's PATH
@@ -276,14 +276,14 @@ mod tests {
     fn pg_dumpall_for_the_whole_cluster() {
         let c = postgres_command(None, Some("db.example"), Some(5432), None);
         assert_eq!(c.tool, "pg_dumpall");
-        assert_eq!((c.ext, c.compress), ("sql.zst", true));
+        assert_eq!((c.ext, c.compress), ("pgdumpall.sql.zst", true));
         assert_eq!(strs(&c.args), ["--no-password", "--host=db.example", "--port=5432"]);
     }
 
     #[test]
     fn mysqldump_arguments() {
         let c = mysql_command("mariadb-dump", Some("shop"), None, None, Some(Path::new("/run/mysqld/mysqld.sock")));
-        assert_eq!((c.ext, c.compress), ("sql.zst", true));
+        assert_eq!((c.ext, c.compress), ("mysqldump.sql.zst", true));
         let a = strs(&c.args);
         assert!(a.starts_with(&["--single-transaction", "--routines", "--events", "--triggers", "--hex-blob"]));
         assert!(a.ends_with(&["--protocol=SOCKET", "--socket=/run/mysqld/mysqld.sock", "shop"]), "{a:?}");

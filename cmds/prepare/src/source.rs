@@ -23,8 +23,8 @@
 //!    sha256=<hex> size=<n> source=<name>`.
 //!
 //! Artifacts per module: `fs` → `tar.zst`; `postgresdb` → `pgdump`
-//! (`pg_dump --format=custom`) or `sql.zst` (whole cluster, `pg_dumpall`);
-//! `mysql` → `sql.zst`; `pipe` → `pipe` (raw bytes). See [`crate::db`] for
+//! (`pg_dump --format=custom`) or `pgdumpall.sql.zst` (whole cluster,
+//! `pg_dumpall`); `mysql` → `mysqldump.sql.zst`; `pipe` → `pipe` (raw bytes). See [`crate::db`] for
 //! why plain SQL is stored compressed.
 //!
 //! Timeouts: `timeout` bounds `pre` plus the dump together; `post` gets a
@@ -124,7 +124,9 @@ impl SourceKind {
         match self {
             SourceKind::Fs { .. } => "tar.zst",
             SourceKind::Postgres { database: Some(_), .. } => "pgdump",
-            SourceKind::Postgres { database: None, .. } | SourceKind::Mysql { .. } => "sql.zst",
+            // Distinct extensions, so the node knows which tool restores them.
+            SourceKind::Postgres { database: None, .. } => "pgdumpall.sql.zst",
+            SourceKind::Mysql { .. } => "mysqldump.sql.zst",
             SourceKind::Pipe { .. } => "pipe",
         }
     }
@@ -520,7 +522,7 @@ mod tests {
     fn extensions() {
         assert_eq!(pipe("p").kind.extension(), "pipe");
         let pg = SourceKind::Postgres { database: None, os_user: None, host: None, port: None, socket: None };
-        assert_eq!(pg.extension(), "sql.zst");
+        assert_eq!(pg.extension(), "pgdumpall.sql.zst");
         assert_eq!(pg.module(), "postgresdb");
         assert!(DATA_MODULES.contains(&pg.module()));
     }

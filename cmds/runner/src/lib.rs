@@ -40,11 +40,24 @@ pub const DEFAULT_STDOUT_CAP: usize = 4 * 1024 * 1024;
 pub const SAFE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// What the child reads on standard input.
-#[derive(Debug)]
 pub enum Input {
     Null,
     Bytes(Vec<u8>),
     File(File),
+    /// Streamed from a reader on a thread (e.g. a decompressor feeding a
+    /// restore tool), never held whole in memory.
+    Reader(Box<dyn Read + Send>),
+}
+
+impl fmt::Debug for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Input::Null => "Null",
+            Input::Bytes(_) => "Bytes",
+            Input::File(_) => "File",
+            Input::Reader(_) => "Reader",
+        })
+    }
 }
 
 /// A check run while the child runs; `Some(reason)` stops the child.
@@ -233,6 +246,12 @@ impl Cmd {
         self
     }
 
+    /// Stream standard input from `r`.
+    pub fn stdin_reader(mut self, r: impl Read + Send + 'static) -> Cmd {
+        self.stdin = Input::Reader(Box::new(r));
+        self
+    }
+
     /// Kill the process group when it runs longer than `d`.
     pub fn timeout(mut self, d: Duration) -> Cmd {
         self.timeout = Some(d);
@@ -348,27 +367,31 @@ impl Cmd {
     fn run_inner(mut self, stdout_sink: &mut dyn StdoutSink) -> Result<Output, RunError> {
         let cmd = self.display();
         let mut command = self.build();
-        let stdin = std::mem::replace(&mut self.stdin, Input::Null);
-        match &stdin {
-            Input::Null => command.stdin(Stdio::null()),
-            Input::Bytes(_) => command.stdin(Stdio::piped()),
-            Input::File(_) => command.stdin(Stdio::piped()),
+        let stdin: Option<Box<dyn Read + Send>> = match std::mem::replace(&mut self.stdin, Input::Null) {
+            Input::Null => {
+                command.stdin(Stdio::null());
+                None
+            }
+            Input::File(f) => {
+                command.stdin(Stdio::from(f));
+                None
+            }
+            Input::Bytes(b) => {
+                command.stdin(Stdio::piped());
+                Some(Box::new(io::Cursor::new(b)))
+            }
+            Input::Reader(r) => {
+                command.stdin(Stdio::piped());
+                Some(r)
+            }
         };
-        if let Input::File(f) = stdin {
-            command.stdin(Stdio::from(f));
-            return self.finish(command, None, stdout_sink, cmd);
-        }
-        let bytes = match stdin {
-            Input::Bytes(b) => Some(b),
-            _ => None,
-        };
-        self.finish(command, bytes, stdout_sink, cmd)
+        self.finish(command, stdin, stdout_sink, cmd)
     }
 
     fn finish(
         &mut self,
         mut command: Command,
-        stdin_bytes: Option<Vec<u8>>,
+        stdin_src: Option<Box<dyn Read + Send>>,
         stdout_sink: &mut dyn StdoutSink,
         cmd: String,
     ) -> Result<Output, RunError> {
@@ -413,9 +436,14 @@ impl Cmd {
             })
         });
 
-        let stdin_thread = match (stdin_bytes, child.stdin.take()) {
-            (Some(b), Some(mut w)) => Some(thread::spawn(move || {
-                let _ = w.write_all(&b);
+        let stdin_thread = match (stdin_src, child.stdin.take()) {
+            (Some(mut r), Some(mut w)) => Some(thread::spawn(move || -> io::Result<()> {
+                match io::copy(&mut r, &mut w) {
+                    Ok(_) => Ok(()),
+                    // The child stopped reading: its exit status tells why.
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+                    Err(e) => Err(e),
+                }
             })),
             _ => None,
         };
@@ -459,11 +487,15 @@ impl Cmd {
         if let Some(w) = watchdog {
             let _ = w.join();
         }
-        if let Some(t) = stdin_thread {
-            let _ = t.join();
-        }
+        let stdin_result =
+            stdin_thread.map(|t| t.join().unwrap_or_else(|_| Err(io::Error::other("stdin thread panicked"))));
         let stderr = stderr_thread.join().unwrap_or_else(|_| HeadTail::new(0));
         read_result.map_err(|source| RunError::Io { cmd: cmd.clone(), source })?;
+        if let Some(Err(e)) = stdin_result {
+            // The input could not be produced whole (e.g. a corrupt
+            // compressed stream): the child's success would be a lie.
+            return Err(RunError::Io { cmd, source: io::Error::new(e.kind(), format!("feeding standard input: {e}")) });
+        }
         let elapsed = start.elapsed();
         let (stderr, stderr_truncated) = stderr.into_bytes();
         match fired_rx.try_recv() {

@@ -103,7 +103,12 @@ fn every_key_against_every_repository_and_command() {
             let write = read;
             if admin_repo {
                 // A valid admin change: clone, add a comment, push.
-                let out = run(git_cmd(&td.path).env("GIT_SSH_COMMAND", &ssh).args(["clone", "--quiet", &node.url(repo), work.to_str().unwrap()]));
+                let out = run(git_cmd(&td.path).env("GIT_SSH_COMMAND", &ssh).args([
+                    "clone",
+                    "--quiet",
+                    &node.url(repo),
+                    work.to_str().unwrap(),
+                ]));
                 check("admin clone", &out, Expect::Ok);
                 let mut c = fs::read_to_string(work.join("gitosis.conf")).unwrap();
                 c.push_str("# matrix\n");
@@ -116,7 +121,11 @@ fn every_key_against_every_repository_and_command() {
             check(&format!("{who} push {repo}"), &out, write);
             // A pushed branch other than master is refused by the queue hook.
             if own_queue {
-                let out = run(git_cmd(&work).env("GIT_SSH_COMMAND", &ssh).args(["push", &node.url(repo), "HEAD:refs/heads/side"]));
+                let out = run(git_cmd(&work).env("GIT_SSH_COMMAND", &ssh).args([
+                    "push",
+                    &node.url(repo),
+                    "HEAD:refs/heads/side",
+                ]));
                 check(&format!("{who} push side branch {repo}"), &out, Expect::Hook("E_ACL_DENIED"));
                 let out = run(git_cmd(&work).env("GIT_SSH_COMMAND", &ssh).args(["push", &node.url(repo), ":master"]));
                 check(&format!("{who} delete master {repo}"), &out, Expect::Hook("E_ACL_DENIED"));
@@ -124,7 +133,14 @@ fn every_key_against_every_repository_and_command() {
         }
         // Anything that is not git's server side: a shell, scp, sftp.
         let nonauth = if who == "unknown" { Expect::NoAuth } else { Expect::Denied("Unknown command denied") };
-        for cmd in ["id", "sh -c id", "cat /etc/passwd", "scp -t /tmp", "git-upload-pack '../queue/host-b.git'", "git-receive-pack 'queue/host-a.git' 'queue/host-b.git'"] {
+        for cmd in [
+            "id",
+            "sh -c id",
+            "cat /etc/passwd",
+            "scp -t /tmp",
+            "git-upload-pack '../queue/host-b.git'",
+            "git-receive-pack 'queue/host-a.git' 'queue/host-b.git'",
+        ] {
             let out = run(ssh_cmd(key, &kh, &node.sshd).arg(cmd));
             let want = match (who, cmd) {
                 ("unknown", _) => Expect::NoAuth,
@@ -133,22 +149,39 @@ fn every_key_against_every_repository_and_command() {
             };
             check(&format!("{who} ssh {cmd:?}"), &out, want);
         }
-        let out = run(ferry_tests::sftp_cmd(key, &kh, &node.sshd).arg("-b").arg("/dev/null").arg(ferry_tests::sftp_dest(&node.sshd)));
+        let out = run(ferry_tests::sftp_cmd(key, &kh, &node.sshd)
+            .arg("-b")
+            .arg("/dev/null")
+            .arg(ferry_tests::sftp_dest(&node.sshd)));
         assert!(!out.status.success(), "{who}: sftp must not work on the node: {}", text(&out));
         // Port forwarding through a client key is refused (restrict).
         if who != "unknown" {
             // Remote forwards are requested at login, so a refusal is seen
             // at once (a local -L is only tried when a connection arrives).
             let out = ferry_tests::run_with_timeout(
-                ssh_cmd(key, &kh, &node.sshd).args(["-o", "ExitOnForwardFailure=yes", "-N", "-R", "127.0.0.1:0:127.0.0.1:22"]),
+                ssh_cmd(key, &kh, &node.sshd).args([
+                    "-o",
+                    "ExitOnForwardFailure=yes",
+                    "-N",
+                    "-R",
+                    "127.0.0.1:0:127.0.0.1:22",
+                ]),
                 std::time::Duration::from_secs(30),
             );
             assert!(!out.status.success(), "{who}: a remote forward must fail: {}", text(&out));
         }
     }
     // A's request file reached A's pool only; B's pool has B's only.
-    let pool_a: Vec<String> = fs::read_dir(node.pool("host-a")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    let pool_b: Vec<String> = fs::read_dir(node.pool("host-b")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let pool_a: Vec<String> = fs::read_dir(node.pool("host-a"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let pool_b: Vec<String> = fs::read_dir(node.pool("host-b"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     let a_name = format!("{:08x}", ferry_durable_hash("Aqueue/host-a.git"));
     let b_name = format!("{:08x}", ferry_durable_hash("Bqueue/host-b.git"));
     assert!(pool_a.iter().any(|n| n.contains(&a_name)) && !pool_a.iter().any(|n| n.contains(&b_name)), "{pool_a:?}");

@@ -1,0 +1,326 @@
+//! Stored artifacts: integrity checks, `restore`, `verify`.
+//!
+//! The stored file and its `.sha256` sidecar are the truth; the catalog is
+//! the index. Every restore re-hashes the stored file first: a corrupted
+//! artifact is reported, never restored.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::catalog::{Artifact, Catalog, Query};
+use crate::config::NodeConfig;
+use crate::exit::UsageError;
+
+/// A time given on the command line (`20261122T010203Z`, `2026-11-22`,
+/// `2026-11-22T01:02:03Z`), in the catalog's `received` format.
+pub fn parse_time(s: &str, end_of_day: bool) -> anyhow::Result<String> {
+    if let Ok(st) = s.parse::<ferry_request::Stamp>() {
+        return Ok(st.to_string());
+    }
+    if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+        return Ok(ts.strftime("%Y%m%dT%H%M%SZ").to_string());
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        let t = if end_of_day { d.at(23, 59, 59, 0) } else { d.at(0, 0, 0, 0) };
+        return Ok(t.strftime("%Y%m%dT%H%M%SZ").to_string());
+    }
+    Err(UsageError(format!("cannot read the time {s:?}: use 2026-11-22, 2026-11-22T01:02:03Z or 20261122T010203Z"))
+        .into())
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    // indicatif draws nothing when stderr is not a terminal.
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+/// Hash a file (with a progress bar on a terminal).
+pub fn hash_file(path: &Path, show: bool) -> std::io::Result<(u64, String)> {
+    let f = std::fs::OpenOptions::new().read(true).custom_flags_nofollow().open(path)?;
+    let len = f.metadata()?.len();
+    let pb = show.then(|| bar(len, &path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = r.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+        if let Some(pb) = &pb {
+            pb.inc(k as u64);
+        }
+    }
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    Ok((n, hex::encode(h.finalize())))
+}
+
+trait NoFollow {
+    fn custom_flags_nofollow(&mut self) -> &mut Self;
+}
+
+impl NoFollow for std::fs::OpenOptions {
+    fn custom_flags_nofollow(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+    }
+}
+
+/// One problem found by `verify`.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    pub client: String,
+    pub source: String,
+    pub path: String,
+    pub problem: String,
+}
+
+/// Check one artifact: present, a regular file, size, digest, sidecar.
+pub fn check(cfg: &NodeConfig, a: &Artifact, show: bool) -> Option<String> {
+    let p = cfg.data_dir().join(&a.path);
+    match std::fs::symlink_metadata(&p) {
+        Err(e) => return Some(format!("missing: {e}")),
+        Ok(m) if !m.file_type().is_file() => return Some("not a regular file".into()),
+        Ok(m) if m.len() != a.size => return Some(format!("size {} instead of {}", m.len(), a.size)),
+        Ok(_) => {}
+    }
+    match hash_file(&p, show) {
+        Err(e) => return Some(format!("unreadable: {e}")),
+        Ok((_, h)) if h != a.sha256 => return Some(format!("sha256 {h} instead of {}", a.sha256)),
+        Ok(_) => {}
+    }
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let sidecar = p.with_file_name(format!("{name}.sha256"));
+    match std::fs::read_to_string(&sidecar) {
+        Ok(s) if s == format!("{}  {name}\n", a.sha256) => None,
+        Ok(_) => Some("digest sidecar disagrees with the catalog".into()),
+        Err(e) => Some(format!("digest sidecar missing: {e}")),
+    }
+}
+
+/// `ferry-node verify`: re-hash every stored artifact against its sidecar
+/// and the catalog, and look for artifacts on disk the catalog lacks.
+pub fn verify(cfg: &NodeConfig, client: Option<&str>, show: bool) -> anyhow::Result<(usize, Vec<Problem>)> {
+    let Some(cat) = Catalog::open_existing(cfg)? else { return Ok((0, Vec::new())) };
+    let all = cat.find(&Query { client: client.map(str::to_owned), ..Default::default() })?;
+    let mut problems = Vec::new();
+    let mut known = std::collections::BTreeSet::new();
+    for a in &all {
+        known.insert(cfg.data_dir().join(&a.path));
+        if let Some(p) = check(cfg, a, show) {
+            problems.push(Problem {
+                client: a.client.clone(),
+                source: a.source.clone(),
+                path: a.path.clone(),
+                problem: p,
+            });
+        }
+    }
+    // Files on disk the catalog does not know (data/<client>/<source>/<run>/<file>).
+    let clients: Vec<PathBuf> = match client {
+        Some(c) => vec![cfg.client_data(c)],
+        None => {
+            std::fs::read_dir(cfg.data_dir()).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+        }
+    };
+    for cdir in clients {
+        let cname = cdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for src in std::fs::read_dir(&cdir).into_iter().flatten().flatten() {
+            let sname = src.file_name().to_string_lossy().into_owned();
+            if sname == "git" || !src.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            for run in std::fs::read_dir(src.path()).into_iter().flatten().flatten() {
+                for f in std::fs::read_dir(run.path()).into_iter().flatten().flatten() {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    if name.ends_with(".sha256") || name.starts_with(".tmp-") {
+                        continue;
+                    }
+                    if !known.contains(&f.path()) {
+                        problems.push(Problem {
+                            client: cname.clone(),
+                            source: sname.clone(),
+                            path: f.path().strip_prefix(cfg.data_dir()).unwrap_or(&f.path()).display().to_string(),
+                            problem: "on disk but not in the catalog".into(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok((all.len(), problems))
+}
+
+/// How to give an artifact back.
+#[derive(Debug, Default)]
+pub struct RestoreArgs {
+    pub to: Option<PathBuf>,
+    pub at: Option<String>,
+    pub into_db: Option<String>,
+    pub db_user: Option<String>,
+    pub db_host: Option<String>,
+    pub db_port: Option<u16>,
+    pub stdout: bool,
+    pub policy: ferry_archive::ExtractPolicy,
+}
+
+fn valid_db_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Restore the newest artifact of `client`/`source` received at or before
+/// `at`. Returns a description of what was done.
+pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -> anyhow::Result<String> {
+    if let Some(problem) = check(cfg, a, show) {
+        bail!("the stored artifact {} fails its integrity check ({problem}); run `ferry-node verify`", a.path);
+    }
+    let file = cfg.data_dir().join(&a.path);
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if args.stdout {
+        let mut f = std::fs::File::open(&file)?;
+        let mut out = std::io::stdout().lock();
+        match std::io::copy(&mut f, &mut out) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(e.into()),
+        }
+        out.flush().ok();
+        return Ok(format!("wrote {} ({} bytes) to standard output", a.path, a.size));
+    }
+    if let Some(db) = &args.into_db {
+        if !valid_db_name(db) {
+            return Err(UsageError(format!("{db:?} is not a database name ([A-Za-z_][A-Za-z0-9_]*)")).into());
+        }
+        return restore_db(cfg, a, &file, db, args);
+    }
+    let Some(to) = &args.to else {
+        return Err(UsageError("say where to restore: --to DIR, --into-db NAME or --stdout".into()).into());
+    };
+    if a.module == "fs" {
+        if to.exists() {
+            if std::fs::read_dir(to)?.next().is_some() {
+                bail!("{} exists and is not empty", to.display());
+            }
+            std::fs::remove_dir(to)?;
+        }
+        let f = std::fs::File::open(&file)?;
+        let pb = show.then(|| bar(a.size, &name));
+        let reader: Box<dyn Read> = match &pb {
+            Some(pb) => Box::new(pb.wrap_read(f)),
+            None => Box::new(f),
+        };
+        let stats =
+            ferry_archive::extract_tar_zst(std::io::BufReader::with_capacity(1 << 20, reader), to, &args.policy)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+        if let Some(pb) = pb {
+            pb.finish_and_clear();
+        }
+        return Ok(format!(
+            "extracted {} ({} entries: {} files, {} dirs, {} symlinks, {} hard links, {} bytes) into {}",
+            a.path,
+            stats.entries,
+            stats.files,
+            stats.dirs,
+            stats.symlinks,
+            stats.hardlinks,
+            stats.bytes,
+            to.display()
+        ));
+    }
+    // Dumps and streams: the file itself, verified, into DIR.
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let dest = to.join(&name);
+    if dest.exists() {
+        bail!("{} exists", dest.display());
+    }
+    std::fs::copy(&file, &dest)?;
+    let (_, h) = hash_file(&dest, false)?;
+    if h != a.sha256 {
+        let _ = std::fs::remove_file(&dest);
+        bail!("the copy does not match its digest (disk problem?)");
+    }
+    Ok(format!("copied {} ({} bytes, sha256 {}) to {}", a.path, a.size, a.sha256, dest.display()))
+}
+
+fn as_user(user: Option<&str>, program: &str) -> ferry_run::Cmd {
+    match user {
+        Some(u) if rustix::process::getuid().is_root() => ferry_run::Cmd::new("runuser").args(["-u", u, "--", program]),
+        Some(u) => ferry_run::Cmd::new("sudo").args(["-n", "-u", u, "--", program]),
+        None => ferry_run::Cmd::new(program),
+    }
+}
+
+fn restore_db(cfg: &NodeConfig, a: &Artifact, file: &Path, db: &str, args: &RestoreArgs) -> anyhow::Result<String> {
+    let _ = cfg;
+    let user = args.db_user.as_deref();
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let pg_conn = |mut c: ferry_run::Cmd| {
+        if let Some(h) = &args.db_host {
+            c = c.arg(format!("--host={h}"));
+        }
+        if let Some(p) = args.db_port {
+            c = c.arg(format!("--port={p}"));
+        }
+        c.env("HOME", "/")
+    };
+    let my_conn = |mut c: ferry_run::Cmd| {
+        if let Some(h) = &args.db_host {
+            if h.starts_with('/') {
+                c = c.arg(format!("--socket={h}"));
+            } else {
+                c = c.arg(format!("--host={h}")).arg("--protocol=TCP");
+            }
+        }
+        if let Some(p) = args.db_port {
+            c = c.arg(format!("--port={p}"));
+        }
+        c.env("HOME", "/root")
+    };
+    if name.ends_with(".pgdump") {
+        pg_conn(as_user(user, "createdb")).arg("--").arg(db).run_checked().context("createdb failed")?;
+        pg_conn(as_user(user, "pg_restore"))
+            .args(["--no-owner", "--exit-on-error", "--dbname", db])
+            .stdin_file(std::fs::File::open(file)?)
+            .run_checked()
+            .context("pg_restore failed")?;
+        Ok(format!("restored {} into PostgreSQL database {db}", a.path))
+    } else if name.ends_with(".pgdumpall.sql.zst") {
+        let dec = zstd::stream::read::Decoder::new(std::fs::File::open(file)?)?;
+        pg_conn(as_user(user, "psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "--dbname", db])
+            .stdin_reader(dec)
+            .run_checked()
+            .context("psql failed")?;
+        Ok(format!("replayed cluster dump {} through database {db}", a.path))
+    } else if name.ends_with(".mysqldump.sql.zst") {
+        my_conn(as_user(user, "mysql"))
+            .arg("-e")
+            .arg(format!("CREATE DATABASE IF NOT EXISTS `{db}`"))
+            .run_checked()
+            .context("creating the database failed")?;
+        let dec = zstd::stream::read::Decoder::new(std::fs::File::open(file)?)?;
+        my_conn(as_user(user, "mysql")).arg(db).stdin_reader(dec).run_checked().context("mysql failed")?;
+        Ok(format!("restored {} into MySQL/MariaDB database {db}", a.path))
+    } else {
+        Err(UsageError(format!("{} is not a database dump; use --to DIR or --stdout", a.path)).into())
+    }
+}

@@ -1,0 +1,196 @@
+//! Maintenance: `purge` (retention), `gc` (monthly git gc with a report),
+//! `check` (clients gone silent).
+
+use serde::Serialize;
+
+use crate::catalog::{Catalog, Query};
+use crate::clientstate::ClientState;
+use crate::config::NodeConfig;
+
+#[derive(Debug, Default, Serialize)]
+pub struct PurgeReport {
+    pub artifacts_removed: Vec<String>,
+    pub bytes_freed: u64,
+    pub pool_files_removed: usize,
+}
+
+/// Retention on node time only (SECURITY I7, RE-06): per client and source
+/// the newest `keep_last` artifacts are always kept; older ones go once
+/// their *receive* time is more than `keep_days` old. Client timestamps
+/// never decide. Finished pool files older than `finished_days` go too.
+pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
+    let mut report = PurgeReport::default();
+    let now = jiff::Timestamp::now();
+    if cfg.retention.keep_days > 0
+        && let Some(cat) = Catalog::open_existing(cfg)?
+    {
+        let cutoff = (now - jiff::SignedDuration::from_hours(24 * cfg.retention.keep_days as i64))
+            .strftime("%Y%m%dT%H%M%SZ")
+            .to_string();
+        let all = cat.find(&Query::default())?;
+        let mut groups: std::collections::BTreeMap<(String, String), Vec<_>> = Default::default();
+        for a in all {
+            groups.entry((a.client.clone(), a.source.clone())).or_default().push(a);
+        }
+        for (_, mut list) in groups {
+            list.sort_by(|a, b| b.received.cmp(&a.received).then(b.id.cmp(&a.id)));
+            for a in list.into_iter().skip(cfg.retention.keep_last.max(1)) {
+                if a.received >= cutoff {
+                    continue;
+                }
+                report.bytes_freed += a.size;
+                report.artifacts_removed.push(a.path.clone());
+                if dry_run {
+                    continue;
+                }
+                let file = cfg.data_dir().join(&a.path);
+                let _ = std::fs::remove_file(&file);
+                if let Some(name) = file.file_name() {
+                    let _ = std::fs::remove_file(file.with_file_name(format!("{}.sha256", name.to_string_lossy())));
+                }
+                if let Some(dir) = file.parent() {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                cat.delete(a.id)?;
+            }
+        }
+    }
+    let finished = std::time::Duration::from_secs(cfg.retention.finished_days * 86400);
+    for de in std::fs::read_dir(cfg.pool_dir()).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(de.path()).into_iter().flatten().flatten() {
+            let n = f.file_name().to_string_lossy().into_owned();
+            if !(n.starts_with('F') || n.starts_with('E')) {
+                continue;
+            }
+            let old = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().unwrap_or_default() > finished)
+                .unwrap_or(false);
+            if old {
+                report.pool_files_removed += 1;
+                if !dry_run {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[derive(Debug, Serialize)]
+pub struct GcEntry {
+    pub mirror: String,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub error: Option<String>,
+}
+
+/// `git gc` on every mirror (the seed's monthly git_gc.sh), keeping every
+/// reflog and unreachable object (append-only history), with a report that
+/// is logged and mailed.
+pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
+    let mut out = Vec::new();
+    for cdir in std::fs::read_dir(cfg.data_dir()).into_iter().flatten().flatten() {
+        for m in crate::list::find_mirrors(&cdir.path().join("git")) {
+            let before = crate::jobs::used_bytes(&m);
+            let res = ferry_run::Cmd::new(&cfg.git)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("HOME", cfg.empty_dir())
+                .args([
+                    "-c",
+                    "gc.reflogExpire=never",
+                    "-c",
+                    "gc.reflogExpireUnreachable=never",
+                    "-c",
+                    "gc.pruneExpire=never",
+                ])
+                .args(["-c", "core.hooksPath=/dev/null", "-c", "pack.threads=1"])
+                .arg(format!("--git-dir={}", m.display()))
+                .args(["gc", "--quiet"])
+                .timeout(cfg.duration(&cfg.limits.job_timeout))
+                .run_checked();
+            out.push(GcEntry {
+                mirror: m.strip_prefix(cfg.data_dir()).unwrap_or(&m).display().to_string(),
+                bytes_before: before,
+                bytes_after: crate::jobs::used_bytes(&m),
+                error: res.err().map(|e| e.to_string()),
+            });
+        }
+    }
+    let failed = out.iter().filter(|e| e.error.is_some()).count();
+    let mut body = format!("git gc on node {}: {} mirrors, {failed} failed.\n", cfg.name, out.len());
+    for e in &out {
+        body.push_str(&format!(
+            "{:<50} {:>12} -> {:>12} bytes{}\n",
+            e.mirror,
+            e.bytes_before,
+            e.bytes_after,
+            e.error.as_deref().map(|x| format!("  FAILED: {}", ferry_text::escape(x, 200))).unwrap_or_default()
+        ));
+    }
+    crate::events::record(&cfg.events_log(), if failed > 0 { "warn" } else { "info" }, None, "gc", None, None, &body);
+    crate::alerts::raise(cfg, ferry_notify::Alert::new(ferry_notify::Kind::Other, "gc", &cfg.name, body));
+    crate::alerts::flush(cfg);
+    Ok(out)
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckEntry {
+    pub client: String,
+    pub last_request: Option<String>,
+    pub last_success: Option<String>,
+    pub silent: bool,
+}
+
+/// Clients that sent no request and had no successful pull for longer than
+/// `silent_after` are reported (once, until they are back).
+pub fn check(cfg: &NodeConfig, silent_after: std::time::Duration) -> anyhow::Result<Vec<CheckEntry>> {
+    let enrollment = crate::enrollment::load(cfg)?;
+    let now = jiff::Timestamp::now();
+    let limit = jiff::SignedDuration::from_secs(silent_after.as_secs() as i64);
+    let enrolled_at = std::fs::symlink_metadata(cfg.enrolled_dir())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| jiff::Timestamp::try_from(t).ok());
+    let mut out = Vec::new();
+    for c in enrollment.clients.keys() {
+        let mut st = ClientState::load(cfg, c);
+        let last = [st.last_request, st.last_success].into_iter().flatten().max().or(enrolled_at);
+        let silent = last.is_none_or(|t| now.duration_since(t) > limit);
+        if silent && !st.silent_alert_open {
+            st.silent_alert_open = true;
+            let body = format!(
+                "Client {c} sent no request and had no successful pull on node {} since {}.",
+                cfg.name,
+                last.map(|t| t.to_string()).unwrap_or_else(|| "its enrollment".into())
+            );
+            crate::alerts::raise(
+                cfg,
+                ferry_notify::Alert::new(ferry_notify::Kind::ClientSilent, format!("client:{c}"), c.as_str(), body),
+            );
+            st.save(cfg, c);
+        } else if !silent && st.silent_alert_open {
+            st.silent_alert_open = false;
+            crate::alerts::raise(
+                cfg,
+                ferry_notify::Alert::new(
+                    ferry_notify::Kind::ClientBack,
+                    format!("client:{c}"),
+                    c.as_str(),
+                    format!("Client {c} is back."),
+                ),
+            );
+            st.save(cfg, c);
+        }
+        out.push(CheckEntry {
+            client: c.clone(),
+            last_request: st.last_request.map(|t| t.to_string()),
+            last_success: st.last_success.map(|t| t.to_string()),
+            silent,
+        });
+    }
+    crate::alerts::flush(cfg);
+    Ok(out)
+}
