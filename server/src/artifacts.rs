@@ -263,7 +263,9 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -
 
 fn as_user(user: Option<&str>, program: &str) -> ferry_run::Cmd {
     match user {
-        Some(u) if rustix::process::getuid().is_root() => ferry_run::Cmd::new("runuser").args(["-u", u, "--", program]),
+        Some(u) if rustix::process::getuid().is_root() => {
+            ferry_run::Cmd::new("/usr/sbin/runuser").args(["-u", u, "--", program])
+        }
         Some(u) => ferry_run::Cmd::new("sudo").args(["-n", "-u", u, "--", program]),
         None => ferry_run::Cmd::new(program),
     }

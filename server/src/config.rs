@@ -192,12 +192,27 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs(n * mult))
 }
 
+/// An absolute path for a program named in the configuration, looked up in
+/// the same PATH every child gets ([`ferry_run::SAFE_PATH`]).
+pub fn resolve_program(p: &Path) -> anyhow::Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_owned());
+    }
+    ferry_run::SAFE_PATH
+        .split(':')
+        .map(|d| Path::new(d).join(p))
+        .find(|c| c.is_file())
+        .with_context(|| format!("program {} not found in {}", p.display(), ferry_run::SAFE_PATH))
+}
+
 impl NodeConfig {
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the node configuration {}", path.display()))?;
-        let cfg: NodeConfig =
+        let mut cfg: NodeConfig =
             toml::from_str(&text).with_context(|| format!("invalid node configuration {}", path.display()))?;
+        cfg.ssh = resolve_program(&cfg.ssh)?;
+        cfg.git = resolve_program(&cfg.git)?;
         cfg.validate().with_context(|| format!("invalid node configuration {}", path.display()))?;
         Ok(cfg)
     }

@@ -157,6 +157,12 @@ impl Node {
         }
     }
 
+    /// `ferry-node --json <args>`, parsed (success required).
+    pub fn ferry_node_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = ok(self.cmd().arg("--json").args(args));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
     pub fn pool(&self, client: &str) -> PathBuf {
         self.srv().join("pool").join(client)
     }

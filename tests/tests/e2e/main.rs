@@ -6,6 +6,7 @@
 
 mod badinput;
 mod crash;
+mod data;
 mod harness;
 mod matrix;
 mod spine;
