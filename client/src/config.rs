@@ -388,3 +388,19 @@ mod tests {
         assert!(e.to_string().contains("state_dri"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    #[test]
+    fn the_example_in_deploy_parses_and_validates() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/client.toml");
+        let cfg = ClientConfig::load(&p).unwrap();
+        assert_eq!(cfg.name, "host-a");
+        assert!(cfg.sources.iter().any(|s| s.module == "fs"));
+        for s in &cfg.sources {
+            crate::sources::spec_of(s).unwrap();
+        }
+    }
+}

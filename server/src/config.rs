@@ -325,3 +325,22 @@ impl NodeConfig {
         format!("{} --config {}", self.program().display(), config_path.display())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_in_deploy_parses_and_validates() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/node.toml");
+        let cfg = NodeConfig::load(&p).unwrap();
+        assert_eq!(cfg.name, "backup1");
+        assert!(cfg.scan_on_push);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = toml::from_str::<NodeConfig>("base_dir = \"/x\"\nscan_on_psuh = true\n").unwrap_err();
+        assert!(e.to_string().contains("scan_on_psuh"), "{e}");
+    }
+}

@@ -5,8 +5,11 @@
 //! does): the tests run the built `ferry` and `ferry-node` binaries.
 
 mod badinput;
+mod cgit;
 mod crash;
 mod data;
+mod deploy;
 mod harness;
 mod matrix;
+mod ops;
 mod spine;

@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# Ferry on one machine, for real: a backup node and two clients on loopback
+# (each with its own private OpenSSH sshd), a git repository, a directory
+# and a PostgreSQL database backed up through the queue repos, restored and
+# compared with the originals; then cgit shows the mirrors.
+#
+#   sudo deploy/quickstart.sh          # install what is missing, build, run
+#   sudo deploy/quickstart.sh --stop   # stop the demo's servers
+#
+# Everything lives in $FERRY_QUICKSTART_DIR (default /var/tmp/ferry-quickstart);
+# nothing under /etc is changed and the system's own sshd, nginx and
+# PostgreSQL services are not used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+DIR=${FERRY_QUICKSTART_DIR:-/var/tmp/ferry-quickstart}
+NODE_IP=127.0.0.42
+A_IP=127.0.0.43
+B_IP=127.0.0.44
+SSH_PORT=2222
+PG_PORT=5433
+WEB_PORT=8080
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
+
+stop_all() {
+    for pidfile in "$DIR"/*/sshd.pid "$DIR"/web/nginx.pid "$DIR"/web/fcgiwrap.pid; do
+        [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    done
+    if [ -f "$DIR/pg/data/postmaster.pid" ]; then
+        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$DIR/pg/data" -m fast stop >/dev/null 2>&1 || true
+    fi
+    # ssh connection masters of the demo (ControlPersist) end on their own
+    # within a minute; end them now.
+    pkill -f "$DIR/.*/ssh" 2>/dev/null || true
+}
+
+[ "$(id -u)" -eq 0 ] || die "run as root (sudo deploy/quickstart.sh): it starts private sshd and PostgreSQL instances"
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+
+if [ "${1:-}" = "--stop" ]; then
+    stop_all
+    echo "stopped the quickstart servers (data kept in $DIR)"
+    exit 0
+fi
+
+say "installing missing Debian packages"
+packages="openssh-server openssh-client git postgresql cgit nginx-light fcgiwrap zstd python3 curl gcc pkg-config libssl-dev zlib1g-dev util-linux"
+missing=""
+for p in $packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+fi
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+command -v cargo >/dev/null || die "cargo is missing: install Rust (https://rustup.rs) and run again"
+
+say "building ferry and ferry-node (release)"
+cargo build --release --locked -p ferry-client -p ferry-node
+BIN="$REPO/target/release"
+FERRY="$BIN/ferry"
+FNODE="$BIN/ferry-node"
+
+say "setting up $DIR"
+stop_all
+rm -rf "$DIR"
+mkdir -p "$DIR" && chmod 755 "$DIR"
+mkdir -p /run/sshd
+
+start_sshd() { # dir ip authorized_keys
+    local d=$1 ip=$2 ak=$3
+    mkdir -p "$d"
+    [ -f "$d/host_key" ] || ssh-keygen -q -t ed25519 -N '' -C "quickstart-$ip" -f "$d/host_key"
+    /usr/sbin/sshd -f /dev/null -E "$d/sshd.log" \
+        -o "ListenAddress=$ip:$SSH_PORT" -o "HostKey=$d/host_key" -o "AuthorizedKeysFile=$ak" \
+        -o "PidFile=$d/sshd.pid" -o StrictModes=no -o UsePAM=no -o PasswordAuthentication=no \
+        -o KbdInteractiveAuthentication=no -o PermitRootLogin=prohibit-password \
+        -o "Subsystem=sftp internal-sftp" -o SetEnv=SHLVL=1 -o DisableForwarding=yes -o PermitTTY=no
+    for _ in $(seq 50); do [ -s "$d/sshd.pid" ] && return 0; sleep 0.1; done
+    die "sshd on $ip did not start; see $d/sshd.log"
+}
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+# --- the backup node ------------------------------------------------------
+say "backup node backup1 on $NODE_IP:$SSH_PORT (ferry-node init = gitosis-init)"
+mkdir -p "$DIR/node/admin"
+cat > "$DIR/node/node.toml" <<EOF
+name = "backup1"
+base_dir = "$DIR/node/srv"
+program = "$FNODE"
+authorized_keys = "$DIR/node/srv/.ssh/authorized_keys"
+EOF
+ssh-keygen -q -t ed25519 -N '' -C admin@quickstart -f "$DIR/node/admin/id_ed25519"
+"$FNODE" --config "$DIR/node/node.toml" init --admin-key "$DIR/node/admin/id_ed25519.pub"
+start_sshd "$DIR/node" "$NODE_IP" "$DIR/node/srv/.ssh/authorized_keys"
+NODE_HOSTKEY=$(cut -d' ' -f1,2 "$DIR/node/host_key.pub")
+echo "[$NODE_IP]:$SSH_PORT $NODE_HOSTKEY" > "$DIR/node/admin/known_hosts"
+ADMIN_SSH="ssh -F /dev/null -i $DIR/node/admin/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile=$DIR/node/admin/known_hosts -o StrictHostKeyChecking=yes"
+
+# --- two clients ----------------------------------------------------------
+make_client() { # name ip extra-toml
+    local name=$1 ip=$2 extra=$3 d="$DIR/$1"
+    mkdir -p "$d/srv/git" "$d/export"
+    : > "$d/authorized_keys"
+    start_sshd "$d" "$ip" "$d/authorized_keys"
+    cat > "$d/client.toml" <<EOF
+name = "$name"
+state_dir = "$d/state"
+
+[export]
+address = "$ip"
+port = $SSH_PORT
+user = "root"
+dir = "$d/export"
+git_roots = ["$d/srv/git"]
+
+[[node]]
+name = "backup1"
+url = "ssh://root@$NODE_IP:$SSH_PORT/queue/$name.git"
+host_key = "$NODE_HOSTKEY"
+
+[gate]
+authorized_keys = "$d/authorized_keys"
+$extra
+EOF
+    "$FERRY" --config "$d/client.toml" --json init --host-key "$d/host_key.pub" > "$d/init.json"
+}
+say "clients host-a ($A_IP) and host-b ($B_IP), each with its own sshd; ferry init"
+mkdir -p "$DIR/host-a/www/docs" "$DIR/host-a/www/empty"
+printf 'Welcome to host-a\n' > "$DIR/host-a/www/index.html"
+printf 'manual\n' > "$DIR/host-a/www/docs/manual page.txt"
+printf 'ünïcödé\n' > "$DIR/host-a/www/docs/ünïcödé.txt"
+ln -s index.html "$DIR/host-a/www/home.html"
+head -c 3000000 /dev/urandom > "$DIR/host-a/www/docs/blob.bin"
+make_client host-a "$A_IP" "
+[[source]]
+name = \"www\"
+module = \"fs\"
+path = \"$DIR/host-a/www\"
+"
+say "PostgreSQL for host-b on $B_IP:$PG_PORT"
+mkdir -p "$DIR/pg/data" "$DIR/pg/sock"
+chown -R postgres:postgres "$DIR/pg"
+runuser -u postgres -- "$PG_BIN/initdb" -D "$DIR/pg/data" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$DIR/pg/data" -l "$DIR/pg/log" -w \
+    -o "-k $DIR/pg/sock -h $B_IP -p $PG_PORT" start >/dev/null
+PSQL="runuser -u postgres -- psql -X -q -A -t -h $DIR/pg/sock -p $PG_PORT"
+$PSQL -d postgres -c "CREATE DATABASE shop"
+$PSQL -d shop -c "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric);
+    INSERT INTO items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 1000) g;
+    INSERT INTO items VALUES (0, 'Käse ☺', 3.50);"
+make_client host-b "$B_IP" "
+[[source]]
+name = \"shop\"
+module = \"postgresdb\"
+database = \"shop\"
+os_user = \"postgres\"
+host = \"$DIR/pg/sock\"
+port = $PG_PORT
+"
+
+# --- enrollment: one reviewed commit to gitosis-admin ---------------------
+say "enrolling both clients with one push to gitosis-admin"
+GIT="git -c user.name=Admin -c user.email=admin@quickstart -c init.defaultBranch=master"
+GIT_SSH_COMMAND="$ADMIN_SSH" $GIT clone -q "ssh://root@$NODE_IP:$SSH_PORT/gitosis-admin.git" "$DIR/node/admin/gitosis-admin"
+for c in host-a host-b; do
+    json "['public_key']" < "$DIR/$c/init.json" > "$DIR/node/admin/gitosis-admin/keydir/$c.pub"
+    { echo; json "['gitosis_section']" < "$DIR/$c/init.json"; } >> "$DIR/node/admin/gitosis-admin/gitosis.conf"
+done
+(cd "$DIR/node/admin/gitosis-admin" && $GIT add -A && $GIT commit -q -m "Enroll host-a and host-b" \
+    && GIT_SSH_COMMAND="$ADMIN_SSH" $GIT push -q origin master)
+for c in host-a host-b; do
+    "$FNODE" --config "$DIR/node/node.toml" pull-key "$c" > "$DIR/$c/pull-key.pub"
+    "$FERRY" --config "$DIR/$c/client.toml" authorize-node backup1 --key "$DIR/$c/pull-key.pub" >/dev/null
+done
+
+# --- backups --------------------------------------------------------------
+say "host-a: a git push to its repository requests the backup by itself"
+$GIT init -q --bare "$DIR/host-a/srv/git/project.git"
+"$FERRY" --config "$DIR/host-a/client.toml" hook install "$DIR/host-a/srv/git/project.git" >/dev/null
+$GIT clone -q "$DIR/host-a/srv/git/project.git" "$DIR/host-a/work" 2>/dev/null
+(cd "$DIR/host-a/work" && echo "# project" > README && $GIT add README && $GIT commit -q -m "first" \
+    && $GIT tag v1 && echo "more" >> README && $GIT commit -q -am "second" && $GIT push -q origin master v1)
+say "host-a: backup of the directory; host-b: backup of the database"
+"$FERRY" --config "$DIR/host-a/client.toml" backup www --send >/dev/null
+"$FERRY" --config "$DIR/host-b/client.toml" backup shop --send >/dev/null
+
+say "waiting for the node to pull and store everything"
+for _ in $(seq 120); do
+    n=$("$FNODE" --config "$DIR/node/node.toml" --json list | python3 -c '
+import json,sys
+l=json.load(sys.stdin)
+print(sum(len(c["git"]) + len(c["artifacts"]) for c in l))')
+    [ "$n" -ge 3 ] && break
+    sleep 0.5
+done
+[ "$n" -ge 3 ] || { "$FNODE" --config "$DIR/node/node.toml" events --last 20; die "the node did not store all three backups"; }
+
+# --- restores, compared with the originals --------------------------------
+say "restoring and comparing"
+R="$DIR/restored"
+mkdir -p "$R"
+"$FNODE" --config "$DIR/node/node.toml" restore host-a project --to "$R/project.git"
+a=$(git --git-dir="$DIR/host-a/srv/git/project.git" for-each-ref --format='%(objectname) %(refname)')
+b=$(git --git-dir="$R/project.git" for-each-ref --format='%(objectname) %(refname)')
+[ "$a" = "$b" ] || die "restored repository refs differ"
+git --git-dir="$R/project.git" fsck --strict --no-dangling --no-progress
+echo "  git repository: same refs and objects, fsck clean"
+"$FNODE" --config "$DIR/node/node.toml" restore host-a www --to "$R/www"
+diff -r --no-dereference "$DIR/host-a/www" "$R/www" || die "restored directory differs"
+[ "$(readlink "$R/www/home.html")" = "index.html" ] || die "symlink not restored"
+echo "  directory: identical (diff -r, symlink kept)"
+"$FNODE" --config "$DIR/node/node.toml" restore host-b shop --into-db shop_restored \
+    --db-user postgres --db-host "$DIR/pg/sock" --db-port "$PG_PORT"
+q="SELECT id, name, price FROM items ORDER BY id"
+[ "$($PSQL -d shop -c "$q" | sha256sum)" = "$($PSQL -d shop_restored -c "$q" | sha256sum)" ] \
+    || die "restored database differs"
+echo "  database: shop_restored has the same rows as shop"
+
+# --- cgit -----------------------------------------------------------------
+say "cgit behind nginx on $NODE_IP:$WEB_PORT"
+W="$DIR/web"
+mkdir -p "$W/tmp" "$W/cache"
+sed -e "s|@DATA_DIR@|$DIR/node/srv/data|" -e "s|^section-from-path=.*|section-from-path=1|" \
+    "$REPO/deploy/cgitrc" > "$W/cgitrc"
+echo "cache-root=$W/cache" >> "$W/cgitrc"
+cat > "$W/nginx.conf" <<EOF
+user root;
+worker_processes 1;
+pid $W/nginx.pid;
+error_log $W/error.log;
+events { worker_connections 64; }
+http {
+    include /etc/nginx/mime.types;
+    access_log $W/access.log;
+    client_body_temp_path $W/tmp/body; proxy_temp_path $W/tmp/proxy; fastcgi_temp_path $W/tmp/fastcgi;
+    uwsgi_temp_path $W/tmp/uwsgi; scgi_temp_path $W/tmp/scgi;
+    server {
+        listen $NODE_IP:$WEB_PORT;
+        add_header Content-Security-Policy "default-src 'self'; script-src 'none'; object-src 'none'" always;
+        location = /cgit { return 301 /cgit/; }
+        location /cgit-css/ { alias /usr/share/cgit/; }
+        location /cgit/ {
+            include /etc/nginx/fastcgi_params;
+            fastcgi_split_path_info ^(/cgit)(/.*)\$;
+            fastcgi_param SCRIPT_FILENAME /usr/lib/cgit/cgit.cgi;
+            fastcgi_param SCRIPT_NAME \$fastcgi_script_name;
+            fastcgi_param PATH_INFO \$fastcgi_path_info;
+            fastcgi_param QUERY_STRING \$args;
+            fastcgi_param CGIT_CONFIG $W/cgitrc;
+            fastcgi_pass unix:$W/fcgiwrap.sock;
+        }
+    }
+}
+EOF
+setsid fcgiwrap -s "unix:$W/fcgiwrap.sock" </dev/null >"$W/fcgiwrap.log" 2>&1 &
+echo $! > "$W/fcgiwrap.pid"
+nginx -c "$W/nginx.conf" -p "$W" -e "$W/error.log"
+for _ in $(seq 50); do curl -fs "http://$NODE_IP:$WEB_PORT/cgit/" >/dev/null 2>&1 && break; sleep 0.2; done
+curl -fs "http://$NODE_IP:$WEB_PORT/cgit/" | grep -q project || die "cgit does not list the mirror; see $W/error.log"
+
+# --- where to look --------------------------------------------------------
+say "done: three backups stored, restored and identical"
+echo
+echo "Browse the mirrors:   http://$NODE_IP:$WEB_PORT/cgit/"
+echo "What the node holds:  $FNODE --config $DIR/node/node.toml list"
+echo
+"$FNODE" --config "$DIR/node/node.toml" list
+echo
+echo "Client status:        $FERRY --config $DIR/host-a/client.toml status"
+echo "Event journal:        $FNODE --config $DIR/node/node.toml events"
+echo "Stop the demo:        sudo $REPO/deploy/quickstart.sh --stop"
