@@ -249,6 +249,7 @@ pub fn fail(cfg: &NodeConfig, pool: &Pool, client: &str, id: &str, r: &Refusal) 
         Some(id),
         &r.detail,
     );
+    crate::alerts::request_failed(cfg, client, id, r.reason, &r.detail);
     Ok(())
 }
 
