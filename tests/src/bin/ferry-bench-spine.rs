@@ -37,12 +37,9 @@ fn latency(rounds: usize) {
     let (_bare, work) = a.repo("project");
     let mirror = node.data("host-a").join("git/project.git");
     let head_of = |m: &Path| -> Option<String> {
-        let out = run(git_cmd(m).arg(format!("--git-dir={}", m.display())).args([
-            "rev-parse",
-            "--verify",
-            "-q",
-            "refs/heads/master",
-        ]));
+        let out = run(git_cmd(m.parent().unwrap().parent().unwrap().parent().unwrap())
+            .arg(format!("--git-dir={}", m.display()))
+            .args(["rev-parse", "--verify", "-q", "refs/heads/master"]));
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     };
     // Warm-up round (first mirror, ssh masters).
@@ -141,9 +138,11 @@ fn fetch(commits: usize, rounds: usize) {
     let mut stream = String::new();
     for i in 0..commits {
         let data = format!("line {i}\n");
+        let msg = format!("commit {i}");
         stream.push_str(&format!(
-            "commit refs/heads/master\ncommitter Bench <b@example.invalid> {} +0000\ndata 8\ncommit {i}\nM 644 inline f{}\ndata {}\n{data}\n",
+            "commit refs/heads/master\ncommitter Bench <b@example.invalid> {} +0000\ndata {}\n{msg}\nM 644 inline f{}\ndata {}\n{data}\n",
             1_700_000_000 + i,
+            msg.len(),
             i % 100,
             data.len()
         ));
@@ -175,7 +174,7 @@ fn fetch(commits: usize, rounds: usize) {
     let enrolled = ok(node.cmd().args(["pull-ssh", "host-a"])).trim().to_owned();
     let url = format!("ssh://{}@{}:{}{}", a.sshd.user(), a.sshd.addr(), a.sshd.port(), bare.display());
 
-    let (mut ferry_t, mut hand_t) = (Vec::new(), Vec::new());
+    let (mut ferry_t, mut hand_t, mut module_t) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..rounds {
         commit_and_push_quiet(&work, i);
         // Ferry: one request in the pool, one scan (process start, parse,
@@ -183,8 +182,16 @@ fn fetch(commits: usize, rounds: usize) {
         ok(a.cmd().args(["request", "git", bare.to_str().unwrap()]));
         ok(a.cmd().args(["send", "--wait"]));
         let t = Instant::now();
-        ok(node.cmd().args(["scan", "--client", "host-a"]));
+        let out = run(node.cmd().env("FERRY_LOG", "debug").env("NO_COLOR", "1").args(["scan", "--client", "host-a"]));
         ferry_t.push(t.elapsed().as_secs_f64());
+        assert!(out.status.success(), "{}", text(&out));
+        // The git module's own fetch, as logged by ferry-pull.
+        let err = String::from_utf8_lossy(&out.stderr);
+        if let Some(us) =
+            err.lines().find_map(|l| l.split("fetch_us=").nth(1)).and_then(|v| v.trim().parse::<f64>().ok())
+        {
+            module_t.push(us / 1e6);
+        }
         let t = Instant::now();
         ok(git_cmd(&by_hand).env("GIT_SSH_COMMAND", &enrolled).arg(format!("--git-dir={}", by_hand.display())).args([
             "fetch",
@@ -197,6 +204,14 @@ fn fetch(commits: usize, rounds: usize) {
         assert_eq!(for_each_ref(&mirror), for_each_ref(&bare));
     }
     let (f, h) = (median(ferry_t), median(hand_t));
+    if !module_t.is_empty() {
+        let m = median(module_t);
+        println!(
+            "  the git module's fetch alone (hardened git fetch into the mirror): median {:.0} ms, ratio {:.2} to git fetch by hand",
+            m * 1000.0,
+            m / h
+        );
+    }
     println!(
         "incremental fetch of 1 commit into a {commits}-commit mirror, {rounds} interleaved rounds: ferry-node scan median {:.0} ms, git fetch by hand median {:.0} ms, ratio {:.2} (target <= 1.1)",
         f * 1000.0,

@@ -193,3 +193,61 @@ fn every_key_against_every_repository_and_command() {
 fn ferry_durable_hash(s: &str) -> u32 {
     s.bytes().fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619))
 }
+
+/// The node's pull key on a client (SECURITY C10, SF-10): a read-only window
+/// on the export directory and `git-upload-pack` of exported repositories,
+/// nothing else.
+#[test]
+fn the_nodes_pull_key_on_a_client_only_reads_what_is_exported() {
+    if !require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"]) {
+        return;
+    }
+    let td = TestDir::new("gate_matrix");
+    let node = Node::start(&td, "backup1");
+    let a = Client::new(&td, "host-a", &[&node]);
+    node.enroll(&[&a]);
+    let (bare, _work) = a.repo("project");
+    let secret = a.base.join("secret.git");
+    git(&a.base, &["init", "--quiet", "--bare", secret.to_str().unwrap()]);
+    fs::write(a.base.join("export/artifact.txt"), "exported\n").unwrap();
+    let key = node.srv().join("keys/host-a/id_ed25519");
+    let kh = td.join("kh");
+    a.sshd.write_known_hosts(&kh);
+    let ssh = ssh_command(&key, &kh);
+    let url = |p: &Path| format!("ssh://{}@{}:{}{}", a.sshd.user(), a.sshd.addr(), a.sshd.port(), p.display());
+    let before = hash_tree(a.base.join("srv"));
+
+    // Allowed: upload-pack of an exported repository, sftp reads.
+    check(
+        "pull key: ls-remote exported",
+        &run(git_cmd(&td.path).env("GIT_SSH_COMMAND", &ssh).args(["ls-remote", &url(&bare)])),
+        Expect::Ok,
+    );
+    let batch = td.join("batch");
+    fs::write(&batch, format!("get {}/export/artifact.txt {}\n", a.base.display(), td.join("got.txt").display()))
+        .unwrap();
+    let out = run(ferry_tests::sftp_cmd(&key, &kh, &a.sshd).arg("-b").arg(&batch).arg(ferry_tests::sftp_dest(&a.sshd)));
+    check("pull key: sftp get", &out, Expect::Ok);
+    assert_eq!(fs::read_to_string(td.join("got.txt")).unwrap(), "exported\n");
+
+    // Refused: repositories outside the git roots, pushes, shells, writes.
+    let out = run(git_cmd(&td.path).env("GIT_SSH_COMMAND", &ssh).args(["ls-remote", &url(&secret)]));
+    assert!(!out.status.success() && text(&out).contains("not exported"), "{}", text(&out));
+    let scratch = td.join("scratch");
+    request_commit(&scratch, "gate");
+    let out = run(git_cmd(&scratch).env("GIT_SSH_COMMAND", &ssh).args(["push", &url(&bare), "HEAD:master"]));
+    assert!(!out.status.success() && text(&out).contains("only git-upload-pack"), "{}", text(&out));
+    for cmd in ["id", "sh -c id", "scp -t /tmp", "git-upload-pack '/etc'", "git-upload-pack '../x'"] {
+        let out = run(ssh_cmd(&key, &kh, &a.sshd).arg(cmd));
+        assert!(!out.status.success(), "pull key ran {cmd:?}: {}", text(&out));
+        assert!(text(&out).contains("ferry gate"), "{cmd}: {}", text(&out));
+    }
+    for op in ["put /etc/hostname up.txt", "rm export/artifact.txt", "mkdir newdir", "ls /"] {
+        fs::write(&batch, format!("{op}\n")).unwrap();
+        let out =
+            run(ferry_tests::sftp_cmd(&key, &kh, &a.sshd).arg("-b").arg(&batch).arg(ferry_tests::sftp_dest(&a.sshd)));
+        assert!(!out.status.success(), "pull key could `{op}`: {}", text(&out));
+    }
+    assert!(a.base.join("export/artifact.txt").exists());
+    assert_eq!(hash_tree(a.base.join("srv")), before, "nothing on the client changed");
+}
