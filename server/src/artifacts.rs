@@ -222,15 +222,29 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -
             }
             std::fs::remove_dir(to)?;
         }
+        // The archive may come from a compromised client (AX-18): never
+        // let it fill the destination's file system.
+        let mut policy = args.policy.clone();
+        if let Some(room) = room_for(to) {
+            policy.max_total_bytes = policy.max_total_bytes.min(room);
+            policy.max_file_bytes = policy.max_file_bytes.min(room);
+        }
         let f = std::fs::File::open(&file)?;
         let pb = show.then(|| bar(a.size, &name));
         let reader: Box<dyn Read> = match &pb {
             Some(pb) => Box::new(pb.wrap_read(f)),
             None => Box::new(f),
         };
-        let stats =
-            ferry_archive::extract_tar_zst(std::io::BufReader::with_capacity(1 << 20, reader), to, &args.policy)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+        let stats = ferry_archive::extract_tar_zst(std::io::BufReader::with_capacity(1 << 20, reader), to, &policy)
+            .map_err(|e| {
+                let msg = e.to_string();
+                let hint = if msg.contains("max_ratio") {
+                    "; if the archive is trusted (large zero-filled files), restore it with --max-ratio 0"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!("{}: {msg}{hint}", e.code())
+            })?;
         if let Some(pb) = pb {
             pb.finish_and_clear();
         }
@@ -259,6 +273,22 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -
         bail!("the copy does not match its digest (disk problem?)");
     }
     Ok(format!("copied {} ({} bytes, sha256 {}) to {}", a.path, a.size, a.sha256, dest.display()))
+}
+
+/// Bytes a restore into `to` may write: what is available on its file
+/// system (at the nearest existing ancestor) minus 5 % of the file system,
+/// so a restore stops with `E_ARCHIVE_LIMIT` before the disk is full.
+fn room_for(to: &Path) -> Option<u64> {
+    let mut at = to;
+    while std::fs::symlink_metadata(at).is_err() {
+        at = match at.parent()? {
+            p if p.as_os_str().is_empty() => Path::new("."),
+            p => p,
+        };
+    }
+    let st = rustix::fs::statvfs(at).ok()?;
+    let reserve = st.f_blocks.saturating_mul(st.f_frsize) / 20;
+    Some(st.f_bavail.saturating_mul(st.f_frsize).saturating_sub(reserve))
 }
 
 fn as_user(user: Option<&str>, program: &str) -> ferry_run::Cmd {

@@ -111,6 +111,11 @@ pub enum Command {
         /// fs: restore user.* extended attributes.
         #[arg(long)]
         xattrs: bool,
+        /// fs: refuse an archive that expands more than this many times its
+        /// compressed size (a decompression bomb from a compromised client);
+        /// 0 = no limit, for a trusted archive of large zero-filled files.
+        #[arg(long, default_value_t = 200)]
+        max_ratio: u64,
     },
     /// Re-hash stored artifacts against their sidecars and the catalog.
     Verify { client: Option<String> },
@@ -225,6 +230,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             setuid,
             owners,
             xattrs,
+            max_ratio,
         } => {
             let at = at.as_deref().map(|s| crate::artifacts::parse_time(s, true)).transpose()?;
             let artifact = match crate::catalog::Catalog::open_existing(&cfg)? {
@@ -241,6 +247,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     policy.setuid = setuid;
                     policy.preserve_owner = owners;
                     policy.xattrs = xattrs;
+                    policy.max_ratio = (max_ratio > 0).then_some(max_ratio);
                     let args =
                         crate::artifacts::RestoreArgs { to, at, into_db, db_user, db_host, db_port, stdout, policy };
                     let show = !cli.json && !args.stdout;

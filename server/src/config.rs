@@ -111,6 +111,10 @@ pub struct Limits {
     /// Accept request timestamps at most this far in the future.
     #[serde(default = "d_skew")]
     pub clock_skew: String,
+    /// Most branches and tags one mirrored repository may have (0: no
+    /// limit); a fetch beyond it is deleted and fails `E_FETCH_LIMIT`.
+    #[serde(default = "d_max_refs")]
+    pub max_refs: u64,
 }
 
 impl Default for Limits {
@@ -167,6 +171,9 @@ fn d_pending() -> usize {
 }
 fn d_job_timeout() -> String {
     "2h".into()
+}
+fn d_max_refs() -> u64 {
+    10_000
 }
 fn d_skew() -> String {
     "1h".into()

@@ -56,9 +56,12 @@ pub fn subdir(base: &Path, segments: &[&str]) -> Result<PathBuf, Refusal> {
 }
 
 /// Bytes stored for a client: everything under `data/<client>` (mirrors and
-/// artifacts), by an `lstat` walk that never follows links.
+/// artifacts), by an `lstat` walk that never follows links. Each entry
+/// counts what it occupies on disk (at least its allocated blocks), so many
+/// tiny files — refs, reflogs — cost the client what they cost the node.
 pub fn used_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
+    use std::os::unix::fs::MetadataExt;
+    let mut total: u64 = 0;
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else { continue };
@@ -66,9 +69,8 @@ pub fn used_bytes(dir: &Path) -> u64 {
             let Ok(md) = de.metadata() else { continue };
             if md.is_dir() {
                 stack.push(de.path());
-            } else {
-                total += md.len();
             }
+            total = total.saturating_add(md.len().max(md.blocks().saturating_mul(512)));
         }
     }
     total
@@ -100,15 +102,9 @@ pub fn io_refusal(what: &str, e: std::io::Error) -> Refusal {
 /// command; one multiplexed connection per client and destination.
 pub fn ssh_command(cfg: &NodeConfig, client: &ClientEnrollment) -> String {
     let q = |p: &Path| format!("'{}'", p.display());
-    // One multiplexed connection per client and enrolled endpoint; unix
-    // socket names are limited to 107 bytes (ssh adds 17 while creating).
-    let sock = cfg.control_dir().join(ferry_durable::short_hash(
-        format!("{}\0{}\0{}\0{}", client.name, client.address, client.port, client.user).as_bytes(),
-    ));
-    let control = if sock.as_os_str().len() + 17 < 104 {
-        format!("-o ControlMaster=auto -o ControlPath={} -o ControlPersist=60", q(&sock))
-    } else {
-        "-o ControlMaster=no -o ControlPath=none".to_owned()
+    let control = match git_control_path(cfg, client) {
+        Some(sock) => format!("-o ControlMaster=auto -o ControlPath={} -o ControlPersist=60", q(&sock)),
+        None => "-o ControlMaster=no -o ControlPath=none".to_owned(),
     };
     let client_name = &client.name;
     format!(
@@ -124,6 +120,34 @@ pub fn ssh_command(cfg: &NodeConfig, client: &ClientEnrollment) -> String {
         kh = q(&cfg.known_hosts(client_name)),
         key = q(&cfg.pull_key(client_name)),
     )
+}
+
+/// The socket of the multiplexed ssh connection git pulls from `client`
+/// use: one per client and enrolled endpoint, or none when the path would
+/// not fit in a unix socket name (107 bytes; ssh adds 17 while creating).
+fn git_control_path(cfg: &NodeConfig, client: &ClientEnrollment) -> Option<PathBuf> {
+    let sock = cfg.control_dir().join(ferry_durable::short_hash(
+        format!("{}\0{}\0{}\0{}", client.name, client.address, client.port, client.user).as_bytes(),
+    ));
+    (sock.as_os_str().len() + 17 < 104).then_some(sock)
+}
+
+/// Stop the client's multiplexed ssh master. After a fetch was killed at
+/// its deadline the master (outside the killed process group) would keep
+/// carrying the stalled session for as long as the client wants (RE-03).
+fn close_git_master(cfg: &NodeConfig, client: &ClientEnrollment) {
+    let Some(sock) = git_control_path(cfg, client) else { return };
+    if std::fs::symlink_metadata(&sock).is_err() {
+        return;
+    }
+    let _ = ferry_run::Cmd::new(&cfg.ssh)
+        .args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+        .arg("-o")
+        .arg(format!("ControlPath={}", sock.display()))
+        .args(["-O", "exit", "--"])
+        .arg(&client.address)
+        .timeout(std::time::Duration::from_secs(5))
+        .run();
 }
 
 /// The `git` module: mirror the repository, append-only.
@@ -173,6 +197,7 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
         max_bytes: left,
         bytes_reason: Some(Reason::Quota),
         max_objects: client.max_objects,
+        max_refs: Some(cfg.limits.max_refs).filter(|n| *n > 0),
     };
     let out = ferry_pull::git::mirror(&MirrorJob {
         url: &req.url,
@@ -182,7 +207,12 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
         env: &env,
         limits,
     })
-    .map_err(|e| Refusal::new(e.reason, e.message))?;
+    .map_err(|e| {
+        if e.reason == Reason::FetchTimeout && ssh.is_some() {
+            close_git_master(cfg, client);
+        }
+        Refusal::new(e.reason, e.message)
+    })?;
     let _ = std::fs::write(mirror.join("ferry-fetched"), format!("{}\n", jiff::Timestamp::now()));
     if out.created {
         ferry_durable::write_synced(&mirror, "ferry-origin", format!("{url}\n").as_bytes())
@@ -329,8 +359,11 @@ pub fn sftp(
         Ok(g) => g,
         Err(e) => {
             // Nothing of a failed download stays: the module removed its
-            // temporary file; remove the empty run directory too.
+            // temporary file; remove the empty run directory too, and the
+            // source's directory if this was its first artifact (remove_dir
+            // only removes empty directories).
             let _ = std::fs::remove_dir(&dest);
+            let _ = std::fs::remove_dir(&source_dir);
             return Err(Refusal::new(e.reason, e.message));
         }
     };

@@ -52,6 +52,10 @@ pub struct FetchLimits {
     pub bytes_reason: Option<Reason>,
     /// Most objects this fetch may add.
     pub max_objects: Option<u64>,
+    /// Most branches and tags the repository may have. Every ref is a file
+    /// (and a reflog) on the node, so without a cap a client could spend
+    /// the node's inodes with a million branches that cost it no bytes.
+    pub max_refs: Option<u64>,
 }
 
 /// One mirror job.
@@ -412,6 +416,18 @@ fn fetch_and_promote(job: &MirrorJob<'_>, dir: &Path) -> Result<MirrorOutcome, P
     let all = refs(env, dir, &["refs/ferry/incoming/", "refs/heads/", "refs/tags/"])?;
     let (incoming, current): (BTreeMap<_, _>, BTreeMap<_, _>) =
         all.into_iter().partition(|(r, _)| r.starts_with("refs/ferry/incoming/"));
+    if let Some(max) = limits.max_refs
+        && incoming.len() as u64 > max
+    {
+        undo_fetch(env, dir, &before, &incoming_before);
+        return Err(PullError::new(
+            Reason::FetchLimit,
+            format!(
+                "the repository has {} branches and tags, more than the limit of {max}; the fetch was deleted",
+                incoming.len()
+            ),
+        ));
+    }
     let mut out = MirrorOutcome::default();
     let backup_root = format!("refs/backup/{}/", job.run_id);
     let mut tx: Vec<Change> = Vec::new();

@@ -25,10 +25,11 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,13 @@ pub const DEFAULT_STDERR_CAP: usize = 8 * 1024;
 pub const DEFAULT_STDOUT_CAP: usize = 4 * 1024 * 1024;
 /// The PATH every child gets unless the caller sets one.
 pub const SAFE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// How long the child's pipes may stay open once its process group was
+/// killed. A process outside the group can hold them: an ssh
+/// `ControlPersist` master keeps the descriptors of a session it carries for
+/// as long as the (possibly hostile) remote keeps that session open. After
+/// this grace the run ends anyway, so a deadline is a deadline (RE-03,
+/// SF-02).
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// What the child reads on standard input.
 pub enum Input {
@@ -405,6 +413,8 @@ impl Cmd {
         let (fired_tx, fired_rx) = mpsc::channel::<Option<String>>();
         let deadline = self.timeout.map(|t| start + t);
         let mut watch = self.watch.take();
+        let killed = Killed::default();
+        let wd_killed = killed.clone();
         let watchdog = (deadline.is_some() || watch.is_some()).then(|| {
             thread::spawn(move || {
                 loop {
@@ -421,14 +431,14 @@ impl Cmd {
                         _ => return,
                     }
                     if deadline.is_some_and(|d| Instant::now() >= d) {
-                        kill_group(pid);
+                        wd_killed.kill(pid);
                         let _ = fired_tx.send(None);
                         return;
                     }
                     if let Some((_, check)) = watch.as_mut()
                         && let Some(reason) = check()
                     {
-                        kill_group(pid);
+                        wd_killed.kill(pid);
                         let _ = fired_tx.send(Some(reason));
                         return;
                     }
@@ -449,11 +459,12 @@ impl Cmd {
         };
         let stderr_cap = self.stderr_cap;
         let mut stderr_pipe = child.stderr.take().expect("stderr piped");
+        let err_killed = killed.clone();
         let stderr_thread = thread::spawn(move || {
             let mut h = HeadTail::new(stderr_cap);
             let mut chunk = [0u8; 8192];
             loop {
-                match stderr_pipe.read(&mut chunk) {
+                match read_pipe(&mut stderr_pipe, &mut chunk, &err_killed) {
                     Ok(0) => break,
                     Ok(n) => h.push(&chunk[..n]),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -467,13 +478,13 @@ impl Cmd {
         let mut stdout_bytes = 0u64;
         let mut buf = vec![0u8; 256 * 1024];
         let read_result: io::Result<()> = loop {
-            match stdout_pipe.read(&mut buf) {
+            match read_pipe(&mut stdout_pipe, &mut buf, &killed) {
                 Ok(0) => break Ok(()),
                 Ok(n) => {
                     stdout_bytes += n as u64;
                     if !stdout_sink.accept(&buf[..n]) {
                         // The sink failed (e.g. disk full): stop the child.
-                        kill_group(pid);
+                        killed.kill(pid);
                         break Ok(());
                     }
                 }
@@ -487,6 +498,9 @@ impl Cmd {
         if let Some(w) = watchdog {
             let _ = w.join();
         }
+        // After a kill, a writer blocked on a pipe that an escaped process
+        // holds open is left behind rather than waited for.
+        let stdin_thread = stdin_thread.filter(|t| !killed.is_set() || killed.wait_finished(t));
         let stdin_result =
             stdin_thread.map(|t| t.join().unwrap_or_else(|_| Err(io::Error::other("stdin thread panicked"))));
         let stderr = stderr_thread.join().unwrap_or_else(|_| HeadTail::new(0));
@@ -545,6 +559,57 @@ fn wait(child: &mut Child) -> io::Result<ExitStatus> {
 fn kill_group(pid: u32) {
     if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+    }
+}
+
+/// When the child's process group was killed, shared by the threads that
+/// drain its pipes.
+#[derive(Clone, Default)]
+struct Killed(Arc<Mutex<Option<Instant>>>);
+
+impl Killed {
+    fn kill(&self, pid: u32) {
+        kill_group(pid);
+        if let Ok(mut g) = self.0.lock() {
+            g.get_or_insert_with(Instant::now);
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.lock().map(|g| g.is_some()).unwrap_or(true)
+    }
+
+    /// The group was killed more than [`KILL_GRACE`] ago.
+    fn grace_over(&self) -> bool {
+        self.0.lock().map(|g| g.is_some_and(|t| t.elapsed() >= KILL_GRACE)).unwrap_or(true)
+    }
+
+    /// Wait (within the grace) for a thread to finish; false if it did not.
+    fn wait_finished<T>(&self, t: &thread::JoinHandle<T>) -> bool {
+        while !t.is_finished() {
+            if self.grace_over() {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+}
+
+/// One `read` from a child's pipe, or `Ok(0)` (as at end of file) once the
+/// child's group was killed and the pipe stayed open beyond [`KILL_GRACE`].
+fn read_pipe<P: Read + AsFd>(pipe: &mut P, buf: &mut [u8], killed: &Killed) -> io::Result<usize> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let step = Timespec { tv_sec: 0, tv_nsec: 100_000_000 };
+    loop {
+        let mut fds = [PollFd::new(&*pipe, PollFlags::IN)];
+        match poll(&mut fds, Some(&step)) {
+            Ok(0) if killed.grace_over() => return Ok(0),
+            Ok(0) => {}
+            Ok(_) => return pipe.read(buf),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -669,6 +734,21 @@ mod tests {
         assert!(matches!(e, RunError::TimedOut { .. }), "{e}");
         // The background sleep held stdout open; only a group kill ends it.
         assert!(t.elapsed() < Duration::from_secs(20));
+    }
+
+    #[test]
+    fn deadline_holds_when_an_escaped_process_keeps_the_pipes() {
+        // `setsid` leaves the group (as an ssh ControlPersist master does)
+        // and keeps stdout and stderr open for 30 s.
+        let t = Instant::now();
+        let e = Cmd::new("/bin/sh")
+            .args(["-c", "setsid sleep 30 & echo started >&2; sleep 30"])
+            .timeout(Duration::from_millis(300))
+            .run()
+            .unwrap_err();
+        assert!(matches!(e, RunError::TimedOut { .. }), "{e}");
+        assert!(e.to_string().contains("started"), "stderr read so far is kept: {e}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
 
     #[test]

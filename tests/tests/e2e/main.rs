@@ -10,6 +10,7 @@ mod crash;
 mod data;
 mod deploy;
 mod harness;
+mod hostile;
 mod matrix;
 mod ops;
 mod spine;
