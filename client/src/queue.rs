@@ -61,6 +61,9 @@ impl<'a> Queue<'a> {
             repo
         };
         {
+            // Written only when they differ: a queue repo is opened without
+            // its pool lock too (another node's send reuses its requests),
+            // and concurrent config writers fail on git's config.lock.
             let mut c = repo.config()?;
             if c.get_string("remote.origin.url").ok().as_deref() != Some(node.url.as_str()) {
                 c.set_str("remote.origin.url", &node.url)?;
@@ -68,9 +71,43 @@ impl<'a> Queue<'a> {
             }
             // Queue repos only grow by our own commits; never let git gc
             // run behind our back in a send.
-            c.set_i64("gc.auto", 0)?;
+            if c.get_i64("gc.auto").ok() != Some(0) {
+                c.set_i64("gc.auto", 0)?;
+            }
         }
         Ok(Queue { cfg, node, dir, repo })
+    }
+
+    /// Remove git lock files (`config.lock`, `refs/…/master.lock`, …) left
+    /// in `node`'s queue repo by a send that was killed while libgit2 or
+    /// git held them: git never removes another process's lock, so one
+    /// stale lock would fail every later commit. Call with the node's pool
+    /// lock held (every writer of the repo holds it), before [`Queue::open`].
+    pub fn remove_stale_locks(cfg: &ClientConfig, node: &NodeConfig) -> usize {
+        let dir = cfg.queue_dir(&node.name);
+        let mut stale: Vec<PathBuf> = ["config.lock", "HEAD.lock", "packed-refs.lock", "index.lock", "shallow.lock"]
+            .iter()
+            .map(|n| dir.join(n))
+            .collect();
+        let mut stack = vec![dir.join("refs")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "lock") {
+                    stale.push(p);
+                }
+            }
+        }
+        let mut removed = 0;
+        for p in stale {
+            if std::fs::remove_file(&p).is_ok() {
+                tracing::warn!(lock = %p.display(), "removed a git lock left by an interrupted send");
+                removed += 1;
+            }
+        }
+        removed
     }
 
     fn tip(&self, r: &str) -> Option<Oid> {

@@ -62,6 +62,8 @@ impl NodeReport {
 
 /// Send to every configured node (or only `only`).
 pub fn send(cfg: &ClientConfig, only: Option<&str>, opts: &SendOptions) -> anyhow::Result<Vec<NodeReport>> {
+    // Node status files half-written by a send that was killed.
+    let _ = ferry_durable::remove_dead_tmp(&cfg.node_status_dir());
     let mut reports = Vec::new();
     for node in &cfg.nodes {
         if only.is_some_and(|n| n != node.name) {
@@ -130,6 +132,7 @@ fn send_locked(
         return Ok(report);
     }
 
+    Queue::remove_stale_locks(cfg, node);
     let queue = Queue::open(cfg, node)?;
     let module_timeout = cfg.duration(&cfg.send.module_timeout);
 
@@ -144,6 +147,10 @@ fn send_locked(
         if queue.committed(id)?.is_some() {
             continue; // committed before a crash or a failed push
         }
+        // Another send (a hook's, for another node) may be running this
+        // request's module right now: wait for it, then reuse its result.
+        // Held until the commit below; always taken after a pool lock.
+        let _prepare = prepare_lock(cfg, id)?;
         // The same request for another node already ran its module: reuse
         // its request files (one dump serves every node).
         if let Some((files, summary)) = committed_elsewhere(cfg, node, id)? {
@@ -244,6 +251,16 @@ fn send_locked(
     report.pending = count_pending(&pool)?;
     crate::alerts::after_send(cfg, &node.name, &mut status, &report);
     Ok(report)
+}
+
+/// The lock a request's module runs under, whichever node's send runs it
+/// (sharded over 256 lock files, so unrelated requests rarely wait for each
+/// other and no lock file is ever deleted).
+fn prepare_lock(cfg: &ClientConfig, id: &str) -> anyhow::Result<ferry_durable::Lock> {
+    let dir = cfg.state_dir.join("locks");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let shard = &ferry_durable::short_hash(id.as_bytes())[..2];
+    Ok(ferry_durable::Lock::acquire(&dir.join(format!("prepare-{shard}.lock")))?)
 }
 
 /// Request files (name, content) of one commit.

@@ -55,6 +55,105 @@ pub fn subdir(base: &Path, segments: &[&str]) -> Result<PathBuf, Refusal> {
     Ok(p)
 }
 
+/// Remove what a killed job left in `data/<client>` (SIGKILL, power cut:
+/// no destructor ran, no lock file was released): `.tmp-*` downloads and
+/// the then empty run directories of sftp pulls; `.incoming-*` staging
+/// directories of first mirrors; and in mirrors git's temporary packs
+/// (`objects/pack/tmp_*`, which would count against the quota for ever)
+/// and its `*.lock` files (git never removes another process's lock, so
+/// one left by a killed fetch would fail every later fetch). Call with the
+/// client's pool lock held: every job and `gc` that writes there holds it,
+/// so nothing found here is in use.
+pub fn sweep_leftovers(cfg: &NodeConfig, client: &str) -> usize {
+    let cdir = cfg.client_data(client);
+    let mut removed = 0;
+    let Ok(top) = std::fs::read_dir(&cdir) else { return 0 };
+    for src in top.flatten() {
+        if !src.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if src.file_name() == "git" {
+            removed += sweep_git(&src.path());
+            continue;
+        }
+        for run in std::fs::read_dir(src.path()).into_iter().flatten().flatten() {
+            if !run.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            for f in std::fs::read_dir(run.path()).into_iter().flatten().flatten() {
+                if f.file_name().to_string_lossy().starts_with(ferry_durable::TMP_PREFIX)
+                    && f.file_type().is_ok_and(|t| t.is_file())
+                    && std::fs::remove_file(f.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+            // Only an empty directory goes: a stored artifact never does.
+            if std::fs::remove_dir(run.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        events::record(
+            &cfg.events_log(),
+            "warn",
+            Some(client),
+            "leftovers_removed",
+            None,
+            None,
+            &format!("{removed} temporary entries of interrupted jobs removed"),
+        );
+    }
+    removed
+}
+
+/// Below `dir` (`data/<client>/git/…`): staging mirrors, and in each mirror
+/// temporary packs and lock files.
+fn sweep_git(dir: &Path) -> usize {
+    let mut removed = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let p = e.path();
+        if e.file_name().to_string_lossy().starts_with(".incoming-") {
+            if std::fs::remove_dir_all(&p).is_ok() {
+                removed += 1;
+            }
+        } else if p.join("HEAD").exists() {
+            removed += sweep_mirror(&p);
+        } else {
+            removed += sweep_git(&p);
+        }
+    }
+    removed
+}
+
+fn sweep_mirror(mirror: &Path) -> usize {
+    let mut stale = Vec::new();
+    for e in std::fs::read_dir(mirror.join("objects/pack")).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("tmp_") {
+            stale.push(e.path());
+        }
+    }
+    for name in ["HEAD.lock", "config.lock", "packed-refs.lock", "index.lock", "shallow.lock"] {
+        stale.push(mirror.join(name));
+    }
+    let mut stack = vec![mirror.join("refs"), mirror.join("logs")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "lock") {
+                stale.push(p);
+            }
+        }
+    }
+    stale.into_iter().filter(|p| std::fs::remove_file(p).is_ok()).count()
+}
+
 /// Bytes stored for a client: everything under `data/<client>` (mirrors and
 /// artifacts), by an `lstat` walk that never follows links. Each entry
 /// counts what it occupies on disk (at least its allocated blocks), so many
@@ -321,9 +420,48 @@ pub fn sftp(
             ),
         ));
     }
+    let source_dir = subdir(&cdir, &[source])?;
+    // A scan killed between publishing this very download and recording it
+    // left it on disk, uncatalogued; its request is being run again. Record
+    // that file (it was verified before it was published, and is hashed
+    // again here) instead of downloading a second copy beside it.
+    let recorded = |p: &Path| -> bool {
+        let rel = p.strip_prefix(cfg.data_dir()).unwrap_or(p).display().to_string();
+        let q = crate::catalog::Query {
+            client: Some(client.name.clone()),
+            source: Some(source.to_owned()),
+            ..Default::default()
+        };
+        catalog.find(&q).map(|all| all.iter().any(|a| a.path == rel)).unwrap_or(true)
+    };
+    if let Some((received, path)) = unrecorded_download(&source_dir, &file_name, req.size, &sha_hex, &recorded) {
+        let sidecar = format!("{file_name}.sha256");
+        let dir = path.parent().expect("run directory");
+        ferry_durable::write_synced(dir, &sidecar, format!("{sha_hex}  {file_name}\n").as_bytes())
+            .map_err(|e| io_refusal("write the digest sidecar", e))?;
+        let rel_path = path.strip_prefix(cfg.data_dir()).unwrap_or(&path).display().to_string();
+        catalog
+            .insert(&crate::catalog::Artifact {
+                id: 0,
+                client: client.name.clone(),
+                source: source.to_owned(),
+                module: module_of(&file_name).to_owned(),
+                received,
+                stamp: stamp_s.clone(),
+                path: rel_path.clone(),
+                size: req.size,
+                sha256: sha_hex,
+                duration_ms: 0,
+                request: id.to_owned(),
+            })
+            .map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
+        return Ok(format!(
+            "sftp {source} {stamp_s}: {} bytes already downloaded by an interrupted run, verified and recorded as {rel_path}",
+            req.size
+        ));
+    }
     // Node receive time names the directory (retention orders by it).
     let mut received = run_id();
-    let source_dir = subdir(&cdir, &[source])?;
     let mut n = 1;
     while source_dir.join(&received).exists() {
         n += 1;
@@ -367,6 +505,7 @@ pub fn sftp(
             return Err(Refusal::new(e.reason, e.message));
         }
     };
+    ferry_durable::crash_point("sftp:after-publish");
     let sidecar = format!("{file_name}.sha256");
     ferry_durable::write_synced(&dest, &sidecar, format!("{sha_hex}  {file_name}\n").as_bytes())
         .map_err(|e| io_refusal("write the digest sidecar", e))?;
@@ -392,6 +531,32 @@ pub fn sftp(
         got.size,
         got.elapsed.as_millis()
     ))
+}
+
+/// A complete download of `file_name` (size and SHA-256 as requested) in
+/// one of `source_dir`'s run directories that the catalog does not know
+/// (`recorded` says whether it does): `(run directory name, path)`.
+fn unrecorded_download(
+    source_dir: &Path,
+    file_name: &str,
+    size: u64,
+    sha_hex: &str,
+    recorded: &dyn Fn(&Path) -> bool,
+) -> Option<(String, PathBuf)> {
+    for run in std::fs::read_dir(source_dir).ok()?.flatten() {
+        let path = run.path().join(file_name);
+        let Ok(md) = std::fs::symlink_metadata(&path) else { continue };
+        if !md.file_type().is_file() || md.len() != size || recorded(&path) {
+            continue;
+        }
+        match crate::artifacts::hash_file(&path, false) {
+            Ok((n, h)) if n == size && h == sha_hex => {
+                return Some((run.file_name().to_string_lossy().into_owned(), path));
+            }
+            _ => continue,
+        }
+    }
+    None
 }
 
 /// The client module an artifact came from, by its extension (the client

@@ -92,7 +92,17 @@ pub struct GcEntry {
 pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
     let mut out = Vec::new();
     for cdir in std::fs::read_dir(cfg.data_dir()).into_iter().flatten().flatten() {
-        for m in crate::list::find_mirrors(&cdir.path().join("git")) {
+        let mirrors = crate::list::find_mirrors(&cdir.path().join("git"));
+        let client = cdir.file_name().to_string_lossy().into_owned();
+        // Under the client's pool lock, like every fetch into these mirrors:
+        // a fetch and a gc in one mirror at once could lose refs, and the
+        // scan's sweep of a killed job's git locks must never take gc's.
+        let _lock = if !mirrors.is_empty() && ferry_gitosis::username::is_valid_client_name(&client) {
+            Some(crate::scan::open_pool(cfg, &client)?.lock()?)
+        } else {
+            None
+        };
+        for m in mirrors {
             let before = crate::jobs::used_bytes(&m);
             let res = ferry_run::Cmd::new(&cfg.git)
                 .env("GIT_CONFIG_NOSYSTEM", "1")

@@ -70,6 +70,8 @@ pub fn scan(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> 
             v.into_iter().collect()
         }
     };
+    // State files half-written by a scan that was killed.
+    let _ = ferry_durable::remove_dead_tmp(&cfg.state_dir().join("clients"));
     let mut scanner = Scanner::new(cfg)?;
     for c in &clients {
         report.clients += 1;
@@ -123,6 +125,11 @@ impl<'a> Scanner<'a> {
                 return Ok(());
             };
             pool.clean_tmp()?;
+            // Requests left in P: a scan died in their job. Remove what its
+            // job left half-written before running them again.
+            if !pool.ids("P")?.is_empty() {
+                crate::jobs::sweep_leftovers(cfg, client);
+            }
             loop {
                 let _ = std::fs::remove_file(&wake);
                 if enrollment.clients.contains_key(client) {

@@ -51,6 +51,7 @@ mod postgres;
 mod process;
 mod smtp;
 mod ssh;
+pub mod torture;
 
 pub use cgit::{CGIT_CGI, CGIT_STATIC, CgitWeb};
 pub use chromium::{CHROMIUM, CHROMIUM_TIMEOUT, chromium_dump_dom, chromium_screenshot};

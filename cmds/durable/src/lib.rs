@@ -50,6 +50,6 @@ pub fn short_hash(data: &[u8]) -> String {
 pub use lock::{Lock, LockError};
 pub use pool::{Entry, Pool, PoolError, is_valid_id};
 pub use sync::{
-    TMP_PREFIX, fsync_dir, is_disk_full, read_capped, remove_synced, rename_synced, sync_filesystem, write_synced,
-    write_synced_mode, write_synced_new,
+    TMP_PREFIX, fsync_dir, is_disk_full, read_capped, remove_dead_tmp, remove_synced, rename_synced, sync_filesystem,
+    write_synced, write_synced_mode, write_synced_new,
 };

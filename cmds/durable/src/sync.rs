@@ -83,6 +83,32 @@ pub fn write_synced_new(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
     fsync_dir(dir)
 }
 
+/// Remove the temporary files ([`TMP_PREFIX`]`<name>-<pid>-<n>`) in `dir`
+/// whose writer is dead: what a process killed inside [`write_synced`]
+/// left. Files of live processes are kept, so this is safe without a lock
+/// (a pid reused by a live process merely keeps its file one run longer).
+/// For state directories outside pools (pools clean under their lock).
+pub fn remove_dead_tmp(dir: &Path) -> io::Result<usize> {
+    let mut n = 0;
+    for de in fs::read_dir(dir)? {
+        let de = de?;
+        let name = de.file_name();
+        let Some(rest) = name.to_str().and_then(|s| s.strip_prefix(TMP_PREFIX)) else { continue };
+        let mut parts = rest.rsplitn(3, '-');
+        let (Some(_), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match fs::remove_file(de.path()) {
+            Ok(()) => n += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// `rename(dir/from, dir/to)`, then `fsync(dir)` when `sync` is true.
 pub fn rename_synced(dir: &Path, from: &str, to: &str, sync: bool) -> io::Result<()> {
     fs::rename(dir.join(from), dir.join(to))?;
@@ -122,6 +148,28 @@ pub fn is_disk_full(e: &io::Error) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn dead_writers_temporaries_are_removed_live_ones_kept() {
+        let d = tempdir();
+        let dead = {
+            let mut c = std::process::Command::new("true").spawn().unwrap();
+            let pid = c.id();
+            c.wait().unwrap();
+            pid
+        };
+        fs::write(d.join(format!(".tmp-state-x.json-{dead}-0")), b"half").unwrap();
+        let mine = format!(".tmp-state-x.json-{}-3", std::process::id());
+        fs::write(d.join(&mine), b"in use").unwrap();
+        fs::write(d.join(".tmp-odd"), b"not ours").unwrap();
+        fs::write(d.join("state-x.json"), b"{}").unwrap();
+        assert_eq!(remove_dead_tmp(&d).unwrap(), 1);
+        let mut left: Vec<String> =
+            fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, [".tmp-odd".to_owned(), mine, "state-x.json".to_owned()]);
+        fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn write_synced_replaces_and_leaves_no_tmp() {

@@ -301,9 +301,12 @@ pub fn extract(cfg: &NodeConfig, client: &str) -> anyhow::Result<usize> {
         ferry_durable::crash_point("extract:mid-rename");
     }
     pool.sync()?;
+    // `.incomplete` goes before the marker moves: once the marker says
+    // "done", no later run would look for it (a kill between the two left
+    // it behind for good).
+    std::fs::remove_dir(&inc)?;
     ferry_durable::crash_point("extract:before-marker");
     ferry_durable::write_synced(pool.dir(), EXTRACTED, format!("{tip}\n").as_bytes())?;
-    std::fs::remove_dir(&inc)?;
     if n > 0 {
         events::record(
             &cfg.events_log(),

@@ -851,4 +851,113 @@ fn concurrent_sends_and_scans_handle_each_request_once_and_dead_holders_never_bl
     let v: serde_json::Value = serde_json::from_str(&ok(node.cmd().args(["--json", "scan"]))).unwrap();
     assert_eq!(v["finished"], 1, "{v}");
     assert!(node_matches_client(&node, &a));
+
+    // Nor do git's own lock files that a killed send left in the queue
+    // clone (git and libgit2 never remove another process's lock).
+    let q = a.base.join("state/queues/backup1.git");
+    let git_locks =
+        [q.join("config.lock"), q.join("refs/heads/master.lock"), q.join("refs/remotes/origin/master.lock")];
+    for l in &git_locks {
+        fs::write(l, "").unwrap();
+    }
+    let id = ok(a.cmd().args(["request", "dummy", "gitlock"])).trim().to_owned();
+    let out = a.ferry(&["--json", "send"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["delivered"], serde_json::json!([id]), "{v}");
+    assert!(git_locks.iter().all(|l| !l.exists()));
+    assert!(scan(&node).status.success());
+    assert!(node_matches_client(&node, &a));
+}
+
+/// The SIGKILL torture of `bench/torture.sh`, bounded for CI: the same
+/// code (`ferry_tests::torture`), a few trials per target. A failure prints
+/// the seed; `bench/torture.sh N --seed S` repeats the run.
+#[test]
+fn torture_bounded() {
+    if !tools() {
+        return;
+    }
+    let opts = ferry_tests::torture::Options { trials: 24, check_every: 8, ..Default::default() };
+    let report = ferry_tests::torture::run_torture(&opts);
+    eprintln!("{report}");
+    assert!(report.ok(), "invariants violated (repeat with bench/torture.sh 24 --seed {}):\n{report}", report.seed);
+    assert_eq!(report.trials, 24);
+    assert!(report.kills.values().sum::<usize>() > 0, "nothing was killed:\n{report}");
+    assert!(report.client_finished > 24 && report.node_finished >= report.client_finished, "{report}");
+}
+
+/// A scan killed between publishing a download and recording it in the
+/// catalog: the next scan records that file (no second copy, nothing on
+/// disk the catalog lacks). And what killed jobs leave — a `.tmp-*`
+/// download, an empty run directory, a staging mirror, git's temporary
+/// packs and a ref lock in a mirror — is swept before the interrupted
+/// requests run again (a stale ref lock would fail every later fetch).
+#[test]
+fn scan_killed_mid_job_leaves_nothing_behind_and_records_each_download_once() {
+    if !tools() {
+        return;
+    }
+    let td = TestDir::new("ops_sweep");
+    let node = Node::start_with(&td, "backup1", "scan_on_push = false");
+    let a = Client::new_with(
+        &td,
+        "host-a",
+        &[&node],
+        "[[source]]\nname = \"stream\"\nmodule = \"pipe\"\ncommand = [\"head\", \"-c\", \"1000000\", \"/dev/urandom\"]\n",
+    );
+    node.enroll(&[&a]);
+    let (bare, work) = a.repo("proj");
+    commit_and_push(&work, "f", "1\n");
+    eventually("the git request delivered", || client_drained(&a, "backup1"));
+    assert!(scan(&node).status.success());
+    ok(a.cmd().args(["backup", "stream", "--send"]));
+    let out = run(node.cmd().env("FERRY_CRASH_AT", "sftp:after-publish").arg("scan"));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "scan was not killed: {}", text(&out));
+    assert_eq!(node.pool_ids("host-a", "P").len(), 1, "the sftp request waits in P");
+    let stream = node.data("host-a").join("stream");
+    let published: Vec<PathBuf> = walk(&stream).into_iter().filter(|p| p.is_file()).collect();
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert!(catalog(&node, "host-a").is_empty());
+
+    // What other killed jobs leave behind.
+    let mirror = node.data("host-a").join("git/proj.git");
+    let planted = [
+        stream.join("20200101T000000Z/.tmp-20200101T000000Z.pipe-4242"),
+        stream.join("20200101T000001Z"),
+        node.data("host-a").join("git/.incoming-old.git-4242/HEAD"),
+        mirror.join("objects/pack/tmp_pack_AbCdEf"),
+        mirror.join("objects/pack/tmp_idx_AbCdEf"),
+        mirror.join("refs/heads/master.lock"),
+        mirror.join("packed-refs.lock"),
+    ];
+    for p in &planted {
+        if p.extension().is_none() && !p.to_string_lossy().contains("tmp_") && !p.ends_with("HEAD") {
+            fs::create_dir_all(p).unwrap();
+        } else {
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, "left by a killed job").unwrap();
+        }
+    }
+    commit_and_push(&work, "f", "2\n");
+    eventually("the new git request delivered", || client_drained(&a, "backup1"));
+
+    let out = scan(&node);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(node_matches_client(&node, &a), "{}", node.events());
+    for p in &planted {
+        assert!(!p.exists(), "{} is still there", p.display());
+    }
+    assert!(!node.data("host-a").join("git/.incoming-old.git-4242").exists());
+    assert_eq!(for_each_ref(&mirror), for_each_ref(&bare), "the fetch after the sweep worked");
+    let found = catalog(&node, "host-a");
+    assert_eq!(found.len(), 1, "{found:?}");
+    let files: Vec<PathBuf> =
+        walk(&stream).into_iter().filter(|p| p.is_file() && !p.to_string_lossy().ends_with(".sha256")).collect();
+    assert_eq!(files, published, "the published download was recorded, not fetched again");
+    let v = node.ferry_node_json(&["verify"]);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+    assert!(leftovers(&node.srv()).is_empty(), "{:?}", leftovers(&node.srv()));
+    assert!(node.events().contains("leftovers_removed"));
 }
