@@ -251,6 +251,7 @@ fn close_git_master(cfg: &NodeConfig, client: &ClientEnrollment) {
 
 /// The `git` module: mirror the repository, append-only.
 pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitRequest) -> Result<String, Refusal> {
+    let t0 = std::time::Instant::now();
     let target = validate::git(req, client)?;
     let cdir = client_dir(cfg, &client.name)?;
     let segs: Vec<&str> = target.storage.iter().map(String::as_str).collect();
@@ -292,6 +293,7 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
     }
     let run = run_id();
     let left = quota_left(cfg, client, &cdir)?;
+    tracing::debug!(elapsed_us = t0.elapsed().as_micros() as u64, "git job: validated, quota checked");
     let limits = ferry_pull::git::FetchLimits {
         max_bytes: left,
         bytes_reason: Some(Reason::Quota),

@@ -98,6 +98,8 @@ pub struct Report {
     pub client_failed: usize,
     pub node_finished: usize,
     pub node_failed: BTreeMap<String, usize>,
+    /// The reasons of requests that ended in E (id: reason, detail).
+    pub failures: BTreeMap<String, String>,
     pub artifacts: usize,
     /// Requests finished on the node without a `request_done` journal line
     /// (a kill between the rename to `F` and the journal write: the journal
@@ -145,6 +147,9 @@ impl fmt::Display for Report {
             self.artifacts,
             self.journal_gaps
         )?;
+        for (id, why) in self.failures.iter().take(10) {
+            writeln!(f, "    E {id}: {why}")?;
+        }
         writeln!(f, "  full checks: {}", self.full_checks)?;
         writeln!(f, "  violations: {}", self.violations.len())?;
         for v in self.violations.iter().take(50) {
@@ -675,7 +680,14 @@ impl Torture {
                     let why = fs::read_to_string(node_pool.join(format!("E{id}.why"))).unwrap_or_default();
                     let v: serde_json::Value = serde_json::from_str(&why).unwrap_or(serde_json::Value::Null);
                     match v["reason"].as_str() {
-                        Some(r) => *node_failed.entry(r.to_owned()).or_default() += 1,
+                        Some(r) => {
+                            *node_failed.entry(r.to_owned()).or_default() += 1;
+                            let detail = v["detail"].as_str().unwrap_or_default();
+                            // The end says what went wrong (the start is the command).
+                            let n = detail.chars().count();
+                            let cut: String = detail.chars().skip(n.saturating_sub(500)).collect();
+                            self.report.failures.entry(id.clone()).or_insert_with(|| format!("{r}: {cut}"));
+                        }
                         None => found.push(format!("node request {id} is in E without a reason")),
                     }
                 }

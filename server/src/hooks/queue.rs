@@ -199,6 +199,16 @@ pub fn catch_up(cfg: &NodeConfig, client: &str) -> anyhow::Result<usize> {
     if !repo.join("HEAD").exists() {
         return Ok(0);
     }
+    // Fast path for the common case (nothing missed): compare the loose
+    // ref with the marker without opening the repository.
+    if let Ok(tip) = std::fs::read_to_string(repo.join("refs/heads/master")) {
+        let pool = scan::open_pool(cfg, client)?;
+        if read_extracted(&pool).is_some_and(|e| e.to_string() == tip.trim()) {
+            return Ok(0);
+        }
+    } else if !repo.join("packed-refs").exists() {
+        return Ok(0); // no master yet
+    }
     extract(cfg, client)
 }
 

@@ -172,7 +172,7 @@ fn node_offline_requests_wait_admins_hear_once_and_recovery_delivers_each_once()
     // Status: failing since T, N pending.
     let st = &status(&a)["backup1"];
     let since = ts(st["failing_since"].as_str().unwrap_or_else(|| panic!("not failing: {st}")));
-    assert!(since >= t0 && since <= t0 + jiff::SignedDuration::from_secs(3), "failing since {since}, stopped at {t0}");
+    assert!(since >= t0 && since <= t0 + jiff::SignedDuration::from_secs(20), "failing since {since}, stopped at {t0}");
     assert_eq!(st["pending"], queued, "{st}");
     assert!(st["failures"].as_u64().unwrap() >= 3, "{st}");
     assert!(st["oldest_pending"].is_string() && st["next_attempt"].is_string(), "{st}");
