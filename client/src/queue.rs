@@ -85,21 +85,7 @@ impl<'a> Queue<'a> {
     /// lock held (every writer of the repo holds it), before [`Queue::open`].
     pub fn remove_stale_locks(cfg: &ClientConfig, node: &NodeConfig) -> usize {
         let dir = cfg.queue_dir(&node.name);
-        let mut stale: Vec<PathBuf> = ["config.lock", "HEAD.lock", "packed-refs.lock", "index.lock", "shallow.lock"]
-            .iter()
-            .map(|n| dir.join(n))
-            .collect();
-        let mut stack = vec![dir.join("refs")];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "lock") {
-                    stale.push(p);
-                }
-            }
-        }
+        let stale = ferry_durable::git_lock_files(&dir);
         let mut removed = 0;
         for p in stale {
             if std::fs::remove_file(&p).is_ok() {

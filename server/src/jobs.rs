@@ -137,20 +137,7 @@ fn sweep_mirror(mirror: &Path) -> usize {
             stale.push(e.path());
         }
     }
-    for name in ["HEAD.lock", "config.lock", "packed-refs.lock", "index.lock", "shallow.lock"] {
-        stale.push(mirror.join(name));
-    }
-    let mut stack = vec![mirror.join("refs"), mirror.join("logs")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "lock") {
-                stale.push(p);
-            }
-        }
-    }
+    stale.extend(ferry_durable::git_lock_files(mirror));
     stale.into_iter().filter(|p| std::fs::remove_file(p).is_ok()).count()
 }
 

@@ -44,11 +44,11 @@ pub fn sha256_bytes(data: &[u8]) -> String {
 pub fn hash_tree(root: impl AsRef<Path>) -> BTreeMap<PathBuf, String> {
     let root = root.as_ref();
     let mut out = BTreeMap::new();
-    walk(root, Path::new(""), &mut out);
+    describe(root, Path::new(""), &mut out);
     out
 }
 
-fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, String>) {
+fn describe(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, String>) {
     let path = root.join(rel);
     let md = fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
     let ft = md.file_type();
@@ -66,7 +66,7 @@ fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, String>) {
             .collect();
         names.sort();
         for name in names {
-            walk(root, &rel.join(name), out);
+            describe(root, &rel.join(name), out);
         }
         format!("dir {mode:04o} {owner}")
     } else if ft.is_fifo() {
@@ -81,4 +81,46 @@ fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, String>) {
         format!("unknown {mode:04o} {owner}")
     };
     out.insert(rel.to_path_buf(), desc);
+}
+
+/// Every path below `root` (files, directories, links; `root` itself not
+/// included), sorted, never following symlinks. An unreadable directory is
+/// skipped: callers look for leftovers, and a missing tree has none.
+pub fn list_tree(root: impl AsRef<Path>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.as_ref().to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The `<prefix><id>` state files of a request pool, by id: the states
+/// (prefixes, in the order given) each id has a file in. Sidecars
+/// (`E<id>.why`) and dot files are not states. "Exactly once" checks assert
+/// every value has one element.
+pub fn pool_states(dir: impl AsRef<Path>, prefixes: &[&str]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in fs::read_dir(dir.as_ref()).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.contains('.') {
+            continue;
+        }
+        for p in prefixes {
+            if let Some(id) = name.strip_prefix(p)
+                && id.starts_with(|c: char| c.is_ascii_digit())
+            {
+                out.entry(id.to_owned()).or_default().push((*p).to_owned());
+                break;
+            }
+        }
+    }
+    out
 }

@@ -59,7 +59,7 @@ pub use env::{
     TestDir, current_user, ferry_bin, free_port, in_ci, is_root, next_loopback, require, require_all, test_root,
     wait_until,
 };
-pub use files::{hash_tree, sha256_bytes, sha256_file};
+pub use files::{hash_tree, list_tree, pool_states, sha256_bytes, sha256_file};
 pub use git::{GitDaemon, for_each_ref, git, git_cmd, git_home, git_ok};
 pub use http::{HttpResponse, http_get};
 pub use mariadb::MariaDb;

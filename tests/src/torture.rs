@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::fleet::{Client, Node, run, text};
-use crate::{TestDir, for_each_ref, git, git_cmd};
+use crate::{TestDir, for_each_ref, git, git_cmd, list_tree, pool_states};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -409,46 +409,10 @@ impl Fleet {
     }
 }
 
-/// `<prefix><id>` files of a pool, by id: the states each id has a file in.
-fn pool_states(dir: &Path, prefixes: &[&str]) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.contains('.') {
-            continue;
-        }
-        for p in prefixes {
-            if let Some(id) = name.strip_prefix(p)
-                && id.starts_with(|c: char| c.is_ascii_digit())
-            {
-                out.entry(id.to_owned()).or_default().push((*p).to_owned());
-                break;
-            }
-        }
-    }
-    out
-}
-
-/// Everything below `root`, without following links.
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p.clone());
-            }
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// Git repositories below `root` (directories holding `HEAD` and `objects`).
 fn git_dirs(root: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> =
-        walk(root).into_iter().filter(|p| p.join("HEAD").is_file() && p.join("objects").is_dir()).collect();
+        list_tree(root).into_iter().filter(|p| p.join("HEAD").is_file() && p.join("objects").is_dir()).collect();
     v.sort();
     v
 }
@@ -529,7 +493,7 @@ impl Torture {
     }
 
     fn client_drained(&self) -> bool {
-        pool_states(&self.fleet.client_pool(), &["C", "P"]).is_empty()
+        pool_states(self.fleet.client_pool(), &["C", "P"]).is_empty()
     }
 
     fn node_drained(&self) -> bool {
@@ -631,7 +595,7 @@ impl Torture {
         let f = &self.fleet;
         let mut found = Vec::new();
         // Client: each request in exactly one of F/E; E with its reason.
-        let client = pool_states(&f.client_pool(), &["i", "C", "P", "F", "E"]);
+        let client = pool_states(f.client_pool(), &["i", "C", "P", "F", "E"]);
         let mut client_f = BTreeSet::new();
         let mut client_e = 0;
         for (id, st) in &client {
@@ -722,7 +686,7 @@ impl Torture {
         let mut roots = vec![f.node.srv(), f.client.base.join("state"), f.client.base.join("export")];
         roots.dedup();
         for root in &roots {
-            for p in walk(root) {
+            for p in list_tree(root) {
                 // The alert outbox removes its own temporaries after an hour
                 // (a young one may be in use by a concurrent writer).
                 if p.components().any(|c| c.as_os_str() == "outbox") {
@@ -740,7 +704,7 @@ impl Torture {
             }
         }
         for repo in git_dirs(&f.node.srv()).into_iter().chain(git_dirs(&f.client.base.join("state"))) {
-            for p in walk(&repo) {
+            for p in list_tree(&repo) {
                 if p.extension().is_some_and(|e| e == "lock") {
                     found.push(format!("stale git lock {}", p.display()));
                 }

@@ -19,6 +19,7 @@
 //!   lock file while someone waits on it is the classic way to get two
 //!   holders).
 
+mod gitlocks;
 mod lock;
 mod pool;
 mod sync;
@@ -47,6 +48,7 @@ pub fn short_hash(data: &[u8]) -> String {
     format!("{:012x}", h & 0xffff_ffff_ffff)
 }
 
+pub use gitlocks::git_lock_files;
 pub use lock::{Lock, LockError};
 pub use pool::{Entry, Pool, PoolError, is_valid_id};
 pub use sync::{

@@ -102,14 +102,21 @@ mod tests {
     fn lock_of_a_killed_process_is_released() {
         let d = crate::sync::tests::tempdir();
         let p = d.join("lock");
-        // flock(1) from util-linux holds the lock in a child we then kill.
-        let Ok(mut child) = std::process::Command::new("flock").arg("-o").arg(&p).args(["sleep", "30"]).spawn() else {
-            return; // util-linux missing: nothing to test against
-        };
+        // A shell takes the lock on its own descriptor with flock(1) from
+        // util-linux, then becomes `sleep`: the process we kill is the
+        // holder, and no grandchild outlives the test.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exec 9>\"$1\" && flock 9 && exec sleep 30", "sh"])
+            .arg(&p)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sh");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Lock::try_acquire(&p).unwrap().is_some() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        assert!(Lock::try_acquire(&p).unwrap().is_none(), "the child never took the lock");
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(Lock::acquire_timeout(&p, Duration::from_secs(5)).is_ok());

@@ -3,35 +3,12 @@
 //! between each pair of state changes; the next normal run must finish
 //! every request exactly once.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use ferry_tests::{TestDir, for_each_ref, git_cmd, require_all};
+use ferry_tests::{TestDir, for_each_ref, git_cmd, pool_states, require_all};
 
 use ferry_tests::fleet::{Client, Node, commit_and_push, eventually, ok, run, text};
 
 fn tools() -> bool {
     require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"])
-}
-
-/// Every id of a pool, with the states it has a file in.
-fn states(dir: &Path, prefixes: &[&str]) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.contains('.') {
-            continue;
-        }
-        for p in prefixes {
-            if let Some(id) = name.strip_prefix(p)
-                && id.starts_with(|c: char| c.is_ascii_digit())
-            {
-                out.entry(id.to_owned()).or_default().push((*p).to_owned());
-                break;
-            }
-        }
-    }
-    out
 }
 
 fn killed(out: &std::process::Output) -> bool {
@@ -63,17 +40,17 @@ fn send_killed_at_every_state_change_delivers_each_request_once() {
         let out = run(a.cmd().args(["send", "--wait", "--force"]));
         assert!(out.status.success(), "{p}: recovery send failed: {}", text(&out));
     }
-    let client_states = states(&a.base.join("state/pools/backup1"), &["i", "C", "P", "F", "E"]);
+    let client_states = pool_states(a.base.join("state/pools/backup1"), &["i", "C", "P", "F", "E"]);
     for (id, st) in &client_states {
         assert_eq!(st, &vec!["F".to_owned()], "client request {id} ended in {st:?}");
     }
     assert_eq!(client_states.len(), 1 + 2 * points.len());
     // On the node: each pushed request arrives once and ends in F once.
     eventually("node processed everything", || {
-        let s = states(&node.pool("host-a"), &["RQ", "P", "F", "E"]);
+        let s = pool_states(node.pool("host-a"), &["RQ", "P", "F", "E"]);
         s.len() == client_states.len() && s.values().all(|v| v == &vec!["F".to_owned()])
     });
-    let node_ids: Vec<String> = states(&node.pool("host-a"), &["RQ", "P", "F", "E"]).into_keys().collect();
+    let node_ids: Vec<String> = pool_states(node.pool("host-a"), &["RQ", "P", "F", "E"]).into_keys().collect();
     let client_ids: Vec<String> = client_states.keys().map(|id| format!("{id}-1")).collect();
     assert_eq!(node_ids, client_ids, "every request reached the node exactly once");
 }
@@ -116,7 +93,7 @@ fn scan_and_extraction_killed_at_every_state_change_finish_each_request_once() {
     let out = run(node.cmd().env("FERRY_CRASH_AT", "scan:after-why").args(["scan"]));
     assert!(killed(&out), "scan was not killed at after-why: {}", text(&out));
     let _ = run(node.cmd().args(["scan"]));
-    let s = states(&node.pool("host-a"), &["RQ", "P", "F", "E"]);
+    let s = pool_states(node.pool("host-a"), &["RQ", "P", "F", "E"]);
     assert_eq!(s["20261122T000000Z-badbad01-1"], vec!["E".to_owned()]);
 
     // Extraction crashes: pushes that reach the queue repo directly (local
@@ -137,7 +114,7 @@ fn scan_and_extraction_killed_at_every_state_change_finish_each_request_once() {
         assert!(out.status.success(), "{p}: the push itself succeeds: {}", text(&out));
         ok(node.cmd().args(["scan"]));
     }
-    let s = states(&node.pool("host-a"), &["RQ", "P", "F", "E"]);
+    let s = pool_states(node.pool("host-a"), &["RQ", "P", "F", "E"]);
     for (id, st) in &s {
         assert_eq!(st.len(), 1, "{id} is in {st:?}");
         assert!(st[0] == "F" || id.contains("badbad"), "{id} ended in {st:?}");

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ferry_archive::manifest::{Compare, diff, manifest};
 use ferry_tests::fleet::{Client, Node, eventually, ok, run, text};
-use ferry_tests::{MariaDb, Postgres, TestDir, require, require_all};
+use ferry_tests::{MariaDb, Postgres, TestDir, list_tree, require, require_all};
 
 fn tools() -> bool {
     require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"])
@@ -227,7 +227,7 @@ fn truncated_or_swapped_artifact_is_never_recorded() {
     // Nothing recorded, nothing stored, no temporary file.
     let found = ok(node.cmd().args(["--json", "find", "--client", "host-a"]));
     assert_eq!(found.trim(), "[]");
-    let leftovers: Vec<_> = walk(&node.data("host-a")).into_iter().filter(|p| p.is_file()).collect();
+    let leftovers: Vec<_> = list_tree(node.data("host-a")).into_iter().filter(|p| p.is_file()).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // Same size, different content (swapped during transfer): digest mismatch.
@@ -248,21 +248,6 @@ fn truncated_or_swapped_artifact_is_never_recorded() {
     assert_eq!(e.len(), 2);
     let why = fs::read_to_string(node.pool("host-a").join(format!("E{}.why", e[1]))).unwrap();
     assert!(why.contains("E_FETCH_DIGEST_MISMATCH"), "{why}");
-    assert!(walk(&node.data("host-a")).into_iter().all(|p| !p.is_file()));
+    assert!(list_tree(node.data("host-a")).into_iter().all(|p| !p.is_file()));
     assert!(node.events().contains("E_FETCH_DIGEST_MISMATCH"));
-}
-
-fn walk(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p.clone());
-            }
-            out.push(p);
-        }
-    }
-    out
 }

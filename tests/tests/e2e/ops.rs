@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use ferry_tests::fleet::{Client, Node, commit_and_push, eventually, ok, run, text};
-use ferry_tests::{Mail, Smtp, TestDir, for_each_ref, git, git_cmd, in_ci, is_root, require, require_all};
+use ferry_tests::{Mail, Smtp, TestDir, for_each_ref, git, git_cmd, in_ci, is_root, list_tree, require, require_all};
 
 fn tools() -> bool {
     require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"])
@@ -461,26 +461,9 @@ fn random_bytes(n: usize) -> Vec<u8> {
     v
 }
 
-/// Every path below `root` (files and directories), sorted.
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p.clone());
-            }
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Names of temporary or half-written entries below `root`.
 fn leftovers(root: &Path) -> Vec<PathBuf> {
-    walk(root)
+    list_tree(root)
         .into_iter()
         .filter(|p| {
             let n = p.file_name().unwrap().to_string_lossy();
@@ -543,7 +526,7 @@ fn full_disk_on_the_node_fails_cleanly_and_completes_once_space_returns() {
     let w = why(&node, "host-a", &e[0]);
     assert_eq!(w["reason"], "E_DISK_FULL", "{w}");
     assert!(w["detail"].as_str().unwrap().contains("No space left on device"), "{w}");
-    let stored: Vec<PathBuf> = walk(&data.join("host-a/stream")).into_iter().filter(|p| p.is_file()).collect();
+    let stored: Vec<PathBuf> = list_tree(data.join("host-a/stream")).into_iter().filter(|p| p.is_file()).collect();
     assert!(stored.is_empty(), "nothing half-written is kept: {stored:?}");
     assert!(leftovers(&data).is_empty(), "{:?}", leftovers(&data));
     assert!(catalog(&node, "host-a").is_empty(), "nothing recorded");
@@ -631,7 +614,7 @@ fn full_disk_on_the_client_fails_cleanly_and_completes_once_space_returns() {
     let st = &status(&a)["backup1"];
     assert_eq!(st["failed"], 1);
     assert!(st["failed_recent"][0][1].as_str().unwrap().contains("No space left on device"), "{st}");
-    let files: Vec<PathBuf> = walk(&export).into_iter().filter(|p| p.is_file()).collect();
+    let files: Vec<PathBuf> = list_tree(&export).into_iter().filter(|p| p.is_file()).collect();
     assert!(files.iter().all(|p| p.file_name().unwrap() == ".lock"), "temp files cleaned: {files:?}");
     assert!(node.pool_ids("host-a", "F").is_empty() && node.pool_ids("host-a", "RQ").is_empty());
 
@@ -644,7 +627,7 @@ fn full_disk_on_the_client_fails_cleanly_and_completes_once_space_returns() {
     let found = catalog(&node, "host-a");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["size"], 40_000_000);
-    let artifacts: Vec<PathBuf> = walk(&export.join("stream")).into_iter().filter(|p| p.is_file()).collect();
+    let artifacts: Vec<PathBuf> = list_tree(export.join("stream")).into_iter().filter(|p| p.is_file()).collect();
     assert_eq!(artifacts.len(), 2, "one artifact and the lock: {artifacts:?}");
     assert!(leftovers(&export).is_empty());
 }
@@ -705,7 +688,10 @@ fn two_nodes_one_down_the_other_gets_everything_and_the_late_one_gets_it_once() 
     assert!(human.contains("node backup2") && human.contains("FAILING since"), "{human}");
     assert!(human.contains("pending: 3"), "{human}");
     let artifacts = || -> Vec<PathBuf> {
-        walk(&a.base.join("export/site")).into_iter().filter(|p| p.to_string_lossy().ends_with(".tar.zst")).collect()
+        list_tree(a.base.join("export/site"))
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
+            .collect()
     };
     assert_eq!(artifacts().len(), 1, "{:?}", artifacts());
 
@@ -917,7 +903,7 @@ fn scan_killed_mid_job_leaves_nothing_behind_and_records_each_download_once() {
     assert_eq!(out.status.signal(), Some(9), "scan was not killed: {}", text(&out));
     assert_eq!(node.pool_ids("host-a", "P").len(), 1, "the sftp request waits in P");
     let stream = node.data("host-a").join("stream");
-    let published: Vec<PathBuf> = walk(&stream).into_iter().filter(|p| p.is_file()).collect();
+    let published: Vec<PathBuf> = list_tree(&stream).into_iter().filter(|p| p.is_file()).collect();
     assert_eq!(published.len(), 1, "{published:?}");
     assert!(catalog(&node, "host-a").is_empty());
 
@@ -954,7 +940,7 @@ fn scan_killed_mid_job_leaves_nothing_behind_and_records_each_download_once() {
     let found = catalog(&node, "host-a");
     assert_eq!(found.len(), 1, "{found:?}");
     let files: Vec<PathBuf> =
-        walk(&stream).into_iter().filter(|p| p.is_file() && !p.to_string_lossy().ends_with(".sha256")).collect();
+        list_tree(&stream).into_iter().filter(|p| p.is_file() && !p.to_string_lossy().ends_with(".sha256")).collect();
     assert_eq!(files, published, "the published download was recorded, not fetched again");
     let v = node.ferry_node_json(&["verify"]);
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
