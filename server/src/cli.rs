@@ -133,6 +133,26 @@ pub enum Command {
     /// The exact ssh command the node pulls from CLIENT with (to debug a
     /// pull by hand: `GIT_SSH_COMMAND="$(ferry-node pull-ssh c)" git ls-remote …`).
     PullSsh { client: String },
+    /// Run the schedules in-process and serve status and metrics over HTTP.
+    ///
+    /// Runs scan, check, purge, verify and gc at the intervals of `[daemon]`
+    /// in the configuration (scan at once, the others one interval after
+    /// startup), each as a child process `ferry-node --config <this file>
+    /// <job>`, never one job twice at a time. The jobs take their own locks,
+    /// so cron lines, timers or hook-started scans running as well are safe
+    /// (use either them or the daemon; both is not needed).
+    ///
+    /// Signals: SIGHUP re-reads the configuration (a bad one is logged and
+    /// the old one kept); SIGUSR1 runs scan and check now; SIGTERM or SIGINT
+    /// stop: running jobs get `stop_grace` to finish, then are killed, and the
+    /// exit code is 0.
+    ///
+    /// HTTP on `[daemon] listen` (default 127.0.0.1:9187, "" for none), GET
+    /// or HEAD only: /healthz ("ok"), /status (JSON: jobs' last start, end,
+    /// duration, exit, runs, failures; per client pending and failed
+    /// requests, last request and pull, stored bytes), /metrics (Prometheus
+    /// text, OpenMetrics format).
+    Daemon,
     /// Show the event journal (newest last).
     Events {
         #[arg(long)]
@@ -329,6 +349,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("{}", crate::jobs::ssh_command(&cfg, c));
             Ok(exit::OK)
         }
+        Command::Daemon => crate::daemon::run(cfg, &config_path),
         Command::Events { client, last } => {
             let all = crate::events::read_all(&cfg.events_log());
             let sel: Vec<_> = all

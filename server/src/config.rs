@@ -65,6 +65,67 @@ pub struct NodeConfig {
     pub git_fsck_ignore: Vec<String>,
     #[serde(default)]
     pub check: CheckConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+/// `[daemon]`: what `ferry-node daemon` runs and where it serves status.
+/// Intervals use the duration syntax of the rest of the file; `"0"` or
+/// `"off"` disables a job (leave it to cron or a timer).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// `address:port` of the status and metrics server; empty: no HTTP.
+    #[serde(default = "d_listen")]
+    pub listen: String,
+    #[serde(default = "d_scan_every")]
+    pub scan_every: String,
+    #[serde(default = "d_check_every")]
+    pub check_every: String,
+    #[serde(default = "d_purge_every")]
+    pub purge_every: String,
+    #[serde(default = "d_verify_every")]
+    pub verify_every: String,
+    #[serde(default = "d_gc_every")]
+    pub gc_every: String,
+    /// A job the daemon started is killed (its whole process group) after
+    /// this long; it is crash-safe, and the next interval retries.
+    #[serde(default = "d_job_deadline")]
+    pub job_deadline: String,
+    /// On SIGTERM, how long running jobs may finish before they are killed.
+    #[serde(default = "d_stop_grace")]
+    pub stop_grace: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+fn d_listen() -> String {
+    "127.0.0.1:9187".into()
+}
+fn d_scan_every() -> String {
+    "5m".into()
+}
+fn d_check_every() -> String {
+    "1h".into()
+}
+fn d_purge_every() -> String {
+    "1d".into()
+}
+fn d_verify_every() -> String {
+    "7d".into()
+}
+fn d_gc_every() -> String {
+    "30d".into()
+}
+fn d_job_deadline() -> String {
+    "1d".into()
+}
+fn d_stop_grace() -> String {
+    "30s".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,7 +257,8 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
         _ => (s, 1),
     };
     let n: u64 = num.parse().with_context(|| format!("bad duration {s:?} (use 30s, 5m, 2h, 1d)"))?;
-    Ok(Duration::from_secs(n * mult))
+    let secs = n.checked_mul(mult).with_context(|| format!("duration {s:?} is too long"))?;
+    Ok(Duration::from_secs(secs))
 }
 
 /// An absolute path for a program named in the configuration, looked up in
@@ -252,6 +314,7 @@ impl NodeConfig {
         parse_duration(&self.limits.job_timeout)?;
         parse_duration(&self.limits.clock_skew)?;
         parse_duration(&self.check.silent_after)?;
+        crate::daemon::Schedule::from_config(&self.daemon).context("[daemon]")?;
         if let Some(m) = &self.mail {
             m.validate().map_err(|e| anyhow::anyhow!("[mail]: {e}"))?;
         }
@@ -343,6 +406,8 @@ mod tests {
         let cfg = NodeConfig::load(&p).unwrap();
         assert_eq!(cfg.name, "backup1");
         assert!(cfg.scan_on_push);
+        let d = crate::daemon::Schedule::from_config(&cfg.daemon).unwrap();
+        assert_eq!(d.listen, Some("127.0.0.1:9187".parse().unwrap()));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod cli;
 pub mod clientstate;
 pub mod config;
+pub mod daemon;
 pub mod enrollment;
 pub mod events;
 pub mod exit;

@@ -7,6 +7,7 @@
 mod badinput;
 mod cgit;
 mod crash;
+mod daemon;
 mod data;
 mod deploy;
 mod harness;

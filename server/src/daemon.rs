@@ -1,0 +1,964 @@
+//! `ferry-node daemon`: the node's schedules in one long-running process,
+//! with status and Prometheus metrics over HTTP.
+//!
+//! Why child processes: each job (`scan`, `check`, `purge`, `verify`, `gc`)
+//! runs as `ferry-node --config <same file> --json <job>`, exactly what cron
+//! or a systemd timer would start. A crash, a leak or a stuck fetch stays in
+//! that child (killed with its process group at `job_deadline`), and the
+//! jobs take their own locks (the pool's flock in `scan` and `gc`), so a
+//! cron run or a hook-started scan overlapping the daemon's is as safe as
+//! two cron runs overlapping. The daemon itself never starts a job that it
+//! is still running.
+//!
+//! Threads: the scheduler (this module's loop) owns all job records and is
+//! the only writer of the job part of the [`Status`] snapshot; one thread per
+//! running job waits for its child; a collector thread refreshes what the
+//! node knows per client (pool, catalog, client state: slow on a big node)
+//! after each job and every minute; the HTTP thread only reads the
+//! snapshot. A slow catalog or a slow HTTP client never delays a schedule.
+//!
+//! Signals: SIGHUP re-reads the configuration (a bad one is logged and the
+//! old one kept), SIGUSR1 runs scan and check now, SIGTERM/SIGINT stop:
+//! running jobs get `stop_grace` to finish, then are killed (a second
+//! SIGTERM kills at once); the exit code is 0.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use jiff::Timestamp;
+use serde::Serialize;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+
+use crate::config::{DaemonConfig, NodeConfig, parse_duration};
+use crate::exit;
+
+/// A job the daemon schedules; its name is the `ferry-node` subcommand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Job {
+    Scan,
+    Check,
+    Purge,
+    Verify,
+    Gc,
+}
+
+impl Job {
+    pub const ALL: [Job; 5] = [Job::Scan, Job::Check, Job::Purge, Job::Verify, Job::Gc];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Job::Scan => "scan",
+            Job::Check => "check",
+            Job::Purge => "purge",
+            Job::Verify => "verify",
+            Job::Gc => "gc",
+        }
+    }
+}
+
+/// An interval of `[daemon]`: a duration (`30s`, `5m`, `2h`, `7d`), or
+/// `"0"`/`"off"` for a disabled job (`None`).
+pub fn parse_interval(s: &str) -> anyhow::Result<Option<Duration>> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let d = parse_duration(t)?;
+    Ok((!d.is_zero()).then_some(d))
+}
+
+/// `[daemon]`, parsed and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// Where the HTTP server listens; `None`: no HTTP.
+    pub listen: Option<SocketAddr>,
+    /// Interval per job as configured (text for `/status`) and parsed.
+    pub every: BTreeMap<Job, (String, Option<Duration>)>,
+    /// `None`: no deadline.
+    pub job_deadline: Option<Duration>,
+    pub stop_grace: Duration,
+}
+
+impl Schedule {
+    pub fn from_config(d: &DaemonConfig) -> anyhow::Result<Schedule> {
+        let listen =
+            match d.listen.trim() {
+                "" => None,
+                a => Some(a.parse::<SocketAddr>().map_err(|_| {
+                    anyhow!("listen {a:?}: use address:port, e.g. \"127.0.0.1:9187\" (\"\" for no HTTP)")
+                })?),
+            };
+        let mut every = BTreeMap::new();
+        for (job, text) in [
+            (Job::Scan, &d.scan_every),
+            (Job::Check, &d.check_every),
+            (Job::Purge, &d.purge_every),
+            (Job::Verify, &d.verify_every),
+            (Job::Gc, &d.gc_every),
+        ] {
+            let parsed = parse_interval(text).with_context(|| format!("{}_every", job.name()))?;
+            every.insert(job, (text.trim().to_owned(), parsed));
+        }
+        Ok(Schedule {
+            listen,
+            every,
+            job_deadline: parse_interval(&d.job_deadline).context("job_deadline")?,
+            stop_grace: parse_duration(&d.stop_grace).context("stop_grace")?,
+        })
+    }
+
+    pub fn every(&self, job: Job) -> Option<Duration> {
+        self.every.get(&job).and_then(|e| e.1)
+    }
+}
+
+/// What the scheduler needs to know of one job to decide whether it is due.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// `None`: disabled (runs only when requested).
+    pub every: Option<Duration>,
+    pub last_start: Option<Instant>,
+    pub running: bool,
+    /// Asked for by SIGUSR1: due as soon as it is not running.
+    pub requested: bool,
+}
+
+/// When `job` is next due, given the daemon's start: a requested job at
+/// once; a job that never ran one interval after startup, except scan, which
+/// runs at once (pending requests should not wait, and startup stays cheap
+/// because verify and gc do not all start together); afterwards one interval
+/// after its last start. `None`: never (disabled, not requested).
+pub fn next_due(job: Job, plan: &Plan, started: Instant) -> Option<Instant> {
+    if plan.requested {
+        return Some(started);
+    }
+    let every = plan.every?;
+    Some(match plan.last_start {
+        Some(t) => t + every,
+        None if job == Job::Scan => started,
+        None => started + every,
+    })
+}
+
+/// The jobs to start now: due, and not already running.
+pub fn due(plans: &BTreeMap<Job, Plan>, started: Instant, now: Instant) -> Vec<Job> {
+    plans
+        .iter()
+        .filter(|(job, p)| !p.running && next_due(**job, p, started).is_some_and(|t| t <= now))
+        .map(|(job, _)| *job)
+        .collect()
+}
+
+/// One job's record, as `/status` shows it and `/metrics` counts it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobRecord {
+    /// The configured interval (`null`: disabled).
+    pub every: Option<String>,
+    pub every_seconds: Option<u64>,
+    pub running: bool,
+    /// Finished runs.
+    pub runs: u64,
+    /// Runs that did not complete: exit 1 or 2, killed, deadline, not started.
+    pub failures: u64,
+    /// Runs that completed but reported problems (exit 3: failed requests,
+    /// verify mismatches, silent clients).
+    pub problems: u64,
+    pub last_start: Option<Timestamp>,
+    pub last_end: Option<Timestamp>,
+    pub last_duration_ms: Option<u64>,
+    pub last_exit: Option<i32>,
+    /// `exit 0`, `signal 9`, `deadline`, `stopped`, `not started`.
+    pub last_status: Option<String>,
+    /// The end of a failed run's stderr, escaped.
+    pub last_error: Option<String>,
+    /// End of the last run that completed (exit 0 or 3).
+    pub last_success: Option<Timestamp>,
+    pub next_due: Option<Timestamp>,
+}
+
+/// What the node knows of one client, refreshed by the collector.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientFacts {
+    pub client: String,
+    pub enrolled: bool,
+    /// Requests waiting in the pool (`RQ`, `P`).
+    pub pending: usize,
+    /// `F` and `E` files kept (for `retention.finished_days`).
+    pub finished: usize,
+    pub failed: usize,
+    pub mirrors: usize,
+    pub artifacts: usize,
+    pub stored_bytes: u64,
+    pub last_request: Option<Timestamp>,
+    pub last_success: Option<Timestamp>,
+    pub last_failure: Option<Timestamp>,
+    pub failures_in_a_row: u32,
+    pub last_reason: Option<String>,
+}
+
+/// The snapshot the HTTP server answers from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub node: String,
+    pub pid: u32,
+    pub config: String,
+    pub started: Timestamp,
+    pub listen: Option<String>,
+    pub stopping: bool,
+    pub reloads: u64,
+    pub reload_failures: u64,
+    pub last_reload: Option<Timestamp>,
+    pub last_reload_error: Option<String>,
+    pub jobs: BTreeMap<&'static str, JobRecord>,
+    pub clients_updated: Option<Timestamp>,
+    pub clients_error: Option<String>,
+    pub clients: Vec<ClientFacts>,
+}
+
+/// Client facts from the same functions `list` and `check` use.
+pub fn collect_clients(cfg: &NodeConfig) -> anyhow::Result<Vec<ClientFacts>> {
+    let list = crate::list::collect(cfg, None)?;
+    Ok(list
+        .into_iter()
+        .map(|c| {
+            let st = crate::clientstate::ClientState::load(cfg, &c.client);
+            ClientFacts {
+                enrolled: c.enrolled,
+                pending: c.pending,
+                finished: c.finished,
+                failed: c.failed,
+                mirrors: c.git.len(),
+                artifacts: c.artifacts.len(),
+                stored_bytes: c.artifacts.iter().map(|a| a.size).sum(),
+                last_request: st.last_request,
+                last_success: st.last_success,
+                last_failure: st.last_failure,
+                failures_in_a_row: st.failures_in_a_row,
+                last_reason: st.last_reason,
+                client: c.client,
+            }
+        })
+        .collect())
+}
+
+/// The OpenMetrics text exposition of a snapshot (`/metrics`). Label values
+/// go through the crate's encoder, which escapes them.
+pub fn metrics(st: &Status) -> anyhow::Result<String> {
+    use prometheus_client::encoding::text::encode;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+    use std::sync::atomic::AtomicU64;
+
+    type Labels = Vec<(String, String)>;
+    type Time = Gauge<f64, AtomicU64>;
+    let secs = |t: &Timestamp| t.as_millisecond() as f64 / 1000.0;
+    let mut reg = Registry::default();
+
+    let started = Time::default();
+    started.set(secs(&st.started));
+    reg.register("ferry_daemon_start_time_seconds", "When the daemon started (unix time)", started);
+    let reloads = Counter::<u64>::default();
+    reloads.inc_by(st.reloads);
+    reg.register("ferry_daemon_reloads", "Configurations re-read on SIGHUP", reloads);
+    let reload_failures = Counter::<u64>::default();
+    reload_failures.inc_by(st.reload_failures);
+    reg.register("ferry_daemon_reload_failures", "SIGHUPs whose configuration was refused", reload_failures);
+
+    let runs = Family::<Labels, Counter>::default();
+    let failures = Family::<Labels, Counter>::default();
+    let problems = Family::<Labels, Counter>::default();
+    let running = Family::<Labels, Gauge>::default();
+    let last_success = Family::<Labels, Time>::default();
+    let last_duration = Family::<Labels, Time>::default();
+    for (name, j) in &st.jobs {
+        let l = vec![("job".to_owned(), (*name).to_owned())];
+        runs.get_or_create(&l).inc_by(j.runs);
+        failures.get_or_create(&l).inc_by(j.failures);
+        problems.get_or_create(&l).inc_by(j.problems);
+        running.get_or_create(&l).set(i64::from(j.running));
+        if let Some(t) = &j.last_success {
+            last_success.get_or_create(&l).set(secs(t));
+        }
+        if let Some(ms) = j.last_duration_ms {
+            last_duration.get_or_create(&l).set(ms as f64 / 1000.0);
+        }
+    }
+    reg.register("ferry_job_runs", "Finished runs of each job the daemon started", runs);
+    reg.register("ferry_job_failures", "Runs that did not complete (exit 1 or 2, killed, deadline)", failures);
+    reg.register("ferry_job_problems", "Runs that completed with problems found (exit 3)", problems);
+    reg.register("ferry_job_running", "1 while the job runs", running);
+    reg.register("ferry_job_last_success_timestamp_seconds", "End of the last completed run", last_success);
+    reg.register("ferry_job_last_duration_seconds", "Duration of the last run", last_duration);
+
+    let pending = Family::<Labels, Gauge>::default();
+    let failed = Family::<Labels, Gauge>::default();
+    let artifacts = Family::<Labels, Gauge>::default();
+    let bytes = Family::<Labels, Gauge>::default();
+    let mirrors = Family::<Labels, Gauge>::default();
+    let in_a_row = Family::<Labels, Gauge>::default();
+    let success = Family::<Labels, Time>::default();
+    let request = Family::<Labels, Time>::default();
+    let sat = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    for c in &st.clients {
+        let l = vec![("client".to_owned(), c.client.clone())];
+        pending.get_or_create(&l).set(sat(c.pending as u64));
+        failed.get_or_create(&l).set(sat(c.failed as u64));
+        artifacts.get_or_create(&l).set(sat(c.artifacts as u64));
+        bytes.get_or_create(&l).set(sat(c.stored_bytes));
+        mirrors.get_or_create(&l).set(sat(c.mirrors as u64));
+        in_a_row.get_or_create(&l).set(i64::from(c.failures_in_a_row));
+        if let Some(t) = &c.last_success {
+            success.get_or_create(&l).set(secs(t));
+        }
+        if let Some(t) = &c.last_request {
+            request.get_or_create(&l).set(secs(t));
+        }
+    }
+    reg.register("ferry_client_pending_requests", "Requests waiting in the client's pool", pending);
+    reg.register("ferry_client_failed_requests", "Failed requests kept in the pool (E)", failed);
+    reg.register("ferry_client_artifacts", "Stored artifacts (catalog)", artifacts);
+    reg.register("ferry_client_stored_bytes", "Bytes of stored artifacts (catalog)", bytes);
+    reg.register("ferry_client_mirrors", "Mirrored git repositories", mirrors);
+    reg.register("ferry_client_pull_failures_in_a_row", "Pulls failed in a row", in_a_row);
+    reg.register("ferry_client_last_success_timestamp_seconds", "Last successful pull", success);
+    reg.register("ferry_client_last_request_timestamp_seconds", "Last request received", request);
+
+    let mut out = String::new();
+    encode(&mut out, &reg).map_err(|_| anyhow!("cannot encode the metrics"))?;
+    Ok(out)
+}
+
+/// An HTTP answer: status code, content type, body.
+pub type Answer = (u16, &'static str, String);
+
+/// Answer one request from a snapshot. Only GET and HEAD; the query string
+/// is ignored.
+pub fn route(method: &str, url: &str, st: &Status) -> Answer {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if method != "GET" && method != "HEAD" {
+        return (405, TEXT, "only GET and HEAD\n".into());
+    }
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    match path {
+        "/healthz" => (200, TEXT, "ok\n".into()),
+        "/status" => match serde_json::to_string_pretty(st) {
+            Ok(s) => (200, "application/json", s + "\n"),
+            Err(e) => (500, TEXT, format!("{e}\n")),
+        },
+        "/metrics" => match metrics(st) {
+            Ok(s) => (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", s),
+            Err(e) => (500, TEXT, format!("{e}\n")),
+        },
+        _ => (404, TEXT, "not found: /healthz, /status, /metrics\n".into()),
+    }
+}
+
+fn serve_http(server: &tiny_http::Server, status: &Mutex<Status>) {
+    for req in server.incoming_requests() {
+        let answer = {
+            let st = lock(status);
+            route(req.method().as_str(), req.url(), &st)
+        };
+        let (code, ctype, body) = answer;
+        let mut resp = tiny_http::Response::from_string(body).with_status_code(code);
+        if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes()) {
+            resp.add_header(h);
+        }
+        if code == 405
+            && let Ok(h) = tiny_http::Header::from_bytes(&b"Allow"[..], &b"GET, HEAD"[..])
+        {
+            resp.add_header(h);
+        }
+        // tiny_http leaves the body out for HEAD itself.
+        if let Err(e) = req.respond(resp) {
+            tracing::debug!("http: {e}");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How a child run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub exit: Option<i32>,
+    pub status: String,
+    pub error: Option<String>,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// Completed: exit 0, or 3 (done, problems found).
+    pub fn completed(&self) -> bool {
+        matches!(self.exit, Some(c) if c == i32::from(exit::OK) || c == i32::from(exit::PROBLEMS))
+    }
+}
+
+/// The program the jobs run: this very executable, unless it was replaced
+/// on disk since it started (an upgrade; `/proc/self/exe` then names a
+/// deleted file), in which case the configured program.
+fn job_program(cfg: &NodeConfig) -> PathBuf {
+    match std::env::current_exe() {
+        Ok(p) if p.is_file() => p,
+        _ => cfg.program(),
+    }
+}
+
+/// Run one job as a child and wait for it.
+fn run_child(
+    program: &Path,
+    config_path: &Path,
+    job: Job,
+    deadline: Option<Duration>,
+    kill: Arc<AtomicBool>,
+) -> Outcome {
+    let start = Instant::now();
+    let mut cmd = ferry_run::Cmd::new(program)
+        .arg("--config")
+        .arg(config_path)
+        .arg("--json")
+        .arg(job.name())
+        .timeout_opt(deadline)
+        .stdout_cap(64 * 1024)
+        .die_with_parent()
+        .watch(Duration::from_millis(200), move || {
+            kill.load(Ordering::Relaxed).then(|| "the daemon is stopping".to_owned())
+        });
+    // The children's environment is cleared like every child's; these are
+    // what a cron job would have and what the jobs' logging reads.
+    for k in ["HOME", "USER", "LOGNAME", "TZ", "FERRY_LOG"] {
+        if let Some(v) = std::env::var_os(k) {
+            cmd = cmd.env(k, v);
+        }
+    }
+    match cmd.run() {
+        Ok(out) => {
+            let code = out.status.code();
+            let ok = matches!(code, Some(c) if c == i32::from(exit::OK) || c == i32::from(exit::PROBLEMS));
+            let err = out.stderr_excerpt();
+            Outcome {
+                exit: code,
+                status: ferry_run::describe_status(&out.status),
+                error: (!ok && !err.is_empty()).then_some(err),
+                elapsed: out.elapsed,
+            }
+        }
+        Err(e) => {
+            let status = match &e {
+                ferry_run::RunError::TimedOut { .. } => "deadline",
+                ferry_run::RunError::Stopped { .. } => "stopped",
+                ferry_run::RunError::Spawn { .. } => "not started",
+                _ => "error",
+            };
+            Outcome {
+                exit: None,
+                status: status.into(),
+                error: Some(ferry_text::escape(&e.to_string(), 600)),
+                elapsed: start.elapsed(),
+            }
+        }
+    }
+}
+
+enum Event {
+    Signal(i32),
+    Done(Job, Outcome),
+}
+
+/// How often client facts are refreshed when no job ends.
+const COLLECT_EVERY: Duration = Duration::from_secs(60);
+/// After the kill at the end of `stop_grace`, how long to wait for the
+/// children's threads to report before leaving anyway.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+struct Scheduler {
+    cfg: NodeConfig,
+    config_path: PathBuf,
+    schedule: Schedule,
+    started: Instant,
+    plans: BTreeMap<Job, Plan>,
+    status: Arc<Mutex<Status>>,
+    tx: mpsc::Sender<Event>,
+    kill: Arc<AtomicBool>,
+    collecting: Arc<AtomicBool>,
+    last_collect: Option<Instant>,
+}
+
+impl Scheduler {
+    fn set_intervals(&mut self) {
+        for job in Job::ALL {
+            self.plans.entry(job).or_default().every = self.schedule.every(job);
+        }
+        let mut st = lock(&self.status);
+        for job in Job::ALL {
+            let rec = st.jobs.entry(job.name()).or_default();
+            let every = self.schedule.every(job);
+            rec.every = every.map(|_| self.schedule.every[&job].0.clone());
+            rec.every_seconds = every.map(|d| d.as_secs());
+        }
+    }
+
+    /// Copy the scheduling state into the snapshot.
+    fn publish(&self) {
+        let (now, now_ts) = (Instant::now(), Timestamp::now());
+        let mut st = lock(&self.status);
+        for (job, plan) in &self.plans {
+            let rec = st.jobs.entry(job.name()).or_default();
+            rec.running = plan.running;
+            rec.next_due = if plan.running {
+                None
+            } else {
+                next_due(*job, plan, self.started).map(|t| {
+                    let ahead = jiff::SignedDuration::try_from(t.saturating_duration_since(now)).unwrap_or_default();
+                    now_ts.checked_add(ahead).unwrap_or(now_ts)
+                })
+            };
+        }
+    }
+
+    fn start(&mut self, job: Job) {
+        let plan = self.plans.entry(job).or_default();
+        plan.running = true;
+        plan.requested = false;
+        plan.last_start = Some(Instant::now());
+        lock(&self.status).jobs.entry(job.name()).or_default().last_start = Some(Timestamp::now());
+        tracing::info!(job = job.name(), "starting");
+        let (program, config_path) = (job_program(&self.cfg), self.config_path.clone());
+        let (deadline, kill, tx) = (self.schedule.job_deadline, self.kill.clone(), self.tx.clone());
+        let spawned = std::thread::Builder::new().name(format!("job-{}", job.name())).spawn(move || {
+            let outcome = run_child(&program, &config_path, job, deadline, kill);
+            let _ = tx.send(Event::Done(job, outcome));
+        });
+        if let Err(e) = spawned {
+            let outcome = Outcome {
+                exit: None,
+                status: "not started".into(),
+                error: Some(e.to_string()),
+                elapsed: Duration::ZERO,
+            };
+            self.finish(job, outcome);
+        }
+    }
+
+    fn finish(&mut self, job: Job, o: Outcome) {
+        self.plans.entry(job).or_default().running = false;
+        let completed = o.completed();
+        if completed {
+            tracing::info!(job = job.name(), status = %o.status, ms = o.elapsed.as_millis() as u64, "finished");
+        } else {
+            tracing::warn!(
+                job = job.name(),
+                status = %o.status,
+                error = o.error.as_deref().unwrap_or(""),
+                "failed"
+            );
+        }
+        let now = Timestamp::now();
+        let mut st = lock(&self.status);
+        let rec = st.jobs.entry(job.name()).or_default();
+        rec.running = false;
+        rec.runs += 1;
+        if !completed {
+            rec.failures += 1;
+        } else if o.exit == Some(i32::from(exit::PROBLEMS)) {
+            rec.problems += 1;
+        }
+        rec.last_end = Some(now);
+        rec.last_duration_ms = Some(o.elapsed.as_millis() as u64);
+        rec.last_exit = o.exit;
+        rec.last_status = Some(o.status);
+        rec.last_error = o.error;
+        if completed {
+            rec.last_success = Some(now);
+        }
+    }
+
+    /// Refresh client facts on a thread of their own, one refresh at a time.
+    fn collect(&mut self) {
+        if self.collecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.last_collect = Some(Instant::now());
+        let (cfg, status, collecting) = (self.cfg.clone(), self.status.clone(), self.collecting.clone());
+        let spawned = std::thread::Builder::new().name("collect".into()).spawn(move || {
+            let res = collect_clients(&cfg);
+            let mut st = lock(&status);
+            st.clients_updated = Some(Timestamp::now());
+            match res {
+                Ok(c) => {
+                    st.clients = c;
+                    st.clients_error = None;
+                }
+                Err(e) => st.clients_error = Some(ferry_text::escape(&format!("{e:#}"), 600)),
+            }
+            drop(st);
+            collecting.store(false, Ordering::Release);
+        });
+        if spawned.is_err() {
+            self.collecting.store(false, Ordering::Release);
+        }
+    }
+
+    fn reload(&mut self) {
+        let res = NodeConfig::load(&self.config_path)
+            .and_then(|cfg| Schedule::from_config(&cfg.daemon).map(|s| (cfg, s)).context("[daemon]"));
+        match res {
+            Ok((cfg, schedule)) => {
+                if schedule.listen != self.schedule.listen {
+                    tracing::warn!("[daemon] listen changed: restart the daemon to move the HTTP server");
+                }
+                self.cfg = cfg;
+                self.schedule = schedule;
+                self.set_intervals();
+                let mut st = lock(&self.status);
+                st.node = self.cfg.name.clone();
+                st.reloads += 1;
+                st.last_reload = Some(Timestamp::now());
+                st.last_reload_error = None;
+                drop(st);
+                crate::events::record(&self.cfg.events_log(), "info", None, "daemon_reloaded", None, None, "");
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                tracing::error!(
+                    "configuration not reloaded, the previous one stays in force: {}",
+                    ferry_text::escape(&msg, 2000)
+                );
+                let mut st = lock(&self.status);
+                st.reload_failures += 1;
+                st.last_reload = Some(Timestamp::now());
+                st.last_reload_error = Some(ferry_text::escape(&msg, 600));
+                drop(st);
+                crate::events::record(&self.cfg.events_log(), "error", None, "daemon_reload_failed", None, None, &msg);
+            }
+        }
+    }
+
+    fn running(&self) -> usize {
+        self.plans.values().filter(|p| p.running).count()
+    }
+
+    /// How long the loop may sleep: until the next due job, at most until
+    /// the next client refresh.
+    fn wait(&self, now: Instant) -> Duration {
+        let mut wait = COLLECT_EVERY;
+        for (job, plan) in &self.plans {
+            if !plan.running
+                && let Some(t) = next_due(*job, plan, self.started)
+            {
+                wait = wait.min(t.saturating_duration_since(now));
+            }
+        }
+        wait.max(Duration::from_millis(10))
+    }
+
+    /// Stop: no new jobs; running ones get `stop_grace`, then are killed.
+    fn shutdown(&mut self, rx: &mpsc::Receiver<Event>) {
+        lock(&self.status).stopping = true;
+        let grace_end = Instant::now() + self.schedule.stop_grace;
+        let mut kill_end: Option<Instant> = None;
+        if self.running() > 0 {
+            tracing::info!(jobs = self.running(), "waiting for running jobs");
+        }
+        while self.running() > 0 {
+            let now = Instant::now();
+            if kill_end.is_none() && now >= grace_end {
+                tracing::warn!("stop_grace over: killing the running jobs");
+                self.kill.store(true, Ordering::Relaxed);
+                kill_end = Some(now + ferry_run::KILL_GRACE + KILL_WAIT);
+            }
+            if kill_end.is_some_and(|t| now >= t) {
+                tracing::warn!("jobs did not report after the kill; leaving anyway");
+                break;
+            }
+            let until = kill_end.unwrap_or(grace_end);
+            match rx.recv_timeout(until.saturating_duration_since(now).max(Duration::from_millis(10))) {
+                Ok(Event::Done(job, o)) => self.finish(job, o),
+                Ok(Event::Signal(s)) if (s == SIGTERM || s == SIGINT) && kill_end.is_none() => {
+                    tracing::warn!("stopping again: killing the running jobs now");
+                    self.kill.store(true, Ordering::Relaxed);
+                    kill_end = Some(Instant::now() + ferry_run::KILL_GRACE + KILL_WAIT);
+                }
+                Ok(Event::Signal(_)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.publish();
+    }
+}
+
+/// Run the daemon until SIGTERM or SIGINT; the exit code is 0 then.
+pub fn run(cfg: NodeConfig, config_path: &Path) -> anyhow::Result<u8> {
+    let schedule = Schedule::from_config(&cfg.daemon)
+        .map_err(|e| exit::UsageError(format!("invalid [daemon] in {}: {e:#}", config_path.display())))?;
+    // Handlers first: a SIGTERM from here on is a clean stop.
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGUSR1, SIGTERM, SIGINT])
+        .context("cannot install the signal handlers")?;
+    let signal_handle = signals.handle();
+    let server = match schedule.listen {
+        Some(addr) => Some(Arc::new(
+            tiny_http::Server::http(addr).map_err(|e| anyhow!("cannot listen on {addr} ([daemon] listen): {e}"))?,
+        )),
+        None => None,
+    };
+    let (tx, rx) = mpsc::channel();
+    let signal_tx = tx.clone();
+    let signal_thread = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for s in signals.forever() {
+            if signal_tx.send(Event::Signal(s)).is_err() {
+                break;
+            }
+        }
+    })?;
+
+    let status = Arc::new(Mutex::new(Status {
+        node: cfg.name.clone(),
+        pid: std::process::id(),
+        config: config_path.display().to_string(),
+        started: Timestamp::now(),
+        listen: schedule.listen.map(|a| a.to_string()),
+        stopping: false,
+        reloads: 0,
+        reload_failures: 0,
+        last_reload: None,
+        last_reload_error: None,
+        jobs: BTreeMap::new(),
+        clients_updated: None,
+        clients_error: None,
+        clients: Vec::new(),
+    }));
+    let http_thread = match &server {
+        Some(s) => {
+            let (s, st) = (s.clone(), status.clone());
+            Some(std::thread::Builder::new().name("http".into()).spawn(move || serve_http(&s, &st))?)
+        }
+        None => None,
+    };
+    let detail = format!(
+        "pid {}, http {}",
+        std::process::id(),
+        schedule.listen.map(|a| a.to_string()).unwrap_or_else(|| "off".into())
+    );
+    crate::events::record(&cfg.events_log(), "info", None, "daemon_started", None, None, &detail);
+
+    let mut d = Scheduler {
+        cfg,
+        config_path: config_path.to_owned(),
+        schedule,
+        started: Instant::now(),
+        plans: BTreeMap::new(),
+        status,
+        tx,
+        kill: Arc::new(AtomicBool::new(false)),
+        collecting: Arc::new(AtomicBool::new(false)),
+        last_collect: None,
+    };
+    d.set_intervals();
+    d.collect();
+    loop {
+        let now = Instant::now();
+        for job in due(&d.plans, d.started, now) {
+            d.start(job);
+        }
+        d.publish();
+        if d.last_collect.is_none_or(|t| now.duration_since(t) >= COLLECT_EVERY) {
+            d.collect();
+        }
+        match rx.recv_timeout(d.wait(Instant::now())) {
+            Ok(Event::Done(job, o)) => {
+                d.finish(job, o);
+                d.collect();
+            }
+            Ok(Event::Signal(SIGHUP)) => {
+                tracing::info!("SIGHUP: re-reading {}", d.config_path.display());
+                d.reload();
+            }
+            Ok(Event::Signal(SIGUSR1)) => {
+                tracing::info!("SIGUSR1: scan and check now");
+                for job in [Job::Scan, Job::Check] {
+                    d.plans.entry(job).or_default().requested = true;
+                }
+            }
+            Ok(Event::Signal(s)) => {
+                tracing::info!(signal = s, "stopping");
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("internal: the event channel closed"),
+        }
+    }
+    d.shutdown(&rx);
+    signal_handle.close();
+    let _ = signal_thread.join();
+    if let Some(s) = &server {
+        s.unblock();
+    }
+    if let Some(t) = http_thread {
+        let _ = t.join();
+    }
+    crate::events::record(&d.cfg.events_log(), "info", None, "daemon_stopped", None, None, "");
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plans(f: impl Fn(Job, &mut Plan)) -> BTreeMap<Job, Plan> {
+        Job::ALL
+            .into_iter()
+            .map(|j| {
+                let mut p = Plan { every: Some(Duration::from_secs(60)), ..Default::default() };
+                f(j, &mut p);
+                (j, p)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn intervals_parse_and_zero_or_off_disable() {
+        assert_eq!(parse_interval("5m").unwrap(), Some(Duration::from_secs(300)));
+        assert_eq!(parse_interval("1s").unwrap(), Some(Duration::from_secs(1)));
+        assert_eq!(parse_interval(" 7d ").unwrap(), Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_interval("90").unwrap(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_interval("0").unwrap(), None);
+        assert_eq!(parse_interval("0m").unwrap(), None);
+        assert_eq!(parse_interval("off").unwrap(), None);
+        assert_eq!(parse_interval("OFF").unwrap(), None);
+        for bad in ["", "5x", "-1m", "1.5h", "m", "five minutes", "99999999999999999999d", "999999999999999999d"] {
+            assert!(parse_interval(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn defaults_and_bad_values_of_the_section() {
+        let s = Schedule::from_config(&DaemonConfig::default()).unwrap();
+        assert_eq!(s.listen, Some("127.0.0.1:9187".parse().unwrap()));
+        assert_eq!(s.every(Job::Scan), Some(Duration::from_secs(300)));
+        assert_eq!(s.every(Job::Check), Some(Duration::from_secs(3600)));
+        assert_eq!(s.every(Job::Purge), Some(Duration::from_secs(86400)));
+        assert_eq!(s.every(Job::Verify), Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(s.every(Job::Gc), Some(Duration::from_secs(30 * 86400)));
+        let d: DaemonConfig = toml::from_str("listen = \"\"\ngc_every = \"off\"").unwrap();
+        let s = Schedule::from_config(&d).unwrap();
+        assert_eq!((s.listen, s.every(Job::Gc)), (None, None));
+        let d: DaemonConfig = toml::from_str("listen = \"localhost\"").unwrap();
+        assert!(Schedule::from_config(&d).is_err());
+        let d: DaemonConfig = toml::from_str("verify_every = \"weekly\"").unwrap();
+        let e = format!("{:#}", Schedule::from_config(&d).unwrap_err());
+        assert!(e.contains("verify_every"), "{e}");
+        assert!(toml::from_str::<DaemonConfig>("scan_evry = \"1m\"").is_err());
+    }
+
+    #[test]
+    fn scan_runs_at_once_the_others_one_interval_after_startup() {
+        let t0 = Instant::now();
+        let p = plans(|_, _| {});
+        assert_eq!(due(&p, t0, t0), [Job::Scan]);
+        assert_eq!(due(&p, t0, t0 + Duration::from_secs(59)), [Job::Scan]);
+        assert_eq!(due(&p, t0, t0 + Duration::from_secs(60)), Job::ALL);
+    }
+
+    #[test]
+    fn a_job_is_due_one_interval_after_its_last_start_and_never_twice() {
+        let t0 = Instant::now();
+        let started = t0 + Duration::from_secs(100);
+        let p = plans(|j, p| {
+            p.last_start = Some(started);
+            p.running = j == Job::Check;
+        });
+        assert!(due(&p, t0, started + Duration::from_secs(59)).is_empty());
+        // Check is overdue, but still running: not started a second time.
+        assert_eq!(due(&p, t0, started + Duration::from_secs(60)), [Job::Scan, Job::Purge, Job::Verify, Job::Gc]);
+        assert_eq!(next_due(Job::Scan, &p[&Job::Scan], t0), Some(started + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn disabled_jobs_never_run_unless_requested_and_requests_wait_for_a_running_job() {
+        let t0 = Instant::now();
+        let p = plans(|j, p| {
+            p.every = None;
+            p.requested = j == Job::Check || j == Job::Scan;
+            p.running = j == Job::Scan;
+        });
+        assert_eq!(due(&p, t0, t0), [Job::Check]);
+        assert_eq!(due(&p, t0, t0 + Duration::from_secs(86400 * 365)), [Job::Check]);
+        let p = plans(|_, p| p.every = None);
+        assert!(due(&p, t0, t0 + Duration::from_secs(86400 * 365)).is_empty());
+        assert_eq!(next_due(Job::Gc, &p[&Job::Gc], t0), None);
+    }
+
+    fn sample() -> Status {
+        let mut jobs = BTreeMap::new();
+        jobs.insert(
+            "scan",
+            JobRecord { runs: 3, failures: 1, last_success: Some(Timestamp::UNIX_EPOCH), ..Default::default() },
+        );
+        Status {
+            node: "backup1".into(),
+            pid: 1,
+            config: "/etc/ferry/node.toml".into(),
+            started: Timestamp::UNIX_EPOCH,
+            listen: None,
+            stopping: false,
+            reloads: 0,
+            reload_failures: 0,
+            last_reload: None,
+            last_reload_error: None,
+            jobs,
+            clients_updated: None,
+            clients_error: None,
+            clients: vec![ClientFacts {
+                client: "host\"a\\\nb".into(),
+                enrolled: true,
+                pending: 2,
+                finished: 0,
+                failed: 1,
+                mirrors: 0,
+                artifacts: 4,
+                stored_bytes: 1000,
+                last_request: None,
+                last_success: None,
+                last_failure: None,
+                failures_in_a_row: 0,
+                last_reason: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn metrics_count_jobs_and_clients_with_escaped_labels() {
+        let m = metrics(&sample()).unwrap();
+        assert!(m.contains("ferry_job_runs_total{job=\"scan\"} 3\n"), "{m}");
+        assert!(m.contains("ferry_job_failures_total{job=\"scan\"} 1\n"), "{m}");
+        assert!(m.contains("ferry_job_last_success_timestamp_seconds{job=\"scan\"} 0"), "{m}");
+        assert!(m.contains("ferry_client_pending_requests{client=\"host\\\"a\\\\\\nb\"} 2\n"), "{m}");
+        assert!(m.contains("ferry_client_stored_bytes{client=\"host\\\"a\\\\\\nb\"} 1000\n"), "{m}");
+        assert!(m.ends_with("# EOF\n"));
+        // One sample per line: a label value cannot start a line of its own.
+        assert!(m.lines().all(|l| l.starts_with("ferry_") || l.starts_with('#')), "{m}");
+    }
+
+    #[test]
+    fn routes_answer_get_and_head_only() {
+        let st = sample();
+        assert_eq!(route("GET", "/healthz", &st).0, 200);
+        assert_eq!(route("HEAD", "/metrics", &st).0, 200);
+        let (code, ctype, body) = route("GET", "/status?x=1", &st);
+        assert_eq!((code, ctype), (200, "application/json"));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["jobs"]["scan"]["runs"], 3);
+        assert_eq!(route("GET", "/nope", &st).0, 404);
+        assert_eq!(route("GET", "/status/", &st).0, 404);
+        assert_eq!(route("POST", "/status", &st).0, 405);
+    }
+}
