@@ -138,7 +138,8 @@ pub enum Command {
     /// Runs scan, check, purge, verify and gc at the intervals of `[daemon]`
     /// in the configuration (scan at once, the others one interval after
     /// startup), each as a child process `ferry-node --config <this file>
-    /// <job>`, never one job twice at a time. The jobs take their own locks,
+    /// <job>`, never one job twice at a time and purge, verify and gc one
+    /// after the other. The jobs take their own locks,
     /// so cron lines, timers or hook-started scans running as well are safe
     /// (use either them or the daemon; both is not needed).
     ///

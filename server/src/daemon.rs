@@ -8,7 +8,7 @@
 //! jobs take their own locks (the pool's flock in `scan` and `gc`), so a
 //! cron run or a hook-started scan overlapping the daemon's is as safe as
 //! two cron runs overlapping. The daemon itself never starts a job that it
-//! is still running.
+//! is still running, and runs purge, verify and gc one at a time.
 //!
 //! Threads: the scheduler (this module's loop) owns all job records and is
 //! the only writer of the job part of the [`Status`] snapshot; one thread per
@@ -145,13 +145,33 @@ pub fn next_due(job: Job, plan: &Plan, started: Instant) -> Option<Instant> {
     })
 }
 
-/// The jobs to start now: due, and not already running.
+impl Job {
+    /// purge, verify and gc run one at a time: cron spreads them over the
+    /// day, and a verify reading the catalog while purge deletes files
+    /// would report artifacts as missing.
+    pub fn exclusive(self) -> bool {
+        matches!(self, Job::Purge | Job::Verify | Job::Gc)
+    }
+}
+
+/// The jobs to start now: due, not already running, and at most one
+/// [`Job::exclusive`] job at a time (the others wait for it).
 pub fn due(plans: &BTreeMap<Job, Plan>, started: Instant, now: Instant) -> Vec<Job> {
-    plans
-        .iter()
-        .filter(|(job, p)| !p.running && next_due(**job, p, started).is_some_and(|t| t <= now))
-        .map(|(job, _)| *job)
-        .collect()
+    let mut exclusive_busy = plans.iter().any(|(job, p)| job.exclusive() && p.running);
+    let mut out = Vec::new();
+    for (job, p) in plans {
+        if p.running || next_due(*job, p, started).is_none_or(|t| t > now) {
+            continue;
+        }
+        if job.exclusive() {
+            if exclusive_busy {
+                continue;
+            }
+            exclusive_busy = true;
+        }
+        out.push(*job);
+    }
+    out
 }
 
 /// One job's record, as `/status` shows it and `/metrics` counts it.
@@ -865,7 +885,17 @@ mod tests {
         let p = plans(|_, _| {});
         assert_eq!(due(&p, t0, t0), [Job::Scan]);
         assert_eq!(due(&p, t0, t0 + Duration::from_secs(59)), [Job::Scan]);
-        assert_eq!(due(&p, t0, t0 + Duration::from_secs(60)), Job::ALL);
+        // Purge, verify and gc one at a time.
+        assert_eq!(due(&p, t0, t0 + Duration::from_secs(60)), [Job::Scan, Job::Check, Job::Purge]);
+    }
+
+    #[test]
+    fn purge_verify_and_gc_never_run_together() {
+        let t0 = Instant::now();
+        let p = plans(|j, p| p.running = j == Job::Verify);
+        assert_eq!(due(&p, t0, t0 + Duration::from_secs(3600)), [Job::Scan, Job::Check]);
+        let p = plans(|j, p| p.running = j == Job::Scan || j == Job::Check);
+        assert_eq!(due(&p, t0, t0 + Duration::from_secs(3600)), [Job::Purge]);
     }
 
     #[test]
@@ -878,7 +908,7 @@ mod tests {
         });
         assert!(due(&p, t0, started + Duration::from_secs(59)).is_empty());
         // Check is overdue, but still running: not started a second time.
-        assert_eq!(due(&p, t0, started + Duration::from_secs(60)), [Job::Scan, Job::Purge, Job::Verify, Job::Gc]);
+        assert_eq!(due(&p, t0, started + Duration::from_secs(60)), [Job::Scan, Job::Purge]);
         assert_eq!(next_due(Job::Scan, &p[&Job::Scan], t0), Some(started + Duration::from_secs(60)));
     }
 
