@@ -52,42 +52,43 @@ pub fn request_failed(cfg: &NodeConfig, client: &str, id: &str, reason: Reason, 
         cfg,
         Alert::new(kind, format!("client:{client}:{}", reason.code()), client, body).with_excerpt(detail.to_owned()),
     );
-    let mut st = ClientState::load(cfg, client);
-    if is_pull_failure(reason) {
-        st.failures_in_a_row += 1;
-        st.last_failure = Some(jiff::Timestamp::now());
-        st.last_reason = Some(reason.code().to_owned());
-        if st.failures_in_a_row >= PULL_FAILURES_ALERT && !st.pull_alert_open {
-            st.pull_alert_open = true;
-            let body = format!(
-                "The node {} failed to pull from client {client} {} times in a row (last: {}).",
-                cfg.name,
-                st.failures_in_a_row,
-                reason.code()
-            );
-            raise(
-                cfg,
-                Alert::new(Kind::PullFailing, format!("pull:{client}"), client, body).with_excerpt(detail.to_owned()),
-            );
+    ClientState::update(cfg, client, |st| {
+        if is_pull_failure(reason) {
+            st.failures_in_a_row += 1;
+            st.last_failure = Some(jiff::Timestamp::now());
+            st.last_reason = Some(reason.code().to_owned());
+            if st.failures_in_a_row >= PULL_FAILURES_ALERT && !st.pull_alert_open {
+                st.pull_alert_open = true;
+                let body = format!(
+                    "The node {} failed to pull from client {client} {} times in a row (last: {}).",
+                    cfg.name,
+                    st.failures_in_a_row,
+                    reason.code()
+                );
+                raise(
+                    cfg,
+                    Alert::new(Kind::PullFailing, format!("pull:{client}"), client, body)
+                        .with_excerpt(detail.to_owned()),
+                );
+            }
         }
-    }
-    st.last_request = Some(jiff::Timestamp::now());
-    st.save(cfg, client);
+        st.last_request = Some(jiff::Timestamp::now());
+    });
 }
 
 /// A request finished.
 pub fn request_done(cfg: &NodeConfig, client: &str, pulled: bool) {
-    let mut st = ClientState::load(cfg, client);
-    let now = jiff::Timestamp::now();
-    st.last_request = Some(now);
-    if pulled {
-        st.last_success = Some(now);
-        if st.pull_alert_open {
-            let body = format!("Pulls from client {client} succeed again after {} failures.", st.failures_in_a_row);
-            raise(cfg, Alert::new(Kind::PullRecovered, format!("pull:{client}"), client, body));
+    ClientState::update(cfg, client, |st| {
+        let now = jiff::Timestamp::now();
+        st.last_request = Some(now);
+        if pulled {
+            st.last_success = Some(now);
+            if st.pull_alert_open {
+                let body = format!("Pulls from client {client} succeed again after {} failures.", st.failures_in_a_row);
+                raise(cfg, Alert::new(Kind::PullRecovered, format!("pull:{client}"), client, body));
+            }
+            st.failures_in_a_row = 0;
+            st.pull_alert_open = false;
         }
-        st.failures_in_a_row = 0;
-        st.pull_alert_open = false;
-    }
-    st.save(cfg, client);
+    });
 }

@@ -117,6 +117,7 @@ pub fn check(cfg: &NodeConfig, a: &Artifact, show: bool) -> Option<String> {
 /// `ferry-node verify`: re-hash every stored artifact against its sidecar
 /// and the catalog, and look for artifacts on disk the catalog lacks.
 pub fn verify(cfg: &NodeConfig, client: Option<&str>, show: bool) -> anyhow::Result<(usize, Vec<Problem>)> {
+    let _lock = crate::maintain::maintenance_lock(cfg, "verify")?;
     let Some(cat) = Catalog::open_existing(cfg)? else { return Ok((0, Vec::new())) };
     let all = cat.find(&Query { client: client.map(str::to_owned), ..Default::default() })?;
     let mut problems = Vec::new();
@@ -157,15 +158,28 @@ pub fn verify(cfg: &NodeConfig, client: Option<&str>, show: bool) -> anyhow::Res
                             client: cname.clone(),
                             source: sname.clone(),
                             path: f.path().strip_prefix(cfg.data_dir()).unwrap_or(&f.path()).display().to_string(),
-                            problem: "on disk but not in the catalog".into(),
+                            problem: UNCATALOGUED.into(),
                         });
                     }
                 }
             }
         }
     }
+    // A scan running meanwhile renames a new artifact into place just
+    // before recording it: a file the first catalog read missed is a
+    // problem only if the catalog still lacks it now.
+    if problems.iter().any(|p| p.problem == UNCATALOGUED) {
+        let now: std::collections::BTreeSet<String> = cat
+            .find(&Query { client: client.map(str::to_owned), ..Default::default() })?
+            .into_iter()
+            .map(|a| a.path)
+            .collect();
+        problems.retain(|p| p.problem != UNCATALOGUED || !now.contains(&p.path));
+    }
     Ok((all.len(), problems))
 }
+
+const UNCATALOGUED: &str = "on disk but not in the catalog";
 
 /// How to give an artifact back.
 #[derive(Debug, Default)]

@@ -1,7 +1,11 @@
 //! What the node remembers about each client between runs
 //! (`state/clients/<client>.json`): when it last sent a request, when a
 //! pull last succeeded or failed, how many pulls failed in a row, and which
-//! alerts are open. `scan` updates it; `check` reads it.
+//! alerts are open. `scan` (through the alerts) and `check` both change it,
+//! possibly at the same time (cron, hooks and the daemon overlap), so every
+//! change is a read-modify-write under the client's state lock
+//! ([`ClientState::update`]): without it one run's update could overwrite
+//! the other's and an alert would be raised twice or never closed.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -30,7 +34,34 @@ impl ClientState {
         std::fs::read(Self::path(cfg, client)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
-    pub fn save(&self, cfg: &NodeConfig, client: &str) {
+    /// Load, change and save the state of `client` while holding its lock
+    /// (`state/clients/<client>.lock`), so concurrent runs never lose each
+    /// other's changes. A lock that cannot be had within a minute (a hung
+    /// holder: flock dies with its process) is logged and the change is
+    /// made anyway: a possible duplicate alert beats a lost one.
+    pub fn update<R>(cfg: &NodeConfig, client: &str, change: impl FnOnce(&mut ClientState) -> R) -> R {
+        let dir = cfg.state_dir().join("clients");
+        let _lock = std::fs::create_dir_all(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                ferry_durable::Lock::acquire_timeout(
+                    &dir.join(format!("{client}.lock")),
+                    std::time::Duration::from_secs(60),
+                )
+                .map_err(|e| e.to_string())
+            })
+            .inspect_err(|e| tracing::warn!(client, "client state lock: {e}; updating without it"))
+            .ok();
+        let mut st = ClientState::load(cfg, client);
+        let before = serde_json::to_vec(&st).expect("serialisable");
+        let out = change(&mut st);
+        if serde_json::to_vec(&st).expect("serialisable") != before {
+            st.save(cfg, client);
+        }
+        out
+    }
+
+    fn save(&self, cfg: &NodeConfig, client: &str) {
         let dir = cfg.state_dir().join("clients");
         let res = std::fs::create_dir_all(&dir).and_then(|()| {
             ferry_durable::write_synced(
@@ -42,5 +73,32 @@ impl ClientState {
         if let Err(e) = res {
             tracing::warn!(client, "cannot save client state: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Concurrent updaters (the lock is flock on a fresh open file
+    /// description each time, so threads exclude each other as processes
+    /// do) never lose an increment.
+    #[test]
+    fn concurrent_updates_are_never_lost() {
+        let base = std::env::temp_dir().join(format!("ferry-clientstate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let cfg: NodeConfig = toml::from_str(&format!("base_dir = {:?}", base.to_str().unwrap())).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..25 {
+                        ClientState::update(&cfg, "host-a", |st| st.failures_in_a_row += 1);
+                    }
+                });
+            }
+        });
+        assert_eq!(ClientState::load(&cfg, "host-a").failures_in_a_row, 100);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -1,6 +1,7 @@
 //! Maintenance: `purge` (retention), `gc` (monthly git gc with a report),
 //! `check` (clients gone silent).
 
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Query};
@@ -14,11 +15,29 @@ pub struct PurgeReport {
     pub pool_files_removed: usize,
 }
 
+/// The node-wide maintenance lock (`state/maintain.lock`): `purge`,
+/// `verify` and `gc` run one at a time whoever starts them (cron, a timer,
+/// the daemon, an administrator), so a verify never reports as missing what
+/// a purge is removing, and two purges never race on one artifact. A run
+/// that finds the lock taken waits for it: the other run ends, or dies and
+/// its flock goes with it.
+pub fn maintenance_lock(cfg: &NodeConfig, what: &str) -> anyhow::Result<ferry_durable::Lock> {
+    let dir = cfg.state_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("maintain.lock");
+    if let Some(l) = ferry_durable::Lock::try_acquire(&path)? {
+        return Ok(l);
+    }
+    tracing::info!(lock = %path.display(), "{what}: waiting for another purge, verify or gc to finish");
+    Ok(ferry_durable::Lock::acquire(&path)?)
+}
+
 /// Retention on node time only (SECURITY I7, RE-06): per client and source
 /// the newest `keep_last` artifacts are always kept; older ones go once
 /// their *receive* time is more than `keep_days` old. Client timestamps
 /// never decide. Finished pool files older than `finished_days` go too.
 pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
+    let _lock = maintenance_lock(cfg, "purge")?;
     let mut report = PurgeReport::default();
     let now = jiff::Timestamp::now();
     if cfg.retention.keep_days > 0
@@ -90,6 +109,7 @@ pub struct GcEntry {
 /// reflog and unreachable object (append-only history), with a report that
 /// is logged and mailed.
 pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
+    let _lock = maintenance_lock(cfg, "gc")?;
     let mut out = Vec::new();
     for cdir in std::fs::read_dir(cfg.data_dir()).into_iter().flatten().flatten() {
         let mirrors = crate::list::find_mirrors(&cdir.path().join("git"));
@@ -166,34 +186,34 @@ pub fn check(cfg: &NodeConfig, silent_after: std::time::Duration) -> anyhow::Res
         .and_then(|t| jiff::Timestamp::try_from(t).ok());
     let mut out = Vec::new();
     for c in enrollment.clients.keys() {
-        let mut st = ClientState::load(cfg, c);
-        let last = [st.last_request, st.last_success].into_iter().flatten().max().or(enrolled_at);
-        let silent = last.is_none_or(|t| now.duration_since(t) > limit);
-        if silent && !st.silent_alert_open {
-            st.silent_alert_open = true;
-            let body = format!(
-                "Client {c} sent no request and had no successful pull on node {} since {}.",
-                cfg.name,
-                last.map(|t| t.to_string()).unwrap_or_else(|| "its enrollment".into())
-            );
-            crate::alerts::raise(
-                cfg,
-                ferry_notify::Alert::new(ferry_notify::Kind::ClientSilent, format!("client:{c}"), c.as_str(), body),
-            );
-            st.save(cfg, c);
-        } else if !silent && st.silent_alert_open {
-            st.silent_alert_open = false;
-            crate::alerts::raise(
-                cfg,
-                ferry_notify::Alert::new(
-                    ferry_notify::Kind::ClientBack,
-                    format!("client:{c}"),
-                    c.as_str(),
-                    format!("Client {c} is back."),
-                ),
-            );
-            st.save(cfg, c);
-        }
+        let (st, silent) = ClientState::update(cfg, c, |st| {
+            let last = [st.last_request, st.last_success].into_iter().flatten().max().or(enrolled_at);
+            let silent = last.is_none_or(|t| now.duration_since(t) > limit);
+            if silent && !st.silent_alert_open {
+                st.silent_alert_open = true;
+                let body = format!(
+                    "Client {c} sent no request and had no successful pull on node {} since {}.",
+                    cfg.name,
+                    last.map(|t| t.to_string()).unwrap_or_else(|| "its enrollment".into())
+                );
+                crate::alerts::raise(
+                    cfg,
+                    ferry_notify::Alert::new(ferry_notify::Kind::ClientSilent, format!("client:{c}"), c.as_str(), body),
+                );
+            } else if !silent && st.silent_alert_open {
+                st.silent_alert_open = false;
+                crate::alerts::raise(
+                    cfg,
+                    ferry_notify::Alert::new(
+                        ferry_notify::Kind::ClientBack,
+                        format!("client:{c}"),
+                        c.as_str(),
+                        format!("Client {c} is back."),
+                    ),
+                );
+            }
+            (st.clone(), silent)
+        });
         out.push(CheckEntry {
             client: c.clone(),
             last_request: st.last_request.map(|t| t.to_string()),

@@ -800,11 +800,7 @@ fn concurrent_sends_and_scans_handle_each_request_once_and_dead_holders_never_bl
     // A lock whose holder was SIGKILLed blocks nothing.
     let held = |lock: &Path| !run(Command::new("flock").args(["-n"]).arg(lock).arg("true")).status.success();
     let client_lock = a.base.join("state/pools/backup1/.lock");
-    let mut holder = spawn({
-        let mut c = Command::new("flock");
-        c.arg("-o").arg(&client_lock).args(["sleep", "1000"]);
-        c
-    });
+    let mut holder = hold_lock(&client_lock);
     eventually("flock holds the client's pool lock", || held(&client_lock));
     let id = ok(a.cmd().args(["request", "dummy", "stale"])).trim().to_owned();
     let (out, reports) = {
@@ -823,11 +819,7 @@ fn concurrent_sends_and_scans_handle_each_request_once_and_dead_holders_never_bl
     assert_eq!(v[0]["delivered"], serde_json::json!([id]), "{v}");
 
     let node_lock = node.pool("host-a").join(".lock");
-    let mut holder = spawn({
-        let mut c = Command::new("flock");
-        c.arg("-o").arg(&node_lock).args(["sleep", "1000"]);
-        c
-    });
+    let mut holder = hold_lock(&node_lock);
     eventually("flock holds the node's pool lock", || held(&node_lock));
     let v: serde_json::Value = serde_json::from_str(&ok(node.cmd().args(["--json", "scan"]))).unwrap();
     assert_eq!(v["busy"], serde_json::json!(["host-a"]), "{v}");
@@ -854,6 +846,38 @@ fn concurrent_sends_and_scans_handle_each_request_once_and_dead_holders_never_bl
     assert!(git_locks.iter().all(|l| !l.exists()));
     assert!(scan(&node).status.success());
     assert!(node_matches_client(&node, &a));
+
+    // purge, verify and gc take the node's maintenance lock: one waits
+    // while another holds it, and goes on once the holder is killed.
+    let maintain_lock = node.base.join("srv/state/maintain.lock");
+    let mut holder = hold_lock(&maintain_lock);
+    eventually("flock holds the maintenance lock", || held(&maintain_lock));
+    let mut verify = node
+        .cmd()
+        .args(["--json", "verify"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(verify.try_wait().unwrap().is_none(), "verify did not wait for the maintenance lock");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out = verify.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["problems"], serde_json::json!([]), "{v}");
+}
+
+/// A process holding `lock` (flock) until killed: a shell takes the lock on
+/// its own descriptor and becomes `sleep`, so killing the child releases
+/// the lock and leaves no orphan behind.
+fn hold_lock(lock: &Path) -> std::process::Child {
+    spawn({
+        let mut c = Command::new("sh");
+        c.args(["-c", "exec 9>\"$1\" && flock 9 && exec sleep 1000", "sh"]).arg(lock);
+        c
+    })
 }
 
 /// The SIGKILL torture of `bench/torture.sh`, bounded for CI: the same
