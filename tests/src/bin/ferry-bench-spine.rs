@@ -187,6 +187,9 @@ fn fetch(commits: usize, rounds: usize) {
         assert!(out.status.success(), "{}", text(&out));
         // The git module's own fetch, as logged by ferry-pull.
         let err = String::from_utf8_lossy(&out.stderr);
+        if let Some(p) = std::env::var_os("FERRY_BENCH_SCAN_LOG") {
+            fs::write(p, err.as_bytes()).unwrap();
+        }
         if let Some(us) =
             err.lines().find_map(|l| l.split("fetch_us=").nth(1)).and_then(|v| v.trim().parse::<f64>().ok())
         {
