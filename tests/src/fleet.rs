@@ -193,6 +193,19 @@ impl Node {
     pub fn events(&self) -> String {
         fs::read_to_string(self.srv().join("state/events.jsonl")).unwrap_or_default()
     }
+
+    /// `request_done` events per request id in the journal: "handled
+    /// exactly once" means every value is 1.
+    pub fn request_done_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for l in self.events().lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if v["event"] == "request_done" {
+                *out.entry(v["request"].as_str().unwrap().to_owned()).or_default() += 1;
+            }
+        }
+        out
+    }
 }
 
 pub struct Client {

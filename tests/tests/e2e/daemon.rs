@@ -2,7 +2,6 @@
 //! metrics over HTTP, SIGHUP reload, SIGUSR1 run-now, SIGTERM stop, and
 //! overlap with scans started by hand.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -25,6 +24,18 @@ fn section(addr: Ipv4Addr, port: u16, scan_every: &str, check_every: &str) -> St
         "\n[daemon]\nlisten = \"{addr}:{port}\"\nscan_every = \"{scan_every}\"\ncheck_every = \"{check_every}\"\n\
          purge_every = \"1h\"\nverify_every = \"off\"\ngc_every = \"0\"\nstop_grace = \"30s\"\n"
     )
+}
+
+/// A node whose daemon scans every second (the queue hook starts none),
+/// with client `host-a` enrolled.
+fn scanning_fleet(td: &TestDir) -> (Node, Client, Ipv4Addr, u16, Daemon) {
+    let addr = next_loopback();
+    let port = free_port(addr);
+    let node = Node::start_with(td, "backup1", &format!("scan_on_push = false\n{}", section(addr, port, "1s", "1h")));
+    let a = Client::new(td, "host-a", &[&node]);
+    node.enroll(&[&a]);
+    let d = start(&node, td, addr, port);
+    (node, a, addr, port, d)
 }
 
 fn start(node: &Node, td: &TestDir, addr: Ipv4Addr, port: u16) -> Daemon {
@@ -68,18 +79,6 @@ fn runs(st: &serde_json::Value, job: &str) -> u64 {
     st["jobs"][job]["runs"].as_u64().unwrap_or_else(|| panic!("no runs for {job}: {st}"))
 }
 
-/// `request_done` events per request id in the node's journal.
-fn request_done_counts(node: &Node) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for l in node.events().lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        if v["event"] == "request_done" {
-            *out.entry(v["request"].as_str().unwrap().to_owned()).or_default() += 1;
-        }
-    }
-    out
-}
-
 struct StopOnDrop<'a>(&'a AtomicBool);
 
 impl Drop for StopOnDrop<'_> {
@@ -94,14 +93,7 @@ fn daemon_scans_serves_status_and_metrics_and_stops_on_sigterm() {
         return;
     }
     let td = TestDir::new("daemon_serve");
-    let (addr, port) = {
-        let a = next_loopback();
-        (a, free_port(a))
-    };
-    let node = Node::start_with(&td, "backup1", &format!("scan_on_push = false\n{}", section(addr, port, "1s", "1h")));
-    let a = Client::new(&td, "host-a", &[&node]);
-    node.enroll(&[&a]);
-    let mut d = start(&node, &td, addr, port);
+    let (node, a, addr, port, mut d) = scanning_fleet(&td);
 
     // A request pushed without any scan by hand reaches F: the daemon scans.
     ok(a.cmd().args(["request", "dummy", "hello"]));
@@ -226,14 +218,7 @@ fn daemon_and_hand_started_scans_overlap_and_every_request_ends_in_f_once() {
         return;
     }
     let td = TestDir::new("daemon_overlap");
-    let (addr, port) = {
-        let a = next_loopback();
-        (a, free_port(a))
-    };
-    let node = Node::start_with(&td, "backup1", &format!("scan_on_push = false\n{}", section(addr, port, "1s", "1h")));
-    let a = Client::new(&td, "host-a", &[&node]);
-    node.enroll(&[&a]);
-    let mut d = start(&node, &td, addr, port);
+    let (node, a, addr, port, mut d) = scanning_fleet(&td);
 
     let stop = AtomicBool::new(false);
     let mut total = 0;
@@ -266,7 +251,7 @@ fn daemon_and_hand_started_scans_overlap_and_every_request_ends_in_f_once() {
     assert_eq!(node.pool_ids("host-a", "F").len(), total);
     assert!(node.pool_ids("host-a", "E").is_empty(), "{}", node.events());
     assert!(node.pool_ids("host-a", "RQ").is_empty() && node.pool_ids("host-a", "P").is_empty());
-    let done = request_done_counts(&node);
+    let done = node.request_done_counts();
     assert_eq!(done.len(), total, "{done:?}");
     let twice: Vec<_> = done.iter().filter(|(_, c)| **c != 1).collect();
     assert!(twice.is_empty(), "handled more than once: {twice:?}");

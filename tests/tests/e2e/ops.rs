@@ -709,24 +709,12 @@ fn two_nodes_one_down_the_other_gets_everything_and_the_late_one_gets_it_once() 
     assert_eq!(c2[0]["sha256"], c1[0]["sha256"], "one artifact served both nodes");
     assert_eq!(artifacts().len(), 1, "the fs artifact was produced once: {:?}", artifacts());
     for n in [&node1, &node2] {
-        let done = request_done_counts(n);
+        let done = n.request_done_counts();
         assert_eq!(done.len(), 3, "{done:?}");
         assert!(done.values().all(|&c| c == 1), "{done:?}");
     }
     let st = status(&a);
     assert!(st["backup2"]["failing_since"].is_null() && st["backup2"]["pending"] == 0, "{:?}", st["backup2"]);
-}
-
-/// `request_done` events per request id in the node's journal.
-fn request_done_counts(node: &Node) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for l in node.events().lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        if v["event"] == "request_done" {
-            *out.entry(v["request"].as_str().unwrap().to_owned()).or_default() += 1;
-        }
-    }
-    out
 }
 
 /// `Ferry-Request:` trailers per id in the node's queue repo: how often the
@@ -788,7 +776,7 @@ fn concurrent_sends_and_scans_handle_each_request_once_and_dead_holders_never_bl
     assert!(scan(&node).status.success());
     assert_eq!(a.pool_ids("backup1", "F").len(), total);
     assert!(node_matches_client(&node, &a));
-    let done = request_done_counts(&node);
+    let done = node.request_done_counts();
     assert_eq!(done.len(), total);
     let twice: Vec<_> = done.iter().filter(|(_, c)| **c != 1).collect();
     assert!(twice.is_empty(), "handled more than once on the node: {twice:?}");
