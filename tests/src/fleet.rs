@@ -171,23 +171,9 @@ impl Node {
         self.srv().join("data").join(client)
     }
 
-    /// Pool file names of `client` in `state` (e.g. "F").
+    /// Pool ids of `client` in `state` (e.g. "F"), sorted.
     pub fn pool_ids(&self, client: &str, state: &str) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.pool(client))
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                    .filter(|n| {
-                        n.starts_with(state)
-                            && !n.contains('.')
-                            && n[state.len()..].starts_with(|c: char| c.is_ascii_digit())
-                    })
-                    .map(|n| n[state.len()..].to_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        crate::pool_states(self.pool(client), &[state]).into_keys().collect()
     }
 
     pub fn events(&self) -> String {
@@ -306,23 +292,9 @@ impl Client {
         (bare, work)
     }
 
+    /// Pool ids of `node`'s client pool in `state` (e.g. "P"), sorted.
     pub fn pool_ids(&self, node: &str, state: &str) -> Vec<String> {
-        let dir = self.base.join("state/pools").join(node);
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                    .filter(|n| {
-                        n.starts_with(state)
-                            && !n.contains('.')
-                            && n[state.len()..].starts_with(|c: char| c.is_ascii_digit())
-                    })
-                    .map(|n| n[state.len()..].to_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        crate::pool_states(self.base.join("state/pools").join(node), &[state]).into_keys().collect()
     }
 }
 
