@@ -28,7 +28,7 @@ pub fn maintenance_lock(cfg: &NodeConfig, what: &str) -> anyhow::Result<ferry_du
     if let Some(l) = ferry_durable::Lock::try_acquire(&path)? {
         return Ok(l);
     }
-    tracing::info!(lock = %path.display(), "{what}: waiting for another purge, verify or gc to finish");
+    tracing::warn!(lock = %path.display(), "{what}: waiting for another purge, verify or gc to finish");
     Ok(ferry_durable::Lock::acquire(&path)?)
 }
 
