@@ -144,7 +144,8 @@ path = \"$DIR/host-a/www\"
 say "PostgreSQL for host-b on $B_IP:$PG_PORT"
 mkdir -p "$DIR/pg/data" "$DIR/pg/sock"
 chown -R postgres:postgres "$DIR/pg"
-runuser -u postgres -- "$PG_BIN/initdb" -D "$DIR/pg/data" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$PG_BIN/initdb" -D "$DIR/pg/data" --auth-local=trust \
+    --auth-host=scram-sha-256 -U postgres >/dev/null
 runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$DIR/pg/data" -l "$DIR/pg/log" -w \
     -o "-k $DIR/pg/sock -h $B_IP -p $PG_PORT" start >/dev/null
 PSQL="runuser -u postgres -- psql -X -q -A -t -h $DIR/pg/sock -p $PG_PORT"
@@ -214,11 +215,12 @@ diff -r --no-dereference "$DIR/host-a/www" "$R/www" || die "restored directory d
 [ "$(readlink "$R/www/home.html")" = "index.html" ] || die "symlink not restored"
 echo "  directory: identical (diff -r, symlink kept)"
 "$FNODE" --config "$DIR/node/node.toml" restore host-b shop --into-db shop_restored \
-    --db-user postgres --db-host "$DIR/pg/sock" --db-port "$PG_PORT"
+    --db-user postgres --db-host "$DIR/pg/sock" --db-port "$PG_PORT" --restore-host "$B_IP"
 q="SELECT id, name, price FROM items ORDER BY id"
 [ "$($PSQL -d shop -c "$q" | sha256sum)" = "$($PSQL -d shop_restored -c "$q" | sha256sum)" ] \
     || die "restored database differs"
-echo "  database: shop_restored has the same rows as shop"
+echo "  database: shop_restored has the same rows as shop (replayed as the one-time role"
+echo "            ferry_restore_shop_restored, which owns only that database and can no longer log in)"
 
 # --- cgit -----------------------------------------------------------------
 say "cgit behind nginx on $NODE_IP:$WEB_PORT"

@@ -186,19 +186,10 @@ const UNCATALOGUED: &str = "on disk but not in the catalog";
 pub struct RestoreArgs {
     pub to: Option<PathBuf>,
     pub at: Option<String>,
-    pub into_db: Option<String>,
-    pub db_user: Option<String>,
-    pub db_host: Option<String>,
-    pub db_port: Option<u16>,
+    /// For a database dump: the new database and how to reach the server.
+    pub into_db: Option<crate::dbrestore::DbTarget>,
     pub stdout: bool,
     pub policy: ferry_archive::ExtractPolicy,
-}
-
-fn valid_db_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// Restore the newest artifact of `client`/`source` received at or before
@@ -221,10 +212,7 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -
         return Ok(format!("wrote {} ({} bytes) to standard output", a.path, a.size));
     }
     if let Some(db) = &args.into_db {
-        if !valid_db_name(db) {
-            return Err(UsageError(format!("{db:?} is not a database name ([A-Za-z_][A-Za-z0-9_]*)")).into());
-        }
-        return restore_db(cfg, a, &file, db, args);
+        return crate::dbrestore::restore(a, &file, db);
     }
     let Some(to) = &args.to else {
         return Err(UsageError("say where to restore: --to DIR, --into-db NAME or --stdout".into()).into());
@@ -303,70 +291,4 @@ fn room_for(to: &Path) -> Option<u64> {
     let st = rustix::fs::statvfs(at).ok()?;
     let reserve = st.f_blocks.saturating_mul(st.f_frsize) / 20;
     Some(st.f_bavail.saturating_mul(st.f_frsize).saturating_sub(reserve))
-}
-
-fn as_user(user: Option<&str>, program: &str) -> ferry_run::Cmd {
-    match user {
-        Some(u) if rustix::process::getuid().is_root() => {
-            ferry_run::Cmd::new("/usr/sbin/runuser").args(["-u", u, "--", program])
-        }
-        Some(u) => ferry_run::Cmd::new("sudo").args(["-n", "-u", u, "--", program]),
-        None => ferry_run::Cmd::new(program),
-    }
-}
-
-fn restore_db(cfg: &NodeConfig, a: &Artifact, file: &Path, db: &str, args: &RestoreArgs) -> anyhow::Result<String> {
-    let _ = cfg;
-    let user = args.db_user.as_deref();
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let pg_conn = |mut c: ferry_run::Cmd| {
-        if let Some(h) = &args.db_host {
-            c = c.arg(format!("--host={h}"));
-        }
-        if let Some(p) = args.db_port {
-            c = c.arg(format!("--port={p}"));
-        }
-        c.env("HOME", "/")
-    };
-    let my_conn = |mut c: ferry_run::Cmd| {
-        if let Some(h) = &args.db_host {
-            if h.starts_with('/') {
-                c = c.arg(format!("--socket={h}"));
-            } else {
-                c = c.arg(format!("--host={h}")).arg("--protocol=TCP");
-            }
-        }
-        if let Some(p) = args.db_port {
-            c = c.arg(format!("--port={p}"));
-        }
-        c.env("HOME", "/root")
-    };
-    if name.ends_with(".pgdump") {
-        pg_conn(as_user(user, "createdb")).arg("--").arg(db).run_checked().context("createdb failed")?;
-        pg_conn(as_user(user, "pg_restore"))
-            .args(["--no-owner", "--exit-on-error", "--dbname", db])
-            .stdin_file(std::fs::File::open(file)?)
-            .run_checked()
-            .context("pg_restore failed")?;
-        Ok(format!("restored {} into PostgreSQL database {db}", a.path))
-    } else if name.ends_with(".pgdumpall.sql.zst") {
-        let dec = zstd::stream::read::Decoder::new(std::fs::File::open(file)?)?;
-        pg_conn(as_user(user, "psql"))
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "--dbname", db])
-            .stdin_reader(dec)
-            .run_checked()
-            .context("psql failed")?;
-        Ok(format!("replayed cluster dump {} through database {db}", a.path))
-    } else if name.ends_with(".mysqldump.sql.zst") {
-        my_conn(as_user(user, "mysql"))
-            .arg("-e")
-            .arg(format!("CREATE DATABASE IF NOT EXISTS `{db}`"))
-            .run_checked()
-            .context("creating the database failed")?;
-        let dec = zstd::stream::read::Decoder::new(std::fs::File::open(file)?)?;
-        my_conn(as_user(user, "mysql")).arg(db).stdin_reader(dec).run_checked().context("mysql failed")?;
-        Ok(format!("restored {} into MySQL/MariaDB database {db}", a.path))
-    } else {
-        Err(UsageError(format!("{} is not a database dump; use --to DIR or --stdout", a.path)).into())
-    }
 }

@@ -82,17 +82,26 @@ pub enum Command {
         /// For git: a normal clone with a work tree instead of a bare one.
         #[arg(long)]
         checkout: bool,
-        /// For database dumps: restore into this (new) database.
+        /// For database dumps: restore into this new database. The dump is
+        /// replayed as a one-time role that owns only this database, with
+        /// client-side commands refused (see the README, "Restore").
         #[arg(long)]
         into_db: Option<String>,
-        /// OS user to run the database tools as (e.g. postgres).
+        /// OS account for the administrative step (create the database and
+        /// the one-time role), e.g. postgres; default: the current account.
         #[arg(long)]
         db_user: Option<String>,
-        /// Database host or socket directory.
+        /// Database server: socket directory (PostgreSQL), socket file
+        /// (MariaDB) or host name, for the administrative step.
         #[arg(long)]
         db_host: Option<String>,
+        /// Database server port.
         #[arg(long)]
         db_port: Option<u16>,
+        /// PostgreSQL: host where the one-time role logs in with its password
+        /// (default: --db-host when it is a host name, else 127.0.0.1).
+        #[arg(long)]
+        restore_host: Option<String>,
         /// Write the artifact to standard output (pipe sources).
         #[arg(long)]
         stdout: bool,
@@ -245,6 +254,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             db_user,
             db_host,
             db_port,
+            restore_host,
             stdout,
             allow_absolute_symlinks,
             devices,
@@ -269,8 +279,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     policy.preserve_owner = owners;
                     policy.xattrs = xattrs;
                     policy.max_ratio = (max_ratio > 0).then_some(max_ratio);
-                    let args =
-                        crate::artifacts::RestoreArgs { to, at, into_db, db_user, db_host, db_port, stdout, policy };
+                    let into_db = into_db.map(|db| crate::dbrestore::DbTarget {
+                        db,
+                        admin_os_user: db_user,
+                        host: db_host,
+                        port: db_port,
+                        restore_host,
+                    });
+                    let args = crate::artifacts::RestoreArgs { to, at, into_db, stdout, policy };
                     let show = !cli.json && !args.stdout;
                     crate::artifacts::restore(&cfg, &a, &args, show)?
                 }

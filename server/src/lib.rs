@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clientstate;
 pub mod config;
 pub mod daemon;
+pub mod dbrestore;
 pub mod enrollment;
 pub mod events;
 pub mod exit;

@@ -3,7 +3,8 @@
 //! `initdb` and `postgres` refuse to run as root, so as root they run as the
 //! `postgres` system user through `setpriv` (which execs, so the guard's pid
 //! *is* the postmaster), in a data directory chowned to `postgres`. Not as
-//! root, they run as the current user. Authentication is `trust`.
+//! root, they run as the current user. Authentication is `trust` on the
+//! socket and scram-sha-256 over TCP.
 
 use std::fs;
 use std::io::Write;
@@ -46,8 +47,9 @@ fn clear_pg_env(cmd: &mut Command) {
 
 /// A private PostgreSQL server: data in `<dir>/data`, log in
 /// `<dir>/postgres.log`, listening on `127.0.0.x:port` (TCP) and on a unix
-/// socket in [`Postgres::socket_dir`]. Superuser `postgres`, trust auth,
-/// fsync off. Stopped with an immediate shutdown (then the tree is killed)
+/// socket in [`Postgres::socket_dir`]. Superuser `postgres`; trust on the
+/// socket, passwords (scram-sha-256) over TCP as in a stock Debian
+/// `pg_hba.conf`; fsync off. Stopped with an immediate shutdown (then the tree is killed)
 /// on drop.
 pub struct Postgres {
     dir: PathBuf,
@@ -89,7 +91,7 @@ impl Postgres {
         initdb
             .arg("-D")
             .arg(&data)
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256", "-U", "postgres", "-E", "UTF8", "--locale=C"])
             .args(["--no-sync", "--no-instructions"]);
         run_checked(&mut initdb);
 

@@ -144,6 +144,8 @@ fn postgresql_database_round_trip() {
         pg.socket_dir().to_str().unwrap(),
         "--db-port",
         &pg.port().to_string(),
+        "--restore-host",
+        &pg.host(),
     ]));
     let q = "SELECT id, name, price, coalesce(note, '<null>'), encode(blob, 'hex') FROM items ORDER BY id";
     assert_eq!(pg.psql("shop_restored", q), pg.psql("shop", q));

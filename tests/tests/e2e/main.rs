@@ -12,6 +12,7 @@ mod data;
 mod deploy;
 mod harness;
 mod hostile;
+mod hostile_dumps;
 mod matrix;
 mod ops;
 mod spine;
