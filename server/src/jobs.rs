@@ -250,12 +250,12 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
     if std::fs::symlink_metadata(&mirror).is_ok_and(|m| !m.file_type().is_dir()) {
         return Err(Refusal::new(Reason::Store, format!("{} is not a directory", mirror.display())));
     }
-    let url = req.url.to_url_string();
+    let url = target.url.to_url_string();
     // One client URL per storage name: a second repository that would map
     // to the same name is a conflict, not an overwrite.
     let origin_file = mirror.join("ferry-origin");
     if let Ok(old) = std::fs::read_to_string(&origin_file)
-        && old.trim() != url
+        && !target.same_origin(old.trim())
     {
         return Err(Refusal::new(
             Reason::ReqConflict,
@@ -288,7 +288,7 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
         max_refs: Some(cfg.limits.max_refs).filter(|n| *n > 0),
     };
     let out = ferry_pull::git::mirror(&MirrorJob {
-        url: &req.url,
+        url: &target.url,
         mirror: &mirror,
         run_id: &run,
         ssh_command: ssh.as_deref(),

@@ -7,7 +7,7 @@
 //! validated path segments only. Every failure names its reason code.
 
 use ferry_gitosis::enroll::{ClientEnrollment, GitScheme as EnrolledScheme};
-use ferry_request::{GitRequest, GitScheme, Reason, RemotePath, SftpRequest};
+use ferry_request::{GitRequest, GitScheme, GitUrl, Reason, RemotePath, SftpRequest};
 
 /// A rejection: reason code plus an explanation for the administrator.
 #[derive(Debug, Clone)]
@@ -29,6 +29,32 @@ pub struct GitTarget {
     /// Path below `data/<client>/git/`, segment by segment; the last one
     /// ends in `.git`.
     pub storage: Vec<String>,
+    /// What the node pulls from: the enrolled scheme, user, address and
+    /// *port* with the validated path. Never the client's URL itself: a
+    /// URL without a port would otherwise go to the scheme's default port
+    /// of the enrolled address, which may be another host behind NAT.
+    pub url: GitUrl,
+}
+
+impl GitTarget {
+    /// Whether `recorded` (a mirror's `ferry-origin`, perhaps written
+    /// before URLs were rebuilt from the enrollment, without a port) names
+    /// the same repository as this target.
+    pub fn same_origin(&self, recorded: &str) -> bool {
+        if recorded == self.url.to_url_string() {
+            return true;
+        }
+        match GitUrl::parse(recorded) {
+            Ok(old) => {
+                old.scheme == self.url.scheme
+                    && old.user == self.url.user
+                    && old.host == self.url.host
+                    && old.path == self.url.path
+                    && old.port.is_none_or(|p| Some(p) == self.url.port)
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 fn roots(list: &[String]) -> Vec<RemotePath> {
@@ -79,7 +105,15 @@ pub fn git(req: &GitRequest, client: &ClientEnrollment) -> Result<GitTarget, Ref
     let Some(rel) = roots.iter().find_map(|r| u.path.relative_to(r).filter(|rel| !rel.is_empty())) else {
         return Err(Refusal::new(Reason::ReqPath, format!("{} is not under an enrolled git root", u.path)));
     };
-    storage_name(&rel).map(|storage| GitTarget { storage })
+    let storage = storage_name(&rel)?;
+    let url = GitUrl {
+        scheme: enrolled,
+        user: if enrolled == GitScheme::Ssh { u.user.clone() } else { None },
+        host: u.host.clone(),
+        port: Some(port),
+        path: u.path.clone(),
+    };
+    Ok(GitTarget { storage, url })
 }
 
 /// Storage path for a repository from its path segments below the root:
@@ -154,5 +188,20 @@ mod tests {
         assert!(storage_name(&["x.git", "y.git"]).is_err());
         assert!(storage_name(&[".git"]).is_err());
         assert!(storage_name(&["a"; 9]).is_err());
+    }
+
+    #[test]
+    fn recorded_origins_without_a_port_are_the_same_repository() {
+        let t = GitTarget {
+            storage: vec!["p.git".into()],
+            url: GitUrl::parse("ssh://u@10.0.0.1:2222/srv/git/p.git").unwrap(),
+        };
+        assert!(t.same_origin("ssh://u@10.0.0.1:2222/srv/git/p.git"));
+        assert!(t.same_origin("ssh://u@10.0.0.1/srv/git/p.git"));
+        assert!(!t.same_origin("ssh://u@10.0.0.1:22/srv/git/p.git"));
+        assert!(!t.same_origin("ssh://v@10.0.0.1:2222/srv/git/p.git"));
+        assert!(!t.same_origin("ssh://u@10.0.0.1:2222/srv/git/q.git"));
+        assert!(!t.same_origin("git://10.0.0.1/srv/git/p.git"));
+        assert!(!t.same_origin("garbage"));
     }
 }

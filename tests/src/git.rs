@@ -134,8 +134,13 @@ impl GitDaemon {
     /// its own directory, on a fresh [`next_loopback`] address; waits for
     /// "Ready to rumble".
     pub fn start(dir: &Path, base_path: &Path) -> GitDaemon {
+        GitDaemon::start_at(dir, base_path, next_loopback())
+    }
+
+    /// [`GitDaemon::start`] on a given address (e.g. the address of a
+    /// client's sshd, so that both stand for one host), on a free port.
+    pub fn start_at(dir: &Path, base_path: &Path, addr: Ipv4Addr) -> GitDaemon {
         fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        let addr = next_loopback();
         let port = free_port(addr);
         let mut cmd = git_cmd(dir);
         cmd.args(["daemon", "--reuseaddr", "--export-all", "--informative-errors"])

@@ -10,6 +10,7 @@ mod crash;
 mod daemon;
 mod data;
 mod deploy;
+mod enrolled_port;
 mod harness;
 mod hostile;
 mod hostile_dumps;
