@@ -21,5 +21,6 @@ pub mod restore;
 pub mod scan;
 pub mod serve;
 pub mod validate;
+pub mod web;
 
 pub use cli::{Cli, run};
