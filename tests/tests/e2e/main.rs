@@ -15,3 +15,4 @@ mod hostile;
 mod matrix;
 mod ops;
 mod spine;
+mod web_access;
