@@ -299,3 +299,95 @@ fn each_client_sees_only_its_own_mirrors_by_any_url() {
     assert!(del.is_empty(), "{del}");
     assert_401(&web, Some(("host-b", &b_pw)), "/c/host-b/git/");
 }
+
+/// Run `ferry-node <args>` with `input` on standard input.
+fn node_with_stdin(node: &Node, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = node
+        .cmd()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn web_passwords_are_checked_and_a_failed_sync_closes_the_view() {
+    if !require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen", "cgit"]) {
+        return;
+    }
+    let td = TestDir::new("web_passwd");
+    let node = Node::start(&td, "backup1");
+    let admin = node.admin_user();
+    let web = node.start_web(&td.join("web"));
+    let cgit = format!("{}/cgit/", web.base_url());
+    // cgit's page (a 404 "No repositories found": no client is enrolled).
+    let opens = |pw: &str| {
+        let r = http_get_auth(&cgit, admin, pw);
+        r.status != 401 && r.text().contains("<td class='main'>Ferry backups</td>")
+    };
+    // init already wrote the view: administrators, nobody with a password.
+    assert_401(&web, None, "/cgit/");
+
+    // A typed (piped) password: too short is refused, nothing stored.
+    let out = node_with_stdin(&node, &["web", "passwd", admin], "short\n");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("shorter than 12"), "{}", text(&out));
+    assert!(!node.srv().join("state/web-passwords").exists());
+    let pw = "a passphrase: with spaces";
+    let out = node_with_stdin(&node, &["web", "passwd", admin], &format!("{pw}\n"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("opens /cgit/"), "{}", text(&out));
+    assert!(opens(pw), "{}", web.logs());
+
+    // Only users with a view get a password.
+    for (user, why) in [("nobody", "not enrolled"), ("bad:user", "not enrolled")] {
+        let out = node_with_stdin(&node, &["web", "passwd", user, "--random"], "");
+        assert_eq!(out.status.code(), Some(2), "{user}: {}", text(&out));
+        assert!(text(&out).contains(why), "{user}: {}", text(&out));
+    }
+    let out = node.admin_push("a plain gitosis user", |dir| {
+        fs::copy(dir.join(format!("keydir/{admin}.pub")), dir.join("keydir/carol.pub")).unwrap();
+    });
+    assert!(!out.status.success(), "the same key twice is refused: {}", text(&out));
+    let key = ferry_tests::ssh_keygen(&td.join("carol"), "carol");
+    let out = node.admin_push("a plain gitosis user", |dir| {
+        fs::write(dir.join("keydir/carol.pub"), format!("{key}\n")).unwrap();
+    });
+    assert!(out.status.success(), "{}", text(&out));
+    let out = node_with_stdin(&node, &["web", "passwd", "carol", "--random"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("neither an administrator"), "{}", text(&out));
+
+    // `web sync` reports who may open what.
+    let report: serde_json::Value = node.ferry_node_json(&["web", "sync"]);
+    assert_eq!(report["admins"][0]["name"], admin);
+    assert_eq!(report["admins"][0]["password"], true);
+
+    // A sync that cannot finish closes the view for everyone (fails
+    // closed), journals E_WEB_SYNC; the next good sync opens it again.
+    let store = node.srv().join("state/web-passwords");
+    let good = fs::read_to_string(&store).unwrap();
+    fs::write(&store, format!("{good}hand-edited line\n")).unwrap();
+    let out = ferry_tests::fleet::run(node.cmd().args(["web", "sync"]));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("E_WEB_SYNC"), "{}", text(&out));
+    assert!(!node.web_dir().join("current").exists());
+    assert!(node.events().contains("\"web_sync_failed\""), "{}", node.events());
+    assert_401(&web, Some((admin, pw)), "/cgit/");
+    fs::write(&store, good).unwrap();
+    ok(node.cmd().args(["web", "sync"]));
+    assert!(opens(pw));
+    // One generation at a time: older ones are removed.
+    let gens: Vec<_> = fs::read_dir(node.web_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "current")
+        .collect();
+    assert_eq!(gens.len(), 1, "{gens:?}");
+}
