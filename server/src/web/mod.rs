@@ -425,6 +425,27 @@ mod tests {
     }
 
     #[test]
+    fn administrators_are_those_who_may_push_gitosis_admin_itself() {
+        let conf = Config::parse(
+            b"[group admins]\nmembers = alice\nwritable = gitosis-admin\n\
+              [group typo]\nmembers = bob\nwriteable = gitosis-admin\n\
+              [group mapped]\nmembers = mallory\nmap writable gitosis-admin = elsewhere\n\
+              [group readers]\nmembers = carol host-a\nreadonly = gitosis-admin\n\
+              [ferry client host-a]\n",
+        )
+        .unwrap();
+        let mut e = Enrollment::default();
+        for u in ["alice", "bob", "mallory", "carol", "host-a", "dave"] {
+            e.users.insert(u.to_owned(), Vec::new());
+        }
+        let admins: Vec<&str> = e.users.keys().map(String::as_str).filter(|u| is_admin(&conf, &e, u)).collect();
+        assert_eq!(admins, ["alice", "bob"]);
+        assert_eq!(role_in(&conf, &e, "alice"), Ok(Role::Admin));
+        assert!(role_in(&conf, &e, "carol").unwrap_err().contains("neither an administrator"));
+        assert!(role_in(&conf, &e, "erin").unwrap_err().contains("not enrolled"));
+    }
+
+    #[test]
     fn htpasswd_lines() {
         let t = htpasswd("/c/x/", &[("admin@ws", "$6$a$b"), ("x", "$6$c$d")]);
         assert_eq!(t.lines().skip(1).collect::<Vec<_>>(), ["admin@ws:$6$a$b", "x:$6$c$d"]);
