@@ -457,10 +457,11 @@ fn web(cfg: &NodeConfig, command: WebCommand, json: bool) -> anyhow::Result<u8> 
             } else {
                 let views: Vec<&str> =
                     report.clients.iter().filter(|v| v.users.contains(&user)).map(|v| v.path.as_str()).collect();
-                let admin = if role == Some(Role::Admin) { "/cgit/ and " } else { "" };
+                let mut opens: Vec<&str> = if role == Some(Role::Admin) { vec!["/cgit/"] } else { Vec::new() };
+                opens.extend(views);
                 eprintln!(
-                    "web password of {user} set; it opens {admin}{}",
-                    if views.is_empty() { "no view yet".to_owned() } else { views.join(", ") }
+                    "web password of {user} set; it opens {}",
+                    if opens.is_empty() { "no view yet".to_owned() } else { opens.join(", ") }
                 );
             }
             if let Some(s) = secret {

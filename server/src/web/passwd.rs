@@ -151,7 +151,7 @@ pub fn read(user: &str) -> anyhow::Result<String> {
         let first = prompt(&format!("New web password for {user}: "))?;
         let again = prompt("Again: ")?;
         if first != again {
-            bail!("the two passwords differ; nothing changed");
+            return Err(crate::exit::UsageError("the two passwords differ; nothing changed".into()).into());
         }
         return Ok(first);
     }

@@ -228,6 +228,8 @@ fn each_client_sees_only_its_own_mirrors_by_any_url() {
     // the plain URL, by the spellings a browser keeps, or with none.
     for path in [
         "/c/host-b/git/project/tree/secret.txt",
+        "/c/host-b/git/project/snapshot/project-master.tar.gz",
+        "/c/host-b/history.html",
         "/c/host-a/../host-b/git/project/",
         "/c/host-a/%2e%2e/host-b/git/project/",
         "/c/host-a/..%2fhost-b/git/project/tree/secret.txt",
