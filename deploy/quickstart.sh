@@ -2,7 +2,8 @@
 # Ferry on one machine, for real: a backup node and two clients on loopback
 # (each with its own private OpenSSH sshd), a git repository, a directory
 # and a PostgreSQL database backed up through the queue repos, restored and
-# compared with the originals; then cgit shows the mirrors.
+# compared with the originals; then cgit shows the mirrors behind passwords
+# (the administrator sees every client, host-a only its own mirrors).
 #
 #   sudo deploy/quickstart.sh          # install what is missing, build, run
 #   sudo deploy/quickstart.sh --stop   # stop the demo's servers
@@ -170,6 +171,8 @@ GIT_SSH_COMMAND="$ADMIN_SSH" $GIT clone -q "ssh://root@$NODE_IP:$SSH_PORT/gitosi
 for c in host-a host-b; do
     json "['public_key']" < "$DIR/$c/init.json" > "$DIR/node/admin/gitosis-admin/keydir/$c.pub"
     { echo; json "['gitosis_section']" < "$DIR/$c/init.json"; } >> "$DIR/node/admin/gitosis-admin/gitosis.conf"
+    # host-a may browse its own mirrors in the web view (host-b may not).
+    if [ "$c" = host-a ]; then echo "web = yes" >> "$DIR/node/admin/gitosis-admin/gitosis.conf"; fi
 done
 (cd "$DIR/node/admin/gitosis-admin" && $GIT add -A && $GIT commit -q -m "Enroll host-a and host-b" \
     && GIT_SSH_COMMAND="$ADMIN_SSH" $GIT push -q origin master)
@@ -223,12 +226,16 @@ echo "  database: shop_restored has the same rows as shop (replayed as the one-t
 echo "            ferry_restore_shop_restored, which owns only that database and can no longer log in)"
 
 # --- cgit -----------------------------------------------------------------
-say "cgit behind nginx on $NODE_IP:$WEB_PORT"
+say "cgit behind nginx on $NODE_IP:$WEB_PORT, with passwords (deploy/nginx-cgit.conf)"
+# The node wrote the web view's access files ($DIR/node/srv/web) when it
+# applied the enrollment; passwords are set on the node, never in gitosis.conf.
+ADMIN_PW=$("$FNODE" --config "$DIR/node/node.toml" web passwd admin@quickstart --random)
+HOST_A_PW=$("$FNODE" --config "$DIR/node/node.toml" web passwd host-a --random)
 W="$DIR/web"
-mkdir -p "$W/tmp" "$W/cache"
-sed -e "s|@DATA_DIR@|$DIR/node/srv/data|" -e "s|^section-from-path=.*|section-from-path=1|" \
-    "$REPO/deploy/cgitrc" > "$W/cgitrc"
-echo "cache-root=$W/cache" >> "$W/cgitrc"
+mkdir -p "$W/tmp"
+cp /etc/nginx/fastcgi_params "$W/fastcgi_params"
+sed -e "s|@LISTEN@|$NODE_IP:$WEB_PORT|" -e "s|@WEB_DIR@|$DIR/node/srv/web|" -e "s|@FCGIWRAP@|unix:$W/fcgiwrap.sock|" \
+    "$REPO/deploy/nginx-cgit.conf" > "$W/site.conf"
 cat > "$W/nginx.conf" <<EOF
 user root;
 worker_processes 1;
@@ -240,34 +247,27 @@ http {
     access_log $W/access.log;
     client_body_temp_path $W/tmp/body; proxy_temp_path $W/tmp/proxy; fastcgi_temp_path $W/tmp/fastcgi;
     uwsgi_temp_path $W/tmp/uwsgi; scgi_temp_path $W/tmp/scgi;
-    server {
-        listen $NODE_IP:$WEB_PORT;
-        add_header Content-Security-Policy "default-src 'self'; script-src 'none'; object-src 'none'" always;
-        location = /cgit { return 301 /cgit/; }
-        location /cgit-css/ { alias /usr/share/cgit/; }
-        location /cgit/ {
-            include /etc/nginx/fastcgi_params;
-            fastcgi_split_path_info ^(/cgit)(/.*)\$;
-            fastcgi_param SCRIPT_FILENAME /usr/lib/cgit/cgit.cgi;
-            fastcgi_param SCRIPT_NAME \$fastcgi_script_name;
-            fastcgi_param PATH_INFO \$fastcgi_path_info;
-            fastcgi_param QUERY_STRING \$args;
-            fastcgi_param CGIT_CONFIG $W/cgitrc;
-            fastcgi_pass unix:$W/fcgiwrap.sock;
-        }
-    }
+    include $W/site.conf;
 }
 EOF
 setsid fcgiwrap -s "unix:$W/fcgiwrap.sock" </dev/null >"$W/fcgiwrap.log" 2>&1 &
 echo $! > "$W/fcgiwrap.pid"
 nginx -c "$W/nginx.conf" -p "$W" -e "$W/error.log"
-for _ in $(seq 50); do curl -fs "http://$NODE_IP:$WEB_PORT/cgit/" >/dev/null 2>&1 && break; sleep 0.2; done
-curl -fs "http://$NODE_IP:$WEB_PORT/cgit/" | grep -q project || die "cgit does not list the mirror; see $W/error.log"
+URL="http://$NODE_IP:$WEB_PORT"
+code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+for _ in $(seq 50); do [ "$(code "$URL/cgit/")" != 000 ] && break; sleep 0.2; done
+[ "$(code "$URL/cgit/")" = 401 ] || die "cgit answers without a password; see $W/error.log"
+curl -fs -u "admin@quickstart:$ADMIN_PW" "$URL/cgit/" | grep -q project || die "cgit does not list the mirror; see $W/error.log"
+curl -fs -u "host-a:$HOST_A_PW" "$URL/c/host-a/git/" | grep -q project || die "host-a's view does not list its mirror"
+[ "$(code -u "host-a:$HOST_A_PW" "$URL/c/host-b/git/")" = 401 ] || die "host-a's password opens host-b's view"
+echo "  no password: 401; the administrator sees every client; host-a only its own mirrors"
 
 # --- where to look --------------------------------------------------------
 say "done: three backups stored, restored and identical"
 echo
-echo "Browse the mirrors:   http://$NODE_IP:$WEB_PORT/cgit/"
+echo "Browse the mirrors:   $URL/cgit/  (user admin@quickstart, password $ADMIN_PW)"
+echo "host-a's own view:    $URL/c/host-a/git/  (user host-a, password $HOST_A_PW)"
+echo "                      passwords are shown once; new ones: $FNODE --config $DIR/node/node.toml web passwd USER"
 echo "What the node holds:  $FNODE --config $DIR/node/node.toml list"
 echo
 "$FNODE" --config "$DIR/node/node.toml" list

@@ -29,6 +29,7 @@
 //! | `max-objects` | most objects stored | none |
 //! | `job-timeout` | seconds, or with suffix `s`/`m`/`h` | none |
 //! | `description` | one line of text | none |
+//! | `web` | boolean (`yes`/`no`, …): the client's own web user (named like the client) may browse this client's view, `/c/NAME/` | `no` |
 //!
 //! Each client also needs `keydir/NAME.pub` (its push key); Ferry grants it
 //! `writable` on `queue/NAME` implicitly ([`crate::access`]).
@@ -129,6 +130,9 @@ pub struct ClientEnrollment {
     pub job_timeout_secs: Option<u64>,
     /// Free text.
     pub description: Option<String>,
+    /// The client's own web user may browse its view (`/c/NAME/`); the
+    /// administrators may always.
+    pub web: bool,
 }
 
 /// The validated enrollment of a whole admin-repo state.
@@ -157,6 +161,7 @@ const CLIENT_OPTIONS: &[&str] = &[
     "max-objects",
     "job-timeout",
     "description",
+    "web",
 ];
 
 const GITOSIS_OPTIONS: &[&str] =
@@ -415,6 +420,13 @@ fn parse_client(conf: &Config, section: &str, name: &str, rep: &mut Report) -> O
         }
         Some(v) => Some(Some(v.to_string())),
     };
+    let web = match get("web") {
+        None => Some(false),
+        Some(v) => parse_bool(v).or_else(|| {
+            bad(rep, "web", v, "a boolean: yes/no, true/false, on/off, 1/0");
+            None
+        }),
+    };
 
     if rep.errors.len() != before {
         return None;
@@ -434,6 +446,7 @@ fn parse_client(conf: &Config, section: &str, name: &str, rep: &mut Report) -> O
         max_objects: max_objects?,
         job_timeout_secs: job_timeout_secs?,
         description: description?,
+        web: web?,
     })
 }
 
@@ -906,7 +919,7 @@ mod tests {
             "{ADMIN}{}",
             client_section(
                 "host-a",
-                "port = 2222\ngit-scheme = git\ngit-port = 9419\ngit-roots = /srv/git\n  /home/git/repos /srv/git\nquota = 100G\nmax-artifact = 2G\nmax-objects = 100000\njob-timeout = 2h\ndescription = the build host\n"
+                "port = 2222\ngit-scheme = git\ngit-port = 9419\ngit-roots = /srv/git\n  /home/git/repos /srv/git\nquota = 100G\nmax-artifact = 2G\nmax-objects = 100000\njob-timeout = 2h\ndescription = the build host\nweb = yes\n"
             )
         );
         let e = build_ok(&c, &[("host-a.pub", ED25519), ("admin@ws.pub", RSA2048)]);
@@ -928,6 +941,7 @@ mod tests {
         assert_eq!(a.max_objects, Some(100_000));
         assert_eq!(a.job_timeout_secs, Some(7200));
         assert_eq!(a.description.as_deref(), Some("the build host"));
+        assert!(a.web);
         assert_eq!(e.users.len(), 2);
         assert_eq!(e.key_entries().len(), 2);
         assert!(e.client("nosuch").is_none());
@@ -949,11 +963,12 @@ mod tests {
         assert!(a.git_roots.is_empty());
         assert_eq!(a.quota_bytes, None);
         assert_eq!(a.description, None);
+        assert!(!a.web, "no web access unless enrolled with web = yes");
     }
 
     #[test]
     fn client_option_errors_are_all_collected() {
-        let c = "[ferry client host-a]\naddress = Host_A\nport = 0\nuser = Root\nhostkey = ssh-dss AAAA\ngit-scheme = http\ngit-port = 99999\ngit-roots = /ok relative /a/../b\nexport = /tmp/\nquota = lots\nmax-artifact = 0\nmax-objects = -5\njob-timeout = 1d\ndescription = two\n  lines\nqouta = 1G\nmail = root\n";
+        let c = "[ferry client host-a]\naddress = Host_A\nport = 0\nuser = Root\nhostkey = ssh-dss AAAA\ngit-scheme = http\ngit-port = 99999\ngit-roots = /ok relative /a/../b\nexport = /tmp/\nquota = lots\nmax-artifact = 0\nmax-objects = -5\njob-timeout = 1d\ndescription = two\n  lines\nqouta = 1G\nmail = root\nweb = maybe\n";
         let errs = build_err(c, &[("host-a.pub", ED25519)]);
         let want: &[(&str, &str)] = &[
             (E_ENROL_CONF, "option 'address'"),
@@ -970,6 +985,7 @@ mod tests {
             (E_ENROL_CONF, "option 'max-objects'"),
             (E_ENROL_CONF, "option 'job-timeout'"),
             (E_ENROL_CONF, "option 'description'"),
+            (E_ENROL_CONF, "option 'web'"),
             (E_ENROL_CONF, "unknown option 'qouta'"),
             (E_ENROL_CONF, "unknown option 'mail'"),
         ];

@@ -163,6 +163,17 @@ pub enum Command {
     /// requests, last request and pull, stored bytes), /metrics (Prometheus
     /// text, OpenMetrics format).
     Daemon,
+    /// The web view (cgit behind nginx): who may browse what.
+    ///
+    /// Administrators (users who may push gitosis-admin) see every client
+    /// at /cgit/; each client enrolled with `web = yes` sees its own
+    /// mirrors at /c/<client>/ (web user = the client's name). Passwords
+    /// live on the node only (state dir, SHA-512-crypt hashes), never in
+    /// gitosis.conf; nginx reads the files this writes on every request.
+    Web {
+        #[command(subcommand)]
+        command: WebCommand,
+    },
     /// Show the event journal (newest last).
     Events {
         #[arg(long)]
@@ -170,6 +181,31 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         last: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebCommand {
+    /// Set USER's web password (read from the terminal, or the first line
+    /// of standard input) and rewrite the access files at once.
+    ///
+    /// USER is an administrator or a client's name. Only the password's
+    /// SHA-512-crypt hash is stored. A client's password opens its view
+    /// only while its [ferry client] section says `web = yes`.
+    Passwd {
+        /// The web user: an administrator's or a client's name.
+        user: String,
+        /// Make up a random password (24 letters and digits) and print it
+        /// on standard output, once.
+        #[arg(long, conflicts_with = "delete")]
+        random: bool,
+        /// Remove USER's password: USER can no longer log in.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Rewrite the access files from the live enrollment and the stored
+    /// passwords (the gitosis-admin hook does this after every change), and
+    /// show who may open which view.
+    Sync,
 }
 
 /// Run the parsed command; returns the exit code.
@@ -367,6 +403,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::Daemon => crate::daemon::run(cfg, &config_path),
+        Command::Web { command } => web(&cfg, command, cli.json),
         Command::Events { client, last } => {
             let all = crate::events::read_all(&cfg.events_log());
             let sel: Vec<_> = all
@@ -380,6 +417,91 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
     }
+}
+
+fn web(cfg: &NodeConfig, command: WebCommand, json: bool) -> anyhow::Result<u8> {
+    use crate::web::{self, Role, passwd};
+    let report = match command {
+        WebCommand::Sync => web::sync(cfg)?,
+        WebCommand::Passwd { user, random, delete } => {
+            // A password can always be removed (even of a user no longer
+            // enrolled); only users with a view can get one.
+            let role = if delete {
+                if !ferry_gitosis::username::is_safe_username(&user) {
+                    return Err(UsageError(format!("{:?} is not a user name", ferry_text::escape(&user, 100))).into());
+                }
+                None
+            } else {
+                Some(web::role(cfg, &user)?.map_err(UsageError)?)
+            };
+            let (secret, hash) = if delete {
+                (None, None)
+            } else {
+                let secret = if random {
+                    passwd::random_password()
+                } else {
+                    let p = passwd::read(&user)?;
+                    passwd::check(&p).map_err(|e| UsageError(format!("{e}; nothing changed")))?;
+                    p
+                };
+                let hash = passwd::hash(&secret)?;
+                (random.then_some(secret), Some(hash))
+            };
+            let (removed, report) = web::set_password(cfg, &user, hash)?;
+            if role == Some(Role::Client { web: false }) {
+                eprintln!(
+                    "note: {user} is enrolled with web = no: this password opens nothing until its \
+                     [ferry client {user}] section says web = yes"
+                );
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "user": user, "removed": removed, "password": secret, "web": report })
+                );
+                return Ok(exit::OK);
+            }
+            if delete {
+                eprintln!(
+                    "{}",
+                    if removed {
+                        format!("removed {user}'s web password")
+                    } else {
+                        format!("{user} had no web password")
+                    }
+                );
+            } else {
+                let views: Vec<&str> =
+                    report.clients.iter().filter(|v| v.users.contains(&user)).map(|v| v.path.as_str()).collect();
+                let mut opens: Vec<&str> = if role == Some(Role::Admin) { vec!["/cgit/"] } else { Vec::new() };
+                opens.extend(views);
+                eprintln!(
+                    "web password of {user} set; it opens {}",
+                    if opens.is_empty() { "no view yet".to_owned() } else { opens.join(", ") }
+                );
+            }
+            if let Some(s) = secret {
+                println!("{s}");
+            }
+            return Ok(exit::OK);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(exit::OK);
+    }
+    let name = |u: &web::WebUser| if u.password { u.name.clone() } else { format!("{} (no password)", u.name) };
+    println!("web view {} ({}):", report.dir, report.generation);
+    println!("  /cgit/ (every client): {}", report.admins.iter().map(name).collect::<Vec<_>>().join(", "));
+    for v in &report.clients {
+        println!(
+            "  {} ({}): {}",
+            v.path,
+            if v.web { "web = yes" } else { "web = no: administrators only" },
+            if v.users.is_empty() { "nobody has a password".to_owned() } else { v.users.join(", ") }
+        );
+    }
+    Ok(exit::OK)
 }
 
 /// Map an error to an exit code.

@@ -67,6 +67,20 @@ pub struct NodeConfig {
     pub check: CheckConfig,
     #[serde(default)]
     pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub web: WebConfig,
+}
+
+/// `[web]`: the access files of the web view (cgit behind nginx), which
+/// the node rewrites after every enrollment change and `ferry-node web`
+/// command (see `crate::web`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Where the generated password files and cgitrc files live (default
+    /// `<base_dir>/web`); the web server's configuration names it.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
 }
 
 /// `[daemon]`: what `ferry-node daemon` runs and where it serves status.
@@ -290,13 +304,26 @@ impl NodeConfig {
         if !self.base_dir.is_absolute() {
             bail!("base_dir must be absolute");
         }
-        for p in
-            [&self.repositories, &self.pool_dir, &self.data_dir, &self.state_dir, &self.keys_dir, &self.authorized_keys]
-                .into_iter()
-                .flatten()
+        for p in [
+            &self.repositories,
+            &self.pool_dir,
+            &self.data_dir,
+            &self.state_dir,
+            &self.keys_dir,
+            &self.authorized_keys,
+            &self.web.dir,
+        ]
+        .into_iter()
+        .flatten()
         {
             if !p.is_absolute() {
                 bail!("{} must be an absolute path", p.display());
+            }
+        }
+        // Both are written into generated cgitrc files, one setting a line.
+        for p in [self.data_dir(), self.web_dir()] {
+            if p.to_string_lossy().chars().any(char::is_control) {
+                bail!("{:?}: the data and web directories must not contain control characters", p.display());
             }
         }
         for p in [Some(&self.base_dir), self.program.as_ref()].into_iter().flatten() {
@@ -346,6 +373,10 @@ impl NodeConfig {
     }
     pub fn program(&self) -> PathBuf {
         self.program.clone().unwrap_or_else(|| std::env::current_exe().unwrap_or_else(|_| "ferry-node".into()))
+    }
+    /// The web view's access files (`crate::web`).
+    pub fn web_dir(&self) -> PathBuf {
+        self.web.dir.clone().unwrap_or_else(|| self.base_dir.join("web"))
     }
     pub fn admin_repo(&self) -> PathBuf {
         self.repositories().join("gitosis-admin.git")

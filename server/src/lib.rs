@@ -22,5 +22,6 @@ pub mod restore;
 pub mod scan;
 pub mod serve;
 pub mod validate;
+pub mod web;
 
 pub use cli::{Cli, run};

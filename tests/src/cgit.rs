@@ -2,8 +2,14 @@
 //! system site) → FastCGI → fcgiwrap (private unix socket) →
 //! `/usr/lib/cgit/cgit.cgi` with a private cgitrc passed as `CGIT_CONFIG`.
 //!
+//! Two sites: [`CgitWeb::start`] is the harness's own open cgit at `/cgit/`
+//! with a cgitrc the caller gives; [`CgitWeb::start_site`] runs a site
+//! file as shipped (Ferry's `deploy/nginx-cgit.conf`, with its access
+//! control), so tests check the configuration users install.
+//!
 //! nginx runs with `-c <dir>/nginx.conf -p <dir> -e stderr`, so it reads
-//! nothing under `/etc/nginx` and writes nothing under `/var`: its error log
+//! no configuration under `/etc/nginx` (a site's `include fastcgi_params`
+//! reads a copy in `<dir>`) and writes nothing under `/var`: its error log
 //! goes to the guard's log file `<dir>/nginx.log`, its access log and temp
 //! paths are inside the directory. cgit's cache root is pointed into the
 //! directory too (`cache-root=<dir>/cgit-cache` is put before the caller's
@@ -42,14 +48,12 @@ pub struct CgitWeb {
 
 impl CgitWeb {
     /// Writes `cgitrc_text` (after a `cache-root=` line pointing into `dir`)
-    /// to `<dir>/cgitrc` (the caller supplies the
-    /// content, e.g. Ferry's `deploy/` cgitrc with its `scan-path`
-    /// substituted) and starts fcgiwrap and nginx with `dir` as their own
-    /// directory (created if needed), on a fresh [`next_loopback`] address;
-    /// waits until nginx accepts connections.
+    /// to `<dir>/cgitrc` and starts fcgiwrap and nginx serving it at
+    /// `/cgit/` without access control, with `dir` as their own directory
+    /// (created if needed), on a fresh [`next_loopback`] address; waits
+    /// until nginx accepts connections.
     pub fn start(dir: &Path, cgitrc_text: &str) -> CgitWeb {
-        let tmp = dir.join("tmp");
-        fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("mkdir {}: {e}", tmp.display()));
+        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let cgitrc = dir.join("cgitrc");
         fs::write(
             &cgitrc,
@@ -59,6 +63,31 @@ impl CgitWeb {
             ),
         )
         .expect("write cgitrc");
+        Self::launch(dir, |addr, port, sock| open_server(&cgitrc, sock).replace("@LISTEN@", &format!("{addr}:{port}")))
+    }
+
+    /// Runs a shipped nginx `server { … }` block (Ferry's
+    /// `deploy/nginx-cgit.conf`) as it is, with `@LISTEN@` and `@FCGIWRAP@`
+    /// filled in here; the caller fills the rest (`@WEB_DIR@`). Its
+    /// `include fastcgi_params` reads a copy of Debian's
+    /// `/etc/nginx/fastcgi_params` in `dir`. cgit's cache stays off
+    /// (the shipped cgitrc files set no cache size).
+    pub fn start_site(dir: &Path, site: &str) -> CgitWeb {
+        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let params = fs::read_to_string("/etc/nginx/fastcgi_params").unwrap_or_else(|_| FASTCGI_PARAMS.to_owned());
+        fs::write(dir.join("fastcgi_params"), params).expect("write fastcgi_params");
+        let site = site.to_owned();
+        Self::launch(dir, move |addr, port, sock| {
+            site.replace("@LISTEN@", &format!("{addr}:{port}"))
+                .replace("@FCGIWRAP@", &format!("unix:{}", sock.display()))
+        })
+    }
+
+    /// Starts fcgiwrap and nginx in `dir` with the `server` block that
+    /// `server(addr, port, fcgiwrap_socket)` returns.
+    fn launch(dir: &Path, server: impl FnOnce(Ipv4Addr, u16, &Path) -> String) -> CgitWeb {
+        let tmp = dir.join("tmp");
+        fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("mkdir {}: {e}", tmp.display()));
         let sock = SocketDir::new(&dir.join("sock"));
         let sock_path = sock.path.join("fcgiwrap.sock");
 
@@ -73,7 +102,7 @@ impl CgitWeb {
         let addr = next_loopback();
         let port = free_port(addr);
         let conf = dir.join("nginx.conf");
-        fs::write(&conf, nginx_conf(dir, addr, port, &cgitrc, &sock_path)).expect("write nginx.conf");
+        fs::write(&conf, nginx_conf(dir, &server(addr, port, &sock_path))).expect("write nginx.conf");
         let mut nginx_cmd = Command::new(which("nginx").expect("nginx"));
         nginx_cmd.arg("-c").arg(&conf).arg("-p").arg(dir).args(["-e", "stderr"]).current_dir(dir);
         let mut nginx = Daemon::spawn(
@@ -129,7 +158,53 @@ impl CgitWeb {
     }
 }
 
-fn nginx_conf(dir: &Path, addr: Ipv4Addr, port: u16, cgitrc: &Path, sock: &Path) -> String {
+/// The parameters of Debian's `/etc/nginx/fastcgi_params`, for a machine
+/// without it.
+const FASTCGI_PARAMS: &str = "fastcgi_param QUERY_STRING $query_string;
+fastcgi_param REQUEST_METHOD $request_method;
+fastcgi_param CONTENT_TYPE $content_type;
+fastcgi_param CONTENT_LENGTH $content_length;
+fastcgi_param SCRIPT_NAME $fastcgi_script_name;
+fastcgi_param REQUEST_URI $request_uri;
+fastcgi_param DOCUMENT_URI $document_uri;
+fastcgi_param DOCUMENT_ROOT $document_root;
+fastcgi_param SERVER_PROTOCOL $server_protocol;
+fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+fastcgi_param SERVER_SOFTWARE nginx;
+fastcgi_param REMOTE_ADDR $remote_addr;
+fastcgi_param REMOTE_PORT $remote_port;
+fastcgi_param REMOTE_USER $remote_user;
+fastcgi_param SERVER_ADDR $server_addr;
+fastcgi_param SERVER_PORT $server_port;
+fastcgi_param SERVER_NAME $server_name;
+fastcgi_param HTTP_HOST $host;
+";
+
+/// The harness's own open site for [`CgitWeb::start`]: cgit at `/cgit/`
+/// with `cgitrc`, no access control.
+fn open_server(cgitrc: &Path, sock: &Path) -> String {
+    format!(
+        r#"server {{
+        listen @LISTEN@;
+        server_name localhost;
+        location = /cgit {{ return 301 /cgit/; }}
+        location /cgit-css/ {{ alias {CGIT_STATIC}/; }}
+        location /cgit/ {{
+{params}            fastcgi_split_path_info ^(/cgit)(/.*)$;
+            fastcgi_param SCRIPT_FILENAME {CGIT_CGI};
+            fastcgi_param PATH_INFO $fastcgi_path_info;
+            fastcgi_param CGIT_CONFIG {cgitrc};
+            fastcgi_read_timeout 120s;
+            fastcgi_pass unix:{sock};
+        }}
+    }}"#,
+        params = FASTCGI_PARAMS.lines().map(|l| format!("            {l}\n")).collect::<String>(),
+        cgitrc = cgitrc.display(),
+        sock = sock.display(),
+    )
+}
+
+fn nginx_conf(dir: &Path, server: &str) -> String {
     let d = dir.display();
     let user = if is_root() { "user root;\n" } else { "" };
     format!(
@@ -155,40 +230,8 @@ http {{
         text/plain txt;
     }}
     default_type application/octet-stream;
-    server {{
-        listen {addr}:{port};
-        server_name localhost;
-        location = /cgit {{ return 301 /cgit/; }}
-        location /cgit-css/ {{ alias {CGIT_STATIC}/; }}
-        location /cgit/ {{
-            fastcgi_param QUERY_STRING $query_string;
-            fastcgi_param REQUEST_METHOD $request_method;
-            fastcgi_param CONTENT_TYPE $content_type;
-            fastcgi_param CONTENT_LENGTH $content_length;
-            fastcgi_param REQUEST_URI $request_uri;
-            fastcgi_param DOCUMENT_URI $document_uri;
-            fastcgi_param DOCUMENT_ROOT $document_root;
-            fastcgi_param SERVER_PROTOCOL $server_protocol;
-            fastcgi_param GATEWAY_INTERFACE CGI/1.1;
-            fastcgi_param SERVER_SOFTWARE nginx;
-            fastcgi_param REMOTE_ADDR $remote_addr;
-            fastcgi_param REMOTE_PORT $remote_port;
-            fastcgi_param SERVER_ADDR $server_addr;
-            fastcgi_param SERVER_PORT $server_port;
-            fastcgi_param SERVER_NAME $server_name;
-            fastcgi_param HTTP_HOST $host;
-            fastcgi_split_path_info ^(/cgit)(/.*)$;
-            fastcgi_param SCRIPT_FILENAME {CGIT_CGI};
-            fastcgi_param SCRIPT_NAME $fastcgi_script_name;
-            fastcgi_param PATH_INFO $fastcgi_path_info;
-            fastcgi_param CGIT_CONFIG {cgitrc};
-            fastcgi_read_timeout 120s;
-            fastcgi_pass unix:{sock};
-        }}
-    }}
+{server}
 }}
-"#,
-        cgitrc = cgitrc.display(),
-        sock = sock.display(),
+"#
     )
 }

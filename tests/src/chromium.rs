@@ -46,18 +46,31 @@ fn chromium(profile: &Path) -> Command {
 /// scripts ran (`--dump-dom`). Panics with Chromium's stderr tail if it
 /// fails or outlives [`CHROMIUM_TIMEOUT`].
 pub fn chromium_dump_dom(url: &str) -> String {
+    chromium_load(url).unwrap_or_else(|e| panic!("chromium --dump-dom {url} failed: {e}"))
+}
+
+/// Loads `url` like [`chromium_dump_dom`], but a page Chromium refuses to
+/// show is an answer, not a failure: `Err` carries Chromium's reason, e.g.
+/// `net::ERR_INVALID_AUTH_CREDENTIALS` for an HTTP 401 (headless Chromium
+/// shows no login prompt; credentials go in the URL,
+/// `http://user:password@host/…`, which it sends when challenged).
+/// Panics only if Chromium itself fails or outlives [`CHROMIUM_TIMEOUT`].
+pub fn chromium_load(url: &str) -> Result<String, String> {
     let tmp = tempfile::Builder::new().prefix("ferry-chromium-").tempdir().expect("chromium temp dir");
     let mut cmd = chromium(tmp.path());
     cmd.arg("--dump-dom").arg(url);
     let out = run_with_timeout(&mut cmd, CHROMIUM_TIMEOUT);
-    if !out.status.success() || out.stdout.is_empty() {
-        panic!(
-            "chromium --dump-dom {url} failed ({}); stderr tail:\n{}",
-            out.status,
-            tail(&String::from_utf8_lossy(&out.stderr), 30)
-        );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() && !out.stdout.is_empty() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    if out.status.success()
+        && let Some(i) = stderr.find("Page load failed: ")
+    {
+        let reason = stderr[i + "Page load failed: ".len()..].lines().next().unwrap_or("").trim();
+        return Err(reason.to_owned());
+    }
+    panic!("chromium --dump-dom {url} failed ({}); stderr tail:\n{}", out.status, tail(&stderr, 30));
 }
 
 /// Loads `url` in headless Chromium (window 1280×1024) and writes a PNG

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::{Sshd, SshdOptions, TestDir, ferry_bin, git, git_cmd, next_loopback, ssh_keygen, wait_until};
+use crate::{CgitWeb, Sshd, SshdOptions, TestDir, ferry_bin, git, git_cmd, next_loopback, ssh_keygen, wait_until};
 
 /// Run a command, returning its output (never panics on failure).
 pub fn run(cmd: &mut Command) -> Output {
@@ -174,6 +174,34 @@ impl Node {
     /// Pool ids of `client` in `state` (e.g. "F"), sorted.
     pub fn pool_ids(&self, client: &str, state: &str) -> Vec<String> {
         crate::pool_states(self.pool(client), &[state]).into_keys().collect()
+    }
+
+    /// The admin user `init` enrolled (the admin key's comment).
+    pub fn admin_user(&self) -> &'static str {
+        "admin@workstation"
+    }
+
+    /// The node's `[web] dir` (the default, under `base_dir`).
+    pub fn web_dir(&self) -> PathBuf {
+        self.srv().join("web")
+    }
+
+    /// The web view as users deploy it: the shipped
+    /// `deploy/nginx-cgit.conf` with this node's web directory, in `dir`.
+    pub fn start_web(&self, dir: &Path) -> CgitWeb {
+        let site = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx-cgit.conf"))
+            .expect("deploy/nginx-cgit.conf")
+            .replace("@WEB_DIR@", self.web_dir().to_str().expect("UTF-8 path"));
+        CgitWeb::start_site(dir, &site)
+    }
+
+    /// `ferry-node web passwd USER --random`: sets a new password and
+    /// returns it.
+    pub fn web_password(&self, user: &str) -> String {
+        let out = ok(self.cmd().args(["web", "passwd", user, "--random"]));
+        let pw = out.trim().to_owned();
+        assert!(pw.len() >= 20 && pw.bytes().all(|b| b.is_ascii_alphanumeric()), "not a password: {out:?}");
+        pw
     }
 
     pub fn events(&self) -> String {

@@ -33,6 +33,20 @@ impl HttpResponse {
 /// followed. Panics on connection or protocol errors (an HTTP error status
 /// is a normal response).
 pub fn http_get(url: &str) -> HttpResponse {
+    http_get_with(url, &[])
+}
+
+/// [`http_get`] with HTTP basic authentication (`Authorization: Basic …`).
+/// The request target is sent exactly as written (no `..` or `%XX`
+/// normalisation, unlike a browser), so tests can send every spelling.
+pub fn http_get_auth(url: &str, user: &str, password: &str) -> HttpResponse {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    http_get_with(url, &[("Authorization", &format!("Basic {token}"))])
+}
+
+/// [`http_get`] with extra request header fields.
+pub fn http_get_with(url: &str, headers: &[(&str, &str)]) -> HttpResponse {
     let rest =
         url.strip_prefix("http://").unwrap_or_else(|| panic!("http_get: only http:// URLs are supported, got {url}"));
     let (authority, path) = match rest.find('/') {
@@ -49,8 +63,9 @@ pub fn http_get(url: &str) -> HttpResponse {
         .unwrap_or_else(|e| panic!("http_get {url}: connect: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
     stream.set_write_timeout(Some(Duration::from_secs(60))).ok();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: ferry-tests\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: ferry-tests\r\nAccept: */*\r\n{extra}Connection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).unwrap_or_else(|e| panic!("http_get {url}: write: {e}"));
     let mut raw = Vec::new();

@@ -54,14 +54,14 @@ mod ssh;
 pub mod torture;
 
 pub use cgit::{CGIT_CGI, CGIT_STATIC, CgitWeb};
-pub use chromium::{CHROMIUM, CHROMIUM_TIMEOUT, chromium_dump_dom, chromium_screenshot};
+pub use chromium::{CHROMIUM, CHROMIUM_TIMEOUT, chromium_dump_dom, chromium_load, chromium_screenshot};
 pub use env::{
     TestDir, current_user, ferry_bin, free_port, in_ci, is_root, next_loopback, require, require_all, test_root,
     wait_until,
 };
 pub use files::{hash_tree, list_tree, pool_states, sha256_bytes, sha256_file};
 pub use git::{GitDaemon, for_each_ref, git, git_cmd, git_home, git_ok};
-pub use http::{HttpResponse, http_get};
+pub use http::{HttpResponse, http_get, http_get_auth, http_get_with};
 pub use mariadb::MariaDb;
 pub use postgres::{Postgres, pg_bin_dir};
 pub use process::{Daemon, READY_TIMEOUT, Signal, processes_matching, run_checked, run_with_timeout};

@@ -201,6 +201,9 @@ reasons! {
     /// The client or key is not enrolled.
     NotEnrolled => "E_NOT_ENROLLED",
         "This client or key is not enrolled on this node; enrol it in the gitosis-admin repository first.";
+    /// The web view's access files could not be rewritten.
+    WebSync => "E_WEB_SYNC",
+        "The web view's access files could not be rewritten, so the view stays closed to everyone; fix the cause (disk space, permissions of the web directory) and run ferry-node web sync.";
     /// A bug or unexpected state on the node.
     Internal => "E_INTERNAL",
         "Something unexpected happened on the node; this is a bug, so report it with the log event.";
@@ -287,7 +290,7 @@ mod tests {
             let d = r.describe();
             assert!(d.ends_with('.') && d.is_ascii() && !d.contains('\n'), "{d}");
         }
-        assert_eq!(Reason::ALL.len(), 51);
+        assert_eq!(Reason::ALL.len(), 52);
         assert_eq!(Reason::from_code("e_req_syntax"), None);
         assert_eq!(Reason::from_code(""), None);
     }

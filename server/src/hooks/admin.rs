@@ -8,7 +8,10 @@
 //! `state/enrolled/` is switched atomically (symlink swap), the git
 //! account's authorized_keys is regenerated, and each enrolled client gets
 //! its queue repo (with Ferry's hooks), pool, pinned host key and pull key.
-//! Removing a client revokes its key; its data and history stay.
+//! Last, the web view's access files are rewritten (`crate::web`), so a
+//! client's `web =` and the set of administrators take effect at once.
+//! Removing a client revokes its key and its web view; its data and
+//! history stay.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -181,8 +184,17 @@ pub fn apply(cfg: &NodeConfig, config_path: &Path) -> anyhow::Result<String> {
     for w in &enrollment.warnings {
         say(&format!("warning: {}", ferry_text::escape(w, 300)));
     }
+    // The enrollment is live from here on; a web view that cannot follow
+    // is closed, journaled and mailed by sync (fails closed), not undone.
+    let web = match crate::web::sync(cfg) {
+        Ok(_) => String::new(),
+        Err(e) => {
+            say(&format!("{:#}", e));
+            "; the web view is CLOSED (E_WEB_SYNC)".to_owned()
+        }
+    };
     let summary = format!(
-        "enrollment {} applied: {} client(s), {} key user(s){}",
+        "enrollment {} applied: {} client(s), {} key user(s){}{web}",
         &oid.to_string()[..12],
         enrollment.clients.len(),
         enrollment.users.len(),

@@ -1,11 +1,13 @@
-//! Serving: the node's mirrors browsable in cgit behind a real web server,
-//! checked in headless Chromium, with Ferry's shipped cgitrc (deploy/cgitrc)
-//! — client-controlled content never becomes live HTML.
+//! Serving: the node's mirrors browsable in cgit behind the shipped nginx
+//! site (deploy/nginx-cgit.conf, with its access control) and the cgitrc
+//! the node generates from deploy/cgitrc, checked in headless Chromium —
+//! client-controlled content never becomes live HTML. Who may see what is
+//! tested in `web_access.rs`.
 
 use std::fs;
 
 use ferry_tests::fleet::{Client, Node, commit_and_push, eventually};
-use ferry_tests::{CgitWeb, TestDir, chromium_dump_dom, for_each_ref, git, http_get, require_all};
+use ferry_tests::{TestDir, chromium_dump_dom, for_each_ref, git, http_get_auth, require_all};
 
 #[test]
 fn mirrors_are_browsable_in_cgit_and_client_html_stays_inert() {
@@ -23,26 +25,34 @@ fn mirrors_are_browsable_in_cgit_and_client_html_stays_inert() {
     let mirror = node.data("host-a").join("git/project.git");
     eventually("mirror", || mirror.join("HEAD").exists() && for_each_ref(&mirror) == for_each_ref(&bare));
 
-    let rc = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/cgitrc"))
-        .unwrap()
-        .replace("@DATA_DIR@", node.srv().join("data").to_str().unwrap());
-    let web = CgitWeb::start(&td.join("web"), &rc);
+    let admin = node.admin_user();
+    let pw = node.web_password(admin);
+    let web = node.start_web(&td.join("web"));
+    // An administrator, as a browser sends it (user-info in the URL).
+    let browse = |path: &str| {
+        chromium_dump_dom(&format!("http://{}:{pw}@{}:{}{path}", admin.replace('@', "%40"), web.addr(), web.port()))
+    };
+    let get = |path: &str| http_get_auth(&format!("{}{path}", web.base_url()), admin, &pw);
 
-    let index = chromium_dump_dom(&web.url());
-    assert!(index.contains("git/project"), "the mirror is listed: {index}");
+    let index = browse("/cgit/");
+    assert!(index.contains("git/project"), "the mirror is listed: {index}\n{}", web.logs());
     assert!(index.contains("host-a"), "grouped under its client: {index}");
 
-    let log = chromium_dump_dom(&format!("{}host-a/git/project/log/", web.url()));
+    let log = browse("/cgit/host-a/git/project/log/");
     assert!(log.contains("change README"), "{log}");
 
     // A client's HTML file is shown as text, never rendered.
-    let blob = chromium_dump_dom(&format!("{}host-a/git/project/tree/evil.html", web.url()));
+    let blob = browse("/cgit/host-a/git/project/tree/evil.html");
     assert!(!blob.contains("<title>pwned-by-client"), "client script ran: {blob}");
     assert!(blob.contains("&lt;script&gt;"), "shown escaped: {blob}");
-    let plain = http_get(&format!("{}host-a/git/project/plain/evil.html", web.url()));
+    let plain = get("/cgit/host-a/git/project/plain/evil.html");
+    assert_eq!(plain.status, 200, "{}", web.logs());
     let ctype = plain.header("content-type").unwrap_or("").to_ascii_lowercase();
     assert!(!ctype.contains("html"), "plain view must not serve HTML (enable-html-serving=0): {ctype}");
+    for h in ["content-security-policy", "x-content-type-options"] {
+        assert!(plain.header(h).is_some(), "{h} missing: {:?}", plain.headers);
+    }
     // No snapshots of client data, no dumb-HTTP clone.
-    assert_ne!(http_get(&format!("{}host-a/git/project/snapshot/project-master.tar.gz", web.url())).status, 200);
-    assert_ne!(http_get(&format!("{}host-a/git/project/info/refs", web.url())).status, 200);
+    assert_ne!(get("/cgit/host-a/git/project/snapshot/project-master.tar.gz").status, 200);
+    assert_ne!(get("/cgit/host-a/git/project/info/refs").status, 200);
 }

@@ -17,3 +17,4 @@ mod hostile_dumps;
 mod matrix;
 mod ops;
 mod spine;
+mod web_access;
