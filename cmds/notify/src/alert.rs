@@ -133,9 +133,11 @@ pub struct Alert {
     /// Caller-written text (what happened, since when, what to do). Every
     /// line that is not plain printable ASCII is escaped with `ferry_text`.
     pub body: String,
-    /// Untrusted text from a client or remote (stderr, a rejected line):
-    /// quoted in the mail with `ferry_text::mail_quote`, so it is marked,
-    /// escaped and capped. Pass it raw — escaping twice doubles backslashes.
+    /// Text quoting a client or remote (a reason whose stderr excerpt or
+    /// rejected line was escaped once when it was built): quoted in the
+    /// mail with `ferry_text::mail_quote`, so it is marked, wrapped and
+    /// capped, and shown as it is — never escaped a second time. Anything
+    /// still raw in it (controls, non-ASCII) is escaped there, once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excerpt: Option<String>,
     pub raised_at: Timestamp,
