@@ -269,7 +269,7 @@ impl ClientConfig {
                 bail!("node {}: url must be ssh://user@host[:port]/queue/<name>.git", n.name);
             }
             if n.host_key.split_whitespace().count() < 2 {
-                bail!("node {}: host_key must be a public key line (\"ssh-ed25519 AAAA…\")", n.name);
+                bail!("node {}: host_key must be a public key line (\"ssh-ed25519 AAAA...\")", n.name);
             }
         }
         let mut seen = std::collections::BTreeSet::new();

@@ -316,11 +316,11 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
             None,
             Some(id),
             &format!(
-                "{}: the client rewrote {:?} and deleted {:?}; the old commits are kept under {}",
+                "{}: the client rewrote [{}] and deleted [{}]; the old commits are kept under {}",
                 target.storage.join("/"),
-                out.forced,
-                out.deleted,
-                out.saved_under.as_deref().unwrap_or("-")
+                ref_list(&out.forced),
+                ref_list(&out.deleted),
+                out.saved_under.as_deref().map(|s| ferry_text::escape(s, 200)).unwrap_or_else(|| "-".into())
             ),
         );
     }
@@ -331,6 +331,11 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
         out.updated.len(),
         out.elapsed_ms
     ))
+}
+
+/// Ref names chosen by the client, each escaped once, comma-separated.
+fn ref_list(refs: &[String]) -> String {
+    refs.iter().map(|r| ferry_text::escape(r, 200)).collect::<Vec<_>>().join(", ")
 }
 
 /// Names a source may not take: they are directories of their own below

@@ -15,6 +15,7 @@ pub mod init;
 pub mod jobs;
 pub mod list;
 pub mod maintain;
+pub mod out;
 pub mod pullkey;
 pub mod repos;
 pub mod restore;

@@ -331,7 +331,7 @@ pub fn prepare_source(
             }
             Err(e) => {
                 env.push(("FERRY_STATUS".into(), "failed".into()));
-                env.push(("FERRY_ERROR".into(), ferry_text::escape(&e.to_string(), 2000).into()));
+                env.push(("FERRY_ERROR".into(), ferry_text::sanitize(&e.to_string(), 2000).into()));
             }
         }
         hooks::run(&spec.name, Phase::Post, argv, &env, spec.timeout)

@@ -90,8 +90,10 @@ pub fn validate(t: &AdminTree, pusher: Option<&str>) -> Result<(Config, Enrollme
     Ok((conf, enrollment))
 }
 
+/// A line for the pusher (relayed as `remote: ferry: …`); messages quote
+/// client text escaped once already, sanitize only guards the rest.
 fn say(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "ferry: {msg}");
+    let _ = writeln!(std::io::stderr(), "ferry: {}", ferry_text::sanitize(msg, 2000));
 }
 
 /// `pre-receive` of gitosis-admin.
@@ -116,7 +118,8 @@ pub fn pre_receive(cfg: &NodeConfig) -> anyhow::Result<()> {
         if let Err(problems) = checked {
             say("gitosis.conf rejected; the previous enrollment stays in force:");
             for p in &problems {
-                say(&format!("  {}", ferry_text::escape(p, 400)));
+                // Enrollment messages quote input escaped once already.
+                say(&format!("  {}", ferry_text::sanitize(p, 400)));
             }
             events::record(
                 &cfg.events_log(),
@@ -179,7 +182,7 @@ pub fn apply(cfg: &NodeConfig, config_path: &Path) -> anyhow::Result<String> {
     write_descriptions(cfg, &conf);
     std::fs::write(state.join("enrolled-clients"), enrollment.clients.keys().cloned().collect::<Vec<_>>().join("\n"))?;
     for w in &enrollment.warnings {
-        say(&format!("warning: {}", ferry_text::escape(w, 300)));
+        say(&format!("warning: {}", ferry_text::sanitize(w, 300)));
     }
     let summary = format!(
         "enrollment {} applied: {} client(s), {} key user(s){}",
