@@ -13,5 +13,6 @@ mod deploy;
 mod harness;
 mod hostile;
 mod matrix;
+mod names_output;
 mod ops;
 mod spine;
