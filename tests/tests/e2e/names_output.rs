@@ -317,6 +317,14 @@ fn hostile_names_are_restored_exactly_and_shown_escaped_once() {
         assert!(ferry_archive::manifest::find(&m2, &e.path).is_some(), "{:?} restored under its exact name", e.path);
     }
 
+    // Streaming an artifact to a reader that went away is an incomplete
+    // restore, never a quiet success.
+    let mut cmd = node.cmd();
+    cmd.args(["restore", "host-a", "tree", "--stdout"]);
+    let cut = closed_stdout(cmd);
+    assert_eq!(cut.status.code(), Some(1), "{}", text(&cut));
+    assert!(String::from_utf8_lossy(&cut.stderr).contains("the restore is incomplete"), "{}", text(&cut));
+
     // A client module fails, quoting the name (a pre command's stderr).
     let out = run(a.cmd().args(["backup", "locked", "--send"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
