@@ -14,7 +14,7 @@ pub fn key_line(exe: &Path, config: &Path, node: &str, key: &str) -> anyhow::Res
     let (Some(kind), Some(blob)) = (f.next(), f.next()) else { bail!("not a public key line") };
     let known = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"];
     if !known.contains(&kind) || !blob.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) {
-        bail!("not a supported public key (want e.g. \"ssh-ed25519 AAAA…\")");
+        bail!("not a supported public key (want e.g. \"ssh-ed25519 AAAA...\")");
     }
     let cmd = format!(
         "{} --config {} gate",

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{ClientConfig, DEFAULT_PATH};
 use crate::exit;
+use crate::out;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,14 +54,18 @@ pub enum Command {
     },
     /// Queue a backup of one configured source.
     Backup {
+        /// A source configured in client.toml.
         source: String,
+        /// Only this node (default: the source's nodes, else every default node).
         #[arg(long)]
         node: Option<String>,
+        /// Start a send right away (in the foreground).
         #[arg(long)]
         send: bool,
     },
     /// Queue every configured source (monthly cron in the seed).
     BackupAll {
+        /// Start a send right away (in the foreground).
         #[arg(long)]
         send: bool,
     },
@@ -85,6 +90,7 @@ pub enum Command {
     Gate,
     /// Install a node's pull key, restricted to `ferry gate`.
     AuthorizeNode {
+        /// A node configured in client.toml.
         node: String,
         /// Public key file ("-" or absent: standard input).
         #[arg(long)]
@@ -98,7 +104,9 @@ pub enum HookCommand {
     PostUpdate,
     /// Install the post-update hook into a repository.
     Install {
+        /// The (bare) repository to install the hook into.
         repo: PathBuf,
+        /// Replace a post-update hook that is not Ferry's.
         #[arg(long)]
         force: bool,
     },
@@ -111,29 +119,29 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Init { host_key } => {
             let r = crate::init::init(&cfg, host_key.as_deref())?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                out::json(&r)?;
             } else {
-                crate::init::print(&r);
+                crate::init::print(&r)?;
             }
             Ok(exit::OK)
         }
         Command::Request { module, arg, node, send } => {
             let id = crate::request::request(&cfg, &module, &arg, node.as_deref())?;
-            print_id(cli.json, &id);
+            print_id(cli.json, &id)?;
             if send { send_now(&cfg, node.as_deref(), cli.json) } else { Ok(exit::OK) }
         }
         Command::Backup { source, node, send } => {
             let id = crate::request::backup(&cfg, &source, node.as_deref())?;
-            print_id(cli.json, &id);
+            print_id(cli.json, &id)?;
             if send { send_now(&cfg, node.as_deref(), cli.json) } else { Ok(exit::OK) }
         }
         Command::BackupAll { send } => {
             let ids = crate::request::backup_all(&cfg)?;
             if cli.json {
-                println!("{}", serde_json::to_string(&ids)?);
+                out::json_line(&ids)?;
             } else {
                 for (s, id) in &ids {
-                    println!("{s}: {id}");
+                    out::line(&format!("{s}: {id}"))?;
                 }
             }
             if send { send_now(&cfg, None, cli.json) } else { Ok(exit::OK) }
@@ -150,20 +158,20 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status => {
             let v = crate::status::collect(&cfg)?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                out::json(&v)?;
             } else {
-                crate::status::print(&v);
+                crate::status::print(&v)?;
             }
             Ok(if v.iter().any(|n| n.health.failing_since.is_some()) { exit::UNDELIVERED } else { exit::OK })
         }
         Command::Hook(HookCommand::PostUpdate) => {
             let id = crate::hook::post_update(&cfg, &cli.config)?;
-            eprintln!("ferry: backup requested ({id})");
+            out::err_line(&format!("ferry: backup requested ({id})"));
             Ok(exit::OK)
         }
         Command::Hook(HookCommand::Install { repo, force }) => {
             let p = crate::hook::install(&repo, &cli.config, force)?;
-            println!("installed {}", p.display());
+            out::line(&format!("installed {}", p.display()))?;
             Ok(exit::OK)
         }
         Command::Gate => {
@@ -172,18 +180,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::AuthorizeNode { node, key } => {
             let p = crate::authorize::authorize(&cfg, &cli.config, &node, key.as_deref())?;
-            println!("node {node} may now pull from this host (key in {})", p.display());
+            out::line(&format!("node {node} may now pull from this host (key in {})", p.display()))?;
             Ok(exit::OK)
         }
     }
 }
 
-fn print_id(json: bool, id: &str) {
-    if json {
-        println!("{}", serde_json::json!({ "id": id }));
-    } else {
-        println!("{id}");
-    }
+fn print_id(json: bool, id: &str) -> anyhow::Result<()> {
+    if json { out::json_line(&serde_json::json!({ "id": id })) } else { Ok(out::line(id)?) }
 }
 
 fn send_now(cfg: &ClientConfig, node: Option<&str>, json: bool) -> anyhow::Result<u8> {
@@ -193,7 +197,7 @@ fn send_now(cfg: &ClientConfig, node: Option<&str>, json: bool) -> anyhow::Resul
 
 fn report(reports: &[crate::send::NodeReport], json: bool) -> anyhow::Result<u8> {
     if json {
-        println!("{}", serde_json::to_string_pretty(reports)?);
+        out::json(reports)?;
     } else {
         for r in reports {
             let mut line = format!("{}: delivered {}, pending {}", r.node, r.delivered.len(), r.pending);
@@ -206,9 +210,9 @@ fn report(reports: &[crate::send::NodeReport], json: bool) -> anyhow::Result<u8>
             if let Some(t) = &r.deferred_until {
                 line.push_str(&format!("; node failing, next attempt after {t} (use --force)"));
             }
-            println!("{line}");
+            out::line(&line)?;
             for (id, why) in &r.failed {
-                println!("  E {id}: {why}");
+                out::line(&format!("  E {id}: {why}"))?;
             }
         }
     }
@@ -219,4 +223,36 @@ fn report(reports: &[crate::send::NodeReport], json: bool) -> anyhow::Result<u8>
     } else {
         exit::OK
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Arguments without help text, as `command path: --arg`.
+    fn missing_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        if cmd.get_about().is_none() && cmd.get_long_about().is_none() {
+            out.push(format!("{path}: (no about)"));
+        }
+        for a in cmd.get_arguments() {
+            if a.get_help().is_none() && a.get_long_help().is_none() {
+                out.push(format!("{path}: {}", a.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            missing_help(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    /// Every subcommand and every argument, positionals included, says
+    /// what it is in `--help` (issue 16, point 11).
+    #[test]
+    fn every_argument_has_help_text() {
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        missing_help(&cmd, cmd.get_name(), &mut missing);
+        assert!(missing.is_empty(), "arguments without help text: {missing:#?}");
+        cmd.debug_assert();
+    }
 }

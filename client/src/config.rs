@@ -269,7 +269,7 @@ impl ClientConfig {
                 bail!("node {}: url must be ssh://user@host[:port]/queue/<name>.git", n.name);
             }
             if n.host_key.split_whitespace().count() < 2 {
-                bail!("node {}: host_key must be a public key line (\"ssh-ed25519 AAAA…\")", n.name);
+                bail!("node {}: host_key must be a public key line (\"ssh-ed25519 AAAA...\")", n.name);
             }
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -279,6 +279,15 @@ impl ClientConfig {
             }
             if !seen.insert(&s.name) {
                 bail!("source {:?} is configured twice", s.name);
+            }
+            // A source name becomes a directory on each node; `Trac` and
+            // `trac` would be one on a case-insensitive store (issue 16).
+            if let Some(other) = self.sources.iter().find(|o| ferry_request::same_ignoring_case(&o.name, &s.name)) {
+                bail!(
+                    "sources {:?} and {:?} differ only in letter case; a node would store them in one directory, so rename one",
+                    other.name,
+                    s.name
+                );
             }
             for n in s.nodes.iter().flatten() {
                 if self.node(n).is_none() {
@@ -386,6 +395,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("state_dri"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod names {
+    use super::*;
+
+    /// Issue 16, point 4: two sources whose names differ only in case.
+    #[test]
+    fn sources_differing_only_in_case_are_refused() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/client.toml");
+        let mut cfg = ClientConfig::load(&p).unwrap();
+        let mut twin = cfg.sources[0].clone();
+        twin.name = twin.name.to_ascii_uppercase();
+        cfg.sources.push(twin);
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("differ only in letter case"), "{e}");
     }
 }
 

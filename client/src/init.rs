@@ -71,13 +71,18 @@ pub fn init(cfg: &ClientConfig, host_key: Option<&Path>) -> anyhow::Result<InitR
     Ok(InitReport { name: cfg.name.clone(), public_key, gitosis_section: section })
 }
 
-pub fn print(r: &InitReport) {
-    println!("Client {} is ready. To enroll it, commit to the node's gitosis-admin repository:\n", r.name);
-    println!("# keydir/{}.pub", r.name);
-    println!("{}\n", r.public_key);
-    println!("# gitosis.conf");
-    println!("{}", r.gitosis_section);
-    println!("Then install the node's pull key here: ferry authorize-node <node> --key <file>");
+pub fn print(r: &InitReport) -> std::io::Result<()> {
+    use crate::out::line;
+    line(&format!("Client {} is ready. To enroll it, commit to the node's gitosis-admin repository:", r.name))?;
+    line("")?;
+    line(&format!("# keydir/{}.pub", r.name))?;
+    line(&r.public_key)?;
+    line("")?;
+    line("# gitosis.conf")?;
+    for l in r.gitosis_section.lines() {
+        line(l)?;
+    }
+    line("Then install the node's pull key here: ferry authorize-node <node> --key <file>")
 }
 
 fn private(dir: &Path) {

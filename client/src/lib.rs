@@ -11,6 +11,7 @@ pub mod gate;
 pub mod hook;
 pub mod init;
 pub mod nodestatus;
+pub mod out;
 pub mod queue;
 pub mod request;
 pub mod requests;

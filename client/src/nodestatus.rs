@@ -76,7 +76,9 @@ impl NodeStatus {
         self.last_attempt = Some(now);
         self.failing_since.get_or_insert(now);
         self.failures = self.failures.saturating_add(1);
-        self.last_error = Some(ferry_text::escape(reason, 1000));
+        // The reason quotes remote output escaped once already (sanitize
+        // only guards the rest, it never escapes twice).
+        self.last_error = Some(ferry_text::sanitize(reason, 1000));
         self.pending_at_failure = pending;
         let min = cfg.duration(&cfg.send.backoff_min).as_secs().max(1);
         let max = cfg.duration(&cfg.send.backoff_max).as_secs().max(min);

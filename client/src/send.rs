@@ -181,7 +181,7 @@ fn send_locked(
             }
             Err(e) => {
                 let reason = format!("{e:#}");
-                warn!(node = %node.name, id, reason = %ferry_text::escape(&reason, 600), "client module failed; request ends in E");
+                warn!(node = %node.name, id, reason = %ferry_text::sanitize(&reason, 600), "client module failed; request ends in E");
                 fail(&pool, id, &reason)?;
                 crate::alerts::request_failed(cfg, id, &reason);
                 report.failed.push((id.clone(), reason));
@@ -312,7 +312,8 @@ pub fn fail(pool: &ferry_durable::Pool, id: &str, reason: &str) -> anyhow::Resul
     ferry_durable::write_synced(
         pool.dir(),
         &why.file_name().expect("file").to_string_lossy(),
-        format!("{}\n", ferry_text::escape(reason, 4000)).as_bytes(),
+        // Client text in the reason was escaped once when it was built.
+        format!("{}\n", ferry_text::sanitize(reason, 4000)).as_bytes(),
     )?;
     pool.move_to(id, "P", "E", true)?;
     Ok(())

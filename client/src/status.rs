@@ -50,31 +50,36 @@ pub fn collect(cfg: &ClientConfig) -> anyhow::Result<Vec<NodeView>> {
     Ok(out)
 }
 
-pub fn print(views: &[NodeView]) {
+/// The human view; every line goes through [`crate::out::line`], which
+/// shows the recorded reasons as they are (their client text was escaped
+/// once when they were recorded).
+pub fn print(views: &[NodeView]) -> std::io::Result<()> {
+    use crate::out::line;
     for v in views {
         let state = match (&v.health.failing_since, v.pending) {
             (Some(since), _) => format!("FAILING since {since} ({} attempts)", v.health.failures),
             (None, 0) => "ok".to_owned(),
             (None, _) => "ok, work waiting".to_owned(),
         };
-        println!("node {} ({}): {state}", v.node, v.url);
-        println!(
+        line(&format!("node {} ({}): {state}", v.node, v.url))?;
+        line(&format!(
             "  pending: {}{}",
             v.pending,
             v.oldest_pending.as_ref().map(|t| format!(", oldest since {t}")).unwrap_or_default()
-        );
+        ))?;
         if let Some(t) = &v.health.last_success {
-            println!("  last delivery: {t}");
+            line(&format!("  last delivery: {t}"))?;
         }
         if let (Some(e), Some(_)) = (&v.health.last_error, &v.health.failing_since) {
-            println!("  last error: {e}");
+            line(&format!("  last error: {e}"))?;
             if let Some(n) = &v.health.next_attempt {
-                println!("  next attempt: {n}");
+                line(&format!("  next attempt: {n}"))?;
             }
         }
-        println!("  finished: {}, failed: {}", v.finished, v.failed);
+        line(&format!("  finished: {}, failed: {}", v.finished, v.failed))?;
         for (id, why) in &v.failed_recent {
-            println!("    E {id}: {why}");
+            line(&format!("    E {id}: {why}"))?;
         }
     }
+    Ok(())
 }

@@ -587,7 +587,7 @@ mod tests {
         let e = err(&input);
         let shown = e.to_string();
         assert!(shown.len() < 260, "{shown}");
-        assert!(shown.contains("\\u{202e}"));
+        assert!(shown.contains("\\u{202E}"));
         // a hand-built error with control characters is sanitized on display
         let e = ParseError { line: 3, message: "bad\nline".into() };
         assert_eq!(e.to_string(), "gitosis.conf line 3: bad\\nline");

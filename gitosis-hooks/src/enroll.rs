@@ -42,6 +42,12 @@
 //!   AC-08);
 //! * `gitweb`/`daemon` booleans in `[gitosis]` and `[repo …]` must be valid;
 //! * `map` targets must be safe relative paths not ending in `.git` (W2);
+//! * client names: none of the node's own directory names
+//!   ([`crate::username::RESERVED_CLIENT_NAMES`], in any letter case), and
+//!   no two clients whose names differ only in letter case (their queue
+//!   repos, pools and data would be one on a case-insensitive file system
+//!   or object store; the node also compares with the storage it already
+//!   has);
 //! * nobody but client X may push to `queue/X` (its identity is the queue
 //!   name: SECURITY I1, AC-01), and no client may push to `gitosis-admin`;
 //! * `[gitosis] repositories`, `generate-files-in`,
@@ -59,7 +65,7 @@ use crate::conf::{Config, DEFAULT_SECTION, parse_bool, split_list};
 use crate::escape::{escape, escape_capped};
 use crate::keys::{PublicKey, parse_keyfile, parse_line};
 use crate::serve::is_safe_relpath;
-use crate::username::is_safe_username;
+use crate::username::{RESERVED_CLIENT_NAMES, is_reserved_client_name, is_safe_username};
 
 /// A key file or key line is invalid (AC-07).
 pub const E_ENROL_KEY: &str = "E_ENROL_KEY";
@@ -734,8 +740,10 @@ impl Enrollment {
             }
         }
 
-        // every client needs its push key
+        // every client needs its push key, a name of its own and no
+        // name the node keeps for itself
         let mut client_names = BTreeSet::new();
+        let mut by_folded: BTreeMap<String, Vec<&str>> = BTreeMap::new();
         for section in conf.sections() {
             let Some(name) = ferry_client_name(section) else {
                 continue;
@@ -744,6 +752,23 @@ impl Enrollment {
             if !key_files.contains(name) {
                 rep.error(E_ENROL_KEY, format!("{}: no key file keydir/{name}.pub", sec(section)));
             }
+            if is_reserved_client_name(name) {
+                rep.conf(format!(
+                    "{}: the client name '{name}' is reserved: the node keeps {} (in any letter case) for its own directories; choose another name",
+                    sec(section),
+                    RESERVED_CLIENT_NAMES.join(", ")
+                ));
+            }
+            let folded = by_folded.entry(name.to_ascii_lowercase()).or_default();
+            if !folded.contains(&name) {
+                folded.push(name);
+            }
+        }
+        for names in by_folded.values().filter(|n| n.len() > 1) {
+            rep.conf(format!(
+                "clients {} differ only in letter case: on a case-insensitive file system or object store their queue repos, pools and data would be one; rename all but one",
+                names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(" and ")
+            ));
         }
         check_grants(conf, &users, &client_names, &mut rep);
 
@@ -1032,6 +1057,24 @@ mod tests {
         // ferryboat is not Ferry's
         let e = build_ok("[ferryboat]\n", &[]);
         assert_eq!(e.warnings.len(), 1);
+    }
+
+    /// Issue 16, point 4: two clients whose names differ only in case, and
+    /// names the node keeps for its own directories, are refused.
+    #[test]
+    fn client_names_differing_only_in_case_and_reserved_names_are_refused() {
+        let c = format!("{ADMIN}{}\n{}", client_section("Host-A", ""), client_section("host-a", ""));
+        let errs = build_err(&c, &[("Host-A.pub", ED25519), ("host-a.pub", EC256), ("admin@ws.pub", RSA2048)]);
+        assert!(has(&errs, E_ENROL_CONF, "clients 'Host-A' and 'host-a' differ only in letter case"), "{errs:?}");
+        for reserved in ["node", "Node", "TMP"] {
+            let c = format!("{ADMIN}{}", client_section(reserved, ""));
+            let key = format!("{reserved}.pub");
+            let errs = build_err(&c, &[(key.as_str(), ED25519), ("admin@ws.pub", RSA2048)]);
+            assert!(has(&errs, E_ENROL_CONF, &format!("the client name '{reserved}' is reserved")), "{errs:?}");
+        }
+        // Names that merely contain a reserved word are fine.
+        let c = format!("{ADMIN}{}", client_section("node-1", ""));
+        build_ok(&c, &[("node-1.pub", ED25519), ("admin@ws.pub", RSA2048)]);
     }
 
     #[test]

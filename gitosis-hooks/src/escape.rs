@@ -9,89 +9,37 @@
 //! terminal (`ESC`), or hide text (bidi overrides). So everything outside
 //! printable ASCII is rendered as a visible escape, and quoted text is
 //! capped so one hostile value cannot flood a log.
+//!
+//! The escaped form is Ferry's one form ([`ferry_text`]): this module only
+//! keeps the names this crate's callers use.
 
 /// Default cap, in output characters, for quoted untrusted text.
-pub const DEFAULT_CAP: usize = 200;
+pub const DEFAULT_CAP: usize = ferry_text::EXCERPT_CHARS;
 
-/// Escapes `s` for safe display and caps it at [`DEFAULT_CAP`] characters.
-///
-/// Printable ASCII is kept except `\`, which is doubled so the escaping is
-/// unambiguous; `\n`, `\r`, `\t`, `\0` get their usual short forms; other
-/// ASCII controls become `\xNN`; every non-ASCII character becomes
-/// `\u{XXXX}`. The result is pure printable ASCII.
+/// Escapes `s` for safe display and caps it at [`DEFAULT_CAP`] characters
+/// ([`ferry_text::escape`]: printable ASCII kept except `\`, which is
+/// doubled; `\n`, `\r`, `\t`; other controls `\xNN`; every non-ASCII
+/// character `\u{XXXX}`; cut text marked `...[+N bytes]`).
 pub fn escape(s: &str) -> String {
     escape_capped(s, DEFAULT_CAP)
 }
 
-/// Like [`escape`] with an explicit cap (in output characters). Text cut
-/// off is marked with a trailing `...`.
+/// Like [`escape`] with an explicit cap (in output characters).
 pub fn escape_capped(s: &str, max_chars: usize) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        let piece = escape_char(c);
-        if out.len() + piece.len() > max_chars {
-            out.push_str("...");
-            return out;
-        }
-        out.push_str(&piece);
-    }
-    out
+    ferry_text::escape(s, max_chars)
 }
 
-/// Escapes raw bytes (possibly invalid UTF-8): valid UTF-8 runs are
-/// escaped as by [`escape_capped`], invalid bytes become `\xNN`.
+/// Escapes raw bytes (possibly invalid UTF-8; invalid bytes become `\xNN`).
 pub fn escape_bytes(bytes: &[u8], max_chars: usize) -> String {
-    let mut out = String::new();
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            let piece = escape_char(c);
-            if out.len() + piece.len() > max_chars {
-                out.push_str("...");
-                return out;
-            }
-            out.push_str(&piece);
-        }
-        for b in chunk.invalid() {
-            let piece = format!("\\x{b:02x}");
-            if out.len() + piece.len() > max_chars {
-                out.push_str("...");
-                return out;
-            }
-            out.push_str(&piece);
-        }
-    }
-    out
+    ferry_text::escape_bytes(bytes, max_chars)
 }
 
-/// Makes already-built message text safe without double-escaping it:
-/// only characters outside printable ASCII are escaped (a `\` stays as
-/// it is), then the text is capped. Used by `Display` impls whose fields
-/// are public, so a message built elsewhere still cannot smuggle control
+/// Makes already-built message text safe without double-escaping it
+/// ([`ferry_text::sanitize`]). Used by `Display` impls whose fields are
+/// public, so a message built elsewhere still cannot smuggle control
 /// characters into a log.
 pub(crate) fn sanitize(s: &str, max_chars: usize) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        let piece = if c == '\\' { "\\".to_string() } else { escape_char(c) };
-        if out.len() + piece.len() > max_chars {
-            out.push_str("...");
-            return out;
-        }
-        out.push_str(&piece);
-    }
-    out
-}
-
-fn escape_char(c: char) -> String {
-    match c {
-        '\\' => "\\\\".to_string(),
-        '\n' => "\\n".to_string(),
-        '\r' => "\\r".to_string(),
-        '\t' => "\\t".to_string(),
-        '\0' => "\\0".to_string(),
-        ' '..='~' => c.to_string(),
-        c if c.is_ascii() => format!("\\x{:02x}", c as u32),
-        c => format!("\\u{{{:04x}}}", c as u32),
-    }
+    ferry_text::sanitize(s, max_chars)
 }
 
 #[cfg(test)]
@@ -109,12 +57,12 @@ mod tests {
             ("a\nb", "a\\nb"),
             ("a\r\n", "a\\r\\n"),
             ("tab\there", "tab\\there"),
-            ("nul\0", "nul\\0"),
-            ("esc\x1b[31m", "esc\\x1b[31m"),
-            ("del\x7f", "del\\x7f"),
+            ("nul\0", "nul\\x00"),
+            ("esc\x1b[31m", "esc\\x1B[31m"),
+            ("del\x7f", "del\\x7F"),
             ("back\\slash", "back\\\\slash"),
-            ("h\u{e9}llo", "h\\u{00e9}llo"),
-            ("rtl\u{202e}x", "rtl\\u{202e}x"),
+            ("h\u{e9}llo", "h\\u{00E9}llo"),
+            ("rtl\u{202e}x", "rtl\\u{202E}x"),
         ];
         for (input, want) in cases {
             let got = escape(input);
@@ -127,16 +75,16 @@ mod tests {
     fn caps_length() {
         let long = "x".repeat(1000);
         let got = escape(&long);
-        assert!(got.len() <= DEFAULT_CAP + 3);
-        assert!(got.ends_with("..."));
+        assert!(got.len() <= DEFAULT_CAP + 20);
+        assert!(got.ends_with("...[+800 bytes]"));
         let got = escape_capped(&"\n".repeat(100), 10);
-        assert_eq!(got, "\\n\\n\\n\\n\\n...");
+        assert_eq!(got, "\\n\\n\\n\\n\\n...[+95 bytes]");
     }
 
     #[test]
     fn bytes_with_invalid_utf8() {
-        assert_eq!(escape_bytes(b"ok\xff\xfe!", 100), "ok\\xff\\xfe!");
-        assert!(escape_bytes(&[0xff; 500], 50).len() <= 53);
+        assert_eq!(escape_bytes(b"ok\xff\xfe!", 100), "ok\\xFF\\xFE!");
+        assert!(escape_bytes(&[0xff; 500], 50).len() <= 70);
     }
 
     #[test]

@@ -62,6 +62,19 @@ pub fn is_valid_client_name(s: &str) -> bool {
     !s.contains("..") && !lower.ends_with(".git") && !lower.ends_with(".lock") && is_safe_username(s)
 }
 
+/// Client names the node keeps for its own directories at the levels
+/// where a client name becomes a path component (`keys/<client>/`,
+/// `pool/<client>/`, `data/<client>/`, `state/known_hosts/<client>`,
+/// `queue/<client>.git`): `node` is `keys/node/`, the shared pull key;
+/// `tmp` is kept for staging; `lost+found` is what `mkfs` puts at the top
+/// of a file system mounted there. Compared ignoring ASCII case.
+pub const RESERVED_CLIENT_NAMES: &[&str] = &["node", "tmp", "lost+found"];
+
+/// Whether `s` is a reserved client name, in any letter case.
+pub fn is_reserved_client_name(s: &str) -> bool {
+    RESERVED_CLIENT_NAMES.iter().any(|r| r.eq_ignore_ascii_case(s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -203,12 +203,18 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -
     if args.stdout {
         let mut f = std::fs::File::open(&file)?;
         let mut out = std::io::stdout().lock();
-        match std::io::copy(&mut f, &mut out) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            Err(e) => return Err(e.into()),
+        // Unlike a listing, a stream cut short is a failed restore: the
+        // reader (`| slapadd`) did not get the whole artifact.
+        if let Err(e) = std::io::copy(&mut f, &mut out).and_then(|_| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                bail!(
+                    "the reader of standard output went away before all {} bytes of {} were written; the restore is incomplete",
+                    a.size,
+                    a.path
+                );
+            }
+            return Err(e.into());
         }
-        out.flush().ok();
         return Ok(format!("wrote {} ({} bytes) to standard output", a.path, a.size));
     }
     if let Some(db) = &args.into_db {

@@ -138,6 +138,33 @@ impl Catalog {
             .optional()?)
     }
 
+    /// A source `client` stores whose name differs from `source` only in
+    /// ASCII letter case (issue 16: one directory on a case-insensitive
+    /// file system or object store).
+    pub fn case_twin_source(&self, client: &str, source: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT source FROM artifacts WHERE client=?1 AND source<>?2 AND lower(source)=lower(?2) LIMIT 1",
+                params![client, source],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// A client with artifacts in the catalog whose name differs from
+    /// `client` only in ASCII letter case.
+    pub fn case_twin_client(&self, client: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT client FROM artifacts WHERE client<>?1 AND lower(client)=lower(?1) LIMIT 1",
+                params![client],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// An artifact of the same client, source and client timestamp.
     pub fn by_stamp(&self, client: &str, source: &str, stamp: &str) -> anyhow::Result<Option<Artifact>> {
         Ok(self

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{DEFAULT_PATH, NodeConfig};
 use crate::exit::{self, UsageError};
+use crate::out;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,9 +45,15 @@ pub enum Command {
         name: Option<String>,
     },
     /// SSH forced command of every enrolled key (set in authorized_keys).
-    Serve { user: String },
+    Serve {
+        /// The enrolled user the key belongs to (written by the node into authorized_keys).
+        user: String,
+    },
     /// Hook entry point (set in the repositories' hook scripts).
-    Hook { name: String },
+    Hook {
+        /// Which hook: pre-receive or post-update (of a queue repo or gitosis-admin).
+        name: String,
+    },
     /// Process the request pools (cron every 5 minutes; hooks start it too).
     Scan {
         /// Only this client.
@@ -54,11 +61,16 @@ pub enum Command {
         client: Option<String>,
     },
     /// What is stored, per client.
-    List { client: Option<String> },
+    List {
+        /// Only this client.
+        client: Option<String>,
+    },
     /// Find stored artifacts by client, source and time.
     Find {
+        /// Only this client's artifacts.
         #[arg(long)]
         client: Option<String>,
+        /// Only this source's artifacts.
         #[arg(long)]
         source: Option<String>,
         /// Received at or after (2026-11-01, 2026-11-01T10:00:00Z or 20261101T100000Z).
@@ -70,6 +82,7 @@ pub enum Command {
     },
     /// Restore a stored repository or artifact, checked against its digest first.
     Restore {
+        /// The client the data belongs to.
         client: String,
         /// A repository (`app`, `git/app.git`) or a source name.
         what: String,
@@ -127,9 +140,13 @@ pub enum Command {
         max_ratio: u64,
     },
     /// Re-hash stored artifacts against their sidecars and the catalog.
-    Verify { client: Option<String> },
+    Verify {
+        /// Only this client's artifacts.
+        client: Option<String>,
+    },
     /// Retention: remove artifacts beyond the configured policy (node time).
     Purge {
+        /// Only say what would be removed.
         #[arg(long)]
         dry_run: bool,
     },
@@ -138,10 +155,16 @@ pub enum Command {
     /// Report clients silent for longer than check.silent_after.
     Check,
     /// The public key this node pulls from CLIENT with.
-    PullKey { client: String },
+    PullKey {
+        /// An enrolled client.
+        client: String,
+    },
     /// The exact ssh command the node pulls from CLIENT with (to debug a
     /// pull by hand: `GIT_SSH_COMMAND="$(ferry-node pull-ssh c)" git ls-remote …`).
-    PullSsh { client: String },
+    PullSsh {
+        /// An enrolled client.
+        client: String,
+    },
     /// Run the schedules in-process and serve status and metrics over HTTP.
     ///
     /// Runs scan, check, purge, verify and gc at the intervals of `[daemon]`
@@ -174,10 +197,13 @@ pub enum Command {
         #[command(subcommand)]
         command: WebCommand,
     },
-    /// Show the event journal (newest last).
+    /// Show the event journal (newest last), one line per event; with
+    /// `--json`, one JSON object per line.
     Events {
+        /// Only this client's events.
         #[arg(long)]
         client: Option<String>,
+        /// How many of the newest events to show.
         #[arg(long, default_value_t = 50)]
         last: usize,
     },
@@ -226,11 +252,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let r = crate::init::init(&cfg, &config_path, &key, name.as_deref())?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                out::json(&r)?;
             } else {
-                println!("{}", r.summary);
-                println!("admin {} may now clone {} (as gitosis-admin.git over ssh)", r.admin, r.admin_repo);
-                println!("node pull key (shared mode): {}", r.node_pull_key);
+                out::line(&r.summary)?;
+                out::line(&format!(
+                    "admin {} may now clone {} (as gitosis-admin.git over ssh)",
+                    r.admin, r.admin_repo
+                ))?;
+                out::line(&format!("node pull key (shared mode): {}", r.node_pull_key))?;
             }
             Ok(exit::OK)
         }
@@ -242,18 +271,21 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Scan { client } => {
             let r = crate::scan::scan(&cfg, client.as_deref())?;
             if cli.json {
-                println!("{}", serde_json::to_string(&r)?);
+                out::json_line(&r)?;
             } else if cli.verbose > 0 {
-                println!("{} clients, {} finished, {} failed in {} ms", r.clients, r.finished, r.failed, r.elapsed_ms);
+                out::line(&format!(
+                    "{} clients, {} finished, {} failed in {} ms",
+                    r.clients, r.finished, r.failed, r.elapsed_ms
+                ))?;
             }
             Ok(if r.failed > 0 { exit::PROBLEMS } else { exit::OK })
         }
         Command::List { client } => {
             let l = crate::list::collect(&cfg, client.as_deref())?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&l)?);
+                out::json(&l)?;
             } else {
-                crate::list::print(&l);
+                crate::list::print(&l)?;
             }
             Ok(exit::OK)
         }
@@ -269,13 +301,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 None => Vec::new(),
             };
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&found)?);
+                out::json(&found)?;
             } else {
                 for a in &found {
-                    println!(
+                    out::line(&format!(
                         "{} {} {} {} {} bytes sha256:{} {}",
                         a.client, a.source, a.received, a.module, a.size, a.sha256, a.path
-                    );
+                    ))?;
                 }
             }
             Ok(exit::OK)
@@ -334,20 +366,20 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
             };
             if cli.json {
-                println!("{}", serde_json::json!({ "restored": msg }));
+                out::json_line(&serde_json::json!({ "restored": msg }))?;
             } else {
-                eprintln!("{msg}");
+                out::err_line(&msg);
             }
             Ok(exit::OK)
         }
         Command::Verify { client } => {
             let (n, problems) = crate::artifacts::verify(&cfg, client.as_deref(), !cli.json)?;
             if cli.json {
-                println!("{}", serde_json::json!({ "checked": n, "problems": problems }));
+                out::json_line(&serde_json::json!({ "checked": n, "problems": problems }))?;
             } else {
-                println!("{n} artifacts checked, {} problems", problems.len());
+                out::line(&format!("{n} artifacts checked, {} problems", problems.len()))?;
                 for p in &problems {
-                    println!("  {} {} {}: {}", p.client, p.source, p.path, p.problem);
+                    out::line(&format!("  {} {} {}: {}", p.client, p.source, p.path, p.problem))?;
                 }
             }
             Ok(if problems.is_empty() { exit::OK } else { exit::PROBLEMS })
@@ -355,51 +387,51 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Purge { dry_run } => {
             let r = crate::maintain::purge(&cfg, dry_run)?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                out::json(&r)?;
             } else {
-                println!(
+                out::line(&format!(
                     "{}{} artifacts ({} bytes), {} finished request files",
                     if dry_run { "would remove " } else { "removed " },
                     r.artifacts_removed.len(),
                     r.bytes_freed,
                     r.pool_files_removed
-                );
+                ))?;
             }
             Ok(exit::OK)
         }
         Command::Gc => {
             let r = crate::maintain::gc(&cfg)?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                out::json(&r)?;
             }
             Ok(if r.iter().any(|e| e.error.is_some()) { exit::PROBLEMS } else { exit::OK })
         }
         Command::Check => {
             let r = crate::maintain::check(&cfg, cfg.duration(&cfg.check.silent_after))?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                out::json(&r)?;
             } else {
                 for e in &r {
-                    println!(
+                    out::line(&format!(
                         "{:<30} {} (last request {}, last pull {})",
                         e.client,
                         if e.silent { "SILENT" } else { "ok" },
                         e.last_request.as_deref().unwrap_or("-"),
                         e.last_success.as_deref().unwrap_or("-")
-                    );
+                    ))?;
                 }
             }
             Ok(if r.iter().any(|e| e.silent) { exit::PROBLEMS } else { exit::OK })
         }
         Command::PullKey { client } => {
-            println!("{}", crate::pullkey::pull_key(&cfg, &client)?);
+            out::line(&crate::pullkey::pull_key(&cfg, &client)?)?;
             Ok(exit::OK)
         }
         Command::PullSsh { client } => {
             let enrollment = crate::enrollment::load(&cfg)?;
             let c =
                 enrollment.client(&client).ok_or_else(|| UsageError(format!("client {client:?} is not enrolled")))?;
-            println!("{}", crate::jobs::ssh_command(&cfg, c));
+            out::line(&crate::jobs::ssh_command(&cfg, c))?;
             Ok(exit::OK)
         }
         Command::Daemon => crate::daemon::run(cfg, &config_path),
@@ -412,7 +444,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 .collect();
             let start = sel.len().saturating_sub(last);
             for e in &sel[start..] {
-                println!("{e}");
+                if cli.json {
+                    out::json_line(e)?;
+                } else {
+                    out::line(&crate::events::human(e))?;
+                }
             }
             Ok(exit::OK)
         }
@@ -449,57 +485,60 @@ fn web(cfg: &NodeConfig, command: WebCommand, json: bool) -> anyhow::Result<u8> 
             };
             let (removed, report) = web::set_password(cfg, &user, hash)?;
             if role == Some(Role::Client { web: false }) {
-                eprintln!(
+                ferry_text::stdout::err_line(&format!(
                     "note: {user} is enrolled with web = no: this password opens nothing until its \
                      [ferry client {user}] section says web = yes"
-                );
+                ));
             }
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "user": user, "removed": removed, "password": secret, "web": report })
-                );
+                ferry_text::stdout::json(
+                    &serde_json::json!({ "user": user, "removed": removed, "password": secret, "web": report })
+                        .to_string(),
+                )?;
                 return Ok(exit::OK);
             }
             if delete {
-                eprintln!(
+                ferry_text::stdout::err_line(&format!(
                     "{}",
                     if removed {
                         format!("removed {user}'s web password")
                     } else {
                         format!("{user} had no web password")
                     }
-                );
+                ));
             } else {
                 let views: Vec<&str> =
                     report.clients.iter().filter(|v| v.users.contains(&user)).map(|v| v.path.as_str()).collect();
                 let mut opens: Vec<&str> = if role == Some(Role::Admin) { vec!["/cgit/"] } else { Vec::new() };
                 opens.extend(views);
-                eprintln!(
+                ferry_text::stdout::err_line(&format!(
                     "web password of {user} set; it opens {}",
                     if opens.is_empty() { "no view yet".to_owned() } else { opens.join(", ") }
-                );
+                ));
             }
             if let Some(s) = secret {
-                println!("{s}");
+                ferry_text::stdout::line(&s)?;
             }
             return Ok(exit::OK);
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        ferry_text::stdout::json(&serde_json::to_string_pretty(&report)?)?;
         return Ok(exit::OK);
     }
     let name = |u: &web::WebUser| if u.password { u.name.clone() } else { format!("{} (no password)", u.name) };
-    println!("web view {} ({}):", report.dir, report.generation);
-    println!("  /cgit/ (every client): {}", report.admins.iter().map(name).collect::<Vec<_>>().join(", "));
+    ferry_text::stdout::line(&format!("web view {} ({}):", report.dir, report.generation))?;
+    ferry_text::stdout::line(&format!(
+        "  /cgit/ (every client): {}",
+        report.admins.iter().map(name).collect::<Vec<_>>().join(", ")
+    ))?;
     for v in &report.clients {
-        println!(
+        ferry_text::stdout::line(&format!(
             "  {} ({}): {}",
             v.path,
             if v.web { "web = yes" } else { "web = no: administrators only" },
             if v.users.is_empty() { "nobody has a password".to_owned() } else { v.users.join(", ") }
-        );
+        ))?;
     }
     Ok(exit::OK)
 }
@@ -507,4 +546,36 @@ fn web(cfg: &NodeConfig, command: WebCommand, json: bool) -> anyhow::Result<u8> 
 /// Map an error to an exit code.
 pub fn code_of(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<UsageError>().is_some() { exit::USAGE } else { exit::FAILURE }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Arguments without help text, as `command path: --arg`.
+    fn missing_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        if cmd.get_about().is_none() && cmd.get_long_about().is_none() {
+            out.push(format!("{path}: (no about)"));
+        }
+        for a in cmd.get_arguments() {
+            if a.get_help().is_none() && a.get_long_help().is_none() {
+                out.push(format!("{path}: {}", a.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            missing_help(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    /// Every subcommand and every argument, positionals included, says
+    /// what it is in `--help` (issue 16, point 11).
+    #[test]
+    fn every_argument_has_help_text() {
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        missing_help(&cmd, cmd.get_name(), &mut missing);
+        assert!(missing.is_empty(), "arguments without help text: {missing:#?}");
+        cmd.debug_assert();
+    }
 }

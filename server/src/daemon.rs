@@ -369,7 +369,7 @@ pub fn route(method: &str, url: &str, st: &Status) -> Answer {
     match path {
         "/healthz" => (200, TEXT, "ok\n".into()),
         "/status" => match serde_json::to_string_pretty(st) {
-            Ok(s) => (200, "application/json", s + "\n"),
+            Ok(s) => (200, "application/json", ferry_text::ascii_json(&s) + "\n"),
             Err(e) => (500, TEXT, format!("{e}\n")),
         },
         "/metrics" => match metrics(st) {
@@ -482,7 +482,7 @@ fn run_child(
             Outcome {
                 exit: None,
                 status: status.into(),
-                error: Some(ferry_text::escape(&e.to_string(), 600)),
+                error: Some(ferry_text::sanitize(&e.to_string(), 600)),
                 elapsed: start.elapsed(),
             }
         }
@@ -618,7 +618,7 @@ impl Scheduler {
                     st.clients = c;
                     st.clients_error = None;
                 }
-                Err(e) => st.clients_error = Some(ferry_text::escape(&format!("{e:#}"), 600)),
+                Err(e) => st.clients_error = Some(ferry_text::sanitize(&format!("{e:#}"), 600)),
             }
             drop(st);
             collecting.store(false, Ordering::Release);
@@ -651,12 +651,12 @@ impl Scheduler {
                 let msg = format!("{e:#}");
                 tracing::error!(
                     "configuration not reloaded, the previous one stays in force: {}",
-                    ferry_text::escape(&msg, 2000)
+                    ferry_text::sanitize(&msg, 2000)
                 );
                 let mut st = lock(&self.status);
                 st.reload_failures += 1;
                 st.last_reload = Some(Timestamp::now());
-                st.last_reload_error = Some(ferry_text::escape(&msg, 600));
+                st.last_reload_error = Some(ferry_text::sanitize(&msg, 600));
                 drop(st);
                 crate::events::record(&self.cfg.events_log(), "error", None, "daemon_reload_failed", None, None, &msg);
             }

@@ -2,7 +2,9 @@
 //! `state/events.jsonl`, and the same event through `tracing`.
 //!
 //! Verdict fields come first (`ts`, `level`, `client`, `event`, `reason`),
-//! then the request id and an escaped, capped `detail` (SECURITY C11): one
+//! then the request id and a capped `detail` whose client text was escaped
+//! once, when the message was built (SECURITY C11; [`ferry_text::sanitize`]
+//! guards it here without escaping it again): one
 //! event is one line whatever the client wrote (NL-02), and no control
 //! byte, bidi override or non-ASCII character reaches a terminal that runs
 //! `cat` on the file (NL-03, NL-08). The client is always the authenticated
@@ -46,7 +48,9 @@ pub fn record(
         event,
         reason,
         request,
-        detail: ferry_text::escape(detail, 2000),
+        // Client text in `detail` was escaped when the message was built;
+        // sanitize keeps it that way and catches anything raw (once).
+        detail: ferry_text::sanitize(detail, 2000),
     };
     let mut line = serde_json::to_vec(&ev).expect("serialisable");
     line.push(b'\n');
@@ -66,6 +70,32 @@ pub fn record(
     if let Err(e) = res {
         tracing::error!("cannot append to {}: {e}", log.display());
     }
+}
+
+/// One event as a line for people: `<ts> <level> <client> <event>
+/// [<reason>] [request <id>]: <detail>` (`-` for no client). The journal's
+/// strings are shown as stored (escaped once); [`crate::out::line`] makes
+/// sure nothing else slips through.
+pub fn human(e: &serde_json::Value) -> String {
+    let field = |k: &str| e.get(k).and_then(|v| v.as_str());
+    let mut s = format!(
+        "{} {:<5} {} {}",
+        field("ts").unwrap_or("-"),
+        field("level").unwrap_or("-"),
+        field("client").unwrap_or("-"),
+        field("event").unwrap_or("-")
+    );
+    if let Some(r) = field("reason") {
+        s.push(' ');
+        s.push_str(r);
+    }
+    if let Some(r) = field("request") {
+        s.push_str(" request ");
+        s.push_str(r);
+    }
+    s.push_str(": ");
+    s.push_str(field("detail").unwrap_or(""));
+    s
 }
 
 /// Read the journal (for `ferry-node events`, tests and mail digests).

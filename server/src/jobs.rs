@@ -241,6 +241,7 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
     let t0 = std::time::Instant::now();
     let target = validate::git(req, client)?;
     let cdir = client_dir(cfg, &client.name)?;
+    check_mirror_case(&cdir, &target.storage)?;
     let segs: Vec<&str> = target.storage.iter().map(String::as_str).collect();
     let (leaf, parents) = segs.split_last().expect("storage has a leaf");
     let mut parent_segs = vec!["git"];
@@ -316,11 +317,11 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
             None,
             Some(id),
             &format!(
-                "{}: the client rewrote {:?} and deleted {:?}; the old commits are kept under {}",
+                "{}: the client rewrote [{}] and deleted [{}]; the old commits are kept under {}",
                 target.storage.join("/"),
-                out.forced,
-                out.deleted,
-                out.saved_under.as_deref().unwrap_or("-")
+                ref_list(&out.forced),
+                ref_list(&out.deleted),
+                out.saved_under.as_deref().map(|s| ferry_text::escape(s, 200)).unwrap_or_else(|| "-".into())
             ),
         );
     }
@@ -333,9 +334,47 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
     ))
 }
 
-/// Names a source may not take: they are directories of their own below
-/// `data/<client>/`.
-pub const RESERVED_SOURCES: &[&str] = &["git"];
+/// Ref names chosen by the client, each escaped once, comma-separated.
+fn ref_list(refs: &[String]) -> String {
+    refs.iter().map(|r| ferry_text::escape(r, 200)).collect::<Vec<_>>().join(", ")
+}
+
+/// An entry of `dir` whose name differs from `name` only in ASCII letter
+/// case: on a case-insensitive file system or object store the two would
+/// be one directory, mixing two sources' or repositories' data.
+pub fn case_twin(dir: &Path, name: &str) -> Option<String> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let n = e.file_name();
+        let n = n.to_str()?;
+        ferry_request::same_ignoring_case(n, name).then(|| n.to_owned())
+    })
+}
+
+/// `E_REQ_NAME_CASE` for `what` (`source trac`) beside `existing`.
+fn case_refusal(what: &str, existing: &str) -> Refusal {
+    Refusal::new(
+        Reason::ReqNameCase,
+        format!(
+            "{what} differs only in letter case from {existing}, which this client already stores; \
+             keep the stored spelling or choose another name"
+        ),
+    )
+}
+
+/// Each storage segment of a mirror below `data/<client>/git/` checked
+/// against what is there: no segment may differ only in case from an
+/// existing one at its level.
+fn check_mirror_case(cdir: &Path, storage: &[String]) -> Result<(), Refusal> {
+    let mut dir = cdir.join("git");
+    for seg in storage {
+        if let Some(existing) = case_twin(&dir, seg) {
+            let rel = dir.strip_prefix(cdir).unwrap_or(&dir).join(&existing);
+            return Err(case_refusal(&format!("repository path segment {seg}"), &rel.display().to_string()));
+        }
+        dir.push(seg);
+    }
+    Ok(())
+}
 
 /// The `sftp` module: download the artifact into
 /// `data/<client>/<source>/<received>/<file>`, verified, with a digest
@@ -351,8 +390,10 @@ pub fn sftp(
 ) -> Result<String, Refusal> {
     let rel = validate::sftp_endpoint(req, client)?;
     let source = req.source.as_str();
-    if RESERVED_SOURCES.contains(&source) {
-        return Err(Refusal::new(Reason::ReqName, format!("source name {source:?} is reserved")));
+    // The grammar refuses reserved names already; checked again here because
+    // this is where the name becomes a directory.
+    if ferry_request::is_reserved_source(source) {
+        return Err(Refusal::new(Reason::ReqNameReserved, format!("source name {source} is reserved")));
     }
     let file_name = rel.last().expect("non-empty").clone();
     if !ferry_text::is_safe_token(&file_name) {
@@ -408,6 +449,17 @@ pub fn sftp(
                 a.sha256
             ),
         ));
+    }
+    // `Trac` beside a stored `trac` would share its directory on a
+    // case-insensitive file system or object store: refused, whether the
+    // twin is on disk or only in the catalog (its files purged).
+    if let Some(existing) = case_twin(&cdir, source) {
+        return Err(case_refusal(&format!("source {source}"), &format!("source {existing}")));
+    }
+    if let Some(existing) =
+        catalog.case_twin_source(&client.name, source).map_err(|e| Refusal::new(Reason::Store, e.to_string()))?
+    {
+        return Err(case_refusal(&format!("source {source}"), &format!("source {existing}")));
     }
     let source_dir = subdir(&cdir, &[source])?;
     // A scan killed between publishing this very download and recording it
@@ -561,5 +613,37 @@ pub fn module_of(file_name: &str) -> &'static str {
         "pipe"
     } else {
         "file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ferry-jobs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Issue 16, point 4: a name differing only in case from a stored one.
+    #[test]
+    fn case_twins_are_found_and_refused() {
+        let cdir = tmp("case");
+        std::fs::create_dir_all(cdir.join("trac")).unwrap();
+        std::fs::create_dir_all(cdir.join("git/team/app.git")).unwrap();
+        assert_eq!(case_twin(&cdir, "Trac").as_deref(), Some("trac"));
+        assert_eq!(case_twin(&cdir, "trac"), None, "the same name is no twin");
+        assert_eq!(case_twin(&cdir, "www"), None);
+        let storage = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(check_mirror_case(&cdir, &storage(&["team", "app.git"])).is_ok());
+        assert!(check_mirror_case(&cdir, &storage(&["team", "other.git"])).is_ok());
+        let e = check_mirror_case(&cdir, &storage(&["Team", "app.git"])).unwrap_err();
+        assert_eq!(e.reason, Reason::ReqNameCase);
+        assert!(e.detail.contains("git/team"), "{}", e.detail);
+        let e = check_mirror_case(&cdir, &storage(&["team", "App.git"])).unwrap_err();
+        assert_eq!(e.reason, Reason::ReqNameCase);
+        std::fs::remove_dir_all(&cdir).unwrap();
     }
 }

@@ -16,6 +16,7 @@ pub mod init;
 pub mod jobs;
 pub mod list;
 pub mod maintain;
+pub mod out;
 pub mod pullkey;
 pub mod repos;
 pub mod restore;

@@ -124,28 +124,31 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
     Ok(out)
 }
 
-pub fn print(list: &[ClientInfo]) {
+/// The human listing; every line goes through [`crate::out::line`].
+pub fn print(list: &[ClientInfo]) -> std::io::Result<()> {
+    use crate::out::line;
     for c in list {
-        println!("{}{}", c.client, if c.enrolled { "" } else { " (not enrolled)" });
+        line(&format!("{}{}", c.client, if c.enrolled { "" } else { " (not enrolled)" }))?;
         for m in &c.git {
-            println!(
+            line(&format!(
                 "  {:<40} {} heads, {} tags, last fetch {}{}",
                 m.name,
                 m.heads,
                 m.tags,
                 m.last_fetch.as_deref().unwrap_or("-"),
                 m.origin.as_deref().map(|o| format!(", from {o}")).unwrap_or_default()
-            );
+            ))?;
         }
         for a in &c.artifacts {
-            println!(
-                "  {:<40} {} {} bytes sha256 {}…",
+            line(&format!(
+                "  {:<40} {} {} bytes sha256 {}...",
                 format!("{}/{}", a.source, a.received),
                 a.module,
                 a.size,
-                &a.sha256[..12]
-            );
+                a.sha256.get(..12).unwrap_or(&a.sha256)
+            ))?;
         }
-        println!("  requests: {} pending, {} finished, {} failed", c.pending, c.finished, c.failed);
+        line(&format!("  requests: {} pending, {} finished, {} failed", c.pending, c.finished, c.failed))?;
     }
+    Ok(())
 }

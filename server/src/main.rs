@@ -1,6 +1,8 @@
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ferry_node::cli::Command;
 
 fn main() -> ExitCode {
     let cli = ferry_node::Cli::parse();
@@ -11,8 +13,13 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
+    // Colour only for a person at this node's terminal. serve and the hooks
+    // run inside a client's `git push`: their stderr is relayed to the
+    // pushing client's terminal, never the node's, so never coloured there.
+    let relayed = matches!(cli.command, Command::Serve { .. } | Command::Hook { .. });
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(!relayed && std::io::stderr().is_terminal())
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| level.into()))
         .with_target(false)
         .without_time()
@@ -20,7 +27,7 @@ fn main() -> ExitCode {
     match ferry_node::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("ferry-node: {e:#}");
+            ferry_node::out::err_line(&format!("ferry-node: {e:#}"));
             ExitCode::from(ferry_node::cli::code_of(&e))
         }
     }

@@ -157,7 +157,7 @@ pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
             e.mirror,
             e.bytes_before,
             e.bytes_after,
-            e.error.as_deref().map(|x| format!("  FAILED: {}", ferry_text::escape(x, 200))).unwrap_or_default()
+            e.error.as_deref().map(|x| format!("  FAILED: {}", ferry_text::sanitize(x, 200))).unwrap_or_default()
         ));
     }
     crate::events::record(&cfg.events_log(), if failed > 0 { "warn" } else { "info" }, None, "gc", None, None, &body);

@@ -240,7 +240,8 @@ impl<'a> Scanner<'a> {
 pub fn fail(cfg: &NodeConfig, pool: &Pool, client: &str, id: &str, r: &Refusal) -> anyhow::Result<()> {
     let why = serde_json::json!({
         "reason": r.reason.code(),
-        "detail": ferry_text::escape(&r.detail, 2000),
+        // Client text in the detail was escaped when it was built (once).
+        "detail": ferry_text::sanitize(&r.detail, 2000),
         "at": jiff::Timestamp::now().to_string(),
     });
     let name = format!("E{id}.why");

@@ -17,7 +17,8 @@ use crate::config::NodeConfig;
 use crate::events;
 
 fn deny(cfg: &NodeConfig, user: &str, original: &str, msg: &str) -> u8 {
-    eprintln!("ERROR:gitosis.serve.main:{msg}");
+    // Relayed to the ssh client's terminal: shown safely, never escaped twice.
+    eprintln!("ERROR:gitosis.serve.main:{}", ferry_text::sanitize(msg, 600));
     events::record(
         &cfg.events_log(),
         "warn",

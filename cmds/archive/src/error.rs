@@ -116,8 +116,10 @@ impl ArchiveError {
         ArchiveError::Limit { what: what.into() }
     }
 
+    /// `what` is message text whose names are already escaped: it is only
+    /// made safe ([`ferry_text::sanitize`]), never escaped a second time.
     pub(crate) fn format(what: impl AsRef<str>) -> Self {
-        ArchiveError::Format { what: escape_name(what.as_ref().as_bytes()) }
+        ArchiveError::Format { what: ferry_text::sanitize(what.as_ref(), 600) }
     }
 }
 
@@ -130,28 +132,19 @@ fn is_disk_full(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::QuotaExceeded
 }
 
-/// How many bytes of a name [`escape_name`] shows before cutting it.
-const ESCAPE_MAX_BYTES: usize = 200;
+/// How many characters of an escaped name [`escape_name`] shows before
+/// cutting it.
+const ESCAPE_MAX_CHARS: usize = 200;
 
-/// Escapes an untrusted name for printing: every byte outside printable
-/// ASCII (and the backslash itself, so the output is unambiguous) becomes
-/// `\xNN`; names longer than 200 bytes are cut and say how much was left
+/// Escapes an untrusted name for printing, in Ferry's one escaped form
+/// ([`ferry_text::escape_bytes`]): printable ASCII is kept, `\` doubled,
+/// controls and invalid UTF-8 bytes become `\xNN`, other non-ASCII
+/// characters `\u{XXXX}`; long names are cut and say how much was left
 /// out. The result is pure printable ASCII, safe for logs, terminals and
-/// mail (SECURITY.md I6, NL-*).
+/// mail (SECURITY.md I6, NL-*). Escape a name once, where it goes into a
+/// message; a message is never escaped again.
 pub fn escape_name(name: &[u8]) -> String {
-    let shown = &name[..name.len().min(ESCAPE_MAX_BYTES)];
-    let mut out = String::with_capacity(shown.len() + 16);
-    for &b in shown {
-        if (0x20..0x7f).contains(&b) && b != b'\\' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    if name.len() > shown.len() {
-        out.push_str(&format!("...[+{} bytes]", name.len() - shown.len()));
-    }
-    out
+    ferry_text::escape_bytes(name, ESCAPE_MAX_CHARS)
 }
 
 #[cfg(test)]
@@ -161,13 +154,17 @@ mod tests {
     #[test]
     fn escape_is_printable_ascii_and_capped() {
         assert_eq!(escape_name(b"ok.txt"), "ok.txt");
-        assert_eq!(escape_name(b"a\nb\x1b[31m"), "a\\x0ab\\x1b[31m");
-        assert_eq!(escape_name("é".as_bytes()), "\\xc3\\xa9");
-        assert_eq!(escape_name(b"a\\b"), "a\\x5cb");
+        assert_eq!(escape_name(b"a\nb\x1b[31m"), "a\\nb\\x1B[31m");
+        assert_eq!(escape_name("é\u{202E}".as_bytes()), "\\u{00E9}\\u{202E}");
+        assert_eq!(escape_name(b"\xff"), "\\xFF");
+        assert_eq!(escape_name(b"a\\b"), "a\\\\b");
         let long = vec![b'a'; 1000];
         let e = escape_name(&long);
         assert!(e.starts_with(&"a".repeat(200)));
         assert!(e.ends_with("...[+800 bytes]"));
+        // A message quoting an escaped name is not escaped again.
+        let m = ArchiveError::format(format!("truncated data of `{}`", escape_name(b"a\x1b[31mb")));
+        assert_eq!(m.to_string(), "E_ARCHIVE_FORMAT: truncated data of `a\\x1B[31mb`");
     }
 
     #[test]

@@ -133,9 +133,11 @@ pub struct Alert {
     /// Caller-written text (what happened, since when, what to do). Every
     /// line that is not plain printable ASCII is escaped with `ferry_text`.
     pub body: String,
-    /// Untrusted text from a client or remote (stderr, a rejected line):
-    /// quoted in the mail with `ferry_text::mail_quote`, so it is marked,
-    /// escaped and capped. Pass it raw — escaping twice doubles backslashes.
+    /// Text quoting a client or remote (a reason whose stderr excerpt or
+    /// rejected line was escaped once when it was built): quoted in the
+    /// mail with `ferry_text::mail_quote`, so it is marked, wrapped and
+    /// capped, and shown as it is — never escaped a second time. Anything
+    /// still raw in it (controls, non-ASCII) is escaped there, once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excerpt: Option<String>,
     pub raised_at: Timestamp,
@@ -210,26 +212,21 @@ fn cap_str(s: &mut String, max: usize) {
     }
 }
 
-/// True when `line` can be shown as it is: printable ASCII only (no
-/// controls, no bidi or look-alike characters), short.
-fn is_plain(line: &str) -> bool {
-    line.len() <= MAX_LINE && line.bytes().all(|b| (0x20..=0x7E).contains(&b))
-}
-
 /// Makes caller text safe for a mail body: one output line per input line
-/// (a trailing `\r` of a CRLF line end is dropped), each either plain
-/// printable ASCII or escaped by `ferry_text::escape` — so no control
-/// character, bidi override or non-ASCII character survives, and no line
-/// exceeds [`MAX_LINE`]. Idempotent: plain lines are kept as they are, so
-/// text a caller already escaped is not escaped again. Trailing blank lines
-/// are dropped; the whole is capped at [`MAX_BODY`] with a marker.
+/// (a trailing `\r` of a CRLF line end is dropped), each made safe by
+/// `ferry_text::sanitize` — so no control character, bidi override or
+/// non-ASCII character survives, and no line exceeds [`MAX_LINE`].
+/// Idempotent: printable ASCII, backslashes included, is kept as it is, so
+/// client text a caller already escaped is never escaped again, even on a
+/// line that also holds something raw. Trailing blank lines are dropped;
+/// the whole is capped at [`MAX_BODY`] with a marker.
 pub(crate) fn clean_body(body: &str) -> String {
     let mut out = String::new();
     let mut lines = body.split('\n').peekable();
     let mut hidden = 0usize;
     while let Some(raw) = lines.next() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
-        let shown = if is_plain(line) { line.to_string() } else { ferry_text::escape(line, MAX_LINE) };
+        let shown = ferry_text::sanitize(line, MAX_LINE);
         if out.len() + shown.len() + 1 > MAX_BODY - 64 {
             hidden = raw.len() + 1 + lines.map(|l| l.len() + 1).sum::<usize>();
             break;
@@ -301,6 +298,10 @@ pub(crate) mod tests {
         // Idempotent: escaped text is plain and stays as it is.
         let once = clean_body("\x1b]52;c;x\x07 \\ done");
         assert_eq!(clean_body(&once), once);
+        // A line quoting an escaped name and holding a raw control: the
+        // name stays escaped once.
+        let name = ferry_text::escape("a\x1b[31mb", 100);
+        assert_eq!(clean_body(&format!("{name}\x07")), r"a\x1B[31mb\x07");
     }
 
     #[test]

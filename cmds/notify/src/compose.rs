@@ -392,6 +392,32 @@ mod tests {
         assert_eq!(o.subject, "[ferry node1] 8 alerts: REQUEST_FAILED (8)");
     }
 
+    /// Point 12 of issue 16: a reason quoting a client name (escaped once
+    /// when the reason was built) appears in the mail escaped once, not
+    /// with doubled backslashes; and a long reason wraps between words.
+    #[test]
+    fn a_client_name_is_escaped_exactly_once_in_the_mail() {
+        let name = ferry_text::escape("a\x1b[31mb", 200);
+        let reason = format!(
+            "E_FETCH_FAILED: the client's sftp server answered for {name}: permission denied while \
+             reading the prepared artifact of source trac; check the export directory"
+        );
+        let l = loaded(vec![
+            Alert::new(Kind::RequestFailed, "client:host-a:E_FETCH_FAILED", "host-a", "failed")
+                .with_excerpt(reason)
+                .at(t(0)),
+        ]);
+        let it = item("client:host-a:E_FETCH_FAILED", Kind::RequestFailed, 0, Role::New);
+        let o = compose(&[&it], &l, &Ledger::default(), "node1", &rules(), &Notes::default(), t(2));
+        assert_eq!(o.body.matches(r"a\x1B[31mb").count(), 1, "{}", o.body);
+        assert!(!o.body.contains(r"a\\x1B"), "escaped twice: {}", o.body);
+        let quoted: Vec<&str> = o.body.lines().filter(|l| l.starts_with("  | ")).collect();
+        assert!(quoted.len() >= 2, "{}", o.body);
+        for q in &quoted[..quoted.len() - 1] {
+            assert!(q.ends_with(' '), "a word was cut at the end of {q:?}");
+        }
+    }
+
     #[test]
     fn recovery_section_says_how_long_and_how_often() {
         let l = loaded(vec![Alert::new(Kind::NodeRecovered, "node:b1", "b1", "push accepted").at(t(200))]);

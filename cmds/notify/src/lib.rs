@@ -84,8 +84,10 @@
 //!   `Message-ID` by lettre; `Auto-Submitted: auto-generated`.
 //! * Body: plain ASCII text, one section per alert grouped by kind. Caller
 //!   lines that are not plain printable ASCII are escaped by `ferry_text`;
-//!   untrusted excerpts are quoted with `ferry_text::mail_quote` (`| `
-//!   prefix, escaped, capped); every line is indented. At most 64 KiB, then
+//!   excerpts quoting client text are quoted once with
+//!   `ferry_text::mail_quote` (`| ` prefix, escaped text kept as it is, raw
+//!   text escaped, wrapped at word boundaries, capped); every line is
+//!   indented. At most 64 KiB, then
 //!   "And N more alerts not shown".
 //! * Transport: plain SMTP to `smtp://host:port` (explicitly plaintext, for
 //!   a local relay; `smtps://` and `?tls=` are refused — no TLS stack is

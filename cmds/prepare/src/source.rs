@@ -216,6 +216,15 @@ pub fn check_source(spec: &SourceSpec, endpoint: &ExportEndpoint) -> Result<(), 
     Name::parse(n).map_err(|e| {
         config(n, format!("the name becomes a storage name on the node; use letters, digits, '.', '_' and '-', starting with a letter or digit, at most 100 bytes ({e})"))
     })?;
+    if ferry_request::is_reserved_source(n) {
+        return Err(config(
+            n,
+            format!(
+                "the name is one a node keeps for its own directories ({}, in any letter case); rename the source",
+                ferry_request::RESERVED_SOURCE_NAMES.join(", ")
+            ),
+        ));
+    }
     let export = export::check_export_dir(&endpoint.export_dir)?;
     let longest = format!("{export}/{n}/{}.{LONGEST_EXT}", Stamp::from_unix(0));
     RemotePath::parse(&longest).map_err(|e| {
@@ -331,7 +340,7 @@ pub fn prepare_source(
             }
             Err(e) => {
                 env.push(("FERRY_STATUS".into(), "failed".into()));
-                env.push(("FERRY_ERROR".into(), ferry_text::escape(&e.to_string(), 2000).into()));
+                env.push(("FERRY_ERROR".into(), ferry_text::sanitize(&e.to_string(), 2000).into()));
             }
         }
         hooks::run(&spec.name, Phase::Post, argv, &env, spec.timeout)
@@ -466,6 +475,12 @@ mod tests {
         let mut ep2 = endpoint("/x");
         ep2.user = "Bad User".into();
         assert!(check_source(&pipe("t"), &ep2).unwrap_err().to_string().contains("export.user"));
+        // Issue 16, point 4: the nodes' own directory names, in any case.
+        for reserved in ["git", "Git", "STORE", "tmp", "trees", "incomplete"] {
+            let e = check_source(&pipe(reserved), &ep).unwrap_err();
+            assert!(e.to_string().contains("keeps for its own directories"), "{reserved}: {e}");
+        }
+        check_source(&pipe("gitlab"), &ep).unwrap();
     }
 
     #[test]

@@ -122,11 +122,27 @@
 //!       (hidden names like `.git`, over 100 bytes, other characters) →
 //!       [`Reason::ReqName`];
 //!     * `sha256=` → [`Reason::ReqDigest`]; `size=` → [`Reason::ReqSize`];
-//!       `source=` and the dummy word → [`Reason::ReqName`].
+//!       `source=` and the dummy word → [`Reason::ReqName`]; a `source=`
+//!       the node keeps for itself → [`Reason::ReqNameReserved`].
 //!
 //! Offsets in a [`Rejection`] are byte offsets into the file. The detail
 //! text is escaped with [`ferry_text`] and its excerpt capped at 200
 //! characters, so a rejection can be logged or mailed as it is.
+//!
+//! # Source names that become storage names
+//!
+//! A `source=` name becomes the directory `data/<client>/<source>/` on the
+//! node. Beyond the `name` rule above:
+//!
+//! * **Reserved**: `git`, `trees`, `store`, `tmp`, `incomplete` and
+//!   `lost+found` ([`RESERVED_SOURCE_NAMES`]), in any letter case, are the
+//!   node's own directories at that level (mirrors, snapshot trees and
+//!   their content store, staging, the file system's own) and are rejected
+//!   here with [`Reason::ReqNameReserved`].
+//! * **Letter case**: a source whose name differs only in ASCII case from a
+//!   source the client already stores (`Trac` beside `trac`) would share its
+//!   directory on a case-insensitive file system or object store. The node
+//!   rejects it with [`Reason::ReqNameCase`] ([`same_ignoring_case`]).
 //!
 //! What this crate does *not* decide: whether the host, user, port and path
 //! are the ones enrolled for the client ([`Reason::ReqHostNotOwned`],
@@ -138,12 +154,14 @@
 
 #![forbid(unsafe_code)]
 
+mod names;
 mod reason;
 mod url;
 mod value;
 
 use std::fmt;
 
+pub use names::{RESERVED_SOURCE_NAMES, is_reserved_source, same_ignoring_case};
 pub use reason::{Reason, Rejection};
 pub use url::{GitScheme, GitUrl, SftpUrl};
 pub use value::{Digest, Host, MAX_UNIX, Name, RemotePath, Stamp, User, parse_port};
@@ -401,6 +419,14 @@ fn parse_request(line: &str) -> Result<Request, Rejection> {
             let size = parse_size(size.value())?;
             let v = source.value();
             let source = Name::parse(v.text).map_err(|e| e.shifted(v.at))?;
+            if is_reserved_source(source.as_str()) {
+                return Err(Rejection::new(
+                    Reason::ReqNameReserved,
+                    Some(v.at),
+                    "the node keeps this name for its own directories (git, trees, store, tmp, incomplete, lost+found, in any letter case)",
+                    v.text.as_bytes(),
+                ));
+            }
             Ok(Request::Sftp(SftpRequest { stamp, url, sha256, size, source }))
         }
         ("dummy", [word], []) => {

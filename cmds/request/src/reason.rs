@@ -105,6 +105,12 @@ reasons! {
     /// Too many requests are pending for this client.
     ReqPending => "E_REQ_PENDING",
         "Too many requests from this client are waiting; let the backlog drain, or raise the client's limit in gitosis.conf.";
+    /// A name the node keeps for its own directories at that level.
+    ReqNameReserved => "E_REQ_NAME_RESERVED",
+        "The source name is one the node keeps for its own directories (git, trees, store, tmp, incomplete, lost+found, in any letter case); rename the source.";
+    /// A name differing only in letter case from one already stored.
+    ReqNameCase => "E_REQ_NAME_CASE",
+        "The name differs only in letter case from one this client already stores, and both would be one directory on a case-insensitive file system or object store; keep the stored spelling or choose a clearly different name.";
     /// Events for this client are being rate-limited.
     RateLimit => "E_RATE_LIMIT",
         "Too many events for this client in a short time; further ones are counted but not reported until the window passes.";
@@ -290,7 +296,7 @@ mod tests {
             let d = r.describe();
             assert!(d.ends_with('.') && d.is_ascii() && !d.contains('\n'), "{d}");
         }
-        assert_eq!(Reason::ALL.len(), 52);
+        assert_eq!(Reason::ALL.len(), 54);
         assert_eq!(Reason::from_code("e_req_syntax"), None);
         assert_eq!(Reason::from_code(""), None);
     }

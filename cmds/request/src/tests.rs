@@ -262,6 +262,25 @@ fn rp09_traversal_in_names() {
     }
 }
 
+/// Issue 16, point 4: a source named like one of the node's own
+/// directories below `data/<client>/` is refused, in any letter case.
+#[test]
+fn reserved_source_names_are_refused_in_any_case() {
+    let sftp = |source: &str| sftp_line("20261122T010203Z", SFTP_URL, &format!("sha256={HEX} size=1 source={source}"));
+    for source in ["git", "Git", "GIT", "trees", "Store", "tmp", "TMP", "incomplete"] {
+        let line = sftp(source);
+        let e = parse(line.as_bytes()).unwrap_err();
+        assert_eq!(e.reason, Reason::ReqNameReserved, "{source}");
+        assert_eq!(e.offset, line.find("source=").map(|i| i + "source=".len()), "{source}");
+        assert_eq!(e.code(), "E_REQ_NAME_RESERVED");
+    }
+    for source in ["gitea", "git-repos", "storage", "trac"] {
+        assert!(parse(sftp(source).as_bytes()).is_ok(), "{source}");
+    }
+    // The dummy word is no storage name.
+    assert!(parse(b"dummy git\n").is_ok());
+}
+
 #[test]
 fn rp10_timestamp_abuse() {
     let rest = format!("sha256={HEX} size=1 source=app");

@@ -24,10 +24,29 @@
 //! assert_eq!(format!("name={}", Untrusted(b"\x1b]52;c;eA==\x07")), r"name=\x1B]52;c;eA==\x07");
 //! ```
 //!
+//! # Exactly once
+//!
+//! Untrusted bytes are escaped **once**, with [`escape_bytes`] (or
+//! [`Untrusted`]), at the point where they are put into a message — a
+//! reason, a journal detail, an error. From then on the message is plain
+//! printable ASCII and is never escaped again: every sink (terminal output,
+//! JSON output, the journal, `tracing` logs, mail bodies) passes text through
+//! [`sanitize`], which leaves printable ASCII — backslashes included — as it
+//! is and escapes only what is not printable ASCII. So a message built
+//! correctly reaches every sink unchanged, and a raw string that reached a
+//! sink by mistake is still shown escaped, once.
+//!
+//! JSON output carries these same escaped strings, serialised by serde and
+//! then made pure ASCII by [`ascii_json`]: a JSON reader decodes exactly the
+//! text the human output shows (the `\\` of the raw JSON bytes is JSON's own
+//! quoting of one backslash). One escaped form, everywhere.
+//!
 //! This crate has no dependencies on purpose: it sits under every other Ferry
 //! crate and must be easy to audit in one sitting.
 
 #![forbid(unsafe_code)]
+
+pub mod stdout;
 
 use std::fmt;
 
@@ -94,10 +113,19 @@ impl Iterator for Units<'_> {
     }
 }
 
+/// Whether a backslash in the input is an escape of its own (`\\`, for raw
+/// bytes) or kept as it is (already escaped message text, see [`sanitize`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backslash {
+    Double,
+    Keep,
+}
+
 /// Appends the escaped form of one unit to `out`.
-fn push_unit(out: &mut String, unit: Unit) {
+fn push_unit(out: &mut String, unit: Unit, bs: Backslash) {
     use fmt::Write as _;
     match unit {
+        Unit::Char('\\') if bs == Backslash::Keep => out.push('\\'),
         Unit::Char('\\') => out.push_str("\\\\"),
         Unit::Char('\n') => out.push_str("\\n"),
         Unit::Char('\r') => out.push_str("\\r"),
@@ -119,18 +147,18 @@ fn push_unit(out: &mut String, unit: Unit) {
 }
 
 /// Escaped units of `b`, each as its own small string, stopping once `limit`
-/// output characters would be exceeded. Returns the pieces and how many input
-/// bytes they cover.
+/// output characters would be exceeded. Returns the pieces, how many input
+/// bytes they cover and whether the input was cut.
 ///
 /// Working in whole units means a cut never leaves half an escape such as
 /// `\u{20` behind, which a reader could misread as something else.
-fn escaped_pieces(b: &[u8], limit: usize) -> (Vec<String>, usize, bool) {
+fn escaped_pieces(b: &[u8], limit: usize, bs: Backslash) -> (Vec<String>, usize, bool) {
     let mut pieces = Vec::new();
     let mut used = 0usize;
     let mut consumed = 0usize;
     for (unit, width) in Units::new(b) {
         let mut piece = String::new();
-        push_unit(&mut piece, unit);
+        push_unit(&mut piece, unit, bs);
         if used + piece.len() > limit {
             return (pieces, consumed, true);
         }
@@ -139,6 +167,24 @@ fn escaped_pieces(b: &[u8], limit: usize) -> (Vec<String>, usize, bool) {
         pieces.push(piece);
     }
     (pieces, consumed, false)
+}
+
+/// The one renderer behind [`escape_bytes`] and [`sanitize`].
+fn render(b: &[u8], max_chars: usize, bs: Backslash) -> String {
+    let mut out = String::with_capacity(b.len().min(max_chars));
+    let mut consumed = 0usize;
+    for (unit, width) in Units::new(b) {
+        let before = out.len();
+        push_unit(&mut out, unit, bs);
+        if out.len() > max_chars {
+            // Drop the whole escape that did not fit, never half of it.
+            out.truncate(before);
+            push_marker(&mut out, b.len().saturating_sub(consumed));
+            break;
+        }
+        consumed += width;
+    }
+    out
 }
 
 /// Renders untrusted bytes as printable ASCII on one line, at most
@@ -161,21 +207,11 @@ fn escaped_pieces(b: &[u8], limit: usize) -> (Vec<String>, usize, bool) {
 /// hidden). The marker is ASCII so the output stays ASCII. Only as much input
 /// as is needed is examined, so a 10 MiB hostile field costs no more than a
 /// short one.
+///
+/// Use it where untrusted bytes enter a message, once; sinks use
+/// [`sanitize`] (see "Exactly once" above).
 pub fn escape_bytes(b: &[u8], max_chars: usize) -> String {
-    let mut out = String::with_capacity(b.len().min(max_chars));
-    let mut consumed = 0usize;
-    for (unit, width) in Units::new(b) {
-        let before = out.len();
-        push_unit(&mut out, unit);
-        if out.len() > max_chars {
-            // Drop the whole escape that did not fit, never half of it.
-            out.truncate(before);
-            push_marker(&mut out, b.len().saturating_sub(consumed));
-            break;
-        }
-        consumed += width;
-    }
-    out
+    render(b, max_chars, Backslash::Double)
 }
 
 /// The ASCII truncation marker, naming how many input bytes were hidden.
@@ -247,17 +283,84 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
-/// Quotes untrusted bytes for a plain-text mail body.
+/// Makes message text safe for a sink without escaping it a second time:
+/// printable ASCII, **backslashes included**, is kept as it is; everything
+/// else is escaped exactly as [`escape_bytes`] does (`\n`, `\x1B`,
+/// `\u{202E}`, …); the result is capped at `max_chars` the same way.
 ///
-/// The whole input is escaped first (newlines become the two characters
-/// `\n`, so the input cannot create lines of its own), capped at `max_chars`
-/// like [`escape_bytes`], and only then laid out: lines of at most 72
-/// columns, each starting with `| ` so the reader sees at a glance which
-/// text came from a client. For readability a line also ends after each
-/// escaped `\n`; the `\n` stays visible, so this cannot forge anything.
-/// Escapes are never split across lines. Every output line ends in `\n`.
+/// Messages are built with their untrusted parts already escaped, so for
+/// them this is the identity; it is idempotent; and raw text that reaches a
+/// sink by mistake still comes out as one line of printable ASCII, escaped
+/// once. Every sink — terminal, JSON, journal, log, mail — uses this.
+///
+/// ```
+/// use ferry_text::{escape, sanitize};
+///
+/// let msg = format!("cannot read {}", escape("a\x1b[31mb", 200));
+/// assert_eq!(sanitize(&msg, 200), r"cannot read a\x1B[31mb");
+/// assert_eq!(sanitize(&sanitize(&msg, 200), 200), sanitize(&msg, 200));
+/// assert_eq!(sanitize("raw\u{202E}x\n", 200), r"raw\u{202E}x\n");
+/// ```
+pub fn sanitize(s: &str, max_chars: usize) -> String {
+    render(s.as_bytes(), max_chars, Backslash::Keep)
+}
+
+/// [`sanitize`] for bytes that may not be UTF-8.
+pub fn sanitize_bytes(b: &[u8], max_chars: usize) -> String {
+    render(b, max_chars, Backslash::Keep)
+}
+
+/// Makes serialised JSON pure printable ASCII without changing what it
+/// decodes to: every character outside `0x20..=0x7E` — serde_json already
+/// writes C0 controls as escapes, but leaves DEL, C1 controls, bidi
+/// controls and every other non-ASCII character raw — becomes a JSON
+/// `\uXXXX` escape (a surrogate pair above U+FFFF). Outside strings JSON
+/// text is ASCII, and inside them `\uXXXX` means that very character, so a
+/// JSON reader gets exactly the same values. Newlines between values (as
+/// pretty printing writes them) are kept.
+///
+/// ```
+/// // What serde_json writes for the value "x\u{202E}\u{7F}\u{1F600}":
+/// let json = "{\"a\":\"x\u{202E}\u{7F}\u{1F600}\"}";
+/// assert_eq!(ferry_text::ascii_json(json), r#"{"a":"x\u202e\u007f\ud83d\ude00"}"#);
+/// ```
+pub fn ascii_json(json: &str) -> String {
+    use fmt::Write as _;
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            ' '..='~' | '\n' => out.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{:04x}", u);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Quotes message text for a plain-text mail body, once.
+///
+/// The text is made safe as by [`sanitize`] (already escaped text is kept,
+/// anything else is escaped; newlines become the two characters `\n`, so
+/// the input cannot create lines of its own), capped at `max_chars`, and
+/// only then laid out: lines of at most 72 columns, each starting with `| `
+/// so the reader sees at a glance which text came from a client. Lines
+/// break after a space where one is near enough, so words stay whole; a
+/// word longer than a line is split between two escapes, never inside one.
+/// For readability a line also ends after each escaped `\n`; the `\n`
+/// stays visible, so this cannot forge anything. Joining the lines without
+/// their `| ` prefixes gives back the quoted text exactly. Every output
+/// line ends in `\n`.
 pub fn mail_quote(s: &[u8], max_chars: usize) -> String {
-    let (pieces, consumed, cut) = escaped_pieces(s, max_chars);
+    let (mut pieces, consumed, cut) = escaped_pieces(s, max_chars, Backslash::Keep);
+    if cut {
+        let mut marker = String::new();
+        push_marker(&mut marker, s.len().saturating_sub(consumed));
+        pieces.push(marker);
+    }
     let width = MAIL_WIDTH - MAIL_PREFIX.len();
     let mut out = String::new();
     let mut line = String::new();
@@ -267,18 +370,33 @@ pub fn mail_quote(s: &[u8], max_chars: usize) -> String {
         out.push('\n');
         line.clear();
     };
-    let mut pieces = pieces;
-    if cut {
-        let mut marker = String::new();
-        push_marker(&mut marker, s.len().saturating_sub(consumed));
-        pieces.push(marker);
+    // Words: runs of pieces up to and including a space or an escaped `\n`.
+    let mut words: Vec<(Vec<String>, bool)> = Vec::new();
+    let mut word: Vec<String> = Vec::new();
+    for piece in pieces {
+        let ends_line = piece == "\\n";
+        let ends_word = ends_line || piece == " ";
+        word.push(piece);
+        if ends_word {
+            words.push((std::mem::take(&mut word), ends_line));
+        }
     }
-    for piece in &pieces {
-        if !line.is_empty() && line.len() + piece.len() > width {
+    if !word.is_empty() {
+        words.push((word, false));
+    }
+    for (word, ends_line) in words {
+        let len: usize = word.iter().map(String::len).sum();
+        if !line.is_empty() && line.len() + len > width {
             flush(&mut out, &mut line);
         }
-        line.push_str(piece);
-        if piece == "\\n" {
+        for piece in word {
+            // Only a word longer than a whole line is split (between escapes).
+            if !line.is_empty() && line.len() + piece.len() > width {
+                flush(&mut out, &mut line);
+            }
+            line.push_str(&piece);
+        }
+        if ends_line {
             flush(&mut out, &mut line);
         }
     }
@@ -471,6 +589,68 @@ mod tests {
         for l in q.lines() {
             assert!(l.starts_with("| ") && l.len() <= 72 && is_clean(l));
         }
+    }
+
+    #[test]
+    fn sanitize_keeps_escaped_text_and_escapes_the_rest_once() {
+        let once = escape("a\x1b[31mb \\ \u{202E}", 200);
+        assert_eq!(once, r"a\x1B[31mb \\ \u{202E}");
+        // Already escaped message text passes unchanged, however often.
+        assert_eq!(sanitize(&once, 200), once);
+        assert_eq!(sanitize(&sanitize(&once, 200), 200), once);
+        // Raw text is escaped once; a backslash of its own stays one.
+        assert_eq!(sanitize("a\x1b[31mb", 200), r"a\x1B[31mb");
+        assert_eq!(sanitize("C:\\dir\n\u{9B}\u{7F}", 200), r"C:\dir\n\u{009B}\x7F");
+        assert_eq!(sanitize_bytes(b"\xff\\", 200), r"\xFF\");
+        assert_eq!(sanitize("abcdef", 3), "abc...[+3 bytes]");
+        let mut rng = Rng(7);
+        for _ in 0..5_000 {
+            let len = (rng.next() % 48) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let out = sanitize_bytes(&bytes, usize::MAX);
+            assert!(is_clean(&out), "{out:?}");
+            assert_eq!(sanitize(&out, usize::MAX), out, "idempotent");
+        }
+    }
+
+    #[test]
+    fn ascii_json_escapes_everything_outside_printable_ascii() {
+        assert_eq!(ascii_json("{\"k\":\"plain \\\\ \\u001b\"}"), "{\"k\":\"plain \\\\ \\u001b\"}");
+        assert_eq!(
+            ascii_json("[\"\u{202E}\u{2066}\u{200F}\u{61C}\u{9B}\u{7F}\"]"),
+            r#"["\u202e\u2066\u200f\u061c\u009b\u007f"]"#
+        );
+        assert_eq!(ascii_json("[\n  \"\u{1F600}\"\n]"), "[\n  \"\\ud83d\\ude00\"\n]");
+    }
+
+    #[test]
+    fn mail_quote_quotes_escaped_text_once() {
+        let msg = format!("cannot read {}", escape("a\x1b[31mb", 200));
+        assert_eq!(mail_quote(msg.as_bytes(), 200), "| cannot read a\\x1B[31mb\n");
+        // Raw text that reaches the mail is still escaped, once.
+        assert_eq!(mail_quote(b"raw a\x1b[31mb", 200), "| raw a\\x1B[31mb\n");
+    }
+
+    #[test]
+    fn mail_quote_wraps_at_word_boundaries() {
+        let text = "The quick brown fox jumps over the lazy dog and keeps running through \
+                    the escaped \x1b[31m field without ever splitting a word in two";
+        let q = mail_quote(text.as_bytes(), 1000);
+        let lines: Vec<&str> = q.lines().collect();
+        assert!(lines.len() >= 2, "{q}");
+        for l in &lines {
+            assert!(l.starts_with("| ") && l.len() <= 72 && is_clean(l), "{l:?}");
+        }
+        // Every line but the last ends after a space: no word was cut.
+        for l in &lines[..lines.len() - 1] {
+            assert!(l.ends_with(' '), "{l:?} ends inside a word");
+        }
+        let joined: String = lines.iter().map(|l| &l[2..]).collect();
+        assert_eq!(joined, sanitize(text, 1000));
+        // A word longer than a line is split, but between escapes only.
+        let long = format!("{}\u{202E}{}", "w".repeat(69), "v".repeat(10));
+        let q = mail_quote(long.as_bytes(), 1000);
+        assert_eq!(q, format!("| {}\n| \\u{{202E}}{}\n", "w".repeat(69), "v".repeat(10)));
     }
 
     #[test]

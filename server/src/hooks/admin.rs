@@ -93,8 +93,50 @@ pub fn validate(t: &AdminTree, pusher: Option<&str>) -> Result<(Config, Enrollme
     Ok((conf, enrollment))
 }
 
+/// Client names that differ only in letter case from storage the node
+/// already has for another name (a client removed earlier, or a rename
+/// that changed only the case): on a case-insensitive file system or object
+/// store they would share that client's queue repo, pool, keys and data.
+/// Checked on the node's directories and the catalog; the pure rules
+/// (reserved names, two enrolled names differing in case) are in
+/// [`Enrollment::build`].
+pub fn storage_conflicts(cfg: &NodeConfig, enrollment: &Enrollment) -> Vec<String> {
+    let catalog = crate::catalog::Catalog::open_existing(cfg).ok().flatten();
+    let known_hosts = cfg.known_hosts("x");
+    let places: [(PathBuf, &str, &str); 5] = [
+        (cfg.data_dir(), "data/", ""),
+        (cfg.pool_dir(), "pool/", ""),
+        (cfg.repositories().join("queue"), "queue/", ".git"),
+        (cfg.keys_dir(), "keys/", ""),
+        (known_hosts.parent().map(Path::to_owned).unwrap_or_default(), "state/known_hosts/", ""),
+    ];
+    let mut out = Vec::new();
+    for name in enrollment.clients.keys() {
+        let mut found: Vec<String> = places
+            .iter()
+            .filter_map(|(dir, label, suffix)| {
+                crate::jobs::case_twin(dir, &format!("{name}{suffix}")).map(|t| format!("{label}{t}"))
+            })
+            .collect();
+        if let Some(t) = catalog.as_ref().and_then(|c| c.case_twin_client(name).ok().flatten()) {
+            found.push(format!("catalog client {t}"));
+        }
+        if !found.is_empty() {
+            out.push(format!(
+                "E_ENROL_CONF: client '{name}' differs only in letter case from storage this node already has ({}); \
+                 on a case-insensitive file system or object store they would be one; keep the stored spelling \
+                 or move that storage away first",
+                found.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// A line for the pusher (relayed as `remote: ferry: …`); messages quote
+/// client text escaped once already, sanitize only guards the rest.
 fn say(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "ferry: {msg}");
+    let _ = writeln!(std::io::stderr(), "ferry: {}", ferry_text::sanitize(msg, 2000));
 }
 
 /// `pre-receive` of gitosis-admin.
@@ -115,11 +157,16 @@ pub fn pre_receive(cfg: &NodeConfig) -> anyhow::Result<()> {
         let commit = repo.find_commit(Oid::from_str(f[1])?)?;
         let checked = read_tree(&repo, &commit.tree()?)
             .map_err(|e| vec![format!("E_ENROL_CONF: {e:#}")])
-            .and_then(|t| validate(&t, pusher.as_deref()));
+            .and_then(|t| validate(&t, pusher.as_deref()))
+            .and_then(|(_, enrollment)| {
+                let conflicts = storage_conflicts(cfg, &enrollment);
+                if conflicts.is_empty() { Ok(()) } else { Err(conflicts) }
+            });
         if let Err(problems) = checked {
             say("gitosis.conf rejected; the previous enrollment stays in force:");
             for p in &problems {
-                say(&format!("  {}", ferry_text::escape(p, 400)));
+                // Enrollment messages quote input escaped once already.
+                say(&format!("  {}", ferry_text::sanitize(p, 400)));
             }
             events::record(
                 &cfg.events_log(),
@@ -168,6 +215,10 @@ pub fn apply(cfg: &NodeConfig, config_path: &Path) -> anyhow::Result<String> {
     let oid = repo.refname_to_id(BRANCH).context("gitosis-admin has no master branch")?;
     let tree = read_tree(&repo, &repo.find_commit(oid)?.tree()?)?;
     let (conf, enrollment) = validate(&tree, None).map_err(|p| anyhow::anyhow!("{}", p.join("; ")))?;
+    let conflicts = storage_conflicts(cfg, &enrollment);
+    if !conflicts.is_empty() {
+        bail!("{}", conflicts.join("; "));
+    }
 
     activate_files(cfg, oid, &tree)?;
     let prev_clients = previous_clients(cfg);
@@ -182,7 +233,7 @@ pub fn apply(cfg: &NodeConfig, config_path: &Path) -> anyhow::Result<String> {
     write_descriptions(cfg, &conf);
     std::fs::write(state.join("enrolled-clients"), enrollment.clients.keys().cloned().collect::<Vec<_>>().join("\n"))?;
     for w in &enrollment.warnings {
-        say(&format!("warning: {}", ferry_text::escape(w, 300)));
+        say(&format!("warning: {}", ferry_text::sanitize(w, 300)));
     }
     // The enrollment is live from here on; a web view that cannot follow
     // is closed, journaled and mailed by sync (fails closed), not undone.

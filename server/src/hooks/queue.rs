@@ -80,7 +80,8 @@ pub fn client_of(cfg: &NodeConfig, repo: &Path) -> Option<String> {
 
 fn refuse(cfg: &NodeConfig, client: &str, reason: Reason, msg: &str) -> anyhow::Result<()> {
     events::record(&cfg.events_log(), "warn", Some(client), "push_refused", Some(reason.code()), None, msg);
-    let _ = writeln!(std::io::stderr(), "ferry: push refused: {}: {}", reason.code(), ferry_text::escape(msg, 600));
+    // `msg` quotes client text escaped once already: only sanitize it.
+    let _ = writeln!(std::io::stderr(), "ferry: push refused: {}: {}", reason.code(), ferry_text::sanitize(msg, 600));
     bail!("push refused")
 }
 

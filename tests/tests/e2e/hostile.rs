@@ -1921,7 +1921,7 @@ fn hostile_downloads_and_archives_are_refused_or_contained() {
         ("sf06-digest", e.sftp(&stamp, &good_path, &zeros, 100, "s"), "E_FETCH_DIGEST_MISMATCH"),
         ("sf-max-artifact", e.sftp(&stamp, &sparse.display().to_string(), &zeros, 9 << 20, "s"), "E_FETCH_LIMIT"),
         ("sf-max-artifact-lying", e.sftp(&stamp, &sparse.display().to_string(), &zeros, 100, "s"), "E_FETCH_LIMIT"),
-        ("sf-reserved-source", e.sftp(&stamp, &good_path, &good_sha, 100, "git"), "E_REQ_NAME"),
+        ("sf-reserved-source", e.sftp(&stamp, &good_path, &good_sha, 100, "git"), "E_REQ_NAME_RESERVED"),
         ("sf-future", e.sftp(&next_year(&stamp), &good_path, &good_sha, 100, "s"), "E_REQ_TIMESTAMP"),
         ("sf12-conf-a", e.sftp(&stamp, &c1_path, &c1_sha, c1_len, "conf"), "F"),
         ("sf12-conf-b", e.sftp(&stamp, &c2_path, &c2_sha, c2_len, "conf"), "E_REQ_CONFLICT"),

@@ -15,6 +15,7 @@ mod harness;
 mod hostile;
 mod hostile_dumps;
 mod matrix;
+mod names_output;
 mod ops;
 mod spine;
 mod web_access;
