@@ -14,7 +14,7 @@ use crate::send::NodeReport;
 use ferry_notify::{Alert, Kind, Notifier};
 
 fn notifier(cfg: &ClientConfig) -> Option<Notifier> {
-    match Notifier::new(cfg.mail.clone(), cfg.state_dir.join("outbox")) {
+    match Notifier::new(cfg.mail.clone(), cfg.state_dir.join("outbox"), &cfg.name) {
         Ok(n) => Some(n),
         Err(e) => {
             warn!("cannot open the alert outbox: {e}");

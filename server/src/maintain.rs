@@ -161,7 +161,11 @@ pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
         ));
     }
     crate::events::record(&cfg.events_log(), if failed > 0 { "warn" } else { "info" }, None, "gc", None, None, &body);
-    crate::alerts::raise(cfg, ferry_notify::Alert::new(ferry_notify::Kind::Other, "gc", &cfg.name, body));
+    // A report, not an alert: logged at info level and mailed on its own
+    // (`[ferry <node>] GC_REPORT: <node>`), never inside an alert digest.
+    // Failed mirrors show in its body, in the journal (warn) and in the
+    // exit code (3).
+    crate::alerts::raise(cfg, ferry_notify::Alert::new(ferry_notify::Kind::GcReport, "gc", &cfg.name, body));
     crate::alerts::flush(cfg);
     Ok(out)
 }
