@@ -106,6 +106,7 @@ pub enum HookCommand {
 
 /// Run the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    crate::clock::check()?;
     let cfg = ClientConfig::load(&cli.config).map_err(|e| exit::UsageError(format!("{e:#}")))?;
     match cli.command {
         Command::Init { host_key } => {

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod authorize;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod exit;
 pub mod gate;
