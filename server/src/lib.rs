@@ -19,6 +19,7 @@ pub mod pullkey;
 pub mod repos;
 pub mod restore;
 pub mod scan;
+pub mod scanrecord;
 pub mod serve;
 pub mod validate;
 

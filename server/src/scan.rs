@@ -49,8 +49,16 @@ pub fn request_wake(pool: &Pool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Scan every client, or only `only`.
+/// Scan every client, or only `only`, and record the outcome in
+/// `state/scan.json` (what the daemon shows of scans it did not start).
 pub fn scan(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> {
+    let (started, clock) = (jiff::Timestamp::now(), Instant::now());
+    let res = scan_pools(cfg, only);
+    crate::scanrecord::record(cfg, started, clock.elapsed(), only, &res);
+    res
+}
+
+fn scan_pools(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> {
     let start = Instant::now();
     let enrollment = crate::enrollment::load(cfg)?;
     let mut report = ScanReport::default();
