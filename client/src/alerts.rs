@@ -110,7 +110,11 @@ fn recovery_body(client: &str, node: &str, o: &Outage) -> String {
 
 /// A client request ended in `E` (its module failed).
 pub fn request_failed(cfg: &ClientConfig, id: &str, reason: &str) {
-    let body = format!("Client {}: request {id} failed on the client and will not be retried.", cfg.name);
+    let body = format!(
+        "Client {}: request {id} failed on the client and will not be retried.\n\
+         Once dealt with, acknowledge it: ferry ack {id}",
+        cfg.name
+    );
     raise(
         cfg,
         Alert::new(Kind::RequestFailed, "client-module", &cfg.name, body)

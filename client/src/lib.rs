@@ -2,6 +2,7 @@
 //! nodes should pull, and deliver the requests through each node's queue
 //! repo. See `ARCHITECTURE.md` for the state machine and trust model.
 
+pub mod ack;
 pub mod alerts;
 pub mod authorize;
 pub mod cli;

@@ -45,7 +45,8 @@ fn is_pull_failure(r: Reason) -> bool {
 pub fn request_failed(cfg: &NodeConfig, client: &str, id: &str, reason: Reason, detail: &str) {
     let kind = if reason == Reason::DiskFull { Kind::DiskFull } else { Kind::RequestFailed };
     let body = format!(
-        "Request {id} from client {client} ended in {} on node {}.\n{}",
+        "Request {id} from client {client} ended in {} on node {}.\n{}\n\
+         Once dealt with, acknowledge it: ferry-node ack {client} {id}",
         reason.code(),
         cfg.name,
         reason.describe()

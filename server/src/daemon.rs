@@ -215,9 +215,12 @@ pub struct ClientFacts {
     pub enrolled: bool,
     /// Requests waiting in the pool (`RQ`, `P`).
     pub pending: usize,
-    /// `F` and `E` files kept (for `retention.finished_days`).
+    /// `F` files kept (for `retention.finished_days`).
     pub finished: usize,
+    /// Failed requests not acknowledged yet (`E`).
     pub failed: usize,
+    /// Failed requests acknowledged with `ferry-node ack` (`A`).
+    pub acknowledged: usize,
     pub mirrors: usize,
     pub artifacts: usize,
     pub stored_bytes: u64,
@@ -263,6 +266,7 @@ pub fn collect_clients(cfg: &NodeConfig) -> anyhow::Result<Vec<ClientFacts>> {
                 pending: c.pending,
                 finished: c.finished,
                 failed: c.failed,
+                acknowledged: c.acknowledged,
                 mirrors: c.git.len(),
                 artifacts: c.artifacts.len(),
                 stored_bytes: c.artifacts.iter().map(|a| a.size).sum(),

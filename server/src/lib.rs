@@ -1,5 +1,6 @@
 //! Ferry's backup node (`ferry-node`). See `ARCHITECTURE.md`.
 
+pub mod ack;
 pub mod alerts;
 pub mod artifacts;
 pub mod catalog;

@@ -78,7 +78,8 @@ pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
     for de in std::fs::read_dir(cfg.pool_dir()).into_iter().flatten().flatten() {
         for f in std::fs::read_dir(de.path()).into_iter().flatten().flatten() {
             let n = f.file_name().to_string_lossy().into_owned();
-            if !(n.starts_with('F') || n.starts_with('E')) {
+            // Finished, failed and acknowledged requests, with their reasons.
+            if !(n.starts_with('F') || n.starts_with('E') || n.starts_with('A')) {
                 continue;
             }
             let old = f

@@ -24,8 +24,13 @@ use crate::config::NodeConfig;
 use crate::events;
 use crate::validate::Refusal;
 
-/// Node pool states, in order.
-pub const STATES: &[&str] = &["RQ", "P", "F", "E"];
+/// Node pool states, in order: received, being handled, finished, ended
+/// in error, and acknowledged (a failed request an administrator has dealt
+/// with, `ferry-node ack`; kept with its reason, no longer reported). `A`
+/// stays after `E`: [`Pool::state_of`] looks in this order, so a request
+/// renamed from `E` to `A` while the queue hook looks for a duplicate id is
+/// found in one or the other, never in neither.
+pub const STATES: &[&str] = &["RQ", "P", "F", "E", "A"];
 const WAKE: &str = ".wake";
 
 #[derive(Debug, Default, Serialize)]

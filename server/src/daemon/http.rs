@@ -63,6 +63,7 @@ pub fn metrics(st: &Status) -> anyhow::Result<String> {
 
     let pending = Family::<Labels, Gauge>::default();
     let failed = Family::<Labels, Gauge>::default();
+    let acknowledged = Family::<Labels, Gauge>::default();
     let artifacts = Family::<Labels, Gauge>::default();
     let bytes = Family::<Labels, Gauge>::default();
     let mirrors = Family::<Labels, Gauge>::default();
@@ -74,6 +75,7 @@ pub fn metrics(st: &Status) -> anyhow::Result<String> {
         let l = vec![("client".to_owned(), c.client.clone())];
         pending.get_or_create(&l).set(sat(c.pending as u64));
         failed.get_or_create(&l).set(sat(c.failed as u64));
+        acknowledged.get_or_create(&l).set(sat(c.acknowledged as u64));
         artifacts.get_or_create(&l).set(sat(c.artifacts as u64));
         bytes.get_or_create(&l).set(sat(c.stored_bytes));
         mirrors.get_or_create(&l).set(sat(c.mirrors as u64));
@@ -86,7 +88,12 @@ pub fn metrics(st: &Status) -> anyhow::Result<String> {
         }
     }
     reg.register("ferry_client_pending_requests", "Requests waiting in the client's pool", pending);
-    reg.register("ferry_client_failed_requests", "Failed requests kept in the pool (E)", failed);
+    reg.register("ferry_client_failed_requests", "Failed requests not acknowledged yet (E)", failed);
+    reg.register(
+        "ferry_client_acknowledged_requests",
+        "Failed requests acknowledged with ferry-node ack (A, kept with their reason)",
+        acknowledged,
+    );
     reg.register("ferry_client_artifacts", "Stored artifacts (catalog)", artifacts);
     reg.register("ferry_client_stored_bytes", "Bytes of stored artifacts (catalog)", bytes);
     reg.register("ferry_client_mirrors", "Mirrored git repositories", mirrors);
@@ -220,6 +227,7 @@ mod tests {
                 pending: 2,
                 finished: 0,
                 failed: 1,
+                acknowledged: 0,
                 mirrors: 0,
                 artifacts: 4,
                 stored_bytes: 1000,
