@@ -7,11 +7,12 @@
 //! its end here, and the daemon's collector reads this file: `/status` and
 //! `/metrics` show the last scan and the counts whatever started it.
 //!
-//! One small JSON object, replaced atomically (a synced temporary file
-//! renamed over it) under `state/scan.lock`, so concurrent scans (a hook's
-//! and cron's) never lose each other's counts. Counters only grow, from
-//! the file's creation on. Recording is best effort: a scan never fails
-//! because its record could not be written.
+//! One small JSON object, replaced atomically (a temporary file renamed
+//! over it) under `state/scan.lock`, so concurrent scans (a hook's and
+//! cron's) never lose each other's counts. Counters only grow, from the
+//! file's creation on (a power loss may lose the last counts: not synced,
+//! see [`record`]). Recording is best effort: a scan never fails because
+//! its record could not be written.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use crate::scan::ScanReport;
 
 const FILE: &str = "scan.json";
 const LOCK: &str = "scan.lock";
+const TMP: &str = ".scan.json.tmp";
 /// Larger than any record we write; a bigger file is not ours.
 const MAX_BYTES: usize = 64 * 1024;
 
@@ -131,7 +133,14 @@ pub fn record(
     let mut rec = load(cfg);
     rec.add(start, elapsed, only, res);
     let data = serde_json::to_vec_pretty(&rec).expect("serialisable");
-    if let Err(e) = ferry_durable::write_synced(&dir, FILE, &data) {
+    // Atomic (a reader sees the old record or the new one, never half of
+    // one) but not synced: an fsync of the state directory per scan would
+    // add ~10 ms to every push's scan for monitoring data, and a power
+    // loss costing the last counts is a counter reset Prometheus handles.
+    // The temporary name is fixed: only the lock holder writes it.
+    let tmp = dir.join(TMP);
+    let res = std::fs::write(&tmp, &data).and_then(|()| std::fs::rename(&tmp, path(cfg)));
+    if let Err(e) = res {
         tracing::warn!("cannot record the scan in {}: {e}", path(cfg).display());
     }
 }
