@@ -81,8 +81,26 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Show per node what is pending, since when, and how delivery goes.
+    /// Show per node what is pending, since when, how delivery goes, and
+    /// the failed requests not acknowledged yet.
     Status,
+    /// Acknowledge failed requests once dealt with: `ferry ack ID...` or
+    /// `ferry ack --all [--node N]`.
+    ///
+    /// They move from E to A with their reason (A<id>.why), by synced
+    /// renames: the record stays, but `ferry status` no longer reports
+    /// them. An id that is not a failed request changes nothing (exit 2).
+    Ack {
+        /// Ids of failed requests, as `ferry status` lists them.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every failed request (of --node, or of every node).
+        #[arg(long)]
+        all: bool,
+        /// Only this node's pool.
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Git hooks for client repositories.
     #[command(subcommand)]
     Hook(HookCommand),
@@ -114,6 +132,7 @@ pub enum HookCommand {
 
 /// Run the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    crate::clock::check()?;
     let cfg = ClientConfig::load(&cli.config).map_err(|e| exit::UsageError(format!("{e:#}")))?;
     match cli.command {
         Command::Init { host_key } => {
@@ -163,6 +182,23 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 crate::status::print(&v)?;
             }
             Ok(if v.iter().any(|n| n.health.failing_since.is_some()) { exit::UNDELIVERED } else { exit::OK })
+        }
+        Command::Ack { ids, all, node } => {
+            let r = crate::ack::ack(&cfg, &ids, all, node.as_deref())?;
+            if cli.json {
+                crate::out::json(&r)?;
+            } else {
+                for (n, id) in &r.acknowledged {
+                    crate::out::line(&format!("acknowledged {id} (node {n})"))?;
+                }
+                for (n, id) in &r.already {
+                    crate::out::line(&format!("already acknowledged {id} (node {n})"))?;
+                }
+                if r.acknowledged.is_empty() && r.already.is_empty() {
+                    crate::out::line(&format!("no failed requests to acknowledge"))?;
+                }
+            }
+            Ok(exit::OK)
         }
         Command::Hook(HookCommand::PostUpdate) => {
             let id = crate::hook::post_update(&cfg, &cli.config)?;

@@ -254,6 +254,9 @@ impl ClientConfig {
         if !valid_local_name(&self.name) {
             bail!("name {:?}: use letters, digits, '.', '_' and '-'", self.name);
         }
+        if let Some(m) = &self.mail {
+            m.validate(&self.name).map_err(|e| anyhow::anyhow!("[mail]: {e}"))?;
+        }
         if !self.state_dir.is_absolute() {
             bail!("state_dir must be an absolute path");
         }

@@ -2,9 +2,11 @@
 //! nodes should pull, and deliver the requests through each node's queue
 //! repo. See `ARCHITECTURE.md` for the state machine and trust model.
 
+pub mod ack;
 pub mod alerts;
 pub mod authorize;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod exit;
 pub mod gate;

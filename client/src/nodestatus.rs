@@ -49,19 +49,39 @@ impl NodeStatus {
         Ok(())
     }
 
+    /// An "unreachable" mail is due: a failure was recorded, the first
+    /// one at least `alert_after` ago, and none was mailed for this run of
+    /// failures. Pending work does not matter: the failure record is what
+    /// says the node did not answer, and only an acknowledged push clears
+    /// it (a node nothing was ever attempted for is never reported: the
+    /// client does not probe nodes it has nothing to send).
+    pub fn unreachable_due(&self, now: Timestamp, alert_after: std::time::Duration) -> bool {
+        let Some(since) = self.failing_since else { return false };
+        !self.alerted && now.duration_since(since).as_secs() >= alert_after.as_secs() as i64
+    }
+
+    /// The node acknowledged a push: the run of failures, if any, ends (and
+    /// its recovery is reported from the recorded history).
     pub fn record_success(&mut self, cfg: &ClientConfig, node: &str) -> anyhow::Result<()> {
-        let now = Timestamp::now();
-        let recovered = self.failing_since.is_some();
-        let was_alerted = self.alerted;
+        let now = crate::clock::now();
+        let ended = self.failing_since.map(|since| Outage {
+            since,
+            failures: self.failures,
+            last_failure: self.last_attempt.unwrap_or(since),
+            ended: now,
+            alerted: self.alerted,
+        });
         self.last_success = Some(now);
         self.last_attempt = Some(now);
         self.failures = 0;
         self.next_attempt = None;
-        if recovered {
-            crate::alerts::node_recovered(cfg, node, self, was_alerted);
-        }
         self.failing_since = None;
         self.alerted = false;
+        // Raised before the save: a crash in between repeats the recovery,
+        // which the notifier drops once its outage is closed.
+        if let Some(o) = &ended {
+            crate::alerts::node_recovered(cfg, node, o);
+        }
         self.save(cfg, node)
     }
 
@@ -72,7 +92,7 @@ impl NodeStatus {
         reason: &str,
         pending: usize,
     ) -> anyhow::Result<()> {
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         self.last_attempt = Some(now);
         self.failing_since.get_or_insert(now);
         self.failures = self.failures.saturating_add(1);
@@ -85,5 +105,45 @@ impl NodeStatus {
         let delay = min.saturating_mul(1u64 << self.failures.saturating_sub(1).min(20)).min(max);
         self.next_attempt = Some(now + SignedDuration::from_secs(delay as i64));
         self.save(cfg, node)
+    }
+}
+
+/// A run of failed deliveries that an acknowledged push just ended, as the
+/// node status recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outage {
+    /// The first failed attempt.
+    pub since: Timestamp,
+    /// Failed attempts in the run.
+    pub failures: u32,
+    /// The last failed attempt.
+    pub last_failure: Timestamp,
+    /// The acknowledged push that ended it.
+    pub ended: Timestamp,
+    /// An "unreachable" alert was raised for it.
+    pub alerted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn t(min: i64) -> Timestamp {
+        "2026-11-22T10:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_mins(min)
+    }
+
+    #[test]
+    fn unreachable_is_due_alert_after_the_first_failure_whatever_is_pending() {
+        let hour = Duration::from_secs(3600);
+        let never_failed = NodeStatus::default();
+        assert!(!never_failed.unreachable_due(t(10_000), hour), "no failure recorded: nothing to report");
+        // One failure, nothing pending any more: the record still counts.
+        let st = NodeStatus { failing_since: Some(t(0)), failures: 1, pending_at_failure: 0, ..Default::default() };
+        assert!(!st.unreachable_due(t(59), hour));
+        assert!(st.unreachable_due(t(60), hour));
+        assert!(st.unreachable_due(t(600), hour));
+        let mailed = NodeStatus { alerted: true, ..st };
+        assert!(!mailed.unreachable_due(t(600), hour), "once per run of failures");
     }
 }

@@ -6,7 +6,9 @@
 //! (module run, committed, pushing), `F` finished (the node acknowledged the
 //! push). Ferry adds `E`: the client module failed permanently (a failing
 //! pre command, a missing database); its reason is in `E<id>.why` and it is
-//! reported, not retried.
+//! reported, not retried; and `A`: a failed request an administrator
+//! acknowledged (`ferry ack`), kept with its reason (`A<id>.why`) but no
+//! longer reported as needing attention.
 
 use std::path::Path;
 
@@ -15,7 +17,7 @@ use ferry_durable::Pool;
 use serde::{Deserialize, Serialize};
 
 /// Client pool states, in order.
-pub const STATES: &[&str] = &["i", "C", "P", "F", "E"];
+pub const STATES: &[&str] = &["i", "C", "P", "F", "E", "A"];
 
 /// The content of one client request file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -121,7 +121,7 @@ fn send_locked(
     sweep_incomplete(&pool)?;
 
     let mut status = NodeStatus::load(cfg, &node.name)?;
-    let now = jiff::Timestamp::now();
+    let now = crate::clock::now();
     if !opts.force
         && let Some(next) = status.next_attempt
         && next > now
@@ -129,6 +129,9 @@ fn send_locked(
         report.pending = count_pending(&pool)?;
         report.deferred_until = Some(next.to_string());
         info!(node = %node.name, until = %next, "node is failing; waiting for the backoff before retrying");
+        // No push now, but the outage goes on: alert_after counts from the
+        // first failure, not from the next attempt.
+        crate::alerts::check_unreachable(cfg, &node.name, &mut status, report.pending);
         return Ok(report);
     }
 
@@ -249,7 +252,7 @@ fn send_locked(
         }
     }
     report.pending = count_pending(&pool)?;
-    crate::alerts::after_send(cfg, &node.name, &mut status, &report);
+    crate::alerts::check_unreachable(cfg, &node.name, &mut status, report.pending);
     Ok(report)
 }
 

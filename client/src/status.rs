@@ -7,6 +7,14 @@ use crate::config::ClientConfig;
 use crate::nodestatus::NodeStatus;
 use crate::requests;
 
+/// A failed request not acknowledged yet, with its reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failed {
+    pub id: String,
+    /// The reason recorded when it failed (escaped when written).
+    pub reason: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct NodeView {
     pub node: String,
@@ -14,11 +22,21 @@ pub struct NodeView {
     pub pending: usize,
     pub oldest_pending: Option<String>,
     pub finished: usize,
+    /// Failed requests not acknowledged yet (`E`).
     pub failed: usize,
+    /// The five newest of `failed_requests`, as `[id, reason]`.
     pub failed_recent: Vec<(String, String)>,
+    /// Every failed request not acknowledged yet, newest first.
+    pub failed_requests: Vec<Failed>,
+    /// Failed requests acknowledged with `ferry ack` (`A`, kept with their
+    /// reason, no longer reported).
+    pub acknowledged: usize,
     #[serde(flatten)]
     pub health: NodeStatus,
 }
+
+/// Failed requests shown per node by `ferry status` (all are in `--json`).
+const SHOWN: usize = 20;
 
 pub fn collect(cfg: &ClientConfig) -> anyhow::Result<Vec<NodeView>> {
     let mut out = Vec::new();
@@ -26,14 +44,13 @@ pub fn collect(cfg: &ClientConfig) -> anyhow::Result<Vec<NodeView>> {
         let pool = requests::open(&cfg.pool_dir(&node.name))?;
         let list = pool.list()?;
         let pending: Vec<_> = list.iter().filter(|e| matches!(e.state, "C" | "P")).collect();
-        let failed: Vec<_> = list.iter().filter(|e| e.state == "E").collect();
-        let failed_recent = failed
+        let failed_requests: Vec<Failed> = list
             .iter()
             .rev()
-            .take(5)
+            .filter(|e| e.state == "E")
             .map(|e| {
-                let why = std::fs::read_to_string(pool.sidecar("E", &e.id, "why")).unwrap_or_default();
-                (e.id.clone(), why.trim().to_owned())
+                let why = pool.find_sidecar("E", &e.id, "why").and_then(|p| std::fs::read_to_string(p).ok());
+                Failed { id: e.id.clone(), reason: why.unwrap_or_default().trim().to_owned() }
             })
             .collect();
         out.push(NodeView {
@@ -42,12 +59,19 @@ pub fn collect(cfg: &ClientConfig) -> anyhow::Result<Vec<NodeView>> {
             pending: pending.len(),
             oldest_pending: pending.first().and_then(|e| requests::id_time(&e.id)).map(|t| t.to_string()),
             finished: list.iter().filter(|e| e.state == "F").count(),
-            failed: failed.len(),
-            failed_recent,
+            failed: failed_requests.len(),
+            failed_recent: failed_requests.iter().take(5).map(|f| (f.id.clone(), f.reason.clone())).collect(),
+            failed_requests,
+            acknowledged: list.iter().filter(|e| e.state == "A").count(),
             health: NodeStatus::load(cfg, &node.name)?,
         });
     }
     Ok(out)
+}
+
+/// At most `max` characters of `s`.
+fn cut(s: &str, max: usize) -> &str {
+    s.char_indices().nth(max).map_or(s, |(i, _)| &s[..i])
 }
 
 /// The human view; every line goes through [`crate::out::line`], which
@@ -76,9 +100,18 @@ pub fn print(views: &[NodeView]) -> std::io::Result<()> {
                 line(&format!("  next attempt: {n}"))?;
             }
         }
-        line(&format!("  finished: {}, failed: {}", v.finished, v.failed))?;
-        for (id, why) in &v.failed_recent {
-            line(&format!("    E {id}: {why}"))?;
+        line(&format!("  finished: {}, failed: {}, acknowledged: {}", v.finished, v.failed, v.acknowledged))?;
+        for f in v.failed_requests.iter().take(SHOWN) {
+            line(&format!("    E {}: {}", f.id, cut(&f.reason, 300)))?;
+        }
+        if v.failed > SHOWN {
+            line(&format!("    ... and {} older (ferry --json status lists them all)", v.failed - SHOWN))?;
+        }
+        if v.failed > 0 {
+            line(&format!(
+                "  once dealt with, acknowledge them: ferry ack --node {} ID... (or: ferry ack --node {} --all)",
+                v.node, v.node
+            ))?;
         }
     }
     Ok(())

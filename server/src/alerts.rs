@@ -1,7 +1,9 @@
 //! Administrator alerts raised by the node: requests that ended in `E`,
 //! pulls failing repeatedly (and recovering), clients gone silent (and
-//! back), refused enrollments, full disks. Grouped and rate-limited by
-//! `ferry-notify` (README, "Alerts"); client text only in quoted excerpts.
+//! back), refused enrollments, full disks; and the `git gc` report. Grouped
+//! and rate-limited by `ferry-notify` (README, "Alerts"), with the node's
+//! `name` in the subject unless `[mail] host_label` says otherwise; client
+//! text only in quoted excerpts.
 
 use ferry_notify::{Alert, Kind, Notifier};
 use ferry_request::Reason;
@@ -13,7 +15,7 @@ use crate::config::NodeConfig;
 pub const PULL_FAILURES_ALERT: u32 = 3;
 
 fn notifier(cfg: &NodeConfig) -> Option<Notifier> {
-    Notifier::new(cfg.mail.clone(), cfg.state_dir().join("outbox"))
+    Notifier::new(cfg.mail.clone(), cfg.state_dir().join("outbox"), &cfg.name)
         .map_err(|e| tracing::warn!("cannot open the alert outbox: {e}"))
         .ok()
 }
@@ -43,7 +45,8 @@ fn is_pull_failure(r: Reason) -> bool {
 pub fn request_failed(cfg: &NodeConfig, client: &str, id: &str, reason: Reason, detail: &str) {
     let kind = if reason == Reason::DiskFull { Kind::DiskFull } else { Kind::RequestFailed };
     let body = format!(
-        "Request {id} from client {client} ended in {} on node {}.\n{}",
+        "Request {id} from client {client} ended in {} on node {}.\n{}\n\
+         Once dealt with, acknowledge it: ferry-node ack {client} {id}",
         reason.code(),
         cfg.name,
         reason.describe()

@@ -154,6 +154,21 @@ pub enum Command {
     Gc,
     /// Report clients silent for longer than check.silent_after.
     Check,
+    /// Acknowledge failed requests of CLIENT once dealt with: they move
+    /// from E to A with their reason (A<id>.why) and a journal entry, and
+    /// `list`, the daemon's /status and the failed-requests metric no longer
+    /// count them. Nothing is deleted; an id that is not a failed request of
+    /// CLIENT changes nothing (exit 2).
+    Ack {
+        /// The client whose requests failed.
+        client: String,
+        /// Ids of failed requests, as `ferry-node list CLIENT` shows them.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every failed request of CLIENT.
+        #[arg(long)]
+        all: bool,
+    },
     /// The public key this node pulls from CLIENT with.
     PullKey {
         /// An enrolled client.
@@ -422,6 +437,23 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             Ok(if r.iter().any(|e| e.silent) { exit::PROBLEMS } else { exit::OK })
+        }
+        Command::Ack { client, ids, all } => {
+            let r = crate::ack::ack(&cfg, &client, &ids, all)?;
+            if cli.json {
+                crate::out::json(&r)?;
+            } else {
+                for id in &r.acknowledged {
+                    crate::out::line(&format!("acknowledged {id} ({client})"))?;
+                }
+                for id in &r.already {
+                    crate::out::line(&format!("already acknowledged {id} ({client})"))?;
+                }
+                if r.acknowledged.is_empty() && r.already.is_empty() {
+                    crate::out::line(&format!("no failed requests of {client} to acknowledge"))?;
+                }
+            }
+            Ok(exit::OK)
         }
         Command::PullKey { client } => {
             out::line(&crate::pullkey::pull_key(&cfg, &client)?)?;

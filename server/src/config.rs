@@ -343,7 +343,7 @@ impl NodeConfig {
         parse_duration(&self.check.silent_after)?;
         crate::daemon::Schedule::from_config(&self.daemon).context("[daemon]")?;
         if let Some(m) = &self.mail {
-            m.validate().map_err(|e| anyhow::anyhow!("[mail]: {e}"))?;
+            m.validate(&self.name).map_err(|e| anyhow::anyhow!("[mail]: {e}"))?;
         }
         for q in [&self.limits.quota, &self.limits.max_artifact].into_iter().flatten() {
             if ferry_gitosis::enroll::parse_size(q).is_none() {

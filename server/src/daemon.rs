@@ -14,8 +14,12 @@
 //! the only writer of the job part of the [`Status`] snapshot; one thread per
 //! running job waits for its child; a collector thread refreshes what the
 //! node knows per client (pool, catalog, client state: slow on a big node)
-//! after each job and every minute; the HTTP thread only reads the
-//! snapshot. A slow catalog or a slow HTTP client never delays a schedule.
+//! and of every scan (`state/scan.json`, written by each scan whoever
+//! started it) after each job, when work the daemon did not start changed
+//! the scan record or the event journal (a push's scan, an acknowledged
+//! request; looked at every 2 s), and every minute; the HTTP thread only
+//! reads the snapshot. A slow catalog or a slow HTTP client never delays a
+//! schedule.
 //!
 //! Signals: SIGHUP re-reads the configuration (a bad one is logged and the
 //! old one kept), SIGUSR1 runs scan and check now, SIGTERM/SIGINT stop:
@@ -36,6 +40,9 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::config::{DaemonConfig, NodeConfig, parse_duration};
 use crate::exit;
+
+mod http;
+pub use http::{Answer, metrics, route};
 
 /// A job the daemon schedules; its name is the `ferry-node` subcommand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -208,9 +215,12 @@ pub struct ClientFacts {
     pub enrolled: bool,
     /// Requests waiting in the pool (`RQ`, `P`).
     pub pending: usize,
-    /// `F` and `E` files kept (for `retention.finished_days`).
+    /// `F` files kept (for `retention.finished_days`).
     pub finished: usize,
+    /// Failed requests not acknowledged yet (`E`).
     pub failed: usize,
+    /// Failed requests acknowledged with `ferry-node ack` (`A`).
+    pub acknowledged: usize,
     pub mirrors: usize,
     pub artifacts: usize,
     pub stored_bytes: u64,
@@ -238,6 +248,10 @@ pub struct Status {
     pub clients_updated: Option<Timestamp>,
     pub clients_error: Option<String>,
     pub clients: Vec<ClientFacts>,
+    /// Every scan on this node, whoever started it (`state/scan.json`,
+    /// refreshed with the client facts): the hook's scans after pushes,
+    /// cron's, an administrator's, and this daemon's own.
+    pub scans: crate::scanrecord::ScanRecord,
 }
 
 /// Client facts from the same functions `list` and `check` use.
@@ -252,6 +266,7 @@ pub fn collect_clients(cfg: &NodeConfig) -> anyhow::Result<Vec<ClientFacts>> {
                 pending: c.pending,
                 finished: c.finished,
                 failed: c.failed,
+                acknowledged: c.acknowledged,
                 mirrors: c.git.len(),
                 artifacts: c.artifacts.len(),
                 stored_bytes: c.artifacts.iter().map(|a| a.size).sum(),
@@ -264,143 +279,6 @@ pub fn collect_clients(cfg: &NodeConfig) -> anyhow::Result<Vec<ClientFacts>> {
             }
         })
         .collect())
-}
-
-/// The OpenMetrics text exposition of a snapshot (`/metrics`). Label values
-/// go through the crate's encoder, which escapes them.
-pub fn metrics(st: &Status) -> anyhow::Result<String> {
-    use prometheus_client::encoding::text::encode;
-    use prometheus_client::metrics::counter::Counter;
-    use prometheus_client::metrics::family::Family;
-    use prometheus_client::metrics::gauge::Gauge;
-    use prometheus_client::registry::Registry;
-    use std::sync::atomic::AtomicU64;
-
-    type Labels = Vec<(String, String)>;
-    type Time = Gauge<f64, AtomicU64>;
-    let secs = |t: &Timestamp| t.as_millisecond() as f64 / 1000.0;
-    let mut reg = Registry::default();
-
-    let started = Time::default();
-    started.set(secs(&st.started));
-    reg.register("ferry_daemon_start_time_seconds", "When the daemon started (unix time)", started);
-    let reloads = Counter::<u64>::default();
-    reloads.inc_by(st.reloads);
-    reg.register("ferry_daemon_reloads", "Configurations re-read on SIGHUP", reloads);
-    let reload_failures = Counter::<u64>::default();
-    reload_failures.inc_by(st.reload_failures);
-    reg.register("ferry_daemon_reload_failures", "SIGHUPs whose configuration was refused", reload_failures);
-
-    let runs = Family::<Labels, Counter>::default();
-    let failures = Family::<Labels, Counter>::default();
-    let problems = Family::<Labels, Counter>::default();
-    let running = Family::<Labels, Gauge>::default();
-    let last_success = Family::<Labels, Time>::default();
-    let last_duration = Family::<Labels, Time>::default();
-    for (name, j) in &st.jobs {
-        let l = vec![("job".to_owned(), (*name).to_owned())];
-        runs.get_or_create(&l).inc_by(j.runs);
-        failures.get_or_create(&l).inc_by(j.failures);
-        problems.get_or_create(&l).inc_by(j.problems);
-        running.get_or_create(&l).set(i64::from(j.running));
-        if let Some(t) = &j.last_success {
-            last_success.get_or_create(&l).set(secs(t));
-        }
-        if let Some(ms) = j.last_duration_ms {
-            last_duration.get_or_create(&l).set(ms as f64 / 1000.0);
-        }
-    }
-    reg.register("ferry_job_runs", "Finished runs of each job the daemon started", runs);
-    reg.register("ferry_job_failures", "Runs that did not complete (exit 1 or 2, killed, deadline)", failures);
-    reg.register("ferry_job_problems", "Runs that completed with problems found (exit 3)", problems);
-    reg.register("ferry_job_running", "1 while the job runs", running);
-    reg.register("ferry_job_last_success_timestamp_seconds", "End of the last completed run", last_success);
-    reg.register("ferry_job_last_duration_seconds", "Duration of the last run", last_duration);
-
-    let pending = Family::<Labels, Gauge>::default();
-    let failed = Family::<Labels, Gauge>::default();
-    let artifacts = Family::<Labels, Gauge>::default();
-    let bytes = Family::<Labels, Gauge>::default();
-    let mirrors = Family::<Labels, Gauge>::default();
-    let in_a_row = Family::<Labels, Gauge>::default();
-    let success = Family::<Labels, Time>::default();
-    let request = Family::<Labels, Time>::default();
-    let sat = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    for c in &st.clients {
-        let l = vec![("client".to_owned(), c.client.clone())];
-        pending.get_or_create(&l).set(sat(c.pending as u64));
-        failed.get_or_create(&l).set(sat(c.failed as u64));
-        artifacts.get_or_create(&l).set(sat(c.artifacts as u64));
-        bytes.get_or_create(&l).set(sat(c.stored_bytes));
-        mirrors.get_or_create(&l).set(sat(c.mirrors as u64));
-        in_a_row.get_or_create(&l).set(i64::from(c.failures_in_a_row));
-        if let Some(t) = &c.last_success {
-            success.get_or_create(&l).set(secs(t));
-        }
-        if let Some(t) = &c.last_request {
-            request.get_or_create(&l).set(secs(t));
-        }
-    }
-    reg.register("ferry_client_pending_requests", "Requests waiting in the client's pool", pending);
-    reg.register("ferry_client_failed_requests", "Failed requests kept in the pool (E)", failed);
-    reg.register("ferry_client_artifacts", "Stored artifacts (catalog)", artifacts);
-    reg.register("ferry_client_stored_bytes", "Bytes of stored artifacts (catalog)", bytes);
-    reg.register("ferry_client_mirrors", "Mirrored git repositories", mirrors);
-    reg.register("ferry_client_pull_failures_in_a_row", "Pulls failed in a row", in_a_row);
-    reg.register("ferry_client_last_success_timestamp_seconds", "Last successful pull", success);
-    reg.register("ferry_client_last_request_timestamp_seconds", "Last request received", request);
-
-    let mut out = String::new();
-    encode(&mut out, &reg).map_err(|_| anyhow!("cannot encode the metrics"))?;
-    Ok(out)
-}
-
-/// An HTTP answer: status code, content type, body.
-pub type Answer = (u16, &'static str, String);
-
-/// Answer one request from a snapshot. Only GET and HEAD; the query string
-/// is ignored.
-pub fn route(method: &str, url: &str, st: &Status) -> Answer {
-    const TEXT: &str = "text/plain; charset=utf-8";
-    if method != "GET" && method != "HEAD" {
-        return (405, TEXT, "only GET and HEAD\n".into());
-    }
-    let path = url.split(['?', '#']).next().unwrap_or("");
-    match path {
-        "/healthz" => (200, TEXT, "ok\n".into()),
-        "/status" => match serde_json::to_string_pretty(st) {
-            Ok(s) => (200, "application/json", ferry_text::ascii_json(&s) + "\n"),
-            Err(e) => (500, TEXT, format!("{e}\n")),
-        },
-        "/metrics" => match metrics(st) {
-            Ok(s) => (200, "application/openmetrics-text; version=1.0.0; charset=utf-8", s),
-            Err(e) => (500, TEXT, format!("{e}\n")),
-        },
-        _ => (404, TEXT, "not found: /healthz, /status, /metrics\n".into()),
-    }
-}
-
-fn serve_http(server: &tiny_http::Server, status: &Mutex<Status>) {
-    for req in server.incoming_requests() {
-        let answer = {
-            let st = lock(status);
-            route(req.method().as_str(), req.url(), &st)
-        };
-        let (code, ctype, body) = answer;
-        let mut resp = tiny_http::Response::from_string(body).with_status_code(code);
-        if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes()) {
-            resp.add_header(h);
-        }
-        if code == 405
-            && let Ok(h) = tiny_http::Header::from_bytes(&b"Allow"[..], &b"GET, HEAD"[..])
-        {
-            resp.add_header(h);
-        }
-        // tiny_http leaves the body out for HEAD itself.
-        if let Err(e) = req.respond(resp) {
-            tracing::debug!("http: {e}");
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -494,8 +372,15 @@ enum Event {
     Done(Job, Outcome),
 }
 
-/// How often client facts are refreshed when no job ends.
+/// How often client facts are refreshed when nothing else asks for it.
 const COLLECT_EVERY: Duration = Duration::from_secs(60);
+/// How often the scheduler looks whether work it did not start changed
+/// what the node knows (`state/scan.json`, `state/events.jsonl`): a scan
+/// started by a push or by cron, an acknowledged request.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// Refreshes asked for by that watch are at least this far apart, so a busy
+/// node does not keep the collector (git, catalog) running back to back.
+const WATCH_MIN_GAP: Duration = Duration::from_secs(5);
 /// After the kill at the end of `stop_grace`, how long to wait for the
 /// children's threads to report before leaving anyway.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -511,9 +396,26 @@ struct Scheduler {
     kill: Arc<AtomicBool>,
     collecting: Arc<AtomicBool>,
     last_collect: Option<Instant>,
+    /// What [`Scheduler::watched`] said when the facts were last refreshed.
+    seen: Watched,
 }
 
+/// Modification times of the files other processes write when they change
+/// what the node knows: the scan record and the event journal.
+type Watched = [Option<std::time::SystemTime>; 2];
+
 impl Scheduler {
+    fn watched(&self) -> Watched {
+        let mtime = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        [mtime(self.cfg.state_dir().join("scan.json")), mtime(self.cfg.events_log())]
+    }
+
+    /// Facts changed by work this daemon did not start (checked every
+    /// [`WATCH_EVERY`]).
+    fn changed_elsewhere(&self, now: Instant) -> bool {
+        self.last_collect.is_some_and(|t| now.duration_since(t) >= WATCH_MIN_GAP) && self.watched() != self.seen
+    }
+
     fn set_intervals(&mut self) {
         for job in Job::ALL {
             self.plans.entry(job).or_default().every = self.schedule.every(job);
@@ -608,11 +510,14 @@ impl Scheduler {
             return;
         }
         self.last_collect = Some(Instant::now());
+        self.seen = self.watched();
         let (cfg, status, collecting) = (self.cfg.clone(), self.status.clone(), self.collecting.clone());
         let spawned = std::thread::Builder::new().name("collect".into()).spawn(move || {
             let res = collect_clients(&cfg);
+            let scans = crate::scanrecord::load(&cfg);
             let mut st = lock(&status);
             st.clients_updated = Some(Timestamp::now());
+            st.scans = scans;
             match res {
                 Ok(c) => {
                     st.clients = c;
@@ -668,9 +573,9 @@ impl Scheduler {
     }
 
     /// How long the loop may sleep: until the next due job, at most until
-    /// the next client refresh.
+    /// the next look at what others changed.
     fn wait(&self, now: Instant) -> Duration {
-        let mut wait = COLLECT_EVERY;
+        let mut wait = WATCH_EVERY;
         for (job, plan) in &self.plans {
             if !plan.running
                 && let Some(t) = next_due(*job, plan, self.started)
@@ -755,11 +660,12 @@ pub fn run(cfg: NodeConfig, config_path: &Path) -> anyhow::Result<u8> {
         clients_updated: None,
         clients_error: None,
         clients: Vec::new(),
+        scans: Default::default(),
     }));
     let http_thread = match &server {
         Some(s) => {
             let (s, st) = (s.clone(), status.clone());
-            Some(std::thread::Builder::new().name("http".into()).spawn(move || serve_http(&s, &st))?)
+            Some(std::thread::Builder::new().name("http".into()).spawn(move || http::serve(&s, &st))?)
         }
         None => None,
     };
@@ -781,6 +687,7 @@ pub fn run(cfg: NodeConfig, config_path: &Path) -> anyhow::Result<u8> {
         kill: Arc::new(AtomicBool::new(false)),
         collecting: Arc::new(AtomicBool::new(false)),
         last_collect: None,
+        seen: [None, None],
     };
     d.set_intervals();
     d.collect();
@@ -790,7 +697,7 @@ pub fn run(cfg: NodeConfig, config_path: &Path) -> anyhow::Result<u8> {
             d.start(job);
         }
         d.publish();
-        if d.last_collect.is_none_or(|t| now.duration_since(t) >= COLLECT_EVERY) {
+        if d.last_collect.is_none_or(|t| now.duration_since(t) >= COLLECT_EVERY) || d.changed_elsewhere(now) {
             d.collect();
         }
         match rx.recv_timeout(d.wait(Instant::now())) {
@@ -925,70 +832,5 @@ mod tests {
         let p = plans(|_, p| p.every = None);
         assert!(due(&p, t0, t0 + Duration::from_secs(86400 * 365)).is_empty());
         assert_eq!(next_due(Job::Gc, &p[&Job::Gc], t0), None);
-    }
-
-    fn sample() -> Status {
-        let mut jobs = BTreeMap::new();
-        jobs.insert(
-            "scan",
-            JobRecord { runs: 3, failures: 1, last_success: Some(Timestamp::UNIX_EPOCH), ..Default::default() },
-        );
-        Status {
-            node: "backup1".into(),
-            pid: 1,
-            config: "/etc/ferry/node.toml".into(),
-            started: Timestamp::UNIX_EPOCH,
-            listen: None,
-            stopping: false,
-            reloads: 0,
-            reload_failures: 0,
-            last_reload: None,
-            last_reload_error: None,
-            jobs,
-            clients_updated: None,
-            clients_error: None,
-            clients: vec![ClientFacts {
-                client: "host\"a\\\nb".into(),
-                enrolled: true,
-                pending: 2,
-                finished: 0,
-                failed: 1,
-                mirrors: 0,
-                artifacts: 4,
-                stored_bytes: 1000,
-                last_request: None,
-                last_success: None,
-                last_failure: None,
-                failures_in_a_row: 0,
-                last_reason: None,
-            }],
-        }
-    }
-
-    #[test]
-    fn metrics_count_jobs_and_clients_with_escaped_labels() {
-        let m = metrics(&sample()).unwrap();
-        assert!(m.contains("ferry_job_runs_total{job=\"scan\"} 3\n"), "{m}");
-        assert!(m.contains("ferry_job_failures_total{job=\"scan\"} 1\n"), "{m}");
-        assert!(m.contains("ferry_job_last_success_timestamp_seconds{job=\"scan\"} 0"), "{m}");
-        assert!(m.contains("ferry_client_pending_requests{client=\"host\\\"a\\\\\\nb\"} 2\n"), "{m}");
-        assert!(m.contains("ferry_client_stored_bytes{client=\"host\\\"a\\\\\\nb\"} 1000\n"), "{m}");
-        assert!(m.ends_with("# EOF\n"));
-        // One sample per line: a label value cannot start a line of its own.
-        assert!(m.lines().all(|l| l.starts_with("ferry_") || l.starts_with('#')), "{m}");
-    }
-
-    #[test]
-    fn routes_answer_get_and_head_only() {
-        let st = sample();
-        assert_eq!(route("GET", "/healthz", &st).0, 200);
-        assert_eq!(route("HEAD", "/metrics", &st).0, 200);
-        let (code, ctype, body) = route("GET", "/status?x=1", &st);
-        assert_eq!((code, ctype), (200, "application/json"));
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["jobs"]["scan"]["runs"], 3);
-        assert_eq!(route("GET", "/nope", &st).0, 404);
-        assert_eq!(route("GET", "/status/", &st).0, 404);
-        assert_eq!(route("POST", "/status", &st).0, 405);
     }
 }

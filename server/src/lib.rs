@@ -1,5 +1,6 @@
 //! Ferry's backup node (`ferry-node`). See `ARCHITECTURE.md`.
 
+pub mod ack;
 pub mod alerts;
 pub mod artifacts;
 pub mod catalog;
@@ -21,6 +22,7 @@ pub mod pullkey;
 pub mod repos;
 pub mod restore;
 pub mod scan;
+pub mod scanrecord;
 pub mod serve;
 pub mod validate;
 pub mod web;

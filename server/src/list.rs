@@ -25,8 +25,27 @@ pub struct ClientInfo {
     pub artifacts: Vec<crate::catalog::Artifact>,
     pub pending: usize,
     pub finished: usize,
+    /// Failed requests not acknowledged yet (`E`).
     pub failed: usize,
+    /// The newest of them (at most [`FAILED_SHOWN`]), with their reasons.
+    pub failed_requests: Vec<FailedRequest>,
+    /// Failed requests acknowledged with `ferry-node ack` (`A`).
+    pub acknowledged: usize,
 }
+
+/// A failed request and why, as its `E<id>.why` says.
+#[derive(Debug, Serialize)]
+pub struct FailedRequest {
+    pub id: String,
+    /// The reason code (`E_…`).
+    pub reason: String,
+    /// The escaped detail recorded with it.
+    pub detail: String,
+    pub at: String,
+}
+
+/// Failed requests listed per client with their reasons (all are counted).
+pub const FAILED_SHOWN: usize = 50;
 
 /// Bare repositories below `root`, found by an iterative `lstat` walk that
 /// never follows symlinks and stops at each repository.
@@ -105,21 +124,44 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
                 }
             })
             .collect();
-        let (mut pending, mut finished, mut failed) = (0, 0, 0);
+        let (mut pending, mut finished, mut acknowledged) = (0, 0, 0);
+        let mut failed_ids = Vec::new();
         if let Ok(pool) = crate::scan::open_pool(cfg, &c) {
             for e in pool.list()? {
                 match e.state {
                     "RQ" | "P" => pending += 1,
                     "F" => finished += 1,
-                    _ => failed += 1,
+                    "A" => acknowledged += 1,
+                    _ => failed_ids.push(e.id),
                 }
             }
         }
+        let failed_requests = failed_ids
+            .iter()
+            .rev()
+            .take(FAILED_SHOWN)
+            .map(|id| {
+                let why = crate::scan::reason_of(&cfg.client_pool(&c), id).unwrap_or_default();
+                let field = |k: &str| why.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+                FailedRequest { id: id.clone(), reason: field("reason"), detail: field("detail"), at: field("at") }
+            })
+            .collect();
+        let failed = failed_ids.len();
         let artifacts = match &catalog {
             Some(cat) => cat.find(&crate::catalog::Query { client: Some(c.clone()), ..Default::default() })?,
             None => Vec::new(),
         };
-        out.push(ClientInfo { enrolled: enrolled.contains(&c), client: c, git, artifacts, pending, finished, failed });
+        out.push(ClientInfo {
+            enrolled: enrolled.contains(&c),
+            client: c,
+            git,
+            artifacts,
+            pending,
+            finished,
+            failed,
+            failed_requests,
+            acknowledged,
+        });
     }
     Ok(out)
 }
@@ -148,7 +190,28 @@ pub fn print(list: &[ClientInfo]) -> std::io::Result<()> {
                 a.sha256.get(..12).unwrap_or(&a.sha256)
             ))?;
         }
-        line(&format!("  requests: {} pending, {} finished, {} failed", c.pending, c.finished, c.failed))?;
+        line(&format!(
+            "  requests: {} pending, {} finished, {} failed, {} acknowledged",
+            c.pending, c.finished, c.failed, c.acknowledged
+        ))?;
+        for f in c.failed_requests.iter().take(20) {
+            line(&format!(
+                "    E {} {} at {}: {}",
+                f.id,
+                f.reason,
+                f.at,
+                f.detail.chars().take(200).collect::<String>()
+            ))?;
+        }
+        if c.failed > 20 {
+            line(&format!("    ... and {} older (ferry-node --json list shows {FAILED_SHOWN})", c.failed - 20))?;
+        }
+        if c.failed > 0 {
+            line(&format!(
+                "  once dealt with, acknowledge them: ferry-node ack {} ID... (or: ferry-node ack {} --all)",
+                c.client, c.client
+            ))?;
+        }
     }
     Ok(())
 }

@@ -78,7 +78,8 @@ pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
     for de in std::fs::read_dir(cfg.pool_dir()).into_iter().flatten().flatten() {
         for f in std::fs::read_dir(de.path()).into_iter().flatten().flatten() {
             let n = f.file_name().to_string_lossy().into_owned();
-            if !(n.starts_with('F') || n.starts_with('E')) {
+            // Finished, failed and acknowledged requests, with their reasons.
+            if !(n.starts_with('F') || n.starts_with('E') || n.starts_with('A')) {
                 continue;
             }
             let old = f
@@ -161,7 +162,11 @@ pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
         ));
     }
     crate::events::record(&cfg.events_log(), if failed > 0 { "warn" } else { "info" }, None, "gc", None, None, &body);
-    crate::alerts::raise(cfg, ferry_notify::Alert::new(ferry_notify::Kind::Other, "gc", &cfg.name, body));
+    // A report, not an alert: logged at info level and mailed on its own
+    // (`[ferry <node>] GC_REPORT: <node>`), never inside an alert digest.
+    // Failed mirrors show in its body, in the journal (warn) and in the
+    // exit code (3).
+    crate::alerts::raise(cfg, ferry_notify::Alert::new(ferry_notify::Kind::GcReport, "gc", &cfg.name, body));
     crate::alerts::flush(cfg);
     Ok(out)
 }

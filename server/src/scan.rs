@@ -24,8 +24,13 @@ use crate::config::NodeConfig;
 use crate::events;
 use crate::validate::Refusal;
 
-/// Node pool states, in order.
-pub const STATES: &[&str] = &["RQ", "P", "F", "E"];
+/// Node pool states, in order: received, being handled, finished, ended
+/// in error, and acknowledged (a failed request an administrator has dealt
+/// with, `ferry-node ack`; kept with its reason, no longer reported). `A`
+/// stays after `E`: [`Pool::state_of`] looks in this order, so a request
+/// renamed from `E` to `A` while the queue hook looks for a duplicate id is
+/// found in one or the other, never in neither.
+pub const STATES: &[&str] = &["RQ", "P", "F", "E", "A"];
 const WAKE: &str = ".wake";
 
 #[derive(Debug, Default, Serialize)]
@@ -49,8 +54,16 @@ pub fn request_wake(pool: &Pool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Scan every client, or only `only`.
+/// Scan every client, or only `only`, and record the outcome in
+/// `state/scan.json` (what the daemon shows of scans it did not start).
 pub fn scan(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> {
+    let (started, clock) = (jiff::Timestamp::now(), Instant::now());
+    let res = scan_pools(cfg, only);
+    crate::scanrecord::record(cfg, started, clock.elapsed(), only, &res);
+    res
+}
+
+fn scan_pools(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> {
     let start = Instant::now();
     let enrollment = crate::enrollment::load(cfg)?;
     let mut report = ScanReport::default();

@@ -3,8 +3,8 @@
 //! `initdb` and `postgres` refuse to run as root, so as root they run as the
 //! `postgres` system user through `setpriv` (which execs, so the guard's pid
 //! *is* the postmaster), in a data directory chowned to `postgres`. Not as
-//! root, they run as the current user. Authentication is `trust` on the
-//! socket and scram-sha-256 over TCP.
+//! root, they run as the current user. Authentication is `trust`, or
+//! passwords over TCP when a test asks for a stock Debian setup.
 
 use std::fs;
 use std::io::Write;
@@ -47,9 +47,8 @@ fn clear_pg_env(cmd: &mut Command) {
 
 /// A private PostgreSQL server: data in `<dir>/data`, log in
 /// `<dir>/postgres.log`, listening on `127.0.0.x:port` (TCP) and on a unix
-/// socket in [`Postgres::socket_dir`]. Superuser `postgres`; trust on the
-/// socket, passwords (scram-sha-256) over TCP as in a stock Debian
-/// `pg_hba.conf`; fsync off. Stopped with an immediate shutdown (then the tree is killed)
+/// socket in [`Postgres::socket_dir`]. Superuser `postgres`, trust auth
+/// (or passwords over TCP: [`Postgres::start_with_host_auth`]), fsync off. Stopped with an immediate shutdown (then the tree is killed)
 /// on drop.
 pub struct Postgres {
     dir: PathBuf,
@@ -65,6 +64,13 @@ impl Postgres {
     /// (created if needed, mode 0755), on a fresh [`next_loopback`] address;
     /// waits until it accepts connections.
     pub fn start(dir: &Path) -> Postgres {
+        Postgres::start_with_host_auth(dir, "trust")
+    }
+
+    /// [`Postgres::start`] with `auth` (e.g. `scram-sha-256`, as a stock
+    /// Debian `pg_hba.conf` has it) for TCP connections; the socket stays
+    /// `trust`.
+    pub fn start_with_host_auth(dir: &Path, auth: &str) -> Postgres {
         let bin = pg_bin_dir().expect("no /usr/lib/postgresql/*/bin: install postgresql");
         fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod pg dir");
@@ -91,7 +97,7 @@ impl Postgres {
         initdb
             .arg("-D")
             .arg(&data)
-            .args(["--auth-local=trust", "--auth-host=scram-sha-256", "-U", "postgres", "-E", "UTF8", "--locale=C"])
+            .args(["--auth-local=trust", &format!("--auth-host={auth}"), "-U", "postgres", "-E", "UTF8", "--locale=C"])
             .args(["--no-sync", "--no-instructions"]);
         run_checked(&mut initdb);
 

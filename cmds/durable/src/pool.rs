@@ -229,6 +229,39 @@ impl Pool {
             .map_err(io_err(&self.dir.join(from_name)))
     }
 
+    /// Move `id` from `from` to `to` together with its sidecars
+    /// (`<state><id>.<ext>` for each of `exts`), one `rename(2)` each: the
+    /// request first (that is the state change), then every sidecar that
+    /// exists; the directory is synced once at the end. Nothing is copied
+    /// or deleted. A crash in between leaves a sidecar under its old
+    /// state's name, where [`Pool::find_sidecar`] still finds it; calling
+    /// this again for `id` (now in `to`) finishes the sidecars.
+    pub fn move_with_sidecars(&self, id: &str, from: &str, to: &str, exts: &[&str]) -> Result<(), PoolError> {
+        self.check(from, id)?;
+        self.check(to, id)?;
+        if self.path(from, id).exists() || !self.path(to, id).exists() {
+            self.move_to(id, from, to, false)?;
+        }
+        for ext in exts {
+            let old = format!("{from}{id}.{ext}");
+            match sync::rename_synced(&self.dir, &old, &format!("{to}{id}.{ext}"), false) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(PoolError::Io { path: self.dir.join(old), source: e }),
+            }
+        }
+        self.sync()
+    }
+
+    /// The sidecar `<state><id>.<ext>` if it exists, else the one a move
+    /// interrupted by a crash left under another state's name.
+    pub fn find_sidecar(&self, state: &str, id: &str, ext: &str) -> Option<PathBuf> {
+        std::iter::once(state)
+            .chain(self.states.iter().copied().filter(|s| *s != state))
+            .map(|s| self.sidecar(s, id, ext))
+            .find(|p| p.is_file())
+    }
+
     /// Remove `id` in `state` (retention of finished requests).
     pub fn remove(&self, state: &str, id: &str) -> Result<(), PoolError> {
         self.check(state, id)?;
@@ -277,6 +310,33 @@ mod tests {
         assert!(pool.put("RQ", "2b", b"again").is_err());
         assert!(pool.put("RQ", "../x", b"").is_err());
         assert!(pool.put("X", "1", b"").is_err());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn moves_with_sidecars_keep_them_and_finish_after_a_crash() {
+        let d = crate::sync::tests::tempdir();
+        let pool = Pool::open(&d, &["RQ", "P", "F", "E", "A"]).unwrap();
+        pool.put("E", "1a", b"dummy x\n").unwrap();
+        fs::write(d.join("E1a.why"), b"reason one\n").unwrap();
+        pool.move_with_sidecars("1a", "E", "A", &["why"]).unwrap();
+        assert_eq!(pool.states_of("1a"), ["A"]);
+        assert_eq!(fs::read(d.join("A1a.why")).unwrap(), b"reason one\n");
+        assert!(!d.join("E1a.why").exists());
+        // A crash after the request's rename left the sidecar behind: it is
+        // still found, and a second call moves it.
+        pool.put("A", "2b", b"dummy y\n").unwrap();
+        fs::write(d.join("E2b.why"), b"reason two\n").unwrap();
+        assert_eq!(pool.find_sidecar("A", "2b", "why"), Some(d.join("E2b.why")));
+        pool.move_with_sidecars("2b", "E", "A", &["why"]).unwrap();
+        assert_eq!(pool.find_sidecar("A", "2b", "why"), Some(d.join("A2b.why")));
+        assert_eq!(fs::read(d.join("A2b.why")).unwrap(), b"reason two\n");
+        // No sidecar is fine; no request is an error.
+        pool.put("E", "3c", b"x").unwrap();
+        pool.move_with_sidecars("3c", "E", "A", &["why"]).unwrap();
+        assert_eq!(pool.state_of("3c"), Some("A"));
+        assert!(pool.move_with_sidecars("4d", "E", "A", &["why"]).is_err());
+        assert_eq!(pool.find_sidecar("A", "4d", "why"), None);
         fs::remove_dir_all(&d).unwrap();
     }
 

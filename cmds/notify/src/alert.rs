@@ -33,6 +33,9 @@ pub enum Kind {
     EnrollmentRefused,
     /// The disk (or a quota) is full.
     DiskFull,
+    /// The report of a node's `git gc` run: news, not a problem (see
+    /// [`Kind::is_report`]).
+    GcReport,
     /// Anything else worth an administrator's attention.
     Other,
 }
@@ -40,7 +43,7 @@ pub enum Kind {
 impl Kind {
     /// Every kind, in the order digests list them (each recovery right after
     /// its outage).
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::NodeUnreachable,
         Kind::NodeRecovered,
         Kind::RequestFailed,
@@ -50,6 +53,7 @@ impl Kind {
         Kind::ClientBack,
         Kind::EnrollmentRefused,
         Kind::DiskFull,
+        Kind::GcReport,
         Kind::Other,
     ];
 
@@ -65,6 +69,7 @@ impl Kind {
             Kind::ClientBack => "CLIENT_BACK",
             Kind::EnrollmentRefused => "ENROLLMENT_REFUSED",
             Kind::DiskFull => "DISK_FULL",
+            Kind::GcReport => "GC_REPORT",
             Kind::Other => "OTHER",
         }
     }
@@ -81,6 +86,7 @@ impl Kind {
             Kind::ClientBack => "Client back",
             Kind::EnrollmentRefused => "Enrollment refused",
             Kind::DiskFull => "Disk full",
+            Kind::GcReport => "git gc report",
             Kind::Other => "Other",
         }
     }
@@ -98,6 +104,20 @@ impl Kind {
     /// True for kinds that a recovery kind can end.
     pub fn is_outage(self) -> bool {
         matches!(self, Kind::NodeUnreachable | Kind::PullFailing | Kind::ClientSilent)
+    }
+
+    /// True for reports: scheduled news such as the monthly `git gc`
+    /// summary, not a problem. A report is logged at info level (never as a
+    /// warning) and mailed in a mail of its own, never inside a digest of
+    /// alerts, so a routine summary neither reads as a warning nor hides one.
+    pub fn is_report(self) -> bool {
+        matches!(self, Kind::GcReport)
+    }
+
+    /// True for kinds logged as warnings when raised: problems, not
+    /// recoveries or reports.
+    pub fn is_warning(self) -> bool {
+        self.recovers().is_none() && !self.is_report()
     }
 }
 
@@ -278,6 +298,9 @@ pub(crate) mod tests {
             }
         }
         assert_eq!(Kind::ALL.iter().filter(|k| k.is_outage()).count(), 3);
+        assert!(!Kind::GcReport.is_warning() && !Kind::NodeRecovered.is_warning());
+        assert!(Kind::RequestFailed.is_warning() && Kind::Other.is_warning());
+        assert!(Kind::ALL.iter().all(|k| !(k.is_report() && (k.is_outage() || k.recovers().is_some()))));
     }
 
     #[test]

@@ -86,8 +86,9 @@ pub(crate) fn ts(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// `2d3h`, `3h12m`, `5m30s`, `45s`.
-pub(crate) fn human(d: SignedDuration) -> String {
+/// `2d3h`, `3h12m`, `5m30s`, `45s`: how mails write durations (callers use
+/// it too, so an alert body and the lines the notifier adds agree).
+pub fn human(d: SignedDuration) -> String {
     let s = d.as_secs().max(0);
     let (days, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
     match (days, h, m) {
@@ -101,8 +102,16 @@ pub(crate) fn human(d: SignedDuration) -> String {
     }
 }
 
+/// What a mail of these kinds holds: `report` when every one is a report
+/// (the notifier never mixes reports with alerts), else `alert`.
+fn noun(kinds: impl IntoIterator<Item = Kind>) -> &'static str {
+    let mut kinds = kinds.into_iter().peekable();
+    if kinds.peek().is_some() && kinds.all(Kind::is_report) { "report" } else { "alert" }
+}
+
 /// The subject: `[ferry host] CODE: token` for one item, `[ferry host] N
-/// alerts: CODE (a), CODE (b)` for several (kinds in [`Kind::ALL`] order).
+/// alerts: CODE (a), CODE (b)` for several (kinds in [`Kind::ALL`] order;
+/// `N reports: …` for a mail of reports).
 pub(crate) fn subject(host: &str, entries: &[(Kind, &str)]) -> String {
     let host = if crate::config::is_subject_token(host) { host } else { "-" };
     if let [(kind, token)] = entries {
@@ -116,7 +125,8 @@ pub(crate) fn subject(host: &str, entries: &[(Kind, &str)]) -> String {
             (n > 0).then(|| format!("{} ({n})", k.code()))
         })
         .collect();
-    format!("[ferry {host}] {} alerts: {}", entries.len(), counts.join(", "))
+    let noun = noun(entries.iter().map(|(k, _)| *k));
+    format!("[ferry {host}] {} {noun}s: {}", entries.len(), counts.join(", "))
 }
 
 /// The counter an item reports: repeats of its own kind that were counted
@@ -145,7 +155,8 @@ pub(crate) fn compose(
     let subject = subject(host, &tokens);
     let n = items.len();
     let mut body = String::new();
-    let _ = writeln!(body, "Ferry on {host}: {n} alert{}, {}.", if n == 1 { "" } else { "s" }, ts(now));
+    let noun = noun(items.iter().map(|i| i.kind));
+    let _ = writeln!(body, "Ferry on {host}: {n} {noun}{}, {}.", if n == 1 { "" } else { "s" }, ts(now));
     let mut entries = Vec::with_capacity(n);
     let mut not_shown: Vec<&Item> = Vec::new();
     let mut kind_open: Option<Kind> = None;
@@ -274,16 +285,18 @@ pub(crate) fn compose(
             ),
         );
     }
-    wrap(
-        &mut body,
-        "",
-        &format!(
-            "One key is mailed at most every {} (repeats are counted); an outage that stays open is \
-             re-mailed after {}; a recovery is mailed only when its outage was.",
-            human(rules.min_interval),
-            human(rules.remind_interval)
-        ),
-    );
+    if noun == "alert" {
+        wrap(
+            &mut body,
+            "",
+            &format!(
+                "One key is mailed at most every {} (repeats are counted); an outage that stays open is \
+                 re-mailed after {}; a recovery is mailed only when its outage was.",
+                human(rules.min_interval),
+                human(rules.remind_interval)
+            ),
+        );
+    }
     let _ = writeln!(body, "Sent by ferry-notify on {host}.");
     Outgoing { subject, body, entries }
 }

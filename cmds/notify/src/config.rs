@@ -29,7 +29,7 @@ use crate::error::NotifyError;
 /// digest_delay = "1m"               # gather alerts this long into one mail
 /// max_per_hour = 20                 # mails per hour, all keys together
 /// remind_interval = "1d"            # reminder for an outage still open
-/// host_label = "node1"              # shown in subjects; default: host name
+/// host_label = "node1"              # shown in subjects; default: the client's or node's name
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,7 +69,8 @@ pub struct MailConfig {
     #[serde(default = "default_remind_interval")]
     pub remind_interval: String,
     /// Shown in every subject (`[ferry <label>] …`); `[A-Za-z0-9._-]{1,64}`.
-    /// Default: this host's name.
+    /// Default: the Ferry name of the client or node (its `name`), never
+    /// the machine's host name.
     #[serde(default)]
     pub host_label: Option<String>,
 }
@@ -115,10 +116,12 @@ impl MailConfig {
         }
     }
 
-    /// Checks every field; the error names the field and what is wrong.
-    /// Config loaders call this so a bad `[mail]` section fails at load time.
-    pub fn validate(&self) -> Result<(), NotifyError> {
-        Settings::resolve(Some(self)).map(|_| ())
+    /// Checks every field for the client or node called `name` (the
+    /// subjects' label unless `host_label` is set); the error names the
+    /// field and what is wrong. Config loaders call this so a bad `[mail]`
+    /// section fails at load time.
+    pub fn validate(&self, name: &str) -> Result<(), NotifyError> {
+        Settings::resolve(Some(self), name).map(|_| ())
     }
 }
 
@@ -258,23 +261,28 @@ pub(crate) fn is_subject_token(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// This host's name as a subject token: the full name if it is one, else
-/// its first label, else `unknown-host`.
-fn default_host_label() -> String {
-    let uname = rustix::system::uname();
-    let name = uname.nodename().to_string_lossy().into_owned();
-    if is_subject_token(&name) {
-        return name;
-    }
-    match name.split('.').next() {
-        Some(first) if is_subject_token(first) => first.to_string(),
-        _ => "unknown-host".to_string(),
+/// The label of subjects when `host_label` is not set: `name`, the Ferry
+/// name of the host the notifier runs for (the client's or node's `name`).
+/// Never the machine's host name: it says nothing about which client or
+/// node wrote, and several Ferry instances on one machine share it.
+fn name_label(name: &str) -> Result<String, NotifyError> {
+    if is_subject_token(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(config_err(
+            "host_label",
+            format!(
+                "the name {:?} cannot appear in a mail subject ([A-Za-z0-9._-]{{1,64}}); set host_label",
+                ferry_text::escape(name, 100)
+            ),
+        ))
     }
 }
 
 impl Settings {
-    /// Resolves a configuration (or log-only operation for `None`).
-    pub(crate) fn resolve(config: Option<&MailConfig>) -> Result<Settings, NotifyError> {
+    /// Resolves a configuration (or log-only operation for `None`) for the
+    /// client or node called `name`.
+    pub(crate) fn resolve(config: Option<&MailConfig>, name: &str) -> Result<Settings, NotifyError> {
         let Some(c) = config else {
             let d = MailConfig::new(Vec::new(), "");
             return Ok(Settings {
@@ -286,7 +294,8 @@ impl Settings {
                         .map_err(|e| config_err("remind_interval", e))?,
                     max_per_hour: None,
                 },
-                host_label: default_host_label(),
+                // Log lines only: a name that is no token shows as `-`.
+                host_label: name_label(name).unwrap_or_else(|_| "-".into()),
             });
         };
         if c.to.is_empty() {
@@ -336,7 +345,7 @@ impl Settings {
                     format!("{:?} is not [A-Za-z0-9._-]{{1,64}}", ferry_text::escape(l, 100)),
                 ));
             }
-            None => default_host_label(),
+            None => name_label(name)?,
         };
         Ok(Settings { delivery: Some(Delivery { from, to, via }), rules, host_label })
     }
@@ -360,32 +369,33 @@ mod tests {
         }
         let t: Top = toml::from_str("[mail]\nto = [\"a@example.org\"]\nfrom = \"f@example.org\"\n").unwrap();
         assert_eq!(t.mail, MailConfig::new(vec!["a@example.org".into()], "f@example.org"));
-        let s = Settings::resolve(Some(&t.mail)).unwrap();
+        let s = Settings::resolve(Some(&t.mail), "host-a").unwrap();
         assert_eq!(s.delivery.unwrap().via, Via::Sendmail(DEFAULT_SENDMAIL.into()));
         assert_eq!(s.rules.min_interval, SignedDuration::from_hours(1));
         assert_eq!(s.rules.digest_delay, SignedDuration::from_mins(1));
         assert_eq!(s.rules.remind_interval, SignedDuration::from_hours(24));
         assert_eq!(s.rules.max_per_hour, Some(20));
-        assert!(is_subject_token(&s.host_label));
+        assert_eq!(s.host_label, "host-a", "the Ferry name, not the machine's host name");
         let e = toml::from_str::<Top>("[mail]\nto = []\nfrom = \"f@x.org\"\nbcc = \"x@evil.example\"\n");
         assert!(e.is_err(), "unknown fields are refused");
     }
 
     #[test]
     fn good_config_resolves() {
-        let s = Settings::resolve(Some(&cfg())).unwrap();
+        let s = Settings::resolve(Some(&cfg()), "node1").unwrap();
         let d = s.delivery.unwrap();
         assert_eq!(d.via, Via::Smtp { host: "127.0.0.1".into(), port: 2525 });
         assert_eq!(d.to.len(), 1);
         let mut c = cfg();
         c.to = vec!["Backup Admins <admins@example.org>".into(), "root@localhost".into()];
         c.host_label = Some("node-1.example".into());
-        assert!(c.validate().is_ok());
+        assert!(c.validate("node1").is_ok());
+        assert_eq!(Settings::resolve(Some(&c), "node1").unwrap().host_label, "node-1.example", "host_label wins");
     }
 
     #[test]
     fn bad_configs_name_the_field() {
-        let field = |c: MailConfig| match c.validate() {
+        let field = |c: MailConfig| match c.validate("node1") {
             Err(NotifyError::Config { field, .. }) => field,
             other => panic!("expected a config error, got {other:?}"),
         };
@@ -423,6 +433,9 @@ mod tests {
         let mut c = cfg();
         c.host_label = Some("a\r\nBcc: x@evil".into());
         assert_eq!(field(c), "host_label");
+        // Without host_label, a name that cannot be a subject token is an
+        // error at load time (not alerts lost later).
+        assert!(matches!(cfg().validate("backup node 1"), Err(NotifyError::Config { field: "host_label", .. })));
         let mut c = cfg();
         c.smtp = Some("smtps://relay.example.org".into());
         assert_eq!(field(c), "smtp");
@@ -469,8 +482,10 @@ mod tests {
 
     #[test]
     fn log_only_settings() {
-        let s = Settings::resolve(None).unwrap();
+        let s = Settings::resolve(None, "host-a").unwrap();
         assert!(s.delivery.is_none());
+        assert_eq!(s.host_label, "host-a");
+        assert_eq!(Settings::resolve(None, "a b").unwrap().host_label, "-");
         assert_eq!(s.rules.max_per_hour, None);
     }
 }

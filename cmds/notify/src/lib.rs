@@ -15,7 +15,7 @@
 //!
 //! let mut cfg = MailConfig::new(vec!["admins@example.org".into()], "ferry@node1.example.org");
 //! cfg.smtp = Some("smtp://127.0.0.1:25".into());
-//! let n = Notifier::new(Some(cfg), "/var/lib/ferry/notify".into())?;
+//! let n = Notifier::new(Some(cfg), "/var/lib/ferry/notify".into(), "node1")?;
 //! n.raise(Alert::new(Kind::RequestFailed, "client:host-a:E_FETCH_AUTH", "host-a",
 //!     "Request RQ42 from host-a ended in E_FETCH_AUTH.").with_excerpt("Permission denied (publickey)."))?;
 //! let report = n.flush(jiff::Timestamp::now())?; // at the end of the run, or on a schedule
@@ -25,7 +25,10 @@
 //! [`Notifier::raise`] only writes a synced file into the outbox (no lock,
 //! no network), so hooks and cron jobs can raise at any time, concurrently.
 //! [`Notifier::flush`] (under a `flock`) decides what to mail and sends at
-//! most **one mail per flush**: a digest of every alert that may go now.
+//! most **one mail of alerts per flush**: a digest of every alert that may go
+//! now. Reports ([`Kind::is_report`]: the node's `git gc` summary) are news,
+//! not problems: they are logged at info level and mailed in a mail of
+//! their own (at most one more per flush), never inside an alert digest.
 //! Callers flush at the end of each run (client `send`, node `scan`) or on
 //! a schedule (the node daemon; [`FlushReport::next_due`] says when).
 //!
@@ -75,9 +78,14 @@
 //!
 //! # Mail format
 //!
-//! * Subject: `[ferry <host_label>] NODE_UNREACHABLE: backup1` for one
-//!   alert, `[ferry <host_label>] 3 alerts: NODE_UNREACHABLE (2),
-//!   REQUEST_FAILED (1)` for a digest. Only kind codes and tokens matching
+//! * Subject: `[ferry <label>] NODE_UNREACHABLE: backup1` for one alert,
+//!   `[ferry <label>] 3 alerts: NODE_UNREACHABLE (2), REQUEST_FAILED (1)`
+//!   for a digest, `[ferry <label>] GC_REPORT: backup1` for a report. The
+//!   label is `host_label` if configured, else the Ferry name of the host
+//!   the notifier runs for (the client's `name`, the node's `name`) — never
+//!   the machine's host name, which says nothing about which client or node
+//!   wrote (and is the same for every instance on one machine). Only kind
+//!   codes and tokens matching
 //!   `[A-Za-z0-9._-]{1,64}` (anything else shows as `-`) — no client text,
 //!   so CRLF, encoded-words and overlong subjects cannot be built.
 //! * From/To: the configuration only, parsed at start-up. `Date`,
@@ -111,7 +119,7 @@ mod plan;
 mod transport;
 
 pub use alert::{Alert, EXCERPT_SHOWN, Kind, MAX_BODY, MAX_EXCERPT, MAX_KEY};
-pub use compose::MAX_MAIL_BODY;
+pub use compose::{MAX_MAIL_BODY, human as human_duration};
 pub use config::{DEFAULT_SENDMAIL, MailConfig, parse_duration};
 pub use error::NotifyError;
 pub use notifier::{FlushReport, MAX_FUTURE, Notifier};

@@ -28,7 +28,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(120);
 /// What one flush did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlushReport {
-    /// Mails the transport accepted (0 or 1: one flush sends one digest).
+    /// Mails the transport accepted: 0 or 1 digest of alerts, plus 0 or 1
+    /// mail of reports (never mixed with alerts).
     pub mails_sent: usize,
     /// Alerts removed from the outbox because a sent mail covers them (a
     /// section each, or counted in the section of their key). Without a
@@ -59,10 +60,12 @@ pub struct Notifier {
 
 impl Notifier {
     /// A notifier for `config` (`None`: alerts are recorded and logged,
-    /// never mailed) with its outbox in `outbox_dir` (created if needed).
-    /// A bad configuration is an error here, naming the field.
-    pub fn new(config: Option<MailConfig>, outbox_dir: PathBuf) -> Result<Notifier, NotifyError> {
-        let settings = Settings::resolve(config.as_ref())?;
+    /// never mailed) with its outbox in `outbox_dir` (created if needed),
+    /// for the client or node called `name` (the subjects' label unless
+    /// `host_label` is set). A bad configuration is an error here, naming
+    /// the field.
+    pub fn new(config: Option<MailConfig>, outbox_dir: PathBuf, name: &str) -> Result<Notifier, NotifyError> {
+        let settings = Settings::resolve(config.as_ref(), name)?;
         let outbox = Outbox::open(&outbox_dir)?;
         Ok(Notifier { settings, outbox })
     }
@@ -103,10 +106,10 @@ impl Notifier {
         }
         self.outbox.write(&alert)?;
         let first_line = alert.body.lines().next().unwrap_or("");
-        if alert.kind.recovers().is_some() {
-            info!(kind = alert.kind.code(), key = %alert.key, token = alert.token(), raised_at = %alert.raised_at, detail = %first_line, "alert raised");
-        } else {
+        if alert.kind.is_warning() {
             warn!(kind = alert.kind.code(), key = %alert.key, token = alert.token(), raised_at = %alert.raised_at, detail = %first_line, "alert raised");
+        } else {
+            info!(kind = alert.kind.code(), key = %alert.key, token = alert.token(), raised_at = %alert.raised_at, detail = %first_line, "alert raised");
         }
         Ok(())
     }
@@ -124,7 +127,11 @@ impl Notifier {
             Some(d) => transport::send(d, out),
             None => {
                 for e in &out.entries {
-                    warn!(kind = e.kind.code(), key = %e.key, token = %e.token, raised_at = %e.raised_at, repeats = e.repeats, "alert digest entry (no [mail] configured)");
+                    if e.kind.is_warning() {
+                        warn!(kind = e.kind.code(), key = %e.key, token = %e.token, raised_at = %e.raised_at, repeats = e.repeats, "alert digest entry (no [mail] configured)");
+                    } else {
+                        info!(kind = e.kind.code(), key = %e.key, token = %e.token, raised_at = %e.raised_at, repeats = e.repeats, "alert digest entry (no [mail] configured)");
+                    }
                 }
                 Ok(())
             }
@@ -173,63 +180,75 @@ impl Notifier {
         }
         report.alerts_suppressed += p.folds.len();
 
-        // Candidates: items min_interval allows now. A mail goes out when at
-        // least one of them has waited digest_delay; the others ride along.
+        // Candidates: items min_interval allows now. Alerts and reports go
+        // in separate mails (a report is news, not one more alert in a
+        // digest); within each, a mail goes out when at least one of its
+        // items has waited digest_delay, and the others ride along.
         let candidates: Vec<&Item> = p.items.iter().filter(|i| i.eligible_at.is_none_or(|t| t <= now)).collect();
         let ripe_at = |i: &Item| add(loaded[i.rep].alert.raised_at, rules.digest_delay);
-        let ripe = candidates.iter().any(|i| ripe_at(i) <= now);
         let hour_ago = add(now, -SignedDuration::from_hours(1));
-        let in_hour: Vec<Timestamp> = ledger.mails.iter().copied().filter(|&t| t > hour_ago).collect();
-        let cap_free_at = |n_allowed: usize| -> Option<Timestamp> {
-            let mut v = in_hour.clone();
-            v.sort();
-            // The mail that must leave the window before another is allowed.
-            v.len().checked_sub(n_allowed).and_then(|k| v.get(k)).map(|&t| add(t, SignedDuration::from_hours(1)))
+        let mut in_hour: Vec<Timestamp> = ledger.mails.iter().copied().filter(|&t| t > hour_ago).collect();
+        in_hour.sort();
+        // When the mail that must leave the window before another is
+        // allowed does so.
+        let cap_free_at = |in_hour: &[Timestamp], n_allowed: usize| -> Option<Timestamp> {
+            in_hour
+                .len()
+                .checked_sub(n_allowed)
+                .and_then(|k| in_hour.get(k))
+                .map(|&t| add(t, SignedDuration::from_hours(1)))
         };
-        let capped = match rules.max_per_hour {
-            Some(max) => in_hour.len() >= max as usize,
-            None => false,
-        };
+        let is_capped = |in_hour: &[Timestamp]| rules.max_per_hour.is_some_and(|max| in_hour.len() >= max as usize);
 
         let mut sent: Vec<&Item> = Vec::new();
         let mut transport_error: Option<String> = None;
-        if ripe && !candidates.is_empty() {
-            if capped {
-                ledger.cap_held_since.get_or_insert(now);
-            } else {
-                let notes = Notes {
-                    held_since: ledger.cap_held_since,
-                    last_slot: rules.max_per_hour.and_then(|max| {
-                        (in_hour.len() + 1 == max as usize).then(|| {
-                            (max, cap_free_at(max as usize - 1).unwrap_or(add(now, SignedDuration::from_hours(1))))
-                        })
-                    }),
-                };
-                let mut ordered = candidates.clone();
-                ordered.sort_by(|a, b| {
-                    (a.kind, loaded[a.rep].alert.raised_at, &a.key).cmp(&(
-                        b.kind,
-                        loaded[b.rep].alert.raised_at,
-                        &b.key,
-                    ))
-                });
-                let out = compose::compose(&ordered, &loaded, &ledger, &self.settings.host_label, &rules, &notes, now);
-                match deliver(&out) {
-                    Ok(()) => {
-                        info!(subject = %out.subject, alerts = out.entries.len(), mailed = self.mails_enabled(), "alert digest delivered");
-                        sent = ordered;
+        let mut held = false;
+        let held_before = ledger.cap_held_since;
+        let (reports, alerts): (Vec<&Item>, Vec<&Item>) = candidates.iter().partition(|i| i.kind.is_report());
+        for batch in [alerts, reports] {
+            if batch.is_empty() || !batch.iter().any(|i| ripe_at(i) <= now) || transport_error.is_some() {
+                continue;
+            }
+            if is_capped(&in_hour) {
+                held = true;
+                continue;
+            }
+            let notes = Notes {
+                held_since: held_before,
+                last_slot: rules.max_per_hour.and_then(|max| {
+                    (in_hour.len() + 1 == max as usize).then(|| {
+                        let next = cap_free_at(&in_hour, max as usize - 1);
+                        (max, next.unwrap_or(add(now, SignedDuration::from_hours(1))))
+                    })
+                }),
+            };
+            let mut ordered = batch;
+            ordered.sort_by(|a, b| {
+                (a.kind, loaded[a.rep].alert.raised_at, &a.key).cmp(&(b.kind, loaded[b.rep].alert.raised_at, &b.key))
+            });
+            let out = compose::compose(&ordered, &loaded, &ledger, &self.settings.host_label, &rules, &notes, now);
+            match deliver(&out) {
+                Ok(()) => {
+                    info!(subject = %out.subject, alerts = out.entries.len(), mailed = self.mails_enabled(), "alert digest delivered");
+                    if self.mails_enabled() {
+                        report.mails_sent += 1;
+                        ledger.mails.push(now);
+                        in_hour.push(now);
+                        in_hour.sort();
                     }
-                    Err(reason) => transport_error = Some(reason),
+                    sent.extend(ordered);
                 }
+                Err(reason) => transport_error = Some(reason),
             }
         }
+        if held {
+            ledger.cap_held_since.get_or_insert(now);
+        } else if !sent.is_empty() {
+            ledger.cap_held_since = None;
+        }
+        let capped = is_capped(&in_hour);
 
         if !sent.is_empty() {
-            if self.mails_enabled() {
-                report.mails_sent = 1;
-                ledger.mails.push(now);
-            }
-            ledger.cap_held_since = None;
             // Per key in the order raised, so recovery-then-new-outage ends
             // with the outage open.
             let mut by_time = sent.clone();
@@ -256,7 +275,7 @@ impl Notifier {
             if transport_error.is_some() {
                 t = now;
             } else if capped {
-                t = t.max(cap_free_at(rules.max_per_hour.unwrap_or(1) as usize).unwrap_or(now));
+                t = t.max(cap_free_at(&in_hour, rules.max_per_hour.unwrap_or(1) as usize).unwrap_or(now));
             }
             due(t);
         }
@@ -331,7 +350,7 @@ mod tests {
     impl Fixture {
         fn new(c: Option<MailConfig>) -> Fixture {
             let dir = TempDir::new("notifier");
-            let n = Notifier::new(c, dir.0.join("outbox")).unwrap();
+            let n = Notifier::new(c, dir.0.join("outbox"), "node1").unwrap();
             Fixture { _dir: dir, n, mails: Vec::new(), fail: false }
         }
 
@@ -547,6 +566,51 @@ mod tests {
         assert_eq!(m.subject, "[ferry node1] 2 alerts: NODE_UNREACHABLE (1), REQUEST_FAILED (1)");
         assert!(m.body.contains("Raised 1 more time until"), "{}", m.body);
         assert_eq!((r.mails_sent, r.alerts_sent, r.pending), (1, 2, 0));
+    }
+
+    /// A gc report is its own kind of mail: never one more section of an
+    /// alert digest, its own subject, no alert wording.
+    #[test]
+    fn reports_go_in_a_mail_of_their_own() {
+        let mut f = Fixture::new(Some(cfg()));
+        f.raise(Kind::RequestFailed, "client:a:E_X", "a", 0);
+        f.raise(Kind::PullFailing, "pull:a", "a", 0);
+        f.n.raise(Alert::new(Kind::GcReport, "gc", "node1", "git gc on node node1: 2 mirrors, 0 failed.").at(t(0)))
+            .unwrap();
+        let before = f.mails.len();
+        let (r, _) = f.flush(1);
+        let mails = &f.mails[before..];
+        let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
+        assert_eq!(
+            subjects,
+            ["[ferry node1] 2 alerts: REQUEST_FAILED (1), PULL_FAILING (1)", "[ferry node1] GC_REPORT: node1"],
+            "alerts in one digest, the report alone"
+        );
+        assert_eq!((r.mails_sent, r.alerts_sent, r.pending), (2, 3, 0));
+        let report = &mails[1].body;
+        assert!(report.starts_with("Ferry on node1: 1 report, "), "{report}");
+        assert!(report.contains("== GC_REPORT (1): git gc report =="), "{report}");
+        assert!(report.contains("git gc on node node1: 2 mirrors, 0 failed."), "{report}");
+        assert!(!report.contains("alert"), "a report is not worded as an alert: {report}");
+        // Alone, a report is still mailed on its own.
+        f.n.raise(Alert::new(Kind::GcReport, "gc", "node1", "second run").at(t(120))).unwrap();
+        assert_eq!(f.flush(121).1.unwrap().subject, "[ferry node1] GC_REPORT: node1");
+    }
+
+    /// The hourly cap counts report mails too, and holds them like alerts.
+    #[test]
+    fn reports_respect_the_hourly_cap() {
+        let mut c = cfg();
+        c.max_per_hour = 1;
+        let mut f = Fixture::new(Some(c));
+        f.raise(Kind::DiskFull, "disk:/srv", "node1", 0);
+        f.n.raise(Alert::new(Kind::GcReport, "gc", "node1", "report").at(t(0))).unwrap();
+        let (r, m) = f.flush(1);
+        assert_eq!(m.unwrap().subject, "[ferry node1] DISK_FULL: node1");
+        assert_eq!((r.mails_sent, r.pending, r.next_due), (1, 1, Some(t(61))));
+        let (r, m) = f.flush(61);
+        assert_eq!(m.unwrap().subject, "[ferry node1] GC_REPORT: node1");
+        assert_eq!((r.mails_sent, r.pending), (1, 0));
     }
 
     #[test]

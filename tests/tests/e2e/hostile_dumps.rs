@@ -136,7 +136,7 @@ fn a_hostile_cluster_dump_replays_sql_only_as_a_role_that_owns_only_its_database
     }
     let td = TestDir::new("hostile_pgdumpall");
     let c = canaries(&td);
-    let pg = Postgres::start(&td.join("pg"));
+    let pg = Postgres::start_with_host_auth(&td.join("pg"), "scram-sha-256");
     pg.create_db("victim");
     pg.psql("victim", "CREATE TABLE v (a int); INSERT INTO v VALUES (42), (43);");
     let node = Node::start(&td, "backup1");
@@ -205,7 +205,7 @@ fn a_custom_format_dump_whose_objects_reach_the_os_is_refused_by_the_server() {
     }
     let td = TestDir::new("hostile_pgdump");
     let c = canaries(&td);
-    let pg = Postgres::start(&td.join("pg"));
+    let pg = Postgres::start_with_host_auth(&td.join("pg"), "scram-sha-256");
     pg.create_db("victim");
     pg.psql("victim", "CREATE TABLE v (a int); INSERT INTO v VALUES (42);");
     pg.create_db("shop");

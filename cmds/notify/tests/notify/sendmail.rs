@@ -36,7 +36,7 @@ fn sendmail_gets_exactly_dash_i_dash_t() {
     let bin = td.mkdir("bin");
     let mut c = config();
     c.sendmail = Some(fake_sendmail(&bin, 0));
-    let n = Notifier::new(Some(c.clone()), td.join("outbox")).unwrap();
+    let n = Notifier::new(Some(c.clone()), td.join("outbox"), "node1").unwrap();
     for (i, h) in HOSTILE.iter().enumerate() {
         n.raise(
             alert(Kind::RequestFailed, &format!("client:c{i}:E_REJECTED"), h, &format!("line: {h}"), 0)
@@ -61,7 +61,7 @@ fn sendmail_gets_exactly_dash_i_dash_t() {
         "admins@example.org".into(),
         "Night Shift <oncall@example.org>".into(),
     ];
-    let n = Notifier::new(Some(c2), td.join("outbox2")).unwrap();
+    let n = Notifier::new(Some(c2), td.join("outbox2"), "node1").unwrap();
     n.raise(alert(Kind::DiskFull, "disk:/srv", "node1", "full", 0)).unwrap();
     assert_eq!(n.flush(t(1)).unwrap().mails_sent, 1);
     assert_eq!(fs::read_to_string(bin.join("argv")).unwrap(), "-i\n-t\n");
@@ -76,7 +76,7 @@ fn sendmail_failure_keeps_alerts() {
     let bin = td.mkdir("bin");
     let mut c = config();
     c.sendmail = Some(fake_sendmail(&bin, 75));
-    let n = Notifier::new(Some(c), td.join("outbox")).unwrap();
+    let n = Notifier::new(Some(c), td.join("outbox"), "node1").unwrap();
     n.raise(alert(Kind::PullFailing, "pull:a", "a", "timeout", 0)).unwrap();
     match n.flush(t(1)) {
         Err(NotifyError::Transport { pending: 1, reason }) => {
@@ -98,7 +98,7 @@ fn missing_sendmail_is_a_transport_error() {
     let td = TestDir::new("notify-sendmail-missing");
     let mut c = config();
     c.sendmail = Some(td.join("no-such-sendmail"));
-    let n = Notifier::new(Some(c), td.join("outbox")).unwrap();
+    let n = Notifier::new(Some(c), td.join("outbox"), "node1").unwrap();
     n.raise(alert(Kind::Other, "other:x", "x", "x", 0)).unwrap();
     assert!(matches!(n.flush(t(1)), Err(NotifyError::Transport { pending: 1, .. })));
 }

@@ -10,7 +10,7 @@ use crate::util::{HOSTILE, alert, assert_clean, config, t};
 fn notifier(smtp: &Smtp, td: &TestDir) -> Notifier {
     let mut c = config();
     c.smtp = Some(smtp.url());
-    Notifier::new(Some(c), td.join("outbox")).unwrap()
+    Notifier::new(Some(c), td.join("outbox"), "node1").unwrap()
 }
 
 /// The brief's flood: 300 clients' requests fail, pulls from all 300 fail,
