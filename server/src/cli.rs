@@ -32,6 +32,28 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `restore --symlinks`: the names administrators see for
+/// [`ferry_archive::SymlinkPolicy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SymlinkMode {
+    /// Every link as it was, whatever it points to; never followed.
+    Verbatim,
+    /// Only links that resolve inside the restored tree.
+    InTree,
+    /// No links at all.
+    Refuse,
+}
+
+impl SymlinkMode {
+    fn policy(self) -> ferry_archive::SymlinkPolicy {
+        match self {
+            SymlinkMode::Verbatim => ferry_archive::SymlinkPolicy::Any,
+            SymlinkMode::InTree => ferry_archive::SymlinkPolicy::InTree,
+            SymlinkMode::Refuse => ferry_archive::SymlinkPolicy::Reject,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// gitosis-init: directories, gitosis-admin with the admin's key, pull key.
@@ -96,8 +118,16 @@ pub enum Command {
         /// Write the artifact to standard output (pipe sources).
         #[arg(long)]
         stdout: bool,
-        /// fs: keep symlinks whose targets leave the tree (never followed).
-        #[arg(long)]
+        /// fs: what to do with symlinks. `verbatim` (the default) restores
+        /// every link as it was, whatever it points to (dangling, `..`,
+        /// absolute); `in-tree` refuses links that leave the restored tree
+        /// (for a tree other programs will walk following links); `refuse`
+        /// refuses every link. No mode ever writes through a link.
+        #[arg(long, value_enum, default_value_t = SymlinkMode::Verbatim)]
+        symlinks: SymlinkMode,
+        /// Accepted for old scripts and ignored: links are restored verbatim
+        /// by default now (see --symlinks).
+        #[arg(long, hide = true)]
         allow_absolute_symlinks: bool,
         /// fs: create device nodes and FIFOs (root only).
         #[arg(long)]
@@ -246,6 +276,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             db_host,
             db_port,
             stdout,
+            symlinks,
             allow_absolute_symlinks,
             devices,
             setuid,
@@ -260,10 +291,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let msg = match artifact {
                 Some(a) => {
-                    let mut policy = ferry_archive::ExtractPolicy::default();
                     if allow_absolute_symlinks {
-                        policy.symlinks = ferry_archive::SymlinkPolicy::Any;
+                        tracing::warn!(
+                            "--allow-absolute-symlinks is no longer needed: symlinks are restored verbatim by default"
+                        );
                     }
+                    let mut policy = ferry_archive::ExtractPolicy::default();
+                    policy.symlinks = symlinks.policy();
                     policy.devices = devices;
                     policy.setuid = setuid;
                     policy.preserve_owner = owners;

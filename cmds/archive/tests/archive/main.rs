@@ -5,4 +5,5 @@
 mod fuzz;
 mod hostile;
 mod roundtrip;
+mod symlinks;
 mod util;
