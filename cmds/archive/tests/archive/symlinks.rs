@@ -80,7 +80,10 @@ fn writes_through_links_are_refused_and_lone_links_restored() {
             ("deep file below", RawTar::new().symlink(b"link", target).file(b"link/x/y/pwn", b"pwn").zst()),
             ("directory below", RawTar::new().symlink(b"link", target).dir(b"link/d").zst()),
             ("link below", RawTar::new().symlink(b"link", target).symlink(b"link/l", b"/etc").zst()),
-            ("hard link below", RawTar::new().file(b"f", b"f").symlink(b"link", target).hardlink(b"link/h", b"f").zst()),
+            (
+                "hard link below",
+                RawTar::new().file(b"f", b"f").symlink(b"link", target).hardlink(b"link/h", b"f").zst(),
+            ),
             ("hard link through", RawTar::new().symlink(b"link", target).hardlink(b"h", b"link/shadow").zst()),
         ] {
             let e = expect_refused(&tar, &ExtractPolicy::default(), "E_ARCHIVE_LINK");
