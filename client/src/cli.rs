@@ -210,6 +210,11 @@ fn report(reports: &[crate::send::NodeReport], json: bool) -> anyhow::Result<u8>
             for (id, why) in &r.failed {
                 println!("  E {id}: {why}");
             }
+            for (id, warning) in &r.warned {
+                for line in warning.lines() {
+                    println!("  W {id}: {line}");
+                }
+            }
         }
     }
     Ok(if reports.iter().any(|r| !r.failed.is_empty()) {

@@ -16,6 +16,9 @@ pub struct NodeView {
     pub finished: usize,
     pub failed: usize,
     pub failed_recent: Vec<(String, String)>,
+    /// The newest requests (pending or finished) that were prepared with
+    /// warnings (`F<id>.warn`): id and the warning lines.
+    pub warned_recent: Vec<(String, String)>,
     #[serde(flatten)]
     pub health: NodeStatus,
 }
@@ -36,6 +39,16 @@ pub fn collect(cfg: &ClientConfig) -> anyhow::Result<Vec<NodeView>> {
                 (e.id.clone(), why.trim().to_owned())
             })
             .collect();
+        let warned_recent = list
+            .iter()
+            .rev()
+            .filter(|e| matches!(e.state, "C" | "P" | "F"))
+            .filter_map(|e| {
+                let w = std::fs::read_to_string(pool.sidecar("F", &e.id, "warn")).ok()?;
+                Some((e.id.clone(), w.trim().to_owned()))
+            })
+            .take(5)
+            .collect();
         out.push(NodeView {
             node: node.name.clone(),
             url: node.url.clone(),
@@ -44,6 +57,7 @@ pub fn collect(cfg: &ClientConfig) -> anyhow::Result<Vec<NodeView>> {
             finished: list.iter().filter(|e| e.state == "F").count(),
             failed: failed.len(),
             failed_recent,
+            warned_recent,
             health: NodeStatus::load(cfg, &node.name)?,
         });
     }
@@ -75,6 +89,11 @@ pub fn print(views: &[NodeView]) {
         println!("  finished: {}, failed: {}", v.finished, v.failed);
         for (id, why) in &v.failed_recent {
             println!("    E {id}: {why}");
+        }
+        for (id, warning) in &v.warned_recent {
+            for line in warning.lines() {
+                println!("    W {id}: {line}");
+            }
         }
     }
 }

@@ -50,7 +50,7 @@ pub mod manifest;
 mod pattern;
 mod pax;
 
-pub use create::{CreateOptions, CreateStats, create_tar_zst};
+pub use create::{CreateOptions, CreateStats, MAX_UNREADABLE_LISTED, Unreadable, create_tar_zst, current_account};
 pub use error::{ArchiveError, escape_name};
 pub use extract::{EntryKind, ExtractPolicy, ExtractStats, ListEntry, SymlinkPolicy, extract_tar_zst, list_tar_zst};
 pub use pattern::ExcludePattern;

@@ -6,4 +6,5 @@ mod fuzz;
 mod hostile;
 mod roundtrip;
 mod symlinks;
+mod unreadable;
 mod util;
