@@ -98,7 +98,9 @@ pub enum Command {
         /// Destination directory (for fs: must not exist or be empty).
         #[arg(long)]
         to: Option<PathBuf>,
-        /// The newest artifact received at or before this time.
+        /// As it was at this time (2026-11-01, 2026-11-01T10:00:00Z or
+        /// 20261101T100000Z; a date means its end): for a source the newest
+        /// artifact received then, for a repository its refs then.
         #[arg(long)]
         at: Option<String>,
         /// For git: a normal clone with a work tree instead of a bare one.
@@ -285,36 +287,23 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             max_ratio,
         } => {
             let at = at.as_deref().map(|s| crate::artifacts::parse_time(s, true)).transpose()?;
-            let artifact = match crate::catalog::Catalog::open_existing(&cfg)? {
-                Some(c) => c.latest(&client, &what, at.as_deref())?,
-                None => None,
+            if allow_absolute_symlinks {
+                tracing::warn!(
+                    "--allow-absolute-symlinks is no longer needed: symlinks are restored verbatim by default"
+                );
+            }
+            let policy = ferry_archive::ExtractPolicy {
+                symlinks: symlinks.policy(),
+                devices,
+                setuid,
+                preserve_owner: owners,
+                xattrs,
+                max_ratio: (max_ratio > 0).then_some(max_ratio),
+                ..ferry_archive::ExtractPolicy::default()
             };
-            let msg = match artifact {
-                Some(a) => {
-                    if allow_absolute_symlinks {
-                        tracing::warn!(
-                            "--allow-absolute-symlinks is no longer needed: symlinks are restored verbatim by default"
-                        );
-                    }
-                    let mut policy = ferry_archive::ExtractPolicy::default();
-                    policy.symlinks = symlinks.policy();
-                    policy.devices = devices;
-                    policy.setuid = setuid;
-                    policy.preserve_owner = owners;
-                    policy.xattrs = xattrs;
-                    policy.max_ratio = (max_ratio > 0).then_some(max_ratio);
-                    let args =
-                        crate::artifacts::RestoreArgs { to, at, into_db, db_user, db_host, db_port, stdout, policy };
-                    let show = !cli.json && !args.stdout;
-                    crate::artifacts::restore(&cfg, &a, &args, show)?
-                }
-                None => {
-                    let mirror = crate::restore::find_git(&cfg, &client, &what)?;
-                    let to = to.ok_or_else(|| UsageError("say where to restore the repository: --to DIR".into()))?;
-                    crate::restore::restore_git(&cfg, &mirror, &to, checkout)?;
-                    format!("restored {} to {}", mirror.display(), to.display())
-                }
-            };
+            let args = crate::artifacts::RestoreArgs { to, at, into_db, db_user, db_host, db_port, stdout, policy };
+            let show = !cli.json && !args.stdout;
+            let msg = crate::restore::restore(&cfg, &client, &what, &args, checkout, show)?;
             if cli.json {
                 println!("{}", serde_json::json!({ "restored": msg }));
             } else {

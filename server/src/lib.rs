@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod enrollment;
 pub mod events;
 pub mod exit;
+pub mod history;
 pub mod hooks;
 pub mod init;
 pub mod jobs;
