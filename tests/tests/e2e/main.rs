@@ -14,4 +14,5 @@ mod harness;
 mod hostile;
 mod matrix;
 mod ops;
+mod restore_faithful;
 mod spine;
