@@ -236,7 +236,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(if r.failed > 0 { exit::PROBLEMS } else { exit::OK })
         }
         Command::List { client } => {
-            let l = crate::list::collect(&cfg, client.as_deref())?;
+            let mut l = crate::list::collect(&cfg, client.as_deref())?;
+            crate::list::add_history(&mut l);
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&l)?);
             } else {
@@ -288,8 +289,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         } => {
             let at = at.as_deref().map(|s| crate::artifacts::parse_time(s, true)).transpose()?;
             if allow_absolute_symlinks {
-                tracing::warn!(
-                    "--allow-absolute-symlinks is no longer needed: symlinks are restored verbatim by default"
+                eprintln!(
+                    "ferry-node: note: --allow-absolute-symlinks is ignored: symlinks are restored verbatim by default"
                 );
             }
             let policy = ferry_archive::ExtractPolicy {

@@ -13,7 +13,7 @@
 //! mirror logged every update), a copy without a creation entry — the time
 //! is reported as not reconstructable, naming the ref, instead of guessed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -58,9 +58,12 @@ fn parse_line(line: &str) -> Option<Entry> {
     Some(Entry { old: old.to_owned(), new: new.to_owned(), time: time.parse().ok()?, run })
 }
 
+/// Reflogs by ref name.
+type Logs = BTreeMap<String, Vec<Entry>>;
+
 /// The reflogs below `logs/refs/<area>` of `mirror`: ref name → entries.
 /// Names that are not UTF-8 are returned apart.
-fn read_logs(mirror: &Path, area: &str) -> anyhow::Result<(BTreeMap<String, Vec<Entry>>, Vec<String>)> {
+fn read_logs(mirror: &Path, area: &str) -> anyhow::Result<(Logs, Vec<String>)> {
     let base = mirror.join("logs/refs").join(area);
     let mut out = BTreeMap::new();
     let mut odd = Vec::new();
@@ -263,11 +266,6 @@ impl History {
         t.sort_unstable();
         Some((*t.first()?, *t.last()?))
     }
-
-    /// Distinct refs ever recorded (heads and tags, deleted ones too).
-    pub fn refs_seen(&self) -> BTreeSet<&str> {
-        self.events.keys().map(String::as_str).collect()
-    }
 }
 
 /// A node time for people: `2026-11-22T01:02:03Z`.
@@ -293,5 +291,128 @@ mod tests {
         assert!(parse_line("garbage").is_none());
         assert!(parse_line(&format!("{a} zz n <e> 1 +0000\tm")).is_none());
         assert_eq!(run_time("19700101T000010Z-3"), Some(10));
+    }
+
+    const Z: &str = "0000000000000000000000000000000000000000";
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const T: &str = "cccccccccccccccccccccccccccccccccccccccc";
+
+    /// A bare repository with refs and reflogs written as the mirror module
+    /// leaves them (`run`: `Some` for `ferry: mirror run <run>` messages,
+    /// `None` for the older `ferry: mirror`).
+    struct Fixture(tempfile::TempDir);
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let d = tempfile::tempdir().unwrap();
+            git2::Repository::init_bare(d.path()).unwrap();
+            Fixture(d)
+        }
+        fn path(&self) -> &Path {
+            self.0.path()
+        }
+        fn set(&self, name: &str, oid: Option<&str>) {
+            let p = self.path().join(name);
+            match oid {
+                Some(o) => {
+                    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    std::fs::write(p, format!("{o}\n")).unwrap();
+                }
+                None => std::fs::remove_file(p).unwrap(),
+            }
+        }
+        fn log(&self, name: &str, old: &str, new: &str, time: i64, run: Option<&str>) {
+            let p = self.path().join("logs").join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let msg = run.map_or("ferry: mirror".to_owned(), |r| format!("ferry: mirror run {r}"));
+            let line = format!("{old} {new} ferry <ferry@node> {time} +0000\t{msg}\n");
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap();
+            std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
+        }
+        /// Run 1 at t=100 creates master=A and tag v1; run 2 at t=200
+        /// force-moves master to B, deletes v1, creates feature=B.
+        fn rewritten(runs: bool) -> Fixture {
+            let f = Fixture::new();
+            let (r1, r2) = ("19700101T000140Z", "19700101T000320Z");
+            let run = |r: &'static str| runs.then_some(r);
+            f.log("refs/heads/master", Z, A, 100, run(r1));
+            f.log("refs/tags/v1", Z, T, 100, run(r1));
+            f.set(&format!("refs/backup/{r2}/heads/master"), Some(A));
+            f.log(&format!("refs/backup/{r2}/heads/master"), Z, A, 200, run(r2));
+            f.set(&format!("refs/backup/{r2}/tags/v1"), Some(T));
+            f.log(&format!("refs/backup/{r2}/tags/v1"), Z, T, 200, run(r2));
+            f.log("refs/heads/master", A, B, 200, run(r2));
+            f.log("refs/heads/feature", Z, B, 200, run(r2));
+            f.set("refs/heads/master", Some(B));
+            f.set("refs/heads/feature", Some(B));
+            f
+        }
+    }
+
+    fn state(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(r, o)| (r.to_string(), o.to_string())).collect()
+    }
+
+    #[test]
+    fn refs_at_each_time_across_a_rewrite_and_a_deletion() {
+        for runs in [true, false] {
+            let f = Fixture::rewritten(runs);
+            let h = History::load(f.path()).unwrap();
+            assert_eq!(h.first, Some(100), "runs={runs}");
+            assert_eq!(h.kept_refs, 2);
+            assert_eq!(h.rewrites.len(), 1);
+            let before = state(&[("refs/heads/master", A), ("refs/tags/v1", T)]);
+            let after = state(&[("refs/heads/feature", B), ("refs/heads/master", B)]);
+            for (t, want) in [(100, &before), (199, &before), (200, &after), (10_000, &after)] {
+                assert_eq!(&h.state_at(t).unwrap(), want, "runs={runs} t={t}");
+            }
+            assert_eq!(h.head_for(&before).as_deref(), Some("refs/heads/master"));
+        }
+    }
+
+    #[test]
+    fn a_deleted_ref_created_again_and_two_runs_in_one_second() {
+        let f = Fixture::rewritten(true);
+        // v1 comes back at t=300 with another value.
+        f.log("refs/tags/v1", Z, A, 300, Some("19700101T000500Z"));
+        f.set("refs/tags/v1", Some(A));
+        // Two runs in the second 400: the first moves feature to A, the
+        // second deletes it (its copy is feature's value A).
+        f.log("refs/heads/feature", B, A, 400, Some("19700101T000640Z"));
+        f.set("refs/backup/19700101T000640Z-2/heads/feature", Some(A));
+        f.log("refs/backup/19700101T000640Z-2/heads/feature", Z, A, 400, Some("19700101T000640Z-2"));
+        f.set("refs/heads/feature", None);
+        let h = History::load(f.path()).unwrap();
+        assert_eq!(h.rewrites.len(), 2);
+        assert_eq!(h.state_at(250).unwrap(), state(&[("refs/heads/feature", B), ("refs/heads/master", B)]));
+        let at300 = state(&[("refs/heads/feature", B), ("refs/heads/master", B), ("refs/tags/v1", A)]);
+        assert_eq!(h.state_at(300).unwrap(), at300);
+        assert_eq!(h.state_at(400).unwrap(), state(&[("refs/heads/master", B), ("refs/tags/v1", A)]));
+    }
+
+    #[test]
+    fn what_the_record_cannot_say_is_refused_not_guessed() {
+        // A ref with no reflog: its past is unknown at any time.
+        let f = Fixture::rewritten(true);
+        f.set("refs/heads/manual", Some(A));
+        let h = History::load(f.path()).unwrap();
+        let e = h.state_at(150).unwrap_err();
+        assert!(e.iter().any(|p| p.contains("refs/heads/manual has no reflog")), "{e:?}");
+        // A reflog that starts with an older value: unknown before it.
+        let f = Fixture::rewritten(true);
+        f.log("refs/heads/old", A, B, 150, None);
+        f.set("refs/heads/old", Some(B));
+        let h = History::load(f.path()).unwrap();
+        let e = h.state_at(120).unwrap_err();
+        assert!(e.iter().any(|p| p.contains("reflog of refs/heads/old starts at")), "{e:?}");
+        assert_eq!(h.state_at(150).unwrap()["refs/heads/old"], B);
+        // A copy without a creation entry: when it was saved is unknown.
+        let f = Fixture::rewritten(true);
+        f.set("refs/backup/19700101T000500Z/heads/gone", Some(A));
+        let h = History::load(f.path()).unwrap();
+        assert!(h.state_at(250).is_ok(), "before its run started, it does not matter");
+        let e = h.state_at(300).unwrap_err();
+        assert!(e.iter().any(|p| p.contains("no creation entry")), "{e:?}");
     }
 }

@@ -15,7 +15,9 @@ pub struct MirrorInfo {
     pub heads: usize,
     pub tags: usize,
     pub last_fetch: Option<String>,
-    /// What `restore --at` can go back to.
+    /// What `restore --at` can go back to (filled by [`add_history`]:
+    /// `list` shows it, the daemon's collector does not read reflogs).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<KeptHistory>,
 }
 
@@ -137,7 +139,7 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
                     path: p.display().to_string(),
                     heads,
                     tags,
-                    history: kept_history(&p),
+                    history: None,
                 }
             })
             .collect();
@@ -158,6 +160,13 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
         out.push(ClientInfo { enrolled: enrolled.contains(&c), client: c, git, artifacts, pending, finished, failed });
     }
     Ok(out)
+}
+
+/// Reads each mirror's kept history into `list`.
+pub fn add_history(list: &mut [ClientInfo]) {
+    for m in list.iter_mut().flat_map(|c| c.git.iter_mut()) {
+        m.history = kept_history(Path::new(&m.path));
+    }
 }
 
 pub fn print(list: &[ClientInfo]) {
