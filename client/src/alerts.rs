@@ -123,6 +123,20 @@ pub fn request_failed(cfg: &ClientConfig, id: &str, reason: &str) {
     );
 }
 
+/// A client request succeeded with warnings (an fs source left unreadable
+/// entries out). Keyed per source, so a source that keeps warning is one
+/// mail per `min_interval`.
+pub fn request_warned(cfg: &ClientConfig, id: &str, source: &str, warnings: &str) {
+    let body = format!(
+        "Client {}: request {id} (source {}) was backed up incompletely; what was left out is below. \
+         Give the client's account read access, or keep unreadable = \"skip\" if that is intended.",
+        cfg.name,
+        ferry_text::escape(source, 120)
+    );
+    let key = format!("incomplete:{}", ferry_text::escape(source, 120));
+    raise(cfg, Alert::new(Kind::Other, key, &cfg.name, body).with_excerpt(warnings.to_owned()));
+}
+
 /// Mail what is due (end of every `send`).
 pub fn flush(cfg: &ClientConfig) {
     if let Some(n) = notifier(cfg)

@@ -195,7 +195,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     crate::out::line(&format!("already acknowledged {id} (node {n})"))?;
                 }
                 if r.acknowledged.is_empty() && r.already.is_empty() {
-                    crate::out::line(&format!("no failed requests to acknowledge"))?;
+                    crate::out::line("no failed requests to acknowledge")?;
                 }
             }
             Ok(exit::OK)
@@ -249,6 +249,11 @@ fn report(reports: &[crate::send::NodeReport], json: bool) -> anyhow::Result<u8>
             out::line(&line)?;
             for (id, why) in &r.failed {
                 out::line(&format!("  E {id}: {why}"))?;
+            }
+            for (id, warning) in &r.warned {
+                for w in warning.lines() {
+                    out::line(&format!("  W {id}: {w}"))?;
+                }
             }
         }
     }

@@ -109,6 +109,10 @@ pub struct SourceConfig {
     pub xattrs: bool,
     #[serde(default)]
     pub one_file_system: bool,
+    /// fs only: an entry the client's account may not read fails the
+    /// backup (`fail`, the default) or is left out with a warning (`skip`).
+    #[serde(default)]
+    pub unreadable: Option<UnreadableMode>,
     #[serde(default)]
     pub database: Option<String>,
     #[serde(default)]
@@ -129,6 +133,24 @@ pub struct SourceConfig {
     pub post: Option<Vec<String>>,
     #[serde(default)]
     pub timeout: Option<String>,
+}
+
+/// `unreadable = "fail" | "skip"` of an fs source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnreadableMode {
+    #[default]
+    Fail,
+    Skip,
+}
+
+impl UnreadableMode {
+    pub fn archive(self) -> ferry_prepare::Unreadable {
+        match self {
+            UnreadableMode::Fail => ferry_prepare::Unreadable::Fail,
+            UnreadableMode::Skip => ferry_prepare::Unreadable::Skip,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,6 +319,9 @@ impl ClientConfig {
                     bail!("source {}: unknown node {:?}", s.name, n);
                 }
             }
+            if s.unreadable.is_some() && s.module != "fs" {
+                bail!("source {}: unreadable applies to module fs only", s.name);
+            }
         }
         match self.export.git_scheme.as_str() {
             "ssh" | "git" => {}
@@ -398,6 +423,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("state_dri"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_is_fail_or_skip_for_fs_sources() {
+        let cfg = |src: &str| -> anyhow::Result<ClientConfig> {
+            let c: ClientConfig = toml::from_str(&format!(
+                "name='a'\nstate_dir='/x'\n[export]\naddress='h'\nuser='u'\n[[source]]\nname='s'\n{src}\n"
+            ))?;
+            c.validate()?;
+            Ok(c)
+        };
+        assert_eq!(cfg("module='fs'\npath='/srv'").unwrap().sources[0].unreadable, None);
+        for (v, want) in [("fail", UnreadableMode::Fail), ("skip", UnreadableMode::Skip)] {
+            let c = cfg(&format!("module='fs'\npath='/srv'\nunreadable='{v}'")).unwrap();
+            assert_eq!(c.sources[0].unreadable, Some(want));
+        }
+        let e = cfg("module='fs'\npath='/srv'\nunreadable='ignore'").unwrap_err();
+        assert!(format!("{e:#}").contains("unknown variant"), "{e:#}");
+        let e = cfg("module='pipe'\ncommand=['true']\nunreadable='skip'").unwrap_err();
+        assert!(e.to_string().contains("fs only"), "{e}");
     }
 }
 

@@ -43,6 +43,9 @@ pub struct NodeReport {
     pub delivered: Vec<String>,
     /// Requests whose client module failed (ended in `E`).
     pub failed: Vec<(String, String)>,
+    /// Requests prepared with warnings (an fs source left unreadable
+    /// entries out): id and the warnings, one per line.
+    pub warned: Vec<(String, String)>,
     /// Requests still waiting for this node.
     pub pending: usize,
     /// Why the push failed, if it did.
@@ -99,6 +102,7 @@ pub fn send_node(cfg: &ClientConfig, node: &NodeConfig, opts: &SendOptions) -> a
         drop(lock);
         total.delivered.extend(r.delivered);
         total.failed.extend(r.failed);
+        total.warned.extend(r.warned);
         total.pending = r.pending;
         total.push_error = r.push_error;
         total.deferred_until = r.deferred_until;
@@ -155,8 +159,9 @@ fn send_locked(
         // Held until the commit below; always taken after a pool lock.
         let _prepare = prepare_lock(cfg, id)?;
         // The same request for another node already ran its module: reuse
-        // its request files (one dump serves every node).
+        // its request files (one dump serves every node), and its warnings.
         if let Some((files, summary)) = committed_elsewhere(cfg, node, id)? {
+            copy_warnings(cfg, node, &pool, id);
             queue.commit(id, &files, &summary)?;
             ferry_durable::crash_point("send:after-commit");
             continue;
@@ -165,8 +170,14 @@ fn send_locked(
             Some(b) => ClientRequest::from_bytes(&b),
             None => Err(anyhow::anyhow!("request file larger than 64 KiB")),
         };
-        let result = rec.and_then(|rec| prepare(cfg, id, &rec, module_timeout).map(|reqs| (rec, reqs)));
-        match result {
+        let result = rec.and_then(|rec| prepare(cfg, id, &rec, module_timeout).map(|p| (rec, p)));
+        if let Ok((rec, p)) = &result
+            && !p.warnings.is_empty()
+        {
+            let text = record_warnings(cfg, &pool, id, rec, &p.warnings)?;
+            report.warned.push((id.clone(), text));
+        }
+        match result.map(|(rec, p)| (rec, p.requests)) {
             Ok((rec, reqs)) if reqs.is_empty() => {
                 info!(node = %node.name, id, module = %rec.module, "module emitted no request; nothing to send");
                 pool.move_to(id, "P", "F", true)?;
@@ -293,7 +304,7 @@ fn prepare(
     id: &str,
     rec: &ClientRequest,
     timeout: Duration,
-) -> anyhow::Result<Vec<ferry_request::Request>> {
+) -> anyhow::Result<ferry_prepare::Prepared> {
     let endpoint = cfg.endpoint();
     let ctx = ferry_prepare::Context {
         client_name: &cfg.name,
@@ -305,7 +316,50 @@ fn prepare(
     };
     match rec.source.as_deref().and_then(|s| cfg.source(s)) {
         Some(src) => crate::sources::prepare_source(cfg, src, &ctx),
-        None => Ok(ferry_prepare::prepare(&rec.module, &rec.arg, &ctx)?),
+        None => Ok(ferry_prepare::Prepared {
+            requests: ferry_prepare::prepare(&rec.module, &rec.arg, &ctx)?,
+            warnings: Vec::new(),
+        }),
+    }
+}
+
+/// The warnings of a request whose module succeeded incompletely (an fs
+/// source that left unreadable entries out): logged, kept beside the
+/// request as `F<id>.warn` (named for the state it ends in, as `E<id>.why`
+/// is) for `ferry status`, and mailed. The request itself goes on: its
+/// artifact is what could be read.
+fn record_warnings(
+    cfg: &ClientConfig,
+    pool: &ferry_durable::Pool,
+    id: &str,
+    rec: &ClientRequest,
+    warnings: &[String],
+) -> anyhow::Result<String> {
+    let text: String = warnings.iter().map(|w| format!("{}\n", ferry_text::escape(w, 4000))).collect();
+    for w in warnings {
+        warn!(id, warning = %ferry_text::escape(w, 4000), "request prepared with warnings");
+    }
+    let name = pool.sidecar("F", id, "warn");
+    ferry_durable::write_synced(pool.dir(), &name.file_name().expect("file").to_string_lossy(), text.as_bytes())?;
+    let text = text.trim_end().to_owned();
+    crate::alerts::request_warned(cfg, id, rec.source.as_deref().unwrap_or(&rec.module), &text);
+    Ok(text)
+}
+
+/// Copies the warnings another node's pool recorded for `id`, when this
+/// node reuses that node's request files.
+fn copy_warnings(cfg: &ClientConfig, node: &NodeConfig, pool: &ferry_durable::Pool, id: &str) {
+    for other in cfg.nodes.iter().filter(|n| n.name != node.name) {
+        let Ok(op) = requests::open(&cfg.pool_dir(&other.name)) else { continue };
+        if let Ok(text) = std::fs::read(op.sidecar("F", id, "warn")) {
+            let name = pool.sidecar("F", id, "warn");
+            if let Err(e) =
+                ferry_durable::write_synced(pool.dir(), &name.file_name().expect("file").to_string_lossy(), &text)
+            {
+                warn!(id, error = %e, "cannot copy the request's warnings");
+            }
+            return;
+        }
     }
 }
 

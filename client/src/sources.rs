@@ -35,6 +35,7 @@ pub fn spec_of(src: &SourceConfig) -> anyhow::Result<Option<SourceSpec>> {
             exclude: src.exclude.clone(),
             xattrs: src.xattrs,
             one_file_system: src.one_file_system,
+            unreadable: src.unreadable.unwrap_or_default().archive(),
         },
         "postgresdb" => SourceKind::Postgres {
             database: src.database.clone(),
@@ -102,21 +103,22 @@ pub fn prepare_source(
     cfg: &ClientConfig,
     src: &SourceConfig,
     ctx: &ferry_prepare::Context<'_>,
-) -> anyhow::Result<Vec<ferry_request::Request>> {
+) -> anyhow::Result<ferry_prepare::Prepared> {
     let req = request_for(src)?;
     if let Some(spec) = spec_of(src)? {
         let pending = unacknowledged_artifacts(cfg);
         let guard = |p: &Path| pending.contains(p);
         return Ok(ferry_prepare::prepare_source(&spec, ctx, &guard)?);
     }
-    match src.module.as_str() {
-        "git" | "dummy" => Ok(ferry_prepare::prepare(&src.module, &req.arg, ctx)?),
+    let requests = match src.module.as_str() {
+        "git" | "dummy" => ferry_prepare::prepare(&src.module, &req.arg, ctx)?,
         m if ferry_prepare::script::find(m, ctx).is_some() => {
             let arg = src.path.as_ref().and_then(|p| p.to_str()).unwrap_or(&src.name);
-            Ok(ferry_prepare::prepare(m, arg, ctx)?)
+            ferry_prepare::prepare(m, arg, ctx)?
         }
         m => bail!("source {}: unknown module {m:?}", src.name),
-    }
+    };
+    Ok(ferry_prepare::Prepared { requests, warnings: Vec::new() })
 }
 
 /// Nodes a source goes to: its own list, else the default nodes.

@@ -31,6 +31,9 @@ pub struct NodeView {
     /// Failed requests acknowledged with `ferry ack` (`A`, kept with their
     /// reason, no longer reported).
     pub acknowledged: usize,
+    /// The newest requests (pending or finished) that were prepared with
+    /// warnings (`F<id>.warn`): id and the warning lines.
+    pub warned_recent: Vec<(String, String)>,
     #[serde(flatten)]
     pub health: NodeStatus,
 }
@@ -53,6 +56,16 @@ pub fn collect(cfg: &ClientConfig) -> anyhow::Result<Vec<NodeView>> {
                 Failed { id: e.id.clone(), reason: why.unwrap_or_default().trim().to_owned() }
             })
             .collect();
+        let warned_recent = list
+            .iter()
+            .rev()
+            .filter(|e| matches!(e.state, "C" | "P" | "F"))
+            .filter_map(|e| {
+                let w = std::fs::read_to_string(pool.sidecar("F", &e.id, "warn")).ok()?;
+                Some((e.id.clone(), w.trim().to_owned()))
+            })
+            .take(5)
+            .collect();
         out.push(NodeView {
             node: node.name.clone(),
             url: node.url.clone(),
@@ -63,6 +76,7 @@ pub fn collect(cfg: &ClientConfig) -> anyhow::Result<Vec<NodeView>> {
             failed_recent: failed_requests.iter().take(5).map(|f| (f.id.clone(), f.reason.clone())).collect(),
             failed_requests,
             acknowledged: list.iter().filter(|e| e.state == "A").count(),
+            warned_recent,
             health: NodeStatus::load(cfg, &node.name)?,
         });
     }
@@ -112,6 +126,11 @@ pub fn print(views: &[NodeView]) -> std::io::Result<()> {
                 "  once dealt with, acknowledge them: ferry ack --node {} ID... (or: ferry ack --node {} --all)",
                 v.node, v.node
             ))?;
+        }
+        for (id, warning) in &v.warned_recent {
+            for w in warning.lines() {
+                line(&format!("    W {id}: {w}"))?;
+            }
         }
     }
     Ok(())

@@ -575,8 +575,9 @@ fn list_policies() -> [ExtractPolicy; 2] {
 ///
 /// * accepted entries have normalised relative paths (no empty, `.` or
 ///   `..` component, no leading `/`) within the length and depth caps, no
-///   path twice, a size only for files, in-tree relative symlink targets
-///   that do not climb above the root, hard links only to earlier files,
+///   path twice, a size only for files, under the hostile policy in-tree
+///   relative symlink targets that do not climb above the root (the
+///   default keeps targets verbatim), hard links only to earlier files,
 ///   and no device or FIFO under the hostile policy;
 /// * a refusal's `Display` is one line of printable ASCII starting with
 ///   its reason code.

@@ -33,6 +33,28 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `restore --symlinks`: the names administrators see for
+/// [`ferry_archive::SymlinkPolicy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SymlinkMode {
+    /// Every link as it was, whatever it points to; never followed.
+    Verbatim,
+    /// Only links that resolve inside the restored tree.
+    InTree,
+    /// No links at all.
+    Refuse,
+}
+
+impl SymlinkMode {
+    fn policy(self) -> ferry_archive::SymlinkPolicy {
+        match self {
+            SymlinkMode::Verbatim => ferry_archive::SymlinkPolicy::Any,
+            SymlinkMode::InTree => ferry_archive::SymlinkPolicy::InTree,
+            SymlinkMode::Refuse => ferry_archive::SymlinkPolicy::Reject,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// gitosis-init: directories, gitosis-admin with the admin's key, pull key.
@@ -89,7 +111,9 @@ pub enum Command {
         /// Destination directory (for fs: must not exist or be empty).
         #[arg(long)]
         to: Option<PathBuf>,
-        /// The newest artifact received at or before this time.
+        /// As it was at this time (2026-11-01, 2026-11-01T10:00:00Z or
+        /// 20261101T100000Z; a date means its end): for a source the newest
+        /// artifact received then, for a repository its refs then.
         #[arg(long)]
         at: Option<String>,
         /// For git: a normal clone with a work tree instead of a bare one.
@@ -118,8 +142,16 @@ pub enum Command {
         /// Write the artifact to standard output (pipe sources).
         #[arg(long)]
         stdout: bool,
-        /// fs: keep symlinks whose targets leave the tree (never followed).
-        #[arg(long)]
+        /// fs: what to do with symlinks. `verbatim` (the default) restores
+        /// every link as it was, whatever it points to (dangling, `..`,
+        /// absolute); `in-tree` refuses links that leave the restored tree
+        /// (for a tree other programs will walk following links); `refuse`
+        /// refuses every link. No mode ever writes through a link.
+        #[arg(long, value_enum, default_value_t = SymlinkMode::Verbatim)]
+        symlinks: SymlinkMode,
+        /// Accepted for old scripts and ignored: links are restored verbatim
+        /// by default now (see --symlinks).
+        #[arg(long, hide = true)]
         allow_absolute_symlinks: bool,
         /// fs: create device nodes and FIFOs (root only).
         #[arg(long)]
@@ -296,7 +328,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(if r.failed > 0 { exit::PROBLEMS } else { exit::OK })
         }
         Command::List { client } => {
-            let l = crate::list::collect(&cfg, client.as_deref())?;
+            let mut l = crate::list::collect(&cfg, client.as_deref())?;
+            crate::list::add_history(&mut l);
             if cli.json {
                 out::json(&l)?;
             } else {
@@ -339,6 +372,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             db_port,
             restore_host,
             stdout,
+            symlinks,
             allow_absolute_symlinks,
             devices,
             setuid,
@@ -347,39 +381,30 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             max_ratio,
         } => {
             let at = at.as_deref().map(|s| crate::artifacts::parse_time(s, true)).transpose()?;
-            let artifact = match crate::catalog::Catalog::open_existing(&cfg)? {
-                Some(c) => c.latest(&client, &what, at.as_deref())?,
-                None => None,
+            if allow_absolute_symlinks {
+                out::err_line(
+                    "ferry-node: note: --allow-absolute-symlinks is ignored: symlinks are restored verbatim by default",
+                );
+            }
+            let policy = ferry_archive::ExtractPolicy {
+                symlinks: symlinks.policy(),
+                devices,
+                setuid,
+                preserve_owner: owners,
+                xattrs,
+                max_ratio: (max_ratio > 0).then_some(max_ratio),
+                ..ferry_archive::ExtractPolicy::default()
             };
-            let msg = match artifact {
-                Some(a) => {
-                    let mut policy = ferry_archive::ExtractPolicy::default();
-                    if allow_absolute_symlinks {
-                        policy.symlinks = ferry_archive::SymlinkPolicy::Any;
-                    }
-                    policy.devices = devices;
-                    policy.setuid = setuid;
-                    policy.preserve_owner = owners;
-                    policy.xattrs = xattrs;
-                    policy.max_ratio = (max_ratio > 0).then_some(max_ratio);
-                    let into_db = into_db.map(|db| crate::dbrestore::DbTarget {
-                        db,
-                        admin_os_user: db_user,
-                        host: db_host,
-                        port: db_port,
-                        restore_host,
-                    });
-                    let args = crate::artifacts::RestoreArgs { to, at, into_db, stdout, policy };
-                    let show = !cli.json && !args.stdout;
-                    crate::artifacts::restore(&cfg, &a, &args, show)?
-                }
-                None => {
-                    let mirror = crate::restore::find_git(&cfg, &client, &what)?;
-                    let to = to.ok_or_else(|| UsageError("say where to restore the repository: --to DIR".into()))?;
-                    crate::restore::restore_git(&cfg, &mirror, &to, checkout)?;
-                    format!("restored {} to {}", mirror.display(), to.display())
-                }
-            };
+            let into_db = into_db.map(|db| crate::dbrestore::DbTarget {
+                db,
+                admin_os_user: db_user,
+                host: db_host,
+                port: db_port,
+                restore_host,
+            });
+            let args = crate::artifacts::RestoreArgs { to, at, into_db, stdout, policy };
+            let show = !cli.json && !args.stdout;
+            let msg = crate::restore::restore(&cfg, &client, &what, &args, checkout, show)?;
             if cli.json {
                 out::json_line(&serde_json::json!({ "restored": msg }))?;
             } else {
@@ -530,14 +555,11 @@ fn web(cfg: &NodeConfig, command: WebCommand, json: bool) -> anyhow::Result<u8> 
                 return Ok(exit::OK);
             }
             if delete {
-                ferry_text::stdout::err_line(&format!(
-                    "{}",
-                    if removed {
-                        format!("removed {user}'s web password")
-                    } else {
-                        format!("{user} had no web password")
-                    }
-                ));
+                ferry_text::stdout::err_line(&if removed {
+                    format!("removed {user}'s web password")
+                } else {
+                    format!("{user} had no web password")
+                });
             } else {
                 let views: Vec<&str> =
                     report.clients.iter().filter(|v| v.users.contains(&user)).map(|v| v.path.as_str()).collect();

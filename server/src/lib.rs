@@ -12,6 +12,7 @@ pub mod dbrestore;
 pub mod enrollment;
 pub mod events;
 pub mod exit;
+pub mod history;
 pub mod hooks;
 pub mod init;
 pub mod jobs;

@@ -15,6 +15,43 @@ pub struct MirrorInfo {
     pub heads: usize,
     pub tags: usize,
     pub last_fetch: Option<String>,
+    /// What `restore --at` can go back to (filled by [`add_history`]:
+    /// `list` shows it, the daemon's collector does not read reflogs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<KeptHistory>,
+}
+
+/// The history a mirror keeps (see [`crate::history`]).
+#[derive(Debug, Serialize)]
+pub struct KeptHistory {
+    /// Node time of the first backup: `restore --at` goes back to here.
+    pub first_backup: Option<String>,
+    /// Runs in which the client rewrote or deleted refs (force-push,
+    /// deleted branch); their old values are kept under `refs/backup/`.
+    pub rewrites: usize,
+    /// Refs kept under `refs/backup/`.
+    pub kept_refs: usize,
+    /// Node time of the oldest and newest rewrite.
+    pub oldest_rewrite: Option<String>,
+    pub newest_rewrite: Option<String>,
+}
+
+fn kept_history(mirror: &Path) -> Option<KeptHistory> {
+    let h = match crate::history::History::load(mirror) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(mirror = %mirror.display(), "cannot read the mirror's history: {e:#}");
+            return None;
+        }
+    };
+    let span = h.rewrite_span();
+    Some(KeptHistory {
+        first_backup: h.first.map(crate::history::iso),
+        rewrites: h.rewrites.len(),
+        kept_refs: h.kept_refs,
+        oldest_rewrite: span.map(|s| crate::history::iso(s.0)),
+        newest_rewrite: span.map(|s| crate::history::iso(s.1)),
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -121,6 +158,7 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
                     path: p.display().to_string(),
                     heads,
                     tags,
+                    history: None,
                 }
             })
             .collect();
@@ -166,6 +204,13 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
     Ok(out)
 }
 
+/// Reads each mirror's kept history into `list`.
+pub fn add_history(list: &mut [ClientInfo]) {
+    for m in list.iter_mut().flat_map(|c| c.git.iter_mut()) {
+        m.history = kept_history(Path::new(&m.path));
+    }
+}
+
 /// The human listing; every line goes through [`crate::out::line`].
 pub fn print(list: &[ClientInfo]) -> std::io::Result<()> {
     use crate::out::line;
@@ -180,6 +225,21 @@ pub fn print(list: &[ClientInfo]) -> std::io::Result<()> {
                 m.last_fetch.as_deref().unwrap_or("-"),
                 m.origin.as_deref().map(|o| format!(", from {o}")).unwrap_or_default()
             ))?;
+            if let Some(h) = &m.history {
+                let rewrites = match (h.rewrites, &h.oldest_rewrite) {
+                    (0, _) => "no rewrites".to_owned(),
+                    (n, Some(oldest)) => format!(
+                        "{n} rewrite{} kept ({} refs under refs/backup/, oldest {oldest})",
+                        if n == 1 { "" } else { "s" },
+                        h.kept_refs
+                    ),
+                    (n, None) => format!("{n} rewrites kept"),
+                };
+                line(&format!(
+                    "    history kept since {} (restore --at back to then): {rewrites}",
+                    h.first_backup.as_deref().unwrap_or("-")
+                ))?;
+            }
         }
         for a in &c.artifacts {
             line(&format!(

@@ -54,6 +54,24 @@ pub struct CreateOptions {
     /// zstd worker threads; 0 compresses on the calling thread. Default:
     /// `available_parallelism`, so reading and compressing overlap.
     pub zstd_workers: u32,
+    /// What an entry this process may not read does to the archive (see
+    /// [`Unreadable`]).
+    pub unreadable: Unreadable,
+}
+
+/// What to do with an entry below the root that this process is not
+/// allowed to read (`EACCES`/`EPERM` on stat, open or listing): a file, or
+/// a directory with everything below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unreadable {
+    /// Stop with [`ArchiveError::Unreadable`], naming the absolute path and
+    /// the account: a backup silently missing files is worse than none.
+    #[default]
+    Fail,
+    /// Leave the entry out of the archive, log a warning, and list it in
+    /// [`CreateStats::unreadable_paths`] so the caller can report it. The
+    /// root itself must still be readable.
+    Skip,
 }
 
 impl Default for CreateOptions {
@@ -67,6 +85,7 @@ impl Default for CreateOptions {
             mtime_nanos: false,
             zstd_level: 3,
             zstd_workers: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+            unreadable: Unreadable::Fail,
         }
     }
 }
@@ -93,11 +112,22 @@ pub struct CreateStats {
     pub changed: u64,
     /// Entries left out by an exclude pattern (a directory counts once).
     pub excluded: u64,
+    /// Entries left out because this process may not read them (with
+    /// [`Unreadable::Skip`]; a directory counts once, with what is below it).
+    pub unreadable: u64,
+    /// Their paths relative to the root, the first
+    /// [`MAX_UNREADABLE_LISTED`] of them.
+    pub unreadable_paths: Vec<Vec<u8>>,
     /// File data bytes read.
     pub bytes_in: u64,
     /// Compressed bytes written to the output.
     pub bytes_out: u64,
 }
+
+/// Unreadable paths [`CreateStats::unreadable_paths`] keeps (the count
+/// goes on): enough to say what is missing, bounded for a whole
+/// unreadable disk.
+pub const MAX_UNREADABLE_LISTED: usize = 100;
 
 /// Open directory fds the walk keeps at most; deeper levels are reopened
 /// from the nearest open ancestor when the walk returns to them.
@@ -120,12 +150,22 @@ const MAX_OPEN_DIRS: usize = 32;
 /// thread feeds zstd and writes `out`, and zstd runs `zstd_workers` more.
 /// At most 8 MiB of tar stream is in flight between them.
 ///
-/// Errors: [`ArchiveError::Io`] for anything unreadable (the archive is then
-/// incomplete and must be discarded by the caller), [`ArchiveError::Path`]
-/// for an include path that is absolute, has `..` or goes through a symlink.
+/// Errors: [`ArchiveError::Unreadable`] for an entry this process may not
+/// read (unless [`CreateOptions::unreadable`] says skip, and always for the
+/// root), [`ArchiveError::Io`] for any other read or write failure (the
+/// archive is then incomplete and must be discarded by the caller),
+/// [`ArchiveError::Path`] for an include path that is absolute, has `..` or
+/// goes through a symlink.
 pub fn create_tar_zst<W: Write>(opts: &CreateOptions, out: W) -> Result<CreateStats, ArchiveError> {
     let root_fd = rustix::fs::open(&opts.root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| ArchiveError::io(format!("opening root {}", opts.root.display()), e))?;
+        .map_err(|e| match e {
+            rustix::io::Errno::ACCESS | rustix::io::Errno::PERM => ArchiveError::Unreadable {
+                path: escape_name(opts.root.as_os_str().as_bytes()),
+                account: Names::load().account(),
+                source: e.into(),
+            },
+            _ => ArchiveError::io(format!("opening root {}", opts.root.display()), e),
+        })?;
     let root_st =
         rustix::fs::fstat(&root_fd).map_err(|e| ArchiveError::io(format!("stat root {}", opts.root.display()), e))?;
 
@@ -306,6 +346,26 @@ impl Names {
         }
         Names { users: parse("/etc/passwd"), groups: parse("/etc/group") }
     }
+
+    /// The account this process reads as, for messages: `name (uid N)`.
+    fn account(&self) -> String {
+        let uid = rustix::process::geteuid().as_raw();
+        match self.users.get(&uid) {
+            Some(name) => format!("{name} (uid {uid})"),
+            None => format!("uid {uid}"),
+        }
+    }
+}
+
+/// The account this process reads files as, for messages: `name (uid N)`
+/// from `/etc/passwd`, or `uid N`.
+pub fn current_account() -> String {
+    Names::load().account()
+}
+
+/// Permission errors: the entry exists but this account may not read it.
+fn is_denied(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::ACCESS.raw_os_error() || c == rustix::io::Errno::PERM.raw_os_error())
 }
 
 /// One directory level of the walk.
@@ -413,8 +473,10 @@ impl Walker<'_> {
         let mut rel = Vec::new();
         for c in parents {
             rel = join(&rel, c);
-            let st = rustix::fs::statat(&dir, c.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| ArchiveError::io(ctx("stat", &rel), e))?;
+            let st = match rustix::fs::statat(&dir, c.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(e) => return self.unreadable(&rel, "stat", e.into()),
+            };
             if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
                 return Err(ArchiveError::path(
                     &rel,
@@ -425,7 +487,17 @@ impl Walker<'_> {
                 self.header(&rel, &st, EntryType::Directory, None, 0, None)?;
                 self.stats.dirs += 1;
             }
-            dir = open_dir_at(dir.as_fd(), c).map_err(|e| ArchiveError::io(ctx("open", &rel), e))?;
+            // O_PATH: passing through needs search permission only, as a
+            // path lookup does (`/home` may be 0711).
+            dir = match rustix::fs::openat(
+                &dir,
+                c.as_slice(),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(e) => return self.unreadable(&rel, "open", e.into()),
+            };
         }
         let rel = join(&rel, last);
         if let Some(frame) = self.entry(dir.as_fd(), last, &rel, true)? {
@@ -467,6 +539,31 @@ impl Walker<'_> {
         }
     }
 
+    /// A failed stat/open/listing of `rel`: a permission error is
+    /// [`ArchiveError::Unreadable`], or a skipped entry under
+    /// [`Unreadable::Skip`]; anything else is [`ArchiveError::Io`].
+    fn unreadable(&mut self, rel: &[u8], what: &str, e: io::Error) -> Result<(), ArchiveError> {
+        if !is_denied(&e) {
+            return Err(ArchiveError::io(ctx(what, rel), e));
+        }
+        let abs = self.opts.root.join(OsStr::from_bytes(rel));
+        match self.opts.unreadable {
+            Unreadable::Fail => Err(ArchiveError::Unreadable {
+                path: escape_name(abs.as_os_str().as_bytes()),
+                account: self.names.account(),
+                source: e,
+            }),
+            Unreadable::Skip => {
+                tracing::warn!(path = %escape_name(abs.as_os_str().as_bytes()), error = %e, "unreadable; left out of the archive");
+                self.stats.unreadable += 1;
+                if self.stats.unreadable_paths.len() < MAX_UNREADABLE_LISTED {
+                    self.stats.unreadable_paths.push(rel.to_vec());
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn excluded(&self, rel: &[u8], name: &[u8]) -> bool {
         self.excludes.iter().any(|p| p.matches(rel, name))
     }
@@ -491,24 +588,31 @@ impl Walker<'_> {
                 self.stats.skipped += 1;
                 return Ok(None);
             }
-            Err(e) => return Err(ArchiveError::io(ctx("stat", rel), e)),
+            Err(e) => return self.unreadable(rel, "stat", e.into()).map(|()| None),
         };
         match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => {
-                self.header(rel, &st, EntryType::Directory, None, 0, None)?;
-                self.stats.dirs += 1;
                 if self.opts.one_file_system && st.st_dev != self.root_dev {
+                    self.header(rel, &st, EntryType::Directory, None, 0, None)?;
+                    self.stats.dirs += 1;
                     return Ok(None);
                 }
+                // Opened before its header is written, so a directory this
+                // account cannot read is left out whole, not recorded empty.
                 let fd = match open_dir_at(dirfd, name) {
                     Ok(fd) => fd,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         self.stats.skipped += 1;
                         return Ok(None);
                     }
-                    Err(e) => return Err(ArchiveError::io(ctx("open", rel), e)),
+                    Err(e) => return self.unreadable(rel, "open", e).map(|()| None),
                 };
-                let children = read_names(fd.as_fd()).map_err(|e| ArchiveError::io(ctx("listing", rel), e))?;
+                let children = match read_names(fd.as_fd()) {
+                    Ok(c) => c,
+                    Err(e) => return self.unreadable(rel, "listing", e).map(|()| None),
+                };
+                self.header(rel, &st, EntryType::Directory, None, 0, None)?;
+                self.stats.dirs += 1;
                 Ok(Some(Frame { fd: Some(fd), name: name.to_vec(), rel: rel.to_vec(), children, next: 0 }))
             }
             FileType::RegularFile => {
@@ -570,7 +674,7 @@ impl Walker<'_> {
                 self.stats.skipped += 1;
                 return Ok(());
             }
-            Err(e) => return Err(ArchiveError::io(ctx("open", rel), e)),
+            Err(e) => return self.unreadable(rel, "open", e.into()),
         };
         let st = rustix::fs::fstat(&fd).map_err(|e| ArchiveError::io(ctx("stat", rel), e))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile

@@ -60,6 +60,20 @@ pub enum ArchiveError {
         /// What was wrong, escaped.
         what: String,
     },
+    /// Creating an archive: the account this process runs as may not read
+    /// an entry of the tree (`EACCES`/`EPERM`). A client-side problem with
+    /// a fix of its own (give that account read access), so it is not
+    /// reported as a storage failure.
+    #[error("E_SOURCE_UNREADABLE: {path} cannot be read by account {account}: {source}")]
+    Unreadable {
+        /// The entry's absolute path, escaped.
+        path: String,
+        /// The account that lacked access: `name (uid N)`, or `uid N`.
+        account: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
     /// Reading the input or writing the tree failed for a reason outside
     /// the archive: disk full, permissions, an existing destination.
     #[error("{}: {context}: {source}", if is_disk_full(source) { "E_DISK_FULL" } else { "E_STORE" })]
@@ -82,6 +96,7 @@ impl ArchiveError {
             ArchiveError::Dup { .. } => "E_ARCHIVE_DUP",
             ArchiveError::Limit { .. } => "E_ARCHIVE_LIMIT",
             ArchiveError::Format { .. } => "E_ARCHIVE_FORMAT",
+            ArchiveError::Unreadable { .. } => "E_SOURCE_UNREADABLE",
             ArchiveError::Io { source, .. } => {
                 if is_disk_full(source) {
                     "E_DISK_FULL"

@@ -19,7 +19,8 @@
 //! 5. [`Validator`] checks each entry's name, type, links, duplicates and
 //!    limits before anything is written.
 //! 6. The extractor creates each entry through directory fds opened
-//!    component by component with `O_NOFOLLOW` from the staging root
+//!    beneath the staging root with `openat2(RESOLVE_BENEATH |
+//!    RESOLVE_NO_SYMLINKS)`, or component by component with `O_NOFOLLOW`
 //!    (`openat`, `mkdirat`, `symlinkat`, `linkat`, files with
 //!    `O_CREAT|O_EXCL|O_NOFOLLOW`), so even a validator bug could not write
 //!    through a symlink or outside the staging directory. Directory modes
@@ -42,27 +43,37 @@ use crate::fsutil::{open_dir_at, open_dir_beneath, random_token, remove_tree};
 use crate::pax;
 
 /// What to do with symlink entries.
+///
+/// Whatever the policy, extraction never follows a link: every parent is
+/// opened beneath the staging root with `RESOLVE_NO_SYMLINKS` (or
+/// `O_NOFOLLOW` per component), files are created `O_EXCL|O_NOFOLLOW`, and
+/// an entry below a symlink of the archive (`link -> /etc`, then
+/// `link/passwd`) is refused with `E_ARCHIVE_LINK`. So a link's target only
+/// matters to whoever reads the restored tree later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SymlinkPolicy {
     /// Only relative targets that stay inside the extracted tree, checked
     /// lexically per link and then once more at the end by resolving every
     /// link through the archive's other links (so `a -> x/..` where `x` is
     /// itself a link to `..` is caught too). Absolute targets are refused.
-    #[default]
+    /// For trees that later readers walk without `O_NOFOLLOW`.
     InTree,
-    /// Targets are kept verbatim (an administrator restoring a host's own
-    /// tree, with absolute links). They are still never followed while
-    /// extracting: nothing is ever written through a symlink.
+    /// Targets are kept verbatim, whatever they point to: relative,
+    /// dangling (`../nonexistent`), out of the tree, absolute. A restore
+    /// gives back the links a host had, since a link is only a name for
+    /// something; none is ever followed while extracting.
+    #[default]
     Any,
     /// Every symlink entry is refused.
     Reject,
 }
 
 /// What extraction accepts and preserves. [`ExtractPolicy::default`] is
-/// strict about structure but faithful to names and permission bits (minus
-/// setuid); [`ExtractPolicy::hostile`] is the profile for archives from a
-/// client that may be compromised; [`ExtractPolicy::faithful`] restores
-/// everything a host's own tree can contain.
+/// strict about structure but faithful to names, symlinks and permission
+/// bits (minus setuid); [`ExtractPolicy::hostile`] is the profile for
+/// archives from a client that may be compromised whose tree other programs
+/// will walk; [`ExtractPolicy::faithful`] restores everything a host's own
+/// tree can contain.
 #[derive(Debug, Clone)]
 pub struct ExtractPolicy {
     /// Symlink entries, see [`SymlinkPolicy`].
@@ -116,7 +127,7 @@ pub struct ExtractPolicy {
 impl Default for ExtractPolicy {
     fn default() -> Self {
         ExtractPolicy {
-            symlinks: SymlinkPolicy::InTree,
+            symlinks: SymlinkPolicy::Any,
             hardlinks: true,
             devices: false,
             setuid: false,

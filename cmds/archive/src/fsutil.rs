@@ -6,8 +6,9 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags};
 
 /// Opens the directory `name` beneath `dirfd` for reading, refusing to
 /// follow a symlink (`ELOOP`/`ENOTDIR` instead).
@@ -20,23 +21,56 @@ pub(crate) fn open_dir_at(dirfd: BorrowedFd<'_>, name: &[u8]) -> io::Result<Owne
     )?)
 }
 
-/// Opens a directory below `root` one component at a time, each with
-/// `O_NOFOLLOW`, so a symlink anywhere on the way is an error rather than
-/// a detour. An empty component list reopens `root` itself.
+/// Opens a directory below `root` without ever following a symlink: a
+/// symlink anywhere on the way is an error (`ELOOP`/`ENOTDIR`/`EXDEV`),
+/// never a detour. An empty component list reopens `root` itself.
+///
+/// On Linux ≥ 5.6 this is one `openat2` with
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`, so the
+/// kernel itself refuses any path that would leave `root` or cross a link,
+/// whatever the archive validator decided. Where `openat2` is missing (old
+/// kernels, seccomp filters that answer `ENOSYS`/`EPERM`), the same
+/// guarantee comes from opening one component at a time with `O_NOFOLLOW`.
 pub(crate) fn open_dir_beneath<'a>(
     root: BorrowedFd<'_>,
     components: impl IntoIterator<Item = &'a [u8]>,
 ) -> io::Result<OwnedFd> {
-    let mut cur: Option<OwnedFd> = None;
-    for c in components {
-        let next = open_dir_at(cur.as_ref().map_or(root, |f| f.as_fd()), c)?;
-        cur = Some(next);
+    let components: Vec<&[u8]> = components.into_iter().collect();
+    if components.is_empty() {
+        return open_dir_at(root, b".");
     }
-    match cur {
-        Some(fd) => Ok(fd),
-        None => open_dir_at(root, b"."),
+    if OPENAT2.load(Ordering::Relaxed) {
+        let path = components.join(&b'/');
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        for _ in 0..4 {
+            match rustix::fs::openat2(root, path.as_slice(), flags, Mode::empty(), resolve) {
+                Ok(fd) => return Ok(fd),
+                // A rename elsewhere on the file system raced the lookup.
+                Err(rustix::io::Errno::AGAIN) => continue,
+                Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                    OPENAT2.store(false, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
+    walk_beneath(root, &components)
 }
+
+/// The `O_NOFOLLOW` walk behind [`open_dir_beneath`], one component at a
+/// time from `root`.
+fn walk_beneath(root: BorrowedFd<'_>, components: &[&[u8]]) -> io::Result<OwnedFd> {
+    let mut cur = open_dir_at(root, b".")?;
+    for c in components {
+        cur = open_dir_at(cur.as_fd(), c)?;
+    }
+    Ok(cur)
+}
+
+/// Whether `openat2` is worth trying (cleared once the kernel refuses it).
+static OPENAT2: AtomicBool = AtomicBool::new(true);
 
 /// Reads the names in an open directory (without `.` and `..`), sorted by
 /// raw bytes so every walk is deterministic.
@@ -119,4 +153,35 @@ pub(crate) fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()>
 /// Converts a rustix errno into an `io::Error` (for `map_err`).
 pub(crate) fn ioe(e: rustix::io::Errno) -> io::Error {
     e.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// Both ways of resolving refuse every symlink on the way, pointing in
+    /// or out of the tree, and any `..` that would leave it.
+    #[test]
+    fn beneath_never_follows_a_link() {
+        let d = std::env::temp_dir().join(format!("ferry-archive-beneath-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("root/a/b")).unwrap();
+        std::fs::create_dir_all(d.join("outside")).unwrap();
+        symlink(d.join("outside"), d.join("root/abs")).unwrap();
+        symlink("a", d.join("root/rel")).unwrap();
+        symlink("../../outside", d.join("root/a/up")).unwrap();
+        let root = rustix::fs::open(d.join("root"), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let ok: &[&[u8]] = &[b"a", b"b"];
+        assert!(open_dir_beneath(root.as_fd(), ok.iter().copied()).is_ok());
+        assert!(walk_beneath(root.as_fd(), ok).is_ok());
+        for bad in [&[&b"abs"[..]][..], &[b"rel"], &[b"rel", b"b"], &[b"a", b"up"], &[b"..", b"outside"]] {
+            let shown: Vec<String> = bad.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+            assert!(open_dir_beneath(root.as_fd(), bad.iter().copied()).is_err(), "openat2 followed {shown:?}");
+            if bad[0] != b".." {
+                assert!(walk_beneath(root.as_fd(), bad).is_err(), "the walk followed {shown:?}");
+            }
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -20,9 +20,12 @@
 //!   collision check), and every limit (entries, bytes, ratio, extension
 //!   header size) is enforced while streaming;
 //! * everything is created through directory file descriptors opened
-//!   component by component with `O_NOFOLLOW`, files with
-//!   `O_CREAT|O_EXCL|O_NOFOLLOW`, so no write can go through a symlink or
-//!   leave the staging directory, whatever the archive says;
+//!   beneath the staging root with `openat2(RESOLVE_BENEATH |
+//!   RESOLVE_NO_SYMLINKS)` (or component by component with `O_NOFOLLOW`
+//!   where the kernel lacks it), files with `O_CREAT|O_EXCL|O_NOFOLLOW`, so
+//!   no write can go through a symlink or leave the staging directory,
+//!   whatever the archive says. That is why symlinks themselves can be
+//!   restored verbatim by default, wherever they point;
 //! * the tree is built in a fresh `0700` staging directory next to the
 //!   destination and renamed into place only once the whole archive was read
 //!   and validated; on any error the staging directory is removed without
@@ -47,7 +50,7 @@ pub mod manifest;
 mod pattern;
 mod pax;
 
-pub use create::{CreateOptions, CreateStats, create_tar_zst};
+pub use create::{CreateOptions, CreateStats, MAX_UNREADABLE_LISTED, Unreadable, create_tar_zst, current_account};
 pub use error::{ArchiveError, escape_name};
 pub use extract::{EntryKind, ExtractPolicy, ExtractStats, ListEntry, SymlinkPolicy, extract_tar_zst, list_tar_zst};
 pub use pattern::ExcludePattern;

@@ -43,8 +43,8 @@ fn main() -> ExitCode {
     let mut spec = SourceSpec::new(&args[1], SourceKind::Pipe { command: args[2..].to_vec() });
     spec.timeout = Duration::from_secs(24 * 3600);
     match prepare_source(&spec, &ctx, &|_: &Path| false) {
-        Ok(reqs) => {
-            for r in reqs {
+        Ok(prepared) => {
+            for r in prepared.requests {
                 print!("{}", r.to_line());
             }
             ExitCode::SUCCESS

@@ -21,9 +21,10 @@
 //! the previous dumps and the very file it is being written to.
 
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use ferry_archive::{CreateOptions, create_tar_zst};
+use ferry_archive::{ArchiveError, CreateOptions, CreateStats, create_tar_zst, current_account, escape_name};
 use tracing::{info, warn};
 
 use crate::PrepareError;
@@ -110,16 +111,21 @@ fn export_dir_below(root: &Path, export_dir: &Path) -> Result<Option<String>, St
     Ok(Some(format!("/{rel}")))
 }
 
-/// Archives the source's tree into `out`.
+/// Archives the source's tree into `out`. Returns a warning for the
+/// administrator when entries the account may not read were left out
+/// (`unreadable = "skip"`); without skip, the first one fails the run with
+/// [`PrepareError::Unreadable`].
 pub(crate) fn archive(
     source_name: &str,
     opts: &CreateOptions,
     out: &mut HashingWriter<File>,
-) -> Result<(), PrepareError> {
+) -> Result<Option<String>, PrepareError> {
     info!(source = source_name, root = %opts.root.display(), includes = opts.include.len(), excludes = opts.exclude.len(), "archiving");
-    let stats = create_tar_zst(opts, &mut *out).map_err(|e| PrepareError::Failed {
-        module: "fs".into(),
-        message: format!("source {source_name}: {e} ({})", e.code()),
+    let stats = create_tar_zst(opts, &mut *out).map_err(|e| match e {
+        ArchiveError::Unreadable { path, account, source } => {
+            PrepareError::Unreadable { source_name: source_name.to_owned(), path, account, error: source }
+        }
+        e => PrepareError::Failed { module: "fs".into(), message: format!("source {source_name}: {e} ({})", e.code()) },
     })?;
     info!(
         source = source_name,
@@ -142,7 +148,36 @@ pub(crate) fn archive(
     if stats.skipped > 0 {
         warn!(source = source_name, entries = stats.skipped, "entries skipped (sockets, or vanished while archiving)");
     }
-    Ok(())
+    Ok(unreadable_warning(source_name, &opts.root, &stats))
+}
+
+/// Paths a warning names before it only counts.
+const WARN_LISTED: usize = 20;
+
+/// The warning for entries left out as unreadable: how many, which account,
+/// and the first absolute paths, escaped (printable ASCII, one line).
+fn unreadable_warning(source_name: &str, root: &Path, stats: &CreateStats) -> Option<String> {
+    if stats.unreadable == 0 {
+        return None;
+    }
+    let shown: Vec<String> = stats
+        .unreadable_paths
+        .iter()
+        .take(WARN_LISTED)
+        .map(|rel| escape_name(root.join(std::ffi::OsStr::from_bytes(rel)).as_os_str().as_bytes()))
+        .collect();
+    let more = stats.unreadable - shown.len() as u64;
+    let msg = format!(
+        "source {source_name}: {} unreadable {} left out of the archive (account {} may not read {}): {}{}",
+        stats.unreadable,
+        if stats.unreadable == 1 { "entry" } else { "entries" },
+        current_account(),
+        if stats.unreadable == 1 { "it" } else { "them" },
+        shown.join(", "),
+        if more > 0 { format!(" and {more} more") } else { String::new() }
+    );
+    warn!(source = source_name, entries = stats.unreadable, "{msg}");
+    Some(msg)
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@
 //!   made.
 //! * `post` runs after every attempt — after success, after a failed dump
 //!   and after a failed `pre` (so a `pre` that half-stopped a service is
-//!   undone) — with `FERRY_STATUS=ok` or `failed`; on success also
+//!   undone) — with `FERRY_STATUS=ok` or `failed` (and `FERRY_WARNINGS`,
+//!   one per line, when an fs source left unreadable entries out); on success also
 //!   `FERRY_ARTIFACT` (absolute path), `FERRY_SHA256`, `FERRY_SIZE`; on
 //!   failure `FERRY_ERROR` (the reason, escaped). A failing `post` fails the
 //!   request too: the artifact is deleted and no request is sent, because

@@ -32,8 +32,11 @@ pub mod source;
 
 pub use context::{Context, ExportEndpoint, GitExportScheme};
 pub use export::{ArtifactInfo, HashingWriter, apply_retention, check_export_dir, list_artifacts};
-pub use source::{DATA_MODULES, DEFAULT_KEEP, DEFAULT_TIMEOUT, SourceKind, SourceSpec, check_source, prepare_source};
+pub use source::{
+    DATA_MODULES, DEFAULT_KEEP, DEFAULT_TIMEOUT, Prepared, SourceKind, SourceSpec, check_source, prepare_source,
+};
 
+pub use ferry_archive::Unreadable;
 use ferry_request::Request;
 
 /// Why a module could not prepare a request. The message is shown to the
@@ -61,6 +64,14 @@ pub enum PrepareError {
     /// A source's `pre` or `post` command failed.
     #[error("source {source_name}: {phase} command failed: {message}")]
     Hook { source_name: String, phase: &'static str, message: String },
+    /// The client's account may not read part of an fs source: the fix is
+    /// on the client (read access, or `unreadable = "skip"`), so it has a
+    /// code of its own rather than a storage failure's.
+    #[error(
+        "E_SOURCE_UNREADABLE: source {source_name}: {path} cannot be read by account {account} ({error}); \
+         give that account read access (group or ACL) or set unreadable = \"skip\" for the source"
+    )]
+    Unreadable { source_name: String, path: String, account: String, error: std::io::Error },
     /// The run failed, and then its `post` command failed too: both matter.
     #[error("{first}; then {then}")]
     Then { first: Box<PrepareError>, then: Box<PrepareError> },
@@ -77,6 +88,7 @@ impl PrepareError {
             PrepareError::Io { .. } => "E_STORE",
             PrepareError::Config(_) => "E_CONFIG",
             PrepareError::Hook { .. } => "E_HOOK",
+            PrepareError::Unreadable { .. } => ferry_request::Reason::SourceUnreadable.code(),
             PrepareError::Then { first, .. } => first.code(),
         }
     }

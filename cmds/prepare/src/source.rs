@@ -43,6 +43,7 @@ use tracing::{info, warn};
 use crate::export::{self, Artifact, ArtifactInfo, LONGEST_EXT};
 use crate::hooks::{self, Phase};
 use crate::{Context, ExportEndpoint, PrepareError, db, fs, pipe};
+use ferry_archive::CreateOptions;
 
 /// Artifacts kept per source when the configuration says nothing.
 pub const DEFAULT_KEEP: usize = 3;
@@ -80,8 +81,17 @@ impl SourceSpec {
 /// What a source backs up and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceKind {
-    /// A directory tree, as `tar.zst`.
-    Fs { root: PathBuf, include: Vec<PathBuf>, exclude: Vec<String>, xattrs: bool, one_file_system: bool },
+    /// A directory tree, as `tar.zst`. `unreadable`: what an entry the
+    /// client's account may not read does (fail the run, or leave it out
+    /// with a warning).
+    Fs {
+        root: PathBuf,
+        include: Vec<PathBuf>,
+        exclude: Vec<String>,
+        xattrs: bool,
+        one_file_system: bool,
+        unreadable: ferry_archive::Unreadable,
+    },
     /// `pg_dump -Fc` of one database, or `pg_dumpall` when `database` is
     /// `None`. `socket` is the socket directory (or the socket file).
     Postgres {
@@ -249,7 +259,7 @@ pub fn check_source(spec: &SourceSpec, endpoint: &ExportEndpoint) -> Result<(), 
         check_argv(n, "post", post)?;
     }
     match &spec.kind {
-        SourceKind::Fs { root, include, exclude, xattrs, one_file_system } => {
+        SourceKind::Fs { root, include, exclude, xattrs, one_file_system, .. } => {
             fs::create_options(root, include, exclude, *xattrs, *one_file_system, &endpoint.export_dir)
                 .map_err(|m| config(n, m))?;
         }
@@ -287,7 +297,7 @@ fn io_err(context: String) -> impl FnOnce(std::io::Error) -> PrepareError {
 }
 
 /// Produce the artifact for `spec` in the export directory and return the
-/// sftp request for it (exactly one). `keep_guard(path)` must return true
+/// sftp request for it (exactly one), with the run's warnings. `keep_guard(path)` must return true
 /// for an artifact whose request is not yet acknowledged by every node:
 /// retention never deletes those. The paths it is asked about are spelled
 /// exactly as in the requests (`url.path`: the export directory in the
@@ -303,7 +313,7 @@ pub fn prepare_source(
     spec: &SourceSpec,
     ctx: &Context<'_>,
     keep_guard: &dyn Fn(&Path) -> bool,
-) -> Result<Vec<Request>, PrepareError> {
+) -> Result<Prepared, PrepareError> {
     check_source(spec, ctx.endpoint)?;
     let ep = ctx.endpoint;
     let export_remote = export::check_export_dir(&ep.export_dir)?;
@@ -331,7 +341,10 @@ pub fn prepare_source(
     let post = spec.post.as_ref().map(|argv| {
         let mut env = env.clone();
         match &attempt {
-            Ok(a) => {
+            Ok((a, warnings)) => {
+                if !warnings.is_empty() {
+                    env.push(("FERRY_WARNINGS".into(), warnings.join("\n").into()));
+                }
                 env.push(("FERRY_STATUS".into(), "ok".into()));
                 env.push(("FERRY_ARTIFACT".into(), a.path.as_os_str().to_owned()));
                 env.push(("FERRY_SHA256".into(), a.sha256.as_str().into()));
@@ -346,9 +359,9 @@ pub fn prepare_source(
         hooks::run(&spec.name, Phase::Post, argv, &env, spec.timeout)
     });
 
-    let info = match (attempt, post) {
+    let (info, warnings) = match (attempt, post) {
         (Ok(a), None | Some(Ok(()))) => a,
-        (Ok(a), Some(Err(e))) => {
+        (Ok((a, _)), Some(Err(e))) => {
             // No request will name it: do not leave it to fill the disk.
             warn!(source = %spec.name, file = %a.path.display(), "post command failed; deleting the artifact");
             if let Err(err) = std::fs::remove_file(&a.path) {
@@ -374,21 +387,35 @@ pub fn prepare_source(
     let url =
         SftpUrl::new(user, host, Some(ep.port), path).map_err(|e| config(&spec.name, format!("export.port: {e}")))?;
     let source: Name = spec.name.parse().map_err(|e| config(&spec.name, e))?;
-    Ok(vec![Request::Sftp(SftpRequest { stamp: info.stamp, url, sha256: info.sha256, size: info.size, source })])
+    let requests =
+        vec![Request::Sftp(SftpRequest { stamp: info.stamp, url, sha256: info.sha256, size: info.size, source })];
+    Ok(Prepared { requests, warnings })
+}
+
+/// What a successful source run produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The node requests: exactly one `sftp` request.
+    pub requests: Vec<Request>,
+    /// What the administrator must hear about a run that still succeeded —
+    /// an fs source that left unreadable entries out — as escaped,
+    /// printable one-line texts (log, `ferry status`, mail).
+    pub warnings: Vec<String>,
 }
 
 fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-/// Steps 4: the module's output as a committed artifact.
+/// Steps 4: the module's output as a committed artifact, and the warnings
+/// of a run that succeeded incompletely.
 fn produce(
     spec: &SourceSpec,
     dir: &Path,
     export_dir: &Path,
     env: &[(String, OsString)],
     deadline: Instant,
-) -> Result<ArtifactInfo, PrepareError> {
+) -> Result<(ArtifactInfo, Vec<String>), PrepareError> {
     let name = spec.name.as_str();
     let timed_out = || PrepareError::Failed {
         module: spec.kind.module().into(),
@@ -400,10 +427,11 @@ fn produce(
     // Resolved before the temporary file exists, so a missing tool leaves
     // nothing behind and says so plainly.
     let fs_opts = match &spec.kind {
-        SourceKind::Fs { root, include, exclude, xattrs, one_file_system } => Some(
-            fs::create_options(root, include, exclude, *xattrs, *one_file_system, export_dir)
-                .map_err(|m| config(name, m))?,
-        ),
+        SourceKind::Fs { root, include, exclude, xattrs, one_file_system, unreadable } => Some(CreateOptions {
+            unreadable: *unreadable,
+            ..fs::create_options(root, include, exclude, *xattrs, *one_file_system, export_dir)
+                .map_err(|m| config(name, m))?
+        }),
         _ => None,
     };
     let mysql_tool = match &spec.kind {
@@ -420,8 +448,11 @@ fn produce(
     info!(source = name, module = spec.kind.module(), stamp = %art.stamp(), "preparing artifact");
     // Dump tools get only HOME; FERRY_* is for the administrator's commands.
     let dump_env: Vec<(String, OsString)> = home_env().into_iter().collect();
+    let mut warnings = Vec::new();
     match &spec.kind {
-        SourceKind::Fs { .. } => fs::archive(name, fs_opts.as_ref().expect("fs options"), art.writer())?,
+        SourceKind::Fs { .. } => {
+            warnings.extend(fs::archive(name, fs_opts.as_ref().expect("fs options"), art.writer())?)
+        }
         SourceKind::Postgres { database, os_user, host, port, socket } => {
             let cmd = db::postgres_command(database.as_deref(), host.as_deref(), *port, socket.as_deref());
             db::run_dump("postgresdb", name, &cmd, os_user.as_deref(), &dump_env, remaining(deadline), art.writer())?
@@ -433,7 +464,8 @@ fn produce(
         }
         SourceKind::Pipe { command } => pipe::stream(name, command, env, remaining(deadline), art.writer())?,
     }
-    art.commit().map_err(io_err(format!("storing the artifact in {}", dir.display())))
+    let info = art.commit().map_err(io_err(format!("storing the artifact in {}", dir.display())))?;
+    Ok((info, warnings))
 }
 
 #[cfg(test)]
@@ -528,6 +560,7 @@ mod tests {
                 exclude: vec![],
                 xattrs: false,
                 one_file_system: false,
+                unreadable: ferry_archive::Unreadable::Fail,
             },
         );
         assert!(check_source(&s, &ep).unwrap_err().to_string().contains("not under root"));

@@ -63,7 +63,7 @@ fn a_200_mib_stream_keeps_memory_bounded() {
     drop(chunk);
 
     let before = vm_hwm();
-    let reqs = prepare_source(&spec, &ctx, &|_: &Path| false).unwrap();
+    let reqs = prepare_source(&spec, &ctx, &|_: &Path| false).unwrap().requests;
     let after = vm_hwm();
     eprintln!("VmHWM before {} KiB, after {} KiB (200 MiB streamed)", before / 1024, after / 1024);
 

@@ -13,6 +13,15 @@
 //! moved backwards or sideways (force-push) or disappeared is first saved
 //! under `refs/backup/<run>/…`, so no commit the node ever stored becomes
 //! unreachable, whatever the client does.
+//!
+//! The record of what the refs were when: every ref update of a run is
+//! logged in the ref's reflog (`core.logAllRefUpdates=always`, never
+//! expired) with the node's time and the message `ferry: mirror run <run>`;
+//! one transaction, so all entries of a run carry the same time. A deleted
+//! ref keeps its reflog, and its last value is the creation entry of its
+//! `refs/backup/<run>/…` copy. `<run>` is unique per mirror (a second run in
+//! the same second gets `<run>-2`), so one run's copies never overwrite
+//! another's. The node's `restore --at` reads this record back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -230,10 +239,18 @@ enum Change {
     Delete(String),
 }
 
-/// Apply `changes` in one locked transaction, with reflog entries.
-fn apply(dir: &Path, changes: &[Change]) -> Result<(), PullError> {
+/// The reflog message of a run's ref updates (the node's `restore --at`
+/// reads the run back from it).
+pub fn reflog_message(run: &str) -> String {
+    format!("ferry: mirror run {run}")
+}
+
+/// Apply `changes` in one locked transaction, with reflog entries naming
+/// `run`.
+fn apply(dir: &Path, changes: &[Change], run: &str) -> Result<(), PullError> {
     let repo = open(dir)?;
     let sig = git2::Signature::now("ferry", "ferry@node").map_err(g2("signature"))?;
+    let msg = reflog_message(run);
     let mut tx = repo.transaction().map_err(g2("ref transaction"))?;
     for c in changes {
         let (Change::Set(name, _) | Change::Delete(name)) = c;
@@ -243,7 +260,7 @@ fn apply(dir: &Path, changes: &[Change]) -> Result<(), PullError> {
         match c {
             Change::Set(name, oid) => {
                 let oid = git2::Oid::from_str(oid).map_err(g2("oid"))?;
-                tx.set_target(name, oid, Some(&sig), "ferry: mirror").map_err(g2("set ref"))?;
+                tx.set_target(name, oid, Some(&sig), &msg).map_err(g2("set ref"))?;
             }
             Change::Delete(name) => tx.remove(name).map_err(g2("delete ref"))?,
         }
@@ -413,7 +430,9 @@ fn fetch_and_promote(job: &MirrorJob<'_>, dir: &Path) -> Result<MirrorOutcome, P
         return Err(PullError::new(reason, format!("{msg}; the fetch was deleted")));
     }
 
-    let all = refs(env, dir, &["refs/ferry/incoming/", "refs/heads/", "refs/tags/"])?;
+    let all = refs(env, dir, &["refs/ferry/incoming/", "refs/heads/", "refs/tags/", "refs/backup/"])?;
+    let (backups, all): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        all.into_iter().partition(|(r, _)| r.starts_with("refs/backup/"));
     let (incoming, current): (BTreeMap<_, _>, BTreeMap<_, _>) =
         all.into_iter().partition(|(r, _)| r.starts_with("refs/ferry/incoming/"));
     if let Some(max) = limits.max_refs
@@ -429,7 +448,15 @@ fn fetch_and_promote(job: &MirrorJob<'_>, dir: &Path) -> Result<MirrorOutcome, P
         ));
     }
     let mut out = MirrorOutcome::default();
-    let backup_root = format!("refs/backup/{}/", job.run_id);
+    // Unique per mirror: a second run within the same second must not
+    // overwrite the first one's copies.
+    let mut run = job.run_id.to_owned();
+    let mut n = 1;
+    while backups.keys().any(|r| r.starts_with(&format!("refs/backup/{run}/"))) {
+        n += 1;
+        run = format!("{}-{n}", job.run_id);
+    }
+    let backup_root = format!("refs/backup/{run}/");
     let mut tx: Vec<Change> = Vec::new();
     let mut wanted = BTreeMap::new();
     for (r, oid) in &incoming {
@@ -465,7 +492,7 @@ fn fetch_and_promote(job: &MirrorJob<'_>, dir: &Path) -> Result<MirrorOutcome, P
         out.saved_under = Some(backup_root.trim_end_matches('/').to_owned());
     }
     if !tx.is_empty() {
-        apply(dir, &tx)?;
+        apply(dir, &tx, &run)?;
     }
     fix_head(env, dir, &wanted)?;
     Ok(out)

@@ -192,6 +192,9 @@ reasons! {
     /// A corrupt or unsupported archive.
     ArchiveFormat => "E_ARCHIVE_FORMAT",
         "The archive is corrupt or in an unsupported format; rebuild it as a plain tar, optionally zstd-compressed.";
+    /// The client's account may not read a file or directory of an fs source.
+    SourceUnreadable => "E_SOURCE_UNREADABLE",
+        "The client's account may not read a file or directory of an fs source (path and account are in the reason); give that account read access (a group or ACL, see the README) or set unreadable = \"skip\" for the source.";
     /// The key may not do what it asked.
     AclDenied => "E_ACL_DENIED",
         "This key is not allowed to do that; check its group's members and writable or readonly entries in gitosis.conf.";
@@ -296,7 +299,7 @@ mod tests {
             let d = r.describe();
             assert!(d.ends_with('.') && d.is_ascii() && !d.contains('\n'), "{d}");
         }
-        assert_eq!(Reason::ALL.len(), 54);
+        assert_eq!(Reason::ALL.len(), 55);
         assert_eq!(Reason::from_code("e_req_syntax"), None);
         assert_eq!(Reason::from_code(""), None);
     }

@@ -18,5 +18,6 @@ mod hostile_dumps;
 mod matrix;
 mod names_output;
 mod ops;
+mod restore_faithful;
 mod spine;
 mod web_access;

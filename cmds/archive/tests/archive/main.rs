@@ -5,4 +5,6 @@
 mod fuzz;
 mod hostile;
 mod roundtrip;
+mod symlinks;
+mod unreadable;
 mod util;

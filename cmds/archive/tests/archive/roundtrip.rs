@@ -193,15 +193,26 @@ fn setuid_kept_only_when_asked() {
 }
 
 #[test]
-fn default_policy_refuses_absolute_links_and_fifos_of_a_full_tree() {
+fn default_policy_refuses_fifos_but_keeps_links_of_a_full_tree() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     build_tree(&src);
     let (archive, _) = create(&src);
+    // FIFOs need `devices`; links (absolute, dangling) are no reason to refuse.
     let err = extract_tar_zst(archive.as_slice(), &tmp.path().join("d"), &ExtractPolicy::default()).unwrap_err();
-    assert_eq!(err.code(), "E_ARCHIVE_LINK", "{err}");
+    assert_eq!(err.code(), "E_ARCHIVE_TYPE", "{err}");
     assert!(!tmp.path().join("d").exists());
-    fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o700)).unwrap();
+    let in_tree = ExtractPolicy { symlinks: ferry_archive::SymlinkPolicy::InTree, ..ExtractPolicy::default() };
+    let err = extract_tar_zst(archive.as_slice(), &tmp.path().join("d"), &in_tree).unwrap_err();
+    assert_eq!(err.code(), "E_ARCHIVE_LINK", "{err}");
+    let with_fifos = ExtractPolicy { devices: true, ..ExtractPolicy::default() };
+    extract_tar_zst(archive.as_slice(), &tmp.path().join("d"), &with_fifos).unwrap();
+    for (link, target) in [("abs", "/etc/passwd"), ("dangling", "nowhere/x"), ("a/b/rel", "../f.txt")] {
+        assert_eq!(fs::read_link(tmp.path().join("d").join(link)).unwrap(), Path::new(target), "{link}");
+    }
+    for d in [&src, &tmp.path().join("d")] {
+        fs::set_permissions(d.join("locked"), fs::Permissions::from_mode(0o700)).unwrap();
+    }
 }
 
 #[test]

@@ -15,7 +15,17 @@ use ferry_prepare::{SourceKind, SourceSpec};
 use crate::util::{Env, artifact};
 
 fn fs_source(name: &str, root: &Path, include: Vec<PathBuf>, exclude: Vec<String>, xattrs: bool) -> SourceSpec {
-    SourceSpec::new(name, SourceKind::Fs { root: root.to_owned(), include, exclude, xattrs, one_file_system: false })
+    SourceSpec::new(
+        name,
+        SourceKind::Fs {
+            root: root.to_owned(),
+            include,
+            exclude,
+            xattrs,
+            one_file_system: false,
+            unreadable: ferry_archive::Unreadable::Fail,
+        },
+    )
 }
 
 fn chmod(p: &Path, mode: u32) {
@@ -135,6 +145,56 @@ fn an_unreadable_root_fails_cleanly() {
     assert_eq!(e.code(), "E_PREPARE", "{e}");
     assert!(e.to_string().contains("does-not-exist"), "{e}");
     assert!(crate::util::dir_names(&env.source_dir("gone")).is_empty());
+}
+
+/// Runs `f` on a thread whose effective capabilities lack
+/// `CAP_DAC_OVERRIDE`/`CAP_DAC_READ_SEARCH` (inherited by the threads it
+/// starts): the kernel then refuses a 0000 file to root as to anyone.
+fn without_dac<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut caps = rustix::thread::capabilities(None).unwrap();
+            caps.effective -=
+                rustix::thread::CapabilitySet::DAC_OVERRIDE | rustix::thread::CapabilitySet::DAC_READ_SEARCH;
+            rustix::thread::set_capabilities(None, caps).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+#[test]
+fn an_unreadable_file_is_a_client_side_reason_or_a_warning() {
+    let env = Env::new("fs_unreadable");
+    let root = env.td.join("tree");
+    fs::create_dir_all(root.join("sub")).unwrap();
+    fs::write(root.join("ok.txt"), b"ok").unwrap();
+    fs::write(root.join("sub/secret\nname"), b"secret").unwrap();
+    chmod(&root.join("sub/secret\nname"), 0o000);
+    let account = ferry_archive::current_account();
+
+    let spec = fs_source("tree", &root, vec![], vec![], false);
+    let e = without_dac(|| ferry_prepare::prepare_source(&spec, &env.ctx(), &|_: &Path| false)).unwrap_err();
+    assert_eq!(e.code(), "E_SOURCE_UNREADABLE", "{e}");
+    let msg = e.to_string();
+    let shown = format!("{}/sub/secret\\x0aname", root.display());
+    assert!(msg.contains(&shown), "absolute path, escaped: {msg}");
+    assert!(msg.contains(&format!("account {account}")), "{msg}");
+    assert!(crate::util::dir_names(&env.source_dir("tree")).is_empty(), "no artifact left");
+
+    let mut spec = spec;
+    if let SourceKind::Fs { unreadable, .. } = &mut spec.kind {
+        *unreadable = ferry_archive::Unreadable::Skip;
+    }
+    let p = without_dac(|| ferry_prepare::prepare_source(&spec, &env.ctx(), &|_: &Path| false)).unwrap();
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    let w = &p.warnings[0];
+    assert!(w.starts_with("source tree: 1 unreadable entry left out"), "{w}");
+    assert!(w.contains(&shown) && w.contains(&format!("account {account}")), "{w}");
+    assert!(w.bytes().all(|b| (0x20..0x7f).contains(&b)), "printable: {w}");
+    let r = env.check(&spec, p.requests);
+    assert_eq!(list(&artifact(&r)), ["ok.txt", "sub"]);
 }
 
 fn list(archive: &Path) -> Vec<String> {

@@ -229,7 +229,7 @@ fn retention_keeps_guarded_artifacts() {
     let mut spec = pipe("db", &["/bin/echo", "new"]);
     spec.keep = 2;
     let guard_path = guarded.clone();
-    let reqs = prepare_source(&spec, &env.ctx(), &|p: &Path| p == guard_path).unwrap();
+    let reqs = prepare_source(&spec, &env.ctx(), &|p: &Path| p == guard_path).unwrap().requests;
     let r = env.check(&spec, reqs);
     // keep = 2: the new one and the newest old one; the guarded one stays
     // on top; the rest is gone.

@@ -49,8 +49,9 @@ impl Env {
 
     /// Runs the source with a guard that protects nothing.
     pub fn prepare(&self, spec: &SourceSpec) -> Result<SftpRequest, ferry_prepare::PrepareError> {
-        let reqs = prepare_source(spec, &self.ctx(), &|_: &Path| false)?;
-        Ok(self.check(spec, reqs))
+        let p = prepare_source(spec, &self.ctx(), &|_: &Path| false)?;
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        Ok(self.check(spec, p.requests))
     }
 
     /// The one sftp request, checked against the file it names.
