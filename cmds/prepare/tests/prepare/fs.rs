@@ -178,7 +178,7 @@ fn an_unreadable_file_is_a_client_side_reason_or_a_warning() {
     let e = without_dac(|| ferry_prepare::prepare_source(&spec, &env.ctx(), &|_: &Path| false)).unwrap_err();
     assert_eq!(e.code(), "E_SOURCE_UNREADABLE", "{e}");
     let msg = e.to_string();
-    let shown = format!("{}/sub/secret\\x0aname", root.display());
+    let shown = format!("{}/sub/secret\\nname", root.display());
     assert!(msg.contains(&shown), "absolute path, escaped: {msg}");
     assert!(msg.contains(&format!("account {account}")), "{msg}");
     assert!(crate::util::dir_names(&env.source_dir("tree")).is_empty(), "no artifact left");
