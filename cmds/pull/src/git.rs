@@ -20,9 +20,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferry_request::{GitScheme, GitUrl, Reason};
-use ferry_run::{Cmd, RunError};
+use ferry_run::Cmd;
 
 use crate::PullError;
+
+mod advert;
+mod failure;
+
+pub use advert::{MAX_REF_COMPONENT, MAX_REF_NAME};
 
 /// Node-owned settings for running git against untrusted remotes.
 #[derive(Debug, Clone)]
@@ -111,6 +116,9 @@ fn git_base(env: &GitEnv, scheme: GitScheme, ssh_command: Option<&str>) -> Cmd {
         .arg("-c")
         .arg(format!("core.hooksPath={}", hooks.display()))
         .args(["-c", "fetch.writeCommitGraph=false", "-c", "fetch.showForcedUpdates=false"])
+        // ...and not the advice about it on every fetch's stderr, which
+        // would push git's real messages out of a failure's detail.
+        .args(["-c", "advice.fetchShowForcedUpdates=false"])
         // Keep every fetch as one pack, so its size and object count are
         // visible (and limitable) while it arrives.
         .args(["-c", "fetch.unpackLimit=1", "-c", "transfer.unpackLimit=1"]);
@@ -123,32 +131,8 @@ fn git_base(env: &GitEnv, scheme: GitScheme, ssh_command: Option<&str>) -> Cmd {
     }
 }
 
-/// Classify a failed git run into a reason code.
-fn classify(e: &RunError) -> Reason {
-    let text = e.to_string();
-    if matches!(e, RunError::TimedOut { .. }) {
-        Reason::FetchTimeout
-    } else if text.contains("Host key verification failed") || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
-        Reason::FetchHostKey
-    } else if text.contains("Permission denied") || text.contains("Authentication failed") {
-        Reason::FetchAuth
-    } else if text.contains("not allowed") && text.contains("transport") {
-        Reason::UrlScheme
-    } else if text.contains("does not appear to be a git repository")
-        || text.contains("not found")
-        || text.contains("no such repository")
-        || text.contains("not exported")
-    {
-        Reason::FetchNotFound
-    } else if text.contains("No space left") || text.contains("Disk quota exceeded") {
-        Reason::DiskFull
-    } else {
-        Reason::FetchFailed
-    }
-}
-
 fn run(cmd: Cmd, what: &str) -> Result<ferry_run::Output, PullError> {
-    cmd.run_checked().map_err(|e| PullError::new(classify(&e), format!("{what}: {e}")))
+    cmd.run_checked().map_err(|e| failure::from_run(&e, what))
 }
 
 /// Local git command on the mirror (no network; still the hardened env).
@@ -368,58 +352,177 @@ fn undo_fetch(env: &GitEnv, dir: &Path, before: &BTreeSet<OsString>, incoming_be
     }
 }
 
-fn fetch_and_promote(job: &MirrorJob<'_>, dir: &Path) -> Result<MirrorOutcome, PullError> {
+/// `refs/heads/x` → `refs/ferry/incoming/heads/x`.
+fn incoming_name(r: &str) -> String {
+    format!("refs/ferry/incoming/{}", r.trim_start_matches("refs/"))
+}
+
+/// Time left until `deadline` (at least a millisecond, so a run started
+/// after it is killed at once and reported as the timeout it is).
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+}
+
+/// The remote's branches and tags, listed over the fetch's own transport
+/// and within the job's deadline; refused here when over a limit.
+fn ls_remote(job: &MirrorJob<'_>, dir: &Path, url: &str, deadline: Instant) -> Result<advert::Advertised, PullError> {
+    let cmd = git_base(job.env, job.url.scheme, job.ssh_command)
+        .arg(format!("--git-dir={}", dir.display()))
+        .args(["ls-remote", "--quiet", "--refs", "--heads", "--tags", "--"])
+        .arg(url)
+        .timeout(left(deadline))
+        .die_with_parent();
+    advert::list(cmd, job.limits.max_refs)
+}
+
+/// State of the mirror before a fetch, to check it against and to put
+/// back if the fetch fails.
+struct Before {
+    packs: BTreeSet<OsString>,
+    incoming: BTreeMap<String, String>,
+    shallow: bool,
+}
+
+/// Fetch the client's heads and tags into `refs/ferry/incoming/*`, then
+/// check that the fetch is whole: within the byte and object limits, every
+/// advertised ref where the remote advertised it, and the mirror not made
+/// shallow. Any failure removes what the fetch added.
+fn fetch(
+    job: &MirrorJob<'_>,
+    dir: &Path,
+    url: &str,
+    deadline: Instant,
+    advertised: &advert::Advertised,
+    before: &Before,
+) -> Result<(), PullError> {
     let env = job.env;
-    let url = job.url.to_url_string();
     let pack_dir = dir.join("objects/pack");
-    let before = pack_names(&pack_dir);
-    let incoming_before = refs(env, dir, &["refs/ferry/incoming/"])?;
     let limits = job.limits.clone();
     let stop_reason = std::sync::Arc::new(std::sync::Mutex::new(None));
     let watch = {
-        let (pack_dir, before, limits, stop_reason) =
-            (pack_dir.clone(), before.clone(), limits.clone(), stop_reason.clone());
+        let (pack_dir, packs, limits, stop_reason) =
+            (pack_dir.clone(), before.packs.clone(), limits.clone(), stop_reason.clone());
         move || {
-            let (bytes, objects) = new_pack_usage(&pack_dir, &before);
+            let (bytes, objects) = new_pack_usage(&pack_dir, &packs);
             let over = over_limits(&limits, bytes, objects)?;
             let msg = over.1.clone();
             *stop_reason.lock().expect("not poisoned") = Some(over);
             Some(msg)
         }
     };
-    let fetch = git_base(env, job.url.scheme, job.ssh_command)
+    let cmd = git_base(env, job.url.scheme, job.ssh_command)
         .arg(format!("--git-dir={}", dir.display()))
         .args(["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head", "--prune"])
         .arg("--")
-        .arg(&url)
+        .arg(url)
         .arg("+refs/heads/*:refs/ferry/incoming/heads/*")
         .arg("+refs/tags/*:refs/ferry/incoming/tags/*")
-        .timeout(env.timeout)
+        .timeout(left(deadline))
         .watch(Duration::from_millis(200), watch)
         .die_with_parent();
     let t = Instant::now();
-    let fetched = run(fetch, "git fetch");
+    let fetched = run(cmd, "git fetch");
     tracing::debug!(fetch_us = t.elapsed().as_micros() as u64, "git fetch done");
-    if let Err(e) = fetched {
-        undo_fetch(env, dir, &before, &incoming_before);
-        if let Some((reason, msg)) = stop_reason.lock().expect("not poisoned").take() {
-            return Err(PullError::new(reason, format!("{msg}; the partial fetch was deleted")));
+    let undo = || {
+        if !before.shallow {
+            let _ = std::fs::remove_file(dir.join("shallow"));
         }
-        return Err(e);
-    }
-    let (bytes, objects) = new_pack_usage(&pack_dir, &before);
+        undo_fetch(env, dir, &before.packs, &before.incoming);
+    };
+    let output = match fetched {
+        Ok(o) => o,
+        Err(e) => {
+            undo();
+            if let Some((reason, msg)) = stop_reason.lock().expect("not poisoned").take() {
+                return Err(PullError::new(reason, format!("{msg}; the partial fetch was deleted")));
+            }
+            return Err(e);
+        }
+    };
+    let (bytes, objects) = new_pack_usage(&pack_dir, &before.packs);
     if let Some((reason, msg)) = over_limits(&limits, bytes, objects) {
-        undo_fetch(env, dir, &before, &incoming_before);
+        undo();
         return Err(PullError::new(reason, format!("{msg}; the fetch was deleted")));
     }
+    // git fetch exits 0 when it rejects a ref (from a shallow repository:
+    // "shallow roots are not allowed to be updated"), so what arrived is
+    // compared with what was advertised. A ref the fetch did move was
+    // moved by a push in between, not left behind.
+    let after = refs(env, dir, &["refs/ferry/incoming/"])?;
+    let mut behind: Vec<&String> = advertised
+        .iter()
+        .filter(|(r, oid)| {
+            let name = incoming_name(r);
+            after.get(&name) != Some(*oid) && after.get(&name) == before.incoming.get(&name)
+        })
+        .map(|(r, _)| r)
+        .collect();
+    if !behind.is_empty() {
+        // Also a ref created and deleted again between the listing and
+        // the fetch looks left behind: only refs the remote still
+        // advertises as before count.
+        let again = ls_remote(job, dir, url, deadline).inspect_err(|_| undo())?;
+        behind.retain(|r| again.get(*r) == advertised.get(*r));
+    }
+    let made_shallow = !before.shallow && dir.join("shallow").exists();
+    if behind.is_empty() && !made_shallow {
+        return Ok(());
+    }
+    undo();
+    let mut shown: Vec<String> =
+        behind.iter().take(5).map(|r| format!("{} at {}", ferry_text::escape(r, 80), &advertised[*r][..12])).collect();
+    if behind.len() > 5 {
+        shown.push(format!("and {} more", behind.len() - 5));
+    }
+    let what = if made_shallow {
+        "the fetch would have made the mirror shallow".to_owned()
+    } else {
+        format!(
+            "git fetch left {} of the {} advertised branches and tags behind ({})",
+            behind.len(),
+            advertised.len(),
+            shown.join(", ")
+        )
+    };
+    let said = ferry_text::escape_bytes(output.stderr.trim_ascii(), 400);
+    Err(PullError::new(
+        Reason::FetchIncomplete,
+        format!(
+            "{what}; git said: \"{said}\"; the client's repository is probably shallow; the mirror was left as it was"
+        ),
+    ))
+}
 
+fn fetch_and_promote(job: &MirrorJob<'_>, dir: &Path) -> Result<MirrorOutcome, PullError> {
+    let env = job.env;
+    let deadline = Instant::now() + env.timeout;
+    let url = job.url.to_url_string();
+    let before = Before {
+        packs: pack_names(&dir.join("objects/pack")),
+        incoming: refs(env, dir, &["refs/ferry/incoming/"])?,
+        shallow: dir.join("shallow").exists(),
+    };
+    // Limits before work: the ref count and ref names are checked on the
+    // listing, before the fetch writes anything.
+    let t = Instant::now();
+    let advertised = ls_remote(job, dir, &url, deadline)?;
+    tracing::debug!(ls_remote_us = t.elapsed().as_micros() as u64, refs = advertised.len(), "git ls-remote done");
+    // Nothing new: the fetch (and its second connection) is skipped.
+    let unchanged = advertised.len() == before.incoming.len()
+        && advertised.iter().all(|(r, oid)| before.incoming.get(&incoming_name(r)) == Some(oid));
+    if !unchanged {
+        fetch(job, dir, &url, deadline, &advertised, &before)?;
+    }
+    let limits = &job.limits;
     let all = refs(env, dir, &["refs/ferry/incoming/", "refs/heads/", "refs/tags/"])?;
     let (incoming, current): (BTreeMap<_, _>, BTreeMap<_, _>) =
         all.into_iter().partition(|(r, _)| r.starts_with("refs/ferry/incoming/"));
+    // The listing was within the limit; refs pushed between it and the
+    // fetch may not be.
     if let Some(max) = limits.max_refs
         && incoming.len() as u64 > max
     {
-        undo_fetch(env, dir, &before, &incoming_before);
+        undo_fetch(env, dir, &before.packs, &before.incoming);
         return Err(PullError::new(
             Reason::FetchLimit,
             format!(
