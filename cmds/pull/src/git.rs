@@ -484,7 +484,7 @@ fn fetch(
             shown.join(", ")
         )
     };
-    let said = ferry_text::escape_bytes(output.stderr.trim_ascii(), 400);
+    let said = failure::one_line(&output.stderr, 400);
     Err(PullError::new(
         Reason::FetchIncomplete,
         format!(

@@ -10,6 +10,7 @@ mod crash;
 mod daemon;
 mod data;
 mod deploy;
+mod git_limits;
 mod harness;
 mod hostile;
 mod matrix;

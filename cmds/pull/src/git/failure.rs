@@ -23,12 +23,31 @@ use crate::PullError;
 /// Characters of git's stderr kept in a detail (already escaped).
 const STDERR_SHOWN: usize = 1200;
 
+/// git's stderr as one printable line: each non-empty line escaped, the
+/// lines joined with ` | `, at most `max` characters. (A detail is escaped
+/// again at every sink; with no line breaks left, that second escape does
+/// not turn each `\n` into `\\n`.)
+pub fn one_line(raw: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let mut out = String::new();
+    for line in text.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(" | ");
+        }
+        out.push_str(&ferry_text::escape(line, max));
+        if out.len() >= max {
+            out.truncate(max); // escaped text is ASCII
+            out.push_str("...");
+            break;
+        }
+    }
+    out
+}
+
 /// The escaped stderr of a failed run, and a short note on how it ended.
 fn parts(e: &RunError) -> (String, String) {
     match e {
-        RunError::Failed { status, output, .. } => {
-            (ferry_text::escape_bytes(output.stderr.trim_ascii(), STDERR_SHOWN), status.clone())
-        }
+        RunError::Failed { status, output, .. } => (one_line(&output.stderr, STDERR_SHOWN), status.clone()),
         RunError::TimedOut { after, stderr, .. } => {
             (stderr.clone(), format!("killed after {:.0} s at the job's deadline", after.as_secs_f64()))
         }
@@ -47,7 +66,7 @@ pub fn fsck_ids(stderr: &str) -> Vec<String> {
         return Vec::new();
     }
     let mut ids: Vec<String> = Vec::new();
-    for line in stderr.split(['\n', '\r']).chain(stderr.split("\\n")) {
+    for line in stderr.split(['\n', '\r']).chain(stderr.split("\\n")).chain(stderr.split(" | ")) {
         let Some(rest) = line.trim_start().strip_prefix("error: object ") else { continue };
         let mut fields = rest.splitn(3, ": ");
         let (Some(oid), Some(id)) = (fields.next(), fields.next()) else { continue };
@@ -140,6 +159,8 @@ mod tests {
         let e = from_run(&failed("fatal: the remote end hung up unexpectedly\n"), "git fetch");
         assert_eq!(e.reason, Reason::FetchFailed, "the command line's 'not found' decides nothing");
         assert_eq!(e.message, "fatal: the remote end hung up unexpectedly (git fetch: exit 128)");
+        let e = from_run(&failed("remote: \x1b[2Jx\nfatal: early EOF\n\n"), "git fetch");
+        assert_eq!(e.message, "remote: \\x1B[2Jx | fatal: early EOF (git fetch: exit 128)");
         let e = from_run(
             &failed("error: object 0657aa: badTimezone: bad time zone\nfatal: fsck error in packed object\n"),
             "git fetch",
@@ -172,6 +193,7 @@ mod tests {
         assert_eq!(fsck_ids(err), ["badTimezone", "missingEmail"]);
         // The same text escaped (as the runner keeps it for timeouts).
         assert_eq!(fsck_ids(&ferry_text::escape(err, 2000)), ["badTimezone", "missingEmail"]);
+        assert_eq!(fsck_ids(&one_line(err.as_bytes(), 2000)), ["badTimezone", "missingEmail"]);
         // Without git's verdict, a look-alike line decides nothing.
         assert!(fsck_ids("error: object 0657: badTimezone: x\nfatal: early EOF").is_empty());
         // Ids that are not plain words are not named.
