@@ -13,6 +13,16 @@
 //! moved backwards or sideways (force-push) or disappeared is first saved
 //! under `refs/backup/<run>/…`, so no commit the node ever stored becomes
 //! unreachable, whatever the client does.
+//!
+//! Limits before work (RE, issue 16): the remote's ref advertisement is
+//! checked (ref count, ref-name lengths) before git asks for an object —
+//! over ssh inside the fetch's own connection by [`guard`], else by a
+//! `git ls-remote` first — and a fetch is only done when every advertised
+//! branch and tag arrived where it was advertised and the mirror is not
+//! shallow (git exits 0 when it refuses a shallow client's refs):
+//! otherwise the fetch is undone and fails `E_FETCH_INCOMPLETE`.
+//! Failures carry git's own words first (module `failure`); a repository git's
+//! fsck refuses is `E_FETCH_FSCK` with the fsck message ids.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -26,6 +36,7 @@ use crate::PullError;
 
 mod advert;
 mod failure;
+pub mod guard;
 
 pub use advert::{MAX_REF_COMPONENT, MAX_REF_NAME};
 
@@ -42,6 +53,25 @@ pub struct GitEnv {
     /// fsck message ids to downgrade (e.g. `zeroPaddedFilemode` for old
     /// repositories), from the node's configuration only.
     pub fsck_ignore: Vec<String>,
+    /// The relay that checks the ref advertisement inside an ssh fetch's
+    /// own connection ([`guard`]); without it (or for `git://`) the refs
+    /// are listed by a `git ls-remote` first, one more round trip.
+    pub ssh_guard: Option<SshGuard>,
+}
+
+/// How to run [`guard::main`]: `<program> git-ssh-guard …`.
+#[derive(Debug, Clone)]
+pub struct SshGuard {
+    /// A program with a `git-ssh-guard` command (`ferry-node`).
+    pub program: PathBuf,
+    /// A node-owned directory for the guard's records (one small file per
+    /// fetch, removed once read).
+    pub record_dir: PathBuf,
+}
+
+/// `s` single-quoted for the shell git runs `core.sshCommand` with.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// Per-fetch limits (SECURITY I5, MR-06, RE-02). A fetch that crosses one
@@ -392,10 +422,31 @@ fn fetch(
     dir: &Path,
     url: &str,
     deadline: Instant,
-    advertised: &advert::Advertised,
+    listed: Option<&advert::Advertised>,
     before: &Before,
 ) -> Result<(), PullError> {
     let env = job.env;
+    // Over ssh the guard checks the advertisement in this connection and
+    // records it; the refs were listed beforehand otherwise.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let guarded = match (listed, &env.ssh_guard, job.ssh_command) {
+        (None, Some(g), Some(ssh)) => {
+            let record = g.record_dir.join(format!(
+                "advert-{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            let max = job.limits.max_refs.map(|n| format!(" --max-refs {n}")).unwrap_or_default();
+            let command = format!(
+                "{} git-ssh-guard{max} --record {} -- {ssh}",
+                shell_quote(&g.program.to_string_lossy()),
+                shell_quote(&record.to_string_lossy())
+            );
+            Some((record, command))
+        }
+        _ => None,
+    };
+    let ssh_command = guarded.as_ref().map(|(_, c)| c.as_str()).or(job.ssh_command);
     let pack_dir = dir.join("objects/pack");
     let limits = job.limits.clone();
     let stop_reason = std::sync::Arc::new(std::sync::Mutex::new(None));
@@ -410,7 +461,7 @@ fn fetch(
             Some(msg)
         }
     };
-    let cmd = git_base(env, job.url.scheme, job.ssh_command)
+    let cmd = git_base(env, job.url.scheme, ssh_command)
         .arg(format!("--git-dir={}", dir.display()))
         .args(["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head", "--prune"])
         .arg("--")
@@ -429,6 +480,15 @@ fn fetch(
         }
         undo_fetch(env, dir, &before.packs, &before.incoming);
     };
+    let recorded = guarded.as_ref().map(|(record, _)| {
+        let r = advert::read_record(record);
+        let _ = std::fs::remove_file(record);
+        r
+    });
+    if let Some(Some(advert::Recorded::Refused(e))) = recorded {
+        undo();
+        return Err(e);
+    }
     let output = match fetched {
         Ok(o) => o,
         Err(e) => {
@@ -437,6 +497,18 @@ fn fetch(
                 return Err(PullError::new(reason, format!("{msg}; the partial fetch was deleted")));
             }
             return Err(e);
+        }
+    };
+    let advertised = match (listed, recorded) {
+        (Some(l), _) => l.clone(),
+        (None, Some(Some(advert::Recorded::Refs(r)))) => r,
+        _ => {
+            undo();
+            return Err(PullError::new(
+                Reason::Internal,
+                "the fetch succeeded but its ref advertisement was not recorded, so it cannot be checked; nothing was kept"
+                    .into(),
+            ));
         }
     };
     let (bytes, objects) = new_pack_usage(&pack_dir, &before.packs);
@@ -457,10 +529,11 @@ fn fetch(
         })
         .map(|(r, _)| r)
         .collect();
-    if !behind.is_empty() {
-        // Also a ref created and deleted again between the listing and
-        // the fetch looks left behind: only refs the remote still
-        // advertises as before count.
+    if !behind.is_empty() && listed.is_some() {
+        // Listed in another connection: a ref created and deleted again
+        // in between looks left behind too, so only refs the remote still
+        // advertises as before count. (The guard's list is this
+        // connection's own: no such race.)
         let again = ls_remote(job, dir, url, deadline).inspect_err(|_| undo())?;
         behind.retain(|r| again.get(*r) == advertised.get(*r));
     }
@@ -503,15 +576,22 @@ fn fetch_and_promote(job: &MirrorJob<'_>, dir: &Path) -> Result<MirrorOutcome, P
         shallow: dir.join("shallow").exists(),
     };
     // Limits before work: the ref count and ref names are checked on the
-    // listing, before the fetch writes anything.
-    let t = Instant::now();
-    let advertised = ls_remote(job, dir, &url, deadline)?;
-    tracing::debug!(ls_remote_us = t.elapsed().as_micros() as u64, refs = advertised.len(), "git ls-remote done");
-    // Nothing new: the fetch (and its second connection) is skipped.
-    let unchanged = advertised.len() == before.incoming.len()
-        && advertised.iter().all(|(r, oid)| before.incoming.get(&incoming_name(r)) == Some(oid));
+    // advertisement before the fetch writes anything — by the guard inside
+    // the fetch's connection, else by listing the refs first.
+    let listed = if job.ssh_command.is_some() && env.ssh_guard.is_some() {
+        None
+    } else {
+        let t = Instant::now();
+        let l = ls_remote(job, dir, &url, deadline)?;
+        tracing::debug!(ls_remote_us = t.elapsed().as_micros() as u64, refs = l.len(), "git ls-remote done");
+        Some(l)
+    };
+    // Listed and nothing new: the fetch (its second connection) is skipped.
+    let unchanged = listed.as_ref().is_some_and(|l| {
+        l.len() == before.incoming.len() && l.iter().all(|(r, oid)| before.incoming.get(&incoming_name(r)) == Some(oid))
+    });
     if !unchanged {
-        fetch(job, dir, &url, deadline, &advertised, &before)?;
+        fetch(job, dir, &url, deadline, listed.as_ref(), &before)?;
     }
     let limits = &job.limits;
     let all = refs(env, dir, &["refs/ferry/incoming/", "refs/heads/", "refs/tags/"])?;

@@ -386,3 +386,57 @@ fn fsck_refusals_name_the_check_details_lead_with_the_error_and_pushes_say_write
         assert!(text(&out).contains("Repository read access denied"), "fetch {repo}: {}", text(&out));
     }
 }
+
+/// The guard (the node's `core.sshCommand`) with real git in both protocol
+/// versions: it reads the advertisement inside the fetch's own connection,
+/// records it, and stops a flood before git asks for objects. The "ssh"
+/// here runs `git-upload-pack` locally with git's environment (so
+/// `GIT_PROTOCOL` selects the version, as sshd passes it with `AcceptEnv`).
+#[test]
+fn the_ssh_guard_checks_v0_and_v2_advertisements_inside_the_fetch() {
+    if !require_all(&["git"]) {
+        return;
+    }
+    let td = TestDir::new("git_limits_guard");
+    let fake_ssh = td.join("fake-ssh");
+    fs::write(&fake_ssh, "#!/bin/sh\nfor a; do last=$a; done\nexec sh -c \"$last\"\n").unwrap();
+    fs::set_permissions(&fake_ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let src = Repo::simple(td.join("src.git"));
+    let head = src.g(&["rev-parse", "refs/heads/master"]);
+    let tx: String = (0..4).map(|i| format!("create refs/heads/b{i} {head}\ncreate refs/tags/t{i} {head}\n")).collect();
+    git_stdin(&src.dir, &[&src.gd(), "update-ref", "--stdin"], tx.as_bytes());
+    // 9 branches and tags (and HEAD, which does not count).
+    for version in ["0", "2"] {
+        for (max, ok_expected) in [(9, true), (8, false)] {
+            let dst = Repo::init(td.join(format!("dst-v{version}-{max}.git")));
+            let record = td.join(format!("record-v{version}-{max}"));
+            let guard = format!(
+                "'{}' git-ssh-guard --max-refs {max} --record '{}' -- '{}'",
+                ferry_tests::ferry_bin("ferry-node").display(),
+                record.display(),
+                fake_ssh.display()
+            );
+            let out = run(git_cmd(&dst.dir)
+                .arg(format!("--git-dir={}", dst.dir.display()))
+                .args(["-c", &format!("protocol.version={version}"), "-c", "ssh.variant=ssh"])
+                .args(["-c", &format!("core.sshCommand={guard}"), "-c", "fetch.unpackLimit=1"])
+                .args(["fetch", "--no-tags", &format!("ssh://node{}", src.dir.display())])
+                .args(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]));
+            let rec = fs::read_to_string(&record).unwrap_or_default();
+            let what = format!("protocol v{version}, max {max}: {}\nrecord: {rec}", text(&out));
+            if ok_expected {
+                assert!(out.status.success(), "{what}");
+                assert_eq!(for_each_ref(&dst.dir), for_each_ref(&src.dir), "{what}");
+                assert_eq!(rec.lines().filter(|l| l.starts_with("ref ")).count(), 9, "{what}");
+                assert!(rec.contains(&format!("ref {head} refs/tags/t3\n")) && rec.ends_with("end\n"), "{what}");
+            } else {
+                assert!(!out.status.success(), "{what}");
+                assert!(rec.contains("refused E_FETCH_LIMIT the repository advertises more than 8"), "{what}");
+                assert!(text(&out).contains("more than 8 branches and tags"), "git shows why: {what}");
+                assert_eq!(for_each_ref(&dst.dir), "", "{what}");
+                let packs = fs::read_dir(dst.dir.join("objects/pack")).unwrap().count();
+                assert_eq!(packs, 0, "nothing was fetched: {what}");
+            }
+        }
+    }
+}

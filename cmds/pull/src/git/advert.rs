@@ -1,19 +1,27 @@
-//! What the client's repository advertises, read before anything is
+//! What the client's repository advertises, checked before anything is
 //! fetched (SECURITY RE, issue 16 point 3).
 //!
 //! The ref limit used to be checked after the fetch had written every ref
 //! and its reflog: a repository with a million branches made the node
-//! create millions of files before it was refused. Here `git ls-remote`
-//! (same hardened git, same transport, same `core.sshCommand`, same
-//! deadline) lists the branches and tags first; its output is parsed while
-//! it streams and the listing is stopped as soon as it crosses a limit, so
-//! a refused repository costs the node no file and a bounded amount of
-//! memory. The listing is also what the fetch is checked against
-//! afterwards: a ref git silently left behind (a shallow client) fails the
-//! job instead of being reported as done.
+//! create millions of files before it was refused. Now the advertisement
+//! is checked while it arrives, before git asks for a single object:
+//!
+//! * over ssh, inside the fetch's own connection: git's `core.sshCommand`
+//!   is [`super::guard`], which relays ssh and reads the advertisement on
+//!   its way to git ([`Checker`]), stopping the connection before git sees
+//!   its end when it crosses a limit — no second round trip;
+//! * otherwise (`git://`), by a `git ls-remote` before the fetch ([`list`]),
+//!   same hardened git, same transport, same deadline, its output parsed
+//!   while it streams.
+//!
+//! Either way the node keeps what was advertised (a [`record`] file for the
+//! guard), and the fetch is checked against it afterwards: a ref git
+//! silently left behind (a shallow client) fails the job instead of being
+//! reported as done.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::path::Path;
 
 use ferry_request::Reason;
 use ferry_run::Cmd;
@@ -55,46 +63,31 @@ pub fn name_over_limit(name: &str) -> Option<String> {
     None
 }
 
-/// `ls-remote` output parsed as it arrives, with the limits applied.
-struct Listing {
+/// The limits applied to advertised refs, one at a time, and what passed.
+pub struct Checker {
     refs: Advertised,
-    partial: Vec<u8>,
     max_refs: Option<u64>,
-    /// Why the listing was stopped; the runner kills git when a write fails.
-    refused: Option<PullError>,
 }
 
-impl Listing {
-    fn refuse(&mut self, reason: Reason, msg: String) -> io::Error {
-        self.refused = Some(PullError::new(reason, msg));
-        io::Error::other("refused")
+impl Checker {
+    pub fn new(max_refs: Option<u64>) -> Checker {
+        Checker { refs: BTreeMap::new(), max_refs }
     }
 
-    fn line(&mut self, line: &[u8]) -> io::Result<()> {
-        let text = String::from_utf8_lossy(line);
-        let Some((oid, name)) = text.split_once('\t') else {
-            return Err(self.refuse(
-                Reason::FetchFailed,
-                format!("git ls-remote printed an unexpected line: \"{}\"", ferry_text::escape(&text, 120)),
-            ));
-        };
-        if !matches!(oid.len(), 40 | 64) || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(self.refuse(
-                Reason::FetchFailed,
-                format!("git ls-remote printed an unexpected object id: \"{}\"", ferry_text::escape(&text, 120)),
-            ));
-        }
-        if !(name.starts_with("refs/heads/") || name.starts_with("refs/tags/")) {
+    /// One advertised ref: branches and tags are kept (others are not
+    /// fetched and do not count), or the limit they cross is returned.
+    pub fn add(&mut self, oid: &str, name: &str) -> Result<(), PullError> {
+        if !(name.starts_with("refs/heads/") || name.starts_with("refs/tags/")) || name.ends_with("^{}") {
             return Ok(());
         }
         if let Some(msg) = name_over_limit(name) {
-            return Err(self.refuse(Reason::FetchLimit, format!("{msg}; nothing was fetched")));
+            return Err(PullError::new(Reason::FetchLimit, format!("{msg}; nothing was fetched")));
         }
         self.refs.insert(name.to_owned(), oid.to_ascii_lowercase());
         if let Some(max) = self.max_refs
             && self.refs.len() as u64 > max
         {
-            return Err(self.refuse(
+            return Err(PullError::new(
                 Reason::FetchLimit,
                 format!(
                     "the repository advertises more than {max} branches and tags, the limit ([limits] max_refs); nothing was fetched"
@@ -102,6 +95,50 @@ impl Listing {
             ));
         }
         Ok(())
+    }
+
+    pub fn into_refs(self) -> Advertised {
+        self.refs
+    }
+}
+
+/// An object id as git prints it: 40 (SHA-1) or 64 (SHA-256) hex digits.
+pub fn is_oid(s: &str) -> bool {
+    matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `ls-remote` output parsed as it arrives, with the limits applied.
+struct Listing {
+    checker: Checker,
+    partial: Vec<u8>,
+    /// Why the listing was stopped; the runner kills git when a write fails.
+    refused: Option<PullError>,
+}
+
+impl Listing {
+    fn refuse(&mut self, e: PullError) -> io::Error {
+        self.refused = Some(e);
+        io::Error::other("refused")
+    }
+
+    fn line(&mut self, line: &[u8]) -> io::Result<()> {
+        let text = String::from_utf8_lossy(line);
+        let unexpected = || {
+            PullError::new(
+                Reason::FetchFailed,
+                format!("git ls-remote printed an unexpected line: \"{}\"", ferry_text::escape(&text, 120)),
+            )
+        };
+        let Some((oid, name)) = text.split_once('\t') else {
+            return Err(self.refuse(unexpected()));
+        };
+        if !is_oid(oid) {
+            return Err(self.refuse(unexpected()));
+        }
+        match self.checker.add(oid, name) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.refuse(e)),
+        }
     }
 }
 
@@ -118,13 +155,13 @@ impl Write for Listing {
         // An object id, a TAB and the longest name the node accepts.
         if self.partial.len() > 64 + 1 + MAX_REF_NAME {
             let name = String::from_utf8_lossy(&self.partial[self.partial.len().min(65)..]).into_owned();
-            return Err(self.refuse(
+            return Err(self.refuse(PullError::new(
                 Reason::FetchLimit,
                 format!(
                     "the repository advertises a ref name longer than the limit of {MAX_REF_NAME} bytes ({}...); nothing was fetched",
                     ferry_text::escape(&name, 80)
                 ),
-            ));
+            )));
         }
         Ok(buf.len())
     }
@@ -138,7 +175,7 @@ impl Write for Listing {
 /// and return what it lists, or the limit it crossed, or its failure
 /// classified like a fetch's.
 pub fn list(ls_remote: Cmd, max_refs: Option<u64>) -> Result<Advertised, PullError> {
-    let mut listing = Listing { refs: BTreeMap::new(), partial: Vec::new(), max_refs, refused: None };
+    let mut listing = Listing { checker: Checker::new(max_refs), partial: Vec::new(), refused: None };
     let ran = ls_remote.run_to(&mut listing);
     if let Some(refused) = listing.refused.take() {
         return Err(refused);
@@ -148,7 +185,60 @@ pub fn list(ls_remote: Cmd, max_refs: Option<u64>) -> Result<Advertised, PullErr
         let last = std::mem::take(&mut listing.partial);
         listing.line(&last).map_err(|_| listing.refused.take().expect("a refusal"))?;
     }
-    Ok(listing.refs)
+    Ok(listing.checker.into_refs())
+}
+
+/// What the guard saw of a fetch's connection, left in a node-owned file
+/// for the node to read once git has finished.
+#[derive(Debug)]
+pub enum Recorded {
+    /// The whole advertisement passed the limits: these branches and tags.
+    Refs(Advertised),
+    /// The connection was stopped at this limit before git saw the end of
+    /// the advertisement.
+    Refused(PullError),
+}
+
+const RECORD_HEADER: &str = "ferry-advert 1\n";
+
+/// Write the guard's record (whole, then renamed into place, so the node
+/// never reads half of one).
+pub fn write_record(path: &Path, what: &Recorded) -> io::Result<()> {
+    let mut text = String::from(RECORD_HEADER);
+    match what {
+        Recorded::Refs(refs) => {
+            for (name, oid) in refs {
+                text.push_str(&format!("ref {oid} {name}\n"));
+            }
+            text.push_str("end\n");
+        }
+        Recorded::Refused(e) => {
+            text.push_str(&format!("refused {} {}\n", e.reason.code(), ferry_text::escape(&e.message, 2000)));
+        }
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The guard's record, if it wrote a complete one.
+pub fn read_record(path: &Path) -> Option<Recorded> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let body = text.strip_prefix(RECORD_HEADER)?;
+    if let Some(rest) = body.strip_prefix("refused ") {
+        let (code, message) = rest.trim_end_matches('\n').split_once(' ')?;
+        return Some(Recorded::Refused(PullError::new(Reason::from_code(code)?, message.to_owned())));
+    }
+    let mut refs = BTreeMap::new();
+    for line in body.lines() {
+        if line == "end" {
+            return Some(Recorded::Refs(refs));
+        }
+        let mut f = line.splitn(3, ' ');
+        let (Some("ref"), Some(oid), Some(name)) = (f.next(), f.next(), f.next()) else { return None };
+        refs.insert(name.to_owned(), oid.to_owned());
+    }
+    None
 }
 
 #[cfg(test)]
@@ -156,13 +246,13 @@ mod tests {
     use super::*;
 
     fn feed(max: Option<u64>, chunks: &[&[u8]]) -> Result<Advertised, PullError> {
-        let mut l = Listing { refs: BTreeMap::new(), partial: Vec::new(), max_refs: max, refused: None };
+        let mut l = Listing { checker: Checker::new(max), partial: Vec::new(), refused: None };
         for c in chunks {
             if l.write_all(c).is_err() {
                 return Err(l.refused.take().unwrap());
             }
         }
-        Ok(l.refs)
+        Ok(l.checker.into_refs())
     }
 
     const A: &str = "1111111111111111111111111111111111111111";
@@ -211,5 +301,24 @@ mod tests {
         let e = feed(None, &[b"\x1b[2Jgarbage\n"]).unwrap_err();
         assert_eq!(e.reason, Reason::FetchFailed);
         assert!(e.message.contains("\\x1B[2J"), "escaped: {}", e.message);
+    }
+
+    #[test]
+    fn records_round_trip_and_half_records_are_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rec");
+        assert!(read_record(&p).is_none());
+        let refs: Advertised = [("refs/heads/a".to_owned(), A.to_owned())].into();
+        write_record(&p, &Recorded::Refs(refs.clone())).unwrap();
+        assert!(matches!(read_record(&p), Some(Recorded::Refs(r)) if r == refs));
+        write_record(&p, &Recorded::Refused(PullError::new(Reason::FetchLimit, "too\nmany".into()))).unwrap();
+        match read_record(&p) {
+            Some(Recorded::Refused(e)) => {
+                assert_eq!((e.reason, e.message.as_str()), (Reason::FetchLimit, "too\\nmany"))
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&p, format!("{RECORD_HEADER}ref {A} refs/heads/a\n")).unwrap();
+        assert!(read_record(&p).is_none(), "no end line: incomplete");
     }
 }
