@@ -4,7 +4,9 @@
 //!
 //! * a repository advertising more branches and tags than `max_refs` is
 //!   refused before the fetch writes anything, and an over-long ref name
-//!   is a limit, not a generic failure;
+//!   is a limit, not a generic failure — over ssh by the guard inside the
+//!   fetch's connection (checked alone with real git in protocols v0 and
+//!   v2), over `git://` by a listing first;
 //! * a shallow client repository ends the request in `E_FETCH_INCOMPLETE`
 //!   (git itself exits 0 and only warns), mails the administrators and
 //!   leaves the mirror as it was;
@@ -439,4 +441,100 @@ fn the_ssh_guard_checks_v0_and_v2_advertisements_inside_the_fetch() {
             }
         }
     }
+}
+
+/// The same limits and checks for a client enrolled with `git-scheme =
+/// git` (a git daemon, no ssh, so no guard): the refs are listed with `git
+/// ls-remote` before the fetch.
+#[test]
+fn git_daemon_clients_are_listed_first_with_the_same_limits() {
+    if !tools() {
+        return;
+    }
+    let td = TestDir::new("git_limits_daemon");
+    let node = Node::start_with(&td, "backup1", "scan_on_push = false\n[limits]\nmax_refs = 20\n");
+    let mut a = Client::new(&td, "host-a", &[&node]);
+    // A git daemon on the client's own address, serving its git root
+    // (repositories by their full path, as git-roots are enrolled).
+    let port = ferry_tests::free_port(a.sshd.addr());
+    let toml = fs::read_to_string(&a.config)
+        .unwrap()
+        .replace("[export]\n", &format!("[export]\ngit_scheme = \"git\"\ngit_port = {port}\n"));
+    fs::write(&a.config, toml).unwrap();
+    a.gitosis_section.push_str(&format!("git-scheme = git\ngit-port = {port}\n"));
+    node.enroll(&[&a]);
+    let daemon_dir = td.join("git-daemon");
+    fs::create_dir_all(&daemon_dir).unwrap();
+    let mut cmd = git_cmd(&daemon_dir);
+    cmd.args(["daemon", "--reuseaddr", "--export-all", "--informative-errors", "--verbose"])
+        .arg(format!("--listen={}", a.sshd.addr()))
+        .arg(format!("--port={port}"))
+        .arg(&a.git_root);
+    let mut daemon = ferry_tests::Daemon::spawn(
+        "git daemon",
+        cmd,
+        &daemon_dir.join("git-daemon.log"),
+        ferry_tests::Signal::KILL,
+        Duration::ZERO,
+    );
+    daemon.wait_for_log("Ready to rumble", ferry_tests::READY_TIMEOUT);
+    let mirror = |name: &str| node.data("host-a").join(format!("git/{name}.git"));
+    // Connections the daemon served (each logs its upload-pack request).
+    let served =
+        || fs::read_to_string(daemon_dir.join("git-daemon.log")).unwrap().matches("Request upload-pack").count();
+
+    // Mirrored (a listing, then the fetch), then asked again unchanged:
+    // the listing alone, and nothing below the mirror is touched.
+    let repo = Repo::simple(a.git_root.join("proj.git"));
+    let id = submit(&node, &a, &repo.dir);
+    scan(&node, "host-a");
+    assert_done(&node, "host-a", &id);
+    assert_eq!(for_each_ref(&mirror("proj")), for_each_ref(&repo.dir));
+    assert_eq!(served(), 2, "a listing and a fetch");
+    assert!(
+        events(&node).iter().any(|e| e["request"] == id.as_str() && e["detail"].as_str().unwrap().contains("git://")),
+        "pulled over git://"
+    );
+    let before = stat_tree(&mirror("proj"));
+    let id = submit(&node, &a, &repo.dir);
+    scan(&node, "host-a");
+    assert_done(&node, "host-a", &id);
+    let after = stat_tree(&mirror("proj"));
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(p, s)| before.get(*p) != Some(s) && !p.ends_with("ferry-fetched"))
+        .map(|(p, _)| p)
+        .collect();
+    assert!(changed.is_empty(), "an unchanged repository costs no fetch: {changed:?}");
+    assert_eq!(served(), 3, "the unchanged repository was listed, not fetched");
+
+    // 25 more branches: refused before the fetch, nothing written.
+    let head = repo.g(&["rev-parse", "refs/heads/master"]);
+    let tx: String = (0..25).map(|i| format!("create refs/heads/b{i:02} {head}\n")).collect();
+    git_stdin(&repo.dir, &[&repo.gd(), "update-ref", "--stdin"], tx.as_bytes());
+    let before = stat_tree(&mirror("proj"));
+    let id = submit(&node, &a, &repo.dir);
+    scan(&node, "host-a");
+    let detail = assert_failed(&node, "host-a", &id, "E_FETCH_LIMIT");
+    assert!(detail.contains("more than 20 branches and tags") && detail.contains("nothing was fetched"), "{detail}");
+    assert_eq!(stat_tree(&mirror("proj")), before, "nothing written below the mirror");
+    assert_eq!(served(), 4, "listed and refused: no fetch connection at all");
+
+    // A shallow repository: E_FETCH_INCOMPLETE, no mirror.
+    let work = a.base.join("work");
+    git(&a.base, &["init", "--quiet", work.to_str().unwrap()]);
+    for n in 0..3 {
+        fs::write(work.join("f"), format!("{n}\n")).unwrap();
+        git(&work, &["add", "f"]);
+        git(&work, &["commit", "--quiet", "-m", &format!("c{n}")]);
+    }
+    let shallow = a.git_root.join("shallow.git");
+    let src = format!("file://{}", work.display());
+    git(&a.base, &["clone", "--quiet", "--bare", "--depth", "1", &src, shallow.to_str().unwrap()]);
+    let id = submit(&node, &a, &shallow);
+    scan(&node, "host-a");
+    let detail = assert_failed(&node, "host-a", &id, "E_FETCH_INCOMPLETE");
+    assert!(detail.contains("shallow"), "{detail}");
+    assert!(!mirror("shallow").exists());
+    no_staging_left(&node.data("host-a").join("git"));
 }
