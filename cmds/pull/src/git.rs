@@ -558,11 +558,14 @@ fn fetch(
         )
     };
     let said = failure::one_line(&output.stderr, 400);
+    let why = if made_shallow || said.contains("shallow") {
+        "the client's repository is shallow"
+    } else {
+        "git did not take them (see what it said)"
+    };
     Err(PullError::new(
         Reason::FetchIncomplete,
-        format!(
-            "{what}; git said: \"{said}\"; the client's repository is probably shallow; the mirror was left as it was"
-        ),
+        format!("{what}; git said: \"{said}\"; {why}; the mirror was left as it was"),
     ))
 }
 
