@@ -8,7 +8,10 @@
 //!   requests each (default 1000 × 10);
 //! * `fetch [COMMITS] [ROUNDS]` — the node's incremental fetch of one new
 //!   commit into a COMMITS-commit mirror (default 50,000), against
-//!   `git fetch` run by hand with the same ssh options, interleaved.
+//!   `git fetch` run by hand with the same ssh options, interleaved; and,
+//!   by hand, what checking the ref advertisement costs: a `git ls-remote`
+//!   first (a second round trip) or the fetch through the node's
+//!   `ferry-node git-ssh-guard` relay (what the node does over ssh).
 
 use std::fs;
 use std::path::Path;
