@@ -1216,9 +1216,9 @@ mod tests {
             let admin = decide(&c, user, "git-receive-pack 'gitosis-admin.git'");
             if user == "host-a" {
                 assert!(own_queue.is_ok());
-                assert_eq!(admin, Err(Denied::ReadDenied));
+                assert_eq!(admin, Err(Denied::WriteDenied));
             } else {
-                assert_eq!(own_queue, Err(Denied::ReadDenied));
+                assert_eq!(own_queue, Err(Denied::WriteDenied));
                 assert!(admin.is_ok());
             }
         }

@@ -15,6 +15,10 @@
 //! 4. the argument must be exactly one single-quoted safe path
 //!    ([`safe_path_arg`]), else `Arguments to command look dangerous`.
 //!
+//! One message differs on purpose: a refused push is always `Repository
+//! write access denied` (gitosis said "read" when the key had no access
+//! at all; see [`decide_command`]).
+//!
 //! Hardening beyond gitosis (AC-04): a command longer than
 //! [`MAX_COMMAND_BYTES`] or containing any control character other than
 //! TAB (NUL, CR, ESC, vertical tab, form feed…) is refused as an unknown
@@ -114,10 +118,10 @@ pub enum Denied {
     /// The argument is not exactly one single-quoted safe path.
     #[error("Arguments to command look dangerous")]
     Dangerous,
-    /// No access at all (also for push attempts).
+    /// A fetch or archive without read access.
     #[error("Repository read access denied")]
     ReadDenied,
-    /// Read-only access, push attempted.
+    /// A push without write access (read-only or no access at all).
     #[error("Repository write access denied")]
     WriteDenied,
     /// Ferry only: the access rule maps to an unsafe repository path (a
@@ -239,22 +243,26 @@ pub fn parse_command_bytes(cmd: &[u8]) -> Result<Command, Denied> {
 }
 
 /// The access decision for an already parsed command (GITOSIS.md 2.5):
-/// `writable`, then `writeable`, then `readonly`; no access at all →
-/// [`Denied::ReadDenied`] (also for pushes), read-only push →
-/// [`Denied::WriteDenied`].
+/// `writable`, then `writeable`, then `readonly`. A refused push
+/// (`git-receive-pack`) is always [`Denied::WriteDenied`]; a refused
+/// fetch or archive is [`Denied::ReadDenied`].
+///
+/// Deliberate difference: gitosis answered a push by a key with no access
+/// at all with "Repository read access denied", which sends whoever
+/// debugs a refused push looking for a read grant. Ferry answers every
+/// refused push with gitosis' own "Repository write access denied"; it
+/// tells nothing more (a read-only key got the same answer from gitosis).
 pub fn decide_command(conf: &Config, user: &str, cmd: &Command) -> Result<Allowed, Denied> {
     let write_grant = have_access(conf, user, Mode::Writable, &cmd.path)
         .map(|a| (a, Mode::Writable))
         .or_else(|| have_access(conf, user, Mode::Writeable, &cmd.path).map(|a| (a, Mode::Writeable)));
     let (access, mode) = match write_grant {
         Some(g) => g,
+        None if cmd.verb.is_write() => return Err(Denied::WriteDenied),
         None => {
             let Some(read) = have_access(conf, user, Mode::Readonly, &cmd.path) else {
                 return Err(Denied::ReadDenied);
             };
-            if cmd.verb.is_write() {
-                return Err(Denied::WriteDenied);
-            }
             (read, Mode::Readonly)
         }
     };
@@ -482,7 +490,7 @@ readonly = public/docs
             ("jdoe", "git-upload-pack 'ro'", allowed(UploadPack, "ro", Mode::Readonly)),
             ("jdoe", "git-upload-archive 'ro'", allowed(UploadArchive, "ro", Mode::Readonly)),
             ("jdoe", "git-receive-pack 'ro'", Err(Denied::WriteDenied)),
-            ("jdoe", "git-receive-pack 'nosuch'", Err(Denied::ReadDenied)),
+            ("jdoe", "git-receive-pack 'nosuch'", Err(Denied::WriteDenied)),
             ("jdoe", "git-upload-pack 'nosuch'", Err(Denied::ReadDenied)),
             ("jdoe", "git-receive-pack 'VISIBLE'", allowed(ReceivePack, "real/repo", Mode::Writable)),
             ("jdoe", "git-upload-pack 'evil'", Err(Denied::UnsafeMapping)),
@@ -491,7 +499,7 @@ readonly = public/docs
             ("nobody", "git-receive-pack 'public/docs'", Err(Denied::WriteDenied)),
             ("nobody", "git-upload-pack 'foo'", Err(Denied::ReadDenied)),
             ("admin@ws", "git-receive-pack 'gitosis-admin.git'", allowed(ReceivePack, "gitosis-admin", Mode::Writable)),
-            ("jdoe", "git-receive-pack 'gitosis-admin.git'", Err(Denied::ReadDenied)),
+            ("jdoe", "git-receive-pack 'gitosis-admin.git'", Err(Denied::WriteDenied)),
             ("jdoe", "sh", Err(Denied::Unknown)),
         ];
         for (user, command, want) in cases {
@@ -505,6 +513,30 @@ readonly = public/docs
         );
     }
 
+    /// Issue 16 point 7: every refused push says write access was denied,
+    /// whether the key may read the repository or not; refused reads keep
+    /// saying read.
+    #[test]
+    fn refused_push_says_write_access_denied() {
+        let c = conf(SERVE_CONF);
+        let mut pushes = 0;
+        for user in ["jdoe", "nobody", "clienta", "stranger"] {
+            for path in ["foo", "ro", "nosuch", "public/docs", "gitosis-admin.git", "queue/clientb.git", "/queue/x"] {
+                for verb in ["git-receive-pack", "git receive-pack"] {
+                    if let Err(d) = decide(&c, user, &format!("{verb} '{path}'")) {
+                        assert_eq!(d, Denied::WriteDenied, "{user} {verb} {path}");
+                        assert_eq!(d.to_string(), "Repository write access denied");
+                        pushes += 1;
+                    }
+                }
+                if let Err(d) = decide(&c, user, &format!("git-upload-pack '{path}'")) {
+                    assert!(matches!(d, Denied::ReadDenied | Denied::UnsafeMapping), "{user} fetch {path}: {d:?}");
+                }
+            }
+        }
+        assert!(pushes >= 40, "the table exercises refused pushes: {pushes}");
+    }
+
     /// SECURITY AC-01 / AC-02: with client A's key, nothing reaches B's
     /// queue, and every spelling of A's own queue resolves to one path.
     #[test]
@@ -513,14 +545,14 @@ readonly = public/docs
         let c = conf(SERVE_CONF);
         let own = allowed(ReceivePack, "queue/clienta", Mode::Writable);
         let cases: &[(&str, Result<Allowed, Denied>)] = &[
-            ("git-receive-pack 'queue/clientb.git'", Err(Denied::ReadDenied)),
+            ("git-receive-pack 'queue/clientb.git'", Err(Denied::WriteDenied)),
             ("git-receive-pack 'queue/clienta/../clientb.git'", Err(Denied::Dangerous)),
             ("git-receive-pack 'queue/client.example/../clientb.git'", Err(Denied::Dangerous)),
-            ("git-receive-pack '/queue/clientb.git'", Err(Denied::ReadDenied)),
+            ("git-receive-pack '/queue/clientb.git'", Err(Denied::WriteDenied)),
             ("git-receive-pack 'queue//clientb.git'", Err(Denied::Dangerous)),
             ("git-receive-pack 'queue/clientb.git/'", Err(Denied::Dangerous)),
-            ("git-receive-pack 'queue/CLIENTB.git'", Err(Denied::ReadDenied)),
-            ("git-receive-pack 'queue/CLIENTA.git'", Err(Denied::ReadDenied)),
+            ("git-receive-pack 'queue/CLIENTB.git'", Err(Denied::WriteDenied)),
+            ("git-receive-pack 'queue/CLIENTA.git'", Err(Denied::WriteDenied)),
             ("git-receive-pack '~backupq/queue/clientb.git'", Err(Denied::Dangerous)),
             ("git-receive-pack 'queue/clienta.git' 'queue/clientb.git'", Err(Denied::Dangerous)),
             ("git-receive-pack \"queue/clientb.git\"", Err(Denied::Dangerous)),
@@ -529,7 +561,7 @@ readonly = public/docs
             ("git receive-pack 'queue/clienta.git'", own.clone()),
             ("git-receive-pack '/queue/clienta.git'", own.clone()),
             ("git-receive-pack '//queue/clienta'", own.clone()),
-            ("git-receive-pack 'queue/clienta.git.git'", Err(Denied::ReadDenied)),
+            ("git-receive-pack 'queue/clienta.git.git'", Err(Denied::WriteDenied)),
             // a client may read its own queue (write implies read)
             ("git-upload-pack 'queue/clienta'", allowed(UploadPack, "queue/clienta", Mode::Writable)),
         ];

@@ -244,6 +244,21 @@ pub enum Command {
         #[command(subcommand)]
         command: WebCommand,
     },
+    /// The `core.sshCommand` of the node's git fetches (set by the node
+    /// itself): runs SSH and checks the remote's ref advertisement on its
+    /// way to git.
+    #[command(hide = true)]
+    GitSshGuard {
+        /// Most branches and tags the advertisement may hold.
+        #[arg(long)]
+        max_refs: Option<u64>,
+        /// File for what was advertised (or why the connection was stopped).
+        #[arg(long)]
+        record: PathBuf,
+        /// The ssh program and all its arguments.
+        #[arg(last = true, required = true)]
+        ssh: Vec<std::ffi::OsString>,
+    },
     /// Show the event journal (newest last), one line per event; with
     /// `--json`, one JSON object per line.
     Events {
@@ -283,6 +298,10 @@ pub enum WebCommand {
 
 /// Run the parsed command; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    // Runs inside every git fetch: no configuration to load, nothing else.
+    if let Command::GitSshGuard { max_refs, record, ssh } = cli.command {
+        return Ok(ferry_pull::git::guard::main(&ferry_pull::git::guard::GuardArgs { max_refs, record, ssh }));
+    }
     let cfg = NodeConfig::load(&cli.config).map_err(|e| UsageError(format!("{e:#}")))?;
     let config_path = cli.config.canonicalize().unwrap_or_else(|_| cli.config.clone());
     match cli.command {
@@ -493,6 +512,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Daemon => crate::daemon::run(cfg, &config_path),
         Command::Web { command } => web(&cfg, command, cli.json),
+        Command::GitSshGuard { .. } => unreachable!("run before the configuration is loaded"),
         Command::Events { client, last } => {
             let all = crate::events::read_all(&cfg.events_log());
             let sel: Vec<_> = all

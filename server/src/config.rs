@@ -187,7 +187,8 @@ pub struct Limits {
     #[serde(default = "d_skew")]
     pub clock_skew: String,
     /// Most branches and tags one mirrored repository may have (0: no
-    /// limit); a fetch beyond it is deleted and fails `E_FETCH_LIMIT`.
+    /// limit); a repository advertising more is refused before anything is
+    /// fetched (`E_FETCH_LIMIT`).
     #[serde(default = "d_max_refs")]
     pub max_refs: u64,
 }

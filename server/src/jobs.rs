@@ -236,6 +236,12 @@ fn close_git_master(cfg: &NodeConfig, client: &ClientEnrollment) {
         .run();
 }
 
+/// Where `ferry-node git-ssh-guard` leaves what a fetch's connection
+/// advertised (node-owned; one small file per fetch, removed once read).
+fn git_record_dir(cfg: &NodeConfig) -> PathBuf {
+    cfg.state_dir().join("git-records")
+}
+
 /// The `git` module: mirror the repository, append-only.
 pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitRequest) -> Result<String, Refusal> {
     let t0 = std::time::Instant::now();
@@ -274,10 +280,12 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
             .map(std::time::Duration::from_secs)
             .unwrap_or(cfg.duration(&cfg.limits.job_timeout)),
         fsck_ignore: cfg.git_fsck_ignore.clone(),
+        ssh_guard: Some(ferry_pull::git::SshGuard { program: cfg.program(), record_dir: git_record_dir(cfg) }),
     };
     let ssh = (client.git_scheme == EnrolledScheme::Ssh).then(|| ssh_command(cfg, client));
     if ssh.is_some() {
         std::fs::create_dir_all(cfg.control_dir()).map_err(|e| io_refusal("create the ssh control dir", e))?;
+        std::fs::create_dir_all(git_record_dir(cfg)).map_err(|e| io_refusal("create the git record dir", e))?;
     }
     let run = run_id();
     let left = quota_left(cfg, client, &cdir)?;

@@ -22,6 +22,16 @@
 //! `refs/backup/<run>/…` copy. `<run>` is unique per mirror (a second run in
 //! the same second gets `<run>-2`), so one run's copies never overwrite
 //! another's. The node's `restore --at` reads this record back.
+//!
+//! Limits before work (RE, issue 16): the remote's ref advertisement is
+//! checked (ref count, ref-name lengths) before git asks for an object —
+//! over ssh inside the fetch's own connection by [`guard`], else by a
+//! `git ls-remote` first — and a fetch is only done when every advertised
+//! branch and tag arrived where it was advertised and the mirror is not
+//! shallow (git exits 0 when it refuses a shallow client's refs):
+//! otherwise the fetch is undone and fails `E_FETCH_INCOMPLETE`.
+//! Failures carry git's own words first (module `failure`); a repository git's
+//! fsck refuses is `E_FETCH_FSCK` with the fsck message ids.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -29,9 +39,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferry_request::{GitScheme, GitUrl, Reason};
-use ferry_run::{Cmd, RunError};
+use ferry_run::Cmd;
 
 use crate::PullError;
+
+mod advert;
+mod failure;
+pub mod guard;
+
+pub use advert::{MAX_REF_COMPONENT, MAX_REF_NAME};
 
 /// Node-owned settings for running git against untrusted remotes.
 #[derive(Debug, Clone)]
@@ -46,6 +62,25 @@ pub struct GitEnv {
     /// fsck message ids to downgrade (e.g. `zeroPaddedFilemode` for old
     /// repositories), from the node's configuration only.
     pub fsck_ignore: Vec<String>,
+    /// The relay that checks the ref advertisement inside an ssh fetch's
+    /// own connection ([`guard`]); without it (or for `git://`) the refs
+    /// are listed by a `git ls-remote` first, one more round trip.
+    pub ssh_guard: Option<SshGuard>,
+}
+
+/// How to run [`guard::main`]: `<program> git-ssh-guard …`.
+#[derive(Debug, Clone)]
+pub struct SshGuard {
+    /// A program with a `git-ssh-guard` command (`ferry-node`).
+    pub program: PathBuf,
+    /// A node-owned directory for the guard's records (one small file per
+    /// fetch, removed once read).
+    pub record_dir: PathBuf,
+}
+
+/// `s` single-quoted for the shell git runs `core.sshCommand` with.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// Per-fetch limits (SECURITY I5, MR-06, RE-02). A fetch that crosses one
@@ -120,6 +155,9 @@ fn git_base(env: &GitEnv, scheme: GitScheme, ssh_command: Option<&str>) -> Cmd {
         .arg("-c")
         .arg(format!("core.hooksPath={}", hooks.display()))
         .args(["-c", "fetch.writeCommitGraph=false", "-c", "fetch.showForcedUpdates=false"])
+        // ...and not the advice about it on every fetch's stderr, which
+        // would push git's real messages out of a failure's detail.
+        .args(["-c", "advice.fetchShowForcedUpdates=false"])
         // Keep every fetch as one pack, so its size and object count are
         // visible (and limitable) while it arrives.
         .args(["-c", "fetch.unpackLimit=1", "-c", "transfer.unpackLimit=1"]);
@@ -132,32 +170,8 @@ fn git_base(env: &GitEnv, scheme: GitScheme, ssh_command: Option<&str>) -> Cmd {
     }
 }
 
-/// Classify a failed git run into a reason code.
-fn classify(e: &RunError) -> Reason {
-    let text = e.to_string();
-    if matches!(e, RunError::TimedOut { .. }) {
-        Reason::FetchTimeout
-    } else if text.contains("Host key verification failed") || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
-        Reason::FetchHostKey
-    } else if text.contains("Permission denied") || text.contains("Authentication failed") {
-        Reason::FetchAuth
-    } else if text.contains("not allowed") && text.contains("transport") {
-        Reason::UrlScheme
-    } else if text.contains("does not appear to be a git repository")
-        || text.contains("not found")
-        || text.contains("no such repository")
-        || text.contains("not exported")
-    {
-        Reason::FetchNotFound
-    } else if text.contains("No space left") || text.contains("Disk quota exceeded") {
-        Reason::DiskFull
-    } else {
-        Reason::FetchFailed
-    }
-}
-
 fn run(cmd: Cmd, what: &str) -> Result<ferry_run::Output, PullError> {
-    cmd.run_checked().map_err(|e| PullError::new(classify(&e), format!("{what}: {e}")))
+    cmd.run_checked().map_err(|e| failure::from_run(&e, what))
 }
 
 /// Local git command on the mirror (no network; still the hardened env).
@@ -385,60 +399,232 @@ fn undo_fetch(env: &GitEnv, dir: &Path, before: &BTreeSet<OsString>, incoming_be
     }
 }
 
-fn fetch_and_promote(job: &MirrorJob<'_>, dir: &Path) -> Result<MirrorOutcome, PullError> {
+/// `refs/heads/x` → `refs/ferry/incoming/heads/x`.
+fn incoming_name(r: &str) -> String {
+    format!("refs/ferry/incoming/{}", r.trim_start_matches("refs/"))
+}
+
+/// Time left until `deadline` (at least a millisecond, so a run started
+/// after it is killed at once and reported as the timeout it is).
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+}
+
+/// The remote's branches and tags, listed over the fetch's own transport
+/// and within the job's deadline; refused here when over a limit.
+fn ls_remote(job: &MirrorJob<'_>, dir: &Path, url: &str, deadline: Instant) -> Result<advert::Advertised, PullError> {
+    let cmd = git_base(job.env, job.url.scheme, job.ssh_command)
+        .arg(format!("--git-dir={}", dir.display()))
+        .args(["ls-remote", "--quiet", "--refs", "--heads", "--tags", "--"])
+        .arg(url)
+        .timeout(left(deadline))
+        .die_with_parent();
+    advert::list(cmd, job.limits.max_refs)
+}
+
+/// State of the mirror before a fetch, to check it against and to put
+/// back if the fetch fails.
+struct Before {
+    packs: BTreeSet<OsString>,
+    incoming: BTreeMap<String, String>,
+    shallow: bool,
+}
+
+/// Fetch the client's heads and tags into `refs/ferry/incoming/*`, then
+/// check that the fetch is whole: within the byte and object limits, every
+/// advertised ref where the remote advertised it, and the mirror not made
+/// shallow. Any failure removes what the fetch added.
+fn fetch(
+    job: &MirrorJob<'_>,
+    dir: &Path,
+    url: &str,
+    deadline: Instant,
+    listed: Option<&advert::Advertised>,
+    before: &Before,
+) -> Result<(), PullError> {
     let env = job.env;
-    let url = job.url.to_url_string();
+    // Over ssh the guard checks the advertisement in this connection and
+    // records it; the refs were listed beforehand otherwise.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let guarded = match (listed, &env.ssh_guard, job.ssh_command) {
+        (None, Some(g), Some(ssh)) => {
+            let record = g.record_dir.join(format!(
+                "advert-{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            let max = job.limits.max_refs.map(|n| format!(" --max-refs {n}")).unwrap_or_default();
+            let command = format!(
+                "{} git-ssh-guard{max} --record {} -- {ssh}",
+                shell_quote(&g.program.to_string_lossy()),
+                shell_quote(&record.to_string_lossy())
+            );
+            Some((record, command))
+        }
+        _ => None,
+    };
+    let ssh_command = guarded.as_ref().map(|(_, c)| c.as_str()).or(job.ssh_command);
     let pack_dir = dir.join("objects/pack");
-    let before = pack_names(&pack_dir);
-    let incoming_before = refs(env, dir, &["refs/ferry/incoming/"])?;
     let limits = job.limits.clone();
     let stop_reason = std::sync::Arc::new(std::sync::Mutex::new(None));
     let watch = {
-        let (pack_dir, before, limits, stop_reason) =
-            (pack_dir.clone(), before.clone(), limits.clone(), stop_reason.clone());
+        let (pack_dir, packs, limits, stop_reason) =
+            (pack_dir.clone(), before.packs.clone(), limits.clone(), stop_reason.clone());
         move || {
-            let (bytes, objects) = new_pack_usage(&pack_dir, &before);
+            let (bytes, objects) = new_pack_usage(&pack_dir, &packs);
             let over = over_limits(&limits, bytes, objects)?;
             let msg = over.1.clone();
             *stop_reason.lock().expect("not poisoned") = Some(over);
             Some(msg)
         }
     };
-    let fetch = git_base(env, job.url.scheme, job.ssh_command)
+    let cmd = git_base(env, job.url.scheme, ssh_command)
         .arg(format!("--git-dir={}", dir.display()))
         .args(["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head", "--prune"])
         .arg("--")
-        .arg(&url)
+        .arg(url)
         .arg("+refs/heads/*:refs/ferry/incoming/heads/*")
         .arg("+refs/tags/*:refs/ferry/incoming/tags/*")
-        .timeout(env.timeout)
+        .timeout(left(deadline))
         .watch(Duration::from_millis(200), watch)
         .die_with_parent();
     let t = Instant::now();
-    let fetched = run(fetch, "git fetch");
+    let fetched = run(cmd, "git fetch");
     tracing::debug!(fetch_us = t.elapsed().as_micros() as u64, "git fetch done");
-    if let Err(e) = fetched {
-        undo_fetch(env, dir, &before, &incoming_before);
-        if let Some((reason, msg)) = stop_reason.lock().expect("not poisoned").take() {
-            return Err(PullError::new(reason, format!("{msg}; the partial fetch was deleted")));
+    let undo = || {
+        if !before.shallow {
+            let _ = std::fs::remove_file(dir.join("shallow"));
         }
+        undo_fetch(env, dir, &before.packs, &before.incoming);
+    };
+    let recorded = guarded.as_ref().map(|(record, _)| {
+        let r = advert::read_record(record);
+        let _ = std::fs::remove_file(record);
+        r
+    });
+    if let Some(Some(advert::Recorded::Refused(e))) = recorded {
+        undo();
         return Err(e);
     }
-    let (bytes, objects) = new_pack_usage(&pack_dir, &before);
+    let output = match fetched {
+        Ok(o) => o,
+        Err(e) => {
+            undo();
+            if let Some((reason, msg)) = stop_reason.lock().expect("not poisoned").take() {
+                return Err(PullError::new(reason, format!("{msg}; the partial fetch was deleted")));
+            }
+            return Err(e);
+        }
+    };
+    let advertised = match (listed, recorded) {
+        (Some(l), _) => l.clone(),
+        (None, Some(Some(advert::Recorded::Refs(r)))) => r,
+        _ => {
+            undo();
+            return Err(PullError::new(
+                Reason::Internal,
+                "the fetch succeeded but its ref advertisement was not recorded, so it cannot be checked; nothing was kept"
+                    .into(),
+            ));
+        }
+    };
+    let (bytes, objects) = new_pack_usage(&pack_dir, &before.packs);
     if let Some((reason, msg)) = over_limits(&limits, bytes, objects) {
-        undo_fetch(env, dir, &before, &incoming_before);
+        undo();
         return Err(PullError::new(reason, format!("{msg}; the fetch was deleted")));
     }
+    // git fetch exits 0 when it rejects a ref (from a shallow repository:
+    // "shallow roots are not allowed to be updated"), so what arrived is
+    // compared with what was advertised. A ref the fetch did move was
+    // moved by a push in between, not left behind.
+    let after = refs(env, dir, &["refs/ferry/incoming/"])?;
+    let mut behind: Vec<&String> = advertised
+        .iter()
+        .filter(|(r, oid)| {
+            let name = incoming_name(r);
+            after.get(&name) != Some(*oid) && after.get(&name) == before.incoming.get(&name)
+        })
+        .map(|(r, _)| r)
+        .collect();
+    if !behind.is_empty() && listed.is_some() {
+        // Listed in another connection: a ref created and deleted again
+        // in between looks left behind too, so only refs the remote still
+        // advertises as before count. (The guard's list is this
+        // connection's own: no such race.)
+        let again = ls_remote(job, dir, url, deadline).inspect_err(|_| undo())?;
+        behind.retain(|r| again.get(*r) == advertised.get(*r));
+    }
+    let made_shallow = !before.shallow && dir.join("shallow").exists();
+    if behind.is_empty() && !made_shallow {
+        return Ok(());
+    }
+    undo();
+    let mut shown: Vec<String> =
+        behind.iter().take(5).map(|r| format!("{} at {}", ferry_text::escape(r, 80), &advertised[*r][..12])).collect();
+    if behind.len() > 5 {
+        shown.push(format!("and {} more", behind.len() - 5));
+    }
+    let what = if made_shallow {
+        "the fetch would have made the mirror shallow".to_owned()
+    } else {
+        format!(
+            "git fetch left {} of the {} advertised branches and tags behind ({})",
+            behind.len(),
+            advertised.len(),
+            shown.join(", ")
+        )
+    };
+    let said = failure::one_line(&output.stderr, 400);
+    let why = if made_shallow || said.contains("shallow") {
+        "the client's repository is shallow"
+    } else {
+        "git did not take them (see what it said)"
+    };
+    Err(PullError::new(
+        Reason::FetchIncomplete,
+        format!("{what}; git said: \"{said}\"; {why}; the mirror was left as it was"),
+    ))
+}
 
+fn fetch_and_promote(job: &MirrorJob<'_>, dir: &Path) -> Result<MirrorOutcome, PullError> {
+    let env = job.env;
+    let deadline = Instant::now() + env.timeout;
+    let url = job.url.to_url_string();
+    let before = Before {
+        packs: pack_names(&dir.join("objects/pack")),
+        incoming: refs(env, dir, &["refs/ferry/incoming/"])?,
+        shallow: dir.join("shallow").exists(),
+    };
+    // Limits before work: the ref count and ref names are checked on the
+    // advertisement before the fetch writes anything — by the guard inside
+    // the fetch's connection, else by listing the refs first.
+    let listed = if job.ssh_command.is_some() && env.ssh_guard.is_some() {
+        None
+    } else {
+        let t = Instant::now();
+        let l = ls_remote(job, dir, &url, deadline)?;
+        tracing::debug!(ls_remote_us = t.elapsed().as_micros() as u64, refs = l.len(), "git ls-remote done");
+        Some(l)
+    };
+    // Listed and nothing new: the fetch (its second connection) is skipped.
+    let unchanged = listed.as_ref().is_some_and(|l| {
+        l.len() == before.incoming.len() && l.iter().all(|(r, oid)| before.incoming.get(&incoming_name(r)) == Some(oid))
+    });
+    if !unchanged {
+        fetch(job, dir, &url, deadline, listed.as_ref(), &before)?;
+    }
+    let limits = &job.limits;
     let all = refs(env, dir, &["refs/ferry/incoming/", "refs/heads/", "refs/tags/", "refs/backup/"])?;
     let (backups, all): (BTreeMap<_, _>, BTreeMap<_, _>) =
         all.into_iter().partition(|(r, _)| r.starts_with("refs/backup/"));
     let (incoming, current): (BTreeMap<_, _>, BTreeMap<_, _>) =
         all.into_iter().partition(|(r, _)| r.starts_with("refs/ferry/incoming/"));
+    // The listing was within the limit; refs pushed between it and the
+    // fetch may not be.
     if let Some(max) = limits.max_refs
         && incoming.len() as u64 > max
     {
-        undo_fetch(env, dir, &before, &incoming_before);
+        undo_fetch(env, dir, &before.packs, &before.incoming);
         return Err(PullError::new(
             Reason::FetchLimit,
             format!(

@@ -39,6 +39,7 @@ fn two_rewrites_under_one_run_id_keep_both_old_values() {
         data_root: td.mkdir("data"),
         timeout: Duration::from_secs(120),
         fsck_ignore: Vec::new(),
+        ssh_guard: None,
     };
     let dir = td.join("data/repo.git");
     let run = "20261122T010203Z";

@@ -8,7 +8,10 @@
 //!   requests each (default 1000 × 10);
 //! * `fetch [COMMITS] [ROUNDS]` — the node's incremental fetch of one new
 //!   commit into a COMMITS-commit mirror (default 50,000), against
-//!   `git fetch` run by hand with the same ssh options, interleaved.
+//!   `git fetch` run by hand with the same ssh options, interleaved; and,
+//!   by hand, what checking the ref advertisement costs: a `git ls-remote`
+//!   first (a second round trip) or the fetch through the node's
+//!   `ferry-node git-ssh-guard` relay (what the node does over ssh).
 
 use std::fs;
 use std::path::Path;
@@ -171,10 +174,20 @@ fn fetch(commits: usize, rounds: usize) {
     // key, same connection reuse).
     let by_hand = td.join("by-hand.git");
     ok(Command::new("cp").arg("-a").arg(&mirror).arg(&by_hand));
+    // The same, through the relay the node puts around ssh to check the
+    // ref advertisement (`ferry-node git-ssh-guard`), into its own copy.
+    let guarded = td.join("guarded.git");
+    ok(Command::new("cp").arg("-a").arg(&mirror).arg(&guarded));
     let enrolled = ok(node.cmd().args(["pull-ssh", "host-a"])).trim().to_owned();
+    let guard_ssh = format!(
+        "'{}' git-ssh-guard --max-refs 10000 --record '{}' -- {enrolled}",
+        ferry_tests::ferry_bin("ferry-node").display(),
+        td.join("guard-record").display()
+    );
     let url = format!("ssh://{}@{}:{}{}", a.sshd.user(), a.sshd.addr(), a.sshd.port(), bare.display());
 
-    let (mut ferry_t, mut hand_t, mut module_t) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ferry_t, mut hand_t, mut module_t, mut ls_t) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut module_ls_t, mut guard_t) = (Vec::new(), Vec::new());
     for i in 0..rounds {
         commit_and_push_quiet(&work, i);
         // Ferry: one request in the pool, one scan (process start, parse,
@@ -190,10 +203,14 @@ fn fetch(commits: usize, rounds: usize) {
         if let Some(p) = std::env::var_os("FERRY_BENCH_SCAN_LOG") {
             fs::write(p, err.as_bytes()).unwrap();
         }
-        if let Some(us) =
-            err.lines().find_map(|l| l.split("fetch_us=").nth(1)).and_then(|v| v.trim().parse::<f64>().ok())
-        {
+        let logged = |key: &str| -> Option<f64> {
+            err.lines().find_map(|l| l.split(key).nth(1)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+        };
+        if let Some(us) = logged(" fetch_us=") {
             module_t.push(us / 1e6);
+        }
+        if let Some(us) = logged(" ls_remote_us=") {
+            module_ls_t.push(us / 1e6);
         }
         let t = Instant::now();
         ok(git_cmd(&by_hand).env("GIT_SSH_COMMAND", &enrolled).arg(format!("--git-dir={}", by_hand.display())).args([
@@ -205,8 +222,42 @@ fn fetch(commits: usize, rounds: usize) {
         ]));
         hand_t.push(t.elapsed().as_secs_f64());
         assert_eq!(for_each_ref(&mirror), for_each_ref(&bare));
+        // What one more round trip over the same connection costs: the
+        // listing the node makes before each fetch, run by hand.
+        let t = Instant::now();
+        ok(git_cmd(&by_hand).env("GIT_SSH_COMMAND", &enrolled).args([
+            "ls-remote",
+            "--refs",
+            "--heads",
+            "--tags",
+            &url,
+        ]));
+        ls_t.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        // ssh.variant as the node sets it: git would otherwise probe an
+        // ssh command it does not know with `-G` first, one more run.
+        ok(git_cmd(&guarded)
+            .env("GIT_SSH_COMMAND", &guard_ssh)
+            .arg(format!("--git-dir={}", guarded.display()))
+            .args(["-c", "ssh.variant=ssh"])
+            .args(["fetch", "--quiet", &url, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]));
+        guard_t.push(t.elapsed().as_secs_f64());
     }
+    let extra: Vec<f64> = guard_t.iter().zip(&hand_t).map(|(g, h)| g - h).collect();
+    println!(
+        "  checking the ref advertisement, by hand: git ls-remote first (a second round trip) median {:.0} ms; \
+         git fetch through ferry-node git-ssh-guard median {:.0} ms, {:+.0} ms per fetch (median of the rounds' differences)",
+        median(ls_t) * 1000.0,
+        median(guard_t) * 1000.0,
+        median(extra) * 1000.0
+    );
     let (f, h) = (median(ferry_t), median(hand_t));
+    if !module_ls_t.is_empty() {
+        println!(
+            "  the git module's listing before the fetch (hardened git ls-remote): median {:.0} ms",
+            median(module_ls_t) * 1000.0
+        );
+    }
     if !module_t.is_empty() {
         let m = median(module_t);
         println!(

@@ -988,12 +988,14 @@ fn hostile_pushes_ssh_commands_and_enrollments_are_refused() {
     ] {
         let out = run(git_cmd(&scratch).env("GIT_SSH_COMMAND", &a_ssh).args(&args));
         assert!(!out.status.success(), "ac01 {what}: accepted");
-        assert!(text(&out).contains("Repository read access denied"), "ac01 {what}: {}", text(&out));
+        let want = if what.starts_with("push") { "write" } else { "read" };
+        assert!(text(&out).contains(&format!("Repository {want} access denied")), "ac01 {what}: {}", text(&out));
     }
 
     // AC-02/AC-04: path tricks and other commands in SSH_ORIGINAL_COMMAND.
     const DANGEROUS: &str = "Arguments to command look dangerous";
     const DENIED: &str = "Repository read access denied";
+    const PUSH_DENIED: &str = "Repository write access denied";
     const UNKNOWN: &str = "Unknown command denied";
     let c = canary("ac02");
     let c = c.display();
@@ -1001,12 +1003,12 @@ fn hostile_pushes_ssh_commands_and_enrollments_are_refused() {
     let commands: Vec<(String, &str)> = vec![
         ("git-receive-pack 'queue/host-a.git/../host-b.git'".into(), DANGEROUS),
         ("git-receive-pack 'queue/../queue/host-b.git'".into(), DANGEROUS),
-        ("git-receive-pack '/queue/host-b.git'".into(), DENIED),
-        ("git-receive-pack '//queue/host-b.git'".into(), DENIED),
+        ("git-receive-pack '/queue/host-b.git'".into(), PUSH_DENIED),
+        ("git-receive-pack '//queue/host-b.git'".into(), PUSH_DENIED),
         ("git-receive-pack 'queue//host-b.git'".into(), DANGEROUS),
         ("git-receive-pack 'queue/host-b.git/'".into(), DANGEROUS),
-        ("git-receive-pack 'queue/HOST-B.git'".into(), DENIED),
-        ("git-receive-pack 'queue/host-b'".into(), DENIED),
+        ("git-receive-pack 'queue/HOST-B.git'".into(), PUSH_DENIED),
+        ("git-receive-pack 'queue/host-b'".into(), PUSH_DENIED),
         ("git-receive-pack '~backupq/queue/host-b.git'".into(), DANGEROUS),
         ("git-receive-pack \"queue/host-b.git\"".into(), DANGEROUS),
         ("git-receive-pack queue/host-b.git".into(), DANGEROUS),
@@ -1015,13 +1017,13 @@ fn hostile_pushes_ssh_commands_and_enrollments_are_refused() {
         (format!("git-receive-pack 'queue/host-a.git';touch {c}"), DANGEROUS),
         (format!("git-receive-pack '$(touch {c})'"), DANGEROUS),
         (format!("git-receive-pack 'queue/host-a.git' && touch {c}"), DANGEROUS),
-        ("git receive-pack 'queue/host-b.git'".into(), DENIED),
+        ("git receive-pack 'queue/host-b.git'".into(), PUSH_DENIED),
         ("git-upload-pack 'queue/host-b.git'".into(), DENIED),
         ("git-upload-archive 'queue/host-b.git'".into(), DENIED),
         ("git-upload-pack '--help'".into(), DANGEROUS),
         ("git-upload-pack '-c core.sshCommand=id'".into(), DANGEROUS),
         ("git-receive-pack 'queue/\x1b[2Jhost-b.git'".into(), UNKNOWN),
-        ("git-receive-pack 'gitosis-admin.git'".into(), DENIED),
+        ("git-receive-pack 'gitosis-admin.git'".into(), PUSH_DENIED),
         (format!("git-shell -c 'touch {c}'"), UNKNOWN),
         ("sh".into(), UNKNOWN),
         ("cat /etc/passwd".into(), UNKNOWN),
@@ -1430,16 +1432,16 @@ fn hostile_repositories_are_stored_inert_or_refused() {
         ("mr01-proxy", "mr01-proxy.git", None),
         ("mr01-file", "mr01-file.git", None),
         ("mr01-other-client", "mr01-other-client.git", None),
-        ("mr01-dash-url", "mr01-dash-url.git", Some("E_FETCH_FAILED")),
-        ("mr01-update", "mr01-update.git", Some("E_FETCH_FAILED")),
-        ("mr01-name", "mr01-name.git", Some("E_FETCH_FAILED")),
-        ("mr01-dash-path", "mr01-dash-path.git", Some("E_FETCH_FAILED")),
+        ("mr01-dash-url", "mr01-dash-url.git", Some("E_FETCH_FSCK")),
+        ("mr01-update", "mr01-update.git", Some("E_FETCH_FSCK")),
+        ("mr01-name", "mr01-name.git", Some("E_FETCH_FSCK")),
+        ("mr01-dash-path", "mr01-dash-path.git", Some("E_FETCH_FSCK")),
         ("mr02-hooks", "mr02-hooks.git", None),
-        ("mr02-dotgit", "mr02-dotgit.git", Some("E_FETCH_FAILED")),
-        ("mr02-dotgit-case", "mr02-dotgit-case.git", Some("E_FETCH_FAILED")),
-        ("mr02-dotgit-ntfs", "mr02-dotgit-ntfs.git", Some("E_FETCH_FAILED")),
-        ("mr02-dotgit-hfs", "mr02-dotgit-hfs.git", Some("E_FETCH_FAILED")),
-        ("mr02-gitmodules-symlink", "mr02-gitmodules-symlink.git", Some("E_FETCH_FAILED")),
+        ("mr02-dotgit", "mr02-dotgit.git", Some("E_FETCH_FSCK")),
+        ("mr02-dotgit-case", "mr02-dotgit-case.git", Some("E_FETCH_FSCK")),
+        ("mr02-dotgit-ntfs", "mr02-dotgit-ntfs.git", Some("E_FETCH_FSCK")),
+        ("mr02-dotgit-hfs", "mr02-dotgit-hfs.git", Some("E_FETCH_FSCK")),
+        ("mr02-gitmodules-symlink", "mr02-gitmodules-symlink.git", Some("E_FETCH_FSCK")),
         ("mr02-cr-path", "mr02-cr-path.git", None),
         ("mr05-bomb", "mr05-bomb.git", None),
         ("mr-coll-1", "coll", None),

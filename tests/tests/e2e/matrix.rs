@@ -100,7 +100,8 @@ fn every_key_against_every_repository_and_command() {
             // push (git-receive-pack)
             let work = td.join(format!("push-{who}-{}", repo.replace('/', "_")));
             let pushed_name = format!("{:08x}", ferry_durable_hash(&format!("{who}{repo}")));
-            let write = read;
+            // A refused push says write, whatever the key may read.
+            let write = if read == READ_DENIED { Expect::Denied("Repository write access denied") } else { read };
             if admin_repo {
                 // A valid admin change: clone, add a comment, push.
                 let out = run(git_cmd(&td.path).env("GIT_SSH_COMMAND", &ssh).args([

@@ -81,9 +81,10 @@ fn keys_only_reach_their_own_queue() {
     let scratch = td.join("scratch");
     git(&td.path, &["init", "--quiet", scratch.to_str().unwrap()]);
     ferry_tests::fleet::commit_and_push_local(&scratch);
-    for (repo, msg) in
-        [("queue/host-a.git", "Repository read access denied"), ("gitosis-admin.git", "Repository read access denied")]
-    {
+    for (repo, msg) in [
+        ("queue/host-a.git", "Repository write access denied"),
+        ("gitosis-admin.git", "Repository write access denied"),
+    ] {
         let out = run(git_cmd(&scratch).env("GIT_SSH_COMMAND", &b_ssh).args(["push", &node.url(repo), "HEAD:master"]));
         assert!(!out.status.success(), "B pushed {repo}");
         assert!(text(&out).contains(msg), "{repo}: {}", text(&out));
