@@ -110,7 +110,7 @@ reasons! {
         "The source name is one the node keeps for its own directories (git, trees, store, tmp, incomplete, lost+found, in any letter case); rename the source.";
     /// A name differing only in letter case from one already stored.
     ReqNameCase => "E_REQ_NAME_CASE",
-        "The name differs only in letter case from one this client already stores, and both would be one directory on a case-insensitive file system or object store; keep the stored spelling or choose a clearly different name.";
+        "The name differs only in letter case from one this client already stores (one directory on a case-insensitive file system or object store); keep the stored spelling or pick another name.";
     /// Events for this client are being rate-limited.
     RateLimit => "E_RATE_LIMIT",
         "Too many events for this client in a short time; further ones are counted but not reported until the window passes.";
