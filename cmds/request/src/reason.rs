@@ -201,7 +201,7 @@ reasons! {
         "The archive is corrupt or in an unsupported format; rebuild it as a plain tar, optionally zstd-compressed.";
     /// The client's account may not read a file or directory of an fs source.
     SourceUnreadable => "E_SOURCE_UNREADABLE",
-        "The client's account may not read a file or directory of an fs source (path and account are in the reason); give that account read access (a group or ACL, see the README) or set unreadable = \"skip\" for the source.";
+        "The client's account may not read a file of an fs source (path and account are in the reason); give it read access (group or ACL, see the README) or set unreadable = \"skip\".";
     /// The key may not do what it asked.
     AclDenied => "E_ACL_DENIED",
         "This key is not allowed to do that; check its group's members and writable or readonly entries in gitosis.conf.";
