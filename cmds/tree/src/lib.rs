@@ -1,0 +1,2 @@
+//! Snapshot trees (placeholder docs, filled in below).
+pub mod manifest;
