@@ -1,2 +1,8 @@
 //! Snapshot trees (placeholder docs, filled in below).
+pub mod diff;
+mod fsutil;
 pub mod manifest;
+mod names;
+pub mod scan;
+#[cfg(test)]
+mod testutil;

@@ -81,10 +81,10 @@
 //! keeps the entries (the node needs them all), the set of directory paths
 //! (for the parent check) and one representative per hard-link group.
 
-mod encode;
+pub(crate) mod encode;
 mod error;
 mod parse;
-mod validate;
+pub(crate) mod validate;
 mod write;
 
 #[cfg(test)]
