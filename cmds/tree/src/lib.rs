@@ -4,5 +4,6 @@ mod fsutil;
 pub mod manifest;
 mod names;
 pub mod scan;
+pub mod store;
 #[cfg(test)]
 mod testutil;
