@@ -4,6 +4,7 @@ mod fsutil;
 pub mod manifest;
 mod names;
 pub mod scan;
+pub mod snapshot;
 pub mod store;
 #[cfg(test)]
 mod testutil;

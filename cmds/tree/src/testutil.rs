@@ -61,7 +61,7 @@ pub(crate) fn without_dac_override<R>(f: impl FnOnce() -> R) -> R {
 /// Pseudo-random bytes (xorshift), so big files do not compress to nothing
 /// and differ from each other.
 pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
+    let mut x = (seed << 1) | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
