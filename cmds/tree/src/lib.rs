@@ -3,6 +3,7 @@ pub mod diff;
 mod fsutil;
 pub mod manifest;
 mod names;
+pub mod restore;
 pub mod scan;
 pub mod snapshot;
 pub mod store;

@@ -294,4 +294,4 @@ fn write_manifest(parent: BorrowedFd<'_>, name: &[u8], text: &[u8]) -> Result<()
 
 #[cfg(test)]
 #[path = "snapshot_tests.rs"]
-mod tests;
+pub(crate) mod tests;
