@@ -357,3 +357,121 @@ fn compare(a: &Entry, b: &Entry, peers: (&Vec<String>, &Vec<String>), opts: &Dif
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Mtime, Options, Sha256};
+
+    fn e(path: &[u8], kind: Kind) -> Entry {
+        Entry {
+            path: path.to_vec(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: Some(b"root".to_vec()),
+            group: Some(b"root".to_vec()),
+            mtime: Mtime { sec: 1, nsec: 0 },
+            link: None,
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn f(path: &[u8], data: &[u8]) -> Entry {
+        e(path, Kind::File { size: data.len() as u64, sha256: Sha256::of(data) })
+    }
+
+    fn m(entries: Vec<Entry>) -> Manifest {
+        Manifest { options: Options { xattrs: true }, entries }
+    }
+
+    #[test]
+    fn added_removed_and_each_aspect() {
+        let mut moved = f(b"mode", b"x");
+        moved.mode = 0o755;
+        let mut owned = f(b"owner", b"x");
+        (owned.uid, owned.user) = (1000, Some(b"bob".to_vec()));
+        let mut timed = f(b"time", b"x");
+        timed.mtime.nsec = 5;
+        let mut tagged = f(b"xattr", b"x");
+        tagged.xattrs = vec![(b"user.a=b".to_vec(), b"v".to_vec())];
+        let old = m(vec![
+            f(b"content", b"old"),
+            f(b"gone", b"x"),
+            f(b"linked", b"x"),
+            f(b"mode", b"x"),
+            f(b"owner", b"x"),
+            e(b"sym", Kind::Symlink { target: b"a".to_vec() }),
+            f(b"time", b"x"),
+            f(b"type", b"x"),
+            f(b"xattr", b"x"),
+        ]);
+        let mut l1 = f(b"linked", b"x");
+        l1.link = Some(1);
+        let mut l2 = f(b"linked2", b"x");
+        l2.link = Some(1);
+        let new = m(vec![
+            f(b"content", b"new!"),
+            l1,
+            l2,
+            moved,
+            owned,
+            e(b"sym", Kind::Symlink { target: b"b".to_vec() }),
+            timed,
+            e(b"type", Kind::Dir),
+            tagged,
+        ]);
+        let quiet = diff(&old, &new, &DiffOptions::default());
+        let all = diff(&old, &new, &DiffOptions::everything());
+        assert_eq!(quiet.counts(), (1, 1, 6), "{}", quiet.to_text());
+        assert_eq!(all.counts(), (1, 1, 8), "{}", all.to_text());
+        let text = all.to_text();
+        for want in [
+            "- file gone\n",
+            "+ file linked2\n",
+            "~ linked: hard links [] -> [linked2]\n",
+            "~ mode: mode 0644 -> 0755\n",
+            "~ owner: owner 0:0 (root:root) -> 1000:0 (bob:root)\n",
+            "~ sym: target a -> b\n",
+            "~ time: mtime 1.000000000 -> 1.000000005\n",
+            "~ type: type file -> directory\n",
+            "~ xattr: xattrs [] -> [user.a=b=v]\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(text.contains("~ content: content 3 bytes "), "{text}");
+        assert!(diff(&old, &old, &DiffOptions::everything()).is_empty());
+    }
+
+    #[test]
+    fn the_json_form_is_stable() {
+        let mut b = f(b"a b", b"2");
+        b.mode = 0o600;
+        let d =
+            diff(&m(vec![f(b"a b", b"1"), f(b"old\xff", b"")]), &m(vec![b, f(b"new", b"")]), &DiffOptions::default());
+        let want = serde_json::json!({"changes": [
+            {"path": "a%20b", "change": "changed", "aspects": [
+                {"aspect": "content", "old_size": 1, "new_size": 1,
+                 "old_sha256": Sha256::of(b"1").to_hex(), "new_sha256": Sha256::of(b"2").to_hex()},
+                {"aspect": "mode", "old": "0644", "new": "0600"}
+            ]},
+            {"path": "new", "change": "added", "type": "file"},
+            {"path": "old%FF", "change": "removed", "type": "file"}
+        ]});
+        assert_eq!(d.to_json(), want);
+    }
+
+    #[test]
+    fn the_human_form_never_carries_raw_controls_or_bidi() {
+        let evil = "x\u{202e}gpj.exe\n\u{1b}[2J".as_bytes();
+        let mut b = e(evil, Kind::Symlink { target: b"\x1b]52;c;AAAA\x07".to_vec() });
+        b.user = Some("\u{200f}root".as_bytes().to_vec());
+        let d = diff(&m(vec![e(evil, Kind::Symlink { target: b"t".to_vec() })]), &m(vec![b]), &DiffOptions::default());
+        let text = d.to_text();
+        assert!(text.lines().count() == 1, "{text}");
+        assert!(text.trim_end().bytes().all(|c| (0x20..0x7f).contains(&c)), "{text:?}");
+        assert!(text.contains(r"x\u{202E}gpj.exe\n\x1B[2J"), "{text}");
+        assert!(text.contains(r"\u{200F}root"), "{text}");
+    }
+}

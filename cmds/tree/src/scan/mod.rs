@@ -6,15 +6,19 @@
 //! inode within the tree), xattrs when asked, and the SHA-256 of every
 //! regular file. Include, exclude and `one_file_system` mean exactly what
 //! they mean for tar sources (ferry-archive's `CreateOptions`, whose
-//! patterns this module uses; see [`ScanOptions::from`]), and the export
+//! patterns this module uses; `ScanOptions::from(&CreateOptions)`), and the export
 //! directory is left out when it lies inside the root, like the fs
 //! module's `create_options` does: otherwise the manifest would describe
 //! the dumps of earlier backups, and itself.
 //!
-//! Hashing is what costs, so a [hash cache](cache) under the client's state
-//! directory remembers each file's digest with its `(device, inode, size,
-//! mtime ns, ctime ns)`: a repeat scan of an unchanged tree is a stat walk
-//! that reads no file ([`ScanStats::files_hashed`] is 0). A file that
+//! Hashing is what costs, so a hash cache ([`ScanOptions::cache`], a file
+//! under the client's state directory) remembers each file's digest with
+//! its `(device, inode, size, mtime ns, ctime ns)`, as git's index and
+//! restic's parent snapshot do: a repeat scan of an unchanged tree is a
+//! stat walk that reads no file ([`ScanStats::files_hashed`] is 0). `ctime`
+//! is what makes that safe (a user can reset mtime, not ctime); a file
+//! changed within [`ScanOptions::racy_window`] of its hashing is not
+//! cached, since a change in the same clock tick would not show. A file that
 //! changes while it is hashed is read again, up to
 //! [`ScanOptions::max_attempts`] times, and then reported in
 //! [`ScanStats::changed`] (and kept out of the cache).
