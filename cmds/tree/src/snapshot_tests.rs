@@ -10,12 +10,14 @@ use crate::testutil::*;
 /// the node's pull does from the client (any path of a content will do).
 pub(crate) fn download(m: &Manifest, store: &Store, src: &Path) -> u64 {
     let mut bytes = 0;
+    let mut batch = store.batch().unwrap();
     for miss in missing(m, store) {
         let f = std::fs::File::open(p(src, &miss.paths[0])).unwrap();
-        if let crate::store::Put::Stored(n) = store.put(f, miss.size, &miss.sha256).unwrap() {
+        if let crate::store::Put::Stored(n) = batch.put(f, miss.size, &miss.sha256).unwrap() {
             bytes += n;
         }
     }
+    batch.commit().unwrap();
     bytes
 }
 

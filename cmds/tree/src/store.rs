@@ -6,7 +6,9 @@
 //! in progress (same filesystem, so publishing is a rename). Nothing
 //! enters under a digest it does not have: [`Store::put`] hashes while it
 //! writes, checks size and digest, fsyncs, and only then renames into
-//! place (without replacing anything).
+//! place (without replacing anything). [`Store::batch`] does the same for
+//! many contents with one filesystem sync before their renames, which is
+//! what a pull of thousands of small files wants.
 //!
 //! Hard-link limit: a filesystem caps the links of one inode (ext4:
 //! 65,000). When linking a content fails with `EMLINK`, a second copy
@@ -18,6 +20,7 @@
 //! the store's own name): [`Store::gc`] removes those, after retention
 //! removed the snapshots that used them.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -226,19 +229,27 @@ impl Store {
         Ok(File::from(fd))
     }
 
-    /// A new temporary file in `tmp/`, named with this process's id so a
-    /// later [`Store::clean_tmp`] knows whether its writer is alive.
-    fn temp(&self) -> Result<(File, String), StoreError> {
-        let tmp = open_dir(&self.root.join("tmp")).map_err(|e| StoreError::io("opening the store's tmp", e))?;
+    fn open_tmp(&self) -> Result<OwnedFd, StoreError> {
+        open_dir(&self.root.join("tmp")).map_err(|e| StoreError::io("opening the store's tmp", e))
+    }
+
+    /// A new temporary file in `tmp/` (open as `tmp`), named with this
+    /// process's id so a later [`Store::clean_tmp`] knows whether its
+    /// writer is alive.
+    fn temp_in(&self, tmp: BorrowedFd<'_>) -> Result<(File, String), StoreError> {
         let name = format!("put-{}-{}", std::process::id(), crate::fsutil::random_token());
         let fd = rustix::fs::openat(
-            &tmp,
+            tmp,
             name.as_str(),
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| StoreError::io("creating a temporary file in the store", e))?;
         Ok((File::from(fd), name))
+    }
+
+    fn temp(&self) -> Result<(File, String), StoreError> {
+        self.temp_in(self.open_tmp()?.as_fd())
     }
 
     fn remove_temp(&self, name: &str) {
@@ -251,6 +262,12 @@ impl Store {
     fn publish(&self, f: &File, tmp: &str, d: &Sha256, target: &str) -> Result<bool, StoreError> {
         rustix::fs::fchmod(f, Mode::from_raw_mode(0o444)).map_err(|e| StoreError::io("chmod in the store", e))?;
         f.sync_all().map_err(|e| StoreError::io("syncing stored content", e))?;
+        self.rename_into(tmp, d, target)
+    }
+
+    /// Renames `tmp/<tmp>` to `shard/<target>` without replacing anything
+    /// (`Ok(false)` when the name exists already), and syncs the shard.
+    fn rename_into(&self, tmp: &str, d: &Sha256, target: &str) -> Result<bool, StoreError> {
         let shard = self.shard(d);
         std::fs::create_dir_all(&shard).map_err(|e| StoreError::io(format!("creating {}", shard.display()), e))?;
         let tmp_dir = open_dir(&self.root.join("tmp")).map_err(|e| StoreError::io("opening the store's tmp", e))?;
@@ -263,6 +280,21 @@ impl Store {
             Err(rustix::io::Errno::EXIST) => Ok(false),
             Err(e) => Err(StoreError::io(format!("storing {d}"), e)),
         }
+    }
+
+    /// A batch of puts made durable together by [`Batch::commit`]: one
+    /// filesystem sync per batch instead of two fsyncs per content (on a
+    /// disk where an fsync costs a millisecond, 100,000 single puts spend
+    /// minutes syncing). Use it for a pull's many small files.
+    pub fn batch(&self) -> Result<Batch<'_>, StoreError> {
+        Ok(Batch {
+            store: self,
+            tmp: self.open_tmp()?,
+            shards: HashMap::new(),
+            pending: Vec::new(),
+            names: HashSet::new(),
+            bytes: 0,
+        })
     }
 
     /// Stores what `reader` yields as the content `sha256` of `size`
@@ -486,6 +518,131 @@ impl Store {
             }
         }
         Ok(n)
+    }
+}
+
+/// Verified contents waiting in the store's `tmp/` for [`Batch::commit`].
+///
+/// [`Batch::put`] checks size and digest while writing, exactly like
+/// [`Store::put`], but neither syncs nor publishes. [`Batch::commit`] syncs
+/// the filesystem once, and only then renames every content into place
+/// (and syncs again): a content appears under its name only after its
+/// bytes are on disk, so a crash can lose a batch but never leave a wrong
+/// content under a digest. Dropping an uncommitted batch removes its
+/// temporary files; after a crash [`Store::clean_tmp`] does.
+#[derive(Debug)]
+pub struct Batch<'s> {
+    store: &'s Store,
+    tmp: OwnedFd,
+    /// Open shard directories, by their two hex digits.
+    shards: HashMap<u8, OwnedFd>,
+    /// Temporary name, digest, size.
+    pending: Vec<(String, Sha256, u64)>,
+    names: HashSet<Sha256>,
+    bytes: u64,
+}
+
+impl Batch<'_> {
+    /// Writes and checks one content; [`Put::Present`] (without reading)
+    /// when the store or this batch has it already.
+    pub fn put<R: Read>(&mut self, mut reader: R, size: u64, sha256: &Sha256) -> Result<Put, StoreError> {
+        if self.names.contains(sha256) || self.store.has(sha256) {
+            return Ok(Put::Present);
+        }
+        let (mut f, tmp) = self.store.temp_in(self.tmp.as_fd())?;
+        let result = (|| {
+            let (got_size, got) = copy_hashed(&mut reader, &mut f, size)?;
+            if got_size != size || got.as_ref() != Some(sha256) {
+                return Err(StoreError::Mismatch { expected: *sha256, expected_size: size, got_size, got });
+            }
+            rustix::fs::fchmod(&f, Mode::from_raw_mode(0o444)).map_err(|e| StoreError::io("chmod in the store", e))
+        })();
+        match result {
+            Ok(()) => {
+                self.pending.push((tmp, *sha256, size));
+                self.names.insert(*sha256);
+                self.bytes += size;
+                Ok(Put::Stored(size))
+            }
+            Err(e) => {
+                self.store.remove_temp(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Contents waiting.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Bytes waiting (to cut batches by size).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Makes every waiting content durable and visible; returns how many
+    /// were new (a content stored meanwhile by someone else is dropped).
+    pub fn commit(mut self) -> Result<usize, StoreError> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        rustix::fs::syncfs(&self.tmp).map_err(|e| StoreError::io("syncing the store", e))?;
+        let mut new = 0;
+        let mut pending = std::mem::take(&mut self.pending).into_iter();
+        while let Some((name, d, _)) = pending.next() {
+            self.names.remove(&d);
+            let shard = match self.shards.entry(d.0[0]) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let dir = self.store.shard(&d);
+                    let opened = match open_dir(&dir) {
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            std::fs::create_dir_all(&dir).and_then(|_| open_dir(&dir))
+                        }
+                        r => r,
+                    };
+                    match opened {
+                        Ok(fd) => v.insert(fd),
+                        Err(e) => {
+                            self.store.remove_temp(&name);
+                            self.pending = pending.collect();
+                            return Err(StoreError::io(format!("opening {}", dir.display()), e));
+                        }
+                    }
+                }
+            };
+            match rustix::fs::renameat_with(
+                &self.tmp,
+                name.as_str(),
+                &*shard,
+                d.to_hex().as_str(),
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => new += 1,
+                Err(rustix::io::Errno::EXIST) => self.store.remove_temp(&name),
+                Err(e) => {
+                    self.store.remove_temp(&name);
+                    self.pending = pending.collect();
+                    return Err(StoreError::io(format!("storing {d}"), e));
+                }
+            }
+        }
+        rustix::fs::syncfs(&self.tmp).map_err(|e| StoreError::io("syncing the store", e))?;
+        Ok(new)
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        for (name, _, _) in &self.pending {
+            self.store.remove_temp(name);
+        }
     }
 }
 

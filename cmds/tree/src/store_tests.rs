@@ -177,3 +177,30 @@ fn names_that_are_not_contents_are_ignored() {
         assert_eq!(parse_name(bad.as_bytes()), None, "{bad}");
     }
 }
+
+#[test]
+fn a_batch_becomes_visible_only_when_committed() {
+    let t = tempdir();
+    let s = store(&t);
+    let (a, b) = (Sha256::of(b"alpha"), Sha256::of(b"beta"));
+    let mut batch = s.batch().unwrap();
+    assert_eq!(batch.put(&b"alpha"[..], 5, &a).unwrap(), Put::Stored(5));
+    assert_eq!(batch.put(Untouched, 5, &a).unwrap(), Put::Present, "already in this batch");
+    let e = batch.put(&b"BETA"[..], 4, &b).unwrap_err();
+    assert_eq!(e.code(), "E_TREE_CONTENT");
+    assert_eq!(batch.put(&b"beta"[..], 4, &b).unwrap(), Put::Stored(4));
+    assert_eq!((batch.len(), batch.bytes()), (2, 9));
+    assert!(!s.has(&a) && !s.has(&b), "nothing visible before the commit");
+    assert_eq!(batch.commit().unwrap(), 2);
+    assert!(s.has(&a) && s.has(&b));
+    assert_eq!(std::fs::metadata(s.path(&b)).unwrap().mode() & 0o7777, 0o444);
+    assert!(tmp_is_empty(&s));
+    assert_eq!(s.verify().unwrap().bad, []);
+
+    // An abandoned batch leaves nothing behind.
+    let c = Sha256::of(b"gamma");
+    let mut batch = s.batch().unwrap();
+    batch.put(&b"gamma"[..], 5, &c).unwrap();
+    drop(batch);
+    assert!(!s.has(&c) && tmp_is_empty(&s));
+}
