@@ -10,7 +10,7 @@ pub enum Refusal {
     /// The first line is not `ferry-tree 1`.
     Header,
     /// An unknown, repeated or misordered option line.
-    Option,
+    BadOption,
     /// A line longer than [`super::Limits::max_line_bytes`].
     LineTooLong,
     /// A byte outside printable ASCII in a line, or a value whose percent
@@ -74,7 +74,7 @@ impl Refusal {
     pub fn code(&self) -> &'static str {
         use Refusal::*;
         match self {
-            Header | Option | LineTooLong | Encoding | Field | UnknownField | Value | Trailer | Truncated
+            Header | BadOption | LineTooLong | Encoding | Field | UnknownField | Value | Trailer | Truncated
             | TrailingGarbage | Unsorted => "E_TREE_FORMAT",
             Absolute | DotDot | DotComponent | EmptyComponent | Nul | SlashInName | NameTooLong | PathTooLong
             | ParentNotDir => "E_TREE_PATH",
@@ -89,7 +89,7 @@ impl Refusal {
         use Refusal::*;
         match self {
             Header => "not a ferry-tree 1 manifest",
-            Option => "bad option line",
+            BadOption => "bad option line",
             LineTooLong => "line too long",
             Encoding => "not canonical printable ASCII",
             Field => "missing, misplaced or empty field",

@@ -60,7 +60,7 @@ pub fn read<R: Read>(input: R, limits: &Limits) -> Result<Manifest, ReadError> {
                 options.xattrs = true;
                 continue;
             }
-            return Err(p.err(Refusal::Option, line).into());
+            return Err(p.err(Refusal::BadOption, line).into());
         }
         let v = v.get_or_insert_with(|| Validator::new(limits, options));
         let e = parse_entry(line, options).map_err(|(r, d)| ManifestError::new(r, lineno, d))?;

@@ -279,10 +279,10 @@ fn the_base_document_is_accepted() {
 fn refuses_bad_header_options_and_lines() {
     assert_refused(b"ferry-tree 2\nend 0 0\n", Refusal::Header, 1);
     assert_refused(b"FERRY-TREE 1\nend 0 0\n", Refusal::Header, 1);
-    assert_refused(b"ferry-tree 1\nxattrs 0\nend 0 0\n", Refusal::Option, 2);
-    assert_refused(b"ferry-tree 1\nxattrs 1\nxattrs 1\nend 0 0\n", Refusal::Option, 3);
-    assert_refused(b"ferry-tree 1\ncolour 1\nend 0 0\n", Refusal::Option, 2);
-    assert_refused(b"ferry-tree 1\n\nend 0 0\n", Refusal::Option, 2);
+    assert_refused(b"ferry-tree 1\nxattrs 0\nend 0 0\n", Refusal::BadOption, 2);
+    assert_refused(b"ferry-tree 1\nxattrs 1\nxattrs 1\nend 0 0\n", Refusal::BadOption, 3);
+    assert_refused(b"ferry-tree 1\ncolour 1\nend 0 0\n", Refusal::BadOption, 2);
+    assert_refused(b"ferry-tree 1\n\nend 0 0\n", Refusal::BadOption, 2);
     let long = doc(&[f(&"a".repeat(200), "")]);
     let e = refusal_with(&long, &Limits { max_line_bytes: 100, ..Limits::default() });
     assert_eq!((e.refusal, e.line), (Refusal::LineTooLong, 2));

@@ -174,6 +174,9 @@ pub struct ScanStats {
     pub changed: Vec<Vec<u8>>,
     /// Entries left out as unreadable.
     pub skipped: Vec<Skipped>,
+    /// The hash cache could not be written (the scan itself is complete;
+    /// the next one hashes more).
+    pub cache_error: Option<String>,
 }
 
 fn ser_path<S: serde::Serializer>(p: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -218,15 +221,6 @@ pub enum ScanError {
     /// the export directory, a changed path that is not relative).
     #[error("{0}")]
     Options(String),
-    /// The hash cache could not be written (the scan itself succeeded).
-    #[error("writing the hash cache {}: {source}", path.display())]
-    Cache {
-        /// The cache file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
     /// The scan produced a manifest that breaks the format: a bug.
     #[error("internal error: the scan produced an invalid manifest: {0}")]
     Internal(#[from] ManifestError),
@@ -280,8 +274,12 @@ fn finish(
                 (Some(&r.sha256) == e.sha256()).then_some((e.path.as_slice(), r))
             })
             .collect();
-        cache::write(path, records.iter().map(|(p, r)| (*p, r)))
-            .map_err(|e| ScanError::Cache { path: path.clone(), source: e })?;
+        // The cache only saves work: failing to write it must not fail
+        // the backup.
+        if let Err(e) = cache::write(path, records.iter().map(|(p, r)| (*p, r))) {
+            tracing::warn!(cache = %path.display(), error = %e, "could not write the hash cache");
+            stats.cache_error = Some(format!("writing {}: {e}", path.display()));
+        }
     }
     Ok(Scan { manifest, stats })
 }

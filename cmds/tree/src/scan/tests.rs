@@ -374,3 +374,15 @@ fn update_keeps_to_the_includes() {
     assert_eq!(up.manifest, scan(&o).unwrap().manifest);
     assert!(up.manifest.get(b"f00").is_none() && up.manifest.get(b"sub/deeper/y").is_some());
 }
+
+#[test]
+fn a_cache_that_cannot_be_written_does_not_fail_the_scan() {
+    let t = tempdir();
+    let root = t.path().join("src");
+    small_tree(&root);
+    write(t.path(), b"not-a-dir", b"a file where the cache directory should be");
+    let o = ScanOptions { cache: Some(t.path().join("not-a-dir/tree.cache")), ..opts(&root, t.path()) };
+    let s = scan(&o).unwrap();
+    assert_eq!(s.stats.entries, 22);
+    assert!(s.stats.cache_error.as_deref().is_some_and(|e| e.contains("not-a-dir")), "{:?}", s.stats.cache_error);
+}
