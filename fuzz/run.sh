@@ -23,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-ALL_TARGETS=(request ssh_command gitosis_conf keys archive_list)
+ALL_TARGETS=(request ssh_command gitosis_conf keys archive_list tree_manifest)
 
 usage() {
     echo "usage: $0 SECONDS [TARGET...]   (targets: ${ALL_TARGETS[*]})" >&2

@@ -409,3 +409,62 @@ PY
     seed '\x28\xb5\x2f\xfd'
     seed '\x28\xb5\x2f\xfd\x00\x38\x01\x00\x00'
 fi
+
+# --------------------------------------------------------------------------
+if want tree_manifest; then
+    start tree_manifest
+    # Valid manifests (ferry-tree's grammar, cmds/tree/src/manifest/mod.rs).
+    E3=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+    seed_raw <<EOF
+ferry-tree 1
+end 0 0
+EOF
+    seed_raw <<EOF
+ferry-tree 1
+d path=etc mode=0755 uid=0 gid=0 user=root group=root mtime=1733300000.000000000
+f path=etc/motd mode=0644 uid=0 gid=0 user=root group=root mtime=1733300000.123456789 size=1 sha256=$SHA link=1
+f path=etc/motd%20copy mode=0644 uid=0 gid=0 user=root group=root mtime=1733300000.123456789 size=1 sha256=$SHA link=1
+l path=etc/x mode=0777 uid=0 gid=0 mtime=-1.500000000 target=../motd
+p path=fifo mode=0640 uid=1000 gid=1000 mtime=0.000000000
+s path=sock mode=0755 uid=0 gid=0 mtime=0.000000000
+c path=tty mode=0620 uid=0 gid=5 user=root group=tty mtime=0.000000000 rdev=4:1
+b path=vda mode=0660 uid=0 gid=6 mtime=0.000000000 rdev=254:0
+f path=zero mode=4755 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3
+end 9 2
+EOF
+    seed_raw <<EOF
+ferry-tree 1
+xattrs 1
+d path=a mode=0755 uid=0 gid=0 mtime=0.000000000 xattr=user.dir:on%20a%20directory
+f path=a%20b mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3 xattr=security.selinux:x%00 xattr=user.a%3Ab:%FF
+f path=a/%0A%1B[2J%E2%80%AE mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3
+end 3 0
+EOF
+    # One sample of each refusal class.
+    seed_raw <<EOF
+ferry-tree 2
+end 0 0
+EOF
+    seed 'ferry-tree 1\nxattrs 1\nxattrs 1\nend 0 0\n'
+    seed 'ferry-tree 1\r\nend 0 0\n'
+    seed "ferry-tree 1\nf path=a mode=0644 gid=0 uid=0 mtime=0.000000000 size=0 sha256=$E3\nend 1 0\n"
+    seed "ferry-tree 1\nf path=a mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3 colour=red\nend 1 0\n"
+    seed "ferry-tree 1\nf path=a mode=644 uid=0 gid=0 mtime=0 size=01 sha256=${E3^^}\nend 1 0\n"
+    seed "ferry-tree 1\nf path=a mode=0644 uid=0 gid=0 mtime=0.000000000 size=5 sha256=$E3\nend 2 5\n"
+    seed "ferry-tree 1\nf path=a mode=0644 uid=0 gid=0 mtime=0.000000000 size=5 sha256=$E3\n"
+    seed "ferry-tree 1\nend 0 0\ngarbage"
+    for p in /etc/passwd .. a/../b . ./a a//b a/ a%%00b a%%2Fb a%%2fb; do
+        seed "ferry-tree 1\nd path=a mode=0755 uid=0 gid=0 mtime=0.000000000\nf path=$p mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3\nend 2 0\n"
+    done
+    seed "ferry-tree 1\nf path=$(printf 'n%.0s' $(seq 256)) mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3\nend 1 0\n"
+    seed "ferry-tree 1\nl path=a mode=0777 uid=0 gid=0 mtime=0.000000000 target=/etc\nf path=a/passwd mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3\nend 2 0\n"
+    seed "ferry-tree 1\nf path=a mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3\nf path=a/b mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3\nend 2 0\n"
+    seed "ferry-tree 1\nf path=b mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3\nf path=a mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3\nend 2 0\n"
+    seed "ferry-tree 1\nf path=a mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3\nf path=a mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3\nend 2 0\n"
+    seed "ferry-tree 1\nf path=a mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3 link=1\nl path=b mode=0777 uid=0 gid=0 mtime=0.000000000 target=x link=1\nend 2 0\n"
+    seed "ferry-tree 1\nf path=a mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3 link=1\nf path=b mode=0644 uid=0 gid=0 mtime=0.000000000 size=1 sha256=$SHA link=1\nend 2 1\n"
+    seed "ferry-tree 1\nf path=a mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3 link=2\nend 1 0\n"
+    seed "ferry-tree 1\nf path=a mode=0644 uid=0 gid=0 mtime=0.000000000 size=0 sha256=$E3 link=1\nend 1 0\n"
+    seed "ferry-tree 1\nf path=a mode=0644 uid=0 gid=0 mtime=0.000000000 size=18446744073709551615 sha256=$E3\nf path=b mode=0644 uid=0 gid=0 mtime=0.000000000 size=1 sha256=$SHA\nend 2 0\n"
+    echo "seeds: tree_manifest: $n"
+fi

@@ -17,7 +17,7 @@
 //!   `fuzz/regressions/<target>/`, so crashers stay regression tests in a
 //!   plain `cargo test` without nightly or libFuzzer.
 //!
-//! Hence this file depends on nothing but the three parser crates and std.
+//! Hence this file depends on nothing but the parser crates and std.
 
 #![forbid(unsafe_code)]
 
@@ -37,6 +37,7 @@ use ferry_gitosis::serve::{
 };
 use ferry_gitosis::username::is_safe_username;
 use ferry_request::{Reason, Request, parse};
+use ferry_tree::manifest::{self as tree, Kind as TreeKind, Manifest as TreeManifest};
 
 /// One target's checks: panics on a violated invariant.
 pub type Check = fn(&[u8]);
@@ -49,6 +50,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("gitosis_conf", gitosis_conf),
     ("keys", keys),
     ("archive_list", archive_list),
+    ("tree_manifest", tree_manifest),
 ];
 
 // ---------------------------------------------------------------------------
@@ -667,5 +669,93 @@ fn check_in_tree_link(link: &[u8], target: &[u8]) {
             }
             _ => depth += 1,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// tree_manifest
+
+/// Limits small enough that one exec stays fast, and the defaults.
+fn tree_limits() -> [tree::Limits; 2] {
+    [tree::Limits { max_entries: 4096, max_total_bytes: 1 << 30, max_line_bytes: 64 << 10 }, tree::Limits::default()]
+}
+
+/// `ferry_tree::manifest::parse`, the node's reader of client manifests.
+///
+/// * Accepted: the input is exactly the canonical text of what was parsed
+///   (one spelling per manifest: `write(parse(t)) == t`), which re-parses
+///   to the same manifest and passes `check`; every path is relative and
+///   normalised within NAME_MAX/PATH_MAX, entries are sorted strictly, every
+///   parent is a directory listed earlier, hard-link groups are numbered in
+///   order, have two members or more and agree on all but the path; the
+///   limits hold; the streaming reader agrees.
+/// * Rejected: the `Display` is one line of printable ASCII starting with
+///   the reason code, and the line number lies within the input.
+/// * Both: the answer is deterministic.
+pub fn tree_manifest(data: &[u8]) {
+    for limits in tree_limits() {
+        let first = tree::parse(data, &limits);
+        assert_eq!(first, tree::parse(data, &limits), "parse is not deterministic");
+        match tree::read(data, &limits) {
+            Ok(m) => assert_eq!(first.as_ref().ok(), Some(&m), "the streaming reader accepts what parse refuses"),
+            Err(tree::ReadError::Refused(e)) => assert_eq!(first.as_ref().err(), Some(&e), "parse and read disagree"),
+            Err(tree::ReadError::Io(e)) => panic!("reading a slice failed: {e}"),
+        }
+        match first {
+            Ok(m) => check_tree_manifest(data, &m, &limits),
+            Err(e) => {
+                let shown = e.to_string();
+                assert_log_safe("manifest refusal", &shown);
+                assert!(shown.starts_with(e.code()), "refusal does not start with its code: {shown:?}");
+                let lines = data.split(|b| *b == b'\n').count() as u64;
+                assert!(e.line >= 1 && e.line <= lines + 1, "line {} outside the input ({lines} lines)", e.line);
+            }
+        }
+    }
+}
+
+fn check_tree_manifest(data: &[u8], m: &TreeManifest, limits: &tree::Limits) {
+    let text = m.to_bytes();
+    assert!(text == data, "accepted input is not its canonical text");
+    assert_eq!(tree::parse(&text, limits).as_ref(), Ok(m), "canonical text does not re-parse to the same manifest");
+    assert_eq!(m.check(limits), Ok(()), "check refuses what parse accepted");
+    assert!(m.entries.len() as u64 <= limits.max_entries, "more entries than the cap");
+    assert!(m.total_file_bytes() <= limits.max_total_bytes, "more bytes than the cap");
+    let mut dirs: BTreeSet<&[u8]> = BTreeSet::new();
+    let mut groups: BTreeMap<u64, &tree::Entry> = BTreeMap::new();
+    let mut prev: Option<&[u8]> = None;
+    for e in &m.entries {
+        let p = e.path.as_slice();
+        let shown = String::from_utf8_lossy(p);
+        assert!(prev.is_none_or(|q| q < p), "not sorted strictly at {shown:?}");
+        prev = Some(p);
+        assert!(!p.is_empty() && p.len() <= tree::PATH_MAX && !p.starts_with(b"/"), "bad path {shown:?}");
+        for c in p.split(|&b| b == b'/') {
+            assert!(!c.is_empty() && c != b"." && c != b"..", "unnormalised path {shown:?}");
+            assert!(c.len() <= tree::NAME_MAX && !c.contains(&0), "bad component in {shown:?}");
+        }
+        if let Some(i) = p.iter().rposition(|&b| b == b'/') {
+            assert!(dirs.contains(&p[..i]), "{shown:?} is not below a directory listed earlier");
+        }
+        if let TreeKind::Symlink { target } = &e.kind {
+            assert!(!target.is_empty() && !target.contains(&0), "bad symlink target on {shown:?}");
+        }
+        if let Some(n) = e.link {
+            match groups.get(&n) {
+                Some(first) => assert!(first.same_inode_data(e), "group {n} members disagree at {shown:?}"),
+                None => {
+                    assert_eq!(n, groups.len() as u64 + 1, "group {n} out of sequence at {shown:?}");
+                    assert!(e.kind != TreeKind::Dir, "a directory in a link group: {shown:?}");
+                    groups.insert(n, e);
+                }
+            }
+        }
+        if e.kind == TreeKind::Dir {
+            dirs.insert(p);
+        }
+    }
+    for (n, first) in &groups {
+        let members = m.entries.iter().filter(|e| e.link == Some(*n)).count();
+        assert!(members >= 2, "group {n} ({:?}) has one member", String::from_utf8_lossy(&first.path));
     }
 }

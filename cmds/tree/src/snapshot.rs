@@ -1,0 +1,297 @@
+//! The node side: a snapshot is a plain directory tree built from a
+//! validated manifest, in which every regular file is a hard link into the
+//! [store](crate::store).
+//!
+//! So a version costs only what changed (unchanged files are the store's
+//! inodes again), and a rescue host, a web server or `ls` can use the
+//! directory as it is. Names of one hard-link group become one inode
+//! naturally, as do files of equal content (and equal content across
+//! snapshots of one store).
+//!
+//! What the node creates, and what it does not:
+//!
+//! * directories, mode 0755, owned by the node: per-snapshot modes,
+//!   owners, times and xattrs live only in the manifest (two snapshots with
+//!   the same content and different modes share bytes, not metadata);
+//! * regular files as links to the store's read-only inodes;
+//! * symlinks as symlinks, target verbatim: never followed while building
+//!   (every directory is opened with `O_NOFOLLOW` from the staging root,
+//!   and the manifest cannot put a path below a symlink), and the node
+//!   never follows them later either;
+//! * devices, FIFOs and sockets are never created: they are recorded in the
+//!   manifest only (a restore may create them).
+//!
+//! The manifest is kept beside the tree as `<dest>.ftree` (inside, it would
+//! be listed by a web server and seen by a rescue host as content). It is
+//! written, synced, before the tree is published, so a published tree
+//! always has its manifest; a `.ftree` without its directory is a build
+//! that did not finish and is replaced by the next one.
+//!
+//! Publishing is one rename of a staging directory `.<name>.staging` beside
+//! the destination (mode 0700 until then), without replacing anything, so
+//! nothing half-built is ever visible under the final name. A staging
+//! directory left by a killed build is removed (without following links)
+//! and the tree built again: that costs links, not downloads, because what
+//! was downloaded is in the store. Callers serialise builds of one
+//! destination (the node's per-client lock).
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::fsutil::{DirStack, lstat_at, open_dir, open_dir_at, remove_tree, rename_noreplace, split_last, tree_order};
+use crate::manifest::{Kind, Limits, Manifest, ManifestError, ReadError, Sha256};
+use crate::store::{Store, StoreError};
+
+/// A content the store lacks, with every path that needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// Its digest.
+    pub sha256: Sha256,
+    /// Its size.
+    pub size: u64,
+    /// The manifest paths with this content (download any one of them).
+    pub paths: Vec<Vec<u8>>,
+}
+
+/// The distinct contents of `manifest` that `store` does not hold, in
+/// order of first appearance: what must be downloaded before [`build`].
+pub fn missing(manifest: &Manifest, store: &Store) -> Vec<Missing> {
+    let mut out: Vec<Missing> = Vec::new();
+    let mut seen: HashMap<Sha256, Option<usize>> = HashMap::new();
+    for e in &manifest.entries {
+        let Kind::File { size, sha256 } = &e.kind else { continue };
+        let slot = *seen.entry(*sha256).or_insert_with(|| {
+            if store.has(sha256) {
+                None
+            } else {
+                out.push(Missing { sha256: *sha256, size: *size, paths: Vec::new() });
+                Some(out.len() - 1)
+            }
+        });
+        if let Some(i) = slot {
+            out[i].paths.push(e.path.clone());
+        }
+    }
+    out
+}
+
+/// What [`build`] made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildStats {
+    /// Directories created.
+    pub dirs: u64,
+    /// Regular-file names linked from the store.
+    pub files: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// FIFOs, sockets and devices recorded but not created.
+    pub not_created: u64,
+    /// Store copies made at the hard-link limit.
+    pub store_copies: u64,
+}
+
+/// The outcome of [`build`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Built {
+    /// The snapshot was built and published now.
+    Published(BuildStats),
+    /// It was already published with this very manifest (a re-run after a
+    /// crash past the publishing rename): nothing was done.
+    AlreadyPublished,
+}
+
+/// Why a snapshot could not be built. Nothing was published.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The manifest breaks the format (defence in depth: it was parsed).
+    #[error(transparent)]
+    Invalid(#[from] ManifestError),
+    /// The destination exists with another manifest (or none).
+    #[error("E_STORE: snapshot {} already exists", .0.display())]
+    Exists(PathBuf),
+    /// Contents are missing from the store: download them first.
+    #[error("E_STORE: {0} contents of the manifest are not in the store yet")]
+    Incomplete(usize),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The snapshot's filesystem failed.
+    #[error("{}: {context}: {source}", if crate::store::is_disk_full(source) { "E_DISK_FULL" } else { "E_STORE" })]
+    Io {
+        /// What was being done (paths escaped).
+        context: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl SnapshotError {
+    /// The reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SnapshotError::Invalid(e) => e.code(),
+            SnapshotError::Store(e) => e.code(),
+            SnapshotError::Io { source, .. } if crate::store::is_disk_full(source) => "E_DISK_FULL",
+            _ => "E_STORE",
+        }
+    }
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> SnapshotError {
+    let context = context.into();
+    move |source| SnapshotError::Io { context, source }
+}
+
+fn shown(p: &[u8]) -> String {
+    ferry_text::escape_bytes(p, 400)
+}
+
+/// Where the manifest of the snapshot at `dest` lives: `<dest>.ftree`.
+pub fn manifest_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".ftree");
+    dest.with_file_name(name)
+}
+
+/// Reads and validates the manifest of a published snapshot.
+pub fn read_manifest(dest: &Path, limits: &Limits) -> Result<Manifest, ReadError> {
+    let f = std::fs::File::open(manifest_path(dest))?;
+    crate::manifest::read(f, limits)
+}
+
+/// The parent directory and the name of `dest`.
+fn parent_and_name(dest: &Path) -> Result<(PathBuf, Vec<u8>), SnapshotError> {
+    let name = dest.file_name().filter(|n| !n.is_empty()).ok_or_else(|| SnapshotError::Io {
+        context: format!("destination {}", dest.display()),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "no file name"),
+    })?;
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((parent, name.as_bytes().to_vec()))
+}
+
+/// Builds the snapshot of `manifest` at `dest` from `store` and publishes
+/// it with one rename; see the module docs. Every content must be in the
+/// store ([`missing`] is empty).
+pub fn build(manifest: &Manifest, store: &Store, dest: &Path) -> Result<Built, SnapshotError> {
+    let unlimited = Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
+    manifest.check(&unlimited)?;
+    let (parent, name) = parent_and_name(dest)?;
+    let text = manifest.to_bytes();
+    let pfd = open_dir(&parent).map_err(io_err(format!("opening {}", parent.display())))?;
+    if lstat_at(pfd.as_fd(), &name).map_err(io_err(format!("checking {}", dest.display())))?.is_some() {
+        return match std::fs::read(manifest_path(dest)) {
+            Ok(existing) if existing == text => Ok(Built::AlreadyPublished),
+            _ => Err(SnapshotError::Exists(dest.to_path_buf())),
+        };
+    }
+    let absent = missing(manifest, store);
+    if !absent.is_empty() {
+        return Err(SnapshotError::Incomplete(absent.len()));
+    }
+    let staging = [b".", name.as_slice(), b".staging"].concat();
+    remove_tree(pfd.as_fd(), &staging).map_err(io_err(format!("removing a leftover {}", shown(&staging))))?;
+    rustix::fs::mkdirat(&pfd, staging.as_slice(), Mode::from_raw_mode(0o700))
+        .map_err(|e| io_err(format!("creating {}", shown(&staging)))(e.into()))?;
+    let result = (|| {
+        let stats = fill(manifest, store, pfd.as_fd(), &staging)?;
+        write_manifest(pfd.as_fd(), &name, &text)?;
+        rename_noreplace(pfd.as_fd(), &staging, &name).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                SnapshotError::Exists(dest.to_path_buf())
+            } else {
+                io_err(format!("publishing {}", dest.display()))(e)
+            }
+        })?;
+        Ok(Built::Published(stats))
+    })();
+    if result.is_err()
+        && let Err(e) = remove_tree(pfd.as_fd(), &staging)
+    {
+        tracing::error!(staging = %shown(&staging), error = %e, "could not remove the staging directory of a failed build");
+    }
+    result
+}
+
+/// Creates every entry below the staging directory, in depth-first order.
+fn fill(
+    manifest: &Manifest,
+    store: &Store,
+    parent: BorrowedFd<'_>,
+    staging: &[u8],
+) -> Result<BuildStats, SnapshotError> {
+    let root = open_dir_at(parent, staging).map_err(io_err("opening the staging directory"))?;
+    let mut order: Vec<&crate::manifest::Entry> = manifest.entries.iter().collect();
+    order.sort_by(|a, b| tree_order(&a.path, &b.path));
+    let mut stack = DirStack::new(root);
+    let mut stats = BuildStats::default();
+    for e in order {
+        let (dir, name) = split_last(&e.path);
+        let pfd = stack.parent(dir).map_err(io_err(format!("opening the parent of {}", shown(&e.path))))?;
+        match &e.kind {
+            Kind::Dir => {
+                rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o755))
+                    .map_err(|x| io_err(format!("creating {}", shown(&e.path)))(x.into()))?;
+                let fd = open_dir_at(pfd, name).map_err(io_err(format!("opening {}", shown(&e.path))))?;
+                // Exactly 0755, whatever the node's umask.
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))
+                    .map_err(|x| io_err(format!("chmod {}", shown(&e.path)))(x.into()))?;
+                stack.push(e.path.clone(), fd);
+                stats.dirs += 1;
+            }
+            Kind::File { sha256, .. } => {
+                if store.link_into(sha256, pfd, name)? {
+                    stats.store_copies += 1;
+                }
+                stats.files += 1;
+            }
+            Kind::Symlink { target } => {
+                rustix::fs::symlinkat(target.as_slice(), pfd, name)
+                    .map_err(|x| io_err(format!("creating symlink {}", shown(&e.path)))(x.into()))?;
+                stats.symlinks += 1;
+            }
+            Kind::Fifo | Kind::Socket | Kind::CharDev(_) | Kind::BlockDev(_) => stats.not_created += 1,
+        }
+    }
+    // One filesystem sync for every directory entry made (the file inodes
+    // were synced when they entered the store).
+    rustix::fs::syncfs(stack.root()).map_err(|x| io_err("syncing the snapshot")(x.into()))?;
+    Ok(stats)
+}
+
+/// Writes `<name>.ftree` in `parent` (temporary name, fsync, rename).
+fn write_manifest(parent: BorrowedFd<'_>, name: &[u8], text: &[u8]) -> Result<(), SnapshotError> {
+    let final_name = [name, b".ftree"].concat();
+    let tmp = [b".", name, b".ftree.tmp-", crate::fsutil::random_token().as_bytes()].concat();
+    let ctx = || format!("writing {}", shown(&final_name));
+    let fd = rustix::fs::openat(
+        parent,
+        tmp.as_slice(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| io_err(ctx())(e.into()))?;
+    let mut f = std::fs::File::from(fd);
+    let r = f
+        .write_all(text)
+        .and_then(|_| rustix::fs::fchmod(&f, Mode::from_raw_mode(0o644)).map_err(io::Error::from))
+        .and_then(|_| f.sync_all())
+        .and_then(|_| Ok(rustix::fs::renameat(parent, tmp.as_slice(), parent, final_name.as_slice())?))
+        .and_then(|_| Ok(rustix::fs::fsync(parent)?));
+    if r.is_err() {
+        let _ = rustix::fs::unlinkat(parent, tmp.as_slice(), rustix::fs::AtFlags::empty());
+    }
+    r.map_err(io_err(ctx()))
+}
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+pub(crate) mod tests;

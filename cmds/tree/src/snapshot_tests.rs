@@ -1,0 +1,206 @@
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use super::*;
+use crate::manifest::{Entry, Mtime};
+use crate::scan::{ScanOptions, scan};
+use crate::testutil::*;
+
+/// Puts every missing content into the store from the source tree, the way
+/// the node's pull does from the client (any path of a content will do).
+pub(crate) fn download(m: &Manifest, store: &Store, src: &Path) -> u64 {
+    let mut bytes = 0;
+    let mut batch = store.batch().unwrap();
+    for miss in missing(m, store) {
+        let f = std::fs::File::open(p(src, &miss.paths[0])).unwrap();
+        if let crate::store::Put::Stored(n) = batch.put(f, miss.size, &miss.sha256).unwrap() {
+            bytes += n;
+        }
+    }
+    batch.commit().unwrap();
+    bytes
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_snapshot_is_a_plain_tree_of_links_into_the_store() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    odd_tree(&src);
+    let m = scan(&ScanOptions { xattrs: true, ..ScanOptions::new(&src) }).unwrap().manifest;
+    let store = Store::open(t.path().join("store")).unwrap();
+
+    let miss = missing(&m, &store);
+    let three = miss.iter().find(|x| x.paths.contains(&b"hard1".to_vec())).unwrap();
+    assert_eq!(three.paths, [&b"a/b/hard 3"[..], b"a/hard2", b"hard1"], "a hard-link group is one content");
+    let dup = miss.iter().find(|x| x.paths.contains(&b"dup1".to_vec())).unwrap();
+    assert_eq!(dup.paths, [&b"a/dup2"[..], b"dup1"], "equal contents are one download");
+    let distinct: std::collections::HashSet<_> = m.entries.iter().filter_map(|e| e.sha256()).collect();
+    assert_eq!(miss.len(), distinct.len());
+    download(&m, &store, &src);
+    assert!(missing(&m, &store).is_empty());
+
+    let snaps = t.path().join("data/client/site");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let dest = snaps.join("2026-12-04T10:00:00Z");
+    let built = build(&m, &store, &dest).unwrap();
+    let Built::Published(stats) = built else { panic!("{built:?}") };
+    assert_eq!(stats.not_created, 1, "the fifo");
+    assert_eq!(listing(&snaps), ["2026-12-04T10:00:00Z", "2026-12-04T10:00:00Z.ftree"], "no staging left");
+    assert_eq!(std::fs::read(manifest_path(&dest)).unwrap(), m.to_bytes());
+    assert_eq!(read_manifest(&dest, &Limits::default()).unwrap(), m);
+
+    for e in &m.entries {
+        let path = p(&dest, &e.path);
+        let md = std::fs::symlink_metadata(&path);
+        match &e.kind {
+            Kind::File { sha256, .. } => {
+                let md = md.unwrap();
+                assert_eq!(md.ino(), std::fs::metadata(store.path(sha256)).unwrap().ino(), "a link into the store");
+                assert_eq!(md.mode() & 0o7777, 0o444);
+            }
+            Kind::Dir => {
+                let md = md.unwrap();
+                assert!(md.is_dir());
+                assert_eq!(md.mode() & 0o7777, 0o755, "{}", path.display());
+                assert_eq!(md.uid(), rustix::process::geteuid().as_raw());
+            }
+            Kind::Symlink { target } => {
+                assert!(md.unwrap().file_type().is_symlink());
+                assert_eq!(std::fs::read_link(&path).unwrap().as_os_str().as_bytes(), target.as_slice());
+            }
+            _ => assert!(md.is_err(), "{} must not be created", path.display()),
+        }
+    }
+    let ino = |rel: &[u8]| std::fs::metadata(p(&dest, rel)).unwrap().ino();
+    assert_eq!(ino(b"hard1"), ino(b"a/b/hard 3"));
+    assert_eq!(ino(b"dup1"), ino(b"a/dup2"));
+    assert!(!p(&dest, b"fifo").exists() && std::fs::symlink_metadata(p(&src, b"fifo")).unwrap().file_type().is_fifo());
+}
+
+#[test]
+fn a_second_snapshot_stores_only_what_changed() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    for i in 0..50 {
+        write(&src, format!("d{}/f{i}", i % 5).as_bytes(), &noise(10_000, i));
+    }
+    let store = Store::open(t.path().join("store")).unwrap();
+    let m1 = scan(&ScanOptions::new(&src)).unwrap().manifest;
+    assert_eq!(download(&m1, &store, &src), 500_000);
+    build(&m1, &store, &t.path().join("s1")).unwrap();
+    write(&src, b"d3/f13", &noise(10_000, 1000));
+    let m2 = scan(&ScanOptions::new(&src)).unwrap().manifest;
+    assert_eq!(missing(&m2, &store).len(), 1);
+    assert_eq!(download(&m2, &store, &src), 10_000, "one changed file is all that is stored");
+    build(&m2, &store, &t.path().join("s2")).unwrap();
+    let ino = |s: &str, rel: &str| std::fs::metadata(t.path().join(s).join(rel)).unwrap().ino();
+    assert_eq!(ino("s1", "d0/f0"), ino("s2", "d0/f0"));
+    assert_ne!(ino("s1", "d3/f13"), ino("s2", "d3/f13"));
+    assert_eq!(std::fs::read(t.path().join("s1/d3/f13")).unwrap(), noise(10_000, 13), "the old version stays");
+}
+
+#[test]
+fn nothing_is_built_while_contents_are_missing() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    write(&src, b"a", b"a");
+    write(&src, b"b", b"b");
+    let m = scan(&ScanOptions::new(&src)).unwrap().manifest;
+    let store = Store::open(t.path().join("store")).unwrap();
+    store.put(&b"a"[..], 1, &Sha256::of(b"a")).unwrap();
+    let dest = t.path().join("snaps/s");
+    std::fs::create_dir_all(t.path().join("snaps")).unwrap();
+    assert!(matches!(build(&m, &store, &dest), Err(SnapshotError::Incomplete(1))));
+    assert!(listing(&t.path().join("snaps")).is_empty());
+}
+
+#[test]
+fn a_killed_build_leaves_nothing_visible_and_the_next_one_cleans_up() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    odd_tree(&src);
+    let m = scan(&ScanOptions::new(&src)).unwrap().manifest;
+    let store = Store::open(t.path().join("store")).unwrap();
+    download(&m, &store, &src);
+    let snaps = t.path().join("snaps");
+    // What a kill -9 in the middle leaves: a half-filled staging directory
+    // (with a link pointing outside, which removal must not follow), and a
+    // manifest written before the kill.
+    let outside = t.path().join("outside");
+    write(&outside, b"precious", b"must survive");
+    let staging = snaps.join(".s.staging");
+    write(&staging, b"a/partial", b"half");
+    chmod(&staging, b"a", 0o500);
+    std::os::unix::fs::symlink(&outside, staging.join("escape")).unwrap();
+    std::fs::write(snaps.join("s.ftree"), b"stale").unwrap();
+    let dest = snaps.join("s");
+    assert!(!dest.exists(), "a staging directory is not the snapshot");
+
+    assert!(matches!(build(&m, &store, &dest).unwrap(), Built::Published(_)));
+    assert_eq!(listing(&snaps), ["s", "s.ftree"]);
+    assert_eq!(std::fs::read(outside.join("precious")).unwrap(), b"must survive");
+    assert_eq!(std::fs::read(snaps.join("s.ftree")).unwrap(), m.to_bytes());
+    // A re-run with the same manifest is a no-op; another manifest is refused.
+    assert_eq!(build(&m, &store, &dest).unwrap(), Built::AlreadyPublished);
+    let mut other = m.clone();
+    other.entries.retain(|e| e.path != b"zero");
+    assert!(matches!(build(&other, &store, &dest), Err(SnapshotError::Exists(_))));
+    assert_eq!(listing(&snaps), ["s", "s.ftree"]);
+}
+
+#[test]
+fn a_hostile_manifest_built_in_memory_is_still_refused() {
+    let t = tempdir();
+    let store = Store::open(t.path().join("store")).unwrap();
+    store.put(&b"x"[..], 1, &Sha256::of(b"x")).unwrap();
+    let file = |path: &[u8]| Entry {
+        path: path.to_vec(),
+        kind: Kind::File { size: 1, sha256: Sha256::of(b"x") },
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        user: None,
+        group: None,
+        mtime: Mtime::default(),
+        link: None,
+        xattrs: Vec::new(),
+    };
+    let link =
+        Entry { kind: Kind::Symlink { target: t.path().join("victim").into_os_string().into_vec() }, ..file(b"l") };
+    std::fs::create_dir(t.path().join("victim")).unwrap();
+    std::fs::create_dir(t.path().join("snaps")).unwrap();
+    for entries in [vec![file(b"../escape")], vec![file(b"/abs")], vec![link, file(b"l/through")]] {
+        let m = Manifest { options: Default::default(), entries };
+        let e = build(&m, &store, &t.path().join("snaps/s")).unwrap_err();
+        assert!(matches!(e, SnapshotError::Invalid(_)), "{e}");
+    }
+    assert!(listing(&t.path().join("snaps")).is_empty());
+    assert!(listing(&t.path().join("victim")).is_empty());
+    assert!(!t.path().join("escape").exists());
+}
+
+#[test]
+fn many_names_of_one_content_spill_over_the_link_limit() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    for i in 0..10 {
+        write(&src, format!("same{i}").as_bytes(), b"identical");
+    }
+    let m = scan(&ScanOptions::new(&src)).unwrap().manifest;
+    let store = Store::open(t.path().join("store")).unwrap().with_link_max(4);
+    download(&m, &store, &src);
+    let Built::Published(stats) = build(&m, &store, &t.path().join("s")).unwrap() else { panic!() };
+    // 3 names per inode (the store holds the fourth link): 10 names need 4 inodes.
+    assert_eq!(stats.store_copies, 3);
+    let inodes: std::collections::HashSet<u64> =
+        (0..10).map(|i| std::fs::metadata(t.path().join(format!("s/same{i}"))).unwrap().ino()).collect();
+    assert_eq!(inodes.len(), 4);
+    assert_eq!(std::fs::read(t.path().join("s/same9")).unwrap(), b"identical");
+}
