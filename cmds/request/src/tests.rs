@@ -838,3 +838,49 @@ fn random_bytes_never_panic() {
         }
     }
 }
+
+/// A root that passes `RemotePath::parse_root` (an enrolled export dir or
+/// git root) has room for a request path below it; one that fails could
+/// never hold one, and the refusal names the root's limit.
+#[test]
+fn enrolled_roots_leave_room_for_a_request_path() {
+    // 31 segments, 1022 bytes: the largest root.
+    let root = format!("{}/{}", format!("/{}", "d".repeat(32)).repeat(30), "r".repeat(31));
+    assert_eq!((root.len(), root.matches('/').count()), (1022, 31));
+    let parsed = RemotePath::parse_root(&root).unwrap();
+    let below = RemotePath::parse(&format!("{root}/x")).unwrap();
+    assert_eq!(below.relative_to(&parsed), Some(vec!["x"]));
+    let line = format!("git ssh://ferry@172.16.0.60{root}/x\n");
+    assert!(parse(line.as_bytes()).is_ok(), "{line}");
+
+    // One byte or one segment more leaves no room: still a RemotePath, not
+    // a root.
+    for (bad, limit) in [
+        (format!("{root}r"), "path longer than 1022 bytes"),
+        ("/d".repeat(32), "path deeper than 31 segments"),
+        (format!("/{}", "a/".repeat(1000)).trim_end_matches('/').to_owned(), "path longer than 1022 bytes"),
+        ("/d".repeat(40), "path deeper than 31 segments"),
+    ] {
+        let e = RemotePath::parse_root(&bad).unwrap_err();
+        assert_eq!(e.reason, Reason::ReqPath, "{bad}");
+        assert!(e.detail.starts_with(limit), "{bad}: {e}");
+        assert!(e.detail.contains("room below it for a path of at most 1024 bytes and 32 segments"), "{e}");
+    }
+    assert!(RemotePath::parse(&format!("{root}r")).is_ok());
+    assert!(RemotePath::parse(&"/d".repeat(32)).is_ok());
+    // Every other rule is the path grammar's own.
+    for (bad, want) in [("relative", Reason::ReqPath), ("/a/../b", Reason::ReqPath), ("/-x", Reason::UrlDash)] {
+        assert_eq!(RemotePath::parse_root(bad).unwrap_err().reason, want, "{bad}");
+    }
+}
+
+#[test]
+fn git_schemes_have_one_spelling() {
+    for s in [GitScheme::Git, GitScheme::Ssh, GitScheme::Https] {
+        assert_eq!(GitScheme::parse(s.as_str()), Ok(s));
+        assert_eq!(s.as_str().parse::<GitScheme>(), Ok(s));
+    }
+    for bad in ["", "SSH", "Git", "http", "file", "ssh ", "git+ssh"] {
+        assert_eq!(GitScheme::parse(bad).unwrap_err().reason, Reason::UrlScheme, "{bad:?}");
+    }
+}

@@ -42,6 +42,15 @@ impl GitScheme {
         matches!(self, GitScheme::Ssh)
     }
 
+    /// Parses a scheme name as written before `://` (`git`, `ssh` or
+    /// `https`, lower case); anything else is [`Reason::UrlScheme`]. This is
+    /// the one spelling of a scheme, in a request and in an enrollment.
+    pub fn parse(s: &str) -> Result<GitScheme, Rejection> {
+        GitScheme::from_scheme(s).ok_or_else(|| {
+            Rejection::new(Reason::UrlScheme, Some(0), "not a git transport (git, ssh or https)", s.as_bytes())
+        })
+    }
+
     fn from_scheme(s: &str) -> Option<GitScheme> {
         match s {
             "git" => Some(GitScheme::Git),
@@ -49,6 +58,13 @@ impl GitScheme {
             "https" => Some(GitScheme::Https),
             _ => None,
         }
+    }
+}
+
+impl FromStr for GitScheme {
+    type Err = Rejection;
+    fn from_str(s: &str) -> Result<Self, Rejection> {
+        GitScheme::parse(s)
     }
 }
 

@@ -260,20 +260,42 @@ impl RemotePath {
     /// [`Reason::UrlDash`]; any other segment outside the allow-list is
     /// [`Reason::ReqName`].
     pub fn parse(s: &str) -> Result<RemotePath, Rejection> {
+        let limits = Limits { bytes: PATH_MAX, segments: PATH_SEGMENTS_MAX, why: "" };
+        RemotePath::parse_within(s, &limits)
+    }
+
+    /// Validates a directory that request paths must lie *below*: an
+    /// enrolled export dir or git root. It is a [`RemotePath`] with room
+    /// for at least one more segment (`/x`), so at most 1022 bytes and 31
+    /// segments: a root that passes here is a root some request can name a
+    /// path under, and one that fails could never be used. Failures are
+    /// those of [`RemotePath::parse`], naming the root's own limits.
+    pub fn parse_root(s: &str) -> Result<RemotePath, Rejection> {
+        let limits = Limits {
+            bytes: PATH_MAX - 2,
+            segments: PATH_SEGMENTS_MAX - 1,
+            why: " (leaving room below it for a path of at most 1024 bytes and 32 segments)",
+        };
+        RemotePath::parse_within(s, &limits)
+    }
+
+    fn parse_within(s: &str, limits: &Limits) -> Result<RemotePath, Rejection> {
         let err = |reason: Reason, offset: usize, msg: &str| rej(reason, offset, msg, s);
         let Some(body) = s.strip_prefix('/') else {
             return Err(err(Reason::ReqPath, 0, "path must start with '/'"));
         };
-        if s.len() > PATH_MAX {
-            return Err(err(Reason::ReqPath, PATH_MAX, "path longer than 1024 bytes"));
+        if s.len() > limits.bytes {
+            let msg = format!("path longer than {} bytes{}", limits.bytes, limits.why);
+            return Err(err(Reason::ReqPath, limits.bytes, &msg));
         }
         if s.ends_with('/') {
             return Err(err(Reason::ReqPath, s.len() - 1, "trailing '/' in path"));
         }
         let mut start = 1usize;
         for (n, seg) in body.split('/').enumerate() {
-            if n >= PATH_SEGMENTS_MAX {
-                return Err(err(Reason::ReqPath, start, "path deeper than 32 segments"));
+            if n >= limits.segments {
+                let msg = format!("path deeper than {} segments{}", limits.segments, limits.why);
+                return Err(err(Reason::ReqPath, start, &msg));
             }
             if seg.is_empty() {
                 return Err(err(Reason::ReqPath, start, "empty path segment ('//')"));
@@ -326,6 +348,13 @@ impl RemotePath {
         }
         Some(mine.collect())
     }
+}
+
+/// How long and deep a [`RemotePath`] may be, and why, for messages.
+struct Limits {
+    bytes: usize,
+    segments: usize,
+    why: &'static str,
 }
 
 /// Index of the first byte breaking the segment allow-list, if any.
