@@ -266,6 +266,13 @@ EOF
     seed_raw < <({ printf '%s\n' "$enroll"; printf '[group m]\nmembers = clienta\nmap writable a = ../../etc\nmap readonly b = x.git\nmap bogus c = d\n'; })
     seed_raw < <({ printf '%s\n' "$enroll"; printf '[ferry client clientc]\naddress = 1.2.3.4\nqouta = 1G\n[ferry client ../x]\n[ferry]\n'; })
     seed_raw < <({ printf '%s\n' "$enroll"; printf '[ferry client clientd]\naddress = -oProxyCommand=id\nuser = Root\nhostkey = ssh-dss AAAA\nexport = /a/../b\nport = 0\nquota = 0x10\njob-timeout = 1d\n'; })
+    # roots at the request grammar's edge (issue 9): 31 segments and 1022
+    # bytes leave room for a request path below; one byte more does not
+    deep=""
+    for i in $(seq 1 30); do deep+=$(printf '/%032d' "$i"); done
+    deep+=/rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr
+    seed_raw < <(printf '%s\n' "${enroll/git-roots = \/srv\/git \/home\/git/git-roots = $deep /home/git}")
+    seed_raw < <(printf '%s\n' "${enroll/export = \/export/export = ${deep}r}")
     # parser rules and quirks (GITOSIS.md 1.1)
     seed '[group a]\nmembers = x\n  y\n\tz\nwritable: r1 ; comment\nreadonly = r2;not-a-comment\n'
     seed '[group a]\r\nmembers = jdoe\r\nwritable = foo\r\n'

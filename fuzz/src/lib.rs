@@ -29,14 +29,14 @@ use ferry_archive::{ArchiveError, EntryKind, ExtractPolicy, ListEntry, SymlinkPo
 use ferry_gitosis::access::{Mode, ferry_client_name, have_access};
 use ferry_gitosis::authkeys;
 use ferry_gitosis::conf::{Config, DEFAULT_SECTION, split_list};
-use ferry_gitosis::enroll::{ADMIN_REPO, E_ENROL_CONF, E_ENROL_DUP_KEY, E_ENROL_KEY, Enrollment};
+use ferry_gitosis::enroll::{ADMIN_REPO, ClientEnrollment, E_ENROL_CONF, E_ENROL_DUP_KEY, E_ENROL_KEY, Enrollment};
 use ferry_gitosis::fuzzing;
 use ferry_gitosis::keys::{PublicKey, parse_keyfile, parse_line};
 use ferry_gitosis::serve::{
     Allowed, MAX_COMMAND_BYTES, decide, decide_original_command, is_safe_relpath, parse_command, parse_command_bytes,
 };
 use ferry_gitosis::username::is_safe_username;
-use ferry_request::{Reason, Request, parse};
+use ferry_request::{GitScheme, GitUrl, Host, Reason, RemotePath, Request, User, parse, parse_port};
 use ferry_tree::manifest::{self as tree, Kind as TreeKind, Manifest as TreeManifest};
 
 /// One target's checks: panics on a violated invariant.
@@ -388,6 +388,7 @@ fn check_enrollment(conf: &Config, enr: &Enrollment) {
         assert_eq!(&client.name, name);
         assert!(conf.has_section(&format!("ferry client {name}")), "client {name} without its section");
         assert!(enr.users.contains_key(name), "client {name} without a key");
+        check_client_endpoint(conf, client);
     }
     // Every repository a keyed user could ask for: each literal grant, each
     // `map` option's visible name (in `[DEFAULT]` too, which gitosis' lookups
@@ -447,6 +448,47 @@ fn check_enrollment(conf: &Config, enr: &Enrollment) {
     match authkeys::render("", &entries, &command) {
         Ok(text) => check_authorized_keys(&text, &entries, &command),
         Err(e) => panic!("accepted enrollment does not render: {e}"),
+    }
+}
+
+/// An accepted client's endpoint is in the request grammar (issue 9): each
+/// value is its section's own text, re-parsing to itself, and every
+/// enrolled root (git roots, export dir) has room for a request path below
+/// it — a request naming `<root>/x` at the enrolled endpoint parses back to
+/// the same URL and lies under the root. So a root that is enrolled is one
+/// a request can use.
+fn check_client_endpoint(conf: &Config, c: &ClientEnrollment) {
+    let section = format!("ferry client {}", c.name);
+    let own = |opt: &str| conf.get_own(&section, opt);
+    assert_eq!(own("address"), Some(c.address.as_str()), "{section}: address is not the section's text");
+    assert_eq!(Host::parse(c.address.as_str()).as_ref(), Ok(&c.address), "{section}: address does not re-parse");
+    assert_eq!(own("user"), Some(c.user.as_str()), "{section}: user is not the section's text");
+    assert_eq!(User::parse(c.user.as_str()).as_ref(), Ok(&c.user), "{section}: user does not re-parse");
+    for (opt, port, default) in [("port", c.port, 22), ("git-port", c.git_port, 9418)] {
+        match own(opt) {
+            Some(text) => assert_eq!(parse_port(text), Ok(port), "{section}: {opt}"),
+            None => assert_eq!(port, default, "{section}: default {opt}"),
+        }
+    }
+    assert_ne!(c.git_scheme, GitScheme::Https, "{section}: https enrolled");
+    assert_eq!(own("export"), Some(c.export_dir.as_str()), "{section}: export is not the section's text");
+    let listed: Vec<&str> = split_list(own("git-roots").unwrap_or("")).collect();
+    for root in &c.git_roots {
+        assert!(listed.contains(&root.as_str()), "{section}: git root {root} not in the section");
+    }
+    let port = if c.git_scheme == GitScheme::Ssh { c.port } else { c.git_port };
+    let user = c.git_scheme.allows_user().then(|| c.user.clone());
+    for root in c.git_roots.iter().chain([&c.export_dir]) {
+        let below = RemotePath::parse(&format!("{root}/x"))
+            .unwrap_or_else(|e| panic!("{section}: enrolled root {root} leaves no room for a request path: {e}"));
+        assert_eq!(below.relative_to(root), Some(vec!["x"]), "{section}: {below} not under {root}");
+        let url = GitUrl::new(c.git_scheme, user.clone(), c.address.clone(), Some(port), below)
+            .unwrap_or_else(|e| panic!("{section}: no URL for the enrolled endpoint: {e}"));
+        let line = format!("git {}\n", url.to_url_string());
+        match parse(line.as_bytes()) {
+            Ok(Request::Git(g)) => assert_eq!(g.url, url, "{section}: {line:?} parses to another URL"),
+            other => panic!("{section}: a request under the enrolled root is refused: {line:?} -> {other:?}"),
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! section suffice: the admin does not also have to list the client in a
 //! `[group]` with `writable = queue/NAME`. The grant needs no other option
 //! of the section to be valid because the admin hook validates the whole
-//! file (see [`crate::enroll`]) before it is activated.
+//! file (the `enroll` module) before it is activated.
 
 use std::collections::HashMap;
 
@@ -82,6 +82,21 @@ pub fn queue_path(client: &str) -> String {
 /// `[gitosis] repositories`, else `repositories`.
 pub fn global_prefix(conf: &Config) -> String {
     conf.get("gitosis", "repositories").unwrap_or(DEFAULT_REPOSITORIES).to_string()
+}
+
+fn is_segment(seg: &str) -> bool {
+    let mut bytes = seg.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'.' | b'_' | b'-'))
+}
+
+/// The safe-path rule on an unquoted relative repository path (gitosis'
+/// `ALLOW_RE`, used by serve and for `map` targets): one or more segments
+/// separated by single `/`, each starting with an ASCII letter or digit,
+/// followed by letters, digits, `@`, `.`, `_`, `-`. No segment can start
+/// with `.` (no `..`, no hidden files) or `-` (no option injection).
+pub fn is_safe_relpath(path: &str) -> bool {
+    !path.is_empty() && path.split('/').all(is_segment)
 }
 
 /// Python's `os.path.splitext` test used by gitosis: strip one `.git`

@@ -32,6 +32,7 @@
 
 use std::fmt;
 
+pub use crate::access::is_safe_relpath;
 use crate::access::{Mode, have_access};
 use crate::conf::Config;
 
@@ -170,20 +171,6 @@ fn split_first(s: &str) -> (&str, Option<&str>) {
             (word, (!rest.is_empty()).then_some(rest))
         }
     }
-}
-
-fn is_segment(seg: &str) -> bool {
-    let mut bytes = seg.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'@' | b'.' | b'_' | b'-'))
-}
-
-/// The safe-path rule on an unquoted relative path: one or more segments
-/// separated by single `/`, each starting with an ASCII letter or digit,
-/// followed by letters, digits, `@`, `.`, `_`, `-`. No segment can start
-/// with `.` (no `..`, no hidden files) or `-` (no option injection).
-pub fn is_safe_relpath(path: &str) -> bool {
-    !path.is_empty() && path.split('/').all(is_segment)
 }
 
 /// gitosis' `ALLOW_RE` on the argument: a single quote, any number of `/`,

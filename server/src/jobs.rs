@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_gitosis::enroll::{ClientEnrollment, GitScheme as EnrolledScheme};
+use ferry_gitosis::enroll::ClientEnrollment;
 use ferry_pull::git::{GitEnv, MirrorJob};
-use ferry_request::{GitRequest, Reason, SftpRequest};
+use ferry_request::{GitRequest, GitScheme, Reason, SftpRequest};
 
 use crate::config::NodeConfig;
 use crate::events;
@@ -231,7 +231,7 @@ fn close_git_master(cfg: &NodeConfig, client: &ClientEnrollment) {
         .arg("-o")
         .arg(format!("ControlPath={}", sock.display()))
         .args(["-O", "exit", "--"])
-        .arg(&client.address)
+        .arg(client.address.as_str())
         .timeout(std::time::Duration::from_secs(5))
         .run();
 }
@@ -282,7 +282,7 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
         fsck_ignore: cfg.git_fsck_ignore.clone(),
         ssh_guard: Some(ferry_pull::git::SshGuard { program: cfg.program(), record_dir: git_record_dir(cfg) }),
     };
-    let ssh = (client.git_scheme == EnrolledScheme::Ssh).then(|| ssh_command(cfg, client));
+    let ssh = (client.git_scheme == GitScheme::Ssh).then(|| ssh_command(cfg, client));
     if ssh.is_some() {
         std::fs::create_dir_all(cfg.control_dir()).map_err(|e| io_refusal("create the ssh control dir", e))?;
         std::fs::create_dir_all(git_record_dir(cfg)).map_err(|e| io_refusal("create the git record dir", e))?;
@@ -519,9 +519,9 @@ pub fn sftp(
     let dest = subdir(&source_dir, &[&received])?;
     let endpoint = ferry_pull::sftp::SftpEndpoint {
         ssh: cfg.ssh.clone(),
-        host: client.address.clone(),
+        host: client.address.as_str().to_owned(),
         port: client.port,
-        user: client.user.clone(),
+        user: client.user.as_str().to_owned(),
         known_hosts: cfg.known_hosts(&client.name),
         host_key_alias: format!("ferry-client-{}", client.name),
         identity: cfg.pull_key(&client.name),

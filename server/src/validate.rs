@@ -1,13 +1,15 @@
 //! Checking a parsed request against what the administrator enrolled for
 //! the client whose queue it came from (SECURITY I1, I4, C1.4).
 //!
-//! The parser already guaranteed the *shape* of every field; here each one
-//! is compared with the enrollment record: the host byte for byte, the port,
-//! the user, the scheme, the path prefix. The storage name is derived from
-//! validated path segments only. Every failure names its reason code.
+//! The parser already guaranteed the *shape* of every field, and the
+//! enrollment holds values of the same grammar's types (parsed once, at
+//! enrollment); here each one is compared with the enrollment record as
+//! typed values: the host byte for byte, the port, the user, the scheme,
+//! the path prefix. The storage name is derived from validated path
+//! segments only. Every failure names its reason code.
 
-use ferry_gitosis::enroll::{ClientEnrollment, GitScheme as EnrolledScheme};
-use ferry_request::{GitRequest, GitScheme, GitUrl, Reason, RemotePath, SftpRequest};
+use ferry_gitosis::enroll::ClientEnrollment;
+use ferry_request::{GitRequest, GitScheme, GitUrl, Reason, SftpRequest};
 
 /// A rejection: reason code plus an explanation for the administrator.
 #[derive(Debug, Clone)]
@@ -57,24 +59,17 @@ impl GitTarget {
     }
 }
 
-fn roots(list: &[String]) -> Vec<RemotePath> {
-    list.iter().filter_map(|r| r.parse().ok()).collect()
-}
-
 /// Validate a `git` request against the enrollment.
 pub fn git(req: &GitRequest, client: &ClientEnrollment) -> Result<GitTarget, Refusal> {
     let u = &req.url;
-    let enrolled = match client.git_scheme {
-        EnrolledScheme::Ssh => GitScheme::Ssh,
-        EnrolledScheme::Git => GitScheme::Git,
-    };
+    let enrolled = client.git_scheme;
     if u.scheme != enrolled {
         return Err(Refusal::new(
             Reason::UrlScheme,
             format!("scheme {} is not the one enrolled for this client ({})", u.scheme.as_str(), enrolled.as_str()),
         ));
     }
-    if u.host.as_str() != client.address {
+    if u.host != client.address {
         return Err(Refusal::new(
             Reason::ReqHostNotOwned,
             format!("host {} is not this client's enrolled address", u.host),
@@ -88,7 +83,7 @@ pub fn git(req: &GitRequest, client: &ClientEnrollment) -> Result<GitTarget, Ref
     }
     if enrolled == GitScheme::Ssh {
         match &u.user {
-            Some(user) if user.as_str() == client.user => {}
+            Some(user) if *user == client.user => {}
             Some(user) => {
                 return Err(Refusal::new(
                     Reason::UrlUser,
@@ -98,11 +93,10 @@ pub fn git(req: &GitRequest, client: &ClientEnrollment) -> Result<GitTarget, Ref
             None => return Err(Refusal::new(Reason::UrlUser, "ssh URL without the enrolled user")),
         }
     }
-    let roots = roots(&client.git_roots);
-    if roots.is_empty() {
+    if client.git_roots.is_empty() {
         return Err(Refusal::new(Reason::ReqPath, "no git-roots are enrolled for this client"));
     }
-    let Some(rel) = roots.iter().find_map(|r| u.path.relative_to(r).filter(|rel| !rel.is_empty())) else {
+    let Some(rel) = client.git_roots.iter().find_map(|r| u.path.relative_to(r).filter(|rel| !rel.is_empty())) else {
         return Err(Refusal::new(Reason::ReqPath, format!("{} is not under an enrolled git root", u.path)));
     };
     let storage = storage_name(&rel)?;
@@ -150,7 +144,7 @@ pub fn storage_name(rel: &[&str]) -> Result<Vec<String>, Refusal> {
 /// module checks sizes, quotas and the timestamp window).
 pub fn sftp_endpoint(req: &SftpRequest, client: &ClientEnrollment) -> Result<Vec<String>, Refusal> {
     let u = &req.url;
-    if u.host.as_str() != client.address {
+    if u.host != client.address {
         return Err(Refusal::new(
             Reason::ReqHostNotOwned,
             format!("host {} is not this client's enrolled address", u.host),
@@ -161,14 +155,10 @@ pub fn sftp_endpoint(req: &SftpRequest, client: &ClientEnrollment) -> Result<Vec
     {
         return Err(Refusal::new(Reason::UrlPort, format!("port {p} is not the enrolled port {}", client.port)));
     }
-    if u.user.as_str() != client.user {
+    if u.user != client.user {
         return Err(Refusal::new(Reason::UrlUser, format!("user {} is not the enrolled user {}", u.user, client.user)));
     }
-    let export: RemotePath = client
-        .export_dir
-        .parse()
-        .map_err(|_| Refusal::new(Reason::ReqPath, "the enrolled export dir is not a valid path"))?;
-    match u.path.relative_to(&export) {
+    match u.path.relative_to(&client.export_dir) {
         Some(rel) if !rel.is_empty() => Ok(rel.into_iter().map(str::to_owned).collect()),
         _ => Err(Refusal::new(
             Reason::ReqPath,
