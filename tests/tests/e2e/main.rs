@@ -12,6 +12,7 @@ mod daemon;
 mod data;
 mod deploy;
 mod enrolled_port;
+mod enrolled_roots;
 mod git_limits;
 mod harness;
 mod hostile;
