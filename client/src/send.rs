@@ -218,7 +218,11 @@ fn send_locked(
         }
         pool.sync()?;
         if unpushed.is_empty() {
-            status.record_success(cfg, &node.name)?;
+            // Reported before the save (see `record_success`).
+            if let Some(outage) = status.record_success(crate::clock::now()) {
+                crate::alerts::node_recovered(cfg, &node.name, &outage);
+            }
+            status.save(cfg, &node.name)?;
             break;
         }
         let mut failed = None;
