@@ -23,8 +23,8 @@ use tracing::{info, warn};
 
 use crate::config::{ClientConfig, NodeConfig};
 use crate::nodestatus::NodeStatus;
-use crate::queue::{PushResult, Queue};
 use crate::pool::{self, ClientRequest};
+use crate::queue::{PushResult, Queue};
 
 /// Options of one `send` run.
 #[derive(Debug, Clone, Default)]

@@ -210,6 +210,9 @@ pub fn rename_noreplace(dir: BorrowedFd<'_>, from: &[u8], to: &[u8]) -> io::Resu
     }
 }
 
+/// Extended attributes as (name, value) pairs, sorted by name.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Why [`read_xattrs`] failed: the call that did (`listxattr` or
 /// `getxattr`), for messages that say which, and its error (which is all
 /// it displays).
@@ -226,7 +229,7 @@ pub struct XattrError {
 /// when one is open (a file or directory), else through `path` with the
 /// `l*` calls, which do not follow a final symlink. A filesystem without
 /// xattr support has none.
-pub fn read_xattrs(fd: Option<BorrowedFd<'_>>, path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, XattrError> {
+pub fn read_xattrs(fd: Option<BorrowedFd<'_>>, path: &Path) -> Result<Xattrs, XattrError> {
     let mut names = vec![0u8; 4096];
     let n = loop {
         let r = match fd {
