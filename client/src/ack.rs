@@ -15,7 +15,7 @@ use tracing::info;
 
 use crate::config::ClientConfig;
 use crate::exit;
-use crate::requests;
+use crate::pool;
 
 /// What `ferry ack` did, per node and request.
 #[derive(Debug, Default, Serialize)]
@@ -46,7 +46,7 @@ pub fn ack(cfg: &ClientConfig, ids: &[String], all: bool, node: Option<&str>) ->
     // before anything moves.
     let mut known = BTreeSet::new();
     for n in &nodes {
-        let pool = requests::open(&cfg.pool_dir(n))?;
+        let pool = pool::open(&cfg.pool_dir(n))?;
         for e in pool.list()? {
             if matches!(e.state, "E" | "A") {
                 known.insert(e.id);
@@ -59,7 +59,7 @@ pub fn ack(cfg: &ClientConfig, ids: &[String], all: bool, node: Option<&str>) ->
     }
     let mut report = AckReport::default();
     for n in nodes {
-        let pool = requests::open(&cfg.pool_dir(n))?;
+        let pool = pool::open(&cfg.pool_dir(n))?;
         // `send` moves requests to E under this lock.
         let _lock = pool.lock()?;
         let targets: Vec<String> = if all { pool.ids("E")? } else { ids.to_vec() };

@@ -24,7 +24,7 @@ pub fn init(cfg: &ClientConfig, host_key: Option<&Path>) -> anyhow::Result<InitR
         std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     for n in &cfg.nodes {
-        crate::requests::open(&cfg.pool_dir(&n.name))?;
+        crate::pool::open(&cfg.pool_dir(&n.name))?;
     }
     let export = cfg.export_dir();
     std::fs::create_dir_all(&export).with_context(|| format!("cannot create {}", export.display()))?;

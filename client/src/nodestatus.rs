@@ -60,10 +60,13 @@ impl NodeStatus {
         !self.alerted && now.duration_since(since).as_secs() >= alert_after.as_secs() as i64
     }
 
-    /// The node acknowledged a push: the run of failures, if any, ends (and
-    /// its recovery is reported from the recorded history).
-    pub fn record_success(&mut self, cfg: &ClientConfig, node: &str) -> anyhow::Result<()> {
-        let now = crate::clock::now();
+    /// The node acknowledged a push at `now`: the run of failures, if any,
+    /// ends and is returned so its recovery can be reported from the
+    /// recorded history. Not saved here: the caller reports the outage
+    /// first and saves after, so a crash in between repeats the report
+    /// (which the notifier drops once its outage is closed) rather than
+    /// losing it.
+    pub fn record_success(&mut self, now: Timestamp) -> Option<Outage> {
         let ended = self.failing_since.map(|since| Outage {
             since,
             failures: self.failures,
@@ -77,12 +80,7 @@ impl NodeStatus {
         self.next_attempt = None;
         self.failing_since = None;
         self.alerted = false;
-        // Raised before the save: a crash in between repeats the recovery,
-        // which the notifier drops once its outage is closed.
-        if let Some(o) = &ended {
-            crate::alerts::node_recovered(cfg, node, o);
-        }
-        self.save(cfg, node)
+        ended
     }
 
     pub fn record_failure(
@@ -145,5 +143,22 @@ mod tests {
         assert!(st.unreachable_due(t(600), hour));
         let mailed = NodeStatus { alerted: true, ..st };
         assert!(!mailed.unreachable_due(t(600), hour), "once per run of failures");
+    }
+
+    #[test]
+    fn success_ends_the_run_of_failures_and_returns_it() {
+        let mut st = NodeStatus {
+            failing_since: Some(t(0)),
+            failures: 3,
+            last_attempt: Some(t(90)),
+            next_attempt: Some(t(120)),
+            alerted: true,
+            ..Default::default()
+        };
+        let o = st.record_success(t(125)).expect("a run of failures ended");
+        assert_eq!(o, Outage { since: t(0), failures: 3, last_failure: t(90), ended: t(125), alerted: true });
+        assert_eq!((st.failing_since, st.failures, st.next_attempt, st.alerted), (None, 0, None, false));
+        assert_eq!((st.last_success, st.last_attempt), (Some(t(125)), Some(t(125))));
+        assert_eq!(st.record_success(t(130)), None, "no failures since: nothing to report");
     }
 }

@@ -106,7 +106,7 @@ impl<'a> Queue<'a> {
         let Some(tip) = self.tip(BRANCH) else {
             return Ok(None);
         };
-        let since = crate::requests::id_time(id).map(|t| t.as_second() - 3600).unwrap_or(i64::MIN);
+        let since = crate::pool::id_time(id).map(|t| t.as_second() - 3600).unwrap_or(i64::MIN);
         let mut walk = self.repo.revwalk()?;
         walk.push(tip)?;
         walk.set_sorting(Sort::TIME)?;

@@ -5,17 +5,17 @@ use std::path::Path;
 
 use crate::config::ClientConfig;
 use crate::exit::usage;
-use crate::requests::{self, ClientRequest};
+use crate::pool::{self, ClientRequest};
 
 /// Queue `rec` for each node in `nodes` (all with one id) and return the id.
 pub fn queue(cfg: &ClientConfig, rec: &ClientRequest, nodes: &[&str]) -> anyhow::Result<String> {
     if nodes.is_empty() {
         return usage("no backup node to send to: configure a [[node]] with default = true or name one");
     }
-    let id = requests::new_id();
+    let id = pool::new_id();
     let data = rec.to_bytes();
     for node in nodes {
-        let pool = requests::open(&cfg.pool_dir(node))?;
+        let pool = pool::open(&cfg.pool_dir(node))?;
         pool.create("i", "C", &id, &data)?;
     }
     tracing::info!(id, module = %rec.module, nodes = ?nodes, "request queued");

@@ -23,8 +23,8 @@ use tracing::{info, warn};
 
 use crate::config::{ClientConfig, NodeConfig};
 use crate::nodestatus::NodeStatus;
+use crate::pool::{self, ClientRequest};
 use crate::queue::{PushResult, Queue};
-use crate::requests::{self, ClientRequest};
 
 /// Options of one `send` run.
 #[derive(Debug, Clone, Default)]
@@ -87,7 +87,7 @@ pub fn send(cfg: &ClientConfig, only: Option<&str>, opts: &SendOptions) -> anyho
 /// releasing the lock, and goes round once more if there are any — no
 /// request waits for cron because two sends crossed.
 pub fn send_node(cfg: &ClientConfig, node: &NodeConfig, opts: &SendOptions) -> anyhow::Result<NodeReport> {
-    let pool = requests::open(&cfg.pool_dir(&node.name))?;
+    let pool = pool::open(&cfg.pool_dir(&node.name))?;
     let mut total = NodeReport { node: node.name.clone(), ..Default::default() };
     let mut wait = opts.wait;
     loop {
@@ -218,7 +218,11 @@ fn send_locked(
         }
         pool.sync()?;
         if unpushed.is_empty() {
-            status.record_success(cfg, &node.name)?;
+            // Reported before the save (see `record_success`).
+            if let Some(outage) = status.record_success(crate::clock::now()) {
+                crate::alerts::node_recovered(cfg, &node.name, &outage);
+            }
+            status.save(cfg, &node.name)?;
             break;
         }
         let mut failed = None;
@@ -350,7 +354,7 @@ fn record_warnings(
 /// node reuses that node's request files.
 fn copy_warnings(cfg: &ClientConfig, node: &NodeConfig, pool: &ferry_durable::Pool, id: &str) {
     for other in cfg.nodes.iter().filter(|n| n.name != node.name) {
-        let Ok(op) = requests::open(&cfg.pool_dir(&other.name)) else { continue };
+        let Ok(op) = pool::open(&cfg.pool_dir(&other.name)) else { continue };
         if let Ok(text) = std::fs::read(op.sidecar("F", id, "warn")) {
             let name = pool.sidecar("F", id, "warn");
             if let Err(e) =

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use ferry_prepare::{SourceKind, SourceSpec};
 
 use crate::config::{ClientConfig, SourceConfig};
-use crate::requests::ClientRequest;
+use crate::pool::ClientRequest;
 
 /// The client request that backs up `src`.
 pub fn request_for(src: &SourceConfig) -> anyhow::Result<ClientRequest> {

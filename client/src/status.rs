@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::config::ClientConfig;
 use crate::nodestatus::NodeStatus;
-use crate::requests;
+use crate::pool;
 
 /// A failed request not acknowledged yet, with its reason.
 #[derive(Debug, Clone, Serialize)]
@@ -44,7 +44,7 @@ const SHOWN: usize = 20;
 pub fn collect(cfg: &ClientConfig) -> anyhow::Result<Vec<NodeView>> {
     let mut out = Vec::new();
     for node in &cfg.nodes {
-        let pool = requests::open(&cfg.pool_dir(&node.name))?;
+        let pool = pool::open(&cfg.pool_dir(&node.name))?;
         let list = pool.list()?;
         let pending: Vec<_> = list.iter().filter(|e| matches!(e.state, "C" | "P")).collect();
         let failed_requests: Vec<Failed> = list
@@ -70,7 +70,7 @@ pub fn collect(cfg: &ClientConfig) -> anyhow::Result<Vec<NodeView>> {
             node: node.name.clone(),
             url: node.url.clone(),
             pending: pending.len(),
-            oldest_pending: pending.first().and_then(|e| requests::id_time(&e.id)).map(|t| t.to_string()),
+            oldest_pending: pending.first().and_then(|e| pool::id_time(&e.id)).map(|t| t.to_string()),
             finished: list.iter().filter(|e| e.state == "F").count(),
             failed: failed_requests.len(),
             failed_recent: failed_requests.iter().take(5).map(|f| (f.id.clone(), f.reason.clone())).collect(),

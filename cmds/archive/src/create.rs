@@ -14,14 +14,14 @@ use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, PathBuf};
 use std::sync::mpsc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use tar::{EntryType, Header};
 
 use crate::error::{ArchiveError, escape_name};
-use crate::fsutil::{ioe, open_dir_at, read_names};
+use crate::fsutil::{join, open_dir_at, read_names, read_xattrs};
 use crate::pattern::ExcludePattern;
 use crate::pax;
 
@@ -394,17 +394,6 @@ struct Walker<'o> {
     emitted_ancestors: HashSet<Vec<u8>>,
 }
 
-/// Joins a relative path and a name with `/`.
-fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(rel.len() + 1 + name.len());
-    if !rel.is_empty() {
-        p.extend_from_slice(rel);
-        p.push(b'/');
-    }
-    p.extend_from_slice(name);
-    p
-}
-
 fn ctx(what: &str, rel: &[u8]) -> String {
     format!("{what} {}", escape_name(rel))
 }
@@ -752,7 +741,9 @@ impl Walker<'_> {
             pax::push_record(&mut pax_buf, b"mtime", t.as_bytes());
         }
         if self.opts.xattrs {
-            for (k, v) in read_xattrs(&self.opts.root, rel, xattr_fd)? {
+            let full = self.opts.root.join(OsStr::from_bytes(rel));
+            let xattrs = read_xattrs(xattr_fd, &full).map_err(|e| ArchiveError::io(ctx(e.call, rel), e.error))?;
+            for (k, v) in xattrs {
                 let mut key = b"SCHILY.xattr.".to_vec();
                 key.extend_from_slice(&k);
                 pax::push_record(&mut pax_buf, &key, &v);
@@ -840,53 +831,4 @@ fn reopen(stack: &mut [Frame], i: usize) -> Result<(), ArchiveError> {
     }
     stack[i].fd = Some(fd);
     Ok(())
-}
-
-/// Reads an entry's extended attributes, sorted by name: through its fd
-/// when one is open, else through its path with the `l*` calls (which do
-/// not follow a symlink).
-fn read_xattrs(root: &Path, rel: &[u8], fd: Option<BorrowedFd<'_>>) -> Result<pax::Records, ArchiveError> {
-    let full = root.join(OsStr::from_bytes(rel));
-    let mut names = vec![0u8; 4096];
-    let n = loop {
-        let r = match fd {
-            Some(fd) => rustix::fs::flistxattr(fd, names.as_mut_slice()),
-            None => rustix::fs::llistxattr(&full, names.as_mut_slice()),
-        };
-        match r {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
-                let len = names.len() * 4;
-                names.resize(len, 0);
-            }
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(ArchiveError::io(ctx("listxattr", rel), ioe(e))),
-        }
-    };
-    names.truncate(n);
-    let mut out = Vec::new();
-    for key in names.split(|b| *b == 0).filter(|k| !k.is_empty()) {
-        let mut val = vec![0u8; 4096];
-        let len = loop {
-            let r = match fd {
-                Some(fd) => rustix::fs::fgetxattr(fd, key, val.as_mut_slice()),
-                None => rustix::fs::lgetxattr(&full, key, val.as_mut_slice()),
-            };
-            match r {
-                Ok(n) => break Some(n),
-                Err(rustix::io::Errno::RANGE) if val.len() < 1 << 20 => {
-                    let len = val.len() * 4;
-                    val.resize(len, 0);
-                }
-                Err(rustix::io::Errno::NODATA) => break None,
-                Err(e) => return Err(ArchiveError::io(ctx("getxattr", rel), ioe(e))),
-            }
-        };
-        if let Some(len) = len {
-            val.truncate(len);
-            out.push((key.to_vec(), val));
-        }
-    }
-    out.sort();
-    Ok(out)
 }

@@ -33,7 +33,8 @@
 //!
 //! [`list_tar_zst`] runs the same validation without writing anything
 //! (`verify`, `find`). [`manifest`] describes a tree (lstat only) so tests
-//! and `verify` can compare trees.
+//! and `verify` can compare trees. [`fsutil`] holds the directory-fd
+//! helpers that never follow a link, shared with `ferry-tree`.
 //!
 //! # Reason codes
 //!
@@ -45,7 +46,7 @@
 mod create;
 mod error;
 mod extract;
-mod fsutil;
+pub mod fsutil;
 pub mod manifest;
 mod pattern;
 mod pax;

@@ -74,7 +74,7 @@
 //! `E_STORE`, as elsewhere.
 
 pub mod diff;
-mod fsutil;
+mod dirstack;
 pub mod manifest;
 mod names;
 pub mod restore;

@@ -27,10 +27,11 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use ferry_archive::fsutil::{components, open_dir, open_dir_at, open_dir_beneath, read_names, split_last};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use sha2::Digest as _;
 
-use crate::fsutil::{DirStack, open_dir, open_dir_at, open_dir_beneath, read_names, split_last, tree_order};
+use crate::dirstack::{DirStack, tree_order};
 use crate::manifest::{Entry, Kind, Limits, Manifest, ManifestError, Mtime, Sha256};
 use crate::names::Names;
 use crate::store::{Store, StoreError};
@@ -220,7 +221,7 @@ pub fn restore(
     drop(stack);
     // Directories last, deepest (and later siblings) first.
     for e in dirs.iter().rev() {
-        let fd = open_dir_beneath(root.as_fd(), &e.path).map_err(io_err("reopening", &e.path))?;
+        let fd = open_dir_beneath(root.as_fd(), components(&e.path)).map_err(io_err("reopening", &e.path))?;
         r.meta(fd.as_fd(), e)?;
     }
     Ok(r.stats)
@@ -324,7 +325,7 @@ impl Restorer<'_> {
         {
             // A further name of an inode already restored.
             let (fdir, fname) = split_last(first);
-            let ffd = open_dir_beneath(root, fdir).map_err(io_err("opening the parent of", first))?;
+            let ffd = open_dir_beneath(root, components(fdir)).map_err(io_err("opening the parent of", first))?;
             rustix::fs::linkat(&ffd, fname, pfd, name, AtFlags::empty())
                 .map_err(|x| io_err("linking", &e.path)(x.into()))?;
             self.stats.hardlinks += 1;

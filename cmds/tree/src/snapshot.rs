@@ -41,9 +41,10 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use ferry_archive::fsutil::{lstat_at, open_dir, open_dir_at, random_token, remove_tree, rename_noreplace, split_last};
 use rustix::fs::{Mode, OFlags};
 
-use crate::fsutil::{DirStack, lstat_at, open_dir, open_dir_at, remove_tree, rename_noreplace, split_last, tree_order};
+use crate::dirstack::{DirStack, tree_order};
 use crate::manifest::{Kind, Limits, Manifest, ManifestError, ReadError, Sha256};
 use crate::store::{Store, StoreError};
 
@@ -204,7 +205,8 @@ pub fn build(manifest: &Manifest, store: &Store, dest: &Path) -> Result<Built, S
     let result = (|| {
         let stats = fill(manifest, store, pfd.as_fd(), &staging)?;
         write_manifest(pfd.as_fd(), &name, &text)?;
-        rename_noreplace(pfd.as_fd(), &staging, &name).map_err(|e| {
+        // Synced so the name survives a crash.
+        rename_noreplace(pfd.as_fd(), &staging, &name).and_then(|()| Ok(rustix::fs::fsync(&pfd)?)).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 SnapshotError::Exists(dest.to_path_buf())
             } else {
@@ -270,7 +272,7 @@ fn fill(
 /// Writes `<name>.ftree` in `parent` (temporary name, fsync, rename).
 fn write_manifest(parent: BorrowedFd<'_>, name: &[u8], text: &[u8]) -> Result<(), SnapshotError> {
     let final_name = [name, b".ftree"].concat();
-    let tmp = [b".", name, b".ftree.tmp-", crate::fsutil::random_token().as_bytes()].concat();
+    let tmp = [b".", name, b".ftree.tmp-", random_token().as_bytes()].concat();
     let ctx = || format!("writing {}", shown(&final_name));
     let fd = rustix::fs::openat(
         parent,

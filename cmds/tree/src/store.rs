@@ -28,10 +28,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use ferry_archive::fsutil::{lstat_at, open_dir, random_token, read_names};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use sha2::Digest as _;
 
-use crate::fsutil::{lstat_at, open_dir, read_names};
 use crate::manifest::Sha256;
 
 /// Why a store operation failed.
@@ -237,7 +237,7 @@ impl Store {
     /// process's id so a later [`Store::clean_tmp`] knows whether its
     /// writer is alive.
     fn temp_in(&self, tmp: BorrowedFd<'_>) -> Result<(File, String), StoreError> {
-        let name = format!("put-{}-{}", std::process::id(), crate::fsutil::random_token());
+        let name = format!("put-{}-{}", std::process::id(), random_token());
         let fd = rustix::fs::openat(
             tmp,
             name.as_str(),

@@ -78,7 +78,7 @@ fn the_link_limit_starts_a_second_copy() {
     s.put(&data[..], data.len() as u64, &d).unwrap();
     let snap = t.path().join("snap");
     std::fs::create_dir(&snap).unwrap();
-    let dir = crate::fsutil::open_dir(&snap).unwrap();
+    let dir = ferry_archive::fsutil::open_dir(&snap).unwrap();
     let mut made = Vec::new();
     for i in 0..7 {
         made.push(s.link_into(&d, dir.as_fd(), format!("n{i}").as_bytes()).unwrap());
@@ -104,7 +104,7 @@ fn a_corrupt_primary_is_not_copied() {
     let s = store(&t).with_link_max(2);
     let d = Sha256::of(b"abc");
     s.put(&b"abc"[..], 3, &d).unwrap();
-    let snap = crate::fsutil::open_dir(t.path()).unwrap();
+    let snap = ferry_archive::fsutil::open_dir(t.path()).unwrap();
     s.link_into(&d, snap.as_fd(), b"first").unwrap();
     chmod(s.root(), format!("sha256/{}/{}", &d.to_hex()[..2], d.to_hex()).as_bytes(), 0o644);
     std::fs::write(s.path(&d), b"xyz").unwrap();
@@ -141,7 +141,7 @@ fn gc_removes_only_what_no_snapshot_links() {
     s.put(&b"dropped"[..], 7, &b).unwrap();
     let snap = t.path().join("snap");
     std::fs::create_dir(&snap).unwrap();
-    let dir = crate::fsutil::open_dir(&snap).unwrap();
+    let dir = ferry_archive::fsutil::open_dir(&snap).unwrap();
     s.link_into(&a, dir.as_fd(), b"k").unwrap();
     s.link_into(&b, dir.as_fd(), b"d").unwrap();
     assert_eq!(s.gc().unwrap(), (0, 0));

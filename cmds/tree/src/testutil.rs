@@ -17,7 +17,7 @@ pub(crate) fn p(root: &Path, rel: &[u8]) -> PathBuf {
 }
 
 pub(crate) fn write(root: &Path, rel: &[u8], data: &[u8]) {
-    std::fs::create_dir_all(p(root, crate::fsutil::split_last(rel).0)).unwrap();
+    std::fs::create_dir_all(p(root, ferry_archive::fsutil::split_last(rel).0)).unwrap();
     std::fs::write(p(root, rel), data).unwrap_or_else(|e| panic!("write {}: {e}", String::from_utf8_lossy(rel)));
 }
 
@@ -135,7 +135,7 @@ pub(crate) fn odd_tree(root: &Path) {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(p(root, &d)).unwrap() {
             let e = e.unwrap();
-            let rel = crate::fsutil::join(&d, e.file_name().as_bytes());
+            let rel = ferry_archive::fsutil::join(&d, e.file_name().as_bytes());
             n += 1;
             if e.file_type().unwrap().is_dir() {
                 stack.push(rel.clone());

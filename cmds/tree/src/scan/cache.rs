@@ -165,7 +165,7 @@ pub(crate) fn write<'a>(path: &Path, records: impl Iterator<Item = (&'a [u8], &'
     };
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "cache path has no name"))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), crate::fsutil::random_token()));
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), ferry_archive::fsutil::random_token()));
     let result = (|| {
         let f = OpenOptions::new()
             .write(true)

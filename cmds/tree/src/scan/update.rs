@@ -26,11 +26,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 
+use ferry_archive::fsutil::{components, join, open_dir_at, split_last};
 use rustix::fs::{AtFlags, FileType};
 
 use super::walk::{Item, LinkKey, Walker};
 use super::{Scan, ScanError, ScanOptions, canonical_links, finish};
-use crate::fsutil::{components, open_dir_at, split_last};
 use crate::manifest::validate::check_path;
 use crate::manifest::{Kind, Manifest};
 
@@ -160,7 +160,7 @@ impl Update {
         let mut fd = rustix::io::dup(&w.root).map_err(|e| w.io(b"", e.into()))?;
         let mut rel = Vec::new();
         for c in components(parent) {
-            rel = crate::fsutil::join(&rel, c);
+            rel = join(&rel, c);
             w.stats.statted += 1;
             let st = match rustix::fs::statat(&fd, c, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => st,

@@ -16,12 +16,14 @@ use std::path::{Component, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_archive::ExcludePattern;
+use ferry_archive::fsutil::{
+    components, join, open_dir, open_dir_at, open_dir_beneath, read_names, read_xattrs, split_last,
+};
 use rustix::fs::{AtFlags, FileType, Stat};
 
 use super::cache::{HashCache, Record, ctime_of, mtime_of};
 use super::hash::{HashFailure, hash_file, open_file};
 use super::{ScanError, ScanOptions, ScanStats, Skipped, Unreadable};
-use crate::fsutil::{join, open_dir, open_dir_at, read_names, read_xattrs};
 use crate::manifest::{Entry, Kind, PATH_MAX, Rdev, Sha256};
 use crate::names::Names;
 
@@ -175,13 +177,13 @@ impl<'o> Walker<'o> {
     pub(crate) fn walk_dir(&mut self, rel: Vec<u8>, fd: Option<OwnedFd>) -> Result<(), ScanError> {
         let fd = match fd {
             Some(fd) => fd,
-            None => crate::fsutil::open_dir_beneath(self.root.as_fd(), &rel).map_err(|e| self.io(&rel, e))?,
+            None => open_dir_beneath(self.root.as_fd(), components(&rel)).map_err(|e| self.io(&rel, e))?,
         };
         let children = match read_names(fd.as_fd()) {
             Ok(c) => c,
             Err(e) => return self.unreadable(&rel, e),
         };
-        let name = crate::fsutil::split_last(&rel).1.to_vec();
+        let name = split_last(&rel).1.to_vec();
         self.walk(Frame { fd: Some(fd), name, rel, children, next: 0 })
     }
 
@@ -189,10 +191,10 @@ impl<'o> Walker<'o> {
     /// (once), then the path with everything below it. A component that is
     /// not a directory (a symlink included) is refused, not followed.
     pub(crate) fn include(&mut self, inc: &[u8]) -> Result<(), ScanError> {
-        let (parents, last) = crate::fsutil::split_last(inc);
+        let (parents, last) = split_last(inc);
         let mut dir = rustix::io::dup(&self.root).map_err(|e| self.io(b"", e.into()))?;
         let mut rel = Vec::new();
-        for c in crate::fsutil::components(parents) {
+        for c in components(parents) {
             rel = join(&rel, c);
             let st = rustix::fs::statat(&dir, c, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| self.io(&rel, e.into()))?;
             if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
