@@ -10,6 +10,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
+mod schedule;
+pub use schedule::{Job, Schedule, parse_interval};
+
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/ferry/node.toml";
 
@@ -342,7 +345,7 @@ impl NodeConfig {
         parse_duration(&self.limits.job_timeout)?;
         parse_duration(&self.limits.clock_skew)?;
         parse_duration(&self.check.silent_after)?;
-        crate::daemon::Schedule::from_config(&self.daemon).context("[daemon]")?;
+        Schedule::from_config(&self.daemon).context("[daemon]")?;
         if let Some(m) = &self.mail {
             m.validate(&self.name).map_err(|e| anyhow::anyhow!("[mail]: {e}"))?;
         }
@@ -438,7 +441,7 @@ mod tests {
         let cfg = NodeConfig::load(&p).unwrap();
         assert_eq!(cfg.name, "backup1");
         assert!(cfg.scan_on_push);
-        let d = crate::daemon::Schedule::from_config(&cfg.daemon).unwrap();
+        let d = Schedule::from_config(&cfg.daemon).unwrap();
         assert_eq!(d.listen, Some("127.0.0.1:9187".parse().unwrap()));
     }
 

@@ -27,7 +27,6 @@
 //! SIGTERM kills at once); the exit code is 0.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -38,148 +37,17 @@ use jiff::Timestamp;
 use serde::Serialize;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
-use crate::config::{DaemonConfig, NodeConfig, parse_duration};
+use crate::config::NodeConfig;
 use crate::exit;
 
+mod child;
 mod http;
+mod plan;
+pub use crate::config::{Job, Schedule, parse_interval};
+pub use child::Outcome;
+use child::{job_program, run_child};
 pub use http::{Answer, metrics, route};
-
-/// A job the daemon schedules; its name is the `ferry-node` subcommand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Job {
-    Scan,
-    Check,
-    Purge,
-    Verify,
-    Gc,
-}
-
-impl Job {
-    pub const ALL: [Job; 5] = [Job::Scan, Job::Check, Job::Purge, Job::Verify, Job::Gc];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Job::Scan => "scan",
-            Job::Check => "check",
-            Job::Purge => "purge",
-            Job::Verify => "verify",
-            Job::Gc => "gc",
-        }
-    }
-}
-
-/// An interval of `[daemon]`: a duration (`30s`, `5m`, `2h`, `7d`), or
-/// `"0"`/`"off"` for a disabled job (`None`).
-pub fn parse_interval(s: &str) -> anyhow::Result<Option<Duration>> {
-    let t = s.trim();
-    if t.eq_ignore_ascii_case("off") {
-        return Ok(None);
-    }
-    let d = parse_duration(t)?;
-    Ok((!d.is_zero()).then_some(d))
-}
-
-/// `[daemon]`, parsed and checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Schedule {
-    /// Where the HTTP server listens; `None`: no HTTP.
-    pub listen: Option<SocketAddr>,
-    /// Interval per job as configured (text for `/status`) and parsed.
-    pub every: BTreeMap<Job, (String, Option<Duration>)>,
-    /// `None`: no deadline.
-    pub job_deadline: Option<Duration>,
-    pub stop_grace: Duration,
-}
-
-impl Schedule {
-    pub fn from_config(d: &DaemonConfig) -> anyhow::Result<Schedule> {
-        let listen =
-            match d.listen.trim() {
-                "" => None,
-                a => Some(a.parse::<SocketAddr>().map_err(|_| {
-                    anyhow!("listen {a:?}: use address:port, e.g. \"127.0.0.1:9187\" (\"\" for no HTTP)")
-                })?),
-            };
-        let mut every = BTreeMap::new();
-        for (job, text) in [
-            (Job::Scan, &d.scan_every),
-            (Job::Check, &d.check_every),
-            (Job::Purge, &d.purge_every),
-            (Job::Verify, &d.verify_every),
-            (Job::Gc, &d.gc_every),
-        ] {
-            let parsed = parse_interval(text).with_context(|| format!("{}_every", job.name()))?;
-            every.insert(job, (text.trim().to_owned(), parsed));
-        }
-        Ok(Schedule {
-            listen,
-            every,
-            job_deadline: parse_interval(&d.job_deadline).context("job_deadline")?,
-            stop_grace: parse_duration(&d.stop_grace).context("stop_grace")?,
-        })
-    }
-
-    pub fn every(&self, job: Job) -> Option<Duration> {
-        self.every.get(&job).and_then(|e| e.1)
-    }
-}
-
-/// What the scheduler needs to know of one job to decide whether it is due.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Plan {
-    /// `None`: disabled (runs only when requested).
-    pub every: Option<Duration>,
-    pub last_start: Option<Instant>,
-    pub running: bool,
-    /// Asked for by SIGUSR1: due as soon as it is not running.
-    pub requested: bool,
-}
-
-/// When `job` is next due, given the daemon's start: a requested job at
-/// once; a job that never ran one interval after startup, except scan, which
-/// runs at once (pending requests should not wait, and startup stays cheap
-/// because verify and gc do not all start together); afterwards one interval
-/// after its last start. `None`: never (disabled, not requested).
-pub fn next_due(job: Job, plan: &Plan, started: Instant) -> Option<Instant> {
-    if plan.requested {
-        return Some(started);
-    }
-    let every = plan.every?;
-    Some(match plan.last_start {
-        Some(t) => t + every,
-        None if job == Job::Scan => started,
-        None => started + every,
-    })
-}
-
-impl Job {
-    /// purge, verify and gc run one at a time: cron spreads them over the
-    /// day, and a verify reading the catalog while purge deletes files
-    /// would report artifacts as missing.
-    pub fn exclusive(self) -> bool {
-        matches!(self, Job::Purge | Job::Verify | Job::Gc)
-    }
-}
-
-/// The jobs to start now: due, not already running, and at most one
-/// [`Job::exclusive`] job at a time (the others wait for it).
-pub fn due(plans: &BTreeMap<Job, Plan>, started: Instant, now: Instant) -> Vec<Job> {
-    let mut exclusive_busy = plans.iter().any(|(job, p)| job.exclusive() && p.running);
-    let mut out = Vec::new();
-    for (job, p) in plans {
-        if p.running || next_due(*job, p, started).is_none_or(|t| t > now) {
-            continue;
-        }
-        if job.exclusive() {
-            if exclusive_busy {
-                continue;
-            }
-            exclusive_busy = true;
-        }
-        out.push(*job);
-    }
-    out
-}
+pub use plan::{Plan, due, next_due};
 
 /// One job's record, as `/status` shows it and `/metrics` counts it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -283,88 +151,6 @@ pub fn collect_clients(cfg: &NodeConfig) -> anyhow::Result<Vec<ClientFacts>> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// How a child run ended.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub exit: Option<i32>,
-    pub status: String,
-    pub error: Option<String>,
-    pub elapsed: Duration,
-}
-
-impl Outcome {
-    /// Completed: exit 0, or 3 (done, problems found).
-    pub fn completed(&self) -> bool {
-        matches!(self.exit, Some(c) if c == i32::from(exit::OK) || c == i32::from(exit::PROBLEMS))
-    }
-}
-
-/// The program the jobs run: this very executable, unless it was replaced
-/// on disk since it started (an upgrade; `/proc/self/exe` then names a
-/// deleted file), in which case the configured program.
-fn job_program(cfg: &NodeConfig) -> PathBuf {
-    match std::env::current_exe() {
-        Ok(p) if p.is_file() => p,
-        _ => cfg.program(),
-    }
-}
-
-/// Run one job as a child and wait for it.
-fn run_child(
-    program: &Path,
-    config_path: &Path,
-    job: Job,
-    deadline: Option<Duration>,
-    kill: Arc<AtomicBool>,
-) -> Outcome {
-    let start = Instant::now();
-    let mut cmd = ferry_run::Cmd::new(program)
-        .arg("--config")
-        .arg(config_path)
-        .arg("--json")
-        .arg(job.name())
-        .timeout_opt(deadline)
-        .stdout_cap(64 * 1024)
-        .die_with_parent()
-        .watch(Duration::from_millis(200), move || {
-            kill.load(Ordering::Relaxed).then(|| "the daemon is stopping".to_owned())
-        });
-    // The children's environment is cleared like every child's; these are
-    // what a cron job would have and what the jobs' logging reads.
-    for k in ["HOME", "USER", "LOGNAME", "TZ", "FERRY_LOG"] {
-        if let Some(v) = std::env::var_os(k) {
-            cmd = cmd.env(k, v);
-        }
-    }
-    match cmd.run() {
-        Ok(out) => {
-            let code = out.status.code();
-            let ok = matches!(code, Some(c) if c == i32::from(exit::OK) || c == i32::from(exit::PROBLEMS));
-            let err = out.stderr_excerpt();
-            Outcome {
-                exit: code,
-                status: ferry_run::describe_status(&out.status),
-                error: (!ok && !err.is_empty()).then_some(err),
-                elapsed: out.elapsed,
-            }
-        }
-        Err(e) => {
-            let status = match &e {
-                ferry_run::RunError::TimedOut { .. } => "deadline",
-                ferry_run::RunError::Stopped { .. } => "stopped",
-                ferry_run::RunError::Spawn { .. } => "not started",
-                _ => "error",
-            };
-            Outcome {
-                exit: None,
-                status: status.into(),
-                error: Some(ferry_text::sanitize(&e.to_string(), 600)),
-                elapsed: start.elapsed(),
-            }
-        }
-    }
 }
 
 enum Event {
@@ -739,6 +525,7 @@ pub fn run(cfg: NodeConfig, config_path: &Path) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DaemonConfig;
 
     fn plans(f: impl Fn(Job, &mut Plan)) -> BTreeMap<Job, Plan> {
         Job::ALL
