@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::catalog::{Artifact, Catalog, Query};
+use crate::catalog::{Artifact, Query};
 use crate::config::NodeConfig;
 use crate::exit::UsageError;
 
@@ -118,7 +118,7 @@ pub fn check(cfg: &NodeConfig, a: &Artifact, show: bool) -> Option<String> {
 /// and the catalog, and look for artifacts on disk the catalog lacks.
 pub fn verify(cfg: &NodeConfig, client: Option<&str>, show: bool) -> anyhow::Result<(usize, Vec<Problem>)> {
     let _lock = crate::maintain::maintenance_lock(cfg, "verify")?;
-    let Some(cat) = Catalog::open_existing(cfg)? else { return Ok((0, Vec::new())) };
+    let Some(cat) = crate::catalog::open_existing(cfg)? else { return Ok((0, Vec::new())) };
     let all = cat.find(&Query { client: client.map(str::to_owned), ..Default::default() })?;
     let mut problems = Vec::new();
     let mut known = std::collections::BTreeSet::new();

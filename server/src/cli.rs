@@ -363,7 +363,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 since: since.as_deref().map(|s| crate::artifacts::parse_time(s, false)).transpose()?,
                 until: until.as_deref().map(|s| crate::artifacts::parse_time(s, true)).transpose()?,
             };
-            let found = match crate::catalog::Catalog::open_existing(&cfg)? {
+            let found = match crate::catalog::open_existing(&cfg)? {
                 Some(c) => c.find(&q)?,
                 None => Vec::new(),
             };

@@ -143,7 +143,7 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
             }
         }
     }
-    let catalog = crate::catalog::Catalog::open_existing(cfg)?;
+    let catalog = crate::catalog::open_existing(cfg)?;
     let mut out = Vec::new();
     for c in names.into_iter().filter(|c| only.is_none_or(|o| o == c)) {
         let cdir = cfg.client_data(&c);

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::catalog::{Catalog, Query};
+use crate::catalog::Query;
 use crate::clientstate::ClientState;
 use crate::config::NodeConfig;
 
@@ -41,7 +41,7 @@ pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
     let mut report = PurgeReport::default();
     let now = jiff::Timestamp::now();
     if cfg.retention.keep_days > 0
-        && let Some(cat) = Catalog::open_existing(cfg)?
+        && let Some(cat) = crate::catalog::open_existing(cfg)?
     {
         let cutoff = (now - jiff::SignedDuration::from_hours(24 * cfg.retention.keep_days as i64))
             .strftime("%Y%m%dT%H%M%SZ")

@@ -50,7 +50,7 @@ pub fn restore(
     if !ferry_gitosis::username::is_valid_client_name(client) {
         return Err(UsageError(format!("{client:?} is not a client name")).into());
     }
-    let catalog = Catalog::open_existing(cfg)?;
+    let catalog = crate::catalog::open_existing(cfg)?;
     let kept = match &catalog {
         Some(c) => {
             c.find(&Query { client: Some(client.to_owned()), source: Some(what.to_owned()), ..Query::default() })?
@@ -73,7 +73,7 @@ pub fn restore(
         };
         return crate::artifacts::restore(cfg, a, args, show);
     }
-    let mirror = find_git(cfg, client, what, catalog.as_ref())?;
+    let mirror = find_git(cfg, client, what, catalog.as_deref())?;
     let to = args.to.as_ref().ok_or_else(|| UsageError("say where to restore the repository: --to DIR".into()))?;
     match &args.at {
         None => {
@@ -86,7 +86,7 @@ pub fn restore(
 
 /// Locate a git mirror of `client` by name (`app`, `app.git`,
 /// `git/team/app.git`); when there is none, say what is stored.
-pub fn find_git(cfg: &NodeConfig, client: &str, what: &str, catalog: Option<&Catalog>) -> anyhow::Result<PathBuf> {
+pub fn find_git(cfg: &NodeConfig, client: &str, what: &str, catalog: Option<&dyn Catalog>) -> anyhow::Result<PathBuf> {
     let rel = what.strip_prefix("git/").unwrap_or(what);
     let rel = if rel.ends_with(".git") { rel.to_owned() } else { format!("{rel}.git") };
     let p = cfg.client_data(client).join("git").join(&rel);

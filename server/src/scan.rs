@@ -111,7 +111,7 @@ fn scan_pools(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport
 /// Reused state across clients of one scan.
 pub struct Scanner<'a> {
     cfg: &'a NodeConfig,
-    catalog: Option<crate::catalog::Catalog>,
+    catalog: Option<Box<dyn crate::catalog::Catalog>>,
 }
 
 impl<'a> Scanner<'a> {
@@ -121,11 +121,11 @@ impl<'a> Scanner<'a> {
 
     /// The catalog, opened on first use (a scan of git and dummy requests
     /// never touches it).
-    pub fn catalog(&mut self) -> anyhow::Result<&crate::catalog::Catalog> {
+    pub fn catalog(&mut self) -> anyhow::Result<&dyn crate::catalog::Catalog> {
         if self.catalog.is_none() {
-            self.catalog = Some(crate::catalog::Catalog::open(self.cfg)?);
+            self.catalog = Some(crate::catalog::open(self.cfg)?);
         }
-        Ok(self.catalog.as_ref().expect("just opened"))
+        Ok(self.catalog.as_deref().expect("just opened"))
     }
 
     fn scan_client(&mut self, enrollment: &Enrollment, client: &str, report: &mut ScanReport) -> anyhow::Result<()> {

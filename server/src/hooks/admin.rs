@@ -101,7 +101,7 @@ pub fn validate(t: &AdminTree, pusher: Option<&str>) -> Result<(Config, Enrollme
 /// (reserved names, two enrolled names differing in case) are in
 /// [`Enrollment::build`].
 pub fn storage_conflicts(cfg: &NodeConfig, enrollment: &Enrollment) -> Vec<String> {
-    let catalog = crate::catalog::Catalog::open_existing(cfg).ok().flatten();
+    let catalog = crate::catalog::open_existing(cfg).ok().flatten();
     let known_hosts = cfg.known_hosts("x");
     let places: [(PathBuf, &str, &str); 5] = [
         (cfg.data_dir(), "data/", ""),

@@ -1,67 +1,49 @@
-//! The artifact catalog: one embedded SQLite database on the node
-//! (`state/catalog.sqlite`), the index `list`, `find`, `restore`, `verify`
-//! and `purge` work from. The stored files and their digest sidecars are
-//! the truth; the catalog can be rebuilt from them (`verify --rebuild`).
+//! The catalog on SQLite: one embedded database on the node
+//! (`state/catalog.sqlite`), WAL mode, synchronous writes, schema migrated
+//! by `PRAGMA user_version` ([`MIGRATIONS`]).
 
 use std::path::Path;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 
-use crate::config::NodeConfig;
+use super::{Artifact, Catalog, Query};
 
-/// One stored artifact.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Artifact {
-    pub id: i64,
-    pub client: String,
-    pub source: String,
-    pub module: String,
-    /// Node receive time (`YYYYMMDDTHHMMSSZ`): the storage directory name,
-    /// the order retention uses.
-    pub received: String,
-    /// The client's own timestamp from the request (metadata only).
-    pub stamp: String,
-    /// Path relative to the data directory.
-    pub path: String,
-    pub size: u64,
-    pub sha256: String,
-    pub duration_ms: u64,
-    pub request: String,
+/// The schema, one step per version: the database's `user_version` says
+/// how many have run. A step is never edited once released; a change is a
+/// new step.
+pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS artifacts (
+        id INTEGER PRIMARY KEY,
+        client TEXT NOT NULL,
+        source TEXT NOT NULL,
+        module TEXT NOT NULL,
+        received TEXT NOT NULL,
+        stamp TEXT NOT NULL,
+        path TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        request TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS artifacts_by_source ON artifacts (client, source, received);
+    CREATE INDEX IF NOT EXISTS artifacts_by_digest ON artifacts (client, source, sha256);"];
+
+/// Bring `conn` to the newest schema, one transaction per step. A database
+/// newer than this program is refused (an older binary must not write it).
+fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let have: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let want = MIGRATIONS.len() as i64;
+    if have > want {
+        bail!("the catalog has schema version {have}, newer than this ferry-node knows ({want}); upgrade ferry-node");
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(have as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(step).with_context(|| format!("catalog migration {}", i + 1))?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
 }
-
-/// Filters for [`Catalog::find`].
-#[derive(Debug, Clone, Default)]
-pub struct Query {
-    pub client: Option<String>,
-    pub source: Option<String>,
-    /// Inclusive bounds on `received` (same string format, so they compare).
-    pub since: Option<String>,
-    pub until: Option<String>,
-}
-
-pub struct Catalog {
-    conn: Connection,
-}
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS artifacts (
-    id INTEGER PRIMARY KEY,
-    client TEXT NOT NULL,
-    source TEXT NOT NULL,
-    module TEXT NOT NULL,
-    received TEXT NOT NULL,
-    stamp TEXT NOT NULL,
-    path TEXT NOT NULL UNIQUE,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    request TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS artifacts_by_source ON artifacts (client, source, received);
-CREATE INDEX IF NOT EXISTS artifacts_by_digest ON artifacts (client, source, sha256);
-";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Artifact> {
     Ok(Artifact {
@@ -81,13 +63,14 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Artifact> {
 
 const COLS: &str = "id, client, source, module, received, stamp, path, size, sha256, duration_ms, request";
 
-impl Catalog {
-    /// Open (creating) the catalog.
-    pub fn open(cfg: &NodeConfig) -> anyhow::Result<Catalog> {
-        Self::open_path(&cfg.catalog_path())
-    }
+/// The SQLite implementation of [`Catalog`].
+pub struct SqliteCatalog {
+    conn: Connection,
+}
 
-    pub fn open_path(p: &Path) -> anyhow::Result<Catalog> {
+impl SqliteCatalog {
+    /// Open (creating) the catalog at `p`, migrated to the current schema.
+    pub fn open_path(p: &Path) -> anyhow::Result<SqliteCatalog> {
         if let Some(d) = p.parent() {
             std::fs::create_dir_all(d)?;
         }
@@ -95,17 +78,14 @@ impl Catalog {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Catalog { conn })
+        migrate(&conn)?;
+        Ok(SqliteCatalog { conn })
     }
+}
 
-    /// The catalog if it exists (read-only commands do not create it).
-    pub fn open_existing(cfg: &NodeConfig) -> anyhow::Result<Option<Catalog>> {
-        if cfg.catalog_path().exists() { Self::open(cfg).map(Some) } else { Ok(None) }
-    }
-
+impl Catalog for SqliteCatalog {
     /// Record an artifact (after its file and sidecar are durable).
-    pub fn insert(&self, a: &Artifact) -> anyhow::Result<i64> {
+    fn insert(&self, a: &Artifact) -> anyhow::Result<i64> {
         self.conn.execute(
             "INSERT INTO artifacts (client, source, module, received, stamp, path, size, sha256, duration_ms, request)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -127,7 +107,7 @@ impl Catalog {
 
     /// An artifact with the same client, source, client timestamp and
     /// digest (an identical duplicate request).
-    pub fn same(&self, client: &str, source: &str, stamp: &str, sha256: &str) -> anyhow::Result<Option<Artifact>> {
+    fn same(&self, client: &str, source: &str, stamp: &str, sha256: &str) -> anyhow::Result<Option<Artifact>> {
         Ok(self
             .conn
             .query_row(
@@ -141,7 +121,7 @@ impl Catalog {
     /// A source `client` stores whose name differs from `source` only in
     /// ASCII letter case (issue 16: one directory on a case-insensitive
     /// file system or object store).
-    pub fn case_twin_source(&self, client: &str, source: &str) -> anyhow::Result<Option<String>> {
+    fn case_twin_source(&self, client: &str, source: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .conn
             .query_row(
@@ -154,7 +134,7 @@ impl Catalog {
 
     /// A client with artifacts in the catalog whose name differs from
     /// `client` only in ASCII letter case.
-    pub fn case_twin_client(&self, client: &str) -> anyhow::Result<Option<String>> {
+    fn case_twin_client(&self, client: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .conn
             .query_row(
@@ -166,7 +146,7 @@ impl Catalog {
     }
 
     /// An artifact of the same client, source and client timestamp.
-    pub fn by_stamp(&self, client: &str, source: &str, stamp: &str) -> anyhow::Result<Option<Artifact>> {
+    fn by_stamp(&self, client: &str, source: &str, stamp: &str) -> anyhow::Result<Option<Artifact>> {
         Ok(self
             .conn
             .query_row(
@@ -179,7 +159,7 @@ impl Catalog {
             .optional()?)
     }
 
-    pub fn find(&self, q: &Query) -> anyhow::Result<Vec<Artifact>> {
+    fn find(&self, q: &Query) -> anyhow::Result<Vec<Artifact>> {
         let mut st = self.conn.prepare(&format!(
             "SELECT {COLS} FROM artifacts WHERE (?1 IS NULL OR client=?1) AND (?2 IS NULL OR source=?2)
              AND (?3 IS NULL OR received>=?3) AND (?4 IS NULL OR received<=?4) ORDER BY client, source, received"
@@ -189,7 +169,7 @@ impl Catalog {
     }
 
     /// The newest artifact of `client`/`source` received at or before `at`.
-    pub fn latest(&self, client: &str, source: &str, at: Option<&str>) -> anyhow::Result<Option<Artifact>> {
+    fn latest(&self, client: &str, source: &str, at: Option<&str>) -> anyhow::Result<Option<Artifact>> {
         Ok(self
             .conn
             .query_row(
@@ -204,7 +184,7 @@ impl Catalog {
     }
 
     /// Bytes stored for `client` (quota accounting).
-    pub fn bytes_of(&self, client: &str) -> anyhow::Result<u64> {
+    fn bytes_of(&self, client: &str) -> anyhow::Result<u64> {
         let n: i64 = self.conn.query_row(
             "SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE client=?1",
             params![client],
@@ -213,7 +193,7 @@ impl Catalog {
         Ok(n as u64)
     }
 
-    pub fn delete(&self, id: i64) -> anyhow::Result<()> {
+    fn delete(&self, id: i64) -> anyhow::Result<()> {
         self.conn.execute("DELETE FROM artifacts WHERE id=?1", params![id])?;
         Ok(())
     }

@@ -1,0 +1,85 @@
+//! The artifact catalog: the index `list`, `find`, `restore`, `verify`,
+//! `purge` and quota work from. The stored artifacts and their digest
+//! sidecars are the truth; the catalog indexes them.
+//!
+//! One interface ([`Catalog`]), so the node's code does not know which
+//! engine holds the rows: SQLite on the node's disk ([`sqlite`], the
+//! default). Every caller opens it through [`open`] / [`open_existing`].
+
+use serde::Serialize;
+
+pub mod sqlite;
+pub use sqlite::SqliteCatalog;
+
+use crate::config::NodeConfig;
+
+/// One stored artifact.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Artifact {
+    pub id: i64,
+    pub client: String,
+    pub source: String,
+    pub module: String,
+    /// Node receive time (`YYYYMMDDTHHMMSSZ`): the storage directory name,
+    /// the order retention uses.
+    pub received: String,
+    /// The client's own timestamp from the request (metadata only).
+    pub stamp: String,
+    /// Path relative to the data directory.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub duration_ms: u64,
+    pub request: String,
+}
+
+/// Filters for [`Catalog::find`].
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub client: Option<String>,
+    pub source: Option<String>,
+    /// Inclusive bounds on `received` (same string format, so they compare).
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+/// What the node records and asks about stored artifacts.
+///
+/// Rows are written only after the artifact they describe is durable
+/// (stored, verified, its sidecar written), so a row always names a
+/// complete artifact; an artifact without a row is found and reported by
+/// `verify`.
+pub trait Catalog: Send {
+    /// Record an artifact; returns its id.
+    fn insert(&self, a: &Artifact) -> anyhow::Result<i64>;
+    /// An artifact with the same client, source, client timestamp and
+    /// digest (an identical duplicate request).
+    fn same(&self, client: &str, source: &str, stamp: &str, sha256: &str) -> anyhow::Result<Option<Artifact>>;
+    /// A source `client` stores whose name differs from `source` only in
+    /// ASCII letter case (one directory on a case-insensitive file system
+    /// or object store).
+    fn case_twin_source(&self, client: &str, source: &str) -> anyhow::Result<Option<String>>;
+    /// A client with artifacts whose name differs from `client` only in
+    /// ASCII letter case.
+    fn case_twin_client(&self, client: &str) -> anyhow::Result<Option<String>>;
+    /// An artifact of the same client, source and client timestamp.
+    fn by_stamp(&self, client: &str, source: &str, stamp: &str) -> anyhow::Result<Option<Artifact>>;
+    /// Artifacts matching `q`, ordered by client, source, received.
+    fn find(&self, q: &Query) -> anyhow::Result<Vec<Artifact>>;
+    /// The newest artifact of `client`/`source` received at or before `at`.
+    fn latest(&self, client: &str, source: &str, at: Option<&str>) -> anyhow::Result<Option<Artifact>>;
+    /// Bytes stored for `client` (quota accounting).
+    fn bytes_of(&self, client: &str) -> anyhow::Result<u64>;
+    /// Forget an artifact (after its stored copy was removed).
+    fn delete(&self, id: i64) -> anyhow::Result<()>;
+}
+
+/// Open (creating) the node's catalog.
+pub fn open(cfg: &NodeConfig) -> anyhow::Result<Box<dyn Catalog>> {
+    Ok(Box::new(SqliteCatalog::open_path(&cfg.catalog_path())?))
+}
+
+/// The node's catalog if it exists (read-only commands do not create it).
+pub fn open_existing(cfg: &NodeConfig) -> anyhow::Result<Option<Box<dyn Catalog>>> {
+    if cfg.catalog_path().exists() { open(cfg).map(Some) } else { Ok(None) }
+}
