@@ -11,7 +11,7 @@
 //!
 //! No pool lock is taken: a scan writes an `E` file once and never touches
 //! it again, and the queue hook's duplicate check looks for `E` before `A`
-//! (see [`crate::scan::STATES`]), so the rename cannot let a re-pushed id
+//! (see [`crate::pool::STATES`]), so the rename cannot let a re-pushed id
 //! through. A scan holding the pool for an hour-long fetch therefore does
 //! not hold an acknowledgement back.
 
@@ -44,7 +44,7 @@ pub fn ack(cfg: &NodeConfig, client: &str, ids: &[String], all: bool) -> anyhow:
         ))
         .into());
     }
-    let pool = crate::scan::open_pool(cfg, client)?;
+    let pool = crate::pool::open_pool(cfg, client)?;
     if let Some(missing) = ids.iter().find(|id| !matches!(pool.state_of(id), Some("E" | "A"))) {
         return Err(UsageError(format!(
             "{missing} is not a failed request of {client} (ferry-node list {client} shows them)"

@@ -360,8 +360,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let q = crate::catalog::Query {
                 client,
                 source,
-                since: since.as_deref().map(|s| crate::artifacts::parse_time(s, false)).transpose()?,
-                until: until.as_deref().map(|s| crate::artifacts::parse_time(s, true)).transpose()?,
+                since: since.as_deref().map(|s| crate::catalog::parse_time(s, false)).transpose()?,
+                until: until.as_deref().map(|s| crate::catalog::parse_time(s, true)).transpose()?,
             };
             let found = match crate::catalog::open_existing(&cfg)? {
                 Some(c) => c.find(&q)?,
@@ -399,7 +399,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             xattrs,
             max_ratio,
         } => {
-            let at = at.as_deref().map(|s| crate::artifacts::parse_time(s, true)).transpose()?;
+            let at = at.as_deref().map(|s| crate::catalog::parse_time(s, true)).transpose()?;
             if allow_absolute_symlinks {
                 out::err_line(
                     "ferry-node: note: --allow-absolute-symlinks is ignored: symlinks are restored verbatim by default",
@@ -414,14 +414,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 max_ratio: (max_ratio > 0).then_some(max_ratio),
                 ..ferry_archive::ExtractPolicy::default()
             };
-            let into_db = into_db.map(|db| crate::dbrestore::DbTarget {
+            let into_db = into_db.map(|db| crate::restore::db::DbTarget {
                 db,
                 admin_os_user: db_user,
                 host: db_host,
                 port: db_port,
                 restore_host,
             });
-            let args = crate::artifacts::RestoreArgs { to, at, into_db, stdout, policy };
+            let args = crate::restore::RestoreArgs { to, at, into_db, stdout, policy };
             let show = !cli.json && !args.stdout;
             let msg = crate::restore::restore(&cfg, &client, &what, &args, checkout, show)?;
             if cli.json {
@@ -432,7 +432,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::Verify { client } => {
-            let (n, problems) = crate::artifacts::verify(&cfg, client.as_deref(), !cli.json)?;
+            let (n, problems) = crate::verify::verify(&cfg, client.as_deref(), !cli.json)?;
             if cli.json {
                 out::json_line(&serde_json::json!({ "checked": n, "problems": problems }))?;
             } else {
@@ -466,7 +466,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(if r.iter().any(|e| e.error.is_some()) { exit::PROBLEMS } else { exit::OK })
         }
         Command::Check => {
-            let r = crate::maintain::check(&cfg, cfg.duration(&cfg.check.silent_after))?;
+            let r = crate::check::check(&cfg, cfg.duration(&cfg.check.silent_after))?;
             if cli.json {
                 out::json(&r)?;
             } else {

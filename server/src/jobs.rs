@@ -6,9 +6,9 @@ use ferry_gitosis::enroll::ClientEnrollment;
 use ferry_pull::git::{GitEnv, MirrorJob};
 use ferry_request::{GitRequest, GitScheme, Reason, SftpRequest};
 
+use crate::catalog::Catalog;
 use crate::config::NodeConfig;
 use crate::events;
-use crate::scan::Scanner;
 use crate::validate::{self, Refusal};
 
 /// A node-assigned run id (UTC time of the job); never from the client.
@@ -141,27 +141,6 @@ fn sweep_mirror(mirror: &Path) -> usize {
     stale.into_iter().filter(|p| std::fs::remove_file(p).is_ok()).count()
 }
 
-/// Bytes stored for a client: everything under `data/<client>` (mirrors and
-/// artifacts), by an `lstat` walk that never follows links. Each entry
-/// counts what it occupies on disk (at least its allocated blocks), so many
-/// tiny files — refs, reflogs — cost the client what they cost the node.
-pub fn used_bytes(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total: u64 = 0;
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for de in rd.flatten() {
-            let Ok(md) = de.metadata() else { continue };
-            if md.is_dir() {
-                stack.push(de.path());
-            }
-            total = total.saturating_add(md.len().max(md.blocks().saturating_mul(512)));
-        }
-    }
-    total
-}
-
 /// The client's storage quota (enrollment, else the node default).
 pub fn quota(cfg: &NodeConfig, client: &ClientEnrollment) -> Option<u64> {
     client.quota_bytes.or_else(|| cfg.limits.quota.as_deref().and_then(ferry_gitosis::enroll::parse_size))
@@ -170,7 +149,7 @@ pub fn quota(cfg: &NodeConfig, client: &ClientEnrollment) -> Option<u64> {
 /// Bytes this client may still add, or `E_QUOTA` if none.
 pub fn quota_left(cfg: &NodeConfig, client: &ClientEnrollment, cdir: &Path) -> Result<Option<u64>, Refusal> {
     let Some(q) = quota(cfg, client) else { return Ok(None) };
-    let used = used_bytes(cdir);
+    let used = crate::store::used_bytes(cdir);
     if used >= q {
         return Err(Refusal::new(Reason::Quota, format!("the client stores {used} bytes, its quota is {q}")));
     }
@@ -347,17 +326,6 @@ fn ref_list(refs: &[String]) -> String {
     refs.iter().map(|r| ferry_text::escape(r, 200)).collect::<Vec<_>>().join(", ")
 }
 
-/// An entry of `dir` whose name differs from `name` only in ASCII letter
-/// case: on a case-insensitive file system or object store the two would
-/// be one directory, mixing two sources' or repositories' data.
-pub fn case_twin(dir: &Path, name: &str) -> Option<String> {
-    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
-        let n = e.file_name();
-        let n = n.to_str()?;
-        ferry_request::same_ignoring_case(n, name).then(|| n.to_owned())
-    })
-}
-
 /// `E_REQ_NAME_CASE` for `what` (`source trac`) beside `existing`.
 fn case_refusal(what: &str, existing: &str) -> Refusal {
     Refusal::new(
@@ -375,7 +343,7 @@ fn case_refusal(what: &str, existing: &str) -> Refusal {
 fn check_mirror_case(cdir: &Path, storage: &[String]) -> Result<(), Refusal> {
     let mut dir = cdir.join("git");
     for seg in storage {
-        if let Some(existing) = case_twin(&dir, seg) {
+        if let Some(existing) = crate::store::case_twin(&dir, seg) {
             let rel = dir.strip_prefix(cdir).unwrap_or(&dir).join(&existing);
             return Err(case_refusal(&format!("repository path segment {seg}"), &rel.display().to_string()));
         }
@@ -391,7 +359,7 @@ fn check_mirror_case(cdir: &Path, storage: &[String]) -> Result<(), Refusal> {
 /// never an overwrite (RP-12); an identical duplicate is a no-op.
 pub fn sftp(
     cfg: &NodeConfig,
-    scanner: &mut Scanner<'_>,
+    catalog: &dyn Catalog,
     client: &ClientEnrollment,
     id: &str,
     req: &SftpRequest,
@@ -440,7 +408,6 @@ pub fn sftp(
     }
     let sha_hex = req.sha256.to_hex();
     let stamp_s = req.stamp.to_string();
-    let catalog = scanner.catalog().map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
     if let Some(a) = catalog
         .same(&client.name, source, &stamp_s, &sha_hex)
         .map_err(|e| Refusal::new(Reason::Store, e.to_string()))?
@@ -461,7 +428,7 @@ pub fn sftp(
     // `Trac` beside a stored `trac` would share its directory on a
     // case-insensitive file system or object store: refused, whether the
     // twin is on disk or only in the catalog (its files purged).
-    if let Some(existing) = case_twin(&cdir, source) {
+    if let Some(existing) = crate::store::case_twin(&cdir, source) {
         return Err(case_refusal(&format!("source {source}"), &format!("source {existing}")));
     }
     if let Some(existing) =
@@ -598,7 +565,7 @@ fn unrecorded_download(
         if !md.file_type().is_file() || md.len() != size || recorded(&path) {
             continue;
         }
-        match crate::artifacts::hash_file(&path, false) {
+        match crate::verify::hash_file(&path, false) {
             Ok((n, h)) if n == size && h == sha_hex => {
                 return Some((run.file_name().to_string_lossy().into_owned(), path));
             }
@@ -641,9 +608,9 @@ mod tests {
         let cdir = tmp("case");
         std::fs::create_dir_all(cdir.join("trac")).unwrap();
         std::fs::create_dir_all(cdir.join("git/team/app.git")).unwrap();
-        assert_eq!(case_twin(&cdir, "Trac").as_deref(), Some("trac"));
-        assert_eq!(case_twin(&cdir, "trac"), None, "the same name is no twin");
-        assert_eq!(case_twin(&cdir, "www"), None);
+        assert_eq!(crate::store::case_twin(&cdir, "Trac").as_deref(), Some("trac"));
+        assert_eq!(crate::store::case_twin(&cdir, "trac"), None, "the same name is no twin");
+        assert_eq!(crate::store::case_twin(&cdir, "www"), None);
         let storage = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert!(check_mirror_case(&cdir, &storage(&["team", "app.git"])).is_ok());
         assert!(check_mirror_case(&cdir, &storage(&["team", "other.git"])).is_ok());

@@ -2,13 +2,12 @@
 
 pub mod ack;
 pub mod alerts;
-pub mod artifacts;
 pub mod catalog;
+pub mod check;
 pub mod cli;
 pub mod clientstate;
 pub mod config;
 pub mod daemon;
-pub mod dbrestore;
 pub mod enrollment;
 pub mod events;
 pub mod exit;
@@ -19,13 +18,16 @@ pub mod jobs;
 pub mod list;
 pub mod maintain;
 pub mod out;
+pub mod pool;
 pub mod pullkey;
 pub mod repos;
 pub mod restore;
 pub mod scan;
 pub mod scanrecord;
 pub mod serve;
+pub mod store;
 pub mod validate;
+pub mod verify;
 pub mod web;
 
 pub use cli::{Cli, run};

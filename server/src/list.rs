@@ -1,6 +1,6 @@
 //! `ferry-node list`: what is stored, per client.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -84,31 +84,6 @@ pub struct FailedRequest {
 /// Failed requests listed per client with their reasons (all are counted).
 pub const FAILED_SHOWN: usize = 50;
 
-/// Bare repositories below `root`, found by an iterative `lstat` walk that
-/// never follows symlinks and stops at each repository.
-pub fn find_mirrors(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for de in rd.flatten() {
-            let Ok(ft) = de.file_type() else { continue };
-            let name = de.file_name().to_string_lossy().into_owned();
-            if !ft.is_dir() || name.starts_with('.') {
-                continue;
-            }
-            let p = de.path();
-            if name.ends_with(".git") && p.join("HEAD").is_file() {
-                out.push(p);
-            } else if stack.len() < 10_000 {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn count_refs(dir: &Path, git: &Path) -> (usize, usize) {
     let out = ferry_run::Cmd::new(git)
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -147,7 +122,7 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
     let mut out = Vec::new();
     for c in names.into_iter().filter(|c| only.is_none_or(|o| o == c)) {
         let cdir = cfg.client_data(&c);
-        let git = find_mirrors(&cdir.join("git"))
+        let git = crate::repos::find_mirrors(&cdir.join("git"))
             .into_iter()
             .map(|p| {
                 let (heads, tags) = count_refs(&p, &cfg.git);
@@ -164,7 +139,7 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
             .collect();
         let (mut pending, mut finished, mut acknowledged) = (0, 0, 0);
         let mut failed_ids = Vec::new();
-        if let Ok(pool) = crate::scan::open_pool(cfg, &c) {
+        if let Ok(pool) = crate::pool::open_pool(cfg, &c) {
             for e in pool.list()? {
                 match e.state {
                     "RQ" | "P" => pending += 1,
@@ -179,7 +154,7 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
             .rev()
             .take(FAILED_SHOWN)
             .map(|id| {
-                let why = crate::scan::reason_of(&cfg.client_pool(&c), id).unwrap_or_default();
+                let why = crate::pool::reason_of(&cfg.client_pool(&c), id).unwrap_or_default();
                 let field = |k: &str| why.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
                 FailedRequest { id: id.clone(), reason: field("reason"), detail: field("detail"), at: field("at") }
             })

@@ -1,11 +1,10 @@
-//! Maintenance: `purge` (retention), `gc` (monthly git gc with a report),
-//! `check` (clients gone silent).
+//! Maintenance: `purge` (retention) and `gc` (monthly git gc with a
+//! report), one at a time under the maintenance lock (with `verify`).
 
 use anyhow::Context;
 use serde::Serialize;
 
 use crate::catalog::Query;
-use crate::clientstate::ClientState;
 use crate::config::NodeConfig;
 
 #[derive(Debug, Default, Serialize)]
@@ -46,6 +45,7 @@ pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
         let cutoff = (now - jiff::SignedDuration::from_hours(24 * cfg.retention.keep_days as i64))
             .strftime("%Y%m%dT%H%M%SZ")
             .to_string();
+        let store = crate::store::open(cfg);
         let all = cat.find(&Query::default())?;
         let mut groups: std::collections::BTreeMap<(String, String), Vec<_>> = Default::default();
         for a in all {
@@ -62,13 +62,8 @@ pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
                 if dry_run {
                     continue;
                 }
-                let file = cfg.data_dir().join(&a.path);
-                let _ = std::fs::remove_file(&file);
-                if let Some(name) = file.file_name() {
-                    let _ = std::fs::remove_file(file.with_file_name(format!("{}.sha256", name.to_string_lossy())));
-                }
-                if let Some(dir) = file.parent() {
-                    let _ = std::fs::remove_dir(dir);
+                if let Some(key) = crate::store::ArtifactKey::parse(&a.path) {
+                    store.remove(&key)?;
                 }
                 cat.delete(a.id)?;
             }
@@ -113,18 +108,18 @@ pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
     let _lock = maintenance_lock(cfg, "gc")?;
     let mut out = Vec::new();
     for cdir in std::fs::read_dir(cfg.data_dir()).into_iter().flatten().flatten() {
-        let mirrors = crate::list::find_mirrors(&cdir.path().join("git"));
+        let mirrors = crate::repos::find_mirrors(&cdir.path().join("git"));
         let client = cdir.file_name().to_string_lossy().into_owned();
         // Under the client's pool lock, like every fetch into these mirrors:
         // a fetch and a gc in one mirror at once could lose refs, and the
         // scan's sweep of a killed job's git locks must never take gc's.
         let _lock = if !mirrors.is_empty() && ferry_gitosis::username::is_valid_client_name(&client) {
-            Some(crate::scan::open_pool(cfg, &client)?.lock()?)
+            Some(crate::pool::open_pool(cfg, &client)?.lock()?)
         } else {
             None
         };
         for m in mirrors {
-            let before = crate::jobs::used_bytes(&m);
+            let before = crate::store::used_bytes(&m);
             let res = ferry_run::Cmd::new(&cfg.git)
                 .env("GIT_CONFIG_NOSYSTEM", "1")
                 .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -145,7 +140,7 @@ pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
             out.push(GcEntry {
                 mirror: m.strip_prefix(cfg.data_dir()).unwrap_or(&m).display().to_string(),
                 bytes_before: before,
-                bytes_after: crate::jobs::used_bytes(&m),
+                bytes_after: crate::store::used_bytes(&m),
                 error: res.err().map(|e| e.to_string()),
             });
         }
@@ -167,65 +162,6 @@ pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
     // Failed mirrors show in its body, in the journal (warn) and in the
     // exit code (3).
     crate::alerts::raise(cfg, ferry_notify::Alert::new(ferry_notify::Kind::GcReport, "gc", &cfg.name, body));
-    crate::alerts::flush(cfg);
-    Ok(out)
-}
-
-#[derive(Debug, Serialize)]
-pub struct CheckEntry {
-    pub client: String,
-    pub last_request: Option<String>,
-    pub last_success: Option<String>,
-    pub silent: bool,
-}
-
-/// Clients that sent no request and had no successful pull for longer than
-/// `silent_after` are reported (once, until they are back).
-pub fn check(cfg: &NodeConfig, silent_after: std::time::Duration) -> anyhow::Result<Vec<CheckEntry>> {
-    let enrollment = crate::enrollment::load(cfg)?;
-    let now = jiff::Timestamp::now();
-    let limit = jiff::SignedDuration::from_secs(silent_after.as_secs() as i64);
-    let enrolled_at = std::fs::symlink_metadata(cfg.enrolled_dir())
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| jiff::Timestamp::try_from(t).ok());
-    let mut out = Vec::new();
-    for c in enrollment.clients.keys() {
-        let (st, silent) = ClientState::update(cfg, c, |st| {
-            let last = [st.last_request, st.last_success].into_iter().flatten().max().or(enrolled_at);
-            let silent = last.is_none_or(|t| now.duration_since(t) > limit);
-            if silent && !st.silent_alert_open {
-                st.silent_alert_open = true;
-                let body = format!(
-                    "Client {c} sent no request and had no successful pull on node {} since {}.",
-                    cfg.name,
-                    last.map(|t| t.to_string()).unwrap_or_else(|| "its enrollment".into())
-                );
-                crate::alerts::raise(
-                    cfg,
-                    ferry_notify::Alert::new(ferry_notify::Kind::ClientSilent, format!("client:{c}"), c.as_str(), body),
-                );
-            } else if !silent && st.silent_alert_open {
-                st.silent_alert_open = false;
-                crate::alerts::raise(
-                    cfg,
-                    ferry_notify::Alert::new(
-                        ferry_notify::Kind::ClientBack,
-                        format!("client:{c}"),
-                        c.as_str(),
-                        format!("Client {c} is back."),
-                    ),
-                );
-            }
-            (st.clone(), silent)
-        });
-        out.push(CheckEntry {
-            client: c.clone(),
-            last_request: st.last_request.map(|t| t.to_string()),
-            last_success: st.last_success.map(|t| t.to_string()),
-            silent,
-        });
-    }
     crate::alerts::flush(cfg);
     Ok(out)
 }

@@ -1,6 +1,6 @@
 //! Repositories the node hosts: queue repos and gitosis-admin.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
@@ -66,4 +66,29 @@ pub fn ensure_bare(cfg: &NodeConfig, config_path: &Path, dir: &Path, queue: bool
         }
     }
     Ok(())
+}
+
+/// Bare repositories below `root`, found by an iterative `lstat` walk that
+/// never follows symlinks and stops at each repository.
+pub fn find_mirrors(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for de in rd.flatten() {
+            let Ok(ft) = de.file_type() else { continue };
+            let name = de.file_name().to_string_lossy().into_owned();
+            if !ft.is_dir() || name.starts_with('.') {
+                continue;
+            }
+            let p = de.path();
+            if name.ends_with(".git") && p.join("HEAD").is_file() {
+                out.push(p);
+            } else if stack.len() < 10_000 {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }

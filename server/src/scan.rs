@@ -11,48 +11,19 @@
 //! after each round *and after releasing the lock*, so a push that lands
 //! while a long fetch runs is never left waiting for cron.
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use ferry_durable::Pool;
 use ferry_gitosis::enroll::{ClientEnrollment, Enrollment};
 use ferry_request::{Reason, Request};
-use serde::Serialize;
 
 use crate::config::NodeConfig;
 use crate::events;
 use crate::validate::Refusal;
 
-/// Node pool states, in order: received, being handled, finished, ended
-/// in error, and acknowledged (a failed request an administrator has dealt
-/// with, `ferry-node ack`; kept with its reason, no longer reported). `A`
-/// stays after `E`: [`Pool::state_of`] looks in this order, so a request
-/// renamed from `E` to `A` while the queue hook looks for a duplicate id is
-/// found in one or the other, never in neither.
-pub const STATES: &[&str] = &["RQ", "P", "F", "E", "A"];
-const WAKE: &str = ".wake";
-
-#[derive(Debug, Default, Serialize)]
-pub struct ScanReport {
-    pub clients: usize,
-    pub finished: usize,
-    pub failed: usize,
-    /// Clients whose pool another scanner was processing.
-    pub busy: Vec<String>,
-    pub elapsed_ms: u128,
-}
-
-/// Open a client's pool.
-pub fn open_pool(cfg: &NodeConfig, client: &str) -> anyhow::Result<Pool> {
-    Ok(Pool::open(&cfg.client_pool(client), STATES)?)
-}
-
-/// Ask for a scan of `client` (the queue hook calls this after extracting).
-pub fn request_wake(pool: &Pool) -> anyhow::Result<()> {
-    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(pool.dir().join(WAKE))?;
-    Ok(())
-}
+pub use crate::pool::{STATES, open_pool, request_wake};
+pub use crate::scanrecord::ScanReport;
 
 /// Scan every client, or only `only`, and record the outcome in
 /// `state/scan.json` (what the daemon shows of scans it did not start).
@@ -130,8 +101,8 @@ impl<'a> Scanner<'a> {
 
     fn scan_client(&mut self, enrollment: &Enrollment, client: &str, report: &mut ScanReport) -> anyhow::Result<()> {
         let cfg = self.cfg;
-        let pool = open_pool(cfg, client)?;
-        let wake = pool.dir().join(WAKE);
+        let pool = crate::pool::open_pool(cfg, client)?;
+        let wake = pool.dir().join(crate::pool::WAKE);
         loop {
             let Some(lock) = pool.try_lock()? else {
                 report.busy.push(client.to_owned());
@@ -243,7 +214,10 @@ impl<'a> Scanner<'a> {
         match &req {
             Request::Dummy(d) => Ok((format!("dummy {}", d.word), false)),
             Request::Git(g) => crate::jobs::git(cfg, client, id, g).map(|d| (d, true)),
-            Request::Sftp(s) => crate::jobs::sftp(cfg, self, client, id, s).map(|d| (d, true)),
+            Request::Sftp(s) => {
+                let catalog = self.catalog().map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
+                crate::jobs::sftp(cfg, catalog, client, id, s).map(|d| (d, true))
+            }
         }
     }
 }
@@ -272,10 +246,4 @@ pub fn fail(cfg: &NodeConfig, pool: &Pool, client: &str, id: &str, r: &Refusal) 
     );
     crate::alerts::request_failed(cfg, client, id, r.reason, &r.detail);
     Ok(())
-}
-
-/// The reason recorded for a failed request, if any.
-pub fn reason_of(pool_dir: &Path, id: &str) -> Option<serde_json::Value> {
-    let b = std::fs::read(pool_dir.join(format!("E{id}.why"))).ok()?;
-    serde_json::from_slice(&b).ok()
 }

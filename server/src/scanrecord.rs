@@ -21,11 +21,21 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::config::NodeConfig;
-use crate::scan::ScanReport;
 
 const FILE: &str = "scan.json";
 const LOCK: &str = "scan.lock";
 const TMP: &str = ".scan.json.tmp";
+
+/// What one scan did (its JSON output, and what the daemon shows).
+#[derive(Debug, Default, Serialize)]
+pub struct ScanReport {
+    pub clients: usize,
+    pub finished: usize,
+    pub failed: usize,
+    /// Clients whose pool another scanner was processing.
+    pub busy: Vec<String>,
+    pub elapsed_ms: u128,
+}
 /// Larger than any record we write; a bigger file is not ours.
 const MAX_BYTES: usize = 64 * 1024;
 

@@ -8,6 +8,8 @@
 
 use serde::Serialize;
 
+use crate::exit::UsageError;
+
 pub mod sqlite;
 pub use sqlite::SqliteCatalog;
 
@@ -82,4 +84,21 @@ pub fn open(cfg: &NodeConfig) -> anyhow::Result<Box<dyn Catalog>> {
 /// The node's catalog if it exists (read-only commands do not create it).
 pub fn open_existing(cfg: &NodeConfig) -> anyhow::Result<Option<Box<dyn Catalog>>> {
     if cfg.catalog_path().exists() { open(cfg).map(Some) } else { Ok(None) }
+}
+
+/// A time given on the command line (`20261122T010203Z`, `2026-11-22`,
+/// `2026-11-22T01:02:03Z`), in the catalog's `received` format.
+pub fn parse_time(s: &str, end_of_day: bool) -> anyhow::Result<String> {
+    if let Ok(st) = s.parse::<ferry_request::Stamp>() {
+        return Ok(st.to_string());
+    }
+    if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+        return Ok(ts.strftime("%Y%m%dT%H%M%SZ").to_string());
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        let t = if end_of_day { d.at(23, 59, 59, 0) } else { d.at(0, 0, 0, 0) };
+        return Ok(t.strftime("%Y%m%dT%H%M%SZ").to_string());
+    }
+    Err(UsageError(format!("cannot read the time {s:?}: use 2026-11-22, 2026-11-22T01:02:03Z or 20261122T010203Z"))
+        .into())
 }

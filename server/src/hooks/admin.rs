@@ -115,7 +115,7 @@ pub fn storage_conflicts(cfg: &NodeConfig, enrollment: &Enrollment) -> Vec<Strin
         let mut found: Vec<String> = places
             .iter()
             .filter_map(|(dir, label, suffix)| {
-                crate::jobs::case_twin(dir, &format!("{name}{suffix}")).map(|t| format!("{label}{t}"))
+                crate::store::case_twin(dir, &format!("{name}{suffix}")).map(|t| format!("{label}{t}"))
             })
             .collect();
         if let Some(t) = catalog.as_ref().and_then(|c| c.case_twin_client(name).ok().flatten()) {
@@ -329,7 +329,7 @@ fn setup_client(
 ) -> anyhow::Result<()> {
     let repo = cfg.queue_repo(&c.name);
     crate::repos::ensure_bare(cfg, config_path, &repo, true)?;
-    crate::scan::open_pool(cfg, &c.name)?;
+    crate::pool::open_pool(cfg, &c.name)?;
     let kh = cfg.known_hosts(&c.name);
     let kh_dir = kh.parent().context("known_hosts dir")?;
     std::fs::create_dir_all(kh_dir)?;

@@ -25,7 +25,6 @@ use git2::{ObjectType, Oid, Repository, Sort};
 
 use crate::config::NodeConfig;
 use crate::events;
-use crate::scan;
 
 const BRANCH: &str = "refs/heads/master";
 const EXTRACTED: &str = ".extracted";
@@ -166,7 +165,7 @@ pub fn pre_receive(cfg: &NodeConfig, client: &str) -> anyhow::Result<()> {
             }
         }
     }
-    let pool = scan::open_pool(cfg, client)?;
+    let pool = crate::pool::open_pool(cfg, client)?;
     let pending = pool.list()?.iter().filter(|e| matches!(e.state, "RQ" | "P")).count();
     if pending + total > cfg.limits.pending_per_client {
         return refuse(
@@ -186,8 +185,8 @@ pub fn pre_receive(cfg: &NodeConfig, client: &str) -> anyhow::Result<()> {
 pub fn post_update(cfg: &NodeConfig, config_path: &Path, client: &str) -> anyhow::Result<()> {
     let n = extract(cfg, client)?;
     let _ = writeln!(std::io::stderr(), "ferry: {n} request(s) accepted for {client}");
-    let pool = scan::open_pool(cfg, client)?;
-    scan::request_wake(&pool)?;
+    let pool = crate::pool::open_pool(cfg, client)?;
+    crate::pool::request_wake(&pool)?;
     if cfg.scan_on_push {
         spawn_scan(cfg, config_path, client)?;
     }
@@ -203,7 +202,7 @@ pub fn catch_up(cfg: &NodeConfig, client: &str) -> anyhow::Result<usize> {
     // Fast path for the common case (nothing missed): compare the loose
     // ref with the marker without opening the repository.
     if let Ok(tip) = std::fs::read_to_string(repo.join("refs/heads/master")) {
-        let pool = scan::open_pool(cfg, client)?;
+        let pool = crate::pool::open_pool(cfg, client)?;
         if read_extracted(&pool).is_some_and(|e| e.to_string() == tip.trim()) {
             return Ok(0);
         }
@@ -221,7 +220,7 @@ fn read_extracted(pool: &Pool) -> Option<Oid> {
 /// Extract every request pushed since the last extraction. Returns how
 /// many new requests entered the pool.
 pub fn extract(cfg: &NodeConfig, client: &str) -> anyhow::Result<usize> {
-    let pool = scan::open_pool(cfg, client)?;
+    let pool = crate::pool::open_pool(cfg, client)?;
     let repo = Repository::open_bare(cfg.queue_repo(client)).context("cannot open the queue repo")?;
     let Ok(tip) = repo.refname_to_id(BRANCH) else { return Ok(0) };
     let last = read_extracted(&pool);

@@ -35,7 +35,6 @@
 //! because a stock `pg_hba.conf` authenticates sockets by peer only.
 
 use std::io::Read;
-use std::path::Path;
 
 use anyhow::{Context as _, bail};
 
@@ -110,18 +109,18 @@ fn one_time_password() -> anyhow::Result<String> {
     Ok(hex::encode(b))
 }
 
-/// Restore `file` (the verified artifact `a`) into the new database.
-pub fn restore(a: &Artifact, file: &Path, target: &DbTarget) -> anyhow::Result<String> {
+/// Restore the verified artifact `a` (file name `name`, read from `data`)
+/// into the new database.
+pub fn restore(a: &Artifact, name: &str, data: Box<dyn Read + Send>, target: &DbTarget) -> anyhow::Result<String> {
     if !valid_db_name(&target.db) {
         return Err(UsageError(format!("{:?} is not a database name ([A-Za-z_][A-Za-z0-9_]*)", target.db)).into());
     }
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let Some(kind) = DumpKind::of(&name) else {
+    let Some(kind) = DumpKind::of(name) else {
         return Err(UsageError(format!("{} is not a database dump; use --to DIR or --stdout", a.path)).into());
     };
     match kind {
-        DumpKind::PgCustom | DumpKind::PgCluster => pg::restore(a, file, kind, target),
-        DumpKind::MySql => my::restore(a, file, target),
+        DumpKind::PgCustom | DumpKind::PgCluster => pg::restore(a, data, kind, target),
+        DumpKind::MySql => my::restore(a, data, target),
     }
 }
 
@@ -168,7 +167,7 @@ mod pg {
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
-    pub fn restore(a: &Artifact, file: &Path, kind: DumpKind, t: &DbTarget) -> anyhow::Result<String> {
+    pub fn restore(a: &Artifact, data: Box<dyn Read + Send>, kind: DumpKind, t: &DbTarget) -> anyhow::Result<String> {
         let db = &t.db;
         let role = restore_role(db);
         let password = one_time_password()?;
@@ -188,7 +187,7 @@ mod pg {
                  earlier restore? drop both, or restore into another database)"
             )
         })?;
-        let result = replay(a, file, kind, t, &role, &password);
+        let result = replay(a, data, kind, t, &role, &password);
         // Whatever happened, the role never logs in again: the dump may
         // have changed its password.
         let lock = admin_sql(
@@ -203,7 +202,7 @@ mod pg {
 
     fn replay(
         a: &Artifact,
-        file: &Path,
+        data: Box<dyn Read + Send>,
         kind: DumpKind,
         t: &DbTarget,
         role: &str,
@@ -223,7 +222,7 @@ mod pg {
             DumpKind::PgCustom => {
                 as_role("pg_restore")
                     .args(["--no-owner", "--no-privileges", "--no-tablespaces", "--exit-on-error"])
-                    .stdin_file(std::fs::File::open(file)?)
+                    .stdin_reader(data)
                     .run_checked()
                     .map_err(|e| anyhow::anyhow!("{e}"))
                     .context("pg_restore failed")?;
@@ -246,7 +245,7 @@ mod pg {
                 }
                 let key = one_time_password()?;
                 let header = std::io::Cursor::new(format!("\\restrict {key}\n").into_bytes());
-                let dec = zstd::stream::read::Decoder::new(std::fs::File::open(file)?)?;
+                let dec = zstd::stream::read::Decoder::new(data)?;
                 let out = as_role("psql")
                     .args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "--no-psqlrc", "--output=/dev/null"])
                     .stdin_reader(header.chain(dec))
@@ -328,7 +327,7 @@ mod my {
         format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
     }
 
-    pub fn restore(a: &Artifact, file: &Path, t: &DbTarget) -> anyhow::Result<String> {
+    pub fn restore(a: &Artifact, data: Box<dyn Read + Send>, t: &DbTarget) -> anyhow::Result<String> {
         let db = &t.db;
         let user = restore_role(db);
         let password = one_time_password()?;
@@ -356,7 +355,7 @@ mod my {
                  earlier restore? drop both, or restore into another database)"
             )
         })?;
-        let result = replay(a, file, t, &user, &password);
+        let result = replay(a, data, t, &user, &password);
         let dropped = admin_sql(t, format!("DROP USER {account};\n"))
             .with_context(|| format!("dropping the restore account {user}@{host} failed: drop it by hand"));
         let msg = result?;
@@ -364,7 +363,13 @@ mod my {
         Ok(msg)
     }
 
-    fn replay(a: &Artifact, file: &Path, t: &DbTarget, user: &str, password: &str) -> anyhow::Result<String> {
+    fn replay(
+        a: &Artifact,
+        data: Box<dyn Read + Send>,
+        t: &DbTarget,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<String> {
         let db = &t.db;
         // Our options file only (`--defaults-file` must come first): no
         // ~/.my.cnf, no [client] section of the node's configuration.
@@ -376,7 +381,7 @@ mod my {
             let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&opts)?;
             writeln!(f, "[client]\nuser={user}\npassword={password}")?;
         }
-        let dec = zstd::stream::read::Decoder::new(std::fs::File::open(file)?)?;
+        let dec = zstd::stream::read::Decoder::new(data)?;
         let cmd = ferry_run::Cmd::new("mysql").arg(format!("--defaults-file={}", opts.display()));
         conn(cmd, t)
             .args(["--binary-mode", "--sandbox", "--local-infile=0", "--batch", "--silent"])

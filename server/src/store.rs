@@ -1,0 +1,309 @@
+//! The artifact store: where verified artifacts (dumps, archives, pipe
+//! streams) live, behind one interface.
+//!
+//! Everything that writes or reads an artifact goes through
+//! [`ArtifactStore`] — the sftp job puts what it verified, `restore`,
+//! `verify` and the drills read, `purge` removes, quota asks for usage — so
+//! the node's code does not know where the bytes are. [`LocalStore`] is
+//! the node's own disk, the layout Ferry has always used:
+//! `data/<client>/<source>/<received>/<file>` beside its digest sidecar
+//! `<file>.sha256` (`<sha256>  <file>`). Git mirrors are not artifacts:
+//! git needs a file system, so they stay in `data/<client>/git/` whatever
+//! the store.
+//!
+//! The contract every implementation keeps: an artifact becomes visible
+//! under its key only complete and verified ([`ArtifactStore::put`] is
+//! atomic for readers), and the catalog row is written after it, so a row
+//! always names a complete artifact; an artifact without a row (a scan
+//! killed in between) is found by `verify` and by the next run of the same
+//! request.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::config::NodeConfig;
+
+/// Where one artifact lives: client, source, node receive time (the run
+/// directory, retention's order) and the client module's file name. Every
+/// part was validated as a storage name before a key is made.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ArtifactKey {
+    pub client: String,
+    pub source: String,
+    pub received: String,
+    pub file: String,
+}
+
+impl ArtifactKey {
+    /// `client/source/received/file`: the catalog's `path`, relative to
+    /// the data directory.
+    pub fn rel_path(&self) -> String {
+        format!("{}/{}/{}/{}", self.client, self.source, self.received, self.file)
+    }
+
+    /// The key of a catalog `path`; `None` for anything but four plain
+    /// segments (a path never comes from a client, but a catalog row is
+    /// not trusted to name a place outside the store either).
+    pub fn parse(rel: &str) -> Option<ArtifactKey> {
+        let parts: Vec<&str> = rel.split('/').collect();
+        if parts.len() != 4 || parts.iter().any(|p| p.is_empty() || *p == "." || *p == ".." || p.starts_with('.')) {
+            return None;
+        }
+        Some(ArtifactKey {
+            client: parts[0].to_owned(),
+            source: parts[1].to_owned(),
+            received: parts[2].to_owned(),
+            file: parts[3].to_owned(),
+        })
+    }
+
+    /// The name of the digest sidecar.
+    pub fn sidecar_name(&self) -> String {
+        format!("{}.sha256", self.file)
+    }
+
+    /// The sidecar's exact content for `sha256`.
+    pub fn sidecar_text(&self, sha256: &str) -> String {
+        format!("{sha256}  {}\n", self.file)
+    }
+}
+
+/// What the store holds under a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub size: u64,
+    /// The digest sidecar's content, if there is one.
+    pub sidecar: Option<String>,
+}
+
+/// The artifact store interface (module docs).
+pub trait ArtifactStore: Send + Sync {
+    /// A local directory where the download for `key` is written before it
+    /// is put (created if needed). For [`LocalStore`] it is the artifact's
+    /// own run directory, so that [`ArtifactStore::put`] is a rename.
+    fn staging_dir(&self, key: &ArtifactKey) -> anyhow::Result<PathBuf>;
+    /// Make the verified local file `file` the artifact `key` with its
+    /// digest sidecar, atomically for readers.
+    fn put(&self, key: &ArtifactKey, file: &Path, sha256: &str) -> anyhow::Result<()>;
+    /// Read the artifact.
+    fn open(&self, key: &ArtifactKey) -> anyhow::Result<Box<dyn Read + Send>>;
+    /// Size and sidecar of the artifact; `None` when it is not there.
+    fn stat(&self, key: &ArtifactKey) -> anyhow::Result<Option<Stored>>;
+    /// Every artifact stored for `client` (or for every client).
+    fn list(&self, client: Option<&str>) -> anyhow::Result<Vec<ArtifactKey>>;
+    /// Remove the artifact and its sidecar (and its run directory when
+    /// empty). Removing what is not there is not an error.
+    fn remove(&self, key: &ArtifactKey) -> anyhow::Result<()>;
+    /// A local path for the artifact, where the store has one (tools that
+    /// need a file; restore falls back to [`ArtifactStore::open`]).
+    fn local_path(&self, key: &ArtifactKey) -> Option<PathBuf>;
+}
+
+/// The node's chosen store.
+pub fn open(cfg: &NodeConfig) -> Box<dyn ArtifactStore> {
+    Box::new(LocalStore { data: cfg.data_dir() })
+}
+
+/// Artifacts on the node's disk under `data/` (module docs).
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    data: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(data: impl Into<PathBuf>) -> LocalStore {
+        LocalStore { data: data.into() }
+    }
+
+    fn path(&self, key: &ArtifactKey) -> PathBuf {
+        self.data.join(&key.client).join(&key.source).join(&key.received).join(&key.file)
+    }
+}
+
+fn nofollow() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    o
+}
+
+impl ArtifactStore for LocalStore {
+    fn staging_dir(&self, key: &ArtifactKey) -> anyhow::Result<PathBuf> {
+        let dir = self.data.join(&key.client).join(&key.source).join(&key.received);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    fn put(&self, key: &ArtifactKey, file: &Path, sha256: &str) -> anyhow::Result<()> {
+        let dest = self.path(key);
+        let dir = dest.parent().expect("a run directory");
+        if file != dest {
+            std::fs::rename(file, &dest).with_context(|| format!("cannot move {} into place", file.display()))?;
+        }
+        ferry_durable::write_synced(dir, &key.sidecar_name(), key.sidecar_text(sha256).as_bytes())
+            .with_context(|| format!("cannot write the digest sidecar in {}", dir.display()))?;
+        Ok(())
+    }
+
+    fn open(&self, key: &ArtifactKey) -> anyhow::Result<Box<dyn Read + Send>> {
+        let p = self.path(key);
+        Ok(Box::new(nofollow().open(&p).with_context(|| format!("cannot open {}", p.display()))?))
+    }
+
+    fn stat(&self, key: &ArtifactKey) -> anyhow::Result<Option<Stored>> {
+        let p = self.path(key);
+        let md = match std::fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot stat {}", p.display())),
+        };
+        if !md.file_type().is_file() {
+            anyhow::bail!("{} is not a regular file", p.display());
+        }
+        let sidecar = std::fs::read_to_string(p.with_file_name(key.sidecar_name())).ok();
+        Ok(Some(Stored { size: md.len(), sidecar }))
+    }
+
+    fn list(&self, client: Option<&str>) -> anyhow::Result<Vec<ArtifactKey>> {
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            v.sort();
+            v
+        };
+        let clients = match client {
+            Some(c) => vec![c.to_owned()],
+            None => names(&self.data),
+        };
+        let mut out = Vec::new();
+        for c in clients {
+            let cdir = self.data.join(&c);
+            // `git/` holds the mirrors, not artifacts.
+            for s in names(&cdir).into_iter().filter(|s| s != "git") {
+                for r in names(&cdir.join(&s)) {
+                    let run = cdir.join(&s).join(&r);
+                    let mut files: Vec<String> = std::fs::read_dir(&run)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                        .filter(|n| !n.ends_with(".sha256") && !n.starts_with('.'))
+                        .collect();
+                    files.sort();
+                    out.extend(files.into_iter().map(|file| ArtifactKey {
+                        client: c.clone(),
+                        source: s.clone(),
+                        received: r.clone(),
+                        file,
+                    }));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, key: &ArtifactKey) -> anyhow::Result<()> {
+        let p = self.path(key);
+        for f in [p.clone(), p.with_file_name(key.sidecar_name())] {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot remove {}", f.display())),
+            }
+        }
+        if let Some(dir) = p.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(())
+    }
+
+    fn local_path(&self, key: &ArtifactKey) -> Option<PathBuf> {
+        Some(self.path(key))
+    }
+}
+
+/// Bytes stored for a client: everything under `data/<client>` (mirrors and
+/// artifacts), by an `lstat` walk that never follows links. Each entry
+/// counts what it occupies on disk (at least its allocated blocks), so many
+/// tiny files — refs, reflogs — cost the client what they cost the node.
+pub fn used_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total: u64 = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for de in rd.flatten() {
+            let Ok(md) = de.metadata() else { continue };
+            if md.is_dir() {
+                stack.push(de.path());
+            }
+            total = total.saturating_add(md.len().max(md.blocks().saturating_mul(512)));
+        }
+    }
+    total
+}
+
+/// An entry of `dir` whose name differs from `name` only in ASCII letter
+/// case: on a case-insensitive file system or object store the two would
+/// be one directory, mixing two sources' or repositories' data.
+pub fn case_twin(dir: &Path, name: &str) -> Option<String> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let n = e.file_name();
+        let n = n.to_str()?;
+        ferry_request::same_ignoring_case(n, name).then(|| n.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ArtifactKey {
+        ArtifactKey {
+            client: "host-a".into(),
+            source: "site".into(),
+            received: "20261122T010203Z".into(),
+            file: "20261122T010200Z.tar.zst".into(),
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_and_refuse_what_is_not_four_plain_segments() {
+        let k = key();
+        assert_eq!(ArtifactKey::parse(&k.rel_path()), Some(k));
+        for bad in ["a/b/c", "a/b/c/d/e", "a/../c/d", "a//c/d", "/a/b/c", "a/b/c/.hidden", ""] {
+            assert_eq!(ArtifactKey::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn put_open_stat_list_remove() {
+        let td = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(td.path());
+        let k = key();
+        assert_eq!(s.stat(&k).unwrap(), None);
+        let dir = s.staging_dir(&k).unwrap();
+        let tmp = dir.join(".tmp-download");
+        std::fs::write(&tmp, b"hello").unwrap();
+        s.put(&k, &tmp, "abc").unwrap();
+        let mut got = String::new();
+        s.open(&k).unwrap().read_to_string(&mut got).unwrap();
+        assert_eq!(got, "hello");
+        assert_eq!(s.stat(&k).unwrap(), Some(Stored { size: 5, sidecar: Some(k.sidecar_text("abc")) }));
+        std::fs::create_dir_all(td.path().join("host-a/git/x.git")).unwrap();
+        assert_eq!(s.list(None).unwrap(), vec![k.clone()]);
+        assert_eq!(s.list(Some("host-b")).unwrap(), vec![]);
+        s.remove(&k).unwrap();
+        s.remove(&k).unwrap();
+        assert_eq!(s.stat(&k).unwrap(), None);
+        assert!(!dir.exists(), "the empty run directory goes too");
+    }
+}

@@ -1,0 +1,148 @@
+//! `ferry-node verify`: every stored artifact re-read from the store and
+//! re-hashed against its sidecar and the catalog, and every artifact the
+//! store holds that the catalog does not know reported.
+//!
+//! The stored artifact and its `.sha256` sidecar are the truth; the catalog
+//! is the index. Restores run [`check`] first: a corrupted artifact is
+//! reported, never restored.
+
+use std::io::Read;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::catalog::{Artifact, Query};
+use crate::config::NodeConfig;
+use crate::store::{ArtifactKey, ArtifactStore};
+
+/// A progress bar (indicatif draws nothing when stderr is not a terminal).
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    // indicatif draws nothing when stderr is not a terminal.
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+/// Hash a local file, not following a link (with a progress bar on a
+/// terminal).
+pub fn hash_file(path: &Path, show: bool) -> std::io::Result<(u64, String)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f =
+        std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path)?;
+    let len = f.metadata()?.len();
+    let label = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    hash_reader(f, len, show, &label)
+}
+
+/// Hash what `r` gives (`len` bytes expected, for the progress bar).
+pub fn hash_reader(r: impl Read, len: u64, show: bool, label: &str) -> std::io::Result<(u64, String)> {
+    let pb = show.then(|| bar(len, label));
+    let mut r = std::io::BufReader::with_capacity(1 << 20, r);
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = r.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+        if let Some(pb) = &pb {
+            pb.inc(k as u64);
+        }
+    }
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    Ok((n, hex::encode(h.finalize())))
+}
+
+/// One problem found by `verify`.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    pub client: String,
+    pub source: String,
+    pub path: String,
+    pub problem: String,
+}
+
+/// Check one artifact: present, size, digest (re-read from the store),
+/// sidecar.
+pub fn check(store: &dyn ArtifactStore, a: &Artifact, show: bool) -> Option<String> {
+    let Some(key) = ArtifactKey::parse(&a.path) else {
+        return Some("the catalog names no valid storage place".into());
+    };
+    let stored = match store.stat(&key) {
+        Err(e) => return Some(format!("{e:#}")),
+        Ok(None) => return Some("missing".into()),
+        Ok(Some(s)) => s,
+    };
+    if stored.size != a.size {
+        return Some(format!("size {} instead of {}", stored.size, a.size));
+    }
+    let hashed = store
+        .open(&key)
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|r| hash_reader(r, a.size, show, &key.file).map_err(|e| e.to_string()));
+    match hashed {
+        Err(e) => return Some(format!("unreadable: {e}")),
+        Ok((_, h)) if h != a.sha256 => return Some(format!("sha256 {h} instead of {}", a.sha256)),
+        Ok(_) => {}
+    }
+    match stored.sidecar {
+        Some(s) if s == key.sidecar_text(&a.sha256) => None,
+        Some(_) => Some("digest sidecar disagrees with the catalog".into()),
+        None => Some("digest sidecar missing".into()),
+    }
+}
+
+/// `ferry-node verify`: re-hash every stored artifact against its sidecar
+/// and the catalog, and look for artifacts on disk the catalog lacks.
+pub fn verify(cfg: &NodeConfig, client: Option<&str>, show: bool) -> anyhow::Result<(usize, Vec<Problem>)> {
+    let _lock = crate::maintain::maintenance_lock(cfg, "verify")?;
+    let Some(cat) = crate::catalog::open_existing(cfg)? else { return Ok((0, Vec::new())) };
+    let all = cat.find(&Query { client: client.map(str::to_owned), ..Default::default() })?;
+    let store = crate::store::open(cfg);
+    let mut problems = Vec::new();
+    let mut known = std::collections::BTreeSet::new();
+    for a in &all {
+        known.insert(a.path.clone());
+        if let Some(p) = check(store.as_ref(), a, show) {
+            problems.push(Problem {
+                client: a.client.clone(),
+                source: a.source.clone(),
+                path: a.path.clone(),
+                problem: p,
+            });
+        }
+    }
+    // Artifacts the store holds that the catalog does not know.
+    for key in store.list(client)? {
+        let path = key.rel_path();
+        if !known.contains(&path) && !key.file.starts_with(".tmp-") {
+            problems.push(Problem { client: key.client, source: key.source, path, problem: UNCATALOGUED.into() });
+        }
+    }
+    // A scan running meanwhile renames a new artifact into place just
+    // before recording it: a file the first catalog read missed is a
+    // problem only if the catalog still lacks it now.
+    if problems.iter().any(|p| p.problem == UNCATALOGUED) {
+        let now: std::collections::BTreeSet<String> = cat
+            .find(&Query { client: client.map(str::to_owned), ..Default::default() })?
+            .into_iter()
+            .map(|a| a.path)
+            .collect();
+        problems.retain(|p| p.problem != UNCATALOGUED || !now.contains(&p.path));
+    }
+    Ok((all.len(), problems))
+}
+
+const UNCATALOGUED: &str = "on disk but not in the catalog";
