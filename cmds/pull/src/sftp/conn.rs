@@ -297,6 +297,14 @@ impl Conn {
     /// Turn a failure of the sftp channel into a reason, with ssh's own
     /// words (escaped) when it said something.
     pub(super) fn explain(&self, what: &str, e: &SftpError) -> PullError {
+        self.explain_at(what, e, None)
+    }
+
+    /// [`Conn::explain`], saying how far the transfer got: `progress` is
+    /// (bytes received, bytes declared) once data flows. A connection cut
+    /// mid-transfer says so, with the count, instead of the sftp library's
+    /// "background task failed".
+    pub(super) fn explain_at(&self, what: &str, e: &SftpError, progress: Option<(u64, u64)>) -> PullError {
         if let Some(v) = self.violation.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return PullError::new(Reason::FetchLimit, format!("{what}: {v}"));
         }
@@ -311,11 +319,31 @@ impl Conn {
         let text = String::from_utf8_lossy(&stderr);
         let text = text.trim();
         let reason = classify_ssh(text);
-        if text.is_empty() {
-            PullError::new(reason, format!("{what}: {}", escape(&error_chain(e), 400)))
-        } else {
-            PullError::new(reason, format!("{what}: {} (ssh: {})", escape(&error_chain(e), 200), escape(text, 600)))
+        // The channel ended (ssh or the server went away) rather than
+        // carrying something we could not read.
+        let closed = matches!(
+            e,
+            SftpError::BackgroundTaskFailure(_)
+                | SftpError::IOError(_)
+                | SftpError::AwaitableError(_)
+                | SftpError::RecursiveErrors(_)
+                | SftpError::RecursiveErrors3(_)
+        );
+        let mut msg = match (closed, progress) {
+            (true, Some((got, of))) => format!("{what}: the connection was closed after {got} of {of} bytes"),
+            (true, None) => format!("{what}: the connection was closed before the transfer began"),
+            (false, Some((got, of))) => format!("{what}: the sftp stream broke after {got} of {of} bytes"),
+            (false, None) => format!("{what}: the sftp stream broke"),
+        };
+        // The library's own words add nothing to "closed" but its name
+        // for a cancelled task; other errors keep them.
+        if !matches!(e, SftpError::BackgroundTaskFailure(_)) {
+            msg.push_str(&format!(" ({})", escape(&error_chain(e), 300)));
         }
+        if !text.is_empty() {
+            msg.push_str(&format!("; ssh: {}", escape(text, 600)));
+        }
+        PullError::new(reason, msg)
     }
 }
 

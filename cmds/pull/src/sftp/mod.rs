@@ -161,6 +161,19 @@ pub struct DownloadJob<'a> {
     pub timeout: Duration,
     /// No progress for this long aborts the download.
     pub idle_timeout: Duration,
+    /// The slowest transfer accepted once data flows; `None`: only the
+    /// idle timeout and the deadline apply.
+    pub min_rate: Option<MinRate>,
+}
+
+/// A minimum transfer rate, checked over consecutive windows (a server that
+/// answers just often enough to beat the idle timeout is stopped about one
+/// window after it starts dripping; see `clock.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    /// Bytes per second, averaged over one window; 0 turns the check off.
+    pub bytes_per_sec: u64,
+    pub window: Duration,
 }
 
 /// A stored, verified download.
@@ -293,6 +306,7 @@ mod tests {
             dest_name: "a",
             timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(5),
+            min_rate: None,
         };
         assert_eq!(download(&job).unwrap_err().reason, Reason::FetchLimit);
         assert_eq!(

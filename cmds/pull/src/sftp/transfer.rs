@@ -20,12 +20,13 @@ use super::conn::Conn;
 use super::sink::{Output, Sink, TempFile, WriterThread, publish};
 use super::{DownloadJob, Downloaded, MAX_READ, Tuning};
 use crate::PullError;
+
 pub(super) async fn run_download(
     job: &DownloadJob<'_>,
     tuning: &Tuning,
     start: Instant,
 ) -> Result<Downloaded, PullError> {
-    let clock = Clock { deadline: start + job.timeout, total: job.timeout, idle: job.idle_timeout };
+    let clock = Clock::new(start, job.timeout, job.idle_timeout, job.min_rate);
     let chunk = tuning.chunk.clamp(4096, MAX_READ);
     let mut conn = Conn::open(job.endpoint, tuning, chunk, &clock).await?;
     let t_conn = start.elapsed();
@@ -43,11 +44,32 @@ pub(super) async fn run_download(
     );
     let out = match result {
         Ok(()) => out.expect("a finished transfer has an output"),
-        Err(e) => return Err(e), // `out` drops here and removes the file
+        // `out` drops here and removes the file. A failed channel is
+        // explained only now that ssh is gone and its last words are read.
+        Err(Failure::Job(e)) => return Err(e),
+        Err(Failure::Channel { what, error, progress }) => return Err(conn.explain_at(what, &error, progress)),
     };
     let done = finish(job, out.into_sink()?, start);
     tracing::debug!(finished_ms = start.elapsed().as_millis() as u64, "sftp download stored");
     done
+}
+
+/// How a transfer failed: with its reason already known, or in the sftp
+/// channel (see [`Conn::explain_at`]).
+enum Failure {
+    Job(PullError),
+    Channel {
+        what: &'static str,
+        error: SftpError,
+        /// Bytes received and declared, once the data transfer began.
+        progress: Option<(u64, u64)>,
+    },
+}
+
+impl From<PullError> for Failure {
+    fn from(e: PullError) -> Self {
+        Failure::Job(e)
+    }
 }
 
 fn finish(job: &DownloadJob<'_>, sink: Sink, start: Instant) -> Result<Downloaded, PullError> {
@@ -128,24 +150,21 @@ fn spawn_read(file: &openssh_sftp_client::file::File, offset: u64, len: u32, buf
     })
 }
 
-async fn read_at(
-    conn: &Conn,
-    file: &openssh_sftp_client::file::File,
-    clock: &Clock,
-    offset: u64,
-    len: u32,
-    buf: BytesMut,
-) -> Result<Option<BytesMut>, PullError> {
-    let task = spawn_read(file, offset, len, buf);
-    joined(conn, clock, "read", task).await
+async fn joined(clock: &Clock, size: u64, task: ReadTask) -> Result<Option<BytesMut>, Failure> {
+    match clock.within("read", task).await? {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(error)) => Err(Failure::Channel { what: "read", error, progress: Some((clock.received(), size)) }),
+        Err(e) => Err(PullError::new(Reason::Internal, format!("read: read task failed: {e}")).into()),
+    }
 }
 
-async fn joined(conn: &Conn, clock: &Clock, what: &str, task: ReadTask) -> Result<Option<BytesMut>, PullError> {
-    match clock.within(what, task).await? {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(conn.explain(what, &e)),
-        Err(e) => Err(PullError::new(Reason::Internal, format!("{what}: read task failed: {e}"))),
-    }
+/// An sftp request before the data transfer (lstat, open, fstat).
+async fn ask<T>(
+    clock: &Clock,
+    what: &'static str,
+    f: impl Future<Output = Result<T, SftpError>>,
+) -> Result<T, Failure> {
+    clock.within(what, f).await?.map_err(|error| Failure::Channel { what, error, progress: None })
 }
 
 async fn transfer(
@@ -155,15 +174,14 @@ async fn transfer(
     mut chunk: u32,
     clock: &Clock,
     out: &mut Option<Output>,
-) -> Result<(), PullError> {
+) -> Result<(), Failure> {
     let sftp = conn.sftp();
     let mut fs = sftp.fs();
-    let md =
-        clock.within("lstat", fs.symlink_metadata(job.remote_path)).await?.map_err(|e| conn.explain("lstat", &e))?;
+    let md = ask(clock, "lstat", fs.symlink_metadata(job.remote_path)).await?;
     check_meta(&md, job, "lstat")?;
-    let file = clock.within("open", sftp.open(job.remote_path)).await?.map_err(|e| conn.explain("open", &e))?;
+    let file = ask(clock, "open", sftp.open(job.remote_path)).await?;
     let mut probe = file.clone();
-    let md = clock.within("fstat", probe.metadata()).await?.map_err(|e| conn.explain("fstat", &e))?;
+    let md = ask(clock, "fstat", probe.metadata()).await?;
     check_meta(&md, job, "fstat")?;
 
     let sink = Sink {
@@ -183,6 +201,7 @@ async fn transfer(
     let mut queue: VecDeque<(u64, u32, ReadTask)> = VecDeque::with_capacity(depth);
     let mut spare: Vec<BytesMut> = Vec::with_capacity(depth);
     let mut next = 0u64;
+    clock.start_rate();
     loop {
         while queue.len() < depth && next < size {
             let len = (size - next).min(u64::from(chunk)) as u32;
@@ -193,24 +212,27 @@ async fn transfer(
         let Some((offset, len, task)) = queue.pop_front() else { break };
         let mut want = len;
         let mut at = offset;
-        let mut got = joined(conn, clock, "read", task).await?;
+        let mut got = joined(clock, size, task).await?;
         loop {
             let Some(buf) = got else {
                 return Err(PullError::new(
                     Reason::FetchSizeMismatch,
                     format!("the file ended after {at} bytes, the request declared {size}"),
-                ));
+                )
+                .into());
             };
             let n = buf.len() as u32;
             if n > want {
                 return Err(PullError::new(
                     Reason::FetchLimit,
                     format!("the server answered a {want}-byte read with {n} bytes"),
-                ));
+                )
+                .into());
             }
             if let Some(b) = clock.within("write", sink.put(buf)).await?? {
                 spare.push(b);
             }
+            clock.progress(u64::from(n));
             at += u64::from(n);
             want -= n;
             if want == 0 {
@@ -223,19 +245,21 @@ async fn transfer(
                 chunk = chunk.min(n);
             }
             let buf = spare.pop().unwrap_or_else(|| BytesMut::with_capacity(want as usize));
-            got = read_at(conn, &file, clock, at, want, buf).await?;
+            got = joined(clock, size, spawn_read(&file, at, want, buf)).await?;
         }
     }
+    clock.stop_rate();
     // A file longer than declared (SF-01: lying size, growing file) must
     // answer EOF here; one byte more is already too much.
-    match read_at(conn, &file, clock, size, 1, BytesMut::with_capacity(1)).await? {
+    match joined(clock, size, spawn_read(&file, size, 1, BytesMut::with_capacity(1))).await? {
         None => {}
         Some(b) if b.is_empty() => {}
         Some(_) => {
             return Err(PullError::new(
                 Reason::FetchLimit,
                 format!("the file holds more than the {size} bytes declared; download stopped"),
-            ));
+            )
+            .into());
         }
     }
     drop(probe);
