@@ -126,9 +126,11 @@ pub struct ClientEnrollment {
     pub git_roots: Vec<String>,
     /// The client's export directory.
     pub export_dir: String,
-    /// Total storage quota in bytes.
+    /// Total storage quota in bytes (`None`: the node's default;
+    /// `quota = unlimited` is `u64::MAX`).
     pub quota_bytes: Option<u64>,
-    /// Largest single artifact in bytes.
+    /// Largest single artifact in bytes (`None`: the node's default;
+    /// `max-artifact = unlimited` is `u64::MAX`).
     pub max_artifact_bytes: Option<u64>,
     /// Most objects stored.
     pub max_objects: Option<u64>,
@@ -204,6 +206,12 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => (s, 0),
     };
     strict_decimal(num)?.checked_mul(1u64 << shift)
+}
+
+/// A size limit: [`parse_size`], or `unlimited` (`u64::MAX`), which lifts
+/// the node's default for one client.
+pub fn parse_size_limit(s: &str) -> Option<u64> {
+    if s == "unlimited" { Some(u64::MAX) } else { parse_size(s) }
 }
 
 /// Durations: seconds, or a number with suffix `s`, `m` or `h`. Overflow
@@ -412,9 +420,9 @@ fn parse_client(conf: &Config, section: &str, name: &str, rep: &mut Report) -> O
                 },
             }
         };
-    let size_hint = "a positive size such as 1048576, 500M, 100G, 2T";
-    let quota_bytes = positive(rep, "quota", parse_size, size_hint);
-    let max_artifact_bytes = positive(rep, "max-artifact", parse_size, size_hint);
+    let size_hint = "a positive size such as 1048576, 500M, 100G, 2T, or unlimited";
+    let quota_bytes = positive(rep, "quota", parse_size_limit, size_hint);
+    let max_artifact_bytes = positive(rep, "max-artifact", parse_size_limit, size_hint);
     let max_objects = positive(rep, "max-objects", strict_decimal, "a positive integer");
     let job_timeout_secs =
         positive(rep, "job-timeout", parse_duration_secs, "seconds, or a number with suffix s, m or h");
@@ -989,6 +997,11 @@ mod tests {
         assert_eq!(a.quota_bytes, None);
         assert_eq!(a.description, None);
         assert!(!a.web, "no web access unless enrolled with web = yes");
+        // `unlimited` lifts the node's default for one client.
+        let c = client_section("host-a", "quota = unlimited\nmax-artifact = unlimited\n");
+        let e = build_ok(&c, &[("host-a.pub", ED25519)]);
+        let a = e.client("host-a").cloned().expect("enrolled");
+        assert_eq!((a.quota_bytes, a.max_artifact_bytes), (Some(u64::MAX), Some(u64::MAX)));
     }
 
     #[test]
