@@ -11,14 +11,14 @@ use ferry_request::Reason;
 use ferry_text::escape;
 use openssh_sftp_client::Error as SftpError;
 use openssh_sftp_client::metadata::MetaData;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use tokio::io::AsyncSeek;
 use tokio::task::JoinHandle;
 
 use super::clock::Clock;
 use super::conn::Conn;
 use super::sink::{Output, Sink, TempFile, WriterThread, publish};
-use super::{DownloadJob, Downloaded, MAX_READ, Tuning};
+use super::{DIRECT_FROM, DownloadJob, Downloaded, MAX_READ, Tuning};
 use crate::PullError;
 
 pub(super) async fn run_download(
@@ -28,6 +28,13 @@ pub(super) async fn run_download(
 ) -> Result<Downloaded, PullError> {
     let clock = Clock::new(start, job.timeout, job.idle_timeout, job.min_rate);
     let chunk = tuning.chunk.clamp(4096, MAX_READ);
+    let own;
+    let tuning = if tuning.multiplex && job.expected_size > tuning.multiplex_max {
+        own = Tuning { multiplex: false, ..tuning.clone() };
+        &own
+    } else {
+        tuning
+    };
     let mut conn = Conn::open(job.endpoint, tuning, chunk, &clock).await?;
     let t_conn = start.elapsed();
     let mut out = None;
@@ -72,7 +79,8 @@ impl From<PullError> for Failure {
     }
 }
 
-fn finish(job: &DownloadJob<'_>, sink: Sink, start: Instant) -> Result<Downloaded, PullError> {
+fn finish(job: &DownloadJob<'_>, mut sink: Sink, start: Instant) -> Result<Downloaded, PullError> {
+    sink.complete()?;
     let Sink { tmp, hasher, written, expected, .. } = sink;
     if written != expected {
         return Err(PullError::new(
@@ -184,18 +192,13 @@ async fn transfer(
     let md = ask(clock, "fstat", probe.metadata()).await?;
     check_meta(&md, job, "fstat")?;
 
-    let sink = Sink {
-        tmp: TempFile::create(job.dest_dir, job.dest_name)?,
-        hasher: Sha256::new(),
-        written: 0,
-        expected: job.expected_size,
-        flushed: 0,
-    };
+    let direct = tuning.direct_io && job.expected_size >= DIRECT_FROM;
+    let sink = Sink::new(TempFile::create(job.dest_dir, job.dest_name)?, job.expected_size, direct)?;
     let depth = tuning.depth.clamp(1, 256);
     let sink = out.insert(if tuning.writer_thread {
         Output::Thread(WriterThread::start(sink, depth)?)
     } else {
-        Output::Inline(sink)
+        Output::Inline(Box::new(sink))
     });
     let size = job.expected_size;
     let mut queue: VecDeque<(u64, u32, ReadTask)> = VecDeque::with_capacity(depth);
