@@ -325,6 +325,7 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
         }
         Refusal::new(e.reason, e.message)
     })?;
+    tracing::debug!("git job: mirrored");
     let _ = std::fs::write(mirror.join("ferry-fetched"), format!("{}\n", jiff::Timestamp::now()));
     if out.created {
         ferry_durable::write_synced(&mirror, "ferry-origin", format!("{url}\n").as_bytes())

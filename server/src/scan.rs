@@ -60,12 +60,14 @@ pub fn scan(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> 
     let (started, clock) = (jiff::Timestamp::now(), Instant::now());
     let res = scan_pools(cfg, only);
     crate::scanrecord::record(cfg, started, clock.elapsed(), only, &res);
+    tracing::debug!("scan: recorded");
     res
 }
 
 fn scan_pools(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> {
     let start = Instant::now();
     let enrollment = crate::enrollment::load(cfg)?;
+    tracing::debug!("scan: enrollment loaded");
     let mut report = ScanReport::default();
     let clients: Vec<String> = match only {
         Some(c) => vec![c.to_owned()],
@@ -228,6 +230,7 @@ impl<'a> Scanner<'a> {
             pool.sync()?;
             ferry_durable::crash_point("scan:after-rq-to-p");
         }
+        tracing::debug!(client, requests = work.len(), "scan: requests taken");
         work.sort();
         // Client state is saved once per pass, not per request (a scan of
         // thousands of small requests must not pay an fsync each).
@@ -262,9 +265,11 @@ impl<'a> Scanner<'a> {
             }
         }
         pool.sync()?;
+        tracing::debug!(client, "scan: requests ended");
         if any_done {
             crate::alerts::request_done(self.cfg, client, any_pulled);
         }
+        tracing::debug!(client, "scan: client state saved");
         Ok(())
     }
 
