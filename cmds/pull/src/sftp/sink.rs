@@ -75,6 +75,11 @@ impl Sink {
         Ok(Sink { tmp, hasher: Sha256::new(), written: 0, expected, flushed: 0, direct })
     }
 
+    /// Whether large writes go around the page cache.
+    pub(super) fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
     /// Everything received is written (not yet synced).
     pub(super) fn complete(&mut self) -> Result<(), PullError> {
         match self.direct.take() {
@@ -83,36 +88,60 @@ impl Sink {
         }
     }
 
-    fn write(&mut self, data: &[u8]) -> Result<(), PullError> {
-        let len = data.len() as u64;
+    /// Count, hash and write `buf`; gives it back (empty) when it can be
+    /// reused at once, else it comes back later through [`Sink::reuse`].
+    fn put(&mut self, buf: BytesMut) -> Result<Option<BytesMut>, PullError> {
+        let len = buf.len() as u64;
+        self.admit(len)?;
+        self.hasher.update(&buf);
+        let back = match self.direct.as_mut() {
+            Some(d) => d.write_buf(buf)?,
+            None => {
+                self.write_buffered(&buf)?;
+                Some(buf)
+            }
+        };
+        self.written += len;
+        Ok(back.map(|mut b| {
+            b.clear();
+            b
+        }))
+    }
+
+    /// A buffer the direct writer is done with.
+    fn reuse(&self) -> Option<BytesMut> {
+        self.direct.as_ref().and_then(DirectWriter::reuse)
+    }
+
+    /// Nothing beyond the declared size is hashed or written (SF-01).
+    fn admit(&self, len: u64) -> Result<(), PullError> {
         if self.written + len > self.expected {
             return Err(PullError::new(
                 Reason::FetchLimit,
                 format!("the client sent more than the {} bytes declared; download stopped", self.expected),
             ));
         }
-        self.hasher.update(data);
-        if let Some(d) = self.direct.as_mut() {
-            d.write(data)?;
-            self.written += len;
-            return Ok(());
-        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn write(&mut self, data: &[u8]) -> Result<(), PullError> {
+        self.put(BytesMut::from(data)).map(drop)
+    }
+
+    fn write_buffered(&mut self, data: &[u8]) -> Result<(), PullError> {
         let f = self.tmp.file.as_mut().expect("temp file open while writing");
         f.write_all(data).map_err(|e| PullError::io("write the download", e))?;
-        self.written += len;
+        let written = self.written + data.len() as u64;
         // Start writeback of what is written so far, without waiting, and
         // drop pages that are already clean: the final fsync then waits for
         // the tail only instead of the whole file, and a large download
         // neither piles up dirty memory nor evicts the node's page cache.
-        if self.written - self.flushed >= WRITEBACK_STEP {
+        if written - self.flushed >= WRITEBACK_STEP {
             let from = self.flushed.saturating_sub(4 * WRITEBACK_STEP);
-            let _ = rustix::fs::fadvise(
-                &*f,
-                from,
-                std::num::NonZeroU64::new(self.written - from),
-                rustix::fs::Advice::DontNeed,
-            );
-            self.flushed = self.written;
+            let _ =
+                rustix::fs::fadvise(&*f, from, std::num::NonZeroU64::new(written - from), rustix::fs::Advice::DontNeed);
+            self.flushed = written;
         }
         Ok(())
     }
@@ -139,10 +168,13 @@ impl WriterThread {
         let thread = std::thread::Builder::new()
             .name("ferry-sftp-writer".into())
             .spawn(move || {
-                while let Some(mut buf) = rx.blocking_recv() {
-                    sink.write(&buf)?;
-                    buf.clear();
-                    let _ = back.send(buf);
+                while let Some(buf) = rx.blocking_recv() {
+                    if let Some(b) = sink.put(buf)? {
+                        let _ = back.send(b);
+                    }
+                    while let Some(b) = sink.reuse() {
+                        let _ = back.send(b);
+                    }
                 }
                 Ok(sink)
             })
@@ -179,12 +211,7 @@ impl Output {
     /// Take a filled buffer; may give back an empty one for reuse.
     pub(super) async fn put(&mut self, buf: BytesMut) -> Result<Option<BytesMut>, PullError> {
         match self {
-            Output::Inline(sink) => {
-                sink.write(&buf)?;
-                let mut buf = buf;
-                buf.clear();
-                Ok(Some(buf))
-            }
+            Output::Inline(sink) => Ok(sink.put(buf)?.or_else(|| sink.reuse())),
             Output::Thread(w) => {
                 let tx = w.tx.as_ref().expect("writer running");
                 if tx.send(buf).await.is_err() {

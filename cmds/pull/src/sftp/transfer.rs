@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::clock::Clock;
 use super::conn::Conn;
+use super::direct::{aligned_buf, direct_chunk};
 use super::sink::{Output, Sink, TempFile, WriterThread, publish};
 use super::{DIRECT_FROM, DownloadJob, Downloaded, MAX_READ, Tuning};
 use crate::PullError;
@@ -194,6 +195,12 @@ async fn transfer(
 
     let direct = tuning.direct_io && job.expected_size >= DIRECT_FROM;
     let sink = Sink::new(TempFile::create(job.dest_dir, job.dest_name)?, job.expected_size, direct)?;
+    // Direct writes take full answers as they are when they are aligned.
+    let direct = sink.is_direct();
+    if direct {
+        chunk = direct_chunk(chunk);
+    }
+    let new_buf = |cap: u32| if direct { aligned_buf(cap as usize) } else { BytesMut::with_capacity(cap as usize) };
     let depth = tuning.depth.clamp(1, 256);
     let sink = out.insert(if tuning.writer_thread {
         Output::Thread(WriterThread::start(sink, depth)?)
@@ -208,7 +215,7 @@ async fn transfer(
     loop {
         while queue.len() < depth && next < size {
             let len = (size - next).min(u64::from(chunk)) as u32;
-            let buf = spare.pop().unwrap_or_else(|| BytesMut::with_capacity(chunk as usize));
+            let buf = spare.pop().unwrap_or_else(|| new_buf(chunk));
             queue.push_back((next, len, spawn_read(&file, next, len, buf)));
             next += u64::from(len);
         }
@@ -247,7 +254,7 @@ async fn transfer(
             if n >= 4096 {
                 chunk = chunk.min(n);
             }
-            let buf = spare.pop().unwrap_or_else(|| BytesMut::with_capacity(want as usize));
+            let buf = spare.pop().unwrap_or_else(|| new_buf(want));
             got = joined(clock, size, spawn_read(&file, at, want, buf)).await?;
         }
     }
