@@ -10,8 +10,9 @@
 //! guarantee does not change: the bytes hashed are the bytes written, and
 //! the file is synced before it is renamed into place.
 //!
-//! A thread of its own writes, so the device writes one piece while the
-//! writer thread (which hashes) takes the next. The protocol side reads
+//! Threads of their own write ([`IO_THREADS`] pieces in flight, at their
+//! own offsets), so the device writes while the writer thread (which
+//! hashes) takes the next piece. The protocol side reads
 //! into [`ALIGN`]ed buffers of a multiple of `ALIGN` bytes ([`aligned_buf`],
 //! [`direct_chunk`]): such a buffer, at an aligned file offset, is written
 //! as it is, the very bytes just hashed, with no copy at all. Anything else
@@ -25,8 +26,10 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ferry_request::Reason;
@@ -41,8 +44,11 @@ pub(super) const ALIGN: usize = 4096;
 pub(super) const BLOCK: usize = 2 << 20;
 /// Blocks in rotation: one filling, one writing, one spare (6 MiB).
 const BLOCKS: usize = 3;
-/// Pieces queued for the I/O thread.
+/// Pieces queued for the I/O threads.
 const QUEUE: usize = 8;
+/// Writes in flight: one synchronous `pwrite` at a time leaves the device
+/// idle between requests, which a busy disk turns into the bottleneck.
+const IO_THREADS: usize = 3;
 
 /// An empty buffer of at least `cap` bytes whose data starts at an
 /// [`ALIGN`]ed address (the sftp library appends into it without moving
@@ -104,13 +110,15 @@ impl Piece {
     }
 }
 
-/// A piece to write at `offset`; `last`: the file's end, maybe unaligned.
+/// A piece to write at `offset`, aligned in address, length and offset.
 struct Job {
     piece: Piece,
     len: usize,
     offset: u64,
-    last: bool,
 }
+
+/// What the I/O threads did: pieces, bytes, and time spent in `pwrite`.
+type IoStats = (u64, u64, Duration);
 
 pub(super) struct DirectWriter {
     /// The staging block being filled (`None` while it is being written).
@@ -118,12 +126,19 @@ pub(super) struct DirectWriter {
     fill: usize,
     /// Where the next byte goes; aligned whenever `fill` is 0.
     offset: u64,
+    /// For the tail, written once the I/O threads are done.
+    file: File,
     tx: Option<mpsc::SyncSender<Job>>,
-    /// Staging blocks back from the I/O thread.
+    /// Staging blocks back from the I/O threads.
     back: mpsc::Receiver<Block>,
-    /// Received buffers back from the I/O thread, for reuse.
+    /// Received buffers back from the I/O threads, for reuse.
     written: mpsc::Receiver<BytesMut>,
-    io: Option<JoinHandle<io::Result<()>>>,
+    io: Vec<JoinHandle<io::Result<IoStats>>>,
+    /// Cleared when the file system refuses a direct write (all threads).
+    direct: Arc<AtomicBool>,
+    /// Set by an I/O thread that failed: the download stops at once
+    /// instead of when it is complete.
+    failed: Arc<AtomicBool>,
 }
 
 fn set_direct(f: &File, on: bool) -> io::Result<()> {
@@ -133,33 +148,25 @@ fn set_direct(f: &File, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-fn write_job(f: &File, job: &Job, direct: &mut bool) -> io::Result<()> {
-    let data = &job.piece.bytes()[..job.len];
-    let aligned = if job.last { job.len / ALIGN * ALIGN } else { job.len };
-    if aligned > 0 {
-        match f.write_all_at(&data[..aligned], job.offset) {
-            // Accepted at open, refused at write: write through the cache.
-            Err(e) if *direct && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                set_direct(f, false)?;
-                *direct = false;
-                f.write_all_at(&data[..aligned], job.offset)?;
-            }
-            r => r?,
-        }
-    }
-    if aligned < job.len {
-        if *direct {
+/// `pwrite` all of `data` at `offset`; a file system that accepted
+/// `O_DIRECT` at open but refuses the write gets it through the cache, and
+/// so does everything after it.
+fn write_at(f: &File, data: &[u8], offset: u64, direct: &AtomicBool) -> io::Result<()> {
+    match f.write_all_at(data, offset) {
+        Err(e)
+            if direct.load(Ordering::Relaxed) && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+        {
             set_direct(f, false)?;
-            *direct = false;
+            direct.store(false, Ordering::Relaxed);
+            f.write_all_at(data, offset)
         }
-        f.write_all_at(&data[aligned..], job.offset + aligned as u64)?;
+        r => r,
     }
-    Ok(())
 }
 
 impl DirectWriter {
     /// Switch `file` (empty, just created) to `O_DIRECT` and start the I/O
-    /// thread; `None` when the file system refuses `O_DIRECT`.
+    /// threads; `None` when the file system refuses `O_DIRECT`.
     pub(super) fn start(file: &File) -> Result<Option<DirectWriter>, PullError> {
         if set_direct(file, true).is_err() {
             return Ok(None);
@@ -169,33 +176,61 @@ impl DirectWriter {
             let _ = set_direct(file, false);
             return Ok(None);
         }
-        let f = file.try_clone().map_err(|e| PullError::io("open the download for writing", e))?;
+        let clone = || file.try_clone().map_err(|e| PullError::io("open the download for writing", e));
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
         let (back_tx, back) = mpsc::channel();
         let (written_tx, written) = mpsc::channel();
         for _ in 1..BLOCKS {
             let _ = back_tx.send(Block::new());
         }
-        let io = std::thread::Builder::new()
-            .name("ferry-sftp-io".into())
-            .spawn(move || {
-                let mut direct = true;
-                for job in rx {
-                    write_job(&f, &job, &mut direct)?;
-                    match job.piece {
-                        Piece::Block(b) => {
-                            let _ = back_tx.send(b);
+        let direct = Arc::new(AtomicBool::new(true));
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut io = Vec::with_capacity(IO_THREADS);
+        for _ in 0..IO_THREADS {
+            let (f, rx, back_tx, written_tx) = (clone()?, Arc::clone(&rx), back_tx.clone(), written_tx.clone());
+            let (direct, failed) = (Arc::clone(&direct), Arc::clone(&failed));
+            let t = std::thread::Builder::new()
+                .name("ferry-sftp-io".into())
+                .spawn(move || -> io::Result<IoStats> {
+                    let mut stats: IoStats = (0, 0, Duration::ZERO);
+                    loop {
+                        // One waiting thread holds the lock; the others
+                        // are writing (or waiting for it).
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(job) = job else { return Ok(stats) };
+                        let t0 = Instant::now();
+                        if let Err(e) = write_at(&f, &job.piece.bytes()[..job.len], job.offset, &direct) {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e);
                         }
-                        Piece::Buf(mut b) => {
-                            b.clear();
-                            let _ = written_tx.send(b);
+                        stats = (stats.0 + 1, stats.1 + job.len as u64, stats.2 + t0.elapsed());
+                        match job.piece {
+                            Piece::Block(b) => {
+                                let _ = back_tx.send(b);
+                            }
+                            Piece::Buf(mut b) => {
+                                b.clear();
+                                let _ = written_tx.send(b);
+                            }
                         }
                     }
-                }
-                Ok(())
-            })
-            .map_err(|e| PullError::new(Reason::Internal, format!("start the I/O thread: {e}")))?;
-        Ok(Some(DirectWriter { block: Some(first), fill: 0, offset: 0, tx: Some(tx), back, written, io: Some(io) }))
+                })
+                .map_err(|e| PullError::new(Reason::Internal, format!("start an I/O thread: {e}")))?;
+            io.push(t);
+        }
+        Ok(Some(DirectWriter {
+            block: Some(first),
+            fill: 0,
+            offset: 0,
+            file: clone()?,
+            tx: Some(tx),
+            back,
+            written,
+            io,
+            direct,
+            failed,
+        }))
     }
 
     /// Write `buf` (already hashed): as it is when it is aligned and
@@ -204,11 +239,9 @@ impl DirectWriter {
     pub(super) fn write_buf(&mut self, buf: BytesMut) -> Result<Option<BytesMut>, PullError> {
         if self.fill == 0 && is_aligned(&buf) {
             let len = buf.len();
-            let job = Job { piece: Piece::Buf(buf), len, offset: self.offset, last: false };
+            let job = Job { piece: Piece::Buf(buf), len, offset: self.offset };
             self.offset += len as u64;
-            if self.tx.as_ref().expect("I/O thread running").send(job).is_err() {
-                return Err(self.stopped());
-            }
+            self.queue(job)?;
             return Ok(None);
         }
         self.write(&buf)?;
@@ -228,52 +261,81 @@ impl DirectWriter {
             self.fill += n;
             data = &data[n..];
             if self.fill == BLOCK {
-                self.send(false)?;
+                let block = self.block.take().expect("a full block");
+                let job = Job { piece: Piece::Block(block), len: BLOCK, offset: self.offset };
+                self.offset += BLOCK as u64;
+                self.fill = 0;
+                self.queue(job)?;
+                match self.back.recv() {
+                    Ok(b) => self.block = Some(b),
+                    Err(_) => return Err(self.stopped()),
+                }
             }
         }
         Ok(())
     }
 
-    fn send(&mut self, last: bool) -> Result<(), PullError> {
-        let block = self.block.take().expect("a block to send");
-        let job = Job { piece: Piece::Block(block), len: self.fill, offset: self.offset, last };
-        self.offset += self.fill as u64;
-        self.fill = 0;
-        if self.tx.as_ref().expect("I/O thread running").send(job).is_err() {
+    fn queue(&mut self, job: Job) -> Result<(), PullError> {
+        if self.failed.load(Ordering::Relaxed) || self.tx.as_ref().expect("I/O threads running").send(job).is_err() {
             return Err(self.stopped());
         }
-        if !last {
-            match self.back.recv() {
-                Ok(b) => self.block = Some(b),
-                Err(_) => return Err(self.stopped()),
-            }
-        }
         Ok(())
     }
 
-    /// Write what is left and wait until every block is written.
+    /// Wait until every piece is written, then write what is staged: its
+    /// aligned part directly, the tail through the page cache.
     pub(super) fn finish(mut self) -> Result<(), PullError> {
-        self.send(true)?;
-        match self.join() {
-            Ok(()) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let (pieces, bytes, busy) = self.join()?;
+        let block = self.block.take().expect("the staging block is back");
+        let data = &block.bytes()[..self.fill];
+        let aligned = self.fill / ALIGN * ALIGN;
+        let tail = (|| -> io::Result<()> {
+            if aligned > 0 {
+                write_at(&self.file, &data[..aligned], self.offset, &self.direct)?;
+            }
+            if aligned < data.len() {
+                set_direct(&self.file, false)?;
+                self.file.write_all_at(&data[aligned..], self.offset + aligned as u64)?;
+            }
+            Ok(())
+        })();
+        tail.map_err(|e| PullError::io("write the download", e))?;
+        tracing::debug!(
+            pieces,
+            mib = bytes >> 20,
+            busy_ms = busy.as_millis() as u64,
+            direct = self.direct.load(Ordering::Relaxed),
+            "sftp direct writes"
+        );
+        Ok(())
     }
 
-    /// The I/O thread stopped early: its error.
+    /// The I/O threads stopped early: the first error.
     fn stopped(&mut self) -> PullError {
         match self.join() {
             Err(e) => e,
-            Ok(()) => PullError::new(Reason::Internal, "the I/O thread stopped early".into()),
+            Ok(_) => PullError::new(Reason::Internal, "the I/O threads stopped early".into()),
         }
     }
 
-    fn join(&mut self) -> Result<(), PullError> {
+    /// Stop the I/O threads once the queue is empty; their summed stats,
+    /// or the first error.
+    fn join(&mut self) -> Result<IoStats, PullError> {
         drop(self.tx.take());
-        match self.io.take().map(|t| t.join()) {
-            Some(Ok(Ok(()))) | None => Ok(()),
-            Some(Ok(Err(e))) => Err(PullError::io("write the download", e)),
-            Some(Err(p)) => std::panic::resume_unwind(p),
+        let mut total: IoStats = (0, 0, Duration::ZERO);
+        let mut first_err = None;
+        for t in self.io.drain(..) {
+            match t.join() {
+                Ok(Ok((n, b, d))) => total = (total.0 + n, total.1 + b, total.2 + d),
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        match first_err {
+            Some(e) => Err(PullError::io("write the download", e)),
+            None => Ok(total),
         }
     }
 }
@@ -283,7 +345,7 @@ impl Drop for DirectWriter {
     /// temporary file.
     fn drop(&mut self) {
         drop(self.tx.take());
-        if let Some(t) = self.io.take() {
+        for t in self.io.drain(..) {
             let _ = t.join();
         }
     }
