@@ -33,6 +33,7 @@
 # CARGO_TARGET_DIR, DEPTH / CHUNK (Ferry's read pipeline), MUX (1),
 # NICE (e.g. -10: run sshd and all clients at that niceness, to shield the
 # measurement from other work on the machine; needs root), BASE,
+# METHODS (a subset, e.g. "sftp ferry ferry-base"),
 # CPU=1 (root, cgroup cpuacct or cgroup v2): also the CPU seconds of the
 # client side (the method's processes) and of the server side (sshd and
 # sftp-server), which other work on a shared machine disturbs much less
@@ -163,9 +164,11 @@ run_ferry() {
         ${DEPTH:+depth=$DEPTH} ${CHUNK:+chunk=$CHUNK} >/dev/null
 }
 
-METHODS="sftp scp sftp+check ferry"
-[ "$MUX" = 1 ] && METHODS="$METHODS ferry-mux"
-[ -n "${BASE:-}" ] && METHODS="$METHODS ferry-base"
+if [ -z "${METHODS:-}" ]; then
+    METHODS="sftp scp sftp+check ferry"
+    [ "$MUX" = 1 ] && METHODS="$METHODS ferry-mux"
+    [ -n "${BASE:-}" ] && METHODS="$METHODS ferry-base"
+fi
 declare -A TIMES CCPU SCPU
 echo "size $BYTES bytes, $ROUNDS rounds, methods: $METHODS" >&2
 for round in $(seq "$ROUNDS"); do
@@ -215,9 +218,12 @@ for m in $METHODS; do
     echo
 done
 echo
-printf 'ratio ferry/sftp %.2f\n' "$(div "${MED[ferry]}" "${MED[sftp]}")"
-printf 'ratio ferry/scp  %.2f\n' "$(div "${MED[ferry]}" "${MED[scp]}")"
-printf 'ratio ferry/(sftp + sha256 + fsync) %.2f\n' "$(div "${MED[ferry]}" "${MED[sftp+check]}")"
-[ "$MUX" = 1 ] && printf 'ratio ferry-mux/ferry %.2f\n' "$(div "${MED[ferry-mux]}" "${MED[ferry]}")"
-[ -n "${BASE:-}" ] && printf 'ratio ferry-base/sftp %.2f\n' "$(div "${MED[ferry-base]}" "${MED[sftp]}")"
+has() { [[ " $METHODS " == *" $1 "* ]]; }
+ratio() { has "$1" && has "$2" && printf 'ratio %s/%s %.2f\n' "$1" "$2" "$(div "${MED[$1]}" "${MED[$2]}")"; return 0; }
+ratio ferry sftp
+ratio ferry scp
+ratio ferry sftp+check
+ratio ferry-mux ferry
+ratio ferry-base sftp
+ratio ferry ferry-base
 exit 0
