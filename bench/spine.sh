@@ -5,7 +5,7 @@
 #   bench/spine.sh latency 20
 #   bench/spine.sh scan 1000 10
 #   bench/spine.sh fetch 50000 10
-#   FERRY_BENCH_SCAN_LOG=/tmp/scan.log bench/spine.sh fetch   # keep the last scan's debug log
+#   FERRY_BENCH_SCAN_LOG=/tmp/scan.log bench/spine.sh fetch   # keep every measured scan's debug log (with times)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --bins >&2

@@ -61,6 +61,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
+    pub scan: ScanConfig,
+    #[serde(default)]
     pub retention: Retention,
     #[serde(default)]
     pub mail: Option<ferry_notify::MailConfig>,
@@ -180,12 +182,24 @@ pub struct Limits {
     /// Wall-clock limit of one job (fetch, download).
     #[serde(default = "d_job_timeout")]
     pub job_timeout: String,
-    /// Default per-client storage quota (gitosis.conf `quota` overrides).
-    #[serde(default)]
-    pub quota: Option<String>,
-    /// Default largest artifact (gitosis.conf `max-artifact` overrides).
-    #[serde(default)]
-    pub max_artifact: Option<String>,
+    /// Default per-client storage quota (gitosis.conf `quota` overrides);
+    /// `"unlimited"` for none. Set by default so that what a client
+    /// declares never alone decides what the node stores.
+    #[serde(default = "d_quota")]
+    pub quota: String,
+    /// Default largest artifact (gitosis.conf `max-artifact` overrides);
+    /// `"unlimited"` for none. Refused before anything is downloaded.
+    #[serde(default = "d_max_artifact")]
+    pub max_artifact: String,
+    /// Slowest sftp download accepted once data flows, as an average over
+    /// each `rate_window` (`"64K/s"`, `"1M/s"`; `"0"` or `"off"`: none). A
+    /// server that answers just often enough to beat the 60 s idle
+    /// timeout is stopped about one window later instead of holding the
+    /// request until `job_timeout`.
+    #[serde(default = "d_min_rate")]
+    pub min_rate: String,
+    #[serde(default = "d_rate_window")]
+    pub rate_window: String,
     /// Accept request timestamps at most this far in the future.
     #[serde(default = "d_skew")]
     pub clock_skew: String,
@@ -194,6 +208,27 @@ pub struct Limits {
     /// fetched (`E_FETCH_LIMIT`).
     #[serde(default = "d_max_refs")]
     pub max_refs: u64,
+}
+
+/// `[scan]`: how one `ferry-node scan` works through the clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanConfig {
+    /// Clients processed at once (each client's own requests stay strictly
+    /// one after the other, under its pool lock): one slow or hostile
+    /// client holds one of these, never the whole scan.
+    #[serde(default = "d_parallel_clients")]
+    pub parallel_clients: usize,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+fn d_parallel_clients() -> usize {
+    4
 }
 
 impl Default for Limits {
@@ -251,6 +286,18 @@ fn d_pending() -> usize {
 fn d_job_timeout() -> String {
     "2h".into()
 }
+fn d_quota() -> String {
+    "1T".into()
+}
+fn d_max_artifact() -> String {
+    "64G".into()
+}
+fn d_min_rate() -> String {
+    "64K/s".into()
+}
+fn d_rate_window() -> String {
+    "60s".into()
+}
 fn d_max_refs() -> u64 {
     10_000
 }
@@ -277,6 +324,32 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let n: u64 = num.parse().with_context(|| format!("bad duration {s:?} (use 30s, 5m, 2h, 1d)"))?;
     let secs = n.checked_mul(mult).with_context(|| format!("duration {s:?} is too long"))?;
     Ok(Duration::from_secs(secs))
+}
+
+/// A size limit: `"unlimited"` is `None`, else a size as in gitosis.conf
+/// (`1048576`, `500M`, `64G`, `1T`).
+pub fn parse_limit(s: &str) -> anyhow::Result<Option<u64>> {
+    if s.trim() == "unlimited" {
+        return Ok(None);
+    }
+    match ferry_gitosis::enroll::parse_size(s.trim()) {
+        Some(n) if n > 0 => Ok(Some(n)),
+        _ => bail!("bad size {s:?} (use e.g. 500M, 64G, 1T, or \"unlimited\")"),
+    }
+}
+
+/// A rate in bytes per second: `64K/s`, `64KiB/s`, `1M/s`, `65536/s`
+/// (binary units, `/s` optional); `"0"` or `"off"` is 0 (no minimum).
+pub fn parse_rate(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    if t == "off" || t == "0" {
+        return Ok(0);
+    }
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    ferry_gitosis::enroll::parse_size(t)
+        .filter(|n| *n > 0)
+        .with_context(|| format!("bad rate {s:?} (use e.g. 64K/s, 1M/s, or \"off\")"))
 }
 
 /// An absolute path for a program named in the configuration, looked up in
@@ -349,10 +422,15 @@ impl NodeConfig {
         if let Some(m) = &self.mail {
             m.validate(&self.name).map_err(|e| anyhow::anyhow!("[mail]: {e}"))?;
         }
-        for q in [&self.limits.quota, &self.limits.max_artifact].into_iter().flatten() {
-            if ferry_gitosis::enroll::parse_size(q).is_none() {
-                bail!("bad size {q:?} (use e.g. 500M, 100G)");
-            }
+        parse_limit(&self.limits.quota).context("[limits] quota")?;
+        parse_limit(&self.limits.max_artifact).context("[limits] max_artifact")?;
+        if parse_rate(&self.limits.min_rate).context("[limits] min_rate")? > 0
+            && parse_duration(&self.limits.rate_window).context("[limits] rate_window")?.is_zero()
+        {
+            bail!("[limits] rate_window must be longer than 0 s when min_rate is set");
+        }
+        if !(1..=64).contains(&self.scan.parallel_clients) {
+            bail!("[scan] parallel_clients must be from 1 to 64");
         }
         Ok(())
     }
@@ -421,6 +499,22 @@ impl NodeConfig {
             self.keys_dir().join(client).join("id_ed25519")
         }
     }
+    /// The node-wide default quota (`None`: unlimited).
+    pub fn default_quota(&self) -> Option<u64> {
+        parse_limit(&self.limits.quota).expect("validated at load")
+    }
+    /// The node-wide default largest artifact (`None`: unlimited).
+    pub fn default_max_artifact(&self) -> Option<u64> {
+        parse_limit(&self.limits.max_artifact).expect("validated at load")
+    }
+    /// The minimum rate of sftp downloads, if any.
+    pub fn min_rate(&self) -> Option<ferry_pull::sftp::MinRate> {
+        let bytes_per_sec = parse_rate(&self.limits.min_rate).expect("validated at load");
+        (bytes_per_sec > 0).then(|| ferry_pull::sftp::MinRate {
+            bytes_per_sec,
+            window: parse_duration(&self.limits.rate_window).expect("validated at load"),
+        })
+    }
     pub fn duration(&self, s: &str) -> Duration {
         parse_duration(s).expect("validated at load")
     }
@@ -443,6 +537,40 @@ mod tests {
         assert!(cfg.scan_on_push);
         let d = Schedule::from_config(&cfg.daemon).unwrap();
         assert_eq!(d.listen, Some("127.0.0.1:9187".parse().unwrap()));
+    }
+
+    #[test]
+    fn limits_have_safe_defaults_and_can_be_lifted() {
+        let cfg: NodeConfig = toml::from_str("base_dir = \"/x\"\n").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.default_quota(), Some(1 << 40));
+        assert_eq!(cfg.default_max_artifact(), Some(64 << 30));
+        let r = cfg.min_rate().unwrap();
+        assert_eq!((r.bytes_per_sec, r.window), (64 * 1024, Duration::from_secs(60)));
+        assert_eq!(cfg.scan.parallel_clients, 4);
+        let cfg: NodeConfig = toml::from_str(
+            "base_dir = \"/x\"\n[limits]\nquota = \"unlimited\"\nmax_artifact = \"unlimited\"\nmin_rate = \"off\"\n",
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!((cfg.default_quota(), cfg.default_max_artifact(), cfg.min_rate()), (None, None, None));
+        for bad in ["quota = \"lots\"", "max_artifact = \"0\"", "min_rate = \"fast\"", "min_rate = \"-1/s\""] {
+            let cfg: NodeConfig = toml::from_str(&format!("base_dir = \"/x\"\n[limits]\n{bad}\n")).unwrap();
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
+        let cfg: NodeConfig = toml::from_str("base_dir = \"/x\"\n[scan]\nparallel_clients = 0\n").unwrap();
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn rates() {
+        for (s, want) in [("64K/s", 65536), ("64KiB/s", 65536), ("1M/s", 1 << 20), ("1MB/s", 1 << 20), ("500/s", 500)] {
+            assert_eq!(parse_rate(s).unwrap(), want, "{s}");
+        }
+        assert_eq!(parse_rate("off").unwrap(), 0);
+        assert_eq!(parse_rate("0").unwrap(), 0);
+        assert!(parse_rate("64 K/s").is_err());
+        assert!(parse_rate("/s").is_err());
     }
 
     #[test]

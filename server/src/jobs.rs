@@ -141,9 +141,24 @@ fn sweep_mirror(mirror: &Path) -> usize {
     stale.into_iter().filter(|p| std::fs::remove_file(p).is_ok()).count()
 }
 
-/// The client's storage quota (enrollment, else the node default).
+/// The client's storage quota (enrollment, else the node default; `None`:
+/// unlimited, which gitosis.conf spells `quota = unlimited`).
 pub fn quota(cfg: &NodeConfig, client: &ClientEnrollment) -> Option<u64> {
-    client.quota_bytes.or_else(|| cfg.limits.quota.as_deref().and_then(ferry_gitosis::enroll::parse_size))
+    match client.quota_bytes {
+        Some(u64::MAX) => None,
+        Some(q) => Some(q),
+        None => cfg.default_quota(),
+    }
+}
+
+/// The client's largest artifact (enrollment, else the node default;
+/// `None`: unlimited).
+pub fn max_artifact(cfg: &NodeConfig, client: &ClientEnrollment) -> Option<u64> {
+    match client.max_artifact_bytes {
+        Some(u64::MAX) => None,
+        Some(m) => Some(m),
+        None => cfg.default_max_artifact(),
+    }
 }
 
 /// Bytes this client may still add, or `E_QUOTA` if none.
@@ -289,6 +304,7 @@ pub fn git(cfg: &NodeConfig, client: &ClientEnrollment, id: &str, req: &GitReque
         }
         Refusal::new(e.reason, e.message)
     })?;
+    tracing::debug!("git job: mirrored");
     let _ = std::fs::write(mirror.join("ferry-fetched"), format!("{}\n", jiff::Timestamp::now()));
     if out.created {
         ferry_durable::write_synced(&mirror, "ferry-origin", format!("{url}\n").as_bytes())
@@ -386,9 +402,7 @@ pub fn sftp(
             format!("timestamp {} is outside the accepted window", req.stamp),
         ));
     }
-    let max_artifact = client
-        .max_artifact_bytes
-        .or_else(|| cfg.limits.max_artifact.as_deref().and_then(ferry_gitosis::enroll::parse_size));
+    let max_artifact = max_artifact(cfg, client);
     if let Some(max) = max_artifact
         && req.size > max
     {
@@ -508,6 +522,7 @@ pub fn sftp(
         dest_name: &file_name,
         timeout,
         idle_timeout: std::time::Duration::from_secs(60),
+        min_rate: cfg.min_rate(),
     };
     let got = match ferry_pull::sftp::download(&job) {
         Ok(g) => g,

@@ -17,13 +17,18 @@ fn main() -> ExitCode {
     // run inside a client's `git push`: their stderr is relayed to the
     // pushing client's terminal, never the node's, so never coloured there.
     let relayed = matches!(cli.command, Command::Serve { .. } | Command::Hook { .. });
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(!relayed && std::io::stderr().is_terminal())
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| level.into()))
-        .with_target(false)
-        .without_time()
-        .init();
+        .with_target(false);
+    // FERRY_LOG_UPTIME=1: every line says how long after start it was
+    // written (where a scan's milliseconds go; bench/spine.sh sets it).
+    if std::env::var_os("FERRY_LOG_UPTIME").is_some() {
+        log.with_timer(tracing_subscriber::fmt::time::uptime()).init();
+    } else {
+        log.without_time().init();
+    }
     match ferry_node::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

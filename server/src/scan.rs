@@ -31,12 +31,14 @@ pub fn scan(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> 
     let (started, clock) = (jiff::Timestamp::now(), Instant::now());
     let res = scan_pools(cfg, only);
     crate::scanrecord::record(cfg, started, clock.elapsed(), only, &res);
+    tracing::debug!("scan: recorded");
     res
 }
 
 fn scan_pools(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> {
     let start = Instant::now();
     let enrollment = crate::enrollment::load(cfg)?;
+    tracing::debug!("scan: enrollment loaded");
     let mut report = ScanReport::default();
     let clients: Vec<String> = match only {
         Some(c) => vec![c.to_owned()],
@@ -56,10 +58,25 @@ fn scan_pools(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport
     };
     // State files half-written by a scan that was killed.
     let _ = ferry_durable::remove_dead_tmp(&cfg.state_dir().join("clients"));
-    let mut scanner = Scanner::new(cfg)?;
-    for c in &clients {
+    scan_clients(cfg, &enrollment, &clients, &mut report);
+    report.busy.sort();
+    if report.failed > 0 || cfg.mail.is_some() {
+        crate::alerts::flush(cfg);
+    }
+    report.elapsed_ms = start.elapsed().as_millis();
+    Ok(report)
+}
+
+/// Scan `clients`, up to `[scan] parallel_clients` of them at once. Each
+/// client's pool is still worked strictly one request after the other
+/// under its lock; what runs side by side is different clients, so one
+/// that stalls (or drips, until `min_rate` stops it) holds one worker and
+/// the others go on. Workers take the next client as they finish one.
+fn scan_clients(cfg: &NodeConfig, enrollment: &Enrollment, clients: &[String], report: &mut ScanReport) {
+    let workers = cfg.scan.parallel_clients.clamp(1, 64).min(clients.len());
+    let one = |scanner: &mut Scanner<'_>, c: &str, report: &mut ScanReport| {
         report.clients += 1;
-        if let Err(e) = scanner.scan_client(&enrollment, c, &mut report) {
+        if let Err(e) = scanner.scan_client(enrollment, c, report) {
             // One client's trouble never stops the others (I8).
             events::record(
                 &cfg.events_log(),
@@ -71,12 +88,37 @@ fn scan_pools(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport
                 &format!("{e:#}"),
             );
         }
+    };
+    if workers <= 1 {
+        let mut scanner = Scanner::new(cfg);
+        for c in clients {
+            one(&mut scanner, c, report);
+        }
+        return;
     }
-    if report.failed > 0 || cfg.mail.is_some() {
-        crate::alerts::flush(cfg);
-    }
-    report.elapsed_ms = start.elapsed().as_millis();
-    Ok(report)
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let merged = std::sync::Mutex::new(std::mem::take(report));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                // Its own catalog connection (SQLite, WAL): nothing shared
+                // between workers but the files, which have their locks.
+                let mut scanner = Scanner::new(cfg);
+                let mut mine = ScanReport::default();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(c) = clients.get(i) else { break };
+                    one(&mut scanner, c, &mut mine);
+                }
+                let mut all = merged.lock().unwrap_or_else(|p| p.into_inner());
+                all.clients += mine.clients;
+                all.finished += mine.finished;
+                all.failed += mine.failed;
+                all.busy.append(&mut mine.busy);
+            });
+        }
+    });
+    *report = merged.into_inner().unwrap_or_else(|p| p.into_inner());
 }
 
 /// Reused state across clients of one scan.
@@ -86,8 +128,8 @@ pub struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
-    pub fn new(cfg: &'a NodeConfig) -> anyhow::Result<Scanner<'a>> {
-        Ok(Scanner { cfg, catalog: None })
+    pub fn new(cfg: &'a NodeConfig) -> Scanner<'a> {
+        Scanner { cfg, catalog: None }
     }
 
     /// The catalog, opened on first use (a scan of git and dummy requests
@@ -159,6 +201,7 @@ impl<'a> Scanner<'a> {
             pool.sync()?;
             ferry_durable::crash_point("scan:after-rq-to-p");
         }
+        tracing::debug!(client, requests = work.len(), "scan: requests taken");
         work.sort();
         // Client state is saved once per pass, not per request (a scan of
         // thousands of small requests must not pay an fsync each).
@@ -193,9 +236,11 @@ impl<'a> Scanner<'a> {
             }
         }
         pool.sync()?;
+        tracing::debug!(client, "scan: requests ended");
         if any_done {
             crate::alerts::request_done(self.cfg, client, any_pulled);
         }
+        tracing::debug!(client, "scan: client state saved");
         Ok(())
     }
 

@@ -24,8 +24,6 @@ use crate::config::NodeConfig;
 
 const FILE: &str = "scan.json";
 const LOCK: &str = "scan.lock";
-const TMP: &str = ".scan.json.tmp";
-
 /// What one scan did (its JSON output, and what the daemon shows).
 #[derive(Debug, Default, Serialize)]
 pub struct ScanReport {
@@ -147,9 +145,9 @@ pub fn record(
     // one) but not synced: an fsync of the state directory per scan would
     // add ~10 ms to every push's scan for monitoring data, and a power
     // loss costing the last counts is a counter reset Prometheus handles.
-    // The temporary name is fixed: only the lock holder writes it.
-    let tmp = dir.join(TMP);
-    let res = std::fs::write(&tmp, &data).and_then(|()| std::fs::rename(&tmp, path(cfg)));
+    // Only the lock holder writes; the swap file keeps the previous
+    // record, so no inode is created or freed per scan.
+    let res = ferry_durable::replace_unsynced(&dir, FILE, &data);
     if let Err(e) = res {
         tracing::warn!("cannot record the scan in {}: {e}", path(cfg).display());
     }

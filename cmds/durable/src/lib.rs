@@ -52,6 +52,6 @@ pub use gitlocks::git_lock_files;
 pub use lock::{Lock, LockError};
 pub use pool::{Entry, Pool, PoolError, is_valid_id};
 pub use sync::{
-    TMP_PREFIX, fsync_dir, is_disk_full, read_capped, remove_dead_tmp, remove_synced, rename_synced, sync_filesystem,
-    write_synced, write_synced_mode, write_synced_new,
+    TMP_PREFIX, fsync_dir, is_disk_full, read_capped, remove_dead_tmp, remove_synced, rename_synced, replace_unsynced,
+    sync_filesystem, write_synced, write_synced_mode, write_synced_new,
 };

@@ -83,6 +83,50 @@ pub fn write_synced_new(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
     fsync_dir(dir)
 }
 
+/// Atomically replace `dir/name` with `data`, not synced, without
+/// creating or freeing an inode: the new content is written over
+/// `dir/.<name>.swap` (the previous content, kept from the last call) and
+/// swapped in with `renameat2(RENAME_EXCHANGE)`; the first call, or a file
+/// system without the exchange, renames. For small state files rewritten
+/// on every scan: a new inode per write (temporary file + rename) cost
+/// about 1.5 ms of CPU in ext4's inode allocator on the project's busy
+/// machines, and freeing the old one a synchronous discard where the file
+/// system is mounted with `discard`.
+///
+/// Readers that open `name` see the old or the new content, never a mix
+/// (one that keeps it open across two replacements may see the second
+/// being written). Writers of `name` must hold one lock. A power loss may
+/// lose the last replacement; callers use this only for data whose loss
+/// is harmless (timestamps, counters).
+pub fn replace_unsynced(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let spare = dir.join(format!(".{name}.swap"));
+    let target = dir.join(name);
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&spare)?;
+    f.write_all_at(data, 0)?;
+    f.set_len(data.len() as u64)?;
+    drop(f);
+    match rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        &spare,
+        rustix::fs::CWD,
+        &target,
+        rustix::fs::RenameFlags::EXCHANGE,
+    ) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            fs::rename(&spare, &target)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Remove the temporary files ([`TMP_PREFIX`]`<name>-<pid>-<n>`) in `dir`
 /// whose writer is dead: what a process killed inside [`write_synced`]
 /// left. Files of live processes are kept, so this is safe without a lock
@@ -148,6 +192,30 @@ pub fn is_disk_full(e: &io::Error) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn replace_unsynced_swaps_contents_and_keeps_two_inodes() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempdir();
+        replace_unsynced(&d, "s.json", b"first, a longer content").unwrap();
+        assert_eq!(fs::read(d.join("s.json")).unwrap(), b"first, a longer content");
+        replace_unsynced(&d, "s.json", b"second").unwrap();
+        assert_eq!(fs::read(d.join("s.json")).unwrap(), b"second");
+        let inodes = |d: &Path| {
+            let mut v: Vec<u64> =
+                ["s.json", ".s.json.swap"].iter().map(|n| fs::metadata(d.join(n)).unwrap().ino()).collect();
+            v.sort();
+            v
+        };
+        let before = inodes(&d);
+        for i in 0..5 {
+            replace_unsynced(&d, "s.json", format!("round {i}").as_bytes()).unwrap();
+            assert_eq!(fs::read_to_string(d.join("s.json")).unwrap(), format!("round {i}"));
+        }
+        assert_eq!(inodes(&d), before, "the same two inodes, swapped");
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 2);
+        fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn dead_writers_temporaries_are_removed_live_ones_kept() {

@@ -6,6 +6,7 @@
 //!     identity=/n/pull_key control_dir=/n/ctl remote=/export/x.tar.zst size=123 sha256=<hex> \
 //!     dest_dir=/n/data dest_name=x.tar.zst [ssh=/usr/bin/ssh] [transport=child|mux] \
 //!     [depth=32] [chunk=261120] [multiplex=1] [flush_us=0] [close=1] [timeout=7200] [idle=60]
+//!     [min_rate=65536] [rate_window=60] [direct=1] [multiplex_max=268435456]
 //! ```
 //!
 //! `close=1` (the default) stops the endpoint's ControlMaster before exiting,
@@ -67,6 +68,8 @@ fn main() {
         flush_interval: Duration::from_micros(num("flush_us", "0")),
         writer_thread: num("thread", "1") != 0,
         pipe_size: num("pipe", "1048576") as usize,
+        direct_io: num("direct", "1") != 0,
+        multiplex_max: num("multiplex_max", &sftp::MULTIPLEX_MAX.to_string()),
     };
     let job = DownloadJob {
         endpoint: &ep,
@@ -78,6 +81,10 @@ fn main() {
         dest_name: &dest_name,
         timeout: Duration::from_secs(num("timeout", "7200")),
         idle_timeout: Duration::from_secs(num("idle", "60")),
+        min_rate: Some(sftp::MinRate {
+            bytes_per_sec: num("min_rate", "65536"),
+            window: Duration::from_secs(num("rate_window", "60")),
+        }),
     };
     let result = sftp::download_tuned(&job, &tuning);
     if num("close", "1") != 0 {

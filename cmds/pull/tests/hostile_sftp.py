@@ -11,10 +11,18 @@ of <size> bytes whose content is byte (offset % 251). Modes:
   stall       READ is never answered (SF-02)
   short       EOF at half the claimed size
   shortreads  honest, but answers at most 1000 bytes per READ
+  drip        answers every READ with one byte, 50 ms after it came
+  cut         honest up to half the size (the read that crosses it comes
+              back short; reads beyond it are never answered); the read
+              of the rest at exactly half, which the client only sends
+              once it has taken in the first half, kills the server
 """
 
+import os
+import signal
 import struct
 import sys
+import time
 
 mode, size = open(sys.argv[1]).read().split()
 size = int(size)
@@ -73,13 +81,22 @@ while True:
         end = size // 2 if mode == "short" else size
         if mode == "stall":
             continue
+        if mode == "cut":
+            if offset == size // 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if offset > size // 2:
+                continue
+            end = size // 2
+        if mode == "drip":
+            time.sleep(0.05)
+            n = 1
         if mode == "hugepacket":
             out.write(struct.pack(">IBI", 0x7FFFFFFF, 103, rid))
             out.flush()
             continue
         if mode == "overlong":
             n += 10
-        elif mode != "endless":
+        elif mode not in ("endless", "drip"):
             if offset >= end:
                 send(101, ident + struct.pack(">I", 1) + string(b"EOF") + string(b""))
                 continue

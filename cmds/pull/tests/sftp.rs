@@ -210,6 +210,7 @@ fn job<'a>(ep: &'a SftpEndpoint, remote: &'a str, data: &[u8], dest: &'a Path, n
         dest_name: name,
         timeout: Duration::from_secs(120),
         idle_timeout: Duration::from_secs(30),
+        min_rate: None,
     }
 }
 
@@ -544,6 +545,73 @@ fn hostile_sftp_servers_are_contained() {
     // A server with a small read limit is slow, not wrong.
     let got = run("shortreads", "b").unwrap();
     assert_eq!(std::fs::read(got.path).unwrap(), data);
+    s.assert_no_master_left(&ep);
+}
+
+fn have_python() -> bool {
+    if Path::new("/usr/bin/python3").exists() {
+        return true;
+    }
+    assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "/usr/bin/python3 is missing");
+    eprintln!("skipped: /usr/bin/python3 is missing");
+    false
+}
+
+/// A server that answers every read with one byte, just often enough to
+/// beat the idle timeout, is stopped by the minimum rate about one window
+/// after the data starts (not at the job's deadline, hours later); an
+/// honest server above the rate is not.
+#[test]
+fn a_dripping_server_is_stopped_by_the_minimum_rate() {
+    if !have_sshd() || !have_python() {
+        return;
+    }
+    let s = Sshd::start();
+    let ep = SftpEndpoint { identity: s.path("node/hostile_key"), ..s.endpoint() };
+    let dest = s.dest();
+    let size = 300_000;
+    let data = pattern(size);
+    let rate = |bytes_per_sec| Some(sftp::MinRate { bytes_per_sec, window: Duration::from_secs(1) });
+    std::fs::write(s.path("hostile_mode"), format!("drip {size}")).unwrap();
+    let mut j = job(&ep, "/export/anything", &data, &dest, "a");
+    j.idle_timeout = Duration::from_secs(5);
+    // Without the rate check this download would end at its deadline.
+    j.timeout = Duration::from_secs(30);
+    j.min_rate = rate(64 * 1024);
+    let e = sftp::download(&j).unwrap_err();
+    assert_eq!(e.reason, Reason::FetchTimeout, "{e}");
+    assert!(e.message.contains("less than the minimum rate of 65536 bytes/s"), "{e}");
+    assert!(e.message.contains("received in 1 s"), "{e}");
+    assert!(s.dest_entries().is_empty(), "{:?}", s.dest_entries());
+
+    // A server with a small read limit but a fair pace passes.
+    std::fs::write(s.path("hostile_mode"), format!("shortreads {size}")).unwrap();
+    let mut j = job(&ep, "/export/anything", &data, &dest, "b");
+    j.min_rate = rate(1000);
+    let got = sftp::download(&j).unwrap();
+    assert_eq!(std::fs::read(got.path).unwrap(), data);
+    s.assert_no_master_left(&ep);
+}
+
+/// The server dies in the middle of the file: the reason says that the
+/// connection was closed and how many of the declared bytes had arrived.
+#[test]
+fn a_connection_cut_mid_transfer_says_how_far_it_got() {
+    if !have_sshd() || !have_python() {
+        return;
+    }
+    let s = Sshd::start();
+    let ep = SftpEndpoint { identity: s.path("node/hostile_key"), ..s.endpoint() };
+    let dest = s.dest();
+    let size = 300_000;
+    let data = pattern(size);
+    // Honest up to half the file, then the server process is killed.
+    std::fs::write(s.path("hostile_mode"), format!("cut {size}")).unwrap();
+    let e = sftp::download(&job(&ep, "/export/anything", &data, &dest, "a")).unwrap_err();
+    assert_eq!(e.reason, Reason::FetchFailed, "{e}");
+    assert!(e.message.contains("the connection was closed after 150000 of 300000 bytes"), "{e}");
+    assert!(!e.message.contains("Background task"), "{e}");
+    assert!(s.dest_entries().is_empty(), "{:?}", s.dest_entries());
     s.assert_no_master_left(&ep);
 }
 

@@ -18,8 +18,8 @@
 //! | `git-port` | git daemon port | 9418 |
 //! | `git-roots` | absolute directories the mirrored repos must lie under, each a root [`RemotePath`] | none: no git |
 //! | `export` | absolute export directory (dumps, archives), a root [`RemotePath`] | required |
-//! | `quota` | total bytes stored (`500M`, `100G`, `2T`, bytes; K/M/G/T = 1024^n) | none |
-//! | `max-artifact` | largest single artifact, same syntax | none |
+//! | `quota` | total bytes stored (`500M`, `100G`, `2T`, bytes; K/M/G/T = 1024^n), or `unlimited` | the node's `[limits] quota` |
+//! | `max-artifact` | largest single artifact, same syntax | the node's `[limits] max_artifact` |
 //! | `max-objects` | most objects stored | none |
 //! | `job-timeout` | seconds, or with suffix `s`/`m`/`h` | none |
 //! | `description` | one line of text | none |
@@ -42,7 +42,7 @@
 
 use ferry_request::{GitScheme, Host, Rejection, RemotePath, User, parse_port};
 
-use super::units::{parse_duration_secs, parse_size, strict_decimal};
+use super::units::{parse_duration_secs, parse_size_limit, strict_decimal};
 use super::{E_ENROL_KEY, Report, quoted, sec};
 use crate::conf::{Config, parse_bool, split_list};
 use crate::keys::{PublicKey, parse_line};
@@ -72,9 +72,11 @@ pub struct ClientEnrollment {
     /// The client's export directory, with room for a request path below
     /// it.
     pub export_dir: RemotePath,
-    /// Total storage quota in bytes.
+    /// Total storage quota in bytes (`None`: the node's default;
+    /// `quota = unlimited` is `u64::MAX`).
     pub quota_bytes: Option<u64>,
-    /// Largest single artifact in bytes.
+    /// Largest single artifact in bytes (`None`: the node's default;
+    /// `max-artifact = unlimited` is `u64::MAX`).
     pub max_artifact_bytes: Option<u64>,
     /// Most objects stored.
     pub max_objects: Option<u64>,
@@ -206,9 +208,9 @@ pub(super) fn parse_client(conf: &Config, section: &str, name: &str, rep: &mut R
                 },
             }
         };
-    let size_hint = "a positive size such as 1048576, 500M, 100G, 2T";
-    let quota_bytes = positive(rep, "quota", parse_size, size_hint);
-    let max_artifact_bytes = positive(rep, "max-artifact", parse_size, size_hint);
+    let size_hint = "a positive size such as 1048576, 500M, 100G, 2T, or unlimited";
+    let quota_bytes = positive(rep, "quota", parse_size_limit, size_hint);
+    let max_artifact_bytes = positive(rep, "max-artifact", parse_size_limit, size_hint);
     let max_objects = positive(rep, "max-objects", strict_decimal, "a positive integer");
     let job_timeout_secs =
         positive(rep, "job-timeout", parse_duration_secs, "seconds, or a number with suffix s, m or h");

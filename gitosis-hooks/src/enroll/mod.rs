@@ -47,7 +47,7 @@ pub mod sections;
 pub mod units;
 
 pub use client::ClientEnrollment;
-pub use units::{parse_duration_secs, parse_size};
+pub use units::{parse_duration_secs, parse_size, parse_size_limit};
 
 use client::parse_client;
 use sections::{

@@ -94,6 +94,11 @@ fn client_defaults() {
     assert_eq!(a.quota_bytes, None);
     assert_eq!(a.description, None);
     assert!(!a.web, "no web access unless enrolled with web = yes");
+    // `unlimited` lifts the node's default for one client.
+    let c = client_section("host-a", "quota = unlimited\nmax-artifact = unlimited\n");
+    let e = build_ok(&c, &[("host-a.pub", ED25519)]);
+    let a = e.client("host-a").cloned().expect("enrolled");
+    assert_eq!((a.quota_bytes, a.max_artifact_bytes), (Some(u64::MAX), Some(u64::MAX)));
 }
 
 #[test]

@@ -24,6 +24,12 @@ pub fn parse_size(s: &str) -> Option<u64> {
     strict_decimal(num)?.checked_mul(1u64 << shift)
 }
 
+/// A size limit: [`parse_size`], or `unlimited` (`u64::MAX`), which lifts
+/// the node's default for one client.
+pub fn parse_size_limit(s: &str) -> Option<u64> {
+    if s == "unlimited" { Some(u64::MAX) } else { parse_size(s) }
+}
+
 /// Durations: seconds, or a number with suffix `s`, `m` or `h`. Overflow
 /// → `None`.
 pub fn parse_duration_secs(s: &str) -> Option<u64> {

@@ -195,13 +195,24 @@ fn fetch(commits: usize, rounds: usize) {
         ok(a.cmd().args(["request", "git", bare.to_str().unwrap()]));
         ok(a.cmd().args(["send", "--wait"]));
         let t = Instant::now();
-        let out = run(node.cmd().env("FERRY_LOG", "debug").env("NO_COLOR", "1").args(["scan", "--client", "host-a"]));
+        let out = run(node
+            .cmd()
+            .env("FERRY_LOG", "debug")
+            .env("FERRY_LOG_UPTIME", "1")
+            .env("NO_COLOR", "1")
+            .args(["scan", "--client", "host-a"]));
         ferry_t.push(t.elapsed().as_secs_f64());
         assert!(out.status.success(), "{}", text(&out));
         // The git module's own fetch, as logged by ferry-pull.
         let err = String::from_utf8_lossy(&out.stderr);
         if let Some(p) = std::env::var_os("FERRY_BENCH_SCAN_LOG") {
-            fs::write(p, err.as_bytes()).unwrap();
+            // Every round's log, each after a line with its wall time.
+            let mut log = fs::OpenOptions::new().create(true).append(true).truncate(false).open(p).unwrap();
+            if i == 0 {
+                log.set_len(0).unwrap();
+            }
+            writeln!(log, "== round {i}: ferry-node scan {:.1} ms", ferry_t.last().unwrap() * 1000.0).unwrap();
+            log.write_all(err.as_bytes()).unwrap();
         }
         let logged = |key: &str| -> Option<f64> {
             err.lines().find_map(|l| l.split(key).nth(1)).and_then(|v| v.split_whitespace().next()?.parse().ok())

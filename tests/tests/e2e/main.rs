@@ -17,6 +17,7 @@ mod git_limits;
 mod harness;
 mod hostile;
 mod hostile_dumps;
+mod limits;
 mod matrix;
 mod names_output;
 mod ops;
