@@ -224,7 +224,8 @@ fn truncated_or_swapped_artifact_is_never_recorded() {
     let _ = run(node.cmd().args(["scan"]));
     let e = node.pool_ids("host-a", "E");
     assert_eq!(e.len(), 1, "the request failed");
-    let why = fs::read_to_string(node.pool("host-a").join(format!("E{}.why", e[0]))).unwrap();
+    let first_failed = e[0].clone();
+    let why = fs::read_to_string(node.pool("host-a").join(format!("E{first_failed}.why"))).unwrap();
     assert!(why.contains("E_FETCH_SIZE_MISMATCH"), "{why}");
     // Nothing recorded, nothing stored, no temporary file.
     let found = ok(node.cmd().args(["--json", "find", "--client", "host-a"]));
@@ -248,7 +249,10 @@ fn truncated_or_swapped_artifact_is_never_recorded() {
     let _ = run(node.cmd().args(["scan"]));
     let e = node.pool_ids("host-a", "E");
     assert_eq!(e.len(), 2);
-    let why = fs::read_to_string(node.pool("host-a").join(format!("E{}.why", e[1]))).unwrap();
+    // Ids made within one second do not sort in request order: the second
+    // failure is whichever is not the first.
+    let second = e.iter().find(|id| **id != first_failed).expect("a second failed request");
+    let why = fs::read_to_string(node.pool("host-a").join(format!("E{second}.why"))).unwrap();
     assert!(why.contains("E_FETCH_DIGEST_MISMATCH"), "{why}");
     assert!(list_tree(node.data("host-a")).into_iter().all(|p| !p.is_file()));
     assert!(node.events().contains("E_FETCH_DIGEST_MISMATCH"));
