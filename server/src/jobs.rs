@@ -35,24 +35,13 @@ pub fn client_dir(cfg: &NodeConfig, client: &str) -> Result<PathBuf, Refusal> {
 }
 
 /// Create `base/<segments…>` directory by directory with `lstat` checks, so
-/// no existing symlink can redirect a write outside `base`.
+/// no existing symlink can redirect a write outside `base`
+/// ([`crate::store::safe_subdir`]), as a refusal with its reason.
 pub fn subdir(base: &Path, segments: &[&str]) -> Result<PathBuf, Refusal> {
-    let mut p = base.to_owned();
-    for s in segments {
-        if !ferry_text::is_safe_token(s) {
-            return Err(Refusal::new(Reason::ReqName, format!("{s:?} is not a safe storage name")));
-        }
-        p.push(s);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_dir() => {}
-            Ok(_) => return Err(Refusal::new(Reason::Store, format!("{} is not a plain directory", p.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&p).map_err(|e| io_refusal("create a storage directory", e))?;
-            }
-            Err(e) => return Err(io_refusal("inspect a storage directory", e)),
-        }
-    }
-    Ok(p)
+    crate::store::safe_subdir(base, segments).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => Refusal::new(Reason::ReqName, e.to_string()),
+        _ => io_refusal("create a storage directory", e),
+    })
 }
 
 /// Remove what a killed job left in `data/<client>` (SIGKILL, power cut:
@@ -451,32 +440,25 @@ pub fn sftp(
         return Err(case_refusal(&format!("source {source}"), &format!("source {existing}")));
     }
     let source_dir = subdir(&cdir, &[source])?;
+    let store = crate::store::open(cfg);
     // A scan killed between publishing this very download and recording it
-    // left it on disk, uncatalogued; its request is being run again. Record
-    // that file (it was verified before it was published, and is hashed
-    // again here) instead of downloading a second copy beside it.
-    let recorded = |p: &Path| -> bool {
-        let rel = p.strip_prefix(cfg.data_dir()).unwrap_or(p).display().to_string();
-        let q = crate::catalog::Query {
-            client: Some(client.name.clone()),
-            source: Some(source.to_owned()),
-            ..Default::default()
-        };
-        catalog.find(&q).map(|all| all.iter().any(|a| a.path == rel)).unwrap_or(true)
-    };
-    if let Some((received, path)) = unrecorded_download(&source_dir, &file_name, req.size, &sha_hex, &recorded) {
-        let sidecar = format!("{file_name}.sha256");
-        let dir = path.parent().expect("run directory");
-        ferry_durable::write_synced(dir, &sidecar, format!("{sha_hex}  {file_name}\n").as_bytes())
-            .map_err(|e| io_refusal("write the digest sidecar", e))?;
-        let rel_path = path.strip_prefix(cfg.data_dir()).unwrap_or(&path).display().to_string();
+    // left it in the store, uncatalogued; its request is being run again.
+    // Record that artifact (it was verified before it was published, and
+    // is hashed again here) instead of downloading a second copy beside it.
+    if let Some(key) =
+        unrecorded_download(store.as_ref(), catalog, &client.name, source, &file_name, req.size, &sha_hex)
+    {
+        let rel_path = key.rel_path();
+        store
+            .put(&key, &store.staging_dir(&key).map_err(store_refusal)?.join(&key.file), &sha_hex)
+            .map_err(store_refusal)?;
         catalog
             .insert(&crate::catalog::Artifact {
                 id: 0,
                 client: client.name.clone(),
                 source: source.to_owned(),
                 module: module_of(&file_name).to_owned(),
-                received,
+                received: key.received.clone(),
                 stamp: stamp_s.clone(),
                 path: rel_path.clone(),
                 size: req.size,
@@ -497,7 +479,14 @@ pub fn sftp(
         n += 1;
         received = format!("{}-{n}", run_id());
     }
-    let dest = subdir(&source_dir, &[&received])?;
+    let key = crate::store::ArtifactKey {
+        client: client.name.clone(),
+        source: source.to_owned(),
+        received: received.clone(),
+        file: file_name.clone(),
+    };
+    subdir(&source_dir, &[&received])?;
+    let dest = store.staging_dir(&key).map_err(store_refusal)?;
     let endpoint = ferry_pull::sftp::SftpEndpoint {
         ssh: cfg.ssh.clone(),
         host: client.address.as_str().to_owned(),
@@ -537,10 +526,15 @@ pub fn sftp(
         }
     };
     ferry_durable::crash_point("sftp:after-publish");
-    let sidecar = format!("{file_name}.sha256");
-    ferry_durable::write_synced(&dest, &sidecar, format!("{sha_hex}  {file_name}\n").as_bytes())
-        .map_err(|e| io_refusal("write the digest sidecar", e))?;
-    let rel_path = got.path.strip_prefix(cfg.data_dir()).unwrap_or(&got.path).display().to_string();
+    // Verified: the store makes it the artifact (for the node's own disk
+    // the download already lies in place and this writes its sidecar).
+    if let Err(e) = store.put(&key, &got.path, &sha_hex) {
+        if store.local_path(&key).as_deref() != Some(got.path.as_path()) {
+            let _ = std::fs::remove_file(&got.path);
+        }
+        return Err(store_refusal(e));
+    }
+    let rel_path = key.rel_path();
     let module = module_of(&file_name);
     catalog
         .insert(&crate::catalog::Artifact {
@@ -564,30 +558,42 @@ pub fn sftp(
     ))
 }
 
-/// A complete download of `file_name` (size and SHA-256 as requested) in
-/// one of `source_dir`'s run directories that the catalog does not know
-/// (`recorded` says whether it does): `(run directory name, path)`.
+/// A complete artifact of `source` named `file_name` (size and SHA-256 as
+/// requested) that the store holds and the catalog does not know.
 fn unrecorded_download(
-    source_dir: &Path,
+    store: &dyn crate::store::ArtifactStore,
+    catalog: &dyn Catalog,
+    client: &str,
+    source: &str,
     file_name: &str,
     size: u64,
     sha_hex: &str,
-    recorded: &dyn Fn(&Path) -> bool,
-) -> Option<(String, PathBuf)> {
-    for run in std::fs::read_dir(source_dir).ok()?.flatten() {
-        let path = run.path().join(file_name);
-        let Ok(md) = std::fs::symlink_metadata(&path) else { continue };
-        if !md.file_type().is_file() || md.len() != size || recorded(&path) {
-            continue;
-        }
-        match crate::verify::hash_file(&path, false) {
-            Ok((n, h)) if n == size && h == sha_hex => {
-                return Some((run.file_name().to_string_lossy().into_owned(), path));
-            }
-            _ => continue,
-        }
+) -> Option<crate::store::ArtifactKey> {
+    let q = crate::catalog::Query {
+        client: Some(client.to_owned()),
+        source: Some(source.to_owned()),
+        ..Default::default()
+    };
+    let recorded: std::collections::BTreeSet<String> = catalog.find(&q).ok()?.into_iter().map(|a| a.path).collect();
+    let keys = store.list(Some(client)).ok()?;
+    keys.into_iter().filter(|k| k.source == source && k.file == file_name && !recorded.contains(&k.rel_path())).find(
+        |k| {
+            store.stat(k).ok().flatten().is_some_and(|s| s.size == size)
+                && store
+                    .open(k)
+                    .ok()
+                    .and_then(|r| crate::verify::hash_reader(r, size, false, file_name).ok())
+                    .is_some_and(|(n, h)| n == size && h == sha_hex)
+        },
+    )
+}
+
+/// A store failure as a refusal (disk full keeps its own reason).
+fn store_refusal(e: anyhow::Error) -> Refusal {
+    match e.downcast_ref::<std::io::Error>() {
+        Some(io) if ferry_durable::is_disk_full(io) => Refusal::new(Reason::DiskFull, format!("{e:#}")),
+        _ => Refusal::new(Reason::Store, format!("{e:#}")),
     }
-    None
 }
 
 /// The client module an artifact came from, by its extension (the client

@@ -101,6 +101,31 @@ pub trait ArtifactStore: Send + Sync {
     fn local_path(&self, key: &ArtifactKey) -> Option<PathBuf>;
 }
 
+/// Create `base/<segments…>` directory by directory with `lstat` checks, so
+/// no existing symlink can redirect a write outside `base`; every segment
+/// must be a safe storage name (`InvalidInput` otherwise).
+pub fn safe_subdir(base: &Path, segments: &[&str]) -> std::io::Result<PathBuf> {
+    let mut p = base.to_owned();
+    for s in segments {
+        if !ferry_text::is_safe_token(s) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{s:?} is not a safe storage name"),
+            ));
+        }
+        p.push(s);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => {
+                return Err(std::io::Error::other(format!("{} is not a plain directory", p.display())));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&p)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(p)
+}
+
 /// The node's chosen store.
 pub fn open(cfg: &NodeConfig) -> Box<dyn ArtifactStore> {
     Box::new(LocalStore { data: cfg.data_dir() })
@@ -131,9 +156,9 @@ fn nofollow() -> std::fs::OpenOptions {
 
 impl ArtifactStore for LocalStore {
     fn staging_dir(&self, key: &ArtifactKey) -> anyhow::Result<PathBuf> {
-        let dir = self.data.join(&key.client).join(&key.source).join(&key.received);
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(dir)
+        std::fs::create_dir_all(&self.data).with_context(|| format!("cannot create {}", self.data.display()))?;
+        safe_subdir(&self.data, &[&key.client, &key.source, &key.received])
+            .with_context(|| format!("cannot create the run directory of {}", key.rel_path()))
     }
 
     fn put(&self, key: &ArtifactKey, file: &Path, sha256: &str) -> anyhow::Result<()> {
