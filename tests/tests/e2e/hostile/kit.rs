@@ -643,6 +643,35 @@ pub(crate) enum BHolds {
     AMirror,
 }
 
+/// The result of a scoped thread, its panic passed on as it was.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Give B what `holds` says; returns its mirrored repository, if any.
+fn b_holds(td: &TestDir, node: &Node, b: &Client, holds: BHolds) -> Option<PathBuf> {
+    match holds {
+        BHolds::Nothing => None,
+        BHolds::ARequest => {
+            ok(b.cmd().args(["request", "dummy", "b-own"]));
+            ok(b.cmd().args(["send", "--wait"]));
+            scan(node, "host-b");
+            assert_eq!(node.pool_ids("host-b", "F").len(), 1);
+            None
+        }
+        BHolds::AMirror => {
+            let bare = Forge::simple(b.git_root.join("secret.git"), &[("secret.txt", b"B's secret\n")]).dir;
+            let qb = Queue::clone(node, "host-b", td);
+            qb.send(&[rq("b-secret", Ep::of(b).repo("secret.git"))]);
+            scan(node, "host-b");
+            assert_done(node, "host-b", "b-secret");
+            let mirror = node.data("host-b").join("git/secret.git");
+            assert_eq!(for_each_ref(&mirror), for_each_ref(&bare), "B's mirror");
+            Some(bare)
+        }
+    }
+}
+
 /// How to set up a [`Fleet`].
 pub(crate) struct Plan<'a> {
     /// `node.toml` lines after `scan_on_push = false`.
@@ -706,32 +735,30 @@ impl Fleet {
             })
             .unwrap_or_default();
         let node = Node::start_with(&td, "backup1", &format!("scan_on_push = false\n{}\n{mail}", plan.node));
-        let mut a = Client::new(&td, "host-a", &[&node]);
+        // Steps that do not wait for each other run side by side: most of
+        // a fleet's start is waiting for daemons and ssh handshakes.
+        let (mut a, b, lim) = std::thread::scope(|s| {
+            let a = s.spawn(|| Client::new(&td, "host-a", &[&node]));
+            let b = s.spawn(|| Client::new(&td, "host-b", &[&node]));
+            let lim = plan.limited.map(|_| s.spawn(|| Client::new(&td, "host-q", &[&node])));
+            (joined(a), joined(b), lim.map(joined))
+        });
         a.gitosis_section.push_str(plan.a_section);
-        let b = Client::new(&td, "host-b", &[&node]);
-        let lim = plan.limited.map(|section| {
-            let mut c = Client::new(&td, "host-q", &[&node]);
-            c.gitosis_section.push_str(section);
+        let lim = lim.map(|mut c| {
+            c.gitosis_section.push_str(plan.limited.unwrap_or_default());
             c
         });
         let mut enrolled = vec![&a, &b];
         enrolled.extend(lim.as_ref());
         node.enroll(&enrolled);
-        let b_bare = match plan.b {
-            BHolds::Nothing => None,
-            BHolds::ARequest => {
-                ok(b.cmd().args(["request", "dummy", "b-own"]));
-                ok(b.cmd().args(["send", "--wait"]));
-                scan(&node, "host-b");
-                assert_eq!(node.pool_ids("host-b", "F").len(), 1);
-                None
-            }
-            BHolds::AMirror => Some(mirrored_repo(&node, &b, "secret", "secret.txt", "B's secret\n").0),
-        };
-        first(&node, &a);
-        let q = Queue::clone(&node, "host-a", &td);
-        let ql = lim.as_ref().map(|c| Queue::clone(&node, &c.name, &td));
-        assert_alive(&node, &q, "alive-0");
+        let (b_bare, (q, ql)) = std::thread::scope(|s| {
+            let b_bare = s.spawn(|| b_holds(&td, &node, &b, plan.b));
+            first(&node, &a);
+            let q = Queue::clone(&node, "host-a", &td);
+            let ql = lim.as_ref().map(|c| Queue::clone(&node, &c.name, &td));
+            assert_alive(&node, &q, "alive-0");
+            (joined(b_bare), (q, ql))
+        });
         let guard = Guard::new(&node, &[&b]);
         Some(Fleet { guard, q, ql, lim, b_bare, b, a, node, smtp, td })
     }
