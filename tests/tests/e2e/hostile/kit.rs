@@ -353,7 +353,8 @@ pub(crate) fn assert_alive(node: &Node, q: &Queue, id: &str) {
     assert_done(node, &q.client, id);
 }
 
-/// Printable ASCII only, one line (what a terminal can `cat` safely).
+/// Shown safely: printable ASCII and line ends only, so no C0/C1 control,
+/// DEL, bidi control or other non-ASCII character reaches a terminal.
 pub(crate) fn assert_printable(what: &str, s: &[u8]) {
     if let Some(i) = s.iter().position(|&b| !(0x20..0x7f).contains(&b) && b != b'\n') {
         panic!(
