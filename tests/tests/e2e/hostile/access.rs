@@ -89,11 +89,11 @@ fn re01_re02_a_backlog_over_the_limit_is_refused_and_delivered_later() {
         assert!(text(&out).contains("E_REQ_PENDING"), "the client is told why: {}", text(&out));
         assert_eq!(node.pool_ids("host-a", "RQ").len(), 4, "nothing beyond the backlog limit was accepted");
         assert_eq!(a.pool_ids("backup1", "P").len(), 2, "the client keeps its two refused requests");
-        let refused = events(&node).into_iter().filter(|e| e["reason"] == "E_REQ_PENDING").count();
+        let refused = events(node).into_iter().filter(|e| e["reason"] == "E_REQ_PENDING").count();
         assert_eq!(refused, 1, "one event for the refused push");
-        scan(&node, "host-a");
+        scan(node, "host-a");
         ok(a.cmd().args(["send", "--wait", "--force"]));
-        scan(&node, "host-a");
+        scan(node, "host-a");
         assert_eq!(node.pool_ids("host-a", "F").len(), 6, "all six requests finished once the backlog drained");
         assert!(a.pool_ids("backup1", "P").is_empty());
     };
@@ -143,7 +143,7 @@ fn ac01_a_push_as_another_or_no_identity() {
     for pusher in [Some("host-b"), None, Some("host-a "), Some("HOST-A"), Some("host-a\nhost-b"), Some("")] {
         q.commit(&[rq("ac01-pusher", "dummy pusher\n")], "pusher");
         let out = q.push_as(pusher, "HEAD:master", &[]);
-        assert_push_refused(&node, &out, "E_ACL_DENIED", &format!("ac01 FERRY_USER={pusher:?}"));
+        assert_push_refused(node, &out, "E_ACL_DENIED", &format!("ac01 FERRY_USER={pusher:?}"));
     }
     before.unchanged(&f);
     f.finish("ac01 over the local transport");
@@ -202,7 +202,7 @@ fn ac02_ac04_path_tricks_and_other_ssh_commands() {
         assert!(!out.status.success(), "ac02 {:?}: accepted: {t}", &cmd[..cmd.len().min(80)]);
         assert!(t.contains(want), "ac02 {:?}: expected {want:?}, got: {t}", &cmd[..cmd.len().min(80)]);
     }
-    let denials = events(&node).into_iter().filter(|e| e["event"] == "access_denied").count();
+    let denials = events(node).into_iter().filter(|e| e["event"] == "access_denied").count();
     assert!(denials >= commands.len(), "each denial is logged ({denials})");
 
     f.finish("ac02/ac04");
@@ -234,9 +234,9 @@ fn ac05_side_channels_of_a_client_key() {
         "HEAD:master",
     ]));
     assert!(out.status.success(), "ac05 setenv: the push itself is fine: {}", text(&out));
-    scan(&node, "host-a");
-    assert_done(&node, "host-a", "ac05-setenv");
-    let ev = events(&node).into_iter().find(|e| e["request"] == "ac05-setenv" && e["event"] == "request_done").unwrap();
+    scan(node, "host-a");
+    assert_done(node, "host-a", "ac05-setenv");
+    let ev = events(node).into_iter().find(|e| e["request"] == "ac05-setenv" && e["event"] == "request_done").unwrap();
     assert_eq!(ev["client"], "host-a", "identity from the key, not the environment");
 
     f.finish("ac05");
@@ -279,7 +279,7 @@ fn ac12_refs_deletion_rewrite_and_push_options() {
             q.reset();
             out
         };
-        assert_push_refused(&node, &out, code, &format!("ac12 {what}"));
+        assert_push_refused(node, &out, code, &format!("ac12 {what}"));
         assert_eq!(q.node_tip(), tip, "ac12 {what}: the queue did not move");
     }
     // Non-fast-forward: a rewritten history on top of nothing.
@@ -294,7 +294,7 @@ fn ac12_refs_deletion_rewrite_and_push_options() {
         q.node_repo.to_str().unwrap(),
         "HEAD:master",
     ]));
-    assert_push_refused(&node, &out, "E_ACL_DENIED", "ac12 non-fast-forward");
+    assert_push_refused(node, &out, "E_ACL_DENIED", "ac12 non-fast-forward");
     assert_eq!(q.node_tip(), tip, "history rewrite refused");
     // Push options are not advertised.
     q.commit(&[rq("ac12-push-option", "dummy po\n")], "push option");
@@ -328,7 +328,7 @@ fn ac12_request_file_names() {
     for (what, name) in &bad_names {
         q.commit(&[(name.clone(), b"dummy x\n".to_vec())], what);
         let out = q.push();
-        assert_push_refused(&node, &out, "E_REQ_NAME", &format!("name: {what}"));
+        assert_push_refused(node, &out, "E_REQ_NAME", &format!("name: {what}"));
     }
     {
         use std::os::unix::ffi::OsStrExt;
@@ -336,7 +336,7 @@ fn ac12_request_file_names() {
         fs::write(q.dir.join(std::ffi::OsStr::from_bytes(b"RQ\xff\x1b[2J")), "dummy x\n").unwrap();
         ok(git_cmd(&q.dir).args(["add", "-A"]));
         ok(git_cmd(&q.dir).args(["commit", "--quiet", "-m", "non-utf8"]));
-        assert_push_refused(&node, &q.push(), "E_REQ_NAME", "name: non-UTF-8 with ESC");
+        assert_push_refused(node, &q.push(), "E_REQ_NAME", "name: non-UTF-8 with ESC");
     }
     before.unchanged(&f);
     f.finish("ac12 names");
@@ -356,17 +356,17 @@ fn ac12_request_file_types() {
     symlink("/etc/passwd", q.dir.join("RQac12-symlink")).unwrap();
     ok(git_cmd(&q.dir).args(["add", "-A"]));
     ok(git_cmd(&q.dir).args(["commit", "--quiet", "-m", "symlink"]));
-    assert_push_refused(&node, &q.push(), "E_REQ_FILETYPE", "symlink");
+    assert_push_refused(node, &q.push(), "E_REQ_FILETYPE", "symlink");
     q.commit(&[rq("ac12-exec", "dummy exec\n")], "exec");
     fs::set_permissions(q.dir.join("RQac12-exec"), fs::Permissions::from_mode(0o755)).unwrap();
     ok(git_cmd(&q.dir).args(["add", "-A"]));
     ok(git_cmd(&q.dir).args(["commit", "--quiet", "-m", "exec"]));
-    assert_push_refused(&node, &q.push(), "E_REQ_FILETYPE", "executable");
+    assert_push_refused(node, &q.push(), "E_REQ_FILETYPE", "executable");
     q.commit(&[], "gitlink");
     let head = git(&q.dir, &["rev-parse", "HEAD"]);
     ok(git_cmd(&q.dir).args(["update-index", "--add", "--cacheinfo", &format!("160000,{head},RQac12-gitlink")]));
     ok(git_cmd(&q.dir).args(["commit", "--quiet", "-m", "gitlink"]));
-    assert_push_refused(&node, &q.push(), "E_REQ_FILETYPE", "gitlink");
+    assert_push_refused(node, &q.push(), "E_REQ_FILETYPE", "gitlink");
 
     before.unchanged(&f);
     f.finish("ac12 types");
@@ -382,9 +382,9 @@ fn re_oversized_request_files_are_refused_at_the_push() {
     let before = Before::take(&f);
 
     q.commit(&[rq("re-70k", vec![b'a'; 70 * 1024])], "70k");
-    assert_push_refused(&node, &q.push(), "E_REQ_TOO_LONG", "70 KiB request");
+    assert_push_refused(node, &q.push(), "E_REQ_TOO_LONG", "70 KiB request");
     q.commit(&[rq("re-10m", vec![b'a'; 10 << 20])], "10m");
-    assert_push_refused(&node, &q.push(), "E_REQ_TOO_LONG", "10 MiB request (tiny on the wire)");
+    assert_push_refused(node, &q.push(), "E_REQ_TOO_LONG", "10 MiB request (tiny on the wire)");
 
     before.unchanged(&f);
     f.finish("re oversized");
@@ -400,19 +400,19 @@ fn re01_too_many_requests_in_one_push() {
     let (node, q) = (&f.node, &f.q);
     let before_push = Before::take(&f);
 
-    let before = events(&node).iter().filter(|e| e["event"] == "push_refused").count();
+    let before = events(node).iter().filter(|e| e["event"] == "push_refused").count();
     let many: Vec<_> = (0..300).map(|i| rq(&format!("re-many-{i:03}"), format!("dummy m{i}\n"))).collect();
     q.commit(&many, "300");
     let out = q.push();
-    assert_push_refused(&node, &out, "E_REQ_TOO_MANY", "300 requests in one push");
-    let after = events(&node).iter().filter(|e| e["event"] == "push_refused").count();
+    assert_push_refused(node, &out, "E_REQ_TOO_MANY", "300 requests in one push");
+    let after = events(node).iter().filter(|e| e["event"] == "push_refused").count();
     assert_eq!(after, before + 1, "one summary event, not one per request");
     // ... and spread over 300 commits of one push.
     q.commit(&[], "start");
     for (i, file) in many.iter().enumerate() {
         q.add_commit(std::slice::from_ref(file), &format!("c{i}"));
     }
-    assert_push_refused(&node, &q.push(), "E_REQ_TOO_MANY", "300 commits in one push");
+    assert_push_refused(node, &q.push(), "E_REQ_TOO_MANY", "300 commits in one push");
 
     before_push.unchanged(&f);
     f.finish("re01 too many");
@@ -439,9 +439,9 @@ fn ac10_identity_in_commit_metadata_is_ignored() {
     ]));
     let out = q.push();
     assert!(out.status.success(), "{}", text(&out));
-    scan(&node, "host-a");
-    assert_done(&node, "host-a", "ac10-author");
-    let ev = events(&node).into_iter().find(|e| e["request"] == "ac10-author" && e["event"] == "request_done").unwrap();
+    scan(node, "host-a");
+    assert_done(node, "host-a", "ac10-author");
+    let ev = events(node).into_iter().find(|e| e["request"] == "ac10-author" && e["event"] == "request_done").unwrap();
     assert_eq!(ev["client"], "host-a");
     f.finish("ac10");
 }

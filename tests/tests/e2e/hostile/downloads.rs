@@ -144,9 +144,9 @@ fn downloaded(test: &str, prefixes: &[&str]) -> Option<Fleet> {
 
     for (id, _, want) in &sf {
         if *want == "F" {
-            assert_done(&node, "host-a", id);
+            assert_done(node, "host-a", id);
         } else {
-            assert_failed(&node, "host-a", id, want);
+            assert_failed(node, "host-a", id, want);
         }
     }
     assert_no_partial_download(node);

@@ -58,13 +58,13 @@ fn fetched(f: &Fleet, cases: &[RepoCase]) {
     q.send(&cases.iter().map(|(id, path, _)| rq(id, e.repo(path))).collect::<Vec<_>>());
 
     let t = Instant::now();
-    scan(&node, "host-a");
+    scan(node, "host-a");
     eprintln!("scan of {} hostile repositories: {:?}", cases.len(), t.elapsed());
     for (id, path, want) in cases {
         let name = path.trim_end_matches(".git");
         match want {
             None => {
-                assert_done(&node, "host-a", id);
+                assert_done(node, "host-a", id);
                 let m = mirror(name);
                 assert!(m.join("HEAD").is_file(), "{id}: stored");
                 assert_eq!(for_each_ref(&m), for_each_ref(&root.join(path)), "{id}: stored as it is");
@@ -74,7 +74,7 @@ fn fetched(f: &Fleet, cases: &[RepoCase]) {
                 assert!(!m.join("modules").exists(), "{id}: submodules were cloned");
             }
             Some(code) => {
-                assert_failed(&node, "host-a", id, code);
+                assert_failed(node, "host-a", id, code);
                 if *code != "E_REQ_CONFLICT" {
                     assert!(!mirror(name).exists(), "{id}: nothing stored");
                 }
@@ -278,7 +278,7 @@ fn mr_storage_name_collisions_and_non_repositories() {
     fs::create_dir_all(root.join("plain.git")).unwrap();
     fs::write(root.join("plain.git/HEAD"), "ref: refs/heads/master\n").unwrap();
     symlink("/etc", root.join("etc-link.git")).unwrap();
-    symlink(&b_bare, root.join("b-link.git")).unwrap();
+    symlink(b_bare, root.join("b-link.git")).unwrap();
     fetched(
         &f,
         &[
@@ -352,8 +352,8 @@ fn mr09_rewritten_history_is_kept() {
     fp.set("refs/heads/ok\u{202e}deliaf", &c1);
     fp.set("refs/heads/x\u{9b}2J", &c1);
     q.send(&[rq("mr09-first", e.repo("mr09-history.git"))]);
-    scan(&node, "host-a");
-    assert_done(&node, "host-a", "mr09-first");
+    scan(node, "host-a");
+    assert_done(node, "host-a", "mr09-first");
     let m = mirror("mr09-history");
     assert_eq!(for_each_ref(&m), for_each_ref(&fp.dir));
     let empty = {
@@ -368,8 +368,8 @@ fn mr09_rewritten_history_is_kept() {
     fp.g(&["reflog", "expire", "--expire=now", "--all"]);
     fp.g(&["gc", "--quiet", "--prune=now"]);
     q.send(&[rq("mr09-rewritten", e.repo("mr09-history.git"))]);
-    scan(&node, "host-a");
-    assert_done(&node, "host-a", "mr09-rewritten");
+    scan(node, "host-a");
+    assert_done(node, "host-a", "mr09-rewritten");
     assert_eq!(gd(&m, &["rev-parse", "refs/heads/master"]), empty, "the mirror follows the client");
     let backup = gd(&m, &["for-each-ref", "--format=%(objectname) %(refname)", "refs/backup/"]);
     for (oid, suffix) in [(&c2, "/heads/master"), (&feature, "/heads/feature"), (&c1, "/tags/v1")] {
@@ -379,14 +379,14 @@ fn mr09_rewritten_history_is_kept() {
     for c in [&c1, &c2, &feature] {
         gd(&m, &["cat-file", "-e", c]);
     }
-    let rewritten: Vec<_> = events(&node)
+    let rewritten: Vec<_> = events(node)
         .into_iter()
         .filter(|e| e["event"] == "history_rewritten" && e["request"] == "mr09-rewritten")
         .collect();
     assert_eq!(rewritten.len(), 1, "one history_rewritten alert: {rewritten:?}");
     let detail = rewritten[0]["detail"].as_str().unwrap();
     assert!(detail.contains("refs/backup/"), "{detail}");
-    assert_journal_clean(&node);
+    assert_journal_clean(node);
     let out = run(node.cmd().args(["list"]));
     assert_printable("ferry-node list", &out.stdout);
 
@@ -404,21 +404,21 @@ fn gu16_remote_escapes_and_garbage() {
     let e = Ep::of(a);
 
     let old = hostile_gate(
-        &node,
-        &a,
+        node,
+        a,
         "printf '\\033]52;c;ZXZpbA==\\007\\033[2J\\033[1;1H' >&2\nprintf 'x\\n2026-01-01T00:00:00Z INFO client=host-b backup ok\\r\\n' >&2\nprintf '\\302\\233\\342\\200\\256deliaf\\n' >&2\nexit 1",
     );
     q.send(&[rq("gu16-escapes", e.repo("mr05-bomb.git"))]);
-    scan(&node, "host-a");
-    assert_failed(&node, "host-a", "gu16-escapes", "E_FETCH_FAILED");
+    scan(node, "host-a");
+    assert_failed(node, "host-a", "gu16-escapes", "E_FETCH_FAILED");
     fs::write(a.base.join("hostile-gate.sh"), "#!/bin/sh\nprintf '\\033[2J0000garbage'\nhead -c 200000 /dev/urandom\n")
         .unwrap();
     q.send(&[rq("gu-garbage", e.repo("mr05-bomb.git"))]);
-    scan(&node, "host-a");
-    assert_failed(&node, "host-a", "gu-garbage", "E_FETCH_FAILED");
-    restore_gate(&node, &a, old);
-    assert_journal_clean(&node);
-    let ev = events(&node).into_iter().find(|e| e["request"] == "gu16-escapes").unwrap();
+    scan(node, "host-a");
+    assert_failed(node, "host-a", "gu-garbage", "E_FETCH_FAILED");
+    restore_gate(node, a, old);
+    assert_journal_clean(node);
+    let ev = events(node).into_iter().find(|e| e["request"] == "gu16-escapes").unwrap();
     assert!(ev["detail"].as_str().unwrap().contains("52;c;"), "the remote's text is kept, escaped: {ev}");
 
     finish(&f, "gu16");
@@ -466,8 +466,8 @@ fn re02_quota_while_the_data_arrives() {
     let before = hash_tree(lmirror("small").join("objects"));
     let refs_before = for_each_ref(&lmirror("small"));
     ql.send(&[rq("re02-quota-grow", ql_ep.repo("small.git"))]);
-    scan(&node, "host-q");
-    assert_failed(&node, "host-q", "re02-quota-grow", "E_QUOTA");
+    scan(node, "host-q");
+    assert_failed(node, "host-q", "re02-quota-grow", "E_QUOTA");
     assert_eq!(for_each_ref(&lmirror("small")), refs_before, "the mirror is unchanged");
     assert_eq!(hash_tree(lmirror("small").join("objects")), before, "the partial pack was deleted");
     no_staging_left(&node.data("host-q").join("git"));
@@ -479,8 +479,8 @@ fn re02_quota_while_the_data_arrives() {
         "re02-sftp-quota",
         ql_ep.sftp(&now_stamp(), &big_file.display().to_string(), &zeros, 2 << 20, "big"),
     )]);
-    scan(&node, "host-q");
-    assert_failed(&node, "host-q", "re02-sftp-quota", "E_QUOTA");
+    scan(node, "host-q");
+    assert_failed(node, "host-q", "re02-sftp-quota", "E_QUOTA");
     assert!(!node.data("host-q").join("big").exists());
     finish_limited(&f, "re02");
 }
@@ -501,7 +501,7 @@ fn mr06_max_objects_while_the_pack_arrives() {
     ql.send(&[rq("mr06-max-objects", ql_ep.repo("many.git"))]);
     scan(node, "host-q");
 
-    assert_failed(&node, "host-q", "mr06-max-objects", "E_FETCH_LIMIT");
+    assert_failed(node, "host-q", "mr06-max-objects", "E_FETCH_LIMIT");
     assert!(!lmirror("many").exists());
     no_staging_left(&node.data("host-q").join("git"));
     finish_limited(&f, "mr06 max-objects");
@@ -517,12 +517,12 @@ fn re05_remote_stderr_flood() {
     let (lim, ql) = f.limited();
     let (ql_ep, _, _) = limited(&f);
 
-    let old = hostile_gate(&node, &lim, "head -c 5000000 /dev/zero | tr '\\0' '\\033' >&2; exit 1");
+    let old = hostile_gate(node, lim, "head -c 5000000 /dev/zero | tr '\\0' '\\033' >&2; exit 1");
     ql.send(&[rq("re05-stderr-flood", ql_ep.repo("small.git"))]);
-    scan(&node, "host-q");
-    assert_failed(&node, "host-q", "re05-stderr-flood", "E_FETCH_FAILED");
-    assert_journal_clean(&node);
-    restore_gate(&node, &lim, old);
+    scan(node, "host-q");
+    assert_failed(node, "host-q", "re05-stderr-flood", "E_FETCH_FAILED");
+    assert_journal_clean(node);
+    restore_gate(node, lim, old);
     finish_limited(&f, "re05 stderr");
 }
 
@@ -536,16 +536,16 @@ fn re03_a_stalled_git_server_times_out() {
     let (lim, ql) = f.limited();
     let (ql_ep, lroot, lmirror) = limited(&f);
 
-    let old = hostile_gate(&node, &lim, "exec sleep 30");
+    let old = hostile_gate(node, lim, "exec sleep 30");
     Forge::simple(lroot.join("stall.git"), &[("a", b"x\n")]);
     ql.send(&[rq("re03-stall", ql_ep.repo("stall.git"))]);
     let t = Instant::now();
-    scan(&node, "host-q");
+    scan(node, "host-q");
     let took = t.elapsed();
-    assert_failed(&node, "host-q", "re03-stall", "E_FETCH_TIMEOUT");
+    assert_failed(node, "host-q", "re03-stall", "E_FETCH_TIMEOUT");
     assert!(took < Duration::from_secs(20), "the stall was cut off after {took:?}");
     assert!(!lmirror("stall").exists());
-    restore_gate(&node, &lim, old);
+    restore_gate(node, lim, old);
     finish_limited(&f, "re03");
 }
 
@@ -587,22 +587,22 @@ fn mr06_gu16_a_pack_claiming_4g_objects() {
             adv = c.base.join("adv.bin").display(),
             resp = c.base.join("resp.bin").display()
         );
-        let old = hostile_gate(&node, c, &script);
+        let old = hostile_gate(node, c, &script);
         queue.send(&[rq(id, ep.repo("evil-pack.git"))]);
         let t = Instant::now();
-        scan(&node, &c.name);
+        scan(node, &c.name);
         assert!(t.elapsed() < Duration::from_secs(20), "{id}: {:?}", t.elapsed());
-        restore_gate(&node, c, old);
-        eprintln!("{id}: {:?}", why(&node, &c.name, id));
+        restore_gate(node, c, old);
+        eprintln!("{id}: {:?}", why(node, &c.name, id));
         // index-pack refuses the object count before writing a byte, on
         // both clients (the object limit never needs to bite).
-        assert_failed(&node, &c.name, id, "E_FETCH_FAILED");
-        let w = why(&node, &c.name, id).unwrap();
+        assert_failed(node, &c.name, id, "E_FETCH_FAILED");
+        let w = why(node, &c.name, id).unwrap();
         assert!(w["detail"].as_str().unwrap().contains("x1B]52;c;"), "{id}: the progress band is kept, escaped: {w}");
         assert!(!node.data(&c.name).join("git/evil-pack.git").exists(), "{id}: nothing stored");
         no_staging_left(&node.data(&c.name).join("git"));
     }
-    assert_journal_clean(&node);
+    assert_journal_clean(node);
     finish_limited(&f, "mr06/gu16 pack");
 }
 
