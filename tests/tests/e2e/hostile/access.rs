@@ -334,8 +334,7 @@ fn ac12_request_file_names() {
         use std::os::unix::ffi::OsStrExt;
         q.commit(&[], "non-UTF-8 name");
         fs::write(q.dir.join(std::ffi::OsStr::from_bytes(b"RQ\xff\x1b[2J")), "dummy x\n").unwrap();
-        ok(git_cmd(&q.dir).args(["add", "-A"]));
-        ok(git_cmd(&q.dir).args(["commit", "--quiet", "-m", "non-utf8"]));
+        q.commit_as_is("non-utf8");
         assert_push_refused(node, &q.push(), "E_REQ_NAME", "name: non-UTF-8 with ESC");
     }
     before.unchanged(&f);
@@ -354,13 +353,11 @@ fn ac12_request_file_types() {
 
     q.commit(&[], "symlink");
     symlink("/etc/passwd", q.dir.join("RQac12-symlink")).unwrap();
-    ok(git_cmd(&q.dir).args(["add", "-A"]));
-    ok(git_cmd(&q.dir).args(["commit", "--quiet", "-m", "symlink"]));
+    q.commit_as_is("symlink");
     assert_push_refused(node, &q.push(), "E_REQ_FILETYPE", "symlink");
     q.commit(&[rq("ac12-exec", "dummy exec\n")], "exec");
     fs::set_permissions(q.dir.join("RQac12-exec"), fs::Permissions::from_mode(0o755)).unwrap();
-    ok(git_cmd(&q.dir).args(["add", "-A"]));
-    ok(git_cmd(&q.dir).args(["commit", "--quiet", "-m", "exec"]));
+    q.commit_as_is("exec");
     assert_push_refused(node, &q.push(), "E_REQ_FILETYPE", "executable");
     q.commit(&[], "gitlink");
     let head = git(&q.dir, &["rev-parse", "HEAD"]);

@@ -202,6 +202,13 @@ impl Queue {
         ok(git_cmd(&self.dir).args(["commit", "--quiet", "--allow-empty", "-m", msg]));
     }
 
+    /// Commit the work tree as it is (after planting a symlink, a mode or
+    /// a name [`Queue::commit`] cannot write).
+    pub(crate) fn commit_as_is(&self, msg: &str) {
+        ok(git_cmd(&self.dir).args(["add", "-A"]));
+        ok(git_cmd(&self.dir).args(["commit", "--quiet", "-m", msg]));
+    }
+
     fn tip(&self) -> Option<String> {
         let out = run(git_cmd(&self.dir).args(["rev-parse", "-q", "--verify", "refs/remotes/origin/master"]));
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
