@@ -174,8 +174,12 @@ impl Queue {
 
     /// Replace the work tree by exactly `files` and commit.
     pub(crate) fn commit(&self, files: &[(String, Vec<u8>)], msg: &str) {
-        // Build on the node's tip (the real client may have pushed too).
-        ok(git_cmd(&self.dir).args(["fetch", "--quiet", "origin"]));
+        // Build on the node's tip (the real client may have pushed too):
+        // fetch unless the node's ref file says we have it.
+        let node_tip = fs::read_to_string(self.node_repo.join("refs/heads/master")).ok();
+        if node_tip.as_deref().map(str::trim) != self.tip().as_deref() || node_tip.is_none() {
+            ok(git_cmd(&self.dir).args(["fetch", "--quiet", "origin"]));
+        }
         self.reset();
         self.add_commit(files, msg);
     }
@@ -223,7 +227,9 @@ impl Queue {
             cmd.env("FERRY_USER", p);
         }
         let out = run(cmd.arg("push").args(extra).args(["origin", refspec]));
-        if out.status.success() {
+        if out.status.success() && refspec == "HEAD:master" && extra.is_empty() {
+            ok(git_cmd(&self.dir).args(["update-ref", "refs/remotes/origin/master", "HEAD"]));
+        } else if out.status.success() {
             ok(git_cmd(&self.dir).args(["fetch", "--quiet", "origin"]));
         } else {
             self.reset();
