@@ -25,7 +25,7 @@ fn fleet(test: &str) -> Option<Fleet> {
 fn fleet_then(test: &str, first: impl FnOnce(&Node, &Client)) -> Option<Fleet> {
     Fleet::start_then(
         test,
-        Plan { node: "[limits]\npending_per_client = 5\n", b: BHolds::ARequest, ..Plan::default() },
+        Plan { node: "[limits]\npending_per_client = 5\n", b: BHolds::Request, ..Plan::default() },
         first,
     )
 }

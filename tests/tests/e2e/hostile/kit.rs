@@ -652,9 +652,9 @@ pub(crate) enum BHolds {
     /// Nothing but its enrollment.
     Nothing,
     /// One finished dummy request, sent by the real client.
-    ARequest,
+    Request,
     /// A repository `secret` whose mirror holds `secret.txt`.
-    AMirror,
+    Mirror,
 }
 
 /// The result of a scoped thread, its panic passed on as it was.
@@ -663,17 +663,17 @@ fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 }
 
 /// Give B what `holds` says; returns its mirrored repository, if any.
-fn b_holds(td: &TestDir, node: &Node, b: &Client, holds: BHolds) -> Option<PathBuf> {
+fn give_b(td: &TestDir, node: &Node, b: &Client, holds: BHolds) -> Option<PathBuf> {
     match holds {
         BHolds::Nothing => None,
-        BHolds::ARequest => {
+        BHolds::Request => {
             ok(b.cmd().args(["request", "dummy", "b-own"]));
             ok(b.cmd().args(["send", "--wait"]));
             scan(node, "host-b");
             assert_eq!(node.pool_ids("host-b", "F").len(), 1);
             None
         }
-        BHolds::AMirror => {
+        BHolds::Mirror => {
             let bare = Forge::simple(b.git_root.join("secret.git"), &[("secret.txt", b"B's secret\n")]).dir;
             let qb = Queue::clone(node, "host-b", td);
             qb.send(&[rq("b-secret", Ep::of(b).repo("secret.git"))]);
@@ -696,6 +696,7 @@ pub(crate) struct Plan<'a> {
     pub(crate) a_section: &'a str,
     /// Enroll host-q as well, with these lines in its section.
     pub(crate) limited: Option<&'a str>,
+    /// What host-b holds on the node.
     pub(crate) b: BHolds,
 }
 
@@ -734,7 +735,7 @@ impl Fleet {
     /// the clients are enrolled, before host-a's queue is cloned and the
     /// [`Guard`] is taken.
     pub(crate) fn start_then(name: &str, plan: Plan, first: impl FnOnce(&Node, &Client)) -> Option<Fleet> {
-        if !tools() || (plan.mail && !require("python3")) {
+        if !tools() || (plan.mail && !require("smtp")) {
             return None;
         }
         let td = TestDir::new(&format!("hostile_{name}"));
@@ -766,7 +767,7 @@ impl Fleet {
         enrolled.extend(lim.as_ref());
         node.enroll(&enrolled);
         let (b_bare, (q, ql)) = std::thread::scope(|s| {
-            let b_bare = s.spawn(|| b_holds(&td, &node, &b, plan.b));
+            let b_bare = s.spawn(|| give_b(&td, &node, &b, plan.b));
             first(&node, &a);
             let q = Queue::clone(&node, "host-a", &td);
             let ql = lim.as_ref().map(|c| Queue::clone(&node, &c.name, &td));

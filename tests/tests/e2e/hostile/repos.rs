@@ -26,7 +26,7 @@ fn fleet(test: &str, limited: bool) -> Option<Fleet> {
         test,
         Plan {
             node: "[limits]\nmax_refs = 100\n",
-            b: BHolds::AMirror,
+            b: BHolds::Mirror,
             limited: limited.then_some("quota = 1M\nmax-objects = 10\njob-timeout = 8s\n"),
             ..Plan::default()
         },

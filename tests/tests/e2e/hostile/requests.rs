@@ -297,7 +297,8 @@ fn table(e: &Ep, be: &Ep, node: &NodeAt, stamp: &str) -> Vec<Case> {
         ("nl09-encoded-word", b"dummy =?utf-8?b?DQpCY2M6IHhAZXZpbA==?=\n".to_vec(), "E_REQ_NAME"),
         ("nl09-long", format!("dummy {}\n", "S".repeat(2000)).into_bytes(), "E_REQ_NAME"),
         ("nl11-html", b"dummy <img/src=x/onerror=alert(1)>\n".to_vec(), "E_REQ_NAME"),
-    ]; // RE-05 log flood: many invalid requests, each one event of bounded size.
+    ];
+    // RE-05 log flood: many invalid requests, each one event of bounded size.
     let mut cases: Vec<Case> = cases.into_iter().map(|(id, d, code)| (id.to_owned(), d, code)).collect();
     for i in 0..60 {
         cases.push((
@@ -365,7 +366,7 @@ case_classes! {
 /// Node `backup1` mailing through a real SMTP server, A with a repository
 /// `ok`, B with a mirrored secret.
 fn fleet(test: &str) -> Option<Fleet> {
-    let f = Fleet::start(test, Plan { mail: true, b: BHolds::AMirror, ..Plan::default() })?;
+    let f = Fleet::start(test, Plan { mail: true, b: BHolds::Mirror, ..Plan::default() })?;
     let _ = f.a.repo("ok");
     Some(f)
 }
