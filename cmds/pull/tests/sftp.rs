@@ -4,67 +4,45 @@
 //! Every test starts its own sshd (CRATES.md §2), so they run in parallel.
 //! Without /usr/sbin/sshd the tests skip, unless CI=true, where they fail.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferry_pull::sftp::{self, DownloadJob, SftpEndpoint, Transport, Tuning};
 use ferry_request::Reason;
+use ferry_tests::{SshdOptions, TestDir, require, ssh_keygen};
 use sha2::{Digest, Sha256};
 
-const SSHD: &str = "/usr/sbin/sshd";
 /// A scripted SFTP server that lies (see the script's doc string).
 const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile_sftp.py");
 const GATE: &str = "/usr/lib/openssh/sftp-server -R -p open,close,read,lstat,fstat,stat,realpath,limits";
 
-fn have_sshd() -> bool {
-    if Path::new(SSHD).exists() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{SSHD} is missing (apt-get install -y openssh-server)");
-    }
-    eprintln!("skipped: {SSHD} is missing");
-    false
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn keygen(path: &Path) -> String {
-    run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "ferry-test", "-f"]).arg(path));
-    std::fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_owned()
+    ssh_keygen(path, "ferry-test")
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-/// A private sshd, its keys, an export dir and a node-side layout.
+/// A private sshd of the shared harness ([`ferry_tests::Sshd`]) with the
+/// client's keys, an export dir and a node-side layout, all in one test
+/// directory; the ssh control sockets in a short directory of their own.
 struct Sshd {
-    child: Child,
-    dir: tempfile::TempDir,
-    addr: String,
-    port: u16,
-    user: String,
-    host_pub: String,
+    sshd: ferry_tests::Sshd,
+    td: TestDir,
+    /// Short paths: control sockets must fit in sun_path.
+    ctl: tempfile::TempDir,
 }
 
 impl Sshd {
     fn start() -> Sshd {
-        static NEXT: AtomicU8 = AtomicU8::new(0);
-        // Short paths: control sockets must fit in sun_path.
-        let dir = tempfile::Builder::new().prefix("fs").tempdir_in("/tmp").unwrap();
-        let d = dir.path();
-        for sub in ["sshd", "node", "node/ctl", "export", "dest"] {
+        let td = TestDir::new("pull-sftp");
+        let d = td.path.as_path();
+        for sub in ["node", "export", "dest"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
-        let host_pub = keygen(&d.join("sshd/host_ed25519"));
+        let ctl = tempfile::Builder::new().prefix("fs").tempdir_in("/tmp").unwrap();
         let pull_pub = keygen(&d.join("node/pull_key"));
         let sleepy_pub = keygen(&d.join("node/sleepy_key"));
         let hostile_pub = keygen(&d.join("node/hostile_key"));
@@ -73,7 +51,7 @@ impl Sshd {
         // server that also refuses listings; a second key hangs (for the
         // idle-timeout test).
         std::fs::write(
-            d.join("sshd/authorized_keys"),
+            d.join("authorized_keys"),
             format!(
                 "restrict,command=\"{GATE}\" {pull_pub}\nrestrict,command=\"/bin/sleep 15\" {sleepy_pub}\n\
                  restrict,command=\"/usr/bin/python3 {HOSTILE} {}\" {hostile_pub}\n",
@@ -81,53 +59,14 @@ impl Sshd {
             ),
         )
         .unwrap();
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        let addr = format!("127.0.0.{}", 2 + NEXT.fetch_add(1, Ordering::Relaxed) % 200);
-        let port = TcpListener::bind((addr.as_str(), 0)).unwrap().local_addr().unwrap().port();
-        let mut child = Command::new(SSHD)
-            .args(["-D", "-e", "-f", "/dev/null", "-o"])
-            .arg(format!("ListenAddress={addr}:{port}"))
-            .arg("-o")
-            .arg(format!("HostKey={}", d.join("sshd/host_ed25519").display()))
-            .arg("-o")
-            .arg(format!("AuthorizedKeysFile={}", d.join("sshd/authorized_keys").display()))
-            .args(["-o", "PidFile=none", "-o", "StrictModes=no", "-o", "UsePAM=no"])
-            .args(["-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no"])
-            .args(["-o", "PermitRootLogin=prohibit-password", "-o", "Subsystem=sftp internal-sftp"])
-            .args(["-o", "SetEnv=SHLVL=1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sshd");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("Server listening")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(());
-                }
-                if std::env::var_os("FERRY_TEST_SSHD_LOG").is_some() {
-                    eprintln!("sshd: {line}");
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            let _ = child.kill();
-            panic!("sshd did not start");
-        }
-        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_owned();
-        let s = Sshd { child, dir, addr, port, user, host_pub };
-        s.pin(&s.host_pub.clone());
+        let sshd = ferry_tests::Sshd::start(&d.join("sshd"), SshdOptions::new(d.join("authorized_keys")));
+        let s = Sshd { sshd, td, ctl };
+        s.pin(&s.sshd.host_key_pub());
         s
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.td.join(rel)
     }
 
     /// Write the node's known_hosts with `key` pinned under the alias.
@@ -138,13 +77,13 @@ impl Sshd {
     fn endpoint(&self) -> SftpEndpoint {
         SftpEndpoint {
             ssh: "/usr/bin/ssh".into(),
-            host: self.addr.clone(),
-            port: self.port,
-            user: self.user.clone(),
+            host: self.sshd.addr().to_string(),
+            port: self.sshd.port(),
+            user: self.sshd.user(),
             known_hosts: self.path("node/known_hosts"),
             host_key_alias: "ferry-client-test".into(),
             identity: self.path("node/pull_key"),
-            control_dir: self.path("node/ctl"),
+            control_dir: self.ctl.path().to_owned(),
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -171,7 +110,7 @@ impl Sshd {
     /// Processes whose command line names this test's control dir (ssh
     /// masters show their ControlPath as their title).
     fn ssh_processes(&self) -> Vec<String> {
-        let out = Command::new("pgrep").arg("-af").arg(self.path("node/ctl")).output().unwrap();
+        let out = Command::new("pgrep").arg("-af").arg(self.ctl.path()).output().unwrap();
         String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
     }
 
@@ -192,10 +131,9 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        // Masters of a failed test: ask them to go before their sshd does.
+        // Masters of a failed test: ask them to go before their sshd does
+        // (the harness's guard stops sshd when the fields drop).
         let _ = sftp::close_master(&self.endpoint());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -230,7 +168,7 @@ fn random_bytes(n: usize) -> Vec<u8> {
 
 #[test]
 fn round_trip_50_mb_through_the_read_only_gate() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     let s = Sshd::start();
@@ -259,7 +197,7 @@ fn round_trip_50_mb_through_the_read_only_gate() {
 
 #[test]
 fn odd_sizes_small_chunks_and_shallow_pipeline() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     let s = Sshd::start();
@@ -282,7 +220,7 @@ fn odd_sizes_small_chunks_and_shallow_pipeline() {
 
 #[test]
 fn digest_mismatch_discards_everything() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     let s = Sshd::start();
@@ -302,7 +240,7 @@ fn digest_mismatch_discards_everything() {
 
 #[test]
 fn size_mismatch_either_way_leaves_nothing() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     let s = Sshd::start();
@@ -322,7 +260,7 @@ fn size_mismatch_either_way_leaves_nothing() {
 
 #[test]
 fn symlinks_directories_and_missing_files_are_refused() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     let s = Sshd::start();
@@ -349,7 +287,7 @@ fn symlinks_directories_and_missing_files_are_refused() {
 
 #[test]
 fn wrong_pinned_host_key_downloads_nothing() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     let s = Sshd::start();
@@ -372,7 +310,7 @@ fn wrong_pinned_host_key_downloads_nothing() {
 
 #[test]
 fn a_key_the_client_does_not_know_is_an_auth_failure() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     let s = Sshd::start();
@@ -388,7 +326,7 @@ fn a_key_the_client_does_not_know_is_an_auth_failure() {
 
 #[test]
 fn an_existing_file_is_never_overwritten() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     let s = Sshd::start();
@@ -410,7 +348,7 @@ fn an_existing_file_is_never_overwritten() {
 
 #[test]
 fn max_bytes_is_enforced() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     let s = Sshd::start();
@@ -435,7 +373,7 @@ fn max_bytes_is_enforced() {
 
 #[test]
 fn a_stalled_server_times_out_and_leaves_nothing() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     let s = Sshd::start();
@@ -462,7 +400,7 @@ fn a_stalled_server_times_out_and_leaves_nothing() {
 
 #[test]
 fn openssh_crate_transport_works_with_the_gate_and_leaves_no_master() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     let s = Sshd::start();
@@ -487,7 +425,7 @@ fn openssh_crate_transport_works_with_the_gate_and_leaves_no_master() {
 
 #[test]
 fn called_from_inside_a_tokio_runtime() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     let s = Sshd::start();
@@ -508,7 +446,7 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[test]
 fn hostile_sftp_servers_are_contained() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     if !Path::new("/usr/bin/python3").exists() {
@@ -619,7 +557,7 @@ fn a_connection_cut_mid_transfer_says_how_far_it_got() {
 #[test]
 #[ignore = "waits for ControlPersist (about 70 s)"]
 fn master_exits_after_control_persist() {
-    if !have_sshd() {
+    if !require("sshd") {
         return;
     }
     let s = Sshd::start();

@@ -13,19 +13,16 @@
 
 use std::fs;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use ferry_tests::fleet::{Client, Node, commit_and_push, eventually, ok, run, text};
 use ferry_tests::{
-    Daemon, HttpResponse, Mail, READY_TIMEOUT, Signal, Smtp, TestDir, for_each_ref, free_port, git_cmd, http_get,
-    next_loopback, require, require_all,
+    Daemon, HttpResponse, Mail, READY_TIMEOUT, Signal, Smtp, TestDir, for_each_ref, free_port, http_get, next_loopback,
+    require,
 };
 use jiff::{SignedDuration, Timestamp};
 
-fn tools() -> bool {
-    require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"])
-}
+use crate::hostile::kit::{self, Queue, rq};
 
 /// `[mail]` to the test's SMTP server, mailed at once; `extra` adds keys
 /// (e.g. `host_label`).
@@ -80,7 +77,7 @@ fn client_status(a: &Client, node: &str) -> serde_json::Value {
 
 #[test]
 fn unreachable_is_mailed_alert_after_the_first_failure_even_while_the_backoff_holds_pushes_back() {
-    if !tools() || !require("smtp") {
+    if !kit::tools() || !require("smtp") {
         return;
     }
     let td = TestDir::new("alerts_unreachable_deferred");
@@ -141,7 +138,7 @@ fn unreachable_is_mailed_alert_after_the_first_failure_even_while_the_backoff_ho
 
 #[test]
 fn recovery_mail_has_the_failed_attempts_and_the_outage_length_from_the_record() {
-    if !tools() || !require("smtp") {
+    if !kit::tools() || !require("smtp") {
         return;
     }
     let td = TestDir::new("alerts_recovery_numbers");
@@ -200,38 +197,12 @@ fn machine_hostname() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
 }
 
-/// Clone of a client's queue repo on the node, to push request files
-/// directly (local transport, the real hooks; the pusher is the client).
-fn queue_scratch(td: &TestDir, node: &Node, client: &str) -> PathBuf {
-    let queue = node.srv().join(format!("repositories/queue/{client}.git"));
-    let scratch = td.join(format!("scratch-{client}"));
-    ok(git_cmd(&td.path).args(["clone", "--quiet", queue.to_str().unwrap(), scratch.to_str().unwrap()]));
-    scratch
-}
-
-/// Commit one request file in a queue scratch clone and push it.
-fn push_request(scratch: &Path, client: &str, name: &str, content: &str) {
-    let _ = run(git_cmd(scratch).args(["fetch", "--quiet", "origin"]));
-    let _ = run(git_cmd(scratch).args(["reset", "--quiet", "--hard", "origin/master"]));
-    let _ = run(git_cmd(scratch).args(["rm", "-rq", "--ignore-unmatch", "."]));
-    fs::write(scratch.join(name), content).unwrap();
-    ok(git_cmd(scratch).args(["add", "-A"]));
-    ok(git_cmd(scratch).args(["commit", "--quiet", "--allow-empty", "-m", "request"]));
-    let out = run(git_cmd(scratch).env("FERRY_USER", client).args(["push", "--quiet", "origin", "HEAD:master"]));
-    assert!(out.status.success(), "push: {}", text(&out));
-}
-
 /// A client script module that always fails, with a reason on stderr.
-fn failing_module(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join("failing");
-    fs::write(&p, "#!/bin/sh\necho \"pg_dump: connection to the database refused ($2)\" >&2\nexit 1\n").unwrap();
-    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
-}
+const FAILING: &str = "#!/bin/sh\necho \"pg_dump: connection to the database refused ($2)\" >&2\nexit 1\n";
 
 #[test]
 fn subjects_name_the_client_and_the_node_never_the_machine() {
-    if !tools() || !require("smtp") {
+    if !kit::tools() || !require("smtp") {
         return;
     }
     let host = machine_hostname();
@@ -240,14 +211,7 @@ fn subjects_name_the_client_and_the_node_never_the_machine() {
     let smtp = Smtp::start(&td.join("smtp"));
     // Neither side sets host_label.
     let node = Node::start_with(&td, "backup1", &format!("scan_on_push = false\n{}", mail_toml(&smtp, "backup1", "")));
-    let scripts = td.mkdir("scripts");
-    failing_module(&scripts);
-    let a = Client::new_with(
-        &td,
-        "host-a",
-        &[&node],
-        &format!("script_dir = \"{}\"\n{}", scripts.display(), mail_toml(&smtp, "host-a", "")),
-    );
+    let a = kit::script_client(&td, &node, "host-a", &[("failing", FAILING)], &mail_toml(&smtp, "host-a", ""));
     node.enroll(&[&a]);
 
     // The client: a module fails, REQUEST_FAILED under the client's name.
@@ -259,8 +223,8 @@ fn subjects_name_the_client_and_the_node_never_the_machine() {
     assert!(mails[0].body.starts_with("Ferry on host-a: 1 alert,"), "{}", mails[0].body);
 
     // The node: a request it refuses, REQUEST_FAILED under the node's name.
-    let scratch = queue_scratch(&td, &node, "host-a");
-    push_request(&scratch, "host-a", "RQ20260101T000000Z-refused01-1", "dummy two  spaces\n");
+    let q = Queue::clone(&node, "host-a", &td);
+    q.send(&[rq("20260101T000000Z-refused01-1", "dummy two  spaces\n")]);
     let out = run(node.cmd().arg("scan"));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let mails = smtp.messages();
@@ -277,7 +241,7 @@ fn subjects_name_the_client_and_the_node_never_the_machine() {
 
 #[test]
 fn gc_report_is_a_mail_of_its_own_kind_and_not_a_warning() {
-    if !tools() || !require("smtp") {
+    if !kit::tools() || !require("smtp") {
         return;
     }
     let td = TestDir::new("alerts_gc_report");
@@ -353,7 +317,7 @@ fn sample(addr: Ipv4Addr, port: u16, name_and_labels: &str) -> Option<f64> {
 
 #[test]
 fn daemon_status_and_metrics_show_the_scans_pushes_start() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("alerts_daemon_push_scans");
@@ -395,14 +359,12 @@ fn daemon_status_and_metrics_show_the_scans_pushes_start() {
 
 #[test]
 fn client_failed_requests_are_listed_then_acknowledged_and_kept_with_their_reason() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("alerts_client_ack");
     let node = Node::start(&td, "backup1");
-    let scripts = td.mkdir("scripts");
-    failing_module(&scripts);
-    let a = Client::new_with(&td, "host-a", &[&node], &format!("script_dir = \"{}\"", scripts.display()));
+    let a = kit::script_client(&td, &node, "host-a", &[("failing", FAILING)], "");
     node.enroll(&[&a]);
     ok(a.cmd().args(["request", "failing", "db1"]));
     ok(a.cmd().args(["request", "failing", "db2"]));
@@ -471,7 +433,7 @@ fn client_failed_requests_are_listed_then_acknowledged_and_kept_with_their_reaso
 
 #[test]
 fn node_failed_requests_are_acknowledged_out_of_list_status_and_metrics() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("alerts_node_ack");
@@ -480,9 +442,9 @@ fn node_failed_requests_are_acknowledged_out_of_list_status_and_metrics() {
     let node = Node::start_with(&td, "backup1", &format!("scan_on_push = false\n{}", idle_daemon(addr, port)));
     let a = Client::new(&td, "host-a", &[&node]);
     node.enroll(&[&a]);
-    let scratch = queue_scratch(&td, &node, "host-a");
+    let q = Queue::clone(&node, "host-a", &td);
     let id = "20260101T000000Z-refused01-1";
-    push_request(&scratch, "host-a", &format!("RQ{id}"), "dummy two  spaces\n");
+    q.send(&[rq(id, "dummy two  spaces\n")]);
     let out = run(node.cmd().arg("scan"));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert_eq!(node.pool_ids("host-a", "E"), [id]);
@@ -531,7 +493,7 @@ fn node_failed_requests_are_acknowledged_out_of_list_status_and_metrics() {
 
     // The acknowledged id is still known: pushed again, it is not received
     // (and run) a second time.
-    push_request(&scratch, "host-a", &format!("RQ{id}"), "dummy two  spaces\n");
+    q.send(&[rq(id, "dummy two  spaces\n")]);
     let out = run(node.cmd().arg("scan"));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(node.pool_ids("host-a", "RQ").is_empty() && node.pool_ids("host-a", "E").is_empty());

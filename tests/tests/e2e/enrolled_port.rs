@@ -8,22 +8,16 @@
 //! enrolled port.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 
 use ferry_tests::fleet::{Client, Node, eventually, ok};
-use ferry_tests::{GitDaemon, TestDir, for_each_ref, git, require_all};
+use ferry_tests::{GitDaemon, TestDir, for_each_ref, git};
 
-fn tools() -> bool {
-    require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"])
-}
+use crate::hostile::kit;
 
 /// A client whose script module `portless` asks the node for `$2` as it
 /// is (a compromised client writes what it likes).
 fn client_with_portless(td: &TestDir, node: &Node) -> Client {
-    let scripts = td.mkdir("scripts");
-    fs::write(scripts.join("portless"), "#!/bin/sh\necho \"git $2\"\n").unwrap();
-    fs::set_permissions(scripts.join("portless"), fs::Permissions::from_mode(0o755)).unwrap();
-    Client::new_with(td, "host-a", &[node], &format!("script_dir = \"{}\"", scripts.display()))
+    kit::script_client(td, node, "host-a", &[("portless", "#!/bin/sh\necho \"git $2\"\n")], "")
 }
 
 /// A bare repository with one commit, without Ferry's hook (no request of
@@ -52,7 +46,7 @@ fn pull_portless(node: &Node, c: &Client, url: &str) -> String {
 
 #[test]
 fn a_portless_ssh_url_is_pulled_from_the_enrolled_port() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("enrolled_port_ssh");
@@ -80,7 +74,7 @@ fn a_portless_ssh_url_is_pulled_from_the_enrolled_port() {
 
 #[test]
 fn a_portless_git_daemon_url_is_pulled_from_the_enrolled_git_port() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("enrolled_port_git");

@@ -11,11 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use ferry_tests::fleet::{Client, Node, commit_and_push, eventually, ok, text};
-use ferry_tests::{TestDir, for_each_ref, git, require_all};
+use ferry_tests::{TestDir, for_each_ref, git};
 
-fn tools() -> bool {
-    require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"])
-}
+use crate::hostile::kit;
 
 /// `base` extended to exactly `segments` segments and `bytes` bytes with
 /// directory names of the path grammar (at most 100 bytes each).
@@ -66,7 +64,7 @@ fn push_section(node: &Node, a: &Client, section: &str) -> Output {
 /// refusal names the option and the limit, and the node stays as it was.
 #[test]
 fn roots_no_request_could_name_a_path_under_are_refused_at_enrollment() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("roots_refused");
@@ -121,7 +119,7 @@ fn roots_no_request_could_name_a_path_under_are_refused_at_enrollment() {
 /// a request path of exactly 1,024 bytes and 32 segments — is mirrored.
 #[test]
 fn a_root_at_the_limits_is_enrolled_and_a_repository_under_it_mirrors() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("roots_at_limit");

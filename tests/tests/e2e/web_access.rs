@@ -13,8 +13,10 @@
 use std::fs;
 use std::path::Path;
 
-use ferry_tests::fleet::{Client, Node, commit_and_push, eventually, ok, text};
-use ferry_tests::{CgitWeb, TestDir, chromium_load, for_each_ref, http_get, http_get_auth, http_get_with, require_all};
+use ferry_tests::fleet::{Client, Node, ok, text};
+use ferry_tests::{CgitWeb, TestDir, chromium_load, http_get, http_get_auth, http_get_with, require_all};
+
+use crate::hostile::kit;
 
 const SECRET_A: &str = "SECRET-OF-HOST-A";
 const SECRET_B: &str = "SECRET-OF-HOST-B";
@@ -32,13 +34,7 @@ fn client(td: &TestDir, node: &Node, name: &str, web: bool) -> Client {
 /// A repository of `c` whose one file holds `secret`, mirrored by `node`;
 /// returns the commit id.
 fn mirrored_repo(node: &Node, c: &Client, repo: &str, secret: &str) -> String {
-    let (bare, work) = c.repo(repo);
-    let head = commit_and_push(&work, "secret.txt", &format!("{secret} in {repo}\n"));
-    let mirror = node.data(&c.name).join(format!("git/{repo}.git"));
-    eventually(&format!("mirror of {}/{repo}", c.name), || {
-        mirror.join("HEAD").exists() && for_each_ref(&mirror) == for_each_ref(&bare)
-    });
-    head
+    kit::mirrored_repo(node, c, repo, "secret.txt", &format!("{secret} in {repo}\n")).1
 }
 
 /// `http://user:password@addr:port<path>`, as a browser is given it.
