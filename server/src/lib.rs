@@ -26,6 +26,7 @@ pub mod scan;
 pub mod scanrecord;
 pub mod serve;
 pub mod store;
+pub mod trees;
 pub mod validate;
 pub mod verify;
 pub mod web;
