@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferry_pull::sftp::{self, DownloadJob, SftpEndpoint, Transport, Tuning};
 use ferry_request::Reason;
-use ferry_tests::{SshdOptions, TestDir, require, ssh_keygen};
+use ferry_tests::{SshdOptions, TestDir, require, require_all, ssh_keygen};
 use sha2::{Digest, Sha256};
 
 /// A scripted SFTP server that lies (see the script's doc string).
@@ -486,14 +486,6 @@ fn hostile_sftp_servers_are_contained() {
     s.assert_no_master_left(&ep);
 }
 
-fn have_python() -> bool {
-    if Path::new("/usr/bin/python3").exists() {
-        return true;
-    }
-    assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "/usr/bin/python3 is missing");
-    eprintln!("skipped: /usr/bin/python3 is missing");
-    false
-}
 
 /// A server that answers every read with one byte, just often enough to
 /// beat the idle timeout, is stopped by the minimum rate about one window
@@ -501,7 +493,7 @@ fn have_python() -> bool {
 /// honest server above the rate is not.
 #[test]
 fn a_dripping_server_is_stopped_by_the_minimum_rate() {
-    if !have_sshd() || !have_python() {
+    if !require_all(&["sshd", "python3"]) {
         return;
     }
     let s = Sshd::start();
@@ -535,7 +527,7 @@ fn a_dripping_server_is_stopped_by_the_minimum_rate() {
 /// connection was closed and how many of the declared bytes had arrived.
 #[test]
 fn a_connection_cut_mid_transfer_says_how_far_it_got() {
-    if !have_sshd() || !have_python() {
+    if !require_all(&["sshd", "python3"]) {
         return;
     }
     let s = Sshd::start();
