@@ -29,6 +29,17 @@ pub enum Kind {
     ClientSilent,
     /// A silent client sent requests again.
     ClientBack,
+    /// A declared source is late, suspiciously small or missing (key
+    /// `source:<node>:<client>:<source>`; raised by `check`, also from
+    /// another host reading a node's published catalog).
+    BackupOverdue,
+    /// That source is on time and of its usual size again.
+    BackupOnTime,
+    /// A node's published catalog is stale, unreachable or unreadable
+    /// (raised by `check --from` on another host; key `catalog:<url>`).
+    CatalogStale,
+    /// That node's catalog is fresh again.
+    CatalogFresh,
     /// A push or key was refused by enrollment rules.
     EnrollmentRefused,
     /// The disk (or a quota) is full.
@@ -43,7 +54,7 @@ pub enum Kind {
 impl Kind {
     /// Every kind, in the order digests list them (each recovery right after
     /// its outage).
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 15] = [
         Kind::NodeUnreachable,
         Kind::NodeRecovered,
         Kind::RequestFailed,
@@ -51,6 +62,10 @@ impl Kind {
         Kind::PullRecovered,
         Kind::ClientSilent,
         Kind::ClientBack,
+        Kind::BackupOverdue,
+        Kind::BackupOnTime,
+        Kind::CatalogStale,
+        Kind::CatalogFresh,
         Kind::EnrollmentRefused,
         Kind::DiskFull,
         Kind::GcReport,
@@ -67,6 +82,10 @@ impl Kind {
             Kind::PullRecovered => "PULL_RECOVERED",
             Kind::ClientSilent => "CLIENT_SILENT",
             Kind::ClientBack => "CLIENT_BACK",
+            Kind::BackupOverdue => "BACKUP_OVERDUE",
+            Kind::BackupOnTime => "BACKUP_ON_TIME",
+            Kind::CatalogStale => "CATALOG_STALE",
+            Kind::CatalogFresh => "CATALOG_FRESH",
             Kind::EnrollmentRefused => "ENROLLMENT_REFUSED",
             Kind::DiskFull => "DISK_FULL",
             Kind::GcReport => "GC_REPORT",
@@ -84,6 +103,10 @@ impl Kind {
             Kind::PullRecovered => "Pulls working again",
             Kind::ClientSilent => "Client silent",
             Kind::ClientBack => "Client back",
+            Kind::BackupOverdue => "Backup late, small or missing",
+            Kind::BackupOnTime => "Backup on time again",
+            Kind::CatalogStale => "Node catalog stale or unreachable",
+            Kind::CatalogFresh => "Node catalog fresh again",
             Kind::EnrollmentRefused => "Enrollment refused",
             Kind::DiskFull => "Disk full",
             Kind::GcReport => "git gc report",
@@ -97,13 +120,18 @@ impl Kind {
             Kind::NodeRecovered => Some(Kind::NodeUnreachable),
             Kind::PullRecovered => Some(Kind::PullFailing),
             Kind::ClientBack => Some(Kind::ClientSilent),
+            Kind::BackupOnTime => Some(Kind::BackupOverdue),
+            Kind::CatalogFresh => Some(Kind::CatalogStale),
             _ => None,
         }
     }
 
     /// True for kinds that a recovery kind can end.
     pub fn is_outage(self) -> bool {
-        matches!(self, Kind::NodeUnreachable | Kind::PullFailing | Kind::ClientSilent)
+        matches!(
+            self,
+            Kind::NodeUnreachable | Kind::PullFailing | Kind::ClientSilent | Kind::BackupOverdue | Kind::CatalogStale
+        )
     }
 
     /// True for reports: scheduled news such as the monthly `git gc`
@@ -297,7 +325,7 @@ pub(crate) mod tests {
                 assert_eq!(pos(o) + 1, pos(k), "a recovery is listed right after its outage");
             }
         }
-        assert_eq!(Kind::ALL.iter().filter(|k| k.is_outage()).count(), 3);
+        assert_eq!(Kind::ALL.iter().filter(|k| k.is_outage()).count(), 5);
         assert!(!Kind::GcReport.is_warning() && !Kind::NodeRecovered.is_warning());
         assert!(Kind::RequestFailed.is_warning() && Kind::Other.is_warning());
         assert!(Kind::ALL.iter().all(|k| !(k.is_report() && (k.is_outage() || k.recovers().is_some()))));

@@ -23,6 +23,7 @@
 //! | `max-objects` | most objects stored | none |
 //! | `job-timeout` | seconds, or with suffix `s`/`m`/`h` | none |
 //! | `description` | one line of text | none |
+//! | `sources` | the sources expected from this client and how often each must arrive: `NAME:CADENCE …`, cadence `push` or `30m`/`6h`/`1d`/`1w` ([`super::expect`]) | none: no cadence checks |
 //! | `web` | boolean (`yes`/`no`, …): the client's own web user (named like the client) may browse this client's view, `/c/NAME/` | `no` |
 //!
 //! # One grammar
@@ -87,6 +88,9 @@ pub struct ClientEnrollment {
     /// The client's own web user may browse its view (`/c/NAME/`); the
     /// administrators may always.
     pub web: bool,
+    /// Sources the administrators expect and how often (`sources`); empty:
+    /// the node checks no cadence for this client.
+    pub expected: Vec<super::Expected>,
 }
 
 /// Options a `[ferry client]` section may have.
@@ -104,6 +108,7 @@ const CLIENT_OPTIONS: &[&str] = &[
     "max-objects",
     "job-timeout",
     "description",
+    "sources",
     "web",
 ];
 
@@ -229,6 +234,15 @@ pub(super) fn parse_client(conf: &Config, section: &str, name: &str, rep: &mut R
             None
         }),
     };
+    let expected = match super::expect::parse_sources(get("sources").unwrap_or("")) {
+        Ok(v) => Some(v),
+        Err(errors) => {
+            for e in errors {
+                rep.conf(format!("{where_} option 'sources': {e}"));
+            }
+            None
+        }
+    };
 
     if rep.errors.len() != before {
         return None;
@@ -249,5 +263,6 @@ pub(super) fn parse_client(conf: &Config, section: &str, name: &str, rep: &mut R
         job_timeout_secs: job_timeout_secs?,
         description: description?,
         web: web?,
+        expected: expected?,
     })
 }

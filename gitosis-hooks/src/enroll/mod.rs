@@ -43,10 +43,12 @@ use crate::keys::{PublicKey, parse_keyfile};
 use crate::username::{RESERVED_CLIENT_NAMES, is_reserved_client_name, is_safe_username};
 
 pub mod client;
+pub mod expect;
 pub mod sections;
 pub mod units;
 
 pub use client::ClientEnrollment;
+pub use expect::{Cadence, Expected};
 pub use units::{parse_duration_secs, parse_size, parse_size_limit};
 
 use client::parse_client;

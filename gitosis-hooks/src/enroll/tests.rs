@@ -452,3 +452,18 @@ fn never_panics_on_mutated_configs() {
         }
     }
 }
+
+#[test]
+fn expected_sources_and_cadences_are_enrolled_or_refused_with_a_reason() {
+    let e = build_ok(&client_section("web1", "sources = www:1d shop:6h code:push\n"), &[("web1.pub", ED25519)]);
+    let exp = &e.clients["web1"].expected;
+    assert_eq!(
+        exp.iter().map(|x| (x.source.as_str(), x.cadence)).collect::<Vec<_>>(),
+        [("www", Cadence::Every(86_400)), ("shop", Cadence::Every(21_600)), ("code", Cadence::Push)]
+    );
+    let e = build_ok(&client_section("web1", ""), &[("web1.pub", ED25519)]);
+    assert!(e.clients["web1"].expected.is_empty());
+    let errs = build_err(&client_section("web1", "sources = www:daily shop\n"), &[("web1.pub", ED25519)]);
+    assert!(has(&errs, "E_ENROL_CONF", "option 'sources': 'www:daily': cadence must be"), "{errs:?}");
+    assert!(has(&errs, "E_ENROL_CONF", "option 'sources': 'shop' is not NAME:CADENCE"), "{errs:?}");
+}
