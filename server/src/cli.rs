@@ -184,8 +184,25 @@ pub enum Command {
     },
     /// git gc on every mirror, keeping all history; the report is mailed.
     Gc,
-    /// Report clients silent for longer than check.silent_after.
-    Check,
+    /// Report clients silent for longer than check.silent_after and
+    /// declared sources (gitosis.conf `sources`) that are late, small or
+    /// missing; mail each new problem once and its end once. Exit 0 when
+    /// all is well, 1 when something is reported.
+    Check {
+        /// Check other nodes instead, from their published catalogs
+        /// (http:// or https:// URL of a `catalog.json`; repeat for several
+        /// nodes). A catalog that is stale, unreachable or unreadable is a
+        /// problem too: a node that died silently is noticed here.
+        #[arg(long = "from", value_name = "URL")]
+        from: Vec<String>,
+    },
+    /// Write the published catalog (catalog.json: every client's sources,
+    /// last artifacts and verdicts) into DIR, atomically. The node also
+    /// publishes after each scan into <web dir>/catalog.
+    Publish {
+        /// Directory to write catalog.json into (default: <web dir>/catalog).
+        dir: Option<std::path::PathBuf>,
+    },
     /// Acknowledge failed requests of CLIENT once dealt with: they move
     /// from E to A with their reason (A<id>.why) and a journal entry, and
     /// `list`, the daemon's /status and the failed-requests metric no longer
@@ -302,6 +319,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::GitSshGuard { max_refs, record, ssh } = cli.command {
         return Ok(ferry_pull::git::guard::main(&ferry_pull::git::guard::GuardArgs { max_refs, record, ssh }));
     }
+    crate::clock::check()?;
     let cfg = NodeConfig::load(&cli.config).map_err(|e| UsageError(format!("{e:#}")))?;
     let config_path = cli.config.canonicalize().unwrap_or_else(|_| cli.config.clone());
     match cli.command {
@@ -465,7 +483,23 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(if r.iter().any(|e| e.error.is_some()) { exit::PROBLEMS } else { exit::OK })
         }
-        Command::Check => {
+        Command::Check { from } if !from.is_empty() => {
+            let r = crate::remote::check_from(&cfg, &from)?;
+            if cli.json {
+                out::json(&r)?;
+            } else {
+                for e in &r {
+                    let state = e.catalog_problem.as_deref().unwrap_or("ok");
+                    out::line(&format!("{} {}", e.url, state))?;
+                    for (c, s, v, d) in &e.problems {
+                        out::line(&format!("  {c:<20} {s:<20} {:<8} {d}", v.to_uppercase()))?;
+                    }
+                }
+            }
+            let bad = r.iter().any(|e| e.catalog_problem.is_some() || !e.problems.is_empty());
+            Ok(if bad { exit::PROBLEMS } else { exit::OK })
+        }
+        Command::Check { .. } => {
             let r = crate::check::check(&cfg, cfg.duration(&cfg.check.silent_after))?;
             if cli.json {
                 out::json(&r)?;
@@ -478,9 +512,32 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                         e.last_request.as_deref().unwrap_or("-"),
                         e.last_success.as_deref().unwrap_or("-")
                     ))?;
+                    for s in e.sources.iter().filter(|s| s.verdict.is_some()) {
+                        out::line(&format!(
+                            "  {:<28} {:<10} {}",
+                            s.source,
+                            s.verdict.map(|v| v.word().to_uppercase()).unwrap_or_default(),
+                            s.detail.as_deref().unwrap_or("")
+                        ))?;
+                    }
                 }
             }
-            Ok(if r.iter().any(|e| e.silent) { exit::PROBLEMS } else { exit::OK })
+            let bad = r.iter().any(|e| e.silent || e.problems().next().is_some());
+            Ok(if bad { exit::PROBLEMS } else { exit::OK })
+        }
+        Command::Publish { dir } => {
+            let dir = dir.unwrap_or_else(|| crate::publish::default_dir(&cfg));
+            let doc = crate::publish::publish(&cfg, &dir, crate::clock::now())?;
+            if cli.json {
+                out::json(&doc)?;
+            } else {
+                out::line(&format!(
+                    "published {} clients to {}",
+                    doc.clients.len(),
+                    dir.join(crate::publish::FILE).display()
+                ))?;
+            }
+            Ok(exit::OK)
         }
         Command::Ack { client, ids, all } => {
             let r = crate::ack::ack(&cfg, &client, &ids, all)?;

@@ -23,6 +23,10 @@ pub struct ClientState {
     pub pull_alert_open: bool,
     #[serde(default)]
     pub silent_alert_open: bool,
+    /// Declared sources with an open BACKUP_OVERDUE alert (late, small or
+    /// missing), so each problem is mailed once and its end once.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub overdue_open: std::collections::BTreeSet<String>,
 }
 
 impl ClientState {

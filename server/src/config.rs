@@ -154,6 +154,21 @@ pub struct CheckConfig {
     /// successful pull for this long.
     #[serde(default = "d_silent")]
     pub silent_after: String,
+    /// A declared source (gitosis.conf `sources`) is late when nothing
+    /// arrived within its cadence plus this grace.
+    #[serde(default = "d_grace")]
+    pub grace: String,
+    /// An artifact is small when its size is under this fraction of the
+    /// median of the previous ones.
+    #[serde(default = "d_small_ratio")]
+    pub small_ratio: f64,
+    /// How many previous artifacts the median is taken over.
+    #[serde(default = "d_small_window")]
+    pub small_window: usize,
+    /// `check --from`: a published catalog older than this is stale (its
+    /// node stopped publishing).
+    #[serde(default = "d_stale_after")]
+    pub stale_after: String,
 }
 
 impl Default for CheckConfig {
@@ -164,6 +179,18 @@ impl Default for CheckConfig {
 
 fn d_silent() -> String {
     "3d".into()
+}
+fn d_grace() -> String {
+    "1h".into()
+}
+fn d_small_ratio() -> f64 {
+    0.5
+}
+fn d_small_window() -> usize {
+    5
+}
+fn d_stale_after() -> String {
+    "2h".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2,10 +2,12 @@
 
 pub mod ack;
 pub mod alerts;
+pub mod cadence;
 pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod clientstate;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod enrollment;
@@ -19,7 +21,9 @@ pub mod list;
 pub mod maintain;
 pub mod out;
 pub mod pool;
+pub mod publish;
 pub mod pullkey;
+pub mod remote;
 pub mod repos;
 pub mod restore;
 pub mod scan;

@@ -32,6 +32,13 @@ pub fn scan(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> 
     let res = scan_pools(cfg, only);
     crate::scanrecord::record(cfg, started, clock.elapsed(), only, &res);
     tracing::debug!("scan: recorded");
+    // The published catalog follows what was just stored; failing to
+    // publish is logged, never a failed scan (the next one retries).
+    if res.is_ok()
+        && let Err(e) = crate::publish::publish(cfg, &crate::publish::default_dir(cfg), crate::clock::now())
+    {
+        tracing::warn!("publishing the catalog: {e:#}");
+    }
     res
 }
 
