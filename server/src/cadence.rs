@@ -73,13 +73,7 @@ pub struct Judged {
 }
 
 /// Judges one source from its arrivals (any order).
-pub fn judge(
-    source: &str,
-    cadence: Option<Cadence>,
-    arrivals: &[Arrival],
-    now: Timestamp,
-    rules: &Rules,
-) -> Judged {
+pub fn judge(source: &str, cadence: Option<Cadence>, arrivals: &[Arrival], now: Timestamp, rules: &Rules) -> Judged {
     let mut sorted: Vec<&Arrival> = arrivals.iter().collect();
     sorted.sort_by_key(|a| a.at);
     let last = sorted.last().map(|a| a.at);
@@ -193,7 +187,10 @@ mod tests {
     fn push_sources_are_never_late_only_missing() {
         let old = [Arrival { at: t("2020-01-01T00:00:00Z"), size: None }];
         assert_eq!(judge("code", Some(Cadence::Push), &old, t("2026-12-03T00:00:00Z"), &RULES).verdict, Verdict::Ok);
-        assert_eq!(judge("code", Some(Cadence::Push), &[], t("2026-12-03T00:00:00Z"), &RULES).verdict, Verdict::Missing);
+        assert_eq!(
+            judge("code", Some(Cadence::Push), &[], t("2026-12-03T00:00:00Z"), &RULES).verdict,
+            Verdict::Missing
+        );
     }
 
     #[test]

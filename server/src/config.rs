@@ -169,6 +169,11 @@ pub struct CheckConfig {
     /// node stopped publishing).
     #[serde(default = "d_stale_after")]
     pub stale_after: String,
+    /// `check --from`: a netrc file with the web credentials for the
+    /// nodes' catalogs (`machine backup1.example.org login … password …`),
+    /// so no password appears in a URL, a process list or a mail.
+    #[serde(default)]
+    pub netrc: Option<std::path::PathBuf>,
 }
 
 impl Default for CheckConfig {

@@ -80,7 +80,11 @@ pub fn rules(cfg: &NodeConfig) -> anyhow::Result<Rules> {
 
 /// A catalog `received` (`YYYYMMDDTHHMMSSZ`) as a timestamp.
 pub fn received_time(r: &str) -> Option<Timestamp> {
-    jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", r).ok()?.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
+    jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", r)
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 /// Judges every enrolled client (and every client with stored data) as of
@@ -111,13 +115,8 @@ pub fn build(cfg: &NodeConfig, catalog: &dyn Catalog, now: Timestamp) -> anyhow:
             v
         };
         let expected = enrollment.as_ref().and_then(|e| e.clients.get(&client)).map(|c| c.expected.clone());
-        let judged: Vec<Judged> = crate::cadence::judge_client(
-            expected.as_deref().unwrap_or(&[]),
-            &stored,
-            &arrivals_of,
-            now,
-            &rules,
-        );
+        let judged: Vec<Judged> =
+            crate::cadence::judge_client(expected.as_deref().unwrap_or(&[]), &stored, &arrivals_of, now, &rules);
         let mut sources: Vec<SourceDoc> = Vec::new();
         let names_in_order: Vec<String> = judged
             .iter()
@@ -180,7 +179,8 @@ pub fn write(dir: &Path, doc: &Document) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut text = serde_json::to_vec_pretty(doc)?;
     text.push(b'\n');
-    ferry_durable::write_synced_mode(dir, FILE, &text, 0o644).with_context(|| format!("writing {}/{FILE}", dir.display()))
+    ferry_durable::write_synced_mode(dir, FILE, &text, 0o644)
+        .with_context(|| format!("writing {}/{FILE}", dir.display()))
 }
 
 /// Where the node publishes (`[web] publish_dir`, default `<web dir>/catalog`).

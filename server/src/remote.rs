@@ -56,11 +56,18 @@ struct RemoteState {
 }
 
 /// Fetches the document at `url` (capped, with a deadline).
-fn fetch(url: &str) -> anyhow::Result<Vec<u8>> {
+fn fetch(url: &str, netrc: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.bytes().any(|b| b <= b' ' || b == 0x7f) {
         bail!("not an http:// or https:// URL");
     }
-    let out = ferry_run::Cmd::new("curl")
+    if url.split('/').nth(2).is_some_and(|authority| authority.contains('@')) {
+        bail!("credentials in the URL would show in process lists and mails: put them in the [check] netrc file");
+    }
+    let mut cmd = ferry_run::Cmd::new("curl");
+    if let Some(n) = netrc {
+        cmd = cmd.arg("--netrc-file").arg(n);
+    }
+    let out = cmd
         .args(["--fail", "--silent", "--show-error", "--location", "--max-redirs", "3"])
         .args(["--proto", "=http,https", "--proto-redir", "=http,https"])
         .args(["--max-filesize", &MAX_DOCUMENT.to_string(), "--max-time", &FETCH_TIMEOUT.as_secs().to_string()])
@@ -93,8 +100,9 @@ pub fn parse(bytes: &[u8], now: Timestamp, skew: Duration) -> anyhow::Result<Doc
             bail!("client name {:?} outside the grammar", ferry_text::sanitize(&c.client, 60));
         }
         for s in &c.sources {
-            ferry_request::Name::parse(&s.source)
-                .map_err(|_| anyhow::anyhow!("source name {:?} outside the grammar", ferry_text::sanitize(&s.source, 60)))?;
+            ferry_request::Name::parse(&s.source).map_err(|_| {
+                anyhow::anyhow!("source name {:?} outside the grammar", ferry_text::sanitize(&s.source, 60))
+            })?;
         }
     }
     let ahead = doc.generated.duration_since(now);
@@ -125,11 +133,19 @@ pub fn check_from(cfg: &NodeConfig, urls: &[String]) -> anyhow::Result<Vec<Remot
     let mut out = Vec::new();
     for url in urls {
         let shown = ferry_text::sanitize(url, 200);
-        let got = fetch(url).and_then(|b| parse(&b, now, skew));
-        let mut entry =
-            RemoteEntry { url: shown.clone(), node: None, generated: None, catalog_problem: None, problems: Vec::new() };
+        let got = fetch(url, cfg.check.netrc.as_deref()).and_then(|b| parse(&b, now, skew));
+        let mut entry = RemoteEntry {
+            url: shown.clone(),
+            node: None,
+            generated: None,
+            catalog_problem: None,
+            problems: Vec::new(),
+        };
         let problem = match &got {
-            Err(e) => Some(format!("catalog at {shown} is unreachable or unreadable: {}", ferry_text::sanitize(&format!("{e:#}"), 400))),
+            Err(e) => Some(format!(
+                "catalog at {shown} is unreachable or unreadable: {}",
+                ferry_text::sanitize(&format!("{e:#}"), 400)
+            )),
             Ok(doc) => {
                 let age = now.duration_since(doc.generated);
                 (age > jiff::SignedDuration::from_secs(stale_after.as_secs() as i64)).then(|| {
@@ -204,13 +220,19 @@ mod tests {
         let skew = Duration::from_secs(300);
         assert!(parse(doc("2026-12-04T11:00:00Z", "web1", "www").as_bytes(), now(), skew).is_ok());
         let cases: Vec<(Vec<u8>, &str)> = vec![
-            (doc("2026-12-04T11:00:00Z", "web1", "www")[..80].as_bytes().to_vec(), "not a Ferry catalog"),
+            (doc("2026-12-04T11:00:00Z", "web1", "www").as_bytes()[..80].to_vec(), "not a Ferry catalog"),
             (doc("2026-12-04T11:00:00Z", "<script>", "www").into_bytes(), "client name"),
             (doc("2026-12-04T11:00:00Z", "web1", "a<b>").into_bytes(), "source name"),
             (doc("2026-12-05T12:00:00Z", "web1", "www").into_bytes(), "ahead of this host's clock"),
-            (doc("2026-12-04T11:00:00Z", "web1", "www").replace("ferry-catalog/1", "ferry-catalog/9").into_bytes(), "schema"),
+            (
+                doc("2026-12-04T11:00:00Z", "web1", "www").replace("ferry-catalog/1", "ferry-catalog/9").into_bytes(),
+                "schema",
+            ),
             (format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(), "not a Ferry catalog"),
-            (doc("2026-12-04T11:00:00Z", "web1", "www").replace("\"node\":", "\"extra\":1,\"node\":").into_bytes(), "not a Ferry catalog"),
+            (
+                doc("2026-12-04T11:00:00Z", "web1", "www").replace("\"node\":", "\"extra\":1,\"node\":").into_bytes(),
+                "not a Ferry catalog",
+            ),
         ];
         for (bytes, want) in cases {
             let e = format!("{:#}", parse(&bytes, now(), skew).unwrap_err());

@@ -486,7 +486,6 @@ fn hostile_sftp_servers_are_contained() {
     s.assert_no_master_left(&ep);
 }
 
-
 /// A server that answers every read with one byte, just often enough to
 /// beat the idle timeout, is stopped by the minimum rate about one window
 /// after the data starts (not at the job's deadline, hours later); an

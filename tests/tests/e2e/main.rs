@@ -13,6 +13,7 @@ mod data;
 mod deploy;
 mod enrolled_port;
 mod enrolled_roots;
+mod fleet_check;
 mod git_limits;
 mod harness;
 mod hostile;
