@@ -14,6 +14,7 @@ pub mod enrollment;
 pub mod events;
 pub mod exit;
 pub mod history;
+pub mod history_page;
 pub mod hooks;
 pub mod init;
 pub mod jobs;

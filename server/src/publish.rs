@@ -188,11 +188,13 @@ pub fn default_dir(cfg: &NodeConfig) -> std::path::PathBuf {
     cfg.web_dir().join("catalog")
 }
 
-/// Builds and writes the document into `dir`.
+/// Builds and writes the document into `dir`, with the history page
+/// generated from it ([`crate::history_page`]).
 pub fn publish(cfg: &NodeConfig, dir: &Path, now: Timestamp) -> anyhow::Result<Document> {
     let catalog = crate::catalog::open(cfg)?;
     let doc = build(cfg, catalog.as_ref(), now)?;
     write(dir, &doc)?;
+    crate::history_page::write(dir, &doc)?;
     Ok(doc)
 }
 

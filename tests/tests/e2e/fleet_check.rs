@@ -217,7 +217,7 @@ fn declared_sources_are_judged_published_and_checked_from_another_host() {
 /// file (never a password in the URL, which is refused).
 #[test]
 fn the_catalog_is_served_by_the_deployed_nginx_to_admins_only() {
-    if !kit::tools() || !require("nginx") || !require("curl") {
+    if !kit::tools() || !require("nginx") || !require("curl") || !require("chromium") {
         return;
     }
     let td = TestDir::new("fleet_check_nginx");
@@ -270,4 +270,20 @@ fn the_catalog_is_served_by_the_deployed_nginx_to_admins_only() {
     assert_eq!(code, Some(0), "{v}");
     assert!(v[0]["catalog_problem"].is_null(), "{v}");
     assert_eq!(v[0]["node"], "backup1", "{v}");
+
+    // The history page, in a real browser: a day and two hours later the
+    // source shows as late, its chart with one point per stored artifact.
+    ok(a.cmd().args(["backup", "numbers", "--send"]));
+    eventually("second backup stored", || node.pool_ids("host-a", "F").len() == 2);
+    let later = Timestamp::now() + SignedDuration::from_hours(26);
+    ok(node.cmd().env("FERRY_NOW", later.to_string()).arg("publish"));
+    let page = format!("http://{}:{pw}@{}:{}/history/", admin.replace('@', "%40"), web.addr(), web.port());
+    let dom = ferry_tests::chromium_dump_dom(&page);
+    assert!(dom.contains("Backups on node backup1"), "{dom}");
+    assert!(dom.contains(r#"<tr class="source late" data-client="host-a" data-source="numbers">"#), "{dom}");
+    assert_eq!(dom.matches(r#"<circle class="size""#).count(), 2, "{dom}");
+    assert!(dom.contains(r#"class="mark verdict""#) && dom.contains(">LATE</text>"), "{dom}");
+    // Nobody else sees it.
+    let anon = ferry_tests::chromium_load(&format!("{}/history/", web.base_url()));
+    assert!(anon.is_err_and(|e| e.contains("ERR_INVALID_AUTH_CREDENTIALS")), "the page needs the admins' password");
 }
