@@ -120,6 +120,24 @@ pub struct Status {
     /// refreshed with the client facts): the hook's scans after pushes,
     /// cron's, an administrator's, and this daemon's own.
     pub scans: crate::scanrecord::ScanRecord,
+    /// `(client, source, verdict)` of every source in the last published
+    /// catalog (the scan publishes it; see [`crate::publish`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<(String, String, crate::cadence::Verdict)>,
+}
+
+/// The verdicts of the last published catalog (none when there is none yet).
+fn published_verdicts(cfg: &NodeConfig) -> Vec<(String, String, crate::cadence::Verdict)> {
+    let path = crate::publish::default_dir(cfg).join(crate::publish::FILE);
+    let Ok(Some(bytes)) = ferry_durable::read_capped(&path, crate::remote::MAX_DOCUMENT) else { return Vec::new() };
+    let Ok(doc) = serde_json::from_slice::<crate::publish::Document>(&bytes) else { return Vec::new() };
+    doc.clients
+        .into_iter()
+        .flat_map(|c| {
+            let client = c.client;
+            c.sources.into_iter().filter_map(move |s| Some((client.clone(), s.source, s.verdict?)))
+        })
+        .collect()
 }
 
 /// Client facts from the same functions `list` and `check` use.
@@ -301,7 +319,9 @@ impl Scheduler {
         let spawned = std::thread::Builder::new().name("collect".into()).spawn(move || {
             let res = collect_clients(&cfg);
             let scans = crate::scanrecord::load(&cfg);
+            let sources = published_verdicts(&cfg);
             let mut st = lock(&status);
+            st.sources = sources;
             st.clients_updated = Some(Timestamp::now());
             st.scans = scans;
             match res {
@@ -444,6 +464,7 @@ pub fn run(cfg: NodeConfig, config_path: &Path) -> anyhow::Result<u8> {
         last_reload_error: None,
         jobs: BTreeMap::new(),
         clients_updated: None,
+        sources: Vec::new(),
         clients_error: None,
         clients: Vec::new(),
         scans: Default::default(),

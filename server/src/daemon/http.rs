@@ -101,6 +101,25 @@ pub fn metrics(st: &Status) -> anyhow::Result<String> {
     reg.register("ferry_client_last_success_timestamp_seconds", "Last successful pull", success);
     reg.register("ferry_client_last_request_timestamp_seconds", "Last request received", request);
 
+    // Declared sources by verdict (from the last published catalog).
+    let verdict = Family::<Labels, Gauge>::default();
+    let by_verdict = Family::<Labels, Gauge>::default();
+    for (client, source, v) in &st.sources {
+        let l = vec![
+            ("client".to_owned(), client.clone()),
+            ("source".to_owned(), source.clone()),
+            ("verdict".to_owned(), v.word().to_owned()),
+        ];
+        verdict.get_or_create(&l).set(1);
+        by_verdict.get_or_create(&vec![("verdict".to_owned(), v.word().to_owned())]).inc();
+    }
+    reg.register(
+        "ferry_source_verdict",
+        "1 for each source's current verdict (ok, late, small, missing, unexpected), from the published catalog",
+        verdict,
+    );
+    reg.register("ferry_sources", "Sources by verdict, from the published catalog", by_verdict);
+
     // Every scan, whoever started it (the queue hook, cron, the daemon).
     let sc = &st.scans;
     for (name, help, n) in [
@@ -213,6 +232,7 @@ mod tests {
             last_reload_error: None,
             jobs,
             clients_updated: None,
+            sources: vec![("web1".into(), "www".into(), crate::cadence::Verdict::Late)],
             clients_error: None,
             scans: crate::scanrecord::ScanRecord {
                 runs: 7,
@@ -249,6 +269,8 @@ mod tests {
         assert!(m.contains("ferry_client_pending_requests{client=\"host\\\"a\\\\\\nb\"} 2\n"), "{m}");
         assert!(m.contains("ferry_client_stored_bytes{client=\"host\\\"a\\\\\\nb\"} 1000\n"), "{m}");
         assert!(m.contains("ferry_scans_total 7\n"), "{m}");
+        assert!(m.contains("ferry_source_verdict{client=\"web1\",source=\"www\",verdict=\"late\"} 1\n"), "{m}");
+        assert!(m.contains("ferry_sources{verdict=\"late\"} 1\n"), "{m}");
         assert!(m.contains("ferry_scan_requests_finished_total 12\n"), "{m}");
         assert!(m.contains("ferry_scan_last_end_timestamp_seconds 1800000000"), "{m}");
         assert!(m.contains("ferry_scan_last_duration_seconds 2.5\n"), "{m}");
