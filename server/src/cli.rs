@@ -454,7 +454,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             if cli.json {
                 out::json_line(&serde_json::json!({ "checked": n, "problems": problems }))?;
             } else {
-                out::line(&format!("{n} artifacts checked, {} problems", problems.len()))?;
+                out::line(&format!("{n} artifacts and mirrors checked, {} problems", problems.len()))?;
                 for p in &problems {
                     out::line(&format!("  {} {} {}: {}", p.client, p.source, p.path, p.problem))?;
                 }

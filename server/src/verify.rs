@@ -1,6 +1,7 @@
 //! `ferry-node verify`: every stored artifact re-read from the store and
-//! re-hashed against its sidecar and the catalog, and every artifact the
-//! store holds that the catalog does not know reported.
+//! re-hashed against its sidecar and the catalog, every artifact the
+//! store holds that the catalog does not know reported, and every git
+//! mirror checked with `git fsck`.
 //!
 //! The stored artifact and its `.sha256` sidecar are the truth; the catalog
 //! is the index. Restores run [`check`] first: a corrupted artifact is
@@ -142,7 +143,49 @@ pub fn verify(cfg: &NodeConfig, client: Option<&str>, show: bool) -> anyhow::Res
             .collect();
         problems.retain(|p| p.problem != UNCATALOGUED || !now.contains(&p.path));
     }
-    Ok((all.len(), problems))
+    let mirrors = fsck_mirrors(cfg, client, &mut problems)?;
+    Ok((all.len() + mirrors, problems))
+}
+
+/// `git fsck` of every mirror (of `client`, or all), each under its
+/// client's pool lock like every fetch into it; a mirror that fails is a
+/// problem with git's first lines. Returns how many were checked.
+fn fsck_mirrors(cfg: &NodeConfig, client: Option<&str>, problems: &mut Vec<Problem>) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for cdir in std::fs::read_dir(cfg.data_dir()).into_iter().flatten().flatten() {
+        let name = cdir.file_name().to_string_lossy().into_owned();
+        if client.is_some_and(|c| c != name) || !ferry_gitosis::username::is_valid_client_name(&name) {
+            continue;
+        }
+        let mirrors = crate::repos::find_mirrors(&cdir.path().join("git"));
+        if mirrors.is_empty() {
+            continue;
+        }
+        let _lock = crate::pool::open_pool(cfg, &name)?.lock()?;
+        for m in mirrors {
+            n += 1;
+            let res = ferry_run::Cmd::new(&cfg.git)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("HOME", cfg.empty_dir())
+                .args(["-c", "core.hooksPath=/dev/null"])
+                .arg(format!("--git-dir={}", m.display()))
+                .args(["fsck", "--no-progress", "--no-dangling", "--strict"])
+                .timeout(cfg.duration(&cfg.limits.job_timeout))
+                .run_checked();
+            if let Err(e) = res {
+                let rel = m.strip_prefix(cfg.data_dir()).unwrap_or(&m).display().to_string();
+                let detail = e.output().map(|o| o.stderr_excerpt()).unwrap_or_else(|| e.to_string());
+                problems.push(Problem {
+                    client: name.clone(),
+                    source: "git".into(),
+                    path: rel,
+                    problem: format!("git fsck failed: {}", ferry_text::sanitize(detail.trim(), 400)),
+                });
+            }
+        }
+    }
+    Ok(n)
 }
 
 const UNCATALOGUED: &str = "on disk but not in the catalog";

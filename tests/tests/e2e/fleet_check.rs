@@ -287,3 +287,64 @@ fn the_catalog_is_served_by_the_deployed_nginx_to_admins_only() {
     let anon = ferry_tests::chromium_load(&format!("{}/history/", web.base_url()));
     assert!(anon.is_err_and(|e| e.contains("ERR_INVALID_AUTH_CREDENTIALS")), "the page needs the admins' password");
 }
+
+/// `verify` covers the git mirrors too: a mirror whose object store was
+/// damaged on disk is reported with git fsck's words, an intact one is not,
+/// and a git source declared `push` is judged by the mirror's last fetch.
+#[test]
+fn verify_runs_git_fsck_on_mirrors_and_push_sources_count_fetches() {
+    if !kit::tools() {
+        return;
+    }
+    let td = TestDir::new("fleet_check_fsck");
+    let node = Node::start(&td, "backup1");
+    let mut a = Client::new(&td, "host-a", &[&node]);
+    a.gitosis_section.push_str("sources = project:push\n");
+    node.enroll(&[&a]);
+    let (bare, work) = a.repo("project");
+    ferry_tests::fleet::commit_and_push(&work, "README", "hello\n");
+    let mirror = node.data("host-a").join("git/project.git");
+    eventually("the mirror", || {
+        mirror.join("HEAD").exists() && ferry_tests::for_each_ref(&mirror) == ferry_tests::for_each_ref(&bare)
+    });
+    let v = node.ferry_node_json(&["verify"]);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["checked"], 1, "the mirror is checked: {v}");
+    // 400 days later the client is silent, but a push source is never late.
+    let (_, c) = check_at(node.cmd(), Timestamp::now() + SignedDuration::from_hours(24 * 400), &[]);
+    assert_eq!(c[0]["silent"], true, "{c}");
+    assert_eq!(verdicts(&c[0]), [("project".into(), "ok".into())], "{c}");
+
+    // Damage one loose object or pack on disk.
+    let objects = mirror.join("objects");
+    let victim = walk_files(&objects)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "pack") || p.parent().unwrap().file_name().unwrap().len() == 2)
+        .expect("an object file");
+    let mut perm = fs::metadata(&victim).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o644);
+    fs::set_permissions(&victim, perm).unwrap();
+    let mut bytes = fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&victim, bytes).unwrap();
+    let out = run(node.cmd().args(["--json", "verify"]));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["problems"][0]["path"], "host-a/git/project.git", "{v}");
+    assert!(v["problems"][0]["problem"].as_str().unwrap().starts_with("git fsck failed: "), "{v}");
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
