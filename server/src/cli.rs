@@ -196,6 +196,18 @@ pub enum Command {
         #[arg(long = "from", value_name = "URL")]
         from: Vec<String>,
     },
+    /// Restore drills: restore the newest backup of each source (of CLIENT,
+    /// of SOURCE) into a scratch area and check it — dumps replayed into a
+    /// throw-away database on the [drill] server as a one-time role and
+    /// dropped, archives extracted, other artifacts re-hashed, mirrors
+    /// cloned and fsck'ed. Results go to the catalog; a failure is mailed.
+    /// Exit 3 when a drill failed.
+    Drill {
+        /// Only this client.
+        client: Option<String>,
+        /// Only this source (or repository name) of CLIENT.
+        source: Option<String>,
+    },
     /// Write the published catalog (catalog.json: every client's sources,
     /// last artifacts and verdicts) into DIR, atomically. The node also
     /// publishes after each scan into <web dir>/catalog.
@@ -524,6 +536,20 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             let bad = r.iter().any(|e| e.silent || e.problems().next().is_some());
             Ok(if bad { exit::PROBLEMS } else { exit::OK })
+        }
+        Command::Drill { client, source } => {
+            let r = crate::drill::drill(&cfg, client.as_deref(), source.as_deref())?;
+            if cli.json {
+                out::json(&r)?;
+            } else {
+                for o in &r {
+                    out::line(&format!(
+                        "{:<20} {:<20} {:<8} {} ms  {}",
+                        o.client, o.source, o.result, o.duration_ms, o.reason
+                    ))?;
+                }
+            }
+            Ok(if r.iter().any(|o| o.result == "failed") { exit::PROBLEMS } else { exit::OK })
         }
         Command::Publish { dir } => {
             let dir = dir.unwrap_or_else(|| crate::publish::default_dir(&cfg));

@@ -27,6 +27,9 @@ pub struct ClientState {
     /// missing), so each problem is mailed once and its end once.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub overdue_open: std::collections::BTreeSet<String>,
+    /// Sources whose last restore drill failed (DRILL_FAILED open).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub drill_failed_open: std::collections::BTreeSet<String>,
 }
 
 impl ClientState {

@@ -74,6 +74,40 @@ pub struct NodeConfig {
     pub daemon: DaemonConfig,
     #[serde(default)]
     pub web: WebConfig,
+    #[serde(default)]
+    pub drill: DrillConfig,
+}
+
+/// `[drill]`: where restore drills restore to. Database dumps are replayed
+/// into a throw-away database on these servers as a one-time role (the
+/// same least-privilege replay as `restore --into-db`), then dropped; a
+/// kind of dump whose server is not configured is skipped (and says so).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// Scratch area (default `<state dir>/drill`); emptied after each drill.
+    #[serde(default)]
+    pub scratch: Option<PathBuf>,
+    /// PostgreSQL for drills of `postgresdb` dumps: socket directory or host.
+    #[serde(default)]
+    pub postgres_host: Option<String>,
+    #[serde(default)]
+    pub postgres_port: Option<u16>,
+    /// OS account for the administrative step (peer authentication);
+    /// default: the node's own account.
+    #[serde(default)]
+    pub postgres_user: Option<String>,
+    /// Where the one-time restore role logs in with its password (default:
+    /// the host, or 127.0.0.1 with a socket directory).
+    #[serde(default)]
+    pub restore_host: Option<String>,
+    /// MariaDB for drills of `mysql` dumps: socket file or host.
+    #[serde(default)]
+    pub mariadb_host: Option<String>,
+    #[serde(default)]
+    pub mariadb_port: Option<u16>,
+    #[serde(default)]
+    pub mariadb_user: Option<String>,
 }
 
 /// `[web]`: the access files of the web view (cgit behind nginx), which
@@ -107,6 +141,8 @@ pub struct DaemonConfig {
     pub verify_every: String,
     #[serde(default = "d_gc_every")]
     pub gc_every: String,
+    #[serde(default = "d_drill_every")]
+    pub drill_every: String,
     /// A job the daemon started is killed (its whole process group) after
     /// this long; it is crash-safe, and the next interval retries.
     #[serde(default = "d_job_deadline")]
@@ -139,6 +175,9 @@ fn d_verify_every() -> String {
 }
 fn d_gc_every() -> String {
     "30d".into()
+}
+fn d_drill_every() -> String {
+    "7d".into()
 }
 fn d_job_deadline() -> String {
     "1d".into()

@@ -23,7 +23,7 @@ pub const CSS: &str = "ferry-history.css";
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\n\
 table{border-collapse:collapse;margin-bottom:2em}td,th{border:1px solid #bbb;padding:.3em .6em;text-align:left}\n\
 .ok{background:#c8efc8}.late{background:#f6c26b}.small{background:#f3e27a}.missing{background:#f19a9a}\n\
-.unexpected{background:#cfd8f3}.none{background:#eee}\n\
+.unexpected{background:#cfd8f3}.none{background:#eee}.drill.failed{background:#f19a9a}\n\
 svg{border:1px solid #ccc;background:#fff}.size{fill:#2a6fdb}.duration{fill:none;stroke:#d9822b;stroke-width:1.5}\n\
 .axis{stroke:#999}.label{font-size:11px;fill:#555}.mark{fill:#c0392b;font-size:12px}\n\
 section{margin-bottom:2em}h2{font-size:1.1em}\n";
@@ -48,19 +48,25 @@ pub fn render(doc: &Document) -> String {
         node = esc(&doc.node),
         gen = doc.generated
     );
-    h.push_str("<table id=\"overview\"><tr><th>client</th><th>source</th><th>verdict</th><th>cadence</th><th>last arrival</th><th>artifacts</th></tr>\n");
+    h.push_str("<table id=\"overview\"><tr><th>client</th><th>source</th><th>verdict</th><th>cadence</th><th>last arrival</th><th>artifacts</th><th>last good drill</th></tr>\n");
     for c in &doc.clients {
         for s in &c.sources {
             let _ = writeln!(
                 h,
                 "<tr class=\"source {cls}\" data-client=\"{client}\" data-source=\"{source}\"><td>{client}</td>\
-                 <td><a href=\"#{client}--{source}\">{source}</a></td><td>{cls}</td><td>{cad}</td><td>{last}</td><td>{n}</td></tr>",
+                 <td><a href=\"#{client}--{source}\">{source}</a></td><td>{cls}</td><td>{cad}</td><td>{last}</td><td>{n}</td><td class=\"drill {dcls}\">{drill}</td></tr>",
                 cls = class(s),
                 client = esc(&c.client),
                 source = esc(&s.source),
                 cad = esc(s.cadence.as_deref().unwrap_or("-")),
                 last = s.last_arrival.map(|t| t.to_string()).unwrap_or_else(|| "never".into()),
-                n = s.artifacts.len()
+                n = s.artifacts.len(),
+                dcls = match &s.last_drill {
+                    Some(d) if d.ok => "passed",
+                    Some(_) => "failed",
+                    None => "never",
+                },
+                drill = esc(s.last_good_drill.as_deref().unwrap_or("never"))
             );
         }
     }
@@ -75,6 +81,17 @@ pub fn render(doc: &Document) -> String {
                 cls = class(s),
                 detail = esc(s.detail.as_deref().unwrap_or(""))
             );
+            if let Some(d) = &s.last_drill {
+                let _ = writeln!(
+                    h,
+                    "<p class=\"drill {}\">Last restore drill {}: {} in {} ms: {}</p>",
+                    if d.ok { "passed" } else { "failed" },
+                    esc(&d.at),
+                    if d.ok { "passed" } else { "FAILED" },
+                    d.duration_ms,
+                    esc(&d.reason)
+                );
+            }
             h.push_str(&chart(s));
             h.push_str("</section>\n");
         }
@@ -184,6 +201,8 @@ mod tests {
                     detail: Some("<script>alert(1)</script>".into()),
                     last_arrival: None,
                     artifacts: vec![art("2026-12-01T00:00:00Z", 5), art("2026-12-02T00:00:00Z", 7)],
+                    last_drill: None,
+                    last_good_drill: None,
                 }],
             }],
         };

@@ -10,6 +10,7 @@ pub mod clientstate;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod drill;
 pub mod enrollment;
 pub mod events;
 pub mod exit;

@@ -56,6 +56,12 @@ pub struct SourceDoc {
     pub last_arrival: Option<Timestamp>,
     /// Newest last, at most [`HISTORY`].
     pub artifacts: Vec<ArtifactDoc>,
+    /// The newest restore drill, passed or not.
+    #[serde(default)]
+    pub last_drill: Option<crate::catalog::Drill>,
+    /// When a drill last passed.
+    #[serde(default)]
+    pub last_good_drill: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -153,6 +159,8 @@ pub fn build(cfg: &NodeConfig, catalog: &dyn Catalog, now: Timestamp) -> anyhow:
                 detail: j.map(|j| j.detail.clone()),
                 last_arrival: j.and_then(|j| j.last_arrival).or_else(|| arrivals_of(&s).iter().map(|a| a.at).max()),
                 artifacts,
+                last_drill: catalog.last_drill(&client, &s, false)?,
+                last_good_drill: catalog.last_drill(&client, &s, true)?.map(|d| d.at),
             });
         }
         clients.push(ClientDoc { client, sources });

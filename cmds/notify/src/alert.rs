@@ -40,6 +40,11 @@ pub enum Kind {
     CatalogStale,
     /// That node's catalog is fresh again.
     CatalogFresh,
+    /// A restore drill failed: the newest backup of a source did not
+    /// restore (key `drill:<client>:<source>`).
+    DrillFailed,
+    /// That source's drill passes again.
+    DrillPassed,
     /// A push or key was refused by enrollment rules.
     EnrollmentRefused,
     /// The disk (or a quota) is full.
@@ -54,7 +59,7 @@ pub enum Kind {
 impl Kind {
     /// Every kind, in the order digests list them (each recovery right after
     /// its outage).
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 17] = [
         Kind::NodeUnreachable,
         Kind::NodeRecovered,
         Kind::RequestFailed,
@@ -66,6 +71,8 @@ impl Kind {
         Kind::BackupOnTime,
         Kind::CatalogStale,
         Kind::CatalogFresh,
+        Kind::DrillFailed,
+        Kind::DrillPassed,
         Kind::EnrollmentRefused,
         Kind::DiskFull,
         Kind::GcReport,
@@ -86,6 +93,8 @@ impl Kind {
             Kind::BackupOnTime => "BACKUP_ON_TIME",
             Kind::CatalogStale => "CATALOG_STALE",
             Kind::CatalogFresh => "CATALOG_FRESH",
+            Kind::DrillFailed => "DRILL_FAILED",
+            Kind::DrillPassed => "DRILL_PASSED",
             Kind::EnrollmentRefused => "ENROLLMENT_REFUSED",
             Kind::DiskFull => "DISK_FULL",
             Kind::GcReport => "GC_REPORT",
@@ -107,6 +116,8 @@ impl Kind {
             Kind::BackupOnTime => "Backup on time again",
             Kind::CatalogStale => "Node catalog stale or unreachable",
             Kind::CatalogFresh => "Node catalog fresh again",
+            Kind::DrillFailed => "Restore drill failed",
+            Kind::DrillPassed => "Restore drill passes again",
             Kind::EnrollmentRefused => "Enrollment refused",
             Kind::DiskFull => "Disk full",
             Kind::GcReport => "git gc report",
@@ -122,6 +133,7 @@ impl Kind {
             Kind::ClientBack => Some(Kind::ClientSilent),
             Kind::BackupOnTime => Some(Kind::BackupOverdue),
             Kind::CatalogFresh => Some(Kind::CatalogStale),
+            Kind::DrillPassed => Some(Kind::DrillFailed),
             _ => None,
         }
     }
@@ -130,7 +142,12 @@ impl Kind {
     pub fn is_outage(self) -> bool {
         matches!(
             self,
-            Kind::NodeUnreachable | Kind::PullFailing | Kind::ClientSilent | Kind::BackupOverdue | Kind::CatalogStale
+            Kind::NodeUnreachable
+                | Kind::PullFailing
+                | Kind::ClientSilent
+                | Kind::BackupOverdue
+                | Kind::CatalogStale
+                | Kind::DrillFailed
         )
     }
 
@@ -325,7 +342,7 @@ pub(crate) mod tests {
                 assert_eq!(pos(o) + 1, pos(k), "a recovery is listed right after its outage");
             }
         }
-        assert_eq!(Kind::ALL.iter().filter(|k| k.is_outage()).count(), 5);
+        assert_eq!(Kind::ALL.iter().filter(|k| k.is_outage()).count(), 6);
         assert!(!Kind::GcReport.is_warning() && !Kind::NodeRecovered.is_warning());
         assert!(Kind::RequestFailed.is_warning() && Kind::Other.is_warning());
         assert!(Kind::ALL.iter().all(|k| !(k.is_report() && (k.is_outage() || k.recovers().is_some()))));

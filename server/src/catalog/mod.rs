@@ -35,6 +35,22 @@ pub struct Artifact {
     pub request: String,
 }
 
+/// One restore drill: the newest artifact (or mirror) of a source restored
+/// into a scratch area and checked ([`crate::drill`]).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Drill {
+    pub client: String,
+    pub source: String,
+    /// The artifact's catalog path, or the mirror's path.
+    pub what: String,
+    /// When the drill ran (RFC 3339, node time).
+    pub at: String,
+    pub ok: bool,
+    pub duration_ms: u64,
+    /// One line: what was checked, or why it failed.
+    pub reason: String,
+}
+
 /// Filters for [`Catalog::find`].
 #[derive(Debug, Clone, Default)]
 pub struct Query {
@@ -74,6 +90,10 @@ pub trait Catalog: Send {
     fn bytes_of(&self, client: &str) -> anyhow::Result<u64>;
     /// Forget an artifact (after its stored copy was removed).
     fn delete(&self, id: i64) -> anyhow::Result<()>;
+    /// Record a restore drill.
+    fn record_drill(&self, d: &Drill) -> anyhow::Result<()>;
+    /// The newest drill of a source (`only_ok`: the newest that passed).
+    fn last_drill(&self, client: &str, source: &str, only_ok: bool) -> anyhow::Result<Option<Drill>>;
 }
 
 /// Open (creating) the node's catalog.

@@ -7,12 +7,13 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Artifact, Catalog, Query};
+use super::{Artifact, Catalog, Drill, Query};
 
 /// The schema, one step per version: the database's `user_version` says
 /// how many have run. A step is never edited once released; a change is a
 /// new step.
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS artifacts (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS artifacts (
         id INTEGER PRIMARY KEY,
         client TEXT NOT NULL,
         source TEXT NOT NULL,
@@ -26,7 +27,20 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS artifacts (
         request TEXT NOT NULL
     );
     CREATE INDEX IF NOT EXISTS artifacts_by_source ON artifacts (client, source, received);
-    CREATE INDEX IF NOT EXISTS artifacts_by_digest ON artifacts (client, source, sha256);"];
+    CREATE INDEX IF NOT EXISTS artifacts_by_digest ON artifacts (client, source, sha256);",
+    // 2: restore drills (issue 12).
+    "CREATE TABLE drills (
+        id INTEGER PRIMARY KEY,
+        client TEXT NOT NULL,
+        source TEXT NOT NULL,
+        what TEXT NOT NULL,
+        at TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX drills_by_source ON drills (client, source, at);",
+];
 
 /// Bring `conn` to the newest schema, one transaction per step. A database
 /// newer than this program is refused (an older binary must not write it).
@@ -196,5 +210,35 @@ impl Catalog for SqliteCatalog {
     fn delete(&self, id: i64) -> anyhow::Result<()> {
         self.conn.execute("DELETE FROM artifacts WHERE id=?1", params![id])?;
         Ok(())
+    }
+
+    fn record_drill(&self, d: &Drill) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO drills (client, source, what, at, ok, duration_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![d.client, d.source, d.what, d.at, d.ok, d.duration_ms as i64, d.reason],
+        )?;
+        Ok(())
+    }
+
+    fn last_drill(&self, client: &str, source: &str, only_ok: bool) -> anyhow::Result<Option<Drill>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT client, source, what, at, ok, duration_ms, reason FROM drills \
+                 WHERE client=?1 AND source=?2 AND (ok=1 OR ?3=0) ORDER BY at DESC, id DESC LIMIT 1",
+                params![client, source, only_ok],
+                |r| {
+                    Ok(Drill {
+                        client: r.get(0)?,
+                        source: r.get(1)?,
+                        what: r.get(2)?,
+                        at: r.get(3)?,
+                        ok: r.get(4)?,
+                        duration_ms: r.get::<_, i64>(5)? as u64,
+                        reason: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 }

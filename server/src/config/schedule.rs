@@ -19,10 +19,11 @@ pub enum Job {
     Purge,
     Verify,
     Gc,
+    Drill,
 }
 
 impl Job {
-    pub const ALL: [Job; 5] = [Job::Scan, Job::Check, Job::Purge, Job::Verify, Job::Gc];
+    pub const ALL: [Job; 6] = [Job::Scan, Job::Check, Job::Purge, Job::Verify, Job::Gc, Job::Drill];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -31,6 +32,7 @@ impl Job {
             Job::Purge => "purge",
             Job::Verify => "verify",
             Job::Gc => "gc",
+            Job::Drill => "drill",
         }
     }
 }
@@ -74,6 +76,7 @@ impl Schedule {
             (Job::Purge, &d.purge_every),
             (Job::Verify, &d.verify_every),
             (Job::Gc, &d.gc_every),
+            (Job::Drill, &d.drill_every),
         ] {
             let parsed = parse_interval(text).with_context(|| format!("{}_every", job.name()))?;
             every.insert(job, (text.trim().to_owned(), parsed));

@@ -158,7 +158,7 @@ mod pg {
     /// Run fixed administrative SQL (never client text) over the
     /// administrator's connection; the SQL goes on stdin, so a password
     /// in it never shows in a process list.
-    fn admin_sql(t: &DbTarget, sql: String) -> anyhow::Result<()> {
+    pub(super) fn admin_sql(t: &DbTarget, sql: String) -> anyhow::Result<()> {
         conn(super::as_user(t.admin_os_user.as_deref(), "psql"), t.host.as_deref(), t.port)
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--dbname=postgres"])
             .stdin_bytes(sql)
@@ -312,7 +312,7 @@ mod my {
 
     /// Fixed administrative SQL over the administrator's connection (its
     /// own option files apply: `HOME=/root` as before).
-    fn admin_sql(t: &DbTarget, sql: String) -> anyhow::Result<String> {
+    pub(super) fn admin_sql(t: &DbTarget, sql: String) -> anyhow::Result<String> {
         conn(super::as_user(t.admin_os_user.as_deref(), "mysql"), t)
             .args(["--batch", "--skip-column-names"])
             .env("HOME", "/root")
@@ -439,5 +439,23 @@ mod tests {
         assert_eq!(a.len(), 48);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+}
+
+/// Drops a database restored by [`restore`] and its one-time role (restore
+/// drills restore into a throw-away database and remove it afterwards).
+/// Fixed administrative SQL: the names are checked ([`valid_db_name`]).
+pub fn drop_restored(kind: DumpKind, target: &DbTarget) -> anyhow::Result<()> {
+    let db = &target.db;
+    if !valid_db_name(db) {
+        anyhow::bail!("{db:?} is not a database name");
+    }
+    let role = restore_role(db);
+    match kind {
+        DumpKind::PgCustom | DumpKind::PgCluster => pg::admin_sql(
+            target,
+            format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE);\nDROP ROLE IF EXISTS \"{role}\";\n"),
+        ),
+        DumpKind::MySql => my::admin_sql(target, format!("DROP DATABASE IF EXISTS `{db}`;\n")).map(|_| ()),
     }
 }

@@ -15,7 +15,7 @@ use crate::config::NodeConfig;
 use crate::exit::UsageError;
 use crate::history::iso;
 
-mod artifact;
+pub mod artifact;
 pub mod db;
 mod git;
 

@@ -24,7 +24,7 @@ fn tools() -> bool {
 /// Script module `evil` of a compromised client: `$2` is
 /// `<source>:<file>`; it ships `<file>` as `<source>`'s artifact, its
 /// suffix kept — what a compromised client can always do.
-const EVIL: &str = r#"#!/bin/sh
+pub(crate) const EVIL: &str = r#"#!/bin/sh
 set -e
 source=${2%%:*}; file=${2#*:}
 name=$(basename "$file"); ext=${name#*.}
@@ -45,7 +45,7 @@ fn hostile_client(td: &TestDir, node: &Node) -> Client {
 }
 
 /// Ship `file` as source `source` and wait until the node stored it.
-fn ship(node: &Node, c: &Client, source: &str, file: &Path) {
+pub(crate) fn ship(node: &Node, c: &Client, source: &str, file: &Path) {
     ok(c.cmd().args(["request", "evil", &format!("{source}:{}", file.display())]));
     ok(c.cmd().args(["send", "--wait"]));
     eventually("the node to store the hostile dump", || {
@@ -54,7 +54,7 @@ fn ship(node: &Node, c: &Client, source: &str, file: &Path) {
     });
 }
 
-fn zstd_file(path: &Path, sql: &str) {
+pub(crate) fn zstd_file(path: &Path, sql: &str) {
     fs::write(path, zstd::encode_all(sql.as_bytes(), 3).unwrap()).unwrap();
 }
 

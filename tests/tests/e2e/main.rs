@@ -11,6 +11,7 @@ mod crash;
 mod daemon;
 mod data;
 mod deploy;
+mod drills;
 mod enrolled_port;
 mod enrolled_roots;
 mod fleet_check;
