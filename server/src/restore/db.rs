@@ -401,6 +401,24 @@ mod my {
     }
 }
 
+/// Drops a database restored by [`restore`] and its one-time role (restore
+/// drills restore into a throw-away database and remove it afterwards).
+/// Fixed administrative SQL: the names are checked ([`valid_db_name`]).
+pub fn drop_restored(kind: DumpKind, target: &DbTarget) -> anyhow::Result<()> {
+    let db = &target.db;
+    if !valid_db_name(db) {
+        anyhow::bail!("{db:?} is not a database name");
+    }
+    let role = restore_role(db);
+    match kind {
+        DumpKind::PgCustom | DumpKind::PgCluster => pg::admin_sql(
+            target,
+            format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE);\nDROP ROLE IF EXISTS \"{role}\";\n"),
+        ),
+        DumpKind::MySql => my::admin_sql(target, format!("DROP DATABASE IF EXISTS `{db}`;\n")).map(|_| ()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,20 +460,3 @@ mod tests {
     }
 }
 
-/// Drops a database restored by [`restore`] and its one-time role (restore
-/// drills restore into a throw-away database and remove it afterwards).
-/// Fixed administrative SQL: the names are checked ([`valid_db_name`]).
-pub fn drop_restored(kind: DumpKind, target: &DbTarget) -> anyhow::Result<()> {
-    let db = &target.db;
-    if !valid_db_name(db) {
-        anyhow::bail!("{db:?} is not a database name");
-    }
-    let role = restore_role(db);
-    match kind {
-        DumpKind::PgCustom | DumpKind::PgCluster => pg::admin_sql(
-            target,
-            format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE);\nDROP ROLE IF EXISTS \"{role}\";\n"),
-        ),
-        DumpKind::MySql => my::admin_sql(target, format!("DROP DATABASE IF EXISTS `{db}`;\n")).map(|_| ()),
-    }
-}
