@@ -99,6 +99,6 @@ impl Job {
     /// day, and a verify reading the catalog while purge deletes files
     /// would report artifacts as missing.
     pub fn exclusive(self) -> bool {
-        matches!(self, Job::Purge | Job::Verify | Job::Gc)
+        matches!(self, Job::Purge | Job::Verify | Job::Gc | Job::Drill)
     }
 }

@@ -459,4 +459,3 @@ mod tests {
         assert_ne!(a, b);
     }
 }
-
