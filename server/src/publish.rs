@@ -98,14 +98,15 @@ pub fn received_time(r: &str) -> Option<Timestamp> {
 pub fn build(cfg: &NodeConfig, catalog: &dyn Catalog, now: Timestamp) -> anyhow::Result<Document> {
     let enrollment = crate::enrollment::load(cfg).ok();
     let rules = rules(cfg)?;
-    let mut names: std::collections::BTreeSet<String> =
-        enrollment.iter().flat_map(|e| e.clients.keys().cloned()).collect();
+    // One read of the catalog, grouped by client (rows come ordered by
+    // client, source, received).
+    let mut by_client: std::collections::BTreeMap<String, Vec<crate::catalog::Artifact>> =
+        enrollment.iter().flat_map(|e| e.clients.keys().map(|c| (c.clone(), Vec::new()))).collect();
     for a in catalog.find(&Query::default())? {
-        names.insert(a.client);
+        by_client.entry(a.client.clone()).or_default().push(a);
     }
     let mut clients = Vec::new();
-    for client in names {
-        let rows = catalog.find(&Query { client: Some(client.clone()), ..Query::default() })?;
+    for (client, rows) in by_client {
         let mirrors = mirror_arrivals(cfg, &client);
         let mut stored: Vec<String> = rows.iter().map(|a| a.source.clone()).collect();
         stored.extend(mirrors.iter().map(|(n, _)| n.clone()));
