@@ -50,11 +50,31 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
     if have > want {
         bail!("the catalog has schema version {have}, newer than this ferry-node knows ({want}); upgrade ferry-node");
     }
+    if have == want {
+        return Ok(());
+    }
+    // Several processes (parallel scan workers, a hook's scan, check) open
+    // the catalog at once. A deferred transaction that reads and then
+    // writes gets SQLITE_BUSY at once instead of waiting, so each step takes
+    // the write lock first (IMMEDIATE, which honours busy_timeout) and
+    // re-reads the version: whoever came second finds the step done.
     for (i, step) in MIGRATIONS.iter().enumerate().skip(have as usize) {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(step).with_context(|| format!("catalog migration {}", i + 1))?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = (|| -> anyhow::Result<()> {
+            let now: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if now <= i as i64 {
+                conn.execute_batch(step).with_context(|| format!("catalog migration {}", i + 1))?;
+                conn.pragma_update(None, "user_version", i as i64 + 1)?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }
@@ -240,5 +260,43 @@ impl Catalog for SqliteCatalog {
                 },
             )
             .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parallel scan workers open the catalog of an older schema at the same
+    /// moment: every one of them opens it (none gets "database is locked"),
+    /// and each migration runs once.
+    #[test]
+    fn concurrent_opens_migrate_once_and_none_is_refused() {
+        for round in 0..5 {
+            let td = tempfile::tempdir().unwrap();
+            let p = td.path().join("catalog.sqlite");
+            {
+                let conn = Connection::open(&p).unwrap();
+                conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+                conn.execute_batch(MIGRATIONS[0]).unwrap();
+                conn.pragma_update(None, "user_version", 1).unwrap();
+            }
+            let barrier = std::sync::Barrier::new(8);
+            let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            SqliteCatalog::open_path(&p).map(|_| ()).map_err(|e| format!("{e:#}"))
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(results.iter().all(Result::is_ok), "round {round}: {results:?}");
+            let conn = Connection::open(&p).unwrap();
+            let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(v, MIGRATIONS.len() as i64);
+        }
     }
 }

@@ -196,7 +196,16 @@ fn a_stalled_client_does_not_hold_up_the_others() {
     ));
     eventually("host-b's request to finish", || node.pool_ids("host-b", "F") == b_ids);
     // ... while host-a's is still being handled.
-    assert_eq!(states(&node, "host-a", &a_ids[0]), ["P"], "host-a's pull is still running");
+    assert_eq!(
+        states(&node, "host-a", &a_ids[0]),
+        ["P"],
+        "host-a's pull is still running; journal: {}",
+        format!(
+            "{} / why: {:?}",
+            node.events(),
+            fs::read_to_string(node.pool("host-a").join(format!("E{}.why", a_ids[0]))).ok()
+        )
+    );
     assert!(fs::read_to_string(&pid_file).is_ok(), "host-a's server was reached");
 
     // Cut host-a's connection: its request ends with a reason that says so.
