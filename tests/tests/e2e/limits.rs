@@ -199,12 +199,9 @@ fn a_stalled_client_does_not_hold_up_the_others() {
     assert_eq!(
         states(&node, "host-a", &a_ids[0]),
         ["P"],
-        "host-a's pull is still running; journal: {}",
-        format!(
-            "{} / why: {:?}",
-            node.events(),
-            fs::read_to_string(node.pool("host-a").join(format!("E{}.why", a_ids[0]))).ok()
-        )
+        "host-a's pull is still running; journal: {} / why: {:?}",
+        node.events(),
+        fs::read_to_string(node.pool("host-a").join(format!("E{}.why", a_ids[0]))).ok()
     );
     assert!(fs::read_to_string(&pid_file).is_ok(), "host-a's server was reached");
 
