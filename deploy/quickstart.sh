@@ -173,6 +173,9 @@ for c in host-a host-b; do
     { echo; json "['gitosis_section']" < "$DIR/$c/init.json"; } >> "$DIR/node/admin/gitosis-admin/gitosis.conf"
     # host-a may browse its own mirrors in the web view (host-b may not).
     if [ "$c" = host-a ]; then echo "web = yes" >> "$DIR/node/admin/gitosis-admin/gitosis.conf"; fi
+    # What the node must receive and how often (README: Monitoring).
+    if [ "$c" = host-a ]; then src="project:push www:1d"; else src="shop:1d"; fi
+    echo "sources = $src" >> "$DIR/node/admin/gitosis-admin/gitosis.conf"
 done
 (cd "$DIR/node/admin/gitosis-admin" && $GIT add -A && $GIT commit -q -m "Enroll host-a and host-b" \
     && GIT_SSH_COMMAND="$ADMIN_SSH" $GIT push -q origin master)
@@ -262,12 +265,46 @@ curl -fs -u "host-a:$HOST_A_PW" "$URL/c/host-a/git/" | grep -q project || die "h
 [ "$(code -u "host-a:$HOST_A_PW" "$URL/c/host-b/git/")" = 401 ] || die "host-a's password opens host-b's view"
 echo "  no password: 401; the administrator sees every client; host-a only its own mirrors"
 
+# --- the published catalog and the history page ---------------------------
+say "published catalog and history page (README: Monitoring)"
+# Every scan rewrites catalog.json and the page beside it; publish once
+# more so the page shows all three sources even if the last scan was early.
+"$FNODE" --config "$DIR/node/node.toml" publish >/dev/null
+[ "$(code "$URL/history/")" = 401 ] || die "the history page answers without a password"
+curl -fs -u "admin@quickstart:$ADMIN_PW" "$URL/history/" | grep -q host-b || die "the history page does not show host-b; see $W/error.log"
+curl -fs -u "admin@quickstart:$ADMIN_PW" "$URL/catalog.json" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["schema"] == "ferry-catalog/1", d["schema"]
+n = sum(len(c["sources"]) for c in d["clients"])
+print(f"  catalog.json: schema {d[\"schema\"]}, {len(d[\"clients\"])} clients, {n} sources")
+' || die "catalog.json is not the published schema"
+# The check another host runs from cron: it reads the published catalog
+# over HTTP (password from a netrc file, never in the URL) and mails when a
+# source is late, small or missing or the node's catalog goes stale.
+mkdir -p "$DIR/checker"
+printf 'machine %s login admin@quickstart password %s\n' "$NODE_IP" "$ADMIN_PW" > "$DIR/checker/netrc"
+chmod 600 "$DIR/checker/netrc"
+cat > "$DIR/checker/node.toml" <<EOF
+name = "checker"
+base_dir = "$DIR/checker/srv"
+program = "$FNODE"
+
+[check]
+netrc = "$DIR/checker/netrc"
+EOF
+"$FNODE" --config "$DIR/checker/node.toml" check --from "$URL/catalog.json" \
+    || die "check --from $URL/catalog.json found a problem"
+
 # --- where to look --------------------------------------------------------
 say "done: three backups stored, restored and identical"
 echo
 echo "Browse the mirrors:   $URL/cgit/  (user admin@quickstart, password $ADMIN_PW)"
 echo "host-a's own view:    $URL/c/host-a/git/  (user host-a, password $HOST_A_PW)"
 echo "                      passwords are shown once; new ones: $FNODE --config $DIR/node/node.toml web passwd USER"
+echo "History page:         $URL/history/  (same administrator password: clients x sources, charts, drills)"
+echo "Published catalog:    $URL/catalog.json"
+echo "Check from elsewhere: $FNODE --config $DIR/checker/node.toml check --from $URL/catalog.json"
 echo "What the node holds:  $FNODE --config $DIR/node/node.toml list"
 echo
 "$FNODE" --config "$DIR/node/node.toml" list

@@ -175,6 +175,12 @@ pub enum Command {
     Verify {
         /// Only this client's artifacts.
         client: Option<String>,
+        /// Record again in the catalog every stored artifact it lacks whose
+        /// content still matches its digest sidecar (a catalog lost or
+        /// restored from an older copy). Artifacts whose sidecar is missing
+        /// or disagrees stay problems and are not recorded.
+        #[arg(long)]
+        rebuild: bool,
     },
     /// Retention: remove artifacts beyond the configured policy (node time).
     Purge {
@@ -461,17 +467,20 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Verify { client } => {
-            let (n, problems) = crate::verify::verify(&cfg, client.as_deref(), !cli.json)?;
+        Command::Verify { client, rebuild } => {
+            let r = crate::verify::verify(&cfg, client.as_deref(), !cli.json, rebuild)?;
             if cli.json {
-                out::json_line(&serde_json::json!({ "checked": n, "problems": problems }))?;
+                out::json_line(&r)?;
             } else {
-                out::line(&format!("{n} artifacts and mirrors checked, {} problems", problems.len()))?;
-                for p in &problems {
+                out::line(&format!("{} artifacts and mirrors checked, {} problems", r.checked, r.problems.len()))?;
+                for p in &r.recorded {
+                    out::line(&format!("  recorded again: {p}"))?;
+                }
+                for p in &r.problems {
                     out::line(&format!("  {} {} {}: {}", p.client, p.source, p.path, p.problem))?;
                 }
             }
-            Ok(if problems.is_empty() { exit::OK } else { exit::PROBLEMS })
+            Ok(if r.problems.is_empty() { exit::OK } else { exit::PROBLEMS })
         }
         Command::Purge { dry_run } => {
             let r = crate::maintain::purge(&cfg, dry_run)?;

@@ -84,8 +84,14 @@ pub fn rules(cfg: &NodeConfig) -> anyhow::Result<Rules> {
     })
 }
 
-/// A catalog `received` (`YYYYMMDDTHHMMSSZ`) as a timestamp.
+/// A catalog `received` (`YYYYMMDDTHHMMSSZ`, or `…Z-N` for the N-th run
+/// of a source within the same second) as a timestamp.
 pub fn received_time(r: &str) -> Option<Timestamp> {
+    let r = match r.split_once('-') {
+        Some((t, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => t,
+        Some(_) => return None,
+        None => r,
+    };
     jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", r)
         .ok()?
         .to_zoned(jiff::tz::TimeZone::UTC)
@@ -210,6 +216,14 @@ pub fn publish(cfg: &NodeConfig, dir: &Path, now: Timestamp) -> anyhow::Result<D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_within_one_second_keep_their_time() {
+        assert_eq!(received_time("20261122T010203Z-2"), received_time("20261122T010203Z"));
+        assert!(received_time("20261122T010203Z").is_some());
+        assert_eq!(received_time("20261122T010203Z-"), None);
+        assert_eq!(received_time("20261122T010203Z-x"), None);
+    }
 
     #[test]
     fn received_times_parse_as_utc() {

@@ -105,11 +105,34 @@ pub fn check(store: &dyn ArtifactStore, a: &Artifact, show: bool) -> Option<Stri
     }
 }
 
+/// What one `verify` run found.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Artifacts and mirrors checked.
+    pub checked: usize,
+    pub problems: Vec<Problem>,
+    /// Catalog paths recorded again by `--rebuild`.
+    pub recorded: Vec<String>,
+}
+
 /// `ferry-node verify`: re-hash every stored artifact against its sidecar
 /// and the catalog, and look for artifacts on disk the catalog lacks.
-pub fn verify(cfg: &NodeConfig, client: Option<&str>, show: bool) -> anyhow::Result<(usize, Vec<Problem>)> {
+///
+/// With `rebuild`, an artifact the catalog lacks is recorded again when
+/// its content still hashes to its own sidecar's digest: the store is the
+/// truth and the catalog its index, so a catalog lost with a disk, or
+/// restored from an older backup of the node, is rebuilt from the store.
+/// One whose sidecar is missing or disagrees stays a problem: nothing
+/// vouches for its bytes.
+pub fn verify(cfg: &NodeConfig, client: Option<&str>, show: bool, rebuild: bool) -> anyhow::Result<Report> {
     let _lock = crate::maintain::maintenance_lock(cfg, "verify")?;
-    let Some(cat) = crate::catalog::open_existing(cfg)? else { return Ok((0, Vec::new())) };
+    let cat = if rebuild { Some(crate::catalog::open(cfg)?) } else { crate::catalog::open_existing(cfg)? };
+    let Some(cat) = cat else {
+        // No artifact was ever recorded; mirrors are checked all the same.
+        let mut problems = Vec::new();
+        let checked = fsck_mirrors(cfg, client, &mut problems)?;
+        return Ok(Report { checked, problems, recorded: Vec::new() });
+    };
     let all = cat.find(&Query { client: client.map(str::to_owned), ..Default::default() })?;
     let store = crate::store::open(cfg);
     let mut problems = Vec::new();
@@ -143,8 +166,60 @@ pub fn verify(cfg: &NodeConfig, client: Option<&str>, show: bool) -> anyhow::Res
             .collect();
         problems.retain(|p| p.problem != UNCATALOGUED || !now.contains(&p.path));
     }
+    let mut recorded = Vec::new();
+    if rebuild {
+        for p in problems.iter_mut().filter(|p| p.problem == UNCATALOGUED) {
+            match record_again(cat.as_ref(), store.as_ref(), &p.path, show) {
+                Ok(()) => recorded.push(p.path.clone()),
+                Err(why) => p.problem = format!("{UNCATALOGUED}, not recorded: {why}"),
+            }
+        }
+        problems.retain(|p| !recorded.contains(&p.path));
+    }
     let mirrors = fsck_mirrors(cfg, client, &mut problems)?;
-    Ok((all.len() + mirrors, problems))
+    Ok(Report { checked: all.len() + mirrors, problems, recorded })
+}
+
+/// Records a stored artifact the catalog lacks, from what the store
+/// itself vouches for: its bytes, re-hashed, must match its sidecar. The
+/// client's own stamp and the request are not kept in the store, so the
+/// row carries the receive time as stamp and `verify --rebuild` as its
+/// request.
+fn record_again(
+    cat: &dyn crate::catalog::Catalog,
+    store: &dyn ArtifactStore,
+    path: &str,
+    show: bool,
+) -> Result<(), String> {
+    let key = ArtifactKey::parse(path).ok_or("not a storage place")?;
+    if crate::publish::received_time(&key.received).is_none() {
+        return Err(format!("{:?} is not a receive time", key.received));
+    }
+    let stored = store.stat(&key).map_err(|e| format!("{e:#}"))?.ok_or("gone")?;
+    let (_, sha256) = store
+        .open(&key)
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|r| hash_reader(r, stored.size, show, &key.file).map_err(|e| e.to_string()))?;
+    match stored.sidecar {
+        Some(s) if s == key.sidecar_text(&sha256) => {}
+        Some(_) => return Err(format!("its sidecar does not name its content (sha256 {sha256})")),
+        None => return Err("its digest sidecar is missing".into()),
+    }
+    cat.insert(&Artifact {
+        id: 0,
+        client: key.client.clone(),
+        source: key.source.clone(),
+        module: crate::jobs::module_of(&key.file).to_owned(),
+        received: key.received.clone(),
+        stamp: key.received.clone(),
+        path: path.to_owned(),
+        size: stored.size,
+        sha256,
+        duration_ms: 0,
+        request: "verify --rebuild".into(),
+    })
+    .map(drop)
+    .map_err(|e| format!("catalog: {e:#}"))
 }
 
 /// `git fsck` of every mirror (of `client`, or all), each under its

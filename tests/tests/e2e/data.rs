@@ -88,6 +88,47 @@ fn directory_tree_and_pipe_round_trip() {
     // verify finds nothing wrong, then finds a flipped byte.
     let v = node.ferry_node_json(&["verify"]);
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+
+    // The catalog is an index of the store: lost, `verify` names every
+    // stored artifact it lacks, and `verify --rebuild` records again those
+    // whose bytes match their own sidecar, and only those.
+    let before = ok(node.cmd().args(["--json", "find", "--client", "host-a"]));
+    let catalog = node.srv().join("state/catalog.sqlite");
+    fs::rename(&catalog, td.join("catalog.lost")).unwrap();
+    let _ = fs::remove_file(node.srv().join("state/catalog.sqlite-wal"));
+    let _ = fs::remove_file(node.srv().join("state/catalog.sqlite-shm"));
+    let forged = node.data("host-a").join("site/20260101T000000Z");
+    fs::create_dir_all(&forged).unwrap();
+    fs::write(forged.join("site.tar.zst"), b"not what the sidecar says").unwrap();
+    fs::write(forged.join("site.tar.zst.sha256"), format!("{}  site.tar.zst\n", "0".repeat(64))).unwrap();
+    let out = run(node.cmd().args(["--json", "verify", "--rebuild"]));
+    assert_eq!(out.status.code(), Some(3), "the forged artifact stays a problem: {}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["recorded"].as_array().unwrap().len(), 2, "both real artifacts recorded again: {v}");
+    let probs = v["problems"].as_array().unwrap();
+    assert_eq!(probs.len(), 1, "{v}");
+    assert!(probs[0]["path"].as_str().unwrap().contains("20260101T000000Z"), "{v}");
+    assert!(probs[0]["problem"].as_str().unwrap().contains("sidecar does not name its content"), "{v}");
+    let after = ok(node.cmd().args(["--json", "find", "--client", "host-a"]));
+    let pick = |s: &str| -> Vec<(String, String, String, u64)> {
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        let mut out: Vec<_> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let f = |k: &str| a[k].as_str().unwrap().to_owned();
+                (f("path"), f("sha256"), f("module"), a["size"].as_u64().unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(pick(&before), pick(&after), "the rebuilt catalog names the same artifacts");
+    fs::remove_dir_all(&forged).unwrap();
+    let v = node.ferry_node_json(&["verify"]);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+
     let mut bytes = fs::read(&stored).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;

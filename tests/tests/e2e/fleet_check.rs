@@ -1,5 +1,5 @@
 //! Fleet visibility (issue 12): sources declared with a cadence in
-//! gitosis.conf are judged on node time (late, missing, unexpected), each
+//! gitosis.conf are judged on node time (late, small, missing, unexpected), each
 //! problem mailed once and its end once; the node publishes its catalog as
 //! JSON; another "host" (another loopback address, its own config and
 //! state) checks that catalog over HTTP and mails late/missing sources and
@@ -215,6 +215,60 @@ fn declared_sources_are_judged_published_and_checked_from_another_host() {
 /// The deployed nginx site serves the published catalog to the
 /// administrators only; the monitoring host authenticates from its netrc
 /// file (never a password in the URL, which is refused).
+/// A source whose newest artifact is far below the median of the ones
+/// before it is *small* (default: under 50% of the median of the last 5),
+/// mailed once, and on time again once a normal-sized one arrives.
+#[test]
+fn a_source_far_below_its_usual_size_is_small() {
+    if !kit::tools() || !require("smtp") {
+        return;
+    }
+    let td = TestDir::new("fleet_small");
+    let smtp = Smtp::start(&td.join("smtp"));
+    let node = Node::start_with(&td, "backup1", &mail_toml(&smtp, "backup1"));
+    let dump = td.join("dump.sql");
+    let mut a = Client::new_with(
+        &td,
+        "host-a",
+        &[&node],
+        &format!("[[source]]\nname = \"db\"\nmodule = \"pipe\"\ncommand = [\"cat\", \"{}\"]\n", dump.display()),
+    );
+    a.gitosis_section.push_str("sources = db:1d\n");
+    node.enroll(&[&a]);
+    let mut stored = 0;
+    let mut backup = |bytes: Vec<u8>| {
+        fs::write(&dump, bytes).unwrap();
+        ok(a.cmd().args(["backup", "db", "--send"]));
+        stored += 1;
+        eventually("backup stored", || node.pool_ids("host-a", "F").len() == stored);
+    };
+    backup(vec![b'a'; 20_000]);
+    backup(vec![b'b'; 21_000]);
+    backup(vec![b'c'; 19_000]);
+    let t = Timestamp::now() + SignedDuration::from_mins(10);
+    let (code, v) = check_at(node.cmd(), t, &[]);
+    assert_eq!((code, verdicts(&v[0])), (Some(0), vec![("db".into(), "ok".into())]), "{v}");
+
+    // A dump that lost most of its tables: 900 bytes against a median of 20,000.
+    backup(vec![b'd'; 900]);
+    let (code, v) = check_at(node.cmd(), t, &[]);
+    assert_eq!((code, verdicts(&v[0])), (Some(3), vec![("db".into(), "small".into())]), "{v}");
+    let overdue = bodies(&smtp, "BACKUP_OVERDUE");
+    assert_eq!(overdue.len(), 1, "{overdue:?}");
+    assert!(
+        overdue[0].contains("db is small: newest artifact 900 bytes, median of the previous ones 20000 bytes"),
+        "{overdue:?}"
+    );
+    check_at(node.cmd(), t, &[]);
+    assert_eq!(bodies(&smtp, "BACKUP_OVERDUE").len(), 1, "mailed once");
+
+    backup(vec![b'e'; 20_500]);
+    let (code, v) = check_at(node.cmd(), t, &[]);
+    assert_eq!((code, verdicts(&v[0])), (Some(0), vec![("db".into(), "ok".into())]), "{v}");
+    let back = bodies(&smtp, "BACKUP_ON_TIME");
+    assert_eq!(back.len(), 1, "{back:?}");
+}
+
 #[test]
 fn the_catalog_is_served_by_the_deployed_nginx_to_admins_only() {
     if !kit::tools() || !require("nginx") || !require("curl") || !require("chromium") {
@@ -275,6 +329,15 @@ fn the_catalog_is_served_by_the_deployed_nginx_to_admins_only() {
     // source shows as late, its chart with one point per stored artifact.
     ok(a.cmd().args(["backup", "numbers", "--send"]));
     eventually("second backup stored", || node.pool_ids("host-a", "F").len() == 2);
+    // The scan publishes after it finished the request: wait for that, so
+    // its publication (as of now) does not replace the one as of `later`.
+    let published = node.web_dir().join("catalog/catalog.json");
+    eventually("the scan published the second backup", || {
+        fs::read(&published)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|d| d["clients"][0]["sources"][0]["artifacts"].as_array().is_some_and(|a| a.len() == 2))
+    });
     let later = Timestamp::now() + SignedDuration::from_hours(26);
     ok(node.cmd().env("FERRY_NOW", later.to_string()).arg("publish"));
     let page = format!("http://{}:{pw}@{}:{}/history/", admin.replace('@', "%40"), web.addr(), web.port());
