@@ -5,8 +5,9 @@
 # compared with the originals; then cgit shows the mirrors behind passwords
 # (the administrator sees every client, host-a only its own mirrors).
 #
-#   sudo deploy/quickstart.sh          # install what is missing, build, run
-#   sudo deploy/quickstart.sh --stop   # stop the demo's servers
+#   deploy/quickstart.sh          # as root: install what is missing, build, run
+#   deploy/quickstart.sh --stop   # stop the demo's servers (by their pid files)
+# From another account it runs itself again through sudo.
 #
 # Everything lives in $FERRY_QUICKSTART_DIR (default /var/tmp/ferry-quickstart);
 # nothing under /etc is changed and the system's own sshd, nginx and
@@ -32,12 +33,19 @@ stop_all() {
     if [ -f "$DIR/pg/data/postmaster.pid" ]; then
         runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$DIR/pg/data" -m fast stop >/dev/null 2>&1 || true
     fi
-    # ssh connection masters of the demo (ControlPersist) end on their own
-    # within a minute; end them now.
-    pkill -f "$DIR/.*/ssh" 2>/dev/null || true
+    # The node's ssh connection masters (ControlPersist) end on their own
+    # within a minute; ask each to exit now through its own socket.
+    find "$DIR" -type s 2>/dev/null | while read -r sock; do
+        ssh -F /dev/null -o ControlPath="$sock" -O exit quickstart >/dev/null 2>&1 || true
+    done
 }
 
-[ "$(id -u)" -eq 0 ] || die "run as root (sudo deploy/quickstart.sh): it starts private sshd and PostgreSQL instances"
+# Root starts the private sshd, PostgreSQL and nginx instances; from another
+# account the script runs itself again through sudo when sudo is there.
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "run as root: it starts private sshd, PostgreSQL and nginx instances"
+    exec sudo --preserve-env=FERRY_QUICKSTART_DIR -- "$0" "$@"
+fi
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 
 if [ "${1:-}" = "--stop" ]; then
@@ -311,4 +319,4 @@ echo
 echo
 echo "Client status:        $FERRY --config $DIR/host-a/client.toml status"
 echo "Event journal:        $FNODE --config $DIR/node/node.toml events"
-echo "Stop the demo:        sudo $REPO/deploy/quickstart.sh --stop"
+echo "Stop the demo:        $REPO/deploy/quickstart.sh --stop"
