@@ -35,7 +35,8 @@ stop_all() {
     fi
     # The node's ssh connection masters (ControlPersist) end on their own
     # within a minute; ask each to exit now through its own socket.
-    find "$DIR" -type s 2>/dev/null | while read -r sock; do
+    [ -d "$DIR" ] || return 0
+    find "$DIR" -type s -print0 | while IFS= read -r -d '' sock; do
         ssh -F /dev/null -o ControlPath="$sock" -O exit quickstart >/dev/null 2>&1 || true
     done
 }
@@ -285,7 +286,7 @@ import json, sys
 d = json.load(sys.stdin)
 assert d["schema"] == "ferry-catalog/1", d["schema"]
 n = sum(len(c["sources"]) for c in d["clients"])
-print(f"  catalog.json: schema {d[\"schema\"]}, {len(d[\"clients\"])} clients, {n} sources")
+print("  catalog.json: schema %s, %d clients, %d sources" % (d["schema"], len(d["clients"]), n))
 ' || die "catalog.json is not the published schema"
 # The check another host runs from cron: it reads the published catalog
 # over HTTP (password from a netrc file, never in the URL) and mails when a

@@ -147,9 +147,10 @@ fn a_root_at_the_limits_is_enrolled_and_a_repository_under_it_mirrors() {
     commit_and_push(&work, "README", "at the limit\n");
 
     let mirror = node.data("host-a").join("git/r.git");
-    eventually("the mirror to hold the repository's refs", || {
-        mirror.join("HEAD").exists() && for_each_ref(&mirror) == for_each_ref(&bare)
-    });
+    // The request is finished (F) only after the mirror's refs and its
+    // `ferry-origin` are written: wait for that, not only for the refs.
+    eventually("the request to finish", || !node.pool_ids("host-a", "F").is_empty());
+    assert!(mirror.join("HEAD").exists() && for_each_ref(&mirror) == for_each_ref(&bare), "mirror refs");
     assert!(node.pool_ids("host-a", "E").is_empty(), "node errors: {}", node.events());
     let origin = fs::read_to_string(mirror.join("ferry-origin")).unwrap();
     assert!(origin.trim().ends_with(bare.to_str().unwrap()), "{origin}");
