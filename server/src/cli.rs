@@ -178,7 +178,9 @@ pub enum Command {
     },
     /// Retention: remove artifacts beyond the configured policy (node time).
     Purge {
-        /// Only say what would be removed.
+        /// Remove nothing: list every artifact with what would happen to it
+        /// and, for each kept one, the rules that keep it (with --json: the
+        /// same as JSON).
         #[arg(long)]
         dry_run: bool,
     },
@@ -478,6 +480,26 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             if cli.json {
                 out::json(&r)?;
             } else {
+                if dry_run {
+                    for i in &r.items {
+                        let why: Vec<&str> = i.reasons.iter().map(|r| r.as_str()).collect();
+                        out::line(&format!(
+                            "{:<6} {}{}  {}",
+                            if i.keep { "keep" } else { "remove" },
+                            i.path,
+                            if i.verified { "" } else { " (unverified)" },
+                            why.join(",")
+                        ))?;
+                    }
+                }
+                for s in &r.skipped {
+                    out::line(&format!(
+                        "skipped {}{}: {}",
+                        s.client,
+                        s.source.as_deref().map(|s| format!(" {s}")).unwrap_or_default(),
+                        s.why
+                    ))?;
+                }
                 out::line(&format!(
                     "{}{} artifacts ({} bytes), {} finished request files",
                     if dry_run { "would remove " } else { "removed " },

@@ -28,6 +28,7 @@ pub mod pullkey;
 pub mod remote;
 pub mod repos;
 pub mod restore;
+pub mod retention;
 pub mod scan;
 pub mod scanrecord;
 pub mod serve;

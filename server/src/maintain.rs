@@ -4,7 +4,9 @@
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::catalog::Query;
+use std::collections::BTreeMap;
+
+use crate::catalog::{Artifact, Query};
 use crate::config::NodeConfig;
 
 #[derive(Debug, Default, Serialize)]
@@ -12,6 +14,33 @@ pub struct PurgeReport {
     pub artifacts_removed: Vec<String>,
     pub bytes_freed: u64,
     pub pool_files_removed: usize,
+    /// Every artifact of every source that has rules: kept (with the rules
+    /// that keep it) or removed.
+    pub items: Vec<PurgeItem>,
+    /// Sources or clients left alone this run, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// One artifact's fate.
+#[derive(Debug, Serialize)]
+pub struct PurgeItem {
+    pub client: String,
+    pub source: String,
+    pub path: String,
+    /// Node receive time.
+    pub received: String,
+    pub size: u64,
+    pub verified: bool,
+    pub keep: bool,
+    /// The rules that keep it (`last`, `daily`, …, `only-verified`).
+    pub reasons: Vec<crate::retention::Reason>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Skipped {
+    pub client: String,
+    pub source: Option<String>,
+    pub why: String,
 }
 
 /// The node-wide maintenance lock (`state/maintain.lock`): `purge`,
@@ -31,41 +60,61 @@ pub fn maintenance_lock(cfg: &NodeConfig, what: &str) -> anyhow::Result<ferry_du
     Ok(ferry_durable::Lock::acquire(&path)?)
 }
 
-/// Retention on node time only (SECURITY I7, RE-06): per client and source
-/// the newest `keep_last` artifacts are always kept; older ones go once
-/// their *receive* time is more than `keep_days` old. Client timestamps
-/// never decide. Finished pool files older than `finished_days` go too.
+/// Retention on node time only (SECURITY I7, RE-06), per client and source
+/// with the rules of [`crate::retention`]: the source's
+/// `[ferry source CLIENT SOURCE]` section, else its client's `keep-*`
+/// options, else the node's `[retention]`; no rules: kept forever. A
+/// client whose pool lock is held (a pull of it is running) is left alone
+/// this run. Finished pool files older than `finished_days` go too.
 pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
     let _lock = maintenance_lock(cfg, "purge")?;
     let mut report = PurgeReport::default();
-    let now = jiff::Timestamp::now();
-    if cfg.retention.keep_days > 0
-        && let Some(cat) = crate::catalog::open_existing(cfg)?
-    {
-        let cutoff = (now - jiff::SignedDuration::from_hours(24 * cfg.retention.keep_days as i64))
-            .strftime("%Y%m%dT%H%M%SZ")
-            .to_string();
+    let node_rules = cfg.retention.node_rules()?;
+    let enrollment =
+        if cfg.enrolled_dir().join("gitosis.conf").exists() { Some(crate::enrollment::load(cfg)?) } else { None };
+    if let Some(cat) = crate::catalog::open_existing(cfg)? {
         let store = crate::store::open(cfg);
-        let all = cat.find(&Query::default())?;
-        let mut groups: std::collections::BTreeMap<(String, String), Vec<_>> = Default::default();
-        for a in all {
-            groups.entry((a.client.clone(), a.source.clone())).or_default().push(a);
+        let mut groups: BTreeMap<String, BTreeMap<String, Vec<Artifact>>> = BTreeMap::new();
+        for a in cat.find(&Query::default())? {
+            groups.entry(a.client.clone()).or_default().entry(a.source.clone()).or_default().push(a);
         }
-        for (_, mut list) in groups {
-            list.sort_by(|a, b| b.received.cmp(&a.received).then(b.id.cmp(&a.id)));
-            for a in list.into_iter().skip(cfg.retention.keep_last.max(1)) {
-                if a.received >= cutoff {
-                    continue;
+        for (client, sources) in groups {
+            let rules: Vec<_> = sources
+                .into_iter()
+                .filter_map(|(source, list)| {
+                    let r = enrollment.as_ref().and_then(|e| e.keep_rules(&client, &source)).or(node_rules);
+                    if r.is_none() {
+                        report.skipped.push(Skipped {
+                            client: client.clone(),
+                            source: Some(source.clone()),
+                            why: "no retention rules: kept forever".into(),
+                        });
+                    }
+                    Some((source, list, r?))
+                })
+                .collect();
+            if rules.is_empty() {
+                continue;
+            }
+            // A pull holds the client's pool lock from taking its requests
+            // to storing them: nothing of the client is touched meanwhile.
+            let _pool = if ferry_gitosis::username::is_valid_client_name(&client) {
+                match crate::pool::open_pool(cfg, &client)?.try_lock()? {
+                    Some(l) => Some(l),
+                    None => {
+                        report.skipped.push(Skipped {
+                            client: client.clone(),
+                            source: None,
+                            why: "a pull of this client is running; purged next run".into(),
+                        });
+                        continue;
+                    }
                 }
-                report.bytes_freed += a.size;
-                report.artifacts_removed.push(a.path.clone());
-                if dry_run {
-                    continue;
-                }
-                if let Some(key) = crate::store::ArtifactKey::parse(&a.path) {
-                    store.remove(&key)?;
-                }
-                cat.delete(a.id)?;
+            } else {
+                None
+            };
+            for (source, list, rules) in rules {
+                purge_source(&*cat, &*store, &client, &source, list, &rules, dry_run, &mut report)?;
             }
         }
     }
@@ -91,6 +140,75 @@ pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
         }
     }
     Ok(report)
+}
+
+/// One source: decide, then remove what no rule keeps (not in a dry run).
+#[allow(clippy::too_many_arguments)]
+fn purge_source(
+    cat: &dyn crate::catalog::Catalog,
+    store: &dyn crate::store::ArtifactStore,
+    client: &str,
+    source: &str,
+    list: Vec<Artifact>,
+    rules: &ferry_gitosis::enroll::KeepRules,
+    dry_run: bool,
+    report: &mut PurgeReport,
+) -> anyhow::Result<()> {
+    let mut items = Vec::new();
+    let mut rows = Vec::new();
+    for a in list {
+        let key = crate::store::ArtifactKey::parse(&a.path);
+        // A run directory received in the same second as another has a
+        // `-N` suffix; the time is the first 16 characters.
+        let Some(at) = a.received.get(..16).and_then(|t| {
+            jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", t)
+                .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC))
+                .map(|z| z.timestamp())
+                .ok()
+        }) else {
+            // Not a receive time the node wrote: never decided on, kept.
+            report.skipped.push(Skipped {
+                client: client.to_owned(),
+                source: Some(source.to_owned()),
+                why: format!("{}: unreadable receive time, kept", a.path),
+            });
+            continue;
+        };
+        let verified = match &key {
+            Some(k) => store
+                .stat(k)?
+                .is_some_and(|st| st.size == a.size && st.sidecar.as_deref() == Some(&k.sidecar_text(&a.sha256))),
+            None => false,
+        };
+        items.push(crate::retention::Item { id: a.id, at, verified });
+        rows.push((a, key, verified));
+    }
+    let decisions = crate::retention::decide(&items, rules)
+        .map_err(|e| anyhow::anyhow!("retention rules of {client} {source}: {e}"))?;
+    for (d, (a, key, verified)) in decisions.into_iter().zip(rows) {
+        let keep = d.keep();
+        if !keep {
+            report.bytes_freed += a.size;
+            report.artifacts_removed.push(a.path.clone());
+            if !dry_run {
+                if let Some(key) = &key {
+                    store.remove(key)?;
+                }
+                cat.delete(a.id)?;
+            }
+        }
+        report.items.push(PurgeItem {
+            client: client.to_owned(),
+            source: source.to_owned(),
+            path: a.path,
+            received: a.received,
+            size: a.size,
+            verified,
+            keep,
+            reasons: d.reasons,
+        });
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]

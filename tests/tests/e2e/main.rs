@@ -24,5 +24,6 @@ mod matrix;
 mod names_output;
 mod ops;
 mod restore_faithful;
+mod retention;
 mod spine;
 mod web_access;
