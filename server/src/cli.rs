@@ -186,6 +186,9 @@ pub enum Command {
     },
     /// git gc on every mirror, keeping all history; the report is mailed.
     Gc,
+    /// Mark the mirrors gitosis.conf exports (`daemon = yes`) for git
+    /// daemon and unmark the others (enrollment and scans do this too).
+    GitExport,
     /// Report clients silent for longer than check.silent_after and
     /// declared sources (gitosis.conf `sources`) that are late, small or
     /// missing; mail each new problem once and its end once. Exit 0 when
@@ -507,6 +510,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     r.bytes_freed,
                     r.pool_files_removed
                 ))?;
+            }
+            Ok(exit::OK)
+        }
+        Command::GitExport => {
+            let r = crate::gitexport::sync(&cfg)?;
+            if cli.json {
+                out::json(&r)?;
+            } else {
+                for e in &r.exported {
+                    out::line(&format!("exported {e}"))?;
+                }
+                out::line(&format!("{} exported, {} marked, {} unmarked", r.exported.len(), r.added, r.removed))?;
             }
             Ok(exit::OK)
         }

@@ -14,6 +14,7 @@ pub mod drill;
 pub mod enrollment;
 pub mod events;
 pub mod exit;
+pub mod gitexport;
 pub mod history;
 pub mod history_page;
 pub mod hooks;

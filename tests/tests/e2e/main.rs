@@ -16,6 +16,7 @@ mod enrolled_port;
 mod enrolled_roots;
 mod fleet_check;
 mod git_limits;
+mod gitdaemon;
 mod harness;
 mod hostile;
 mod hostile_dumps;
