@@ -120,6 +120,11 @@ pub struct WebConfig {
     /// `<base_dir>/web`); the web server's configuration names it.
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// The git daemon's base URL (`git://backup1.example.org/`): cgit shows
+    /// each mirror's `git://` clone URL under it. Only mirrors marked by
+    /// `daemon = yes` are served (`crate::gitexport`); unset: no link.
+    #[serde(default)]
+    pub git_url: Option<String>,
 }
 
 /// `[daemon]`: what `ferry-node daemon` runs and where it serves status.
@@ -498,6 +503,14 @@ impl NodeConfig {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.retention.node_rules()?;
+        if let Some(u) = &self.web.git_url
+            && (!u.starts_with("git://")
+                || !u.ends_with('/')
+                || u.len() > 200
+                || u.chars().any(|c| c.is_control() || c.is_whitespace() || c == '$'))
+        {
+            bail!("[web] git_url = {u:?}: a git:// URL ending in '/', such as \"git://backup1.example.org/\"");
+        }
         if !self.base_dir.is_absolute() {
             bail!("base_dir must be absolute");
         }
@@ -712,6 +725,16 @@ mod tests {
         let cfg: NodeConfig =
             toml::from_str("base_dir = \"/x\"\n[retention]\nkeep_last = 0\nkeep_weekly = 0\n").unwrap();
         assert!(cfg.validate().unwrap_err().to_string().contains("keep nothing"));
+    }
+
+    #[test]
+    fn git_url_must_be_a_plain_git_url() {
+        let cfg: NodeConfig = toml::from_str("base_dir = \"/x\"\n[web]\ngit_url = \"git://b.example/\"\n").unwrap();
+        cfg.validate().unwrap();
+        for bad in ["http://b/", "git://b", "git://b/ x/", "git://b/$X/", "git://b/\\nscan-path=/etc/"] {
+            let cfg: NodeConfig = toml::from_str(&format!("base_dir = \"/x\"\n[web]\ngit_url = \"{bad}\"\n")).unwrap();
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]
