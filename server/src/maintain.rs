@@ -216,7 +216,53 @@ pub struct GcEntry {
     pub mirror: String,
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// How long `git gc` took on this mirror.
+    pub duration_ms: u64,
     pub error: Option<String>,
+}
+
+/// `1.5 MiB`, `812 KiB`, `93 B`: sizes in the gc report, for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// The mailed gc report: totals first (what shrank, how long), then one
+/// line per mirror.
+pub fn gc_body(node: &str, entries: &[GcEntry], took: std::time::Duration) -> String {
+    let failed = entries.iter().filter(|e| e.error.is_some()).count();
+    let before: u64 = entries.iter().map(|e| e.bytes_before).sum();
+    let after: u64 = entries.iter().map(|e| e.bytes_after).sum();
+    let change = |b: u64, a: u64| {
+        if a <= b { format!("shrank by {}", human_bytes(b - a)) } else { format!("grew by {}", human_bytes(a - b)) }
+    };
+    let mut body = format!(
+        "git gc on node {node}: {} mirrors, {failed} failed, in {:.1} s.\nTotal: {} -> {} ({}).\nReflogs and unreachable objects are kept (append-only history).\n\n",
+        entries.len(),
+        took.as_secs_f64(),
+        human_bytes(before),
+        human_bytes(after),
+        change(before, after),
+    );
+    for e in entries {
+        // Two short lines per mirror: mail bodies are wrapped at 72.
+        body.push_str(&format!(
+            "{}\n  {} -> {}, {}, {:.1} s{}\n",
+            e.mirror,
+            human_bytes(e.bytes_before),
+            human_bytes(e.bytes_after),
+            change(e.bytes_before, e.bytes_after),
+            e.duration_ms as f64 / 1000.0,
+            e.error.as_deref().map(|x| format!("\n  FAILED: {}", ferry_text::sanitize(x, 200))).unwrap_or_default()
+        ));
+    }
+    body
 }
 
 /// `git gc` on every mirror (the seed's monthly git_gc.sh), keeping every
@@ -224,6 +270,7 @@ pub struct GcEntry {
 /// is logged and mailed.
 pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
     let _lock = maintenance_lock(cfg, "gc")?;
+    let started = std::time::Instant::now();
     let mut out = Vec::new();
     for cdir in std::fs::read_dir(cfg.data_dir()).into_iter().flatten().flatten() {
         let mirrors = crate::repos::find_mirrors(&cdir.path().join("git"));
@@ -238,6 +285,7 @@ pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
         };
         for m in mirrors {
             let before = crate::store::used_bytes(&m);
+            let t = std::time::Instant::now();
             let res = ferry_run::Cmd::new(&cfg.git)
                 .env("GIT_CONFIG_NOSYSTEM", "1")
                 .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -259,21 +307,13 @@ pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
                 mirror: m.strip_prefix(cfg.data_dir()).unwrap_or(&m).display().to_string(),
                 bytes_before: before,
                 bytes_after: crate::store::used_bytes(&m),
+                duration_ms: t.elapsed().as_millis() as u64,
                 error: res.err().map(|e| e.to_string()),
             });
         }
     }
     let failed = out.iter().filter(|e| e.error.is_some()).count();
-    let mut body = format!("git gc on node {}: {} mirrors, {failed} failed.\n", cfg.name, out.len());
-    for e in &out {
-        body.push_str(&format!(
-            "{:<50} {:>12} -> {:>12} bytes{}\n",
-            e.mirror,
-            e.bytes_before,
-            e.bytes_after,
-            e.error.as_deref().map(|x| format!("  FAILED: {}", ferry_text::sanitize(x, 200))).unwrap_or_default()
-        ));
-    }
+    let body = gc_body(&cfg.name, &out, started.elapsed());
     crate::events::record(&cfg.events_log(), if failed > 0 { "warn" } else { "info" }, None, "gc", None, None, &body);
     // A report, not an alert: logged at info level and mailed on its own
     // (`[ferry <node>] GC_REPORT: <node>`), never inside an alert digest.
@@ -282,4 +322,41 @@ pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
     crate::alerts::raise(cfg, ferry_notify::Alert::new(ferry_notify::Kind::GcReport, "gc", &cfg.name, body));
     crate::alerts::flush(cfg);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gc_report_says_what_shrank_and_how_long_it_took() {
+        assert_eq!(
+            (human_bytes(93), human_bytes(1536), human_bytes(3 << 20)),
+            ("93 B".into(), "1.5 KiB".into(), "3.0 MiB".into())
+        );
+        let e = |m: &str, b, a, error: Option<&str>| GcEntry {
+            mirror: m.into(),
+            bytes_before: b,
+            bytes_after: a,
+            duration_ms: 1500,
+            error: error.map(str::to_owned),
+        };
+        let body = gc_body(
+            "backup1",
+            &[e("host-a/git/p.git", 4 << 20, 1 << 20, None), e("host-b/git/q.git", 1024, 2048, Some("boom"))],
+            std::time::Duration::from_millis(3200),
+        );
+        assert!(
+            body.starts_with(
+                "git gc on node backup1: 2 mirrors, 1 failed, in 3.2 s.\nTotal: 4.0 MiB -> 1.0 MiB (shrank by 3.0 MiB)."
+            ),
+            "{body}"
+        );
+        assert!(body.contains("host-a/git/p.git\n  4.0 MiB -> 1.0 MiB, shrank by 3.0 MiB, 1.5 s\n"), "{body}");
+        assert!(
+            body.contains("host-b/git/q.git\n  1.0 KiB -> 2.0 KiB, grew by 1.0 KiB, 1.5 s\n  FAILED: boom"),
+            "{body}"
+        );
+        assert!(body.lines().all(|l| l.len() <= 72), "{body}");
+    }
 }

@@ -21,6 +21,7 @@ mod harness;
 mod hostile;
 mod hostile_dumps;
 mod limits;
+mod maintenance;
 mod matrix;
 mod names_output;
 mod ops;
