@@ -495,7 +495,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                         ))?;
                     }
                 }
-                for s in &r.skipped {
+                // Sources without rules are only worth a line when asked
+                // what would happen; a client left alone always is.
+                for s in r.skipped.iter().filter(|s| dry_run || s.source.is_none()) {
                     out::line(&format!(
                         "skipped {}{}: {}",
                         s.client,
