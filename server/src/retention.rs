@@ -170,10 +170,19 @@ fn within_cutoff(newest: Timestamp, rules: &KeepRules) -> Option<Timestamp> {
     let d = z.datetime();
     let months = d.year() as i64 * 12 + (d.month() as i64 - 1) - w.years as i64 * 12 - w.months as i64;
     let (y, m) = (months.div_euclid(12), months.rem_euclid(12) + 1);
-    let first = jiff::civil::date(y as i16, m as i8, 1).at(d.hour(), d.minute(), d.second(), d.subsec_nanosecond());
-    let base = first.to_zoned(TimeZone::UTC).ok()?.timestamp();
     let days = d.day() as i64 - 1 - w.days as i64;
-    Some(base + jiff::SignedDuration::from_hours(days * 24 - w.hours as i64))
+    // A span reaching before the calendar's start keeps everything.
+    let cutoff = || -> Option<Timestamp> {
+        let first = jiff::civil::Date::new(i16::try_from(y).ok()?, m as i8, 1).ok()?.at(
+            d.hour(),
+            d.minute(),
+            d.second(),
+            d.subsec_nanosecond(),
+        );
+        let base = first.to_zoned(TimeZone::UTC).ok()?.timestamp();
+        base.checked_add(jiff::SignedDuration::from_hours(days * 24 - w.hours as i64)).ok()
+    };
+    Some(cutoff().unwrap_or(Timestamp::MIN))
 }
 
 #[cfg(test)]
@@ -242,6 +251,9 @@ mod tests {
             &KeepRules { within: Within { months: 1, ..Default::default() }, ..Default::default() },
         );
         assert_eq!(c, Some(t("2021-03-03T05:00:00Z")));
+        // A span longer than the calendar keeps everything.
+        let huge = KeepRules { within: Within { years: 999_999, ..Default::default() }, ..Default::default() };
+        assert_eq!(kept(&it, huge).len(), 3);
     }
 
     #[test]
