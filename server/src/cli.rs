@@ -184,12 +184,17 @@ pub enum Command {
     },
     /// Retention: remove artifacts beyond the configured policy (node time).
     Purge {
-        /// Only say what would be removed.
+        /// Remove nothing: list every artifact with what would happen to it
+        /// and, for each kept one, the rules that keep it (with --json: the
+        /// same as JSON).
         #[arg(long)]
         dry_run: bool,
     },
     /// git gc on every mirror, keeping all history; the report is mailed.
     Gc,
+    /// Mark the mirrors gitosis.conf exports (`daemon = yes`) for git
+    /// daemon and unmark the others (enrollment and scans do this too).
+    GitExport,
     /// Report clients silent for longer than check.silent_after and
     /// declared sources (gitosis.conf `sources`) that are late, small or
     /// missing; mail each new problem once and its end once. Exit 0 when
@@ -487,6 +492,28 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             if cli.json {
                 out::json(&r)?;
             } else {
+                if dry_run {
+                    for i in &r.items {
+                        let why: Vec<&str> = i.reasons.iter().map(|r| r.as_str()).collect();
+                        out::line(&format!(
+                            "{:<6} {}{}  {}",
+                            if i.keep { "keep" } else { "remove" },
+                            i.path,
+                            if i.verified { "" } else { " (unverified)" },
+                            why.join(",")
+                        ))?;
+                    }
+                }
+                // Sources without rules are only worth a line when asked
+                // what would happen; a client left alone always is.
+                for s in r.skipped.iter().filter(|s| dry_run || s.source.is_none()) {
+                    out::line(&format!(
+                        "skipped {}{}: {}",
+                        s.client,
+                        s.source.as_deref().map(|s| format!(" {s}")).unwrap_or_default(),
+                        s.why
+                    ))?;
+                }
                 out::line(&format!(
                     "{}{} artifacts ({} bytes), {} finished request files",
                     if dry_run { "would remove " } else { "removed " },
@@ -494,6 +521,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     r.bytes_freed,
                     r.pool_files_removed
                 ))?;
+            }
+            Ok(exit::OK)
+        }
+        Command::GitExport => {
+            let r = crate::gitexport::sync(&cfg)?;
+            if cli.json {
+                out::json(&r)?;
+            } else {
+                for e in &r.exported {
+                    out::line(&format!("exported {e}"))?;
+                }
+                out::line(&format!("{} exported, {} marked, {} unmarked", r.exported.len(), r.added, r.removed))?;
             }
             Ok(exit::OK)
         }

@@ -120,6 +120,11 @@ pub struct WebConfig {
     /// `<base_dir>/web`); the web server's configuration names it.
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// The git daemon's base URL (`git://backup1.example.org/`): cgit shows
+    /// each mirror's `git://` clone URL under it. Only mirrors marked by
+    /// `daemon = yes` are served (`crate::gitexport`); unset: no link.
+    #[serde(default)]
+    pub git_url: Option<String>,
 }
 
 /// `[daemon]`: what `ferry-node daemon` runs and where it serves status.
@@ -315,13 +320,61 @@ pub struct Retention {
     /// request id are recognised for as long.
     #[serde(default = "d_finished")]
     pub finished_days: u64,
-    /// Keep at least this many artifacts per client and source.
+    /// The newest N artifacts per client and source (restic
+    /// `--keep-last`).
     #[serde(default = "d_keep_last")]
     pub keep_last: usize,
-    /// Delete artifacts older than this many days (node receive time),
-    /// beyond the last `keep_last`. 0 = keep forever.
+    /// Older key, kept working: `keep_days = D` is `keep_within = "Dd"`
+    /// (relative to the source's newest artifact, never less than the
+    /// former "younger than D days from now"). 0 and no other rule: keep
+    /// forever.
     #[serde(default)]
     pub keep_days: u64,
+    /// The newest artifact of each of the newest N hours / days / ISO
+    /// weeks / months / years (UTC, node receive time), as restic.
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// Every artifact within this span of the source's newest (`30d`,
+    /// `1y6m`; y, m = months, w, d, h as restic).
+    pub keep_within: Option<String>,
+}
+
+impl Retention {
+    /// The node's rule set; `None` when none is configured (only
+    /// `keep_last` and `keep_days = 0`): artifacts are kept forever unless
+    /// gitosis.conf sets rules for a client or source. A set that keeps
+    /// nothing is refused.
+    pub fn node_rules(&self) -> anyhow::Result<Option<ferry_gitosis::enroll::KeepRules>> {
+        use ferry_gitosis::enroll::{KeepRules, Within};
+        let gfs = [self.keep_hourly, self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_yearly];
+        if gfs.iter().all(Option::is_none) && self.keep_within.is_none() && self.keep_days == 0 {
+            return Ok(None);
+        }
+        if self.keep_within.is_some() && self.keep_days > 0 {
+            bail!("[retention]: keep_days and keep_within say the same thing; keep only keep_within");
+        }
+        let within = match &self.keep_within {
+            Some(s) => Within::parse(s).map_err(|hint| anyhow::anyhow!("[retention] keep_within = {s:?}: {hint}"))?,
+            None => Within {
+                days: u32::try_from(self.keep_days).context("[retention] keep_days is too large")?,
+                ..Default::default()
+            },
+        };
+        let r = KeepRules {
+            last: u32::try_from(self.keep_last).context("[retention] keep_last is too large")?,
+            hourly: self.keep_hourly.unwrap_or(0),
+            daily: self.keep_daily.unwrap_or(0),
+            weekly: self.keep_weekly.unwrap_or(0),
+            monthly: self.keep_monthly.unwrap_or(0),
+            yearly: self.keep_yearly.unwrap_or(0),
+            within,
+        };
+        r.check().map_err(|why| anyhow::anyhow!("[retention]: {why}"))?;
+        Ok(Some(r))
+    }
 }
 
 impl Default for Retention {
@@ -449,6 +502,15 @@ impl NodeConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.retention.node_rules()?;
+        if let Some(u) = &self.web.git_url
+            && (!u.starts_with("git://")
+                || !u.ends_with('/')
+                || u.len() > 200
+                || u.chars().any(|c| c.is_control() || c.is_whitespace() || c == '$'))
+        {
+            bail!("[web] git_url = {u:?}: a git:// URL ending in '/', such as \"git://backup1.example.org/\"");
+        }
         if !self.base_dir.is_absolute() {
             bail!("base_dir must be absolute");
         }
@@ -642,6 +704,37 @@ mod tests {
         assert_eq!(parse_rate("0").unwrap(), 0);
         assert!(parse_rate("64 K/s").is_err());
         assert!(parse_rate("/s").is_err());
+    }
+
+    #[test]
+    fn retention_rules_of_the_node() {
+        let rules = |t: &str| {
+            let cfg: NodeConfig = toml::from_str(&format!("base_dir = \"/x\"\n[retention]\n{t}\n")).unwrap();
+            cfg.retention.node_rules().map(|r| r.map(|r| r.to_string()))
+        };
+        assert_eq!(rules("").unwrap(), None, "no rules: kept forever, as before");
+        assert_eq!(rules("keep_last = 5").unwrap(), None);
+        assert_eq!(rules("keep_days = 90").unwrap().as_deref(), Some("last 3, within 90d"));
+        assert_eq!(
+            rules("keep_last = 0\nkeep_daily = 7\nkeep_within = \"1y6m\"").unwrap().as_deref(),
+            Some("daily 7, within 1y6m")
+        );
+        for bad in ["keep_last = 0\nkeep_daily = 0", "keep_days = 9\nkeep_within = \"9d\"", "keep_within = \"9x\""] {
+            assert!(rules(bad).is_err(), "{bad}");
+        }
+        let cfg: NodeConfig =
+            toml::from_str("base_dir = \"/x\"\n[retention]\nkeep_last = 0\nkeep_weekly = 0\n").unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("keep nothing"));
+    }
+
+    #[test]
+    fn git_url_must_be_a_plain_git_url() {
+        let cfg: NodeConfig = toml::from_str("base_dir = \"/x\"\n[web]\ngit_url = \"git://b.example/\"\n").unwrap();
+        cfg.validate().unwrap();
+        for bad in ["http://b/", "git://b", "git://b/ x/", "git://b/$X/", "git://b/\\nscan-path=/etc/"] {
+            let cfg: NodeConfig = toml::from_str(&format!("base_dir = \"/x\"\n[web]\ngit_url = \"{bad}\"\n")).unwrap();
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

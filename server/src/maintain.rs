@@ -4,7 +4,9 @@
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::catalog::Query;
+use std::collections::BTreeMap;
+
+use crate::catalog::{Artifact, Query};
 use crate::config::NodeConfig;
 
 #[derive(Debug, Default, Serialize)]
@@ -12,6 +14,33 @@ pub struct PurgeReport {
     pub artifacts_removed: Vec<String>,
     pub bytes_freed: u64,
     pub pool_files_removed: usize,
+    /// Every artifact of every source that has rules: kept (with the rules
+    /// that keep it) or removed.
+    pub items: Vec<PurgeItem>,
+    /// Sources or clients left alone this run, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// One artifact's fate.
+#[derive(Debug, Serialize)]
+pub struct PurgeItem {
+    pub client: String,
+    pub source: String,
+    pub path: String,
+    /// Node receive time.
+    pub received: String,
+    pub size: u64,
+    pub verified: bool,
+    pub keep: bool,
+    /// The rules that keep it (`last`, `daily`, …, `only-verified`).
+    pub reasons: Vec<crate::retention::Reason>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Skipped {
+    pub client: String,
+    pub source: Option<String>,
+    pub why: String,
 }
 
 /// The node-wide maintenance lock (`state/maintain.lock`): `purge`,
@@ -31,41 +60,61 @@ pub fn maintenance_lock(cfg: &NodeConfig, what: &str) -> anyhow::Result<ferry_du
     Ok(ferry_durable::Lock::acquire(&path)?)
 }
 
-/// Retention on node time only (SECURITY I7, RE-06): per client and source
-/// the newest `keep_last` artifacts are always kept; older ones go once
-/// their *receive* time is more than `keep_days` old. Client timestamps
-/// never decide. Finished pool files older than `finished_days` go too.
+/// Retention on node time only (SECURITY I7, RE-06), per client and source
+/// with the rules of [`crate::retention`]: the source's
+/// `[ferry source CLIENT SOURCE]` section, else its client's `keep-*`
+/// options, else the node's `[retention]`; no rules: kept forever. A
+/// client whose pool lock is held (a pull of it is running) is left alone
+/// this run. Finished pool files older than `finished_days` go too.
 pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
     let _lock = maintenance_lock(cfg, "purge")?;
     let mut report = PurgeReport::default();
-    let now = jiff::Timestamp::now();
-    if cfg.retention.keep_days > 0
-        && let Some(cat) = crate::catalog::open_existing(cfg)?
-    {
-        let cutoff = (now - jiff::SignedDuration::from_hours(24 * cfg.retention.keep_days as i64))
-            .strftime("%Y%m%dT%H%M%SZ")
-            .to_string();
+    let node_rules = cfg.retention.node_rules()?;
+    let enrollment =
+        if cfg.enrolled_dir().join("gitosis.conf").exists() { Some(crate::enrollment::load(cfg)?) } else { None };
+    if let Some(cat) = crate::catalog::open_existing(cfg)? {
         let store = crate::store::open(cfg);
-        let all = cat.find(&Query::default())?;
-        let mut groups: std::collections::BTreeMap<(String, String), Vec<_>> = Default::default();
-        for a in all {
-            groups.entry((a.client.clone(), a.source.clone())).or_default().push(a);
+        let mut groups: BTreeMap<String, BTreeMap<String, Vec<Artifact>>> = BTreeMap::new();
+        for a in cat.find(&Query::default())? {
+            groups.entry(a.client.clone()).or_default().entry(a.source.clone()).or_default().push(a);
         }
-        for (_, mut list) in groups {
-            list.sort_by(|a, b| b.received.cmp(&a.received).then(b.id.cmp(&a.id)));
-            for a in list.into_iter().skip(cfg.retention.keep_last.max(1)) {
-                if a.received >= cutoff {
-                    continue;
+        for (client, sources) in groups {
+            let rules: Vec<_> = sources
+                .into_iter()
+                .filter_map(|(source, list)| {
+                    let r = enrollment.as_ref().and_then(|e| e.keep_rules(&client, &source)).or(node_rules);
+                    if r.is_none() {
+                        report.skipped.push(Skipped {
+                            client: client.clone(),
+                            source: Some(source.clone()),
+                            why: "no retention rules: kept forever".into(),
+                        });
+                    }
+                    Some((source, list, r?))
+                })
+                .collect();
+            if rules.is_empty() {
+                continue;
+            }
+            // A pull holds the client's pool lock from taking its requests
+            // to storing them: nothing of the client is touched meanwhile.
+            let _pool = if ferry_gitosis::username::is_valid_client_name(&client) {
+                match crate::pool::open_pool(cfg, &client)?.try_lock()? {
+                    Some(l) => Some(l),
+                    None => {
+                        report.skipped.push(Skipped {
+                            client: client.clone(),
+                            source: None,
+                            why: "a pull of this client is running; purged next run".into(),
+                        });
+                        continue;
+                    }
                 }
-                report.bytes_freed += a.size;
-                report.artifacts_removed.push(a.path.clone());
-                if dry_run {
-                    continue;
-                }
-                if let Some(key) = crate::store::ArtifactKey::parse(&a.path) {
-                    store.remove(&key)?;
-                }
-                cat.delete(a.id)?;
+            } else {
+                None
+            };
+            for (source, list, rules) in rules {
+                purge_source(&*cat, &*store, &client, &source, list, &rules, dry_run, &mut report)?;
             }
         }
     }
@@ -93,12 +142,127 @@ pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
     Ok(report)
 }
 
+/// One source: decide, then remove what no rule keeps (not in a dry run).
+#[allow(clippy::too_many_arguments)]
+fn purge_source(
+    cat: &dyn crate::catalog::Catalog,
+    store: &dyn crate::store::ArtifactStore,
+    client: &str,
+    source: &str,
+    list: Vec<Artifact>,
+    rules: &ferry_gitosis::enroll::KeepRules,
+    dry_run: bool,
+    report: &mut PurgeReport,
+) -> anyhow::Result<()> {
+    let mut items = Vec::new();
+    let mut rows = Vec::new();
+    for a in list {
+        let key = crate::store::ArtifactKey::parse(&a.path);
+        // A run directory received in the same second as another has a
+        // `-N` suffix; the time is the first 16 characters.
+        let Some(at) = a.received.get(..16).and_then(|t| {
+            jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", t)
+                .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC))
+                .map(|z| z.timestamp())
+                .ok()
+        }) else {
+            // Not a receive time the node wrote: never decided on, kept.
+            report.skipped.push(Skipped {
+                client: client.to_owned(),
+                source: Some(source.to_owned()),
+                why: format!("{}: unreadable receive time, kept", a.path),
+            });
+            continue;
+        };
+        let verified = match &key {
+            Some(k) => store
+                .stat(k)?
+                .is_some_and(|st| st.size == a.size && st.sidecar.as_deref() == Some(&k.sidecar_text(&a.sha256))),
+            None => false,
+        };
+        items.push(crate::retention::Item { id: a.id, at, verified });
+        rows.push((a, key, verified));
+    }
+    let decisions = crate::retention::decide(&items, rules)
+        .map_err(|e| anyhow::anyhow!("retention rules of {client} {source}: {e}"))?;
+    for (d, (a, key, verified)) in decisions.into_iter().zip(rows) {
+        let keep = d.keep();
+        if !keep {
+            report.bytes_freed += a.size;
+            report.artifacts_removed.push(a.path.clone());
+            if !dry_run {
+                if let Some(key) = &key {
+                    store.remove(key)?;
+                }
+                cat.delete(a.id)?;
+            }
+        }
+        report.items.push(PurgeItem {
+            client: client.to_owned(),
+            source: source.to_owned(),
+            path: a.path,
+            received: a.received,
+            size: a.size,
+            verified,
+            keep,
+            reasons: d.reasons,
+        });
+    }
+    Ok(())
+}
+
 #[derive(Debug, Serialize)]
 pub struct GcEntry {
     pub mirror: String,
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// How long `git gc` took on this mirror.
+    pub duration_ms: u64,
     pub error: Option<String>,
+}
+
+/// `1.5 MiB`, `812 KiB`, `93 B`: sizes in the gc report, for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// The mailed gc report: totals first (what shrank, how long), then one
+/// line per mirror.
+pub fn gc_body(node: &str, entries: &[GcEntry], took: std::time::Duration) -> String {
+    let failed = entries.iter().filter(|e| e.error.is_some()).count();
+    let before: u64 = entries.iter().map(|e| e.bytes_before).sum();
+    let after: u64 = entries.iter().map(|e| e.bytes_after).sum();
+    let change = |b: u64, a: u64| {
+        if a <= b { format!("shrank by {}", human_bytes(b - a)) } else { format!("grew by {}", human_bytes(a - b)) }
+    };
+    let mut body = format!(
+        "git gc on node {node}: {} mirrors, {failed} failed, in {:.1} s.\nTotal: {} -> {} ({}).\nReflogs and unreachable objects are kept (append-only history).\n\n",
+        entries.len(),
+        took.as_secs_f64(),
+        human_bytes(before),
+        human_bytes(after),
+        change(before, after),
+    );
+    for e in entries {
+        // Two short lines per mirror: mail bodies are wrapped at 72.
+        body.push_str(&format!(
+            "{}\n  {} -> {}, {}, {:.1} s{}\n",
+            e.mirror,
+            human_bytes(e.bytes_before),
+            human_bytes(e.bytes_after),
+            change(e.bytes_before, e.bytes_after),
+            e.duration_ms as f64 / 1000.0,
+            e.error.as_deref().map(|x| format!("\n  FAILED: {}", ferry_text::sanitize(x, 200))).unwrap_or_default()
+        ));
+    }
+    body
 }
 
 /// `git gc` on every mirror (the seed's monthly git_gc.sh), keeping every
@@ -106,6 +270,7 @@ pub struct GcEntry {
 /// is logged and mailed.
 pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
     let _lock = maintenance_lock(cfg, "gc")?;
+    let started = std::time::Instant::now();
     let mut out = Vec::new();
     for cdir in std::fs::read_dir(cfg.data_dir()).into_iter().flatten().flatten() {
         let mirrors = crate::repos::find_mirrors(&cdir.path().join("git"));
@@ -120,6 +285,7 @@ pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
         };
         for m in mirrors {
             let before = crate::store::used_bytes(&m);
+            let t = std::time::Instant::now();
             let res = ferry_run::Cmd::new(&cfg.git)
                 .env("GIT_CONFIG_NOSYSTEM", "1")
                 .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -141,21 +307,13 @@ pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
                 mirror: m.strip_prefix(cfg.data_dir()).unwrap_or(&m).display().to_string(),
                 bytes_before: before,
                 bytes_after: crate::store::used_bytes(&m),
+                duration_ms: t.elapsed().as_millis() as u64,
                 error: res.err().map(|e| e.to_string()),
             });
         }
     }
     let failed = out.iter().filter(|e| e.error.is_some()).count();
-    let mut body = format!("git gc on node {}: {} mirrors, {failed} failed.\n", cfg.name, out.len());
-    for e in &out {
-        body.push_str(&format!(
-            "{:<50} {:>12} -> {:>12} bytes{}\n",
-            e.mirror,
-            e.bytes_before,
-            e.bytes_after,
-            e.error.as_deref().map(|x| format!("  FAILED: {}", ferry_text::sanitize(x, 200))).unwrap_or_default()
-        ));
-    }
+    let body = gc_body(&cfg.name, &out, started.elapsed());
     crate::events::record(&cfg.events_log(), if failed > 0 { "warn" } else { "info" }, None, "gc", None, None, &body);
     // A report, not an alert: logged at info level and mailed on its own
     // (`[ferry <node>] GC_REPORT: <node>`), never inside an alert digest.
@@ -164,4 +322,41 @@ pub fn gc(cfg: &NodeConfig) -> anyhow::Result<Vec<GcEntry>> {
     crate::alerts::raise(cfg, ferry_notify::Alert::new(ferry_notify::Kind::GcReport, "gc", &cfg.name, body));
     crate::alerts::flush(cfg);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gc_report_says_what_shrank_and_how_long_it_took() {
+        assert_eq!(
+            (human_bytes(93), human_bytes(1536), human_bytes(3 << 20)),
+            ("93 B".into(), "1.5 KiB".into(), "3.0 MiB".into())
+        );
+        let e = |m: &str, b, a, error: Option<&str>| GcEntry {
+            mirror: m.into(),
+            bytes_before: b,
+            bytes_after: a,
+            duration_ms: 1500,
+            error: error.map(str::to_owned),
+        };
+        let body = gc_body(
+            "backup1",
+            &[e("host-a/git/p.git", 4 << 20, 1 << 20, None), e("host-b/git/q.git", 1024, 2048, Some("boom"))],
+            std::time::Duration::from_millis(3200),
+        );
+        assert!(
+            body.starts_with(
+                "git gc on node backup1: 2 mirrors, 1 failed, in 3.2 s.\nTotal: 4.0 MiB -> 1.0 MiB (shrank by 3.0 MiB)."
+            ),
+            "{body}"
+        );
+        assert!(body.contains("host-a/git/p.git\n  4.0 MiB -> 1.0 MiB, shrank by 3.0 MiB, 1.5 s\n"), "{body}");
+        assert!(
+            body.contains("host-b/git/q.git\n  1.0 KiB -> 2.0 KiB, grew by 1.0 KiB, 1.5 s\n  FAILED: boom"),
+            "{body}"
+        );
+        assert!(body.lines().all(|l| l.len() <= 72), "{body}");
+    }
 }

@@ -39,6 +39,12 @@ pub fn scan(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<ScanReport> 
     {
         tracing::warn!("publishing the catalog: {e:#}");
     }
+    // New mirrors get their git daemon export marker.
+    if res.is_ok()
+        && let Err(e) = crate::gitexport::sync(cfg)
+    {
+        tracing::warn!("git daemon export: {e:#}");
+    }
     res
 }
 

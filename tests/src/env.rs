@@ -33,6 +33,7 @@ fn package_of(tool: &str) -> &'static str {
         "chromium" => "chromium",
         "setpriv" => "util-linux",
         "pgrep" => "procps",
+        "restic" => "restic",
         _ => "see tests/PACKAGES",
     }
 }

@@ -140,11 +140,25 @@ impl GitDaemon {
     /// [`GitDaemon::start`] on a given address (e.g. the address of a
     /// client's sshd, so that both stand for one host), on a free port.
     pub fn start_at(dir: &Path, base_path: &Path, addr: Ipv4Addr) -> GitDaemon {
+        GitDaemon::spawn(dir, base_path, addr, true)
+    }
+
+    /// [`GitDaemon::start`] without `--export-all`, as the node's unit
+    /// runs it: only repositories with a `git-daemon-export-ok` file are
+    /// served.
+    pub fn start_marked_only(dir: &Path, base_path: &Path) -> GitDaemon {
+        GitDaemon::spawn(dir, base_path, next_loopback(), false)
+    }
+
+    fn spawn(dir: &Path, base_path: &Path, addr: Ipv4Addr, export_all: bool) -> GitDaemon {
         fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let port = free_port(addr);
         let mut cmd = git_cmd(dir);
-        cmd.args(["daemon", "--reuseaddr", "--export-all", "--informative-errors"])
-            .arg("--verbose")
+        cmd.args(["daemon", "--reuseaddr", "--informative-errors"]);
+        if export_all {
+            cmd.arg("--export-all");
+        }
+        cmd.arg("--verbose")
             .arg(format!("--listen={addr}"))
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base_path.display()))

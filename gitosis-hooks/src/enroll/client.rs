@@ -25,6 +25,7 @@
 //! | `description` | one line of text | none |
 //! | `sources` | the sources expected from this client and how often each must arrive: `NAME:CADENCE …`, cadence `push` or `30m`/`6h`/`1d`/`1w` ([`super::expect`]) | none: no cadence checks |
 //! | `web` | boolean (`yes`/`no`, …): the client's own web user (named like the client) may browse this client's view, `/c/NAME/` | `no` |
+//! | `keep-last`, `keep-hourly`, `keep-daily`, `keep-weekly`, `keep-monthly`, `keep-yearly`, `keep-within` | retention rules for this client's sources, the whole set ([`super::keep`]) | the node's `[retention]` |
 //!
 //! # One grammar
 //!
@@ -91,6 +92,9 @@ pub struct ClientEnrollment {
     /// Sources the administrators expect and how often (`sources`); empty:
     /// the node checks no cadence for this client.
     pub expected: Vec<super::Expected>,
+    /// Retention rules for this client's sources (`keep-*`); `None`: the
+    /// node's `[retention]`. A `[ferry source …]` section overrides them.
+    pub keep: Option<super::KeepRules>,
 }
 
 /// Options a `[ferry client]` section may have.
@@ -132,8 +136,13 @@ pub(super) fn parse_client(conf: &Config, section: &str, name: &str, rep: &mut R
     let before = rep.errors.len();
     let where_ = sec(section);
     for (opt, _) in conf.options(section) {
-        if !CLIENT_OPTIONS.contains(&opt) {
-            rep.conf(format!("{where_}: unknown option {} (known: {})", quoted(opt), CLIENT_OPTIONS.join(", ")));
+        if !CLIENT_OPTIONS.contains(&opt) && !super::keep::KEEP_OPTIONS.contains(&opt) {
+            rep.conf(format!(
+                "{where_}: unknown option {} (known: {}, {})",
+                quoted(opt),
+                CLIENT_OPTIONS.join(", "),
+                super::keep::KEEP_OPTIONS.join(", ")
+            ));
         }
     }
     let get = |opt: &str| conf.get_own(section, opt);
@@ -243,6 +252,7 @@ pub(super) fn parse_client(conf: &Config, section: &str, name: &str, rep: &mut R
             None
         }
     };
+    let keep = super::keep::parse_keep(conf, section, rep);
 
     if rep.errors.len() != before {
         return None;
@@ -264,5 +274,6 @@ pub(super) fn parse_client(conf: &Config, section: &str, name: &str, rep: &mut R
         description: description?,
         web: web?,
         expected: expected?,
+        keep: keep?,
     })
 }

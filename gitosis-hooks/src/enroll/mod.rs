@@ -44,11 +44,13 @@ use crate::username::{RESERVED_CLIENT_NAMES, is_reserved_client_name, is_safe_us
 
 pub mod client;
 pub mod expect;
+pub mod keep;
 pub mod sections;
 pub mod units;
 
 pub use client::ClientEnrollment;
 pub use expect::{Cadence, Expected};
+pub use keep::{KeepRules, Within};
 pub use units::{parse_duration_secs, parse_size, parse_size_limit};
 
 use client::parse_client;
@@ -91,6 +93,9 @@ pub struct Enrollment {
     pub clients: BTreeMap<String, ClientEnrollment>,
     /// Every user with a valid key file, with its keys (push/admin keys).
     pub users: BTreeMap<String, Vec<PublicKey>>,
+    /// Retention rules of single sources (`[ferry source CLIENT SOURCE]`),
+    /// by (client, source); they override the client's and the node's.
+    pub source_keep: BTreeMap<(String, String), KeepRules>,
     /// Problems that do not block activation; escaped, ready to print.
     pub warnings: Vec<String>,
 }
@@ -172,18 +177,22 @@ impl Enrollment {
         // sections
         check_default_section(conf, &mut rep);
         let mut clients = BTreeMap::new();
+        let mut source_keep = BTreeMap::new();
         for section in conf.sections() {
             if is_ferry_owned(section) {
-                match ferry_client_name(section) {
-                    Some(name) => {
-                        if let Some(c) = parse_client(conf, section, name, &mut rep) {
-                            clients.insert(name.to_string(), c);
-                        }
+                if let Some(name) = ferry_client_name(section) {
+                    if let Some(c) = parse_client(conf, section, name, &mut rep) {
+                        clients.insert(name.to_string(), c);
                     }
-                    None => rep.conf(format!(
-                        "{}: not a valid Ferry section; expected [{FERRY_CLIENT_PREFIX}NAME] with NAME matching ^[A-Za-z][A-Za-z0-9._-]{{0,62}}$ (no '..', not ending in .git or .lock)",
+                } else if let Some(rest) = section.strip_prefix(FERRY_SOURCE_PREFIX) {
+                    if let Some((key, rules)) = parse_source_section(conf, section, rest, &mut rep) {
+                        source_keep.insert(key, rules);
+                    }
+                } else {
+                    rep.conf(format!(
+                        "{}: not a valid Ferry section; expected [{FERRY_CLIENT_PREFIX}NAME] with NAME matching ^[A-Za-z][A-Za-z0-9._-]{{0,62}}$ (no '..', not ending in .git or .lock), or [{FERRY_SOURCE_PREFIX}CLIENT SOURCE]",
                         sec(section)
-                    )),
+                    ))
                 }
             } else if section == "gitosis" {
                 check_gitosis_section(conf, &mut rep);
@@ -228,7 +237,20 @@ impl Enrollment {
         }
         check_grants(conf, &users, &client_names, &mut rep);
 
-        if rep.errors.is_empty() { Ok(Enrollment { clients, users, warnings: rep.warnings }) } else { Err(rep.errors) }
+        if rep.errors.is_empty() {
+            Ok(Enrollment { clients, users, source_keep, warnings: rep.warnings })
+        } else {
+            Err(rep.errors)
+        }
+    }
+
+    /// The retention rules of `client`'s `source`: the source's own
+    /// section, else the client's; `None`: the node's `[retention]`.
+    pub fn keep_rules(&self, client: &str, source: &str) -> Option<KeepRules> {
+        self.source_keep
+            .get(&(client.to_owned(), source.to_owned()))
+            .copied()
+            .or_else(|| self.clients.get(client).and_then(|c| c.keep))
     }
 
     /// The enrollment of client `name`.
@@ -240,6 +262,48 @@ impl Enrollment {
     /// [`crate::authkeys::render`].
     pub fn key_entries(&self) -> Vec<(String, PublicKey)> {
         self.users.iter().flat_map(|(u, keys)| keys.iter().map(move |k| (u.clone(), k.clone()))).collect()
+    }
+}
+
+/// Section name prefix of one source's options (retention).
+pub const FERRY_SOURCE_PREFIX: &str = "ferry source ";
+
+/// `[ferry source CLIENT SOURCE]`: retention rules for one source. The
+/// client must be enrolled in this gitosis.conf, the source a valid source
+/// name, and the section may hold only `keep-*` options.
+fn parse_source_section(
+    conf: &Config,
+    section: &str,
+    rest: &str,
+    rep: &mut Report,
+) -> Option<((String, String), KeepRules)> {
+    let where_ = sec(section);
+    let Some((client, source)) = rest.split_once(' ') else {
+        rep.conf(format!("{where_}: expected [{FERRY_SOURCE_PREFIX}CLIENT SOURCE]"));
+        return None;
+    };
+    let before = rep.errors.len();
+    if !crate::username::is_valid_client_name(client) || !conf.has_section(&format!("{FERRY_CLIENT_PREFIX}{client}")) {
+        rep.conf(format!("{where_}: {} is not a client enrolled here ([{FERRY_CLIENT_PREFIX}CLIENT])", quoted(client)));
+    }
+    if let Err(e) = ferry_request::Name::parse(source) {
+        rep.conf(format!("{where_}: source {}: {}", quoted(source), e.detail));
+    }
+    for (opt, _) in conf.options(section) {
+        if !keep::KEEP_OPTIONS.contains(&opt) {
+            rep.conf(format!("{where_}: unknown option {} (known: {})", quoted(opt), keep::KEEP_OPTIONS.join(", ")));
+        }
+    }
+    let rules = keep::parse_keep(conf, section, rep);
+    if rep.errors.len() != before {
+        return None;
+    }
+    match rules? {
+        Some(r) => Some(((client.to_owned(), source.to_owned()), r)),
+        None => {
+            rep.warn(format!("{where_}: no keep-* option, the section has no effect"));
+            None
+        }
     }
 }
 

@@ -467,3 +467,34 @@ fn expected_sources_and_cadences_are_enrolled_or_refused_with_a_reason() {
     assert!(has(&errs, "E_ENROL_CONF", "option 'sources': 'www:daily': cadence must be"), "{errs:?}");
     assert!(has(&errs, "E_ENROL_CONF", "option 'sources': 'shop' is not NAME:CADENCE"), "{errs:?}");
 }
+
+#[test]
+fn retention_rules_per_client_and_source() {
+    let c = format!(
+        "{ADMIN}{}[ferry source host-a db]\nkeep-last = 2\nkeep-within = 1y6m\n",
+        client_section("host-a", "keep-daily = 7\nkeep-weekly = 4\n")
+    );
+    let e = build_ok(&c, &[("host-a.pub", ED25519), ("admin@ws.pub", RSA2048)]);
+    let client = e.keep_rules("host-a", "www").expect("client rules");
+    assert_eq!((client.daily, client.weekly, client.last, client.monthly), (7, 4, 0, 0));
+    let src = e.keep_rules("host-a", "db").expect("source rules");
+    assert_eq!((src.last, src.daily, src.within.to_string()), (2, 0, "1y6m".to_string()));
+    assert_eq!(e.keep_rules("host-b", "db"), None);
+}
+
+#[test]
+fn retention_rules_that_keep_nothing_or_are_bad_are_refused() {
+    let kd = [("host-a.pub", ED25519), ("admin@ws.pub", RSA2048)];
+    let c = format!("{ADMIN}{}", client_section("host-a", "keep-daily = 0\nkeep-within = 0d\n"));
+    assert!(has(&build_err(&c, &kd), E_ENROL_CONF, "keep nothing"));
+    let c = format!("{ADMIN}{}", client_section("host-a", "keep-daily = -1\nkeep-within = 3x\n"));
+    let errs = build_err(&c, &kd);
+    assert!(has(&errs, E_ENROL_CONF, "'keep-daily': invalid value '-1'"), "{errs:?}");
+    assert!(has(&errs, E_ENROL_CONF, "'keep-within': invalid value '3x'"), "{errs:?}");
+    let c = format!("{ADMIN}{}[ferry source host-b db]\nkeep-last = 1\n", client_section("host-a", ""));
+    assert!(has(&build_err(&c, &kd), E_ENROL_CONF, "'host-b' is not a client enrolled here"));
+    let c = format!("{ADMIN}{}[ferry source host-a db]\nkeep-last = 1\nquota = 1G\n", client_section("host-a", ""));
+    assert!(has(&build_err(&c, &kd), E_ENROL_CONF, "unknown option 'quota'"));
+    let c = format!("{ADMIN}{}[ferry source host-a ../x]\nkeep-last = 1\n", client_section("host-a", ""));
+    assert!(has(&build_err(&c, &kd), E_ENROL_CONF, "source '../x'"));
+}

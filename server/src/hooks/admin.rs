@@ -244,6 +244,11 @@ pub fn apply(cfg: &NodeConfig, config_path: &Path) -> anyhow::Result<String> {
             "; the web view is CLOSED (E_WEB_SYNC)".to_owned()
         }
     };
+    // git daemon export follows `daemon =` (a failure is reported, the
+    // enrollment stays live; the next scan retries).
+    if let Err(e) = crate::gitexport::sync(cfg) {
+        say(&format!("git daemon export: {e:#}"));
+    }
     let summary = format!(
         "enrollment {} applied: {} client(s), {} key user(s){}{web}",
         &oid.to_string()[..12],

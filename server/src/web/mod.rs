@@ -255,7 +255,12 @@ fn build(cfg: &NodeConfig) -> anyhow::Result<Report> {
     projects.extend(found.iter().map(String::as_str));
     let list: String = projects.iter().map(|c| format!("{c}/git\n")).collect();
     write_file(&g, "projects", &list, &web)?;
-    let scan = format!("project-list={}\nscan-path={}", g.join("projects").display(), data.display());
+    // cgit expands $CGIT_REPO_URL (the path under the scan path, without
+    // .git); clone-url, like every repository setting, before scan-path.
+    let clone = |prefix: &str| {
+        cfg.web.git_url.as_ref().map(|u| format!("clone-url={u}{prefix}$CGIT_REPO_URL.git\n")).unwrap_or_default()
+    };
+    let scan = format!("{}project-list={}\nscan-path={}", clone(""), g.join("projects").display(), data.display());
     let rc = cgitrc("Ferry backups", "Read-only mirrors of every client's git repositories", "/cgit/", &scan);
     write_file(&g, "cgitrc", &rc, &web)?;
 
@@ -265,7 +270,11 @@ fn build(cfg: &NodeConfig) -> anyhow::Result<Report> {
     for c in enrollment.clients.values() {
         let d = c_dir.join(&c.name);
         make_dir(&d, &web)?;
-        let scan = format!("scan-path={}", cfg.client_data(&c.name).join("git").display());
+        let scan = format!(
+            "{}scan-path={}",
+            clone(&format!("{}/git/", c.name)),
+            cfg.client_data(&c.name).join("git").display()
+        );
         let rc = cgitrc(
             &format!("Ferry backups of {}", c.name),
             &format!("Read-only mirrors of {}'s git repositories", c.name),

@@ -266,7 +266,7 @@ fn gc_report_is_a_mail_of_its_own_kind_and_not_a_warning() {
     let body = flat(&mails[0].body);
     assert!(body.starts_with("Ferry on backup1: 1 report,"), "{body}");
     assert!(body.contains("== GC_REPORT (1): git gc report =="), "{body}");
-    assert!(body.contains("git gc on node backup1: 1 mirrors, 0 failed."), "{body}");
+    assert!(body.contains("git gc on node backup1: 1 mirrors, 0 failed, in "), "{body}");
     assert!(body.contains("host-a/git/project.git"), "{body}");
     assert_eq!(for_each_ref(&mirror), for_each_ref(&bare), "gc kept every ref");
     let gc_events: Vec<String> =

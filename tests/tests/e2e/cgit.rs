@@ -15,7 +15,7 @@ fn mirrors_are_browsable_in_cgit_and_client_html_stays_inert() {
         return;
     }
     let td = TestDir::new("cgit");
-    let node = Node::start(&td, "backup1");
+    let node = Node::start_with(&td, "backup1", "[web]\ngit_url = \"git://backup1.example.test/\"\n");
     let a = Client::new(&td, "host-a", &[&node]);
     node.enroll(&[&a]);
     let (bare, work) = a.repo("project");
@@ -51,6 +51,19 @@ fn mirrors_are_browsable_in_cgit_and_client_html_stays_inert() {
     assert!(!ctype.contains("html"), "plain view must not serve HTML (enable-html-serving=0): {ctype}");
     for h in ["content-security-policy", "x-content-type-options"] {
         assert!(plain.header(h).is_some(), "{h} missing: {:?}", plain.headers);
+    }
+    // The git:// clone URL of the git daemon export, in both views.
+    for (path, url) in [
+        ("/cgit/host-a/git/project/", "git://backup1.example.test/host-a/git/project.git"),
+        ("/c/host-a/git/project/", "git://backup1.example.test/host-a/git/project.git"),
+    ] {
+        let page = get(path);
+        assert_eq!(page.status, 200, "{path}: {}", web.logs());
+        assert!(
+            String::from_utf8_lossy(&page.body).contains(url),
+            "{path} lacks {url}: {}",
+            String::from_utf8_lossy(&page.body)
+        );
     }
     // No snapshots of client data, no dumb-HTTP clone.
     assert_ne!(get("/cgit/host-a/git/project/snapshot/project-master.tar.gz").status, 200);

@@ -481,6 +481,37 @@ fn ac07_ac08_hostile_keys_in_enrollment() {
     f.finish("enrollment keys");
 }
 
+/// Retention rules that would delete every backup of a source, or that
+/// name what is not there, are refused at enrollment with the reason, and
+/// the live enrollment stays.
+#[test]
+fn retention_rules_that_keep_nothing_are_refused_at_enrollment() {
+    let Some(f) = fleet("retention_refused") else {
+        return;
+    };
+    let node = &f.node;
+    for (what, section, reason) in [
+        (
+            "every keep-* zero",
+            "[ferry source host-a db]\nkeep-last = 0\nkeep-daily = 0\nkeep-within = 0d\n",
+            "keep nothing",
+        ),
+        ("negative count", "[ferry source host-a db]\nkeep-daily = -7\n", "'keep-daily': invalid value"),
+        ("bad span", "[ferry source host-a db]\nkeep-within = 1fortnight\n", "'keep-within': invalid value"),
+        ("source outside the store", "[ferry source host-a ../host-b]\nkeep-last = 1\n", "source '../host-b'"),
+        ("client not enrolled", "[ferry source nobody db]\nkeep-last = 1\n", "is not a client enrolled here"),
+    ] {
+        let out = node.admin_push(what, |dir| {
+            let mut conf = fs::read_to_string(dir.join("gitosis.conf")).unwrap();
+            conf.push_str(&format!("\n{section}"));
+            fs::write(dir.join("gitosis.conf"), conf).unwrap();
+        });
+        assert!(!out.status.success(), "{what}: enrollment accepted");
+        assert!(text(&out).contains("E_ENROL_CONF") && text(&out).contains(reason), "{what}: {}", text(&out));
+    }
+    f.finish("retention rules");
+}
+
 /// AC-07/AC-08: enrollment pushes that grant a client more than its own
 /// queue are refused and the live enrollment stays.
 #[test]
