@@ -17,6 +17,7 @@ mod enrolled_roots;
 mod fleet_check;
 mod git_limits;
 mod harness;
+mod hook_env;
 mod hostile;
 mod hostile_dumps;
 mod limits;
