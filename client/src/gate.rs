@@ -13,7 +13,6 @@
 //! directory, the sshd recipe in `deploy/` adds a `ChrootDirectory`; the
 //! node additionally never asks for a path outside the enrolled export dir.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
@@ -72,25 +71,21 @@ pub fn run(cfg: &ClientConfig) -> anyhow::Result<()> {
         }
     };
     let mut cmd = match decision {
-        GateDecision::UploadPack(repo) => {
-            let mut c = std::process::Command::new(&cfg.git);
-            c.args(["-c", "uploadpack.allowAnySHA1InWant=false", "-c", "uploadpack.allowReachableSHA1InWant=false"])
-                .args(["-c", "uploadpack.allowFilter=false", "upload-pack", "--strict", "--"])
-                .arg(repo);
-            c
-        }
+        GateDecision::UploadPack(repo) => ferry_run::Cmd::new(&cfg.git)
+            .args(["-c", "uploadpack.allowAnySHA1InWant=false", "-c", "uploadpack.allowReachableSHA1InWant=false"])
+            .args(["-c", "uploadpack.allowFilter=false", "upload-pack", "--strict", "--"])
+            .arg(repo),
         GateDecision::Sftp => {
             let server = cfg.gate.sftp_server.clone().unwrap_or_else(|| "/usr/lib/openssh/sftp-server".into());
-            let mut c = std::process::Command::new(server);
-            c.arg("-R").arg("-p").arg(SFTP_ALLOWED).arg("-d").arg(cfg.export_dir());
-            c
+            ferry_run::Cmd::new(server).arg("-R").arg("-p").arg(SFTP_ALLOWED).arg("-d").arg(cfg.export_dir())
         }
     };
-    cmd.env_clear().env("PATH", ferry_run::SAFE_PATH).env("LANG", "C");
+    // The runner clears the environment; git's protocol v2 is the one thing
+    // of sshd's that the child needs, and only its one harmless value.
     if let Ok(p) = std::env::var("GIT_PROTOCOL")
         && p == "version=2"
     {
-        cmd.env("GIT_PROTOCOL", p);
+        cmd = cmd.env("GIT_PROTOCOL", p);
     }
     let err = cmd.exec();
     bail!("ferry gate: cannot execute: {err}")

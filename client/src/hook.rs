@@ -27,23 +27,25 @@ pub fn post_update(cfg: &ClientConfig, config_path: &Path) -> anyhow::Result<Str
     Ok(id)
 }
 
-/// Start `ferry send` detached, logging to `state_dir/log/send.log`.
+/// Variables of the hook's environment the background send keeps: the
+/// account's identity and home (a send prepares every pending request, and
+/// a database dump finds `~/.pgpass` or `~/.my.cnf` through `HOME`) and its
+/// time zone. Everything else is the pusher's or git's (`GIT_DIR`, the
+/// quarantine path, `GIT_SSH_COMMAND`, `LD_PRELOAD`, `FERRY_*`) and must
+/// not steer the send (SECURITY C3).
+const SEND_ENV: &[&str] = &["HOME", "USER", "LOGNAME", "TZ"];
+
+/// Start `ferry send` detached, logging to `state_dir/log/send.log`, with
+/// the runner's cleared environment plus [`SEND_ENV`].
 pub fn spawn_send(cfg: &ClientConfig, config_path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt;
     let log_dir = cfg.state_dir.join("log");
     std::fs::create_dir_all(&log_dir)?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_dir.join("send.log"))?;
-    std::process::Command::new(std::env::current_exe()?)
+    ferry_run::Cmd::new(std::env::current_exe()?)
         .arg("--config")
         .arg(config_path)
         .arg("send")
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_QUARANTINE_PATH")
-        .process_group(0)
-        .spawn()
+        .pass_env(SEND_ENV)
+        .spawn_detached(Some(&log_dir.join("send.log")))
         .context("cannot start a background send")?;
     Ok(())
 }

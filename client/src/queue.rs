@@ -174,28 +174,14 @@ impl<'a> Queue<'a> {
         let ctl = self.cfg.control_dir();
         std::fs::create_dir_all(&ctl)?;
         set_private(&ctl);
-        let s = |p: &Path| -> anyhow::Result<String> {
-            Ok(shell_quote(p.to_str().ok_or_else(|| anyhow!("{} is not UTF-8", p.display()))?))
-        };
         // One multiplexed connection per node URL. ssh appends 17 bytes to
         // the socket name while creating it, and unix socket paths are
         // limited to 107 bytes: too deep a state_dir just means no reuse.
         let sock = ctl.join(ferry_durable::short_hash(self.node.url.as_bytes()));
-        let control = if sock.as_os_str().len() + 17 < 104 {
-            format!("-o ControlMaster=auto -o ControlPath={} -o ControlPersist=60", s(&sock)?)
-        } else {
-            "-o ControlMaster=no -o ControlPath=none".to_owned()
-        };
-        Ok(format!(
-            "{} -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \
-             -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o HostKeyAlias={} \
-             -o ForwardAgent=no -o ForwardX11=no -o ClearAllForwardings=yes -o PermitLocalCommand=no \
-             {control} -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=4",
-            s(&self.cfg.ssh)?,
-            s(&self.cfg.ssh_key())?,
-            s(&kh)?,
-            shell_quote(&alias),
-        ))
+        let opts = ferry_run::ssh::SshOptions::new(&kh, alias, self.cfg.ssh_key())
+            .connect_timeout(Duration::from_secs(15))
+            .multiplex((sock.as_os_str().len() + 17 < 104).then_some(sock));
+        opts.command_line(&self.cfg.ssh).ok_or_else(|| anyhow!("the ssh command or its files are not UTF-8 paths"))
     }
 
     fn git(&self) -> anyhow::Result<ferry_run::Cmd> {

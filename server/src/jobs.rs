@@ -170,25 +170,20 @@ pub fn io_refusal(what: &str, e: std::io::Error) -> Refusal {
 /// client's own pull key, no agent, no forwarding, no proxy, no local
 /// command; one multiplexed connection per client and destination.
 pub fn ssh_command(cfg: &NodeConfig, client: &ClientEnrollment) -> String {
-    let q = |p: &Path| format!("'{}'", p.display());
-    let control = match git_control_path(cfg, client) {
-        Some(sock) => format!("-o ControlMaster=auto -o ControlPath={} -o ControlPersist=60", q(&sock)),
-        None => "-o ControlMaster=no -o ControlPath=none".to_owned(),
-    };
     let client_name = &client.name;
-    format!(
-        "{ssh} -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UpdateHostKeys=no \
-         -o UserKnownHostsFile={kh} -o HostKeyAlias=ferry-client-{client_name} \
-         -o IdentitiesOnly=yes -o IdentityFile={key} -o IdentityAgent=none \
-         -o ForwardAgent=no -o ForwardX11=no -o ClearAllForwardings=yes -o PermitLocalCommand=no \
-         -o ProxyCommand=none {control} \
-         -o ConnectTimeout=20 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 \
-         -o Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com \
-         -o KexAlgorithms=curve25519-sha256,curve25519-sha256@libssh.org,sntrup761x25519-sha512@openssh.com",
-        ssh = q(&cfg.ssh),
-        kh = q(&cfg.known_hosts(client_name)),
-        key = q(&cfg.pull_key(client_name)),
+    let opts = ferry_run::ssh::SshOptions::new(
+        cfg.known_hosts(client_name),
+        format!("ferry-client-{client_name}"),
+        cfg.pull_key(client_name),
     )
+    .connect_timeout(std::time::Duration::from_secs(20))
+    .multiplex(git_control_path(cfg, client));
+    // The node's paths come from its TOML and are UTF-8 there; a lossy
+    // line would only fail to connect, never run something else.
+    opts.command_line(&cfg.ssh).unwrap_or_else(|| {
+        let lossy = |p: &Path| ferry_run::ssh::shell_word(&p.to_string_lossy());
+        format!("{} {}", lossy(&cfg.ssh), opts.args().iter().map(|a| lossy(Path::new(a))).collect::<Vec<_>>().join(" "))
+    })
 }
 
 /// The socket of the multiplexed ssh connection git pulls from `client`

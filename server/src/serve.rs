@@ -8,7 +8,6 @@
 //! are exec'd directly with a cleared environment instead of `git shell`;
 //! and `FERRY_USER`/`GITOSIS_USER` tell the hooks who authenticated.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use ferry_gitosis::serve::{Denied, Verb};
@@ -70,28 +69,23 @@ pub fn serve(cfg: &NodeConfig, config_path: &Path, user: &str) -> u8 {
         Verb::ReceivePack => "receive-pack",
         Verb::UploadArchive => "upload-archive",
     };
-    let mut cmd = std::process::Command::new(&cfg.git);
-    cmd.env_clear()
-        .env("PATH", ferry_run::SAFE_PATH)
-        .env("LANG", "C")
+    let mut cmd = ferry_run::Cmd::new(&cfg.git)
         .env("HOME", cfg.empty_dir())
         .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("FERRY_USER", user)
-        .env("GITOSIS_USER", user)
-        .arg(service)
-        .arg("--")
-        .arg(&repo);
-    if allowed.verb == Verb::UploadArchive {
-        // upload-archive takes no `--`.
-        cmd = std::process::Command::new(&cfg.git);
-        cmd.env_clear().env("PATH", ferry_run::SAFE_PATH).env("LANG", "C").env("HOME", cfg.empty_dir());
-        cmd.env("GIT_CONFIG_NOSYSTEM", "1").env("GIT_CONFIG_GLOBAL", "/dev/null").arg(service).arg(&repo);
-    }
+        .env("GIT_CONFIG_GLOBAL", "/dev/null");
+    cmd = if allowed.verb == Verb::UploadArchive {
+        // upload-archive takes no `--` and runs no hooks.
+        cmd.arg(service).arg(&repo)
+    } else {
+        // The hooks learn who authenticated from these.
+        cmd.env("FERRY_USER", user).env("GITOSIS_USER", user).arg(service).arg("--").arg(&repo)
+    };
+    // The runner clears the environment; the protocol version the client
+    // asked for (through sshd's AcceptEnv) is kept when it is one git knows.
     if let Ok(p) = std::env::var("GIT_PROTOCOL")
         && matches!(p.as_str(), "version=2" | "version=1" | "version=0")
     {
-        cmd.env("GIT_PROTOCOL", p);
+        cmd = cmd.env("GIT_PROTOCOL", p);
     }
     let err = cmd.exec();
     eprintln!("ERROR:gitosis.serve.main:Cannot execute git-shell. ({err})");

@@ -17,6 +17,15 @@
 //!   killed `ferry-node scan` does not leave a fetch running into a mirror
 //!   the next scan is about to use.
 //!
+//! * **Every way of starting a program is here**: run to completion
+//!   ([`Cmd::run`]), replace this process ([`Cmd::exec`], the forced
+//!   commands), start detached ([`Cmd::spawn_detached`], the hooks'
+//!   background jobs) and, behind the `tokio` feature, start with async
+//!   pipes ([`Cmd::spawn_async`], the sftp puller's ssh). All four share the
+//!   environment rules above, so no caller repeats them by hand.
+//! * **One hardened ssh option set** ([`ssh::SshOptions`]) for every ssh
+//!   Ferry starts, directly or as git's `GIT_SSH_COMMAND`.
+//!
 //! std::process is used directly rather than duct (on the design card):
 //! duct's capture buffers are unbounded and it has no process-group
 //! deadline, which are exactly the two things this module must guarantee.
@@ -32,6 +41,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
+
+mod launch;
+pub mod ssh;
 
 /// Default cap on captured stderr (head + tail), per SECURITY C11.
 pub const DEFAULT_STDERR_CAP: usize = 8 * 1024;
@@ -301,7 +313,22 @@ impl Cmd {
         s
     }
 
-    fn build(&self) -> Command {
+    /// Pass these variables of this process's environment through to the
+    /// child, those that are set. The environment stays cleared otherwise:
+    /// each caller names what it needs and says why at the call.
+    pub fn pass_env(mut self, names: &[&str]) -> Cmd {
+        for k in names {
+            if let Some(v) = std::env::var_os(k) {
+                self.env.push((OsString::from(k), v));
+            }
+        }
+        self
+    }
+
+    /// The `Command` every way of starting (run, exec, detached, async)
+    /// begins from: the program (behind `setpriv` when it must die with its
+    /// parent), its arguments, the environment rules and the directory.
+    fn base(&self) -> Command {
         let mut c = if self.die_with_parent && Path::new("/usr/bin/setpriv").exists() {
             let mut c = Command::new("/usr/bin/setpriv");
             c.arg("--pdeathsig").arg("KILL").arg("--").arg(&self.program);
@@ -320,6 +347,11 @@ impl Cmd {
         if let Some(d) = &self.cwd {
             c.current_dir(d);
         }
+        c
+    }
+
+    fn build(&self) -> Command {
+        let mut c = self.base();
         c.process_group(0);
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
         c

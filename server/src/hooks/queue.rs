@@ -335,22 +335,13 @@ pub fn extract(cfg: &NodeConfig, client: &str) -> anyhow::Result<usize> {
 /// wait for it (GITOSIS.md §7.4), and nothing of the hook's environment
 /// (GIT_DIR, quarantine paths) reaches it.
 pub fn spawn_scan(cfg: &NodeConfig, config_path: &Path, client: &str) -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt;
     let log_dir = cfg.state_dir().join("log");
     std::fs::create_dir_all(&log_dir)?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_dir.join("scan.log"))?;
-    std::process::Command::new(cfg.program())
+    ferry_run::Cmd::new(cfg.program())
         .arg("--config")
         .arg(config_path)
         .args(["scan", "--client", client])
-        .env_clear()
-        .env("PATH", ferry_run::SAFE_PATH)
-        .env("LANG", "C")
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()
+        .spawn_detached(Some(&log_dir.join("scan.log")))
         .context("cannot start a scan")?;
     Ok(())
 }

@@ -18,6 +18,7 @@ mod fleet_check;
 mod git_limits;
 mod gitdaemon;
 mod harness;
+mod hook_env;
 mod hostile;
 mod hostile_dumps;
 mod limits;

@@ -2,9 +2,7 @@
 //! mux), the frame guard on its stream, and how its failures are explained.
 
 use std::io;
-use std::path::Path;
 use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -114,27 +112,15 @@ impl Conn {
 
     async fn open_own(ep: &SftpEndpoint, tuning: &Tuning, chunk: u32, clock: &Clock) -> Result<Conn, PullError> {
         let args = ssh_args(ep, tuning.multiplex)?;
-        // Same child rules as ferry-run (cleared environment, own process
-        // group, killed with its parent), but with async pipes.
-        let mut cmd = if Path::new("/usr/bin/setpriv").exists() {
-            let mut c = tokio::process::Command::new("/usr/bin/setpriv");
-            c.args(["--pdeathsig", "KILL", "--"]).arg(&ep.ssh);
-            c
-        } else {
-            tokio::process::Command::new(&ep.ssh)
-        };
-        cmd.args(&args)
-            .env_clear()
-            .env("PATH", ferry_run::SAFE_PATH)
-            .env("LANG", "C")
-            .env("LC_ALL", "C")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
+        // The runner's child rules (cleared environment, own process group,
+        // killed with its parent and when dropped), with async pipes.
         let mut child =
-            cmd.spawn().map_err(|e| PullError::new(Reason::FetchFailed, format!("start {}: {e}", ep.ssh.display())))?;
+            ferry_run::Cmd::new(&ep.ssh).args(&args).die_with_parent().spawn_async().map_err(|e| match e {
+                ferry_run::RunError::Spawn { source, .. } => {
+                    PullError::new(Reason::FetchFailed, format!("start {}: {source}", ep.ssh.display()))
+                }
+                e => PullError::new(Reason::FetchFailed, e.to_string()),
+            })?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         grow_pipe(&stdout, tuning.pipe_size);

@@ -132,14 +132,9 @@ pub const DEFAULT_DEPTH: usize = 32;
 pub const DIRECT_FROM: u64 = 8 << 20;
 /// Default of [`Tuning::multiplex_max`].
 pub const MULTIPLEX_MAX: u64 = 256 << 20;
-/// How long an idle master stays for the next pull from the same client.
-pub const CONTROL_PERSIST_SECS: u64 = 60;
-/// Ciphers in order of preference: aes128-gcm is 1.4–1.6× faster than
-/// chacha20-poly1305 on CPUs with AES-NI (CRATES.md §3). Same as git pulls.
-pub const CIPHERS: &str = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com";
-/// Key exchange: curve25519 first halves the handshake (0.23 s against
-/// 0.44 s with sntrup761). Same as git pulls.
-pub const KEX: &str = "curve25519-sha256,curve25519-sha256@libssh.org,sntrup761x25519-sha512@openssh.com";
+/// The idle master's lifetime, ciphers and key exchanges of every ssh
+/// Ferry starts (one option set: [`ferry_run::ssh::SshOptions`]).
+pub use ferry_run::ssh::{CIPHERS, CONTROL_PERSIST_SECS, KEX};
 /// Longest `ControlPath` we use: sun_path holds 107 bytes and ssh appends a
 /// 17-byte temporary suffix while creating the socket (same rule as the
 /// git pulls' `ssh_command`).

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use ferry_request::Reason;
 use ferry_text::escape;
 
-use super::{CIPHERS, CLOSE_WAIT, CONTROL_PERSIST_SECS, KEX, SOCKET_PATH_LIMIT, SftpEndpoint};
+use ferry_run::ssh::SshOptions;
+
+use super::{CIPHERS, CLOSE_WAIT, KEX, SOCKET_PATH_LIMIT, SftpEndpoint};
 use crate::PullError;
 /// The `ControlPath` of this endpoint's sftp master, or `None` when
 /// `control_dir` is too deep for a unix socket (then no multiplexing).
@@ -30,72 +32,14 @@ pub fn control_path(ep: &SftpEndpoint) -> Option<PathBuf> {
 /// Public so that an audit test can assert it.
 pub fn ssh_args(ep: &SftpEndpoint, multiplex: bool) -> Result<Vec<OsString>, PullError> {
     check_endpoint(ep)?;
-    let mut o: Vec<String> = vec![
-        "-F".into(),
-        "/dev/null".into(),
-        "-o".into(),
-        "BatchMode=yes".into(),
-        "-o".into(),
-        "StrictHostKeyChecking=yes".into(),
-        "-o".into(),
-        "UpdateHostKeys=no".into(),
-        "-o".into(),
-        format!("UserKnownHostsFile={}", ep.known_hosts.display()),
-        "-o".into(),
-        "GlobalKnownHostsFile=/dev/null".into(),
-        "-o".into(),
-        format!("HostKeyAlias={}", ep.host_key_alias),
-        "-o".into(),
-        "IdentitiesOnly=yes".into(),
-        "-o".into(),
-        format!("IdentityFile={}", ep.identity.display()),
-        "-o".into(),
-        "IdentityAgent=none".into(),
-        "-o".into(),
-        "ForwardAgent=no".into(),
-        "-o".into(),
-        "ForwardX11=no".into(),
-        "-o".into(),
-        "ClearAllForwardings=yes".into(),
-        "-o".into(),
-        "PermitLocalCommand=no".into(),
-        "-o".into(),
-        "ProxyCommand=none".into(),
-        "-o".into(),
-        "RequestTTY=no".into(),
-    ];
-    match control_path(ep).filter(|_| multiplex) {
-        Some(p) => o.extend([
-            "-o".into(),
-            "ControlMaster=auto".into(),
-            "-o".into(),
-            format!("ControlPath={}", p.display()),
-            "-o".into(),
-            format!("ControlPersist={CONTROL_PERSIST_SECS}"),
-        ]),
-        None => o.extend(["-o".into(), "ControlMaster=no".into(), "-o".into(), "ControlPath=none".into()]),
-    }
-    o.extend([
-        "-o".into(),
-        format!("ConnectTimeout={}", ep.connect_timeout.as_secs().max(1)),
-        "-o".into(),
-        "ServerAliveInterval=15".into(),
-        "-o".into(),
-        "ServerAliveCountMax=4".into(),
-        "-o".into(),
-        format!("Ciphers={CIPHERS}"),
-        "-o".into(),
-        format!("KexAlgorithms={KEX}"),
-        "-p".into(),
-        ep.port.to_string(),
-        "-l".into(),
-        ep.user.clone(),
-        "-s".into(),
-        "--".into(),
-        ep.host.clone(),
-        "sftp".into(),
-    ]);
-    Ok(o.into_iter().map(OsString::from).collect())
+    let mut o = SshOptions::new(&ep.known_hosts, ep.host_key_alias.as_str(), &ep.identity)
+        .connect_timeout(ep.connect_timeout)
+        .multiplex(control_path(ep).filter(|_| multiplex))
+        .port(ep.port)
+        .user(ep.user.as_str())
+        .args();
+    o.extend(["-s", "--", ep.host.as_str(), "sftp"].map(OsString::from));
+    Ok(o)
 }
 
 /// Ask this endpoint's sftp master (if one runs) to exit now instead of
