@@ -86,6 +86,10 @@ pub enum Command {
     List {
         /// Only this client.
         client: Option<String>,
+        /// The datasets of gitosis.conf (`[ferry dataset NAME]`) instead:
+        /// each member and its newest backup.
+        #[arg(long, conflicts_with = "client")]
+        datasets: bool,
     },
     /// Find stored artifacts by client, source and time.
     Find {
@@ -103,11 +107,31 @@ pub enum Command {
         until: Option<String>,
     },
     /// Restore a stored repository or artifact, checked against its digest first.
+    ///
+    /// `restore CLIENT --all DIR` restores every source and mirror of
+    /// CLIENT (and names each declared source with nothing stored) into
+    /// DIR/<source>/ and DIR/git/<repo>.git; `restore --dataset NAME DIR`
+    /// every member of a gitosis.conf dataset into DIR/<client>/<source>/.
+    /// Both go on past a failing source, print a summary and exit 3 when
+    /// something could not be restored.
     Restore {
-        /// The client the data belongs to.
+        /// The client the data belongs to (with --dataset: DIR).
         client: String,
-        /// A repository (`app`, `git/app.git`) or a source name.
-        what: String,
+        /// A repository (`app`, `git/app.git`) or a source name (with
+        /// --all: DIR).
+        what: Option<String>,
+        /// Every source and mirror of CLIENT, into DIR (the second
+        /// argument or --to).
+        #[arg(long, conflicts_with_all = ["dataset", "into_db", "stdout", "checkout"])]
+        all: bool,
+        /// Every member of this gitosis.conf dataset (`[ferry dataset
+        /// NAME]`), as of one moment, into DIR (the argument or --to).
+        #[arg(long, conflicts_with_all = ["into_db", "stdout", "checkout"])]
+        dataset: Option<String>,
+        /// With --all or --dataset: restore into a non-empty DIR (nothing is
+        /// overwritten: each source's own directory must be absent or empty).
+        #[arg(long)]
+        force: bool,
         /// Destination directory (for fs: must not exist or be empty).
         #[arg(long)]
         to: Option<PathBuf>,
@@ -382,7 +406,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(if r.failed > 0 { exit::PROBLEMS } else { exit::OK })
         }
-        Command::List { client } => {
+        Command::List { datasets: true, .. } => {
+            let d = crate::restore::all::datasets(&cfg)?;
+            if cli.json {
+                out::json(&d)?;
+            } else {
+                for l in crate::restore::all::dataset_lines(&d) {
+                    out::line(&l)?;
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::List { client, .. } => {
             let mut l = crate::list::collect(&cfg, client.as_deref())?;
             crate::list::add_history(&mut l);
             if cli.json {
@@ -418,6 +453,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Restore {
             client,
             what,
+            all,
+            dataset,
+            force,
             to,
             at,
             checkout,
@@ -457,6 +495,36 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 port: db_port,
                 restore_host,
             });
+            if all || dataset.is_some() {
+                let (dir, members) = if let Some(ds) = &dataset {
+                    let dir = match (what, to) {
+                        (None, Some(to)) => to,
+                        (None, None) => PathBuf::from(&client),
+                        _ => return Err(UsageError("restore --dataset NAME DIR: one DIR".into()).into()),
+                    };
+                    let m = crate::restore::all::dataset_members(&cfg, ds, &dir)?;
+                    (dir, m)
+                } else {
+                    let Some(dir) = what.map(PathBuf::from).or(to) else {
+                        return Err(UsageError("restore CLIENT --all DIR: say where".into()).into());
+                    };
+                    let m = crate::restore::all::host_members(&cfg, &client, &dir)?;
+                    (dir, m)
+                };
+                let args = crate::restore::RestoreArgs { at, policy, ..Default::default() };
+                let s = crate::restore::all::restore_members(&cfg, &dir, &members, &args, force, !cli.json)?;
+                if cli.json {
+                    out::json(&s)?;
+                } else {
+                    for l in s.lines(dataset.is_some()) {
+                        out::line(&l)?;
+                    }
+                }
+                return Ok(s.code());
+            }
+            let Some(what) = what else {
+                return Err(UsageError("say what to restore: a source or repository, --all or --dataset".into()).into());
+            };
             let args = crate::restore::RestoreArgs { to, at, into_db, stdout, policy };
             let show = !cli.json && !args.stdout;
             let msg = crate::restore::restore(&cfg, &client, &what, &args, checkout, show)?;

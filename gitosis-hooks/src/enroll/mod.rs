@@ -43,6 +43,7 @@ use crate::keys::{PublicKey, parse_keyfile};
 use crate::username::{RESERVED_CLIENT_NAMES, is_reserved_client_name, is_safe_username};
 
 pub mod client;
+pub mod dataset;
 pub mod expect;
 pub mod sections;
 pub mod units;
@@ -93,6 +94,9 @@ pub struct Enrollment {
     pub users: BTreeMap<String, Vec<PublicKey>>,
     /// Problems that do not block activation; escaped, ready to print.
     pub warnings: Vec<String>,
+    /// `[ferry dataset NAME]`: name → its `(client, source)` members
+    /// ([`dataset`]).
+    pub datasets: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// Collects errors and warnings while building.
@@ -173,7 +177,9 @@ impl Enrollment {
         check_default_section(conf, &mut rep);
         let mut clients = BTreeMap::new();
         for section in conf.sections() {
-            if is_ferry_owned(section) {
+            if dataset::dataset_section(section).is_some() {
+                // Parsed below, once every client is known.
+            } else if is_ferry_owned(section) {
                 match ferry_client_name(section) {
                     Some(name) => {
                         if let Some(c) = parse_client(conf, section, name, &mut rep) {
@@ -227,8 +233,13 @@ impl Enrollment {
             ));
         }
         check_grants(conf, &users, &client_names, &mut rep);
+        let datasets = dataset::parse_datasets(conf, &client_names, &mut rep);
 
-        if rep.errors.is_empty() { Ok(Enrollment { clients, users, warnings: rep.warnings }) } else { Err(rep.errors) }
+        if rep.errors.is_empty() {
+            Ok(Enrollment { clients, users, warnings: rep.warnings, datasets })
+        } else {
+            Err(rep.errors)
+        }
     }
 
     /// The enrollment of client `name`.

@@ -23,6 +23,7 @@ mod limits;
 mod matrix;
 mod names_output;
 mod ops;
+mod restore_all;
 mod restore_faithful;
 mod spine;
 mod web_access;
