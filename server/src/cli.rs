@@ -105,6 +105,10 @@ pub enum Command {
         /// Received at or before.
         #[arg(long)]
         until: Option<String>,
+        /// Only the members of this gitosis.conf dataset (`[ferry dataset
+        /// NAME]`).
+        #[arg(long, conflicts_with_all = ["client", "source"])]
+        dataset: Option<String>,
     },
     /// Restore a stored repository or artifact, checked against its digest first.
     ///
@@ -427,7 +431,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Find { client, source, since, until } => {
+        Command::Find { client, source, since, until, dataset } => {
+            let members = match &dataset {
+                Some(d) => Some(crate::restore::all::dataset_pairs(&cfg, d)?),
+                None => None,
+            };
             let q = crate::catalog::Query {
                 client,
                 source,
@@ -437,6 +445,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let found = match crate::catalog::open_existing(&cfg)? {
                 Some(c) => c.find(&q)?,
                 None => Vec::new(),
+            };
+            let found: Vec<_> = match &members {
+                Some(m) => {
+                    found.into_iter().filter(|a| m.iter().any(|(c, s)| *c == a.client && *s == a.source)).collect()
+                }
+                None => found,
             };
             if cli.json {
                 out::json(&found)?;

@@ -256,6 +256,16 @@ pub fn host_members(cfg: &NodeConfig, client: &str, dir: &Path) -> anyhow::Resul
     Ok(out)
 }
 
+/// The `(client, source)` members of dataset `name` (for `find --dataset`).
+pub fn dataset_pairs(cfg: &NodeConfig, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let enrollment = crate::enrollment::load(cfg)?;
+    enrollment
+        .datasets
+        .get(name)
+        .cloned()
+        .ok_or_else(|| UsageError(format!("no dataset {name:?} in gitosis.conf")).into())
+}
+
 /// Every member of dataset `name` (from the live enrollment), placed
 /// under `dir/<client>/`.
 pub fn dataset_members(cfg: &NodeConfig, name: &str, dir: &Path) -> anyhow::Result<Vec<Member>> {
@@ -364,6 +374,12 @@ pub fn restore_members(
             path: None,
             detail: String::new(),
         };
+        if !matches!(m.kind, Kind::Nothing)
+            && let Some(parent) = m.dest.parent()
+        {
+            // DIR/<client>/ and DIR/git/: extraction wants its parent.
+            std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+        }
         match &m.kind {
             Kind::Nothing => o.detail = format!("{} (declared, nothing stored)", no_backup()),
             Kind::Git(mirror) => {

@@ -199,3 +199,91 @@ fn restore_all_gives_back_every_source_of_a_host() {
     assert!(fs::read_dir(&real).unwrap().next().is_none());
     let _ = (&f.a, &f.tree);
 }
+
+/// Append `text` to the admin clone's gitosis.conf.
+fn append_conf(dir: &Path, text: &str) {
+    let mut conf = fs::read_to_string(dir.join("gitosis.conf")).unwrap();
+    conf.push_str(text);
+    fs::write(dir.join("gitosis.conf"), conf).unwrap();
+}
+
+#[test]
+fn a_dataset_across_two_clients_is_restored_as_of_one_moment() {
+    if !tools() {
+        return;
+    }
+    let td = TestDir::new("restore_dataset");
+    let node = Node::start(&td, "backup1");
+    let (site, stream_a) = (td.mkdir("web1-site"), td.join("web1-stream"));
+    let (other, stream_b) = (td.mkdir("db1-site"), td.join("db1-stream"));
+    let web1 = client(&td, &node, "web1", &site, &stream_a);
+    let db1 = client(&td, &node, "db1", &other, &stream_b);
+    node.enroll(&[&web1, &db1]);
+
+    // A bad dataset section refuses the push with a reason; the live
+    // enrollment stays as it was.
+    let live = node.srv().join("state/enrolled/gitosis.conf");
+    let before = fs::read(&live).unwrap();
+    let out = node
+        .admin_push("bad dataset", |d| append_conf(d, "\n[ferry dataset shop]\nsources = web1:site nobody:db db1\n"));
+    assert!(!out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("[ferry dataset shop]") && t.contains("'nobody' is not enrolled"), "{t}");
+    assert!(t.contains("'db1' is not CLIENT:SOURCE"), "{t}");
+    assert_eq!(fs::read(&live).unwrap(), before);
+    let out = run(node.cmd().args(["restore", "--dataset", "shop", td.join("x").to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no dataset \"shop\""), "{}", text(&out));
+
+    let out = node
+        .admin_push("shop", |d| append_conf(d, "\n[ferry dataset shop]\nsources = web1:site db1:numbers db1:orders\n"));
+    assert!(out.status.success(), "{}", text(&out));
+
+    let backup = |n: u8| {
+        fs::write(site.join("index.html"), format!("shop page {n}\n")).unwrap();
+        fs::write(&stream_b, format!("order {n}\n")).unwrap();
+        ok(web1.cmd().args(["backup", "site", "--send"]));
+        ok(db1.cmd().args(["backup", "numbers", "--send"]));
+        wait_stored(&node, "web1", &["site"], n as usize);
+        wait_stored(&node, "db1", &["numbers"], n as usize);
+        let copy = td.join(format!("web1-site-v{n}"));
+        ok(std::process::Command::new("cp").arg("-a").arg(&site).arg(&copy));
+        copy
+    };
+    let v1 = backup(1);
+    let t1 = now();
+    eventually("the clock to pass the first backup", || now() > t1);
+    let v2 = backup(2);
+
+    // list --datasets names the members and what is stored of each.
+    let l = node.ferry_node_json(&["list", "--datasets"]);
+    assert_eq!(l[0]["name"], "shop", "{l}");
+    assert_eq!(l[0]["members"][0]["stored"], "source", "{l}");
+    assert_eq!(l[0]["members"][2]["stored"], "nothing stored", "{l}");
+    let human = ok(node.cmd().args(["list", "--datasets"]));
+    assert!(human.contains("dataset shop") && human.contains("db1:orders  nothing stored"), "{human}");
+
+    // find --dataset: the artifacts of its members only.
+    let found = node.ferry_node_json(&["find", "--dataset", "shop"]);
+    let pairs: Vec<String> =
+        found.as_array().unwrap().iter().map(|a| format!("{}:{}", a["client"], a["source"]).replace('"', "")).collect();
+    assert_eq!(pairs, ["db1:numbers", "db1:numbers", "web1:site", "web1:site"], "{found}");
+
+    // As of the moment between the two backups: both hosts' first backups.
+    let dir = td.join("shop");
+    let out = run(node.cmd().args(["restore", "--dataset", "shop", "--at", &at(t1), dir.to_str().unwrap()]));
+    let human = text(&out);
+    println!("{human}");
+    assert_eq!(out.status.code(), Some(3), "{human}");
+    assert!(human.contains("2 restored, 1 missing, 0 failed"), "{human}");
+    assert!(human.lines().any(|l| l.starts_with("db1:orders") && l.contains("missing")), "{human}");
+    same_tree(&v1, &dir.join("web1/site"));
+    assert_eq!(fs::read(only_file(&dir.join("db1/numbers"))).unwrap(), b"order 1\n");
+    // Newest: the second ones, in JSON.
+    let dir = td.join("shop-now");
+    let out = run(node.cmd().args(["--json", "restore", "--dataset", "shop", dir.to_str().unwrap()]));
+    let v = json_of(&out);
+    assert_eq!(member(&v, "db1", "numbers")["status"], "restored", "{v}");
+    same_tree(&v2, &dir.join("web1/site"));
+    assert_eq!(fs::read(only_file(&dir.join("db1/numbers"))).unwrap(), b"order 2\n");
+}
