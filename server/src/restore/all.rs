@@ -451,7 +451,7 @@ pub fn restore_members(
                                     // An older copy is a recovery, but not the one asked for.
                                     o.status = "failed".into();
                                     o.detail = format!(
-                                        "{}, an older copy: newer failed the integrity check: {}",
+                                        "older copy restored ({}); integrity check failed: {}",
                                         o.detail,
                                         bad.join("; ")
                                     );

@@ -197,6 +197,43 @@ fn restore_all_gives_back_every_source_of_a_host() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("below a symbolic link"), "{}", text(&out));
     assert!(fs::read_dir(&real).unwrap().next().is_none());
+
+    // A corrupted newest copy: the older one is restored and the row says
+    // so; with every copy corrupted, the source fails and the others are
+    // still restored. Exit 3 either way.
+    let found = node.ferry_node_json(&["find", "--client", "host-a", "--source", "numbers"]);
+    let paths: Vec<PathBuf> =
+        found.as_array().unwrap().iter().map(|a| node.srv().join("data").join(a["path"].as_str().unwrap())).collect();
+    assert_eq!(paths.len(), 2, "{found}");
+    // Same size, other bytes: only the digest can tell.
+    fs::write(&paths[1], vec![b'x'; f.v2.1.len()]).unwrap();
+    let dir = td.join("after-damage");
+    let out = run(node.cmd().args(["--json", "restore", "host-a", "--all", dir.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let v = json_of(&out);
+    let row = member(&v, "host-a", "numbers");
+    assert_eq!(row["status"], "failed", "{v}");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("older copy restored")
+            && detail.contains("integrity check failed")
+            && detail.contains("sha256"),
+        "{v}"
+    );
+    assert_eq!(fs::read(only_file(&dir.join("numbers"))).unwrap(), f.v1.1);
+    fs::write(&paths[0], b"tampered too\n").unwrap();
+    let dir = td.join("after-more-damage");
+    let out = run(node.cmd().args(["restore", "host-a", "--all", dir.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let t = text(&out);
+    println!("{t}");
+    assert!(
+        t.lines().any(|l| l.starts_with("numbers") && l.contains("failed") && l.contains("integrity check failed: ")),
+        "{t}"
+    );
+    assert!(t.contains("2 restored, 1 missing, 1 failed"), "{t}");
+    assert!(!dir.join("numbers").exists());
+    same_tree(&f.v2.0, &dir.join("site"));
     let _ = (&f.a, &f.tree);
 }
 
