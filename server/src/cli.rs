@@ -607,6 +607,17 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             if cli.json {
                 out::json(&r)?;
             } else {
+                // A late or missing member names its datasets: what else
+                // a restore of that application would lack.
+                let datasets = crate::enrollment::load(&cfg).map(|e| e.datasets).unwrap_or_default();
+                let in_sets = |c: &str, src: &str| -> String {
+                    let names: Vec<&str> = datasets
+                        .iter()
+                        .filter(|(_, m)| m.iter().any(|(mc, ms)| mc == c && ms == src))
+                        .map(|(n, _)| n.as_str())
+                        .collect();
+                    if names.is_empty() { String::new() } else { format!(" (dataset {})", names.join(", ")) }
+                };
                 for e in &r {
                     out::line(&format!(
                         "{:<30} {} (last request {}, last pull {})",
@@ -616,8 +627,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                         e.last_success.as_deref().unwrap_or("-")
                     ))?;
                     for s in e.sources.iter().filter(|s| s.verdict.is_some()) {
+                        let sets = match s.verdict {
+                            Some(v) if v.is_problem() => in_sets(&e.client, &s.source),
+                            _ => String::new(),
+                        };
                         out::line(&format!(
-                            "  {:<28} {:<10} {}",
+                            "  {:<28} {:<10} {}{sets}",
                             s.source,
                             s.verdict.map(|v| v.word().to_uppercase()).unwrap_or_default(),
                             s.detail.as_deref().unwrap_or("")

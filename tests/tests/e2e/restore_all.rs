@@ -254,7 +254,8 @@ fn a_dataset_across_two_clients_is_restored_as_of_one_moment() {
     let (site, stream_a) = (td.mkdir("web1-site"), td.join("web1-stream"));
     let (other, stream_b) = (td.mkdir("db1-site"), td.join("db1-stream"));
     let web1 = client(&td, &node, "web1", &site, &stream_a);
-    let db1 = client(&td, &node, "db1", &other, &stream_b);
+    let mut db1 = client(&td, &node, "db1", &other, &stream_b);
+    db1.gitosis_section.push_str("sources = numbers:1d orders:1d\n");
     node.enroll(&[&web1, &db1]);
 
     // A bad dataset section refuses the push with a reason; the live
@@ -305,6 +306,13 @@ fn a_dataset_across_two_clients_is_restored_as_of_one_moment() {
     let pairs: Vec<String> =
         found.as_array().unwrap().iter().map(|a| format!("{}:{}", a["client"], a["source"]).replace('"', "")).collect();
     assert_eq!(pairs, ["db1:numbers", "db1:numbers", "web1:site", "web1:site"], "{found}");
+
+    // check names the dataset of a missing member.
+    let out = run(node.cmd().args(["check"]));
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(t.lines().any(|l| l.contains("orders") && l.contains("MISSING") && l.ends_with("(dataset shop)")), "{t}");
+    assert!(!t.lines().any(|l| l.contains("numbers") && l.contains("dataset")), "{t}");
 
     // As of the moment between the two backups: both hosts' first backups.
     let dir = td.join("shop");
