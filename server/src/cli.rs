@@ -119,7 +119,7 @@ pub enum Command {
     /// Both go on past a failing source, print a summary and exit 3 when
     /// something could not be restored.
     Restore {
-        /// The client the data belongs to (with --dataset: DIR).
+        /// The client the data belongs to (with --dataset: the target DIR).
         client: String,
         /// A repository (`app`, `git/app.git`) or a source name (with
         /// --all: DIR).
@@ -129,7 +129,7 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["dataset", "into_db", "stdout", "checkout"])]
         all: bool,
         /// Every member of this gitosis.conf dataset (`[ferry dataset
-        /// NAME]`), as of one moment, into DIR (the argument or --to).
+        /// NAME]`), as of one moment, into DIR (the one argument).
         #[arg(long, conflicts_with_all = ["into_db", "stdout", "checkout"])]
         dataset: Option<String>,
         /// With --all or --dataset: restore into a non-empty DIR (nothing is
@@ -511,10 +511,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             });
             if all || dataset.is_some() {
                 let (dir, members) = if let Some(ds) = &dataset {
+                    // `client` is the one positional argument here: DIR.
                     let dir = match (what, to) {
-                        (None, Some(to)) => to,
                         (None, None) => PathBuf::from(&client),
-                        _ => return Err(UsageError("restore --dataset NAME DIR: one DIR".into()).into()),
+                        _ => return Err(UsageError("restore --dataset NAME DIR: one DIR, no --to".into()).into()),
                     };
                     let m = crate::restore::all::dataset_members(&cfg, ds, &dir)?;
                     (dir, m)
