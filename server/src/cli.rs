@@ -86,6 +86,10 @@ pub enum Command {
     List {
         /// Only this client.
         client: Option<String>,
+        /// The datasets of gitosis.conf (`[ferry dataset NAME]`) instead:
+        /// each member and its newest backup.
+        #[arg(long, conflicts_with = "client")]
+        datasets: bool,
     },
     /// Find stored artifacts by client, source and time.
     Find {
@@ -101,13 +105,37 @@ pub enum Command {
         /// Received at or before.
         #[arg(long)]
         until: Option<String>,
+        /// Only the members of this gitosis.conf dataset (`[ferry dataset
+        /// NAME]`).
+        #[arg(long, conflicts_with_all = ["client", "source"])]
+        dataset: Option<String>,
     },
     /// Restore a stored repository or artifact, checked against its digest first.
+    ///
+    /// `restore CLIENT --all DIR` restores every source and mirror of
+    /// CLIENT (and names each declared source with nothing stored) into
+    /// DIR/<source>/ and DIR/git/<repo>.git; `restore --dataset NAME DIR`
+    /// every member of a gitosis.conf dataset into DIR/<client>/<source>/.
+    /// Both go on past a failing source, print a summary and exit 3 when
+    /// something could not be restored.
     Restore {
-        /// The client the data belongs to.
+        /// The client the data belongs to (with --dataset: the target DIR).
         client: String,
-        /// A repository (`app`, `git/app.git`) or a source name.
-        what: String,
+        /// A repository (`app`, `git/app.git`) or a source name (with
+        /// --all: DIR).
+        what: Option<String>,
+        /// Every source and mirror of CLIENT, into DIR (the second
+        /// argument or --to).
+        #[arg(long, conflicts_with_all = ["dataset", "into_db", "stdout", "checkout"])]
+        all: bool,
+        /// Every member of this gitosis.conf dataset (`[ferry dataset
+        /// NAME]`), as of one moment, into DIR (the one argument).
+        #[arg(long, conflicts_with_all = ["into_db", "stdout", "checkout"])]
+        dataset: Option<String>,
+        /// With --all or --dataset: restore into a non-empty DIR (nothing is
+        /// overwritten: each source's own directory must be absent or empty).
+        #[arg(long)]
+        force: bool,
         /// Destination directory (for fs: must not exist or be empty).
         #[arg(long)]
         to: Option<PathBuf>,
@@ -387,7 +415,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(if r.failed > 0 { exit::PROBLEMS } else { exit::OK })
         }
-        Command::List { client } => {
+        Command::List { datasets: true, .. } => {
+            let d = crate::restore::all::datasets(&cfg)?;
+            if cli.json {
+                out::json(&d)?;
+            } else {
+                for l in crate::restore::all::dataset_lines(&d) {
+                    out::line(&l)?;
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::List { client, .. } => {
             let mut l = crate::list::collect(&cfg, client.as_deref())?;
             crate::list::add_history(&mut l);
             if cli.json {
@@ -397,7 +436,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Find { client, source, since, until } => {
+        Command::Find { client, source, since, until, dataset } => {
+            let members = match &dataset {
+                Some(d) => Some(crate::restore::all::dataset_pairs(&cfg, d)?),
+                None => None,
+            };
             let q = crate::catalog::Query {
                 client,
                 source,
@@ -407,6 +450,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let found = match crate::catalog::open_existing(&cfg)? {
                 Some(c) => c.find(&q)?,
                 None => Vec::new(),
+            };
+            let found: Vec<_> = match &members {
+                Some(m) => {
+                    found.into_iter().filter(|a| m.iter().any(|(c, s)| *c == a.client && *s == a.source)).collect()
+                }
+                None => found,
             };
             if cli.json {
                 out::json(&found)?;
@@ -423,6 +472,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Restore {
             client,
             what,
+            all,
+            dataset,
+            force,
             to,
             at,
             checkout,
@@ -462,6 +514,36 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 port: db_port,
                 restore_host,
             });
+            if all || dataset.is_some() {
+                let (dir, members) = if let Some(ds) = &dataset {
+                    // `client` is the one positional argument here: DIR.
+                    let dir = match (what, to) {
+                        (None, None) => PathBuf::from(&client),
+                        _ => return Err(UsageError("restore --dataset NAME DIR: one DIR, no --to".into()).into()),
+                    };
+                    let m = crate::restore::all::dataset_members(&cfg, ds, &dir)?;
+                    (dir, m)
+                } else {
+                    let Some(dir) = what.map(PathBuf::from).or(to) else {
+                        return Err(UsageError("restore CLIENT --all DIR: say where".into()).into());
+                    };
+                    let m = crate::restore::all::host_members(&cfg, &client, &dir)?;
+                    (dir, m)
+                };
+                let args = crate::restore::RestoreArgs { at, policy, ..Default::default() };
+                let s = crate::restore::all::restore_members(&cfg, &dir, &members, &args, force, !cli.json)?;
+                if cli.json {
+                    out::json(&s)?;
+                } else {
+                    for l in s.lines(dataset.is_some()) {
+                        out::line(&l)?;
+                    }
+                }
+                return Ok(s.code());
+            }
+            let Some(what) = what else {
+                return Err(UsageError("say what to restore: a source or repository, --all or --dataset".into()).into());
+            };
             let args = crate::restore::RestoreArgs { to, at, into_db, stdout, policy };
             let show = !cli.json && !args.stdout;
             let msg = crate::restore::restore(&cfg, &client, &what, &args, checkout, show)?;
@@ -564,6 +646,17 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             if cli.json {
                 out::json(&r)?;
             } else {
+                // A late or missing member names its datasets: what else
+                // a restore of that application would lack.
+                let datasets = crate::enrollment::load(&cfg).map(|e| e.datasets).unwrap_or_default();
+                let in_sets = |c: &str, src: &str| -> String {
+                    let names: Vec<&str> = datasets
+                        .iter()
+                        .filter(|(_, m)| m.iter().any(|(mc, ms)| mc == c && ms == src))
+                        .map(|(n, _)| n.as_str())
+                        .collect();
+                    if names.is_empty() { String::new() } else { format!(" (dataset {})", names.join(", ")) }
+                };
                 for e in &r {
                     out::line(&format!(
                         "{:<30} {} (last request {}, last pull {})",
@@ -573,8 +666,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                         e.last_success.as_deref().unwrap_or("-")
                     ))?;
                     for s in e.sources.iter().filter(|s| s.verdict.is_some()) {
+                        let sets = match s.verdict {
+                            Some(v) if v.is_problem() => in_sets(&e.client, &s.source),
+                            _ => String::new(),
+                        };
                         out::line(&format!(
-                            "  {:<28} {:<10} {}",
+                            "  {:<28} {:<10} {}{sets}",
                             s.source,
                             s.verdict.map(|v| v.word().to_uppercase()).unwrap_or_default(),
                             s.detail.as_deref().unwrap_or("")

@@ -43,6 +43,7 @@ use crate::keys::{PublicKey, parse_keyfile};
 use crate::username::{RESERVED_CLIENT_NAMES, is_reserved_client_name, is_safe_username};
 
 pub mod client;
+pub mod dataset;
 pub mod expect;
 pub mod keep;
 pub mod sections;
@@ -98,6 +99,9 @@ pub struct Enrollment {
     pub source_keep: BTreeMap<(String, String), KeepRules>,
     /// Problems that do not block activation; escaped, ready to print.
     pub warnings: Vec<String>,
+    /// `[ferry dataset NAME]`: name → its `(client, source)` members
+    /// ([`dataset`]).
+    pub datasets: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// Collects errors and warnings while building.
@@ -179,7 +183,9 @@ impl Enrollment {
         let mut clients = BTreeMap::new();
         let mut source_keep = BTreeMap::new();
         for section in conf.sections() {
-            if is_ferry_owned(section) {
+            if dataset::dataset_section(section).is_some() {
+                // Parsed below, once every client is known.
+            } else if is_ferry_owned(section) {
                 if let Some(name) = ferry_client_name(section) {
                     if let Some(c) = parse_client(conf, section, name, &mut rep) {
                         clients.insert(name.to_string(), c);
@@ -190,7 +196,7 @@ impl Enrollment {
                     }
                 } else {
                     rep.conf(format!(
-                        "{}: not a valid Ferry section; expected [{FERRY_CLIENT_PREFIX}NAME] with NAME matching ^[A-Za-z][A-Za-z0-9._-]{{0,62}}$ (no '..', not ending in .git or .lock), or [{FERRY_SOURCE_PREFIX}CLIENT SOURCE]",
+                        "{}: not a valid Ferry section; expected [{FERRY_CLIENT_PREFIX}NAME] with NAME matching ^[A-Za-z][A-Za-z0-9._-]{{0,62}}$ (no '..', not ending in .git or .lock), [{FERRY_SOURCE_PREFIX}CLIENT SOURCE] or [ferry dataset NAME]",
                         sec(section)
                     ))
                 }
@@ -236,9 +242,10 @@ impl Enrollment {
             ));
         }
         check_grants(conf, &users, &client_names, &mut rep);
+        let datasets = dataset::parse_datasets(conf, &client_names, &mut rep);
 
         if rep.errors.is_empty() {
-            Ok(Enrollment { clients, users, source_keep, warnings: rep.warnings })
+            Ok(Enrollment { clients, users, source_keep, warnings: rep.warnings, datasets })
         } else {
             Err(rep.errors)
         }

@@ -32,6 +32,18 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -
     if let Some(problem) = check(store.as_ref(), a, show) {
         bail!("the stored artifact {} fails its integrity check ({problem}); run `ferry-node verify`", a.path);
     }
+    restore_checked(cfg, a, args, show)
+}
+
+/// [`restore`] of an artifact whose digest the caller has just checked
+/// ([`super::all`] checks first, to fall back to an older artifact).
+pub(super) fn restore_checked(
+    cfg: &NodeConfig,
+    a: &Artifact,
+    args: &RestoreArgs,
+    show: bool,
+) -> anyhow::Result<String> {
+    let store = crate::store::open(cfg);
     let key = ArtifactKey::parse(&a.path).expect("checked");
     let name = key.file.clone();
     if args.stdout {

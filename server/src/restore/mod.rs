@@ -15,6 +15,7 @@ use crate::config::NodeConfig;
 use crate::exit::UsageError;
 use crate::history::iso;
 
+pub mod all;
 pub mod artifact;
 pub mod db;
 mod git;

@@ -26,6 +26,7 @@ mod maintenance;
 mod matrix;
 mod names_output;
 mod ops;
+mod restore_all;
 mod restore_faithful;
 mod retention;
 mod spine;
