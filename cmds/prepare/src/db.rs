@@ -71,11 +71,17 @@ pub fn pg_socket_dir(socket: &Path, port: Option<u16>) -> (PathBuf, Option<u16>)
 }
 
 /// The PostgreSQL dump for `database` (`None`: the whole cluster).
+///
+/// `role_passwords: false` adds `--no-role-passwords` to `pg_dumpall`:
+/// password hashes live in `pg_authid`, which only a superuser may read, so
+/// a role with `pg_read_all_data` can dump the cluster only without them
+/// (README: Databases without sudo).
 pub fn postgres_command(
     database: Option<&str>,
     host: Option<&str>,
     port: Option<u16>,
     socket: Option<&Path>,
+    role_passwords: bool,
 ) -> DumpCommand {
     let mut args: Vec<OsString> = Vec::new();
     let (tool, ext, compress) = match database {
@@ -84,6 +90,8 @@ pub fn postgres_command(
     };
     if database.is_some() {
         args.push("--format=custom".into());
+    } else if !role_passwords {
+        args.push("--no-role-passwords".into());
     }
     // Never prompt: there is no terminal, a prompt would only hang.
     args.push("--no-password".into());
@@ -189,10 +197,80 @@ pub fn user_prefix(os_user: Option<&str>) -> Result<Vec<OsString>, String> {
         Ok(vec![runuser.into(), "-u".into(), user.into(), "--".into()])
     } else {
         let sudo = find_program("sudo").ok_or_else(|| {
-            format!("os_user {user:?} needs sudo when the client does not run as root, and sudo is not installed")
+            format!(
+                "os_user {user:?} needs sudo when the client does not run as root, and sudo is not installed \
+                 (looked in {})",
+                ferry_run::SAFE_PATH
+            )
         })?;
         Ok(vec![sudo.into(), "-n".into(), "-u".into(), user.into(), "--".into()])
     }
+}
+
+/// The sudoers line that lets `account` run `program` as `user` the way
+/// [`user_prefix`] calls it (`sudo -n -u <user> -- <program> …`).
+pub fn sudoers_line(account: &str, user: &str, program: &Path) -> String {
+    format!("{account} ALL=({user}) NOPASSWD: {}", program.display())
+}
+
+/// The commands, run as the database's administrator, that give the
+/// account `role` (peer / unix_socket authentication) what a dump needs.
+pub fn grant_fix(module: &str, role: &str) -> String {
+    if module == "mysql" {
+        format!(
+            "mariadb -e \"CREATE USER IF NOT EXISTS '{role}'@'localhost' IDENTIFIED VIA unix_socket; \
+             GRANT {MYSQL_DUMP_GRANTS} ON *.* TO '{role}'@'localhost'\""
+        )
+    } else {
+        format!(
+            "runuser -u postgres -- psql -c 'CREATE ROLE \"{role}\" LOGIN' -c 'GRANT pg_read_all_data TO \"{role}\"'"
+        )
+    }
+}
+
+/// The privileges a MariaDB/MySQL account needs for Ferry's dump
+/// (`--single-transaction --routines --events --triggers`, views, and
+/// `--all-databases`); no `RELOAD`: Ferry passes neither `--flush-logs`
+/// nor `--master-data`.
+pub const MYSQL_DUMP_GRANTS: &str = "SELECT, SHOW VIEW, TRIGGER, LOCK TABLES, EVENT, PROCESS";
+
+/// Which account refused a failed dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// sudo would not run the dump as `os_user`.
+    Sudo,
+    /// The database would not let the account in, or not read everything.
+    Database,
+}
+
+/// Reads a failed dump's stderr for a refusal that a role, a grant or a
+/// sudoers rule fixes (and not, say, a missing database).
+pub fn access_problem(module: &str, os_user: Option<&str>, via_sudo: bool, stderr: &str) -> Option<Access> {
+    const SUDO: &[&str] = &[
+        "sudo: a password is required",
+        "sudo: a terminal is required",
+        "is not allowed to execute",
+        "is not in the sudoers file",
+        "may not run sudo",
+    ];
+    const PG: &[&str] = &[
+        "Peer authentication failed",
+        "permission denied",
+        "password authentication failed",
+        "no password supplied",
+        "must be superuser",
+    ];
+    const MY: &[&str] = &["Access denied", "command denied", "privilege(s) for this operation"];
+    if via_sudo && os_user.is_some() && SUDO.iter().any(|m| stderr.contains(m)) {
+        return Some(Access::Sudo);
+    }
+    let denied = if module == "mysql" {
+        MY.iter().any(|m| stderr.contains(m))
+    } else {
+        PG.iter().any(|m| stderr.contains(m))
+            || stderr.lines().any(|l| l.contains("role \"") && l.contains("does not exist"))
+    };
+    denied.then_some(Access::Database)
 }
 
 /// Runs `cmd` (as `os_user`), streaming its stdout — compressed when the
@@ -213,9 +291,24 @@ pub(crate) fn run_dump(
     };
     let program = find_program(cmd.tool)
         .ok_or_else(|| fail(format!("{} is not installed (looked in {})", cmd.tool, ferry_run::SAFE_PATH)))?;
-    let prefix = user_prefix(os_user).map_err(&fail)?;
+    let account = user_name(rustix::process::geteuid().as_raw()).unwrap_or_else(|| "ferry".to_owned());
+    let access =
+        |problem: String, fix: String| PrepareError::DbAccess { source_name: source_name.to_owned(), problem, fix };
+    let prefix = user_prefix(os_user).map_err(|m| match os_user {
+        Some(user) if m.contains("sudo is not installed") => access(
+            m,
+            format!(
+                "install sudo and add `{}`, or remove os_user and give account {account} its own database \
+                 account: {}",
+                sudoers_line(&account, user, &program),
+                grant_fix(module, &account)
+            ),
+        ),
+        _ => fail(m),
+    })?;
+    let via_sudo = prefix.first().is_some_and(|p| Path::new(p).ends_with("sudo"));
     let mut argv: Vec<OsString> = prefix;
-    argv.push(program.into_os_string());
+    argv.push(program.clone().into_os_string());
     argv.extend(cmd.args.iter().cloned());
     let (first, rest) = argv.split_first().expect("argv has the program");
     let mut c = Cmd::new(first).args(rest).cwd("/").timeout(timeout).die_with_parent();
@@ -243,7 +336,34 @@ pub(crate) fn run_dump(
             Ok(())
         }
         Err(RunError::Spawn { source, .. }) => Err(fail(format!("cannot start {}: {source}", cmd.tool))),
-        Err(e) => Err(fail(e.to_string())),
+        Err(e) => {
+            let stderr = match &e {
+                RunError::Failed { stderr, .. } => stderr.as_str(),
+                _ => "",
+            };
+            match access_problem(module, os_user, via_sudo, stderr) {
+                Some(Access::Sudo) => {
+                    let user = os_user.unwrap_or_default();
+                    Err(access(
+                        format!("sudo refused to run {} as {user} for account {account} ({e})", cmd.tool),
+                        format!(
+                            "the sudoers rule is missing: add `{}` (visudo -f /etc/sudoers.d/ferry), or remove \
+                             os_user and give account {account} its own database account: {}",
+                            sudoers_line(&account, user, &program),
+                            grant_fix(module, &account)
+                        ),
+                    ))
+                }
+                Some(Access::Database) => {
+                    let role = os_user.unwrap_or(&account);
+                    Err(access(
+                        format!("the database refused account {role} ({e})"),
+                        format!("give it read access: {}", grant_fix(module, role)),
+                    ))
+                }
+                None => Err(fail(e.to_string())),
+            }
+        }
     }
 }
 
@@ -257,7 +377,7 @@ mod tests {
 
     #[test]
     fn pg_dump_of_one_database_over_a_socket() {
-        let c = postgres_command(Some("app"), None, None, Some(Path::new("/run/postgresql/.s.PGSQL.5433")));
+        let c = postgres_command(Some("app"), None, None, Some(Path::new("/run/postgresql/.s.PGSQL.5433")), false);
         assert_eq!(c.tool, "pg_dump");
         assert_eq!((c.ext, c.compress), ("pgdump", false));
         assert_eq!(
@@ -265,7 +385,7 @@ mod tests {
             ["--format=custom", "--no-password", "--host=/run/postgresql", "--port=5433", "--dbname=app"]
         );
         // A socket directory, explicit port wins over the socket's name.
-        let c = postgres_command(Some("app"), None, Some(6000), Some(Path::new("/tmp/pg")));
+        let c = postgres_command(Some("app"), None, Some(6000), Some(Path::new("/tmp/pg")), true);
         assert_eq!(
             strs(&c.args),
             ["--format=custom", "--no-password", "--host=/tmp/pg", "--port=6000", "--dbname=app"]
@@ -274,10 +394,13 @@ mod tests {
 
     #[test]
     fn pg_dumpall_for_the_whole_cluster() {
-        let c = postgres_command(None, Some("db.example"), Some(5432), None);
+        let c = postgres_command(None, Some("db.example"), Some(5432), None, true);
         assert_eq!(c.tool, "pg_dumpall");
         assert_eq!((c.ext, c.compress), ("pgdumpall.sql.zst", true));
         assert_eq!(strs(&c.args), ["--no-password", "--host=db.example", "--port=5432"]);
+        // Without os_user: a pg_read_all_data role cannot read pg_authid.
+        let c = postgres_command(None, None, None, None, false);
+        assert_eq!(strs(&c.args), ["--no-role-passwords", "--no-password"]);
     }
 
     #[test]
@@ -301,5 +424,31 @@ mod tests {
             assert_eq!(strs(&p)[1..], ["-u", "postgres", "--"]);
             assert!(strs(&p)[0].ends_with("/runuser"));
         }
+    }
+
+    #[test]
+    fn refusals_name_their_fix() {
+        let sudo = "sudo: a password is required\n";
+        assert_eq!(access_problem("postgresdb", Some("postgres"), true, sudo), Some(Access::Sudo));
+        // runuser (as root) never gives a sudo refusal.
+        assert_eq!(access_problem("postgresdb", Some("postgres"), false, sudo), None);
+        let peer = "pg_dump: error: connection to server on socket \"/run/postgresql/.s.PGSQL.5432\" failed: \
+                    FATAL:  Peer authentication failed for user \"ferry\"";
+        assert_eq!(access_problem("postgresdb", None, false, peer), Some(Access::Database));
+        let norole = "FATAL:  role \"ferry\" does not exist";
+        assert_eq!(access_problem("postgresdb", None, false, norole), Some(Access::Database));
+        let denied = "pg_dump: error: query failed: ERROR:  permission denied for table items";
+        assert_eq!(access_problem("postgresdb", None, false, denied), Some(Access::Database));
+        // A missing database is not an access problem.
+        let nodb = "FATAL:  database \"no_such_db\" does not exist";
+        assert_eq!(access_problem("postgresdb", None, false, nodb), None);
+        let my = "mariadb-dump: Got error: 1045: \"Access denied for user 'ferry'@'localhost'\"";
+        assert_eq!(access_problem("mysql", None, false, my), Some(Access::Database));
+        assert_eq!(
+            sudoers_line("ferry", "postgres", Path::new("/usr/bin/pg_dump")),
+            "ferry ALL=(postgres) NOPASSWD: /usr/bin/pg_dump"
+        );
+        assert!(grant_fix("postgresdb", "ferry").contains("GRANT pg_read_all_data TO \"ferry\""));
+        assert!(grant_fix("mysql", "ferry").contains("IDENTIFIED VIA unix_socket"));
     }
 }

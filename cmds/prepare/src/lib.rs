@@ -72,6 +72,11 @@ pub enum PrepareError {
          give that account read access (group or ACL) or set unreadable = \"skip\" for the source"
     )]
     Unreadable { source_name: String, path: String, account: String, error: std::io::Error },
+    /// The database refused the dump's account, or sudo refused to become
+    /// the source's `os_user`: the fix is a role, a grant or a sudoers rule
+    /// on the client, named in `fix` (README: Databases without sudo).
+    #[error("E_SOURCE_DB_ACCESS: source {source_name}: {problem}; {fix} (README: Databases without sudo)")]
+    DbAccess { source_name: String, problem: String, fix: String },
     /// The run failed, and then its `post` command failed too: both matter.
     #[error("{first}; then {then}")]
     Then { first: Box<PrepareError>, then: Box<PrepareError> },
@@ -89,6 +94,7 @@ impl PrepareError {
             PrepareError::Config(_) => "E_CONFIG",
             PrepareError::Hook { .. } => "E_HOOK",
             PrepareError::Unreadable { .. } => ferry_request::Reason::SourceUnreadable.code(),
+            PrepareError::DbAccess { .. } => ferry_request::Reason::SourceDbAccess.code(),
             PrepareError::Then { first, .. } => first.code(),
         }
     }

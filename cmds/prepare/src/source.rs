@@ -454,7 +454,8 @@ fn produce(
             warnings.extend(fs::archive(name, fs_opts.as_ref().expect("fs options"), art.writer())?)
         }
         SourceKind::Postgres { database, os_user, host, port, socket } => {
-            let cmd = db::postgres_command(database.as_deref(), host.as_deref(), *port, socket.as_deref());
+            let cmd =
+                db::postgres_command(database.as_deref(), host.as_deref(), *port, socket.as_deref(), os_user.is_some());
             db::run_dump("postgresdb", name, &cmd, os_user.as_deref(), &dump_env, remaining(deadline), art.writer())?
         }
         SourceKind::Mysql { database, os_user, host, port, socket } => {

@@ -202,6 +202,10 @@ reasons! {
     /// The client's account may not read a file or directory of an fs source.
     SourceUnreadable => "E_SOURCE_UNREADABLE",
         "The client's account may not read a file of an fs source (path and account are in the reason); give it read access (group or ACL, see the README) or set unreadable = \"skip\".";
+    /// The database refused the dump's account, or sudo refused to become
+    /// a source's `os_user`.
+    SourceDbAccess => "E_SOURCE_DB_ACCESS",
+        "The database refused the backup's account, or sudo refused to run the dump as os_user; add the role, grant or sudoers line the reason names.";
     /// The key may not do what it asked.
     AclDenied => "E_ACL_DENIED",
         "This key is not allowed to do that; check its group's members and writable or readonly entries in gitosis.conf.";
