@@ -71,6 +71,19 @@ impl Postgres {
     /// Debian `pg_hba.conf` has it) for TCP connections; the socket stays
     /// `trust`.
     pub fn start_with_host_auth(dir: &Path, auth: &str) -> Postgres {
+        Postgres::start_with_auth(dir, "trust", auth)
+    }
+
+    /// [`Postgres::start`] with peer authentication on the socket, as a
+    /// stock Debian cluster has it: an OS account logs in only as the role
+    /// of its own name (the helpers here connect as `postgres` from the
+    /// `postgres` account, so this needs root). TCP stays `trust`.
+    pub fn start_with_peer_socket(dir: &Path) -> Postgres {
+        assert!(is_root(), "peer authentication for the postgres role needs the tests to run as root");
+        Postgres::start_with_auth(dir, "peer", "trust")
+    }
+
+    fn start_with_auth(dir: &Path, local: &str, auth: &str) -> Postgres {
         let bin = pg_bin_dir().expect("no /usr/lib/postgresql/*/bin: install postgresql");
         fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod pg dir");
@@ -97,7 +110,15 @@ impl Postgres {
         initdb
             .arg("-D")
             .arg(&data)
-            .args(["--auth-local=trust", &format!("--auth-host={auth}"), "-U", "postgres", "-E", "UTF8", "--locale=C"])
+            .args([
+                &format!("--auth-local={local}"),
+                &format!("--auth-host={auth}"),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
             .args(["--no-sync", "--no-instructions"]);
         run_checked(&mut initdb);
 

@@ -10,6 +10,7 @@ mod cgit;
 mod crash;
 mod daemon;
 mod data;
+mod db_nosudo;
 mod deploy;
 mod drills;
 mod enrolled_port;
