@@ -15,6 +15,28 @@ pub struct InitReport {
     pub public_key: String,
     /// The `[ferry client <name>]` section for gitosis.conf.
     pub gitosis_section: String,
+    /// What a database source still needs before its first backup can
+    /// work (e.g. sudo for `os_user`), each with its fix.
+    pub problems: Vec<String>,
+}
+
+/// Database sources whose `os_user` this account cannot become: found now
+/// rather than by the first backup in cron.
+fn database_problems(cfg: &ClientConfig) -> Vec<String> {
+    use ferry_prepare::db;
+    cfg.sources
+        .iter()
+        .filter_map(|s| {
+            let user = s.os_user.as_deref()?;
+            let tool = match (s.module.as_str(), &s.database) {
+                ("postgresdb", Some(_)) => "pg_dump",
+                ("postgresdb", None) => "pg_dumpall",
+                ("mysql", _) => db::find_mysql_dump().unwrap_or("mariadb-dump"),
+                _ => return None,
+            };
+            db::os_user_problem(&s.module, tool, user).map(|p| format!("source {}: {p}", s.name))
+        })
+        .collect()
 }
 
 pub fn init(cfg: &ClientConfig, host_key: Option<&Path>) -> anyhow::Result<InitReport> {
@@ -68,7 +90,7 @@ pub fn init(cfg: &ClientConfig, host_key: Option<&Path>) -> anyhow::Result<InitR
     if e.git_scheme == "git" {
         section.push_str(&format!("git-scheme = git\ngit-port = {}\n", e.git_port));
     }
-    Ok(InitReport { name: cfg.name.clone(), public_key, gitosis_section: section })
+    Ok(InitReport { name: cfg.name.clone(), public_key, gitosis_section: section, problems: database_problems(cfg) })
 }
 
 pub fn print(r: &InitReport) -> std::io::Result<()> {
@@ -82,7 +104,12 @@ pub fn print(r: &InitReport) -> std::io::Result<()> {
     for l in r.gitosis_section.lines() {
         line(l)?;
     }
-    line("Then install the node's pull key here: ferry authorize-node <node> --key <file>")
+    line("Then install the node's pull key here: ferry authorize-node <node> --key <file>")?;
+    for p in &r.problems {
+        line("")?;
+        line(&format!("Not ready yet: {p}"))?;
+    }
+    Ok(())
 }
 
 fn private(dir: &Path) {

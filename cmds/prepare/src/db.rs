@@ -213,6 +213,28 @@ pub fn sudoers_line(account: &str, user: &str, program: &Path) -> String {
     format!("{account} ALL=({user}) NOPASSWD: {}", program.display())
 }
 
+/// The fix when `os_user` needs sudo and there is none.
+fn no_sudo_fix(module: &str, account: &str, user: &str, program: &Path) -> String {
+    format!(
+        "install sudo and add `{}`, or remove os_user and give account {account} its own database account: {}",
+        sudoers_line(account, user, program),
+        grant_fix(module, account)
+    )
+}
+
+/// Why this account cannot become `os_user` to run `tool`, with the fix;
+/// `None` when it can try (`ferry init` checks this before the first
+/// backup; whether a sudoers rule exists shows only when sudo runs).
+pub fn os_user_problem(module: &str, tool: &str, os_user: &str) -> Option<String> {
+    let m = user_prefix(Some(os_user)).err()?;
+    let account = user_name(rustix::process::geteuid().as_raw()).unwrap_or_else(|| "ferry".to_owned());
+    let program = find_program(tool).unwrap_or_else(|| Path::new("/usr/bin").join(tool));
+    Some(format!(
+        "E_SOURCE_DB_ACCESS: {m}; {} (README: Databases without sudo)",
+        no_sudo_fix(module, &account, os_user, &program)
+    ))
+}
+
 /// The commands, run as the database's administrator, that give the
 /// account `role` (peer / unix_socket authentication) what a dump needs.
 pub fn grant_fix(module: &str, role: &str) -> String {
@@ -228,11 +250,12 @@ pub fn grant_fix(module: &str, role: &str) -> String {
     }
 }
 
-/// The privileges a MariaDB/MySQL account needs for Ferry's dump
+/// The privileges a MariaDB account needs for Ferry's dump
 /// (`--single-transaction --routines --events --triggers`, views, and
-/// `--all-databases`); no `RELOAD`: Ferry passes neither `--flush-logs`
-/// nor `--master-data`.
-pub const MYSQL_DUMP_GRANTS: &str = "SELECT, SHOW VIEW, TRIGGER, LOCK TABLES, EVENT, PROCESS";
+/// `--all-databases`; tested with MariaDB 10.11 in e2e `db_nosudo`). No
+/// `LOCK TABLES`: `--single-transaction` takes no table locks; no `RELOAD`:
+/// Ferry passes neither `--flush-logs` nor `--master-data`.
+pub const MYSQL_DUMP_GRANTS: &str = "SELECT, SHOW VIEW, TRIGGER, EVENT";
 
 /// Which account refused a failed dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,15 +318,7 @@ pub(crate) fn run_dump(
     let access =
         |problem: String, fix: String| PrepareError::DbAccess { source_name: source_name.to_owned(), problem, fix };
     let prefix = user_prefix(os_user).map_err(|m| match os_user {
-        Some(user) if m.contains("sudo is not installed") => access(
-            m,
-            format!(
-                "install sudo and add `{}`, or remove os_user and give account {account} its own database \
-                 account: {}",
-                sudoers_line(&account, user, &program),
-                grant_fix(module, &account)
-            ),
-        ),
+        Some(user) if m.contains("sudo is not installed") => access(m, no_sudo_fix(module, &account, user, &program)),
         _ => fail(m),
     })?;
     let via_sudo = prefix.first().is_some_and(|p| Path::new(p).ends_with("sudo"));

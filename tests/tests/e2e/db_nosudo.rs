@@ -124,6 +124,22 @@ fn postgresql_role_with_pg_read_all_data_needs_no_sudo() {
     let sudo = ["/usr/local/bin/sudo", "/usr/bin/sudo", "/bin/sudo"].iter().any(|p| Path::new(p).exists());
     let why = if sudo { "the sudoers rule is missing" } else { "sudo is not installed" };
     fails_saying(&out, &["E_SOURCE_DB_ACCESS", why, "nobody ALL=(postgres) NOPASSWD: /", "pg_dump`"]);
+    // `ferry init` says so before any backup: sudo is missing, or not.
+    let out = as_account(&a, &["--json", "init"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    if sudo {
+        assert!(problems.is_empty(), "{report}");
+    } else {
+        assert_eq!(problems.len(), 1, "{report}");
+        let p = problems[0].as_str().unwrap();
+        for want in
+            ["source viasudo", "sudo is not installed", "nobody ALL=(postgres) NOPASSWD: /", "Databases without sudo"]
+        {
+            assert!(p.contains(want), "{want:?} in {p}");
+        }
+    }
 
     // The least-privilege role: both dumps work, as the account itself.
     pg.psql("postgres", "GRANT pg_read_all_data TO nobody;");
@@ -219,7 +235,7 @@ fn mariadb_unix_socket_account_needs_no_sudo() {
     db.sql(
         None,
         "CREATE USER 'nobody'@'localhost' IDENTIFIED VIA unix_socket;
-         GRANT SELECT, SHOW VIEW, TRIGGER, LOCK TABLES, EVENT, PROCESS ON *.* TO 'nobody'@'localhost';",
+         GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON *.* TO 'nobody'@'localhost';",
     );
     let out = as_account(&a, &["backup", "shop", "--send"]);
     assert!(out.status.success(), "{}", text(&out));
