@@ -22,7 +22,13 @@
 //! `os_user` is set, as that OS user: `runuser -u <user> --` when we are
 //! root, else `sudo -n -u <user> --` (DESIGN.md: the client account may
 //! sudo to run `pg_dump`). That is how peer/unix-socket authentication
-//! (`postgres` → role `postgres`) is used without any password. MySQL
+//! (`postgres` → role `postgres`) is used without any password. Without
+//! `os_user` the dump runs as the client's own account, whose database
+//! role needs only `pg_read_all_data` (or, for MariaDB, `SELECT, SHOW VIEW,
+//! TRIGGER, EVENT`): the least-privilege setup, README "Databases without
+//! sudo"; `pg_dumpall` then gets `--no-role-passwords`. A refusal by the
+//! database or by sudo is reported as `E_SOURCE_DB_ACCESS` with the SQL or
+//! sudoers line that fixes it ([`access_problem`]). MySQL
 //! option files are read as usual (no `--no-defaults`), so credentials in
 //! `~/.my.cnf` or `/etc/mysql/debian.cnf` work; connection options given in
 //! the source override them.
