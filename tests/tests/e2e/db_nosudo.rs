@@ -231,12 +231,16 @@ fn mariadb_unix_socket_account_needs_no_sudo() {
         &["E_SOURCE_DB_ACCESS", "Access denied", "IDENTIFIED VIA unix_socket", "GRANT SELECT, SHOW VIEW"],
     );
 
-    // The account and grants the README gives, and nothing more.
+    // The account without EVENT: --events is refused, and the fix says so.
     db.sql(
         None,
         "CREATE USER 'nobody'@'localhost' IDENTIFIED VIA unix_socket;
-         GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON *.* TO 'nobody'@'localhost';",
+         GRANT SELECT, SHOW VIEW, TRIGGER ON *.* TO 'nobody'@'localhost';",
     );
+    let out = as_account(&a, &["backup", "shop", "--send"]);
+    fails_saying(&out, &["E_SOURCE_DB_ACCESS", "Access denied", "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON *.*"]);
+    // The account and grants the README gives, and nothing more.
+    db.sql(None, "GRANT EVENT ON *.* TO 'nobody'@'localhost';");
     let out = as_account(&a, &["backup", "shop", "--send"]);
     assert!(out.status.success(), "{}", text(&out));
     let out = as_account(&a, &["backup", "all", "--send"]);
