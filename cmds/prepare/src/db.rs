@@ -321,10 +321,16 @@ pub(crate) fn run_dump(
     let program = find_program(cmd.tool)
         .ok_or_else(|| fail(format!("{} is not installed (looked in {})", cmd.tool, ferry_run::SAFE_PATH)))?;
     let account = user_name(rustix::process::geteuid().as_raw()).unwrap_or_else(|| "ferry".to_owned());
-    let access =
-        |problem: String, fix: String| PrepareError::DbAccess { source_name: source_name.to_owned(), problem, fix };
+    let access = |problem: String, fix: String, detail: String| PrepareError::DbAccess {
+        source_name: source_name.to_owned(),
+        problem,
+        fix,
+        detail,
+    };
     let prefix = user_prefix(os_user).map_err(|m| match os_user {
-        Some(user) if m.contains("sudo is not installed") => access(m, no_sudo_fix(module, &account, user, &program)),
+        Some(user) if m.contains("sudo is not installed") => {
+            access(m, no_sudo_fix(module, &account, user, &program), String::new())
+        }
         _ => fail(m),
     })?;
     let via_sudo = prefix.first().is_some_and(|p| Path::new(p).ends_with("sudo"));
@@ -366,20 +372,22 @@ pub(crate) fn run_dump(
                 Some(Access::Sudo) => {
                     let user = os_user.unwrap_or_default();
                     Err(access(
-                        format!("sudo refused to run {} as {user} for account {account} ({e})", cmd.tool),
+                        format!("sudo refused to run {} as {user} for account {account}", cmd.tool),
                         format!(
                             "the sudoers rule is missing: add `{}` (visudo -f /etc/sudoers.d/ferry), or remove \
                              os_user and give account {account} its own database account: {}",
                             sudoers_line(&account, user, &program),
                             grant_fix(module, &account)
                         ),
+                        format!("; {e}"),
                     ))
                 }
                 Some(Access::Database) => {
                     let role = os_user.unwrap_or(&account);
                     Err(access(
-                        format!("the database refused account {role} ({e})"),
+                        format!("the database refused account {role}"),
                         format!("give it read access: {}", grant_fix(module, role)),
+                        format!("; {e}"),
                     ))
                 }
                 None => Err(fail(e.to_string())),

@@ -75,8 +75,10 @@ pub enum PrepareError {
     /// The database refused the dump's account, or sudo refused to become
     /// the source's `os_user`: the fix is a role, a grant or a sudoers rule
     /// on the client, named in `fix` (README: Databases without sudo).
-    #[error("E_SOURCE_DB_ACCESS: source {source_name}: {problem}; {fix} (README: Databases without sudo)")]
-    DbAccess { source_name: String, problem: String, fix: String },
+    /// The fix comes before `detail` (the tool's own words), so a reason
+    /// cut to fit a log line or a mail still carries it.
+    #[error("E_SOURCE_DB_ACCESS: source {source_name}: {problem}; {fix} (README: Databases without sudo){detail}")]
+    DbAccess { source_name: String, problem: String, fix: String, detail: String },
     /// The run failed, and then its `post` command failed too: both matter.
     #[error("{first}; then {then}")]
     Then { first: Box<PrepareError>, then: Box<PrepareError> },
