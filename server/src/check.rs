@@ -8,9 +8,9 @@
 use serde::Serialize;
 
 use crate::cadence::Verdict;
+use crate::catalog_doc::{Document, SourceDoc};
 use crate::clientstate::ClientState;
 use crate::config::NodeConfig;
-use crate::publish::{Document, SourceDoc};
 
 /// One client's line of the report.
 #[derive(Debug, Serialize)]

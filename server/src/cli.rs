@@ -705,7 +705,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 out::line(&format!(
                     "published {} clients to {}",
                     doc.clients.len(),
-                    dir.join(crate::publish::FILE).display()
+                    dir.join(crate::catalog_doc::FILE).display()
                 ))?;
             }
             Ok(exit::OK)

@@ -128,9 +128,9 @@ pub struct Status {
 
 /// The verdicts of the last published catalog (none when there is none yet).
 fn published_verdicts(cfg: &NodeConfig) -> Vec<(String, String, crate::cadence::Verdict)> {
-    let path = crate::publish::default_dir(cfg).join(crate::publish::FILE);
+    let path = crate::publish::default_dir(cfg).join(crate::catalog_doc::FILE);
     let Ok(Some(bytes)) = ferry_durable::read_capped(&path, crate::remote::MAX_DOCUMENT) else { return Vec::new() };
-    let Ok(doc) = serde_json::from_slice::<crate::publish::Document>(&bytes) else { return Vec::new() };
+    let Ok(doc) = serde_json::from_slice::<crate::catalog_doc::Document>(&bytes) else { return Vec::new() };
     doc.clients
         .into_iter()
         .flat_map(|c| {

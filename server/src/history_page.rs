@@ -1,5 +1,5 @@
 //! The history page (issue 12): a static HTML page generated from the
-//! published catalog ([`crate::publish::Document`]) into the same
+//! published catalog ([`crate::catalog_doc::Document`]) into the same
 //! directory, served by the deployed nginx beside cgit. No script, no CDN,
 //! no server code: the charts are SVG written here, the colours live in a
 //! separate stylesheet (the site's Content-Security-Policy allows no inline
@@ -14,7 +14,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::publish::{Document, SourceDoc};
+use crate::catalog_doc::{Document, SourceDoc};
 
 /// The page and its stylesheet, in the publish directory.
 pub const PAGE: &str = "index.html";
@@ -176,7 +176,7 @@ pub fn write(dir: &Path, doc: &Document) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::cadence::Verdict;
-    use crate::publish::{ArtifactDoc, ClientDoc};
+    use crate::catalog_doc::{ArtifactDoc, ClientDoc};
 
     #[test]
     fn one_point_per_artifact_and_markup_stays_text() {
@@ -188,7 +188,7 @@ mod tests {
             state: "stored".into(),
         };
         let doc = Document {
-            schema: crate::publish::SCHEMA.into(),
+            schema: crate::catalog_doc::SCHEMA.into(),
             node: "n1".into(),
             generated: "2026-12-04T00:00:00Z".parse().unwrap(),
             clients: vec![ClientDoc {

@@ -452,7 +452,7 @@ pub fn sftp(
                 id: 0,
                 client: client.name.clone(),
                 source: source.to_owned(),
-                module: module_of(&file_name).to_owned(),
+                module: crate::store::module_of(&file_name).to_owned(),
                 received: key.received.clone(),
                 stamp: stamp_s.clone(),
                 path: rel_path.clone(),
@@ -530,7 +530,7 @@ pub fn sftp(
         return Err(store_refusal(e));
     }
     let rel_path = key.rel_path();
-    let module = module_of(&file_name);
+    let module = crate::store::module_of(&file_name);
     catalog
         .insert(&crate::catalog::Artifact {
             id: 0,
@@ -588,22 +588,6 @@ fn store_refusal(e: anyhow::Error) -> Refusal {
     match e.downcast_ref::<std::io::Error>() {
         Some(io) if ferry_durable::is_disk_full(io) => Refusal::new(Reason::DiskFull, format!("{e:#}")),
         _ => Refusal::new(Reason::Store, format!("{e:#}")),
-    }
-}
-
-/// The client module an artifact came from, by its extension (the client
-/// names artifacts `<stamp>.<ext>`; see ferry-prepare).
-pub fn module_of(file_name: &str) -> &'static str {
-    if file_name.ends_with(".tar.zst") {
-        "fs"
-    } else if file_name.ends_with(".pgdump") || file_name.ends_with(".pgdumpall.sql.zst") {
-        "postgresdb"
-    } else if file_name.ends_with(".mysqldump.sql.zst") {
-        "mysql"
-    } else if file_name.ends_with(".pipe") {
-        "pipe"
-    } else {
-        "file"
     }
 }
 

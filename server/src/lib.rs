@@ -4,6 +4,7 @@ pub mod ack;
 pub mod alerts;
 pub mod cadence;
 pub mod catalog;
+pub mod catalog_doc;
 pub mod check;
 pub mod cli;
 pub mod clientstate;

@@ -6,74 +6,21 @@
 //! itself goes stale: a node that died silently is noticed elsewhere.
 //!
 //! The schema (`"schema": "ferry-catalog/1"`) is in README "Monitoring";
-//! the same structs read it back ([`Document`]), so writer and reader
+//! the same structs ([`crate::catalog_doc`]) read it back, so writer and reader
 //! cannot drift apart.
 
 use std::path::Path;
 
 use anyhow::Context as _;
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
-use crate::cadence::{Arrival, Judged, Rules, Verdict};
+use crate::cadence::{Arrival, Judged, Rules};
 use crate::catalog::{Catalog, Query};
+use crate::catalog_doc::{ArtifactDoc, ClientDoc, Document, FILE, SCHEMA, SourceDoc};
 use crate::config::NodeConfig;
 
-/// The schema name and version; a reader refuses any other.
-pub const SCHEMA: &str = "ferry-catalog/1";
-/// The file name in the publish directory.
-pub const FILE: &str = "catalog.json";
 /// Artifacts kept per source in the document (the history page's points).
 pub const HISTORY: usize = 60;
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Document {
-    pub schema: String,
-    pub node: String,
-    pub generated: Timestamp,
-    pub clients: Vec<ClientDoc>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ClientDoc {
-    pub client: String,
-    pub sources: Vec<SourceDoc>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SourceDoc {
-    pub source: String,
-    /// `sftp` (dumps, archives), `git`, `tree`.
-    pub module: String,
-    /// Declared cadence (`1d`, `push`), `null` when undeclared.
-    pub cadence: Option<String>,
-    /// `null` for clients that declare no sources (nothing to judge).
-    pub verdict: Option<Verdict>,
-    pub detail: Option<String>,
-    pub last_arrival: Option<Timestamp>,
-    /// Newest last, at most [`HISTORY`].
-    pub artifacts: Vec<ArtifactDoc>,
-    /// The newest restore drill, passed or not.
-    #[serde(default)]
-    pub last_drill: Option<crate::catalog::Drill>,
-    /// When a drill last passed.
-    #[serde(default)]
-    pub last_good_drill: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ArtifactDoc {
-    pub received: Timestamp,
-    pub size: u64,
-    pub sha256: String,
-    pub duration_ms: u64,
-    /// Always `stored` today (rows exist only for verified artifacts).
-    pub state: String,
-}
 
 /// The `[check]` rules as numbers.
 pub fn rules(cfg: &NodeConfig) -> anyhow::Result<Rules> {

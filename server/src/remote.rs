@@ -22,8 +22,8 @@ use anyhow::{Context as _, bail};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog_doc::{Document, SCHEMA};
 use crate::config::NodeConfig;
-use crate::publish::{Document, SCHEMA};
 
 /// Largest document read (a fleet of thousands of clients with 60
 /// artifacts per source stays far below).

@@ -70,6 +70,22 @@ impl ArtifactKey {
     }
 }
 
+/// The client module an artifact came from, by its extension (the client
+/// names artifacts `<stamp>.<ext>`; see ferry-prepare).
+pub fn module_of(file_name: &str) -> &'static str {
+    if file_name.ends_with(".tar.zst") {
+        "fs"
+    } else if file_name.ends_with(".pgdump") || file_name.ends_with(".pgdumpall.sql.zst") {
+        "postgresdb"
+    } else if file_name.ends_with(".mysqldump.sql.zst") {
+        "mysql"
+    } else if file_name.ends_with(".pipe") {
+        "pipe"
+    } else {
+        "file"
+    }
+}
+
 /// What the store holds under a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {

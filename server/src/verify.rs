@@ -209,7 +209,7 @@ fn record_again(
         id: 0,
         client: key.client.clone(),
         source: key.source.clone(),
-        module: crate::jobs::module_of(&key.file).to_owned(),
+        module: crate::store::module_of(&key.file).to_owned(),
         received: key.received.clone(),
         stamp: key.received.clone(),
         path: path.to_owned(),
