@@ -101,6 +101,22 @@ pub enum Command {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Restore one of this host's backups from a node: `ferry restore site /srv/restored`.
+    Restore {
+        /// A source name (fs, pipe, dump) or a mirrored git repository name.
+        source: String,
+        /// Where to restore: a directory (fs archive, a dump's or stream's file) or the new bare repository.
+        target: PathBuf,
+        /// The newest backup received at or before this time (2026-11-22T01:02:03Z or 20261122T010203Z).
+        #[arg(long)]
+        at: Option<String>,
+        /// The node to restore from (default: the only node, else the first default node).
+        #[arg(long)]
+        node: Option<String>,
+        /// Restore into a target that is not empty.
+        #[arg(long)]
+        force: bool,
+    },
     /// Git hooks for client repositories.
     #[command(subcommand)]
     Hook(HookCommand),
@@ -208,6 +224,16 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Hook(HookCommand::Install { repo, force }) => {
             let p = crate::hook::install(&repo, &cli.config, force)?;
             out::line(&format!("installed {}", p.display()))?;
+            Ok(exit::OK)
+        }
+        Command::Restore { source, target, at, node, force } => {
+            let args = crate::restore::Args { source, target, at, node, force };
+            let done = crate::restore::restore(&cfg, &args)?;
+            if cli.json {
+                out::json_line(&done)?
+            } else {
+                out::line(&done.message)?
+            }
             Ok(exit::OK)
         }
         Command::Gate => {

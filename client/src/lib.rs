@@ -17,6 +17,7 @@ pub mod out;
 pub mod pool;
 pub mod queue;
 pub mod request;
+pub mod restore;
 pub mod send;
 pub mod sources;
 pub mod status;
