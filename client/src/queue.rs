@@ -164,7 +164,7 @@ impl<'a> Queue<'a> {
     }
 
     fn ssh_command(&self) -> anyhow::Result<String> {
-        let opts = ssh_options(&self.cfg, &self.node)?;
+        let opts = ssh_options(self.cfg, self.node)?;
         opts.command_line(&self.cfg.ssh).ok_or_else(|| anyhow!("the ssh command or its files are not UTF-8 paths"))
     }
 

@@ -1,0 +1,148 @@
+//! Restore on the client (issue 13 point 2): `ferry restore SOURCE TARGET`
+//! reads this host's own backups back from the node through the forced
+//! command's read-only `ferry-restore` verb, checks digests on the client
+//! and resumes interrupted downloads.
+
+use std::fs;
+use std::path::Path;
+
+use ferry_tests::fleet::{Client, run, text};
+use ferry_tests::{for_each_ref, ssh_cmd};
+
+use crate::restore_all::{Fixture, at, only_file, same_tree, tools, two_backups};
+
+/// The newest catalog row of `source` of host-a.
+fn newest(f: &Fixture, source: &str) -> serde_json::Value {
+    let found = f.node.ferry_node_json(&["find", "--client", "host-a"]);
+    found.as_array().unwrap().iter().rfind(|a| a["source"] == source).cloned().unwrap()
+}
+
+fn restore(c: &Client, args: &[&str]) -> std::process::Output {
+    run(c.cmd().arg("restore").args(args))
+}
+
+fn p(x: &Path) -> &str {
+    x.to_str().unwrap()
+}
+
+#[test]
+fn a_client_restores_its_own_backups_read_only() {
+    if !tools() {
+        return;
+    }
+    let f = two_backups("client_restore", "site:1d numbers:1d project:push");
+    let (td, node, a) = (&f.td, &f.node, &f.a);
+
+    // fs source: the newest, then as of a time between the two backups.
+    let site = td.join("r-site");
+    let out = restore(a, &["site", p(&site)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("sha256") && text(&out).contains("checked"), "{}", text(&out));
+    same_tree(&f.v2.0, &site);
+    let old = td.join("r-site-old");
+    let out = restore(a, &["site", "--at", &at(f.t1), p(&old)]);
+    assert!(out.status.success(), "{}", text(&out));
+    same_tree(&f.v1.0, &old);
+    assert!(!td.join("r-site.partial").exists() && !td.join("r-site.partial.from").exists());
+
+    // pipe source: the stream itself, byte for byte.
+    let nums = td.join("r-numbers");
+    let out = run(a.cmd().args(["--json", "restore", "numbers", p(&nums)]));
+    assert!(out.status.success(), "{}", text(&out));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["sha256"], newest(&f, "numbers")["sha256"]);
+    assert_eq!(fs::read(only_file(&nums)).unwrap(), f.v2.1);
+    let nums_old = td.join("r-numbers-old");
+    assert!(restore(a, &["numbers", "--at", &at(f.t1), p(&nums_old)]).status.success());
+    assert_eq!(fs::read(only_file(&nums_old)).unwrap(), f.v1.1);
+
+    // git repository: a bare clone with every ref the mirror kept.
+    let repo = td.join("r-project.git");
+    let out = restore(a, &["project", p(&repo)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mirror = node.data("host-a").join("git/project.git");
+    assert_eq!(for_each_ref(&repo), for_each_ref(&mirror));
+    assert_eq!(for_each_ref(&repo), f.v2.2);
+    let remotes = run(ferry_tests::git_cmd(&repo).arg("--git-dir").arg(&repo).arg("remote"));
+    assert_eq!(String::from_utf8_lossy(&remotes.stdout).trim(), "", "no remote points at the node");
+
+    // Bad targets: non-empty without --force, under a symlink; nothing written.
+    let out = restore(a, &["site", p(&site)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not empty"), "{}", text(&out));
+    same_tree(&f.v2.0, &site);
+    let real = td.mkdir("real");
+    std::os::unix::fs::symlink(&real, td.join("link")).unwrap();
+    let out = restore(a, &["site", p(&td.join("link/site"))]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("symbolic link"), "{}", text(&out));
+    assert!(fs::read_dir(&real).unwrap().next().is_none());
+
+    // Resume: half of the artifact already here; only the rest is fetched.
+    let art = newest(&f, "site");
+    let (path, sha) = (art["path"].as_str().unwrap(), art["sha256"].as_str().unwrap());
+    let stored = node.srv().join("data").join(path);
+    let bytes = fs::read(&stored).unwrap();
+    let half = bytes.len() / 2;
+    let resumed = td.join("r-resumed");
+    fs::write(td.join("r-resumed.partial"), &bytes[..half]).unwrap();
+    fs::write(td.join("r-resumed.partial.from"), format!("{path} {sha}\n")).unwrap();
+    let out = restore(a, &["site", p(&resumed)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("resumed at byte {half}")), "{}", text(&out));
+    same_tree(&f.v2.0, &resumed);
+    // A partial whose bytes are not the artifact's is caught by the digest,
+    // dropped, and the next run starts over.
+    let bad = td.join("r-bad");
+    fs::write(td.join("r-bad.partial"), vec![0u8; half]).unwrap();
+    fs::write(td.join("r-bad.partial.from"), format!("{path} {sha}\n")).unwrap();
+    let out = restore(a, &["site", p(&bad)]);
+    assert!(!out.status.success() && text(&out).contains("does not match"), "{}", text(&out));
+    assert!(!bad.exists() && !td.join("r-bad.partial").exists());
+    assert!(restore(a, &["site", p(&bad)]).status.success());
+    same_tree(&f.v2.0, &bad);
+
+    // Another client's key: refused and logged, nothing served.
+    let b = Client::new(td, "host-b", &[node]);
+    node.enroll(&[&b]);
+    let kh = td.join("kh");
+    node.sshd.write_known_hosts(&kh);
+    let b_key = b.base.join("state/ssh/id_ed25519");
+    let denied_before = node.events().matches("E_ACL_DENIED").count();
+    let cells = [
+        (format!("ferry-restore get {path} 0"), "Repository read access denied"),
+        ("ferry-restore list site".to_owned(), "Repository read access denied"),
+        ("ferry-restore git 'project'".to_owned(), "Repository read access denied"),
+        ("ferry-restore list ../host-a".to_owned(), "Arguments to command look dangerous"),
+        (format!("ferry-restore get ../{path} 0"), "Arguments to command look dangerous"),
+        ("ferry-restore get /etc/passwd 0".to_owned(), "Arguments to command look dangerous"),
+        ("ferry-restore git '../host-a/git/project'".to_owned(), "Arguments to command look dangerous"),
+        ("ferry-restore put site".to_owned(), "Unknown command denied"),
+    ];
+    for (cmd, want) in &cells {
+        let out = run(ssh_cmd(&b_key, &kh, &node.sshd).arg(cmd));
+        assert!(!out.status.success() && text(&out).contains(want), "B {cmd}: {}", text(&out));
+        assert!(out.stdout.is_empty(), "B {cmd} got bytes");
+    }
+    let events = node.events();
+    assert_eq!(events.matches("E_ACL_DENIED").count(), denied_before + cells.len(), "{events}");
+    assert!(events.contains("user host-b") && events.contains("ferry-restore get"), "{events}");
+    let out = restore(&b, &["site", p(&td.join("b-site"))]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!td.join("b-site").exists());
+
+    // Hostile: a corrupted stored artifact is refused on the client.
+    let art = newest(&f, "numbers");
+    let stored = node.srv().join("data").join(art["path"].as_str().unwrap());
+    let mut perm = fs::metadata(&stored).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    fs::set_permissions(&stored, perm).unwrap();
+    let mut bytes = fs::read(&stored).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(&stored, &bytes).unwrap();
+    let target = td.join("r-corrupt");
+    let out = restore(a, &["numbers", p(&target)]);
+    assert!(!out.status.success() && text(&out).contains("does not match"), "{}", text(&out));
+    assert!(!target.exists() && !td.join("r-corrupt.partial").exists());
+}
