@@ -75,7 +75,11 @@ pub fn restore(cfg: &ClientConfig, args: &Args) -> anyhow::Result<Done> {
         list.push(' ');
         list.push_str(t.as_str());
     }
-    let out = remote.ssh(&list).run_checked().map_err(|e| anyhow!("{}: {e}", node.name))?;
+    let out = remote.ssh(&list).run_checked().map_err(|e| match e {
+        // The node's answer, not ssh's long command line.
+        ferry_run::RunError::Failed { stderr, .. } => anyhow!("node {}: {}", node.name, stderr.trim()),
+        e => anyhow!("node {}: {e}", node.name),
+    })?;
     let listing: Listing = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("node {} answered the listing with something else than JSON", node.name))?;
     match listing {
