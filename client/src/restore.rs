@@ -140,7 +140,7 @@ pub fn restore(cfg: &ClientConfig, args: &Args) -> anyhow::Result<Done> {
 }
 
 /// `--node`, else the only node, else the first default node.
-fn pick_node<'a>(cfg: &'a ClientConfig, name: Option<&str>) -> anyhow::Result<&'a NodeConfig> {
+pub(crate) fn pick_node<'a>(cfg: &'a ClientConfig, name: Option<&str>) -> anyhow::Result<&'a NodeConfig> {
     match name {
         Some(n) => cfg.node(n).ok_or_else(|| UsageError(format!("no node {n:?} in the configuration")).into()),
         None => cfg
@@ -153,7 +153,7 @@ fn pick_node<'a>(cfg: &'a ClientConfig, name: Option<&str>) -> anyhow::Result<&'
 }
 
 /// A time as the node's catalog writes it.
-fn parse_time(s: &str) -> anyhow::Result<ferry_request::Stamp> {
+pub(crate) fn parse_time(s: &str) -> anyhow::Result<ferry_request::Stamp> {
     if let Ok(st) = s.parse::<ferry_request::Stamp>() {
         return Ok(st);
     }
@@ -165,7 +165,7 @@ fn parse_time(s: &str) -> anyhow::Result<ferry_request::Stamp> {
 
 /// Refuse a target below a symbolic link (a restore must land where it
 /// was asked to) and, unless `force`, one that exists and is not empty.
-fn check_target(target: &Path, force: bool) -> anyhow::Result<()> {
+pub(crate) fn check_target(target: &Path, force: bool) -> anyhow::Result<()> {
     let abs = std::path::absolute(target)?;
     for p in abs.ancestors() {
         if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -187,7 +187,7 @@ fn check_target(target: &Path, force: bool) -> anyhow::Result<()> {
 }
 
 /// How to reach the node as this host's push key.
-struct Remote {
+pub(crate) struct Remote {
     ssh: PathBuf,
     /// The options for git, whose URL carries user and port.
     plain: ferry_run::ssh::SshOptions,
@@ -199,7 +199,7 @@ struct Remote {
 }
 
 impl Remote {
-    fn new(cfg: &ClientConfig, node: &NodeConfig) -> anyhow::Result<Remote> {
+    pub(crate) fn new(cfg: &ClientConfig, node: &NodeConfig) -> anyhow::Result<Remote> {
         let url = ferry_request::GitUrl::parse(&node.url)
             .map_err(|e| UsageError(format!("node {}: url {:?}: {e}", node.name, node.url)))?;
         let opts = crate::queue::ssh_options(cfg, node)?;
@@ -218,7 +218,7 @@ impl Remote {
     }
 
     /// `ssh … host COMMAND`; the node's forced command reads `COMMAND`.
-    fn ssh(&self, command: &str) -> ferry_run::Cmd {
+    pub(crate) fn ssh(&self, command: &str) -> ferry_run::Cmd {
         ferry_run::Cmd::new(&self.ssh).args(self.opts.args()).arg("--").arg(&self.host).arg(command)
     }
 }
@@ -251,7 +251,13 @@ impl Write for Progress<'_> {
 /// Fetch the artifact `path` into `TARGET.partial`, resuming what an
 /// earlier run left, and check its size and digest. Returns the partial
 /// file and the offset the download resumed at.
-fn download(remote: &Remote, target: &Path, path: &str, size: u64, sha256: &str) -> anyhow::Result<(PathBuf, u64)> {
+pub(crate) fn download(
+    remote: &Remote,
+    target: &Path,
+    path: &str,
+    size: u64,
+    sha256: &str,
+) -> anyhow::Result<(PathBuf, u64)> {
     let (partial, from) = partial_paths(target);
     let want_from = format!("{path} {sha256}\n");
     let mut offset = 0;
@@ -318,7 +324,7 @@ fn hash(p: &Path) -> anyhow::Result<(u64, String)> {
 
 /// Put a verified download in place: an fs archive extracted into TARGET
 /// with the strict extractor, any other artifact as `TARGET/<file>`.
-fn place(partial: &Path, module: &str, path: &str, target: &Path) -> anyhow::Result<String> {
+pub(crate) fn place(partial: &Path, module: &str, path: &str, target: &Path) -> anyhow::Result<String> {
     let (_, from) = partial_paths(target);
     let name = path.rsplit('/').next().unwrap_or(path);
     let msg = if module == "fs" {
@@ -361,7 +367,7 @@ fn place(partial: &Path, module: &str, path: &str, target: &Path) -> anyhow::Res
 
 /// Clone the mirror `repo` with every ref it kept into the bare
 /// repository `target`, through git's transport with object checks.
-fn clone(cfg: &ClientConfig, remote: &Remote, repo: &str, target: &Path) -> anyhow::Result<()> {
+pub(crate) fn clone(cfg: &ClientConfig, remote: &Remote, repo: &str, target: &Path) -> anyhow::Result<()> {
     let ssh_base = remote
         .plain
         .command_line(&remote.ssh)

@@ -36,6 +36,9 @@ pub const VERB: &str = "ferry-restore";
 pub enum RestoreRequest {
     /// Describe the artifact (or mirror) of `source` as of `at`.
     List { source: Name, at: Option<Stamp> },
+    /// Describe every source and mirror of the user as of `at`
+    /// (whole-host recovery).
+    ListAll { at: Option<Stamp> },
     /// Stream the catalog artifact `path` (`USER/SOURCE/RECEIVED/FILE`)
     /// from byte `offset`.
     Get { path: String, offset: u64 },
@@ -59,6 +62,9 @@ pub fn decide_restore(conf: &Config, user: &str, original: &str) -> Result<Resto
         return Err(Denied::Unknown);
     }
     let rest = original.strip_prefix(VERB).and_then(|r| r.strip_prefix(' ')).ok_or(Denied::Unknown)?;
+    if rest == "list-all" {
+        return granted(conf, user, RestoreRequest::ListAll { at: None });
+    }
     let (sub, args) = rest.split_once(' ').ok_or(Denied::Unknown)?;
     let req = match sub {
         "list" => {
@@ -71,6 +77,10 @@ pub fn decide_restore(conf: &Config, user: &str, original: &str) -> Result<Resto
             let source = Name::parse(source).map_err(|_| Denied::Dangerous)?;
             let at = at.map(Stamp::parse).transpose().map_err(|_| Denied::Dangerous)?;
             RestoreRequest::List { source, at }
+        }
+        "list-all" => {
+            let at = Stamp::parse(args).map_err(|_| Denied::Dangerous)?;
+            RestoreRequest::ListAll { at: Some(at) }
         }
         "get" => {
             let (path, offset) = args.split_once(' ').ok_or(Denied::Dangerous)?;
@@ -98,8 +108,13 @@ pub fn decide_restore(conf: &Config, user: &str, original: &str) -> Result<Resto
         }
         _ => return Err(Denied::Unknown),
     };
+    granted(conf, user, req)
+}
+
+/// `req` for an enrolled client; only those have a data directory to read
+/// back.
+fn granted(conf: &Config, user: &str, req: RestoreRequest) -> Result<RestoreRequest, Denied> {
     if !conf.has_section(&format!("ferry client {user}")) {
-        // Only enrolled clients have a data directory to read back.
         return Err(Denied::ReadDenied);
     }
     Ok(req)
@@ -132,6 +147,14 @@ mod tests {
             ("clienta", format!("ferry-restore get {p} 77"), Ok(RestoreRequest::Get { path: p.into(), offset: 77 })),
             ("clienta", "ferry-restore git '/project'".into(), Ok(RestoreRequest::Git { repo: "project".into() })),
             ("clienta", "ferry-restore git 'team/app.git'".into(), Ok(RestoreRequest::Git { repo: "team/app".into() })),
+            ("clienta", "ferry-restore list-all".into(), Ok(RestoreRequest::ListAll { at: None })),
+            (
+                "clienta",
+                "ferry-restore list-all 20261122T010203Z".into(),
+                Ok(RestoreRequest::ListAll { at: Some(Stamp::parse("20261122T010203Z").unwrap()) }),
+            ),
+            ("clienta", "ferry-restore list-all ../x".into(), Err(Denied::Dangerous)),
+            ("admin", "ferry-restore list-all".into(), Err(Denied::ReadDenied)),
             // another client's data
             ("clientb", format!("ferry-restore get {p} 0"), Err(Denied::ReadDenied)),
             // not an enrolled client (the admin key, a stranger)

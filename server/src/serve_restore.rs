@@ -27,6 +27,16 @@ pub fn serve(cfg: &NodeConfig, user: &str, req: RestoreRequest, deny: &dyn Fn(&s
                 1
             }
         },
+        RestoreRequest::ListAll { at } => match list_all(cfg, user, at.map(|s| s.to_string())) {
+            Ok(json) => {
+                println!("{json}");
+                0
+            }
+            Err(e) => {
+                eprintln!("ERROR:ferry.restore:{}", ferry_text::sanitize(&format!("{e:#}"), 600));
+                1
+            }
+        },
         RestoreRequest::Get { path, offset } => match get(cfg, user, &path, offset) {
             Ok(true) => 0,
             Ok(false) => deny(&Denied::ReadDenied.to_string()),
@@ -57,6 +67,29 @@ pub fn serve(cfg: &NodeConfig, user: &str, req: RestoreRequest, deny: &dyn Fn(&s
 /// The JSON description of what a restore of `source` as of `at` uses:
 /// the catalog artifact, or the mirror; `None` when the user stores neither.
 fn list(cfg: &NodeConfig, user: &str, source: &str, at: Option<String>) -> anyhow::Result<Option<String>> {
+    Ok(describe(cfg, user, source, at.as_deref())?.map(|v| v.to_string()))
+}
+
+/// Every member of a whole-host restore of `user` ([`describe`] of each,
+/// or `missing` for a declared source with nothing stored), as a JSON
+/// array.
+fn list_all(cfg: &NodeConfig, user: &str, at: Option<String>) -> anyhow::Result<String> {
+    let mut out = Vec::new();
+    for (name, what) in crate::restore::all::host_inventory(cfg, user)? {
+        let v = match what {
+            "git" => Some(serde_json::json!({ "kind": "git", "repo": name })),
+            "source" => describe(cfg, user, &name, at.as_deref())?,
+            _ => None,
+        };
+        let mut v = v.unwrap_or_else(|| serde_json::json!({ "kind": "missing" }));
+        v["name"] = serde_json::Value::String(name);
+        out.push(v);
+    }
+    Ok(serde_json::Value::Array(out).to_string())
+}
+
+/// What a restore of `source` as of `at` uses (see [`list`]).
+fn describe(cfg: &NodeConfig, user: &str, source: &str, at: Option<&str>) -> anyhow::Result<Option<serde_json::Value>> {
     let catalog = crate::catalog::open_existing(cfg)?;
     let kept = match &catalog {
         Some(c) => {
@@ -66,9 +99,9 @@ fn list(cfg: &NodeConfig, user: &str, source: &str, at: Option<String>) -> anyho
     };
     if let Some(oldest) = kept.first() {
         // The same choice as `ferry-node restore --at`.
-        let chosen = match &at {
+        let chosen = match at {
             None => kept.last(),
-            Some(t) => kept.iter().rev().find(|a| a.received.as_str() <= t.as_str()),
+            Some(t) => kept.iter().rev().find(|a| a.received.as_str() <= t),
         };
         let v = match chosen {
             Some(a) => serde_json::json!({
@@ -81,11 +114,11 @@ fn list(cfg: &NodeConfig, user: &str, source: &str, at: Option<String>) -> anyho
             }),
             None => serde_json::json!({ "kind": "none", "oldest": oldest.received }),
         };
-        return Ok(Some(v.to_string()));
+        return Ok(Some(v));
     }
     let mirror = cfg.client_data(user).join("git").join(format!("{source}.git"));
     if mirror.join("HEAD").is_file() {
-        return Ok(Some(serde_json::json!({ "kind": "git", "repo": source }).to_string()));
+        return Ok(Some(serde_json::json!({ "kind": "git", "repo": source })));
     }
     Ok(None)
 }

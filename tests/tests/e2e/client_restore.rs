@@ -146,3 +146,45 @@ fn a_client_restores_its_own_backups_read_only() {
     assert!(!out.status.success() && text(&out).contains("does not match"), "{}", text(&out));
     assert!(!target.exists() && !td.join("r-corrupt.partial").exists());
 }
+
+/// Whole-host recovery from the client (issue 13 point 3): every source
+/// and mirror of the host, with a summary naming what had no backup.
+#[test]
+fn a_client_recovers_every_source_from_a_named_node() {
+    if !tools() {
+        return;
+    }
+    let f = two_backups("client_restore_all", "site:1d numbers:1d project:push ghost:1d");
+    let (td, a) = (&f.td, &f.a);
+    let dir = td.join("recovered");
+    let out = run(a.cmd().args(["restore", "--all", "--node", "backup1", p(&dir)]));
+    let human = text(&out);
+    assert_eq!(out.status.code(), Some(3), "a declared source had no backup: {human}");
+    for (name, result) in [("site", "restored"), ("numbers", "restored"), ("project", "restored"), ("ghost", "missing")]
+    {
+        let line =
+            human.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {human}"));
+        assert!(line.contains(result), "{name}: {line}");
+    }
+    assert!(human.contains("3 restored, 1 missing, 0 failed, from node backup1"), "{human}");
+    same_tree(&f.v2.0, &dir.join("site"));
+    assert_eq!(fs::read(only_file(&dir.join("numbers"))).unwrap(), f.v2.1);
+    assert_eq!(for_each_ref(&dir.join("git/project.git")), f.v2.2);
+
+    // As of a time between the two backups, as JSON.
+    let old = td.join("recovered-old");
+    let out = run(a.cmd().args(["--json", "restore", "--all", "--at", &at(f.t1), p(&old)]));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status =
+        |n: &str| v["members"].as_array().unwrap().iter().find(|m| m["source"] == n).unwrap()["status"].clone();
+    assert_eq!(status("site"), "restored");
+    assert_eq!(status("numbers"), "restored");
+    assert_eq!(status("ghost"), "missing");
+    same_tree(&f.v1.0, &old.join("site"));
+    assert_eq!(fs::read(only_file(&old.join("numbers"))).unwrap(), f.v1.1);
+
+    // A non-empty DIR is refused before anything is written.
+    let out = run(a.cmd().args(["restore", "--all", p(&dir)]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
