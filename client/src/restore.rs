@@ -96,7 +96,9 @@ pub fn restore(cfg: &ClientConfig, args: &Args) -> anyhow::Result<Done> {
                 )
                 .into());
             }
-            clone(cfg, &remote, &repo, &args.target)?;
+            with_hooks(cfg, source.as_str(), &args.target, || {
+                clone(cfg, &remote, &repo, &args.target).map(|_| String::new())
+            })?;
             Ok(Done {
                 node: node.name.clone(),
                 source: source.to_string(),
@@ -118,7 +120,8 @@ pub fn restore(cfg: &ClientConfig, args: &Args) -> anyhow::Result<Done> {
             let digest =
                 ferry_request::Digest::parse(&sha256).map_err(|e| anyhow!("the node sent a bad digest: {e}"))?;
             let (partial, resumed_from) = download(&remote, &args.target, &path, size, digest.as_str())?;
-            let message = place(&partial, &module, &path, &args.target)?;
+            let message =
+                with_hooks(cfg, source.as_str(), &args.target, || place(&partial, &module, &path, &args.target))?;
             Ok(Done {
                 node: node.name.clone(),
                 source: source.to_string(),
@@ -395,4 +398,52 @@ pub(crate) fn clone(cfg: &ClientConfig, remote: &Remote, repo: &str, target: &Pa
     // The restored repository should not point back at the backup node.
     git(Some(target)).args(["remote", "remove", "origin"]).run_checked()?;
     Ok(())
+}
+
+/// Run `step` (putting a verified backup in place) between the source's
+/// `pre_restore` and `post_restore` commands from client.toml, when it has
+/// them (issue 13 point 4: stop the application, restore, start it). The
+/// commands are argv lists run without a shell through ferry-run with a
+/// cleared environment plus `FERRY_SOURCE`, `FERRY_RESTORE_TARGET` (and for
+/// `post_restore` `FERRY_STATUS` = `ok`/`failed`, `FERRY_ERROR`), for at
+/// most an hour each. A failing `pre_restore` stops the restore before
+/// anything is placed; `post_restore` runs after every attempt that ran
+/// `pre_restore`, and its failure fails the restore (it usually restarts
+/// the application, someone must hear about it).
+pub(crate) fn with_hooks(
+    cfg: &ClientConfig,
+    source: &str,
+    target: &Path,
+    step: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<String> {
+    use ferry_prepare::hooks::{Phase, run};
+    let Some(src) = cfg.sources.iter().find(|s| s.name == source) else { return step() };
+    let timeout = std::time::Duration::from_secs(3600);
+    let mut env: Vec<(String, std::ffi::OsString)> = vec![
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("LANG".into(), "C".into()),
+        ("FERRY_SOURCE".into(), source.into()),
+        ("FERRY_RESTORE_TARGET".into(), std::path::absolute(target)?.into_os_string()),
+    ];
+    let pre = match &src.pre_restore {
+        Some(argv) => run(source, Phase::Pre, argv, &env, timeout).map_err(|e| anyhow!("pre_restore: {e}")),
+        None => Ok(()),
+    };
+    let result = pre.and_then(|_| step());
+    if let Some(argv) = &src.post_restore {
+        match &result {
+            Ok(_) => env.push(("FERRY_STATUS".into(), "ok".into())),
+            Err(e) => {
+                env.push(("FERRY_STATUS".into(), "failed".into()));
+                env.push(("FERRY_ERROR".into(), ferry_text::escape(&format!("{e:#}"), 1000).into()));
+            }
+        }
+        if let Err(e) = run(source, Phase::Post, argv, &env, timeout) {
+            return Err(match result {
+                Ok(_) => anyhow!("post_restore: {e} (the backup itself was restored to {})", target.display()),
+                Err(first) => anyhow!("{first:#}; post_restore: {e}"),
+            });
+        }
+    }
+    result
 }

@@ -102,7 +102,7 @@ pub fn restore_all(
                 let sha = ferry_request::Digest::parse(&sha).map_err(|x| anyhow!("bad digest from the node: {x}"))?;
                 let (partial, _) = download(&remote, &dest, &path, size, sha.as_str())?;
                 let module = row.kind.clone();
-                place(&partial, &module, &path, &dest)?;
+                crate::restore::with_hooks(cfg, &e.name, &dest, || place(&partial, &module, &path, &dest))?;
                 row.path = Some(dest);
                 Ok(if module == "fs" {
                     "tree extracted, sha256 checked".into()

@@ -102,6 +102,37 @@ fn a_client_restores_its_own_backups_read_only() {
     assert!(restore(a, &["site", p(&bad)]).status.success());
     same_tree(&f.v2.0, &bad);
 
+    // pre_restore/post_restore from client.toml around putting it in place
+    // (stop the application, restore, start it).
+    let log = td.join("hooks.log");
+    let conf = fs::read_to_string(&a.config).unwrap();
+    let with_hooks = |pre: &str| {
+        conf.replacen(
+            "name = \"numbers\"\n",
+            &format!(
+                "name = \"numbers\"\npre_restore = [\"/bin/sh\", \"-c\", \"{pre}\"]\npost_restore = [\"/bin/sh\", \"-c\", \"echo start $FERRY_SOURCE $FERRY_STATUS >> {}\"]\n",
+                log.display()
+            ),
+            1,
+        )
+    };
+    let pre_ok = format!("test ! -e \\\"$FERRY_RESTORE_TARGET\\\" && echo stop $FERRY_SOURCE >> {}", log.display());
+    fs::write(&a.config, with_hooks(&pre_ok)).unwrap();
+    let hooked = td.join("r-hooked");
+    let out = restore(a, &["numbers", p(&hooked)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fs::read_to_string(&log).unwrap(), "stop numbers\nstart numbers ok\n");
+    assert_eq!(fs::read(only_file(&hooked)).unwrap(), f.v2.1);
+    // A failing pre_restore: nothing placed, post_restore still runs.
+    fs::remove_file(&log).unwrap();
+    fs::write(&a.config, with_hooks("echo app will not stop >&2; exit 3")).unwrap();
+    let refused = td.join("r-hook-refused");
+    let out = restore(a, &["numbers", p(&refused)]);
+    assert!(!out.status.success() && text(&out).contains("app will not stop"), "{}", text(&out));
+    assert!(!refused.exists());
+    assert_eq!(fs::read_to_string(&log).unwrap(), "start numbers failed\n");
+    fs::write(&a.config, &conf).unwrap();
+
     // Another client's key: refused and logged, nothing served.
     let b = Client::new(td, "host-b", &[node]);
     node.enroll(&[&b]);
