@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use ferry_tests::fleet::{Client, run, text};
+use ferry_tests::fleet::{Client, ok, run, text};
 use ferry_tests::{for_each_ref, ssh_cmd};
 
 use crate::restore_all::{Fixture, at, only_file, same_tree, tools, two_backups};
@@ -78,15 +78,33 @@ fn a_client_restores_its_own_backups_read_only() {
     assert!(text(&out).contains("symbolic link"), "{}", text(&out));
     assert!(fs::read_dir(&real).unwrap().next().is_none());
 
-    // Resume: half of the artifact already here; only the rest is fetched.
+    // Resume: a download cut off after `half` bytes (an ssh that stops
+    // relaying the stream), then the same command again fetches the rest.
     let art = newest(&f, "site");
     let (path, sha) = (art["path"].as_str().unwrap(), art["sha256"].as_str().unwrap());
     let stored = node.srv().join("data").join(path);
     let bytes = fs::read(&stored).unwrap();
     let half = bytes.len() / 2;
+    let which = |prog: &str| ok(std::process::Command::new("sh").args(["-c", &format!("command -v {prog}")]));
+    let cut = td.join("cut-ssh");
+    fs::write(
+        &cut,
+        format!(
+            "#!/bin/sh\nfor last; do :; done\ncase \"$last\" in\n  'ferry-restore get '*) {ssh} \"$@\" | {head} -c {half}; exit 255;;\nesac\nexec {ssh} \"$@\"\n",
+            ssh = which("ssh").trim(),
+            head = which("head").trim()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&cut, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let conf = fs::read_to_string(&a.config).unwrap();
+    fs::write(&a.config, format!("ssh = \"{}\"\n{conf}", cut.display())).unwrap();
     let resumed = td.join("r-resumed");
-    fs::write(td.join("r-resumed.partial"), &bytes[..half]).unwrap();
-    fs::write(td.join("r-resumed.partial.from"), format!("{path} {sha}\n")).unwrap();
+    let out = restore(a, &["site", p(&resumed)]);
+    assert!(!out.status.success() && text(&out).contains("run the same command again to resume"), "{}", text(&out));
+    assert_eq!(fs::read(td.join("r-resumed.partial")).unwrap(), &bytes[..half]);
+    assert!(!resumed.exists());
+    fs::write(&a.config, &conf).unwrap();
     let out = restore(a, &["site", p(&resumed)]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(&format!("resumed at byte {half}")), "{}", text(&out));
