@@ -189,4 +189,38 @@ mod tests {
         assert!(!is_restore("git-upload-pack 'ferry-restore'"));
         assert!(!is_restore("ferry-restorex list x"));
     }
+
+    /// Whatever arrives, a granted request stays inside the user's data:
+    /// a `get` names the user's own rows, every name is a safe token.
+    #[test]
+    fn random_input_never_escapes_the_users_data() {
+        let c = conf();
+        let mut rng = crate::testutil::Rng::new(0x7e5704e);
+        let seeds: &[&[u8]] = &[
+            b"ferry-restore get clienta/site/20261122T010203Z/site.tar.zst 12",
+            b"ferry-restore list site 20261122T010203Z",
+            b"ferry-restore git '/team/app.git'",
+            b"ferry-restore list-all 20261122T010203Z",
+        ];
+        for round in 0..30_000 {
+            let input = if round % 2 == 0 {
+                let seed = seeds[rng.below(seeds.len())];
+                rng.mutate(seed)
+            } else {
+                (0..rng.below(64)).map(|_| rng.byte()).collect()
+            };
+            let text = String::from_utf8_lossy(&input);
+            match decide_restore(&c, "clienta", &text) {
+                Ok(RestoreRequest::Get { path, .. }) => {
+                    assert!(path.starts_with("clienta/"), "{text:?}");
+                    assert!(path.split('/').all(ferry_text::is_safe_token), "{text:?}");
+                }
+                Ok(RestoreRequest::Git { repo }) => {
+                    assert!(repo.split('/').all(ferry_text::is_safe_token), "{text:?}")
+                }
+                Ok(RestoreRequest::List { source, .. }) => assert!(ferry_text::is_safe_token(source.as_str())),
+                Ok(RestoreRequest::ListAll { .. }) | Err(_) => {}
+            }
+        }
+    }
 }
