@@ -116,7 +116,7 @@ pub enum Command {
         /// The node to restore from (default: the only node, else the first default node).
         #[arg(long)]
         node: Option<String>,
-        /// Restore into a target that is not empty.
+        /// Accept a non-empty target directory (a dump's or stream's file, or --all DIR); an fs tree is never merged into one.
         #[arg(long)]
         force: bool,
     },

@@ -117,6 +117,15 @@ pub fn restore(cfg: &ClientConfig, args: &Args) -> anyhow::Result<Done> {
             })
         }
         Listing::Artifact { module, path, size, sha256, received } => {
+            if module == "fs" && !is_absent_or_empty(&args.target) {
+                // The extractor publishes a whole tree with one rename that
+                // replaces nothing: it never merges into an existing tree.
+                return Err(UsageError(format!(
+                    "{} is not empty: an fs source is extracted into an absent or empty directory only, even with --force",
+                    args.target.display()
+                ))
+                .into());
+            }
             let digest =
                 ferry_request::Digest::parse(&sha256).map_err(|e| anyhow!("the node sent a bad digest: {e}"))?;
             let (partial, resumed_from) = download(&remote, &args.target, &path, size, digest.as_str())?;
@@ -187,6 +196,13 @@ pub(crate) fn check_target(target: &Path, force: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn is_absent_or_empty(p: &Path) -> bool {
+    match std::fs::symlink_metadata(p) {
+        Err(_) => true,
+        Ok(m) => m.is_dir() && std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none()),
+    }
 }
 
 /// How to reach the node as this host's push key.

@@ -17,6 +17,11 @@ fn newest(f: &Fixture, source: &str) -> serde_json::Value {
     found.as_array().unwrap().iter().rfind(|a| a["source"] == source).cloned().unwrap()
 }
 
+/// The file name of a catalog row's artifact.
+fn art_file(row: &serde_json::Value) -> String {
+    row["path"].as_str().unwrap().rsplit('/').next().unwrap().to_owned()
+}
+
 fn restore(c: &Client, args: &[&str]) -> std::process::Output {
     run(c.cmd().arg("restore").args(args))
 }
@@ -70,6 +75,14 @@ fn a_client_restores_its_own_backups_read_only() {
     let out = restore(a, &["site", p(&site)]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("not empty"), "{}", text(&out));
+    let out = restore(a, &["site", "--force", p(&site)]);
+    assert_eq!(out.status.code(), Some(2), "never merged into a tree: {}", text(&out));
+    same_tree(&f.v2.0, &site);
+    // --force: a stream's file goes into a non-empty directory.
+    let out = restore(a, &["numbers", "--force", p(&site)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fs::read(site.join(art_file(&newest(&f, "numbers")))).unwrap(), f.v2.1);
+    fs::remove_file(site.join(art_file(&newest(&f, "numbers")))).unwrap();
     same_tree(&f.v2.0, &site);
     let real = td.mkdir("real");
     std::os::unix::fs::symlink(&real, td.join("link")).unwrap();
