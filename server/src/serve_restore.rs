@@ -135,8 +135,25 @@ fn get(cfg: &NodeConfig, user: &str, path: &str, offset: u64) -> anyhow::Result<
     if !catalog.find(&q)?.iter().any(|a| a.path == path) {
         return Ok(false);
     }
-    let mut f = crate::store::open(cfg).open(&key)?;
-    std::io::copy(&mut (&mut f).take(offset), &mut std::io::sink())?;
+    let store = crate::store::open(cfg);
+    let mut f: Box<dyn Read + Send> = match store.local_path(&key) {
+        // A resumed download of a large artifact starts where it stopped.
+        Some(p) => {
+            use std::io::{Seek, SeekFrom};
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(p)?;
+            file.seek(SeekFrom::Start(offset))?;
+            Box::new(file)
+        }
+        None => {
+            let mut f = store.open(&key)?;
+            std::io::copy(&mut (&mut f).take(offset), &mut std::io::sink())?;
+            f
+        }
+    };
     let mut out = std::io::stdout().lock();
     std::io::copy(&mut f, &mut out)?;
     out.flush()?;
