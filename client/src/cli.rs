@@ -101,6 +101,25 @@ pub enum Command {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Restore one of this host's backups from a node: `ferry restore site /srv/restored`.
+    Restore {
+        /// A source name (fs, pipe, dump) or a mirrored git repository name; with --all, the directory.
+        source: String,
+        /// Where to restore: a directory (fs archive, a dump's or stream's file) or the new bare repository.
+        target: Option<PathBuf>,
+        /// Restore every source and repository of this host into DIR (`ferry restore --all DIR`).
+        #[arg(long)]
+        all: bool,
+        /// The newest backup received at or before this time (2026-11-22T01:02:03Z or 20261122T010203Z).
+        #[arg(long)]
+        at: Option<String>,
+        /// The node to restore from (default: the only node, else the first default node).
+        #[arg(long)]
+        node: Option<String>,
+        /// Accept a non-empty target directory (a dump's or stream's file, or --all DIR); an fs tree is never merged into one.
+        #[arg(long)]
+        force: bool,
+    },
     /// Git hooks for client repositories.
     #[command(subcommand)]
     Hook(HookCommand),
@@ -208,6 +227,32 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Hook(HookCommand::Install { repo, force }) => {
             let p = crate::hook::install(&repo, &cli.config, force)?;
             out::line(&format!("installed {}", p.display()))?;
+            Ok(exit::OK)
+        }
+        Command::Restore { source, target: None, at, node, force, all: true } => {
+            let s =
+                crate::restore_all::restore_all(&cfg, node.as_deref(), &PathBuf::from(source), at.as_deref(), force)?;
+            if cli.json {
+                out::json(&s)?;
+            } else {
+                for l in crate::restore_all::table(&s) {
+                    out::line(&l)?;
+                }
+            }
+            Ok(if s.missing + s.failed == 0 { exit::OK } else { exit::UNDELIVERED })
+        }
+        Command::Restore { all: true, .. } => {
+            exit::usage("with --all, give only the directory: ferry restore --all DIR")
+        }
+        Command::Restore { target: None, .. } => exit::usage("say where to restore: ferry restore SOURCE TARGET"),
+        Command::Restore { source, target: Some(target), at, node, force, all: false } => {
+            let args = crate::restore::Args { source, target, at, node, force };
+            let done = crate::restore::restore(&cfg, &args)?;
+            if cli.json {
+                out::json_line(&done)?
+            } else {
+                out::line(&done.message)?
+            }
             Ok(exit::OK)
         }
         Command::Gate => {

@@ -131,6 +131,14 @@ pub struct SourceConfig {
     pub pre: Option<Vec<String>>,
     #[serde(default)]
     pub post: Option<Vec<String>>,
+    /// `ferry restore` of this source: run before the verified artifact is
+    /// put in place (stop the application); a failure stops the restore.
+    #[serde(default)]
+    pub pre_restore: Option<Vec<String>>,
+    /// `ferry restore` of this source: run after every attempt that ran
+    /// `pre_restore` (start the application again), with `FERRY_STATUS`.
+    #[serde(default)]
+    pub post_restore: Option<Vec<String>>,
     #[serde(default)]
     pub timeout: Option<String>,
 }
@@ -317,6 +325,14 @@ impl ClientConfig {
             for n in s.nodes.iter().flatten() {
                 if self.node(n).is_none() {
                     bail!("source {}: unknown node {:?}", s.name, n);
+                }
+            }
+            for (key, argv) in [("pre_restore", &s.pre_restore), ("post_restore", &s.post_restore)] {
+                if argv.as_ref().is_some_and(|a| a.first().is_none_or(|p| !Path::new(p).is_absolute())) {
+                    bail!(
+                        "source {}: {key} must be a command with an absolute program path: [\"/usr/bin/systemctl\", \"stop\", \"app\"]",
+                        s.name
+                    );
                 }
             }
             if s.unreadable.is_some() && s.module != "fs" {

@@ -17,6 +17,8 @@ pub mod out;
 pub mod pool;
 pub mod queue;
 pub mod request;
+pub mod restore;
+pub mod restore_all;
 pub mod send;
 pub mod sources;
 pub mod status;

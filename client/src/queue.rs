@@ -164,23 +164,7 @@ impl<'a> Queue<'a> {
     }
 
     fn ssh_command(&self) -> anyhow::Result<String> {
-        let kh = self.cfg.known_hosts(&self.node.name);
-        let alias = format!("ferry-node-{}", self.node.name);
-        let line = format!("{alias} {}\n", self.node.host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
-        if std::fs::read_to_string(&kh).ok().as_deref() != Some(line.as_str()) {
-            std::fs::create_dir_all(kh.parent().expect("has parent"))?;
-            ferry_durable::write_synced(kh.parent().expect("has parent"), &node_file(&kh), line.as_bytes())?;
-        }
-        let ctl = self.cfg.control_dir();
-        std::fs::create_dir_all(&ctl)?;
-        set_private(&ctl);
-        // One multiplexed connection per node URL. ssh appends 17 bytes to
-        // the socket name while creating it, and unix socket paths are
-        // limited to 107 bytes: too deep a state_dir just means no reuse.
-        let sock = ctl.join(ferry_durable::short_hash(self.node.url.as_bytes()));
-        let opts = ferry_run::ssh::SshOptions::new(&kh, alias, self.cfg.ssh_key())
-            .connect_timeout(Duration::from_secs(15))
-            .multiplex((sock.as_os_str().len() + 17 < 104).then_some(sock));
+        let opts = ssh_options(self.cfg, self.node)?;
         opts.command_line(&self.cfg.ssh).ok_or_else(|| anyhow!("the ssh command or its files are not UTF-8 paths"))
     }
 
@@ -317,4 +301,28 @@ fn node_file(p: &Path) -> String {
 fn set_private(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+/// The ssh options of `node`: its pinned host key (written to the node's
+/// known_hosts file when it changed), the client's push key, one
+/// multiplexed connection per node URL. Restores use the same, so a node
+/// sees one key per client whatever it asks for.
+pub fn ssh_options(cfg: &ClientConfig, node: &NodeConfig) -> anyhow::Result<ferry_run::ssh::SshOptions> {
+    let kh = cfg.known_hosts(&node.name);
+    let alias = format!("ferry-node-{}", node.name);
+    let line = format!("{alias} {}\n", node.host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+    if std::fs::read_to_string(&kh).ok().as_deref() != Some(line.as_str()) {
+        std::fs::create_dir_all(kh.parent().expect("has parent"))?;
+        ferry_durable::write_synced(kh.parent().expect("has parent"), &node_file(&kh), line.as_bytes())?;
+    }
+    let ctl = cfg.control_dir();
+    std::fs::create_dir_all(&ctl)?;
+    set_private(&ctl);
+    // One multiplexed connection per node URL. ssh appends 17 bytes to
+    // the socket name while creating it, and unix socket paths are
+    // limited to 107 bytes: too deep a state_dir just means no reuse.
+    let sock = ctl.join(ferry_durable::short_hash(node.url.as_bytes()));
+    Ok(ferry_run::ssh::SshOptions::new(&kh, alias, cfg.ssh_key())
+        .connect_timeout(Duration::from_secs(15))
+        .multiplex((sock.as_os_str().len() + 17 < 104).then_some(sock)))
 }

@@ -51,6 +51,7 @@ pub mod escape;
 pub mod fuzzing;
 pub mod keys;
 pub mod serve;
+pub mod serve_restore;
 pub mod username;
 
 #[cfg(test)]

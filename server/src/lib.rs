@@ -34,6 +34,7 @@ pub mod retention;
 pub mod scan;
 pub mod scanrecord;
 pub mod serve;
+pub mod serve_restore;
 pub mod store;
 pub mod trees;
 pub mod validate;

@@ -43,6 +43,12 @@ pub fn serve(cfg: &NodeConfig, config_path: &Path, user: &str) -> u8 {
             return 1;
         }
     };
+    if ferry_gitosis::serve_restore::is_restore(&original) {
+        return match ferry_gitosis::serve_restore::decide_restore(&conf, user, &original) {
+            Ok(req) => crate::serve_restore::serve(cfg, user, req, &|msg| deny(cfg, user, &original, msg)),
+            Err(d) => deny(cfg, user, &original, &d.to_string()),
+        };
+    }
     let allowed = match ferry_gitosis::serve::decide(&conf, user, &original) {
         Ok(a) => a,
         Err(d) => return deny(cfg, user, &original, &d.to_string()),

@@ -256,6 +256,23 @@ pub fn host_members(cfg: &NodeConfig, client: &str, dir: &Path) -> anyhow::Resul
     Ok(out)
 }
 
+/// The members of a whole-host restore of `client` as `(name, what)`,
+/// `what` one of `source`, `git`, `missing` (the client-side `ferry
+/// restore --all` asks the node for this through `serve`).
+pub fn host_inventory(cfg: &NodeConfig, client: &str) -> anyhow::Result<Vec<(String, &'static str)>> {
+    Ok(host_members(cfg, client, Path::new(""))?
+        .into_iter()
+        .map(|m| {
+            let what = match m.kind {
+                Kind::Source => "source",
+                Kind::Git(_) => "git",
+                Kind::Nothing => "missing",
+            };
+            (m.name, what)
+        })
+        .collect())
+}
+
 /// The `(client, source)` members of dataset `name` (for `find --dataset`).
 pub fn dataset_pairs(cfg: &NodeConfig, name: &str) -> anyhow::Result<Vec<(String, String)>> {
     let enrollment = crate::enrollment::load(cfg)?;

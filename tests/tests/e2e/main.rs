@@ -7,6 +7,7 @@
 mod alerts_timing;
 mod badinput;
 mod cgit;
+mod client_restore;
 mod crash;
 mod daemon;
 mod data;

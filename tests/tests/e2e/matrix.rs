@@ -150,6 +150,23 @@ fn every_key_against_every_repository_and_command() {
             };
             check(&format!("{who} ssh {cmd:?}"), &out, want);
         }
+        // The restore verb (issue 13): a client reads only data/<itself>,
+        // and nothing is stored yet, so every cell is a refusal; the
+        // granted reads are in client_restore.rs.
+        for (cmd, refusal) in [
+            ("ferry-restore list site", "Repository read access denied"),
+            ("ferry-restore get host-a/site/20261122T000000Z/site.tar.zst 0", "Repository read access denied"),
+            ("ferry-restore get host-b/site/20261122T000000Z/site.tar.zst 0", "Repository read access denied"),
+            ("ferry-restore git 'project'", "Repository read access denied"),
+            ("ferry-restore list ../host-b", "Arguments to command look dangerous"),
+            ("ferry-restore get host-a/../host-b/x 0", "Arguments to command look dangerous"),
+            ("ferry-restore git '../../queue/host-b'", "Arguments to command look dangerous"),
+            ("ferry-restore put site", "Unknown command denied"),
+        ] {
+            let out = run(ssh_cmd(key, &kh, &node.sshd).arg(cmd));
+            let want = if who == "unknown" { Expect::NoAuth } else { Expect::Denied(refusal) };
+            check(&format!("{who} ssh {cmd:?}"), &out, want);
+        }
         let out = run(ferry_tests::sftp_cmd(key, &kh, &node.sshd)
             .arg("-b")
             .arg("/dev/null")

@@ -12,7 +12,7 @@ use ferry_archive::manifest::{Compare, diff, manifest};
 use ferry_tests::fleet::{Client, Node, commit_and_push, eventually, ok, run, text};
 use ferry_tests::{TestDir, for_each_ref, git_cmd, require_all};
 
-fn tools() -> bool {
+pub(crate) fn tools() -> bool {
     require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen", "cp"])
 }
 
@@ -20,7 +20,7 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-fn at(t: i64) -> String {
+pub(crate) fn at(t: i64) -> String {
     ferry_request::Stamp::from_unix(t).to_string()
 }
 
@@ -50,14 +50,14 @@ fn client(td: &TestDir, node: &Node, name: &str, tree: &Path, stream: &Path) -> 
 }
 
 /// Trees equal in content, kinds and modes.
-fn same_tree(a: &Path, b: &Path) {
+pub(crate) fn same_tree(a: &Path, b: &Path) {
     let cmp = Compare { mode: true, ..Default::default() };
     let d = diff(&manifest(a).unwrap(), &manifest(b).unwrap(), &cmp);
     assert!(d.is_empty(), "{} differs from {}: {d:?}", b.display(), a.display());
 }
 
 /// The one file in `dir`.
-fn only_file(dir: &Path) -> PathBuf {
+pub(crate) fn only_file(dir: &Path) -> PathBuf {
     let v: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(v.len(), 1, "{v:?}");
     v[0].clone()
@@ -78,19 +78,19 @@ fn member<'a>(v: &'a serde_json::Value, client: &str, source: &str) -> &'a serde
 
 /// Two backups of an fs source, a pipe source and a git repository, with a
 /// copy of each as it was at the first.
-struct Fixture {
-    td: TestDir,
-    node: Node,
-    a: Client,
-    tree: PathBuf,
+pub(crate) struct Fixture {
+    pub(crate) td: TestDir,
+    pub(crate) node: Node,
+    pub(crate) a: Client,
+    pub(crate) tree: PathBuf,
     /// The tree, the stream and the refs at the first backup.
-    v1: (PathBuf, Vec<u8>, String),
-    v2: (PathBuf, Vec<u8>, String),
+    pub(crate) v1: (PathBuf, Vec<u8>, String),
+    pub(crate) v2: (PathBuf, Vec<u8>, String),
     /// A time between the two backups.
-    t1: i64,
+    pub(crate) t1: i64,
 }
 
-fn two_backups(name: &str, sources: &str) -> Fixture {
+pub(crate) fn two_backups(name: &str, sources: &str) -> Fixture {
     let td = TestDir::new(name);
     let node = Node::start(&td, "backup1");
     let tree = td.mkdir("site");

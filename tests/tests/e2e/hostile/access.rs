@@ -194,6 +194,17 @@ fn ac02_ac04_path_tricks_and_other_ssh_commands() {
         ("cat /etc/passwd".into(), UNKNOWN),
         ("scp -t /tmp".into(), UNKNOWN),
         ("git-receive-pack".into(), UNKNOWN),
+        // The client-side restore verb (issue 13): only data/<itself>.
+        ("ferry-restore get host-b/request/20261122T000000Z/x.pipe 0".into(), DENIED),
+        ("ferry-restore get host-a/../host-b/x 0".into(), DANGEROUS),
+        ("ferry-restore get /etc/passwd 0".into(), DANGEROUS),
+        ("ferry-restore list ../host-b".into(), DANGEROUS),
+        ("ferry-restore list /etc/passwd".into(), DANGEROUS),
+        (format!("ferry-restore list $(touch {c})"), DANGEROUS),
+        (format!("ferry-restore list site;touch {c}"), DANGEROUS),
+        ("ferry-restore git '../host-b/git/project'".into(), DANGEROUS),
+        ("ferry-restore git '/etc/passwd'".into(), DENIED),
+        ("ferry-restore put site".into(), UNKNOWN),
         (huge, UNKNOWN),
     ];
     for (cmd, want) in &commands {
