@@ -358,16 +358,7 @@ pub(crate) fn place(partial: &Path, module: &str, path: &str, target: &Path) -> 
         )
         .map_err(|e| anyhow!("{}: {e}", e.code()))?;
         std::fs::remove_file(partial)?;
-        format!(
-            "extracted {path} ({} entries: {} files, {} dirs, {} symlinks, {} hard links, {} bytes) into {}",
-            stats.entries,
-            stats.files,
-            stats.dirs,
-            stats.symlinks,
-            stats.hardlinks,
-            stats.bytes,
-            target.display()
-        )
+        format!("extracted {path} ({stats}) into {}", target.display())
     } else {
         std::fs::create_dir_all(target).with_context(|| format!("cannot create {}", target.display()))?;
         let dest = target.join(name);

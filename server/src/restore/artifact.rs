@@ -102,17 +102,7 @@ pub(super) fn restore_checked(
         if let Some(pb) = pb {
             pb.finish_and_clear();
         }
-        return Ok(format!(
-            "extracted {} ({} entries: {} files, {} dirs, {} symlinks, {} hard links, {} bytes) into {}",
-            a.path,
-            stats.entries,
-            stats.files,
-            stats.dirs,
-            stats.symlinks,
-            stats.hardlinks,
-            stats.bytes,
-            to.display()
-        ));
+        return Ok(format!("extracted {} ({stats}) into {}", a.path, to.display()));
     }
     // Dumps and streams: the file itself, verified, into DIR.
     std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
