@@ -341,11 +341,23 @@ fn hash(p: &Path) -> anyhow::Result<(u64, String)> {
     Ok((n, hex::encode(h.finalize())))
 }
 
+/// The file name of a catalog path the node sent
+/// (`client/source/received/file`). The node is not trusted to name a
+/// place: every segment must be a plain storage name, so no `..`, `/`,
+/// empty segment or control character reaches a path or the terminal.
+pub(crate) fn artifact_file_name(path: &str) -> anyhow::Result<&str> {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts[..] {
+        [_, _, _, file] if parts.iter().all(|p| ferry_text::is_safe_token(p)) => Ok(file),
+        _ => bail!("the node named an artifact {} that is no storage path", ferry_text::escape(path, 200)),
+    }
+}
+
 /// Put a verified download in place: an fs archive extracted into TARGET
 /// with the strict extractor, any other artifact as `TARGET/<file>`.
 pub(crate) fn place(partial: &Path, module: &str, path: &str, target: &Path) -> anyhow::Result<String> {
     let (_, from) = partial_paths(target);
-    let name = path.rsplit('/').next().unwrap_or(path);
+    let name = artifact_file_name(path)?;
     let msg = if module == "fs" {
         if target.is_dir() && std::fs::read_dir(target)?.next().is_none() {
             std::fs::remove_dir(target)?;
@@ -453,4 +465,25 @@ pub(crate) fn with_hooks(
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::artifact_file_name;
+
+    #[test]
+    fn a_node_names_only_plain_storage_paths() {
+        assert_eq!(artifact_file_name("host-a/www/20261205T074512Z/x.tar.zst").unwrap(), "x.tar.zst");
+        for bad in [
+            "host-a/www/20261205T074512Z/..",
+            "host-a/www/20261205T074512Z/",
+            "host-a/www/x",
+            "host-a/www/t/a/b",
+            "/etc/passwd",
+            "host-a/www/t/\u{1b}[2Jx",
+            "host-a/../t/x",
+        ] {
+            assert!(artifact_file_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }

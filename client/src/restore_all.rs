@@ -85,6 +85,11 @@ pub fn restore_all(
     let when = at.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "now".into());
     let mut members = Vec::new();
     for e in entries {
+        // Source and repository names come from the node: the same grammar
+        // as every other name, so none can lead `dir.join` elsewhere.
+        if ferry_request::Name::parse(&e.name).is_err() {
+            anyhow::bail!("node {} listed {} that is no source name", node.name, ferry_text::escape(&e.name, 200));
+        }
         let mut row = Row {
             source: e.name.clone(),
             kind: e.module.clone().unwrap_or_else(|| if e.kind == "git" { "git".into() } else { "-".into() }),
@@ -107,7 +112,7 @@ pub fn restore_all(
                 Ok(if module == "fs" {
                     "tree extracted, sha256 checked".into()
                 } else {
-                    format!("file {}, sha256 checked", path.rsplit('/').next().unwrap_or(""))
+                    format!("file {}, sha256 checked", crate::restore::artifact_file_name(&path)?)
                 })
             })(),
             "git" if at.is_some() => {
