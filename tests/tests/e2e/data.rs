@@ -173,21 +173,8 @@ fn postgresql_database_round_trip() {
     node.enroll(&[&a]);
     ok(a.cmd().args(["backup", "shop", "--send"]));
     wait_done(&node, "host-a", 1);
-    ok(node.cmd().args([
-        "restore",
-        "host-a",
-        "shop",
-        "--into-db",
-        "shop_restored",
-        "--db-user",
-        "postgres",
-        "--db-host",
-        pg.socket_dir().to_str().unwrap(),
-        "--db-port",
-        &pg.port().to_string(),
-        "--restore-host",
-        &pg.host(),
-    ]));
+    let out = crate::hostile_dumps::pg_restore_as(&node, &pg, Some("postgres"), "shop", "shop_restored");
+    assert!(out.status.success(), "{}", text(&out));
     let q = "SELECT id, name, price, coalesce(note, '<null>'), encode(blob, 'hex') FROM items ORDER BY id";
     assert_eq!(pg.psql("shop_restored", q), pg.psql("shop", q));
     assert_eq!(pg.psql("shop_restored", "SELECT count(*) FROM items"), "2000");

@@ -149,21 +149,8 @@ fn postgresql_role_with_pg_read_all_data_needs_no_sudo() {
     assert!(out.status.success(), "{}", text(&out));
     wait_done(&node, "host-a", 2);
 
-    ok(node.cmd().args([
-        "restore",
-        "host-a",
-        "shop",
-        "--into-db",
-        "shop_restored",
-        "--db-user",
-        "postgres",
-        "--db-host",
-        pg.socket_dir().to_str().unwrap(),
-        "--db-port",
-        &pg.port().to_string(),
-        "--restore-host",
-        &pg.host(),
-    ]));
+    let out = crate::hostile_dumps::pg_restore_as(&node, &pg, Some("postgres"), "shop", "shop_restored");
+    assert!(out.status.success(), "{}", text(&out));
     for q in [
         "SELECT id, name, price FROM items ORDER BY id",
         "SELECT * FROM cheap ORDER BY id",

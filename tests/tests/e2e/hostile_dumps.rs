@@ -79,7 +79,13 @@ fn pg_restore(node: &Node, pg: &Postgres, source: &str, db: &str) -> std::proces
 
 /// `restore --into-db`, the administrative step as OS account `admin`
 /// (peer/trust over the socket; `None`: the node's own account).
-fn pg_restore_as(node: &Node, pg: &Postgres, admin: Option<&str>, source: &str, db: &str) -> std::process::Output {
+pub(crate) fn pg_restore_as(
+    node: &Node,
+    pg: &Postgres,
+    admin: Option<&str>,
+    source: &str,
+    db: &str,
+) -> std::process::Output {
     let mut cmd = node.cmd();
     cmd.args(["restore", "host-a", source, "--into-db", db]);
     if let Some(u) = admin {
