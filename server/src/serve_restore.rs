@@ -18,8 +18,8 @@ pub fn serve(cfg: &NodeConfig, user: &str, req: RestoreRequest, deny: &dyn Fn(&s
     match req {
         RestoreRequest::List { source, at } => match list(cfg, user, source.as_str(), at.map(|s| s.to_string())) {
             Ok(Some(json)) => {
-                println!("{json}");
-                0
+                // A client that hangs up ends the answer quietly.
+                u8::from(ferry_text::stdout::json(&json).is_err())
             }
             Ok(None) => deny(&Denied::ReadDenied.to_string()),
             Err(e) => {
@@ -29,8 +29,8 @@ pub fn serve(cfg: &NodeConfig, user: &str, req: RestoreRequest, deny: &dyn Fn(&s
         },
         RestoreRequest::ListAll { at } => match list_all(cfg, user, at.map(|s| s.to_string())) {
             Ok(json) => {
-                println!("{json}");
-                0
+                // A client that hangs up ends the answer quietly.
+                u8::from(ferry_text::stdout::json(&json).is_err())
             }
             Err(e) => {
                 eprintln!("ERROR:ferry.restore:{}", ferry_text::sanitize(&format!("{e:#}"), 600));
