@@ -195,6 +195,9 @@ fn a_stalled_client_does_not_hold_up_the_others() {
         node.cmd().args(["scan"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start the scan"),
     ));
     eventually("host-b's request to finish", || node.pool_ids("host-b", "F") == b_ids);
+    // host-a's pull started at the same time; its ssh may reach the stalled
+    // server only now (the server writes its pid once it runs).
+    eventually("host-a's server to be reached", || fs::read_to_string(&pid_file).is_ok_and(|p| !p.trim().is_empty()));
     // ... while host-a's is still being handled.
     assert_eq!(
         states(&node, "host-a", &a_ids[0]),
@@ -203,7 +206,6 @@ fn a_stalled_client_does_not_hold_up_the_others() {
         node.events(),
         fs::read_to_string(node.pool("host-a").join(format!("E{}.why", a_ids[0]))).ok()
     );
-    assert!(fs::read_to_string(&pid_file).is_ok(), "host-a's server was reached");
 
     // Cut host-a's connection: its request ends with a reason that says so.
     let pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
