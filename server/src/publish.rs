@@ -139,6 +139,9 @@ fn mirror_arrivals(cfg: &NodeConfig, client: &str) -> Vec<(String, Timestamp)> {
 /// a reader sees the old document or the new one, never half of one.
 pub fn write(dir: &Path, doc: &Document) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // A publisher killed between write and rename (a scan under kill -9)
+    // left its temporary behind; its pid is dead, so it is removed here.
+    let _ = ferry_durable::remove_dead_tmp(dir);
     let mut text = serde_json::to_vec_pretty(doc)?;
     text.push(b'\n');
     ferry_durable::write_synced_mode(dir, FILE, &text, 0o644)
@@ -163,6 +166,24 @@ pub fn publish(cfg: &NodeConfig, dir: &Path, now: Timestamp) -> anyhow::Result<D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_killed_publishers_temporary_is_swept() {
+        let d = tempfile::tempdir().unwrap();
+        let dead = {
+            let mut c = std::process::Command::new("true").spawn().unwrap();
+            let pid = c.id();
+            c.wait().unwrap();
+            pid
+        };
+        let left = d.path().join(format!(".tmp-catalog.json-{dead}-1"));
+        std::fs::write(&left, b"{\"sche").unwrap();
+        let doc =
+            Document { schema: SCHEMA.into(), node: "n".into(), generated: Timestamp::UNIX_EPOCH, clients: vec![] };
+        write(d.path(), &doc).unwrap();
+        assert!(!left.exists(), "the dead publisher's temporary is gone");
+        assert!(d.path().join(FILE).exists());
+    }
 
     #[test]
     fn runs_within_one_second_keep_their_time() {
