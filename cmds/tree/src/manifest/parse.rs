@@ -90,7 +90,9 @@ impl Parser<'_> {
     fn next_line<R: BufRead>(&mut self, r: &mut R) -> Result<bool, ReadError> {
         self.buf.clear();
         self.lineno += 1;
-        let cap = self.limits.max_line_bytes as u64 + 1;
+        // Saturating: `usize::MAX` (no limit, as `snapshot::build` and
+        // `restore` use) would overflow the one byte that detects a long line.
+        let cap = u64::try_from(self.limits.max_line_bytes).unwrap_or(u64::MAX).saturating_add(1);
         let n = r.by_ref().take(cap).read_until(b'\n', &mut self.buf)?;
         if n == 0 {
             return Ok(false);

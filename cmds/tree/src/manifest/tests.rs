@@ -464,3 +464,16 @@ fn errors_name_codes_and_escape_details() {
         assert_eq!(r.code(), code);
     }
 }
+
+/// `usize::MAX` means "no line limit" (build, restore and scan pass it):
+/// it used to overflow the one extra byte that detects a long line.
+#[test]
+fn no_line_limit_does_not_overflow() {
+    let text = doc(&[d("a"), f("a/b", "")]);
+    let unlimited = Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
+    assert_eq!(parse(&text, &unlimited).unwrap().entries.len(), 2);
+    assert_eq!(read(text.as_slice(), &unlimited).unwrap().entries.len(), 2);
+    // A truncated last line is still refused, not read as a long line.
+    let cut = &text[..text.len() - 1];
+    assert_eq!(parse(cut, &unlimited).unwrap_err().refusal, Refusal::Truncated);
+}
