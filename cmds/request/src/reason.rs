@@ -172,6 +172,25 @@ reasons! {
     /// git's object checks (fsck) refused an object of the repository.
     FetchFsck => "E_FETCH_FSCK",
         "git's object checks refused an object of the repository (the detail names the fsck id); nothing was stored, so repair that history on the client, or add the id to git_fsck_ignore if it is harmless.";
+    /// A tree manifest breaks the format (header, fields, order, trailer).
+    TreeFormat => "E_TREE_FORMAT",
+        "The tree manifest breaks the format (header, field, order or trailer); nothing was stored, so let the client scan the tree again.";
+    /// A tree manifest path is absolute, holds `..`, `.` or an empty
+    /// component, or lies below something that is not a directory.
+    TreePath => "E_TREE_PATH",
+        "A tree manifest path is absolute, holds '..', '.', an empty component or NUL, is too long, or lies below a non-directory; nothing was stored.";
+    /// A tree manifest lists the same path twice.
+    TreeDup => "E_TREE_DUP",
+        "The tree manifest lists the same path more than once; nothing was stored, so let the client scan the tree again.";
+    /// A tree manifest's hard-link groups are inconsistent.
+    TreeLink => "E_TREE_LINK",
+        "A hard-link group of the tree manifest mixes types, disagrees on content or is numbered wrongly; nothing was stored.";
+    /// A tree manifest exceeds the node's `[tree]` limits.
+    TreeLimit => "E_TREE_LIMIT",
+        "The tree manifest has more entries, bytes or manifest bytes than the node's [tree] limits; split the source or raise the limits.";
+    /// Tree content that is not what its manifest promised.
+    TreeContent => "E_TREE_CONTENT",
+        "Content the client served is not what the tree manifest promised (size or sha256); it was not stored, so back the tree up again.";
     /// The client's storage quota would be exceeded.
     Quota => "E_QUOTA",
         "The client's storage quota would be exceeded; purge old backups or raise the quota in gitosis.conf.";

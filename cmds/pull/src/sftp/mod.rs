@@ -115,10 +115,14 @@ use crate::PullError;
 mod clock;
 mod conn;
 mod direct;
+mod many;
 mod sink;
 mod ssh;
 mod transfer;
 
+pub use many::{
+    DEFAULT_FILES_IN_FLIGHT, FILE_BUFFERS, ManyJob, ManyReport, RemoteFile, SinkError, Skipped, fetch_many,
+};
 pub use ssh::{close_master, control_path, ssh_args};
 
 /// The largest read OpenSSH's sftp-server answers in one packet

@@ -64,7 +64,7 @@ pub(super) async fn run_download(
 
 /// How a transfer failed: with its reason already known, or in the sftp
 /// channel (see [`Conn::explain_at`]).
-enum Failure {
+pub(super) enum Failure {
     Job(PullError),
     Channel {
         what: &'static str,

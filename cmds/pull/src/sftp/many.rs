@@ -1,0 +1,442 @@
+//! Many files over ONE sftp session, pipelined: the contents a snapshot
+//! tree lacks (issue 10).
+//!
+//! Why not [`super::download`] per file: a tree pull fetches thousands of
+//! small files, and one session per file costs a handshake (or a mux
+//! round trip) each, while one file at a time leaves the link idle for
+//! every `lstat`/`open`/`close` round trip. Here up to [`ManyJob::depth`]
+//! files are in flight at once on one channel, each with a few reads
+//! ahead, so round trips overlap the way the single-file reader overlaps
+//! its reads.
+//!
+//! Every byte goes to the caller's sink on the caller's thread, one file
+//! after the other in the order of [`ManyJob::files`], as a [`Read`] that
+//! streams while the file is still arriving (`ferry_tree::store::Store::put`
+//! hashes and checks it while writing). Memory stays bounded: a file in
+//! flight holds at most [`FILE_BUFFERS`] answers, and at most `2 × depth`
+//! files wait for the sink.
+//!
+//! What belongs to one file is reported for that file and the pull goes
+//! on: missing, not a regular file, another size than promised, shorter or
+//! longer while read, or refused by the sink (digest mismatch): the file
+//! changed on the client between its scan and the fetch. What belongs to
+//! the connection (ssh gone, a timeout, a packet no answer can need) ends
+//! the whole fetch with an error. The sink's own failures (disk full) end
+//! it too ([`SinkError::Abort`]).
+//!
+//! Paths are bytes (manifest paths are), absolute, without NUL (the sftp
+//! server would cut the name there); only `lstat`, `open`, `read` and
+//! `close` are sent, as for single downloads, so the read-only gate's
+//! allow-list is unchanged.
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ferry_request::Reason;
+use ferry_text::escape_bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use openssh_sftp_client::Error as SftpError;
+use openssh_sftp_client::Sftp;
+use tokio::io::AsyncSeek;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use super::clock::Clock;
+use super::conn::Conn;
+use super::transfer::Failure;
+use super::{MAX_READ, MinRate, SftpEndpoint, Tuning};
+use crate::PullError;
+
+/// Answers buffered per file in flight (about 1 MiB of a large file).
+pub const FILE_BUFFERS: usize = 4;
+/// Reads in flight within one file.
+const READ_AHEAD: usize = 4;
+/// Default files in flight.
+pub const DEFAULT_FILES_IN_FLIGHT: usize = 32;
+
+/// One file to fetch: its absolute remote path (bytes) and promised size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub path: Vec<u8>,
+    pub size: u64,
+}
+
+/// A pipelined fetch of many files from one client.
+#[derive(Debug, Clone)]
+pub struct ManyJob<'a> {
+    pub endpoint: &'a SftpEndpoint,
+    pub files: &'a [RemoteFile],
+    /// Files in flight at once (1..=256).
+    pub depth: usize,
+    /// Overall deadline, connection included.
+    pub timeout: Duration,
+    /// No progress for this long aborts the fetch.
+    pub idle_timeout: Duration,
+    /// The slowest transfer accepted once data flows.
+    pub min_rate: Option<MinRate>,
+}
+
+/// Why the sink did not take a file.
+#[derive(Debug)]
+pub enum SinkError {
+    /// This file is not what was promised: reported, the fetch goes on.
+    Reject(String),
+    /// The sink cannot go on (disk full, store broken): the fetch ends.
+    Abort(PullError),
+}
+
+/// A file that was not fetched, and why (escaped text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Its index in [`ManyJob::files`].
+    pub index: usize,
+    pub why: String,
+}
+
+/// What a finished fetch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManyReport {
+    /// Files the sink accepted.
+    pub fetched: u64,
+    /// Bytes received from the server (all files, skipped ones included).
+    pub bytes: u64,
+    /// Files reported one by one (changed on the client, refused by the sink).
+    pub skipped: Vec<Skipped>,
+    pub elapsed: Duration,
+}
+
+/// What travels from the protocol side to the sink for one file.
+enum Msg {
+    Data(BytesMut),
+    /// Every byte was sent.
+    End,
+    /// The file is not what was promised (after this, no more data).
+    Gone(String),
+}
+
+/// The sink's view of one file: its bytes in order, EOF at the end or when
+/// the file went wrong (the sink then sees a short file; the reason is
+/// kept in `gone`).
+struct FileReader {
+    rx: mpsc::Receiver<Msg>,
+    cur: BytesMut,
+    done: bool,
+    gone: Option<String>,
+}
+
+impl FileReader {
+    fn next_msg(&mut self) {
+        match self.rx.blocking_recv() {
+            Some(Msg::Data(b)) => self.cur = b,
+            Some(Msg::End) => self.done = true,
+            Some(Msg::Gone(why)) => {
+                self.gone = Some(why);
+                self.done = true;
+            }
+            // The protocol side stopped (the fetch is failing).
+            None => {
+                self.gone.get_or_insert_with(|| "the fetch stopped".into());
+                self.done = true;
+            }
+        }
+    }
+}
+
+impl Read for FileReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() && !self.done {
+            self.next_msg();
+        }
+        let n = self.cur.len().min(out.len());
+        out[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Fetch `job.files` into `sink`, which is called on this thread once per
+/// file with its index and a reader of its bytes; see the module docs.
+pub fn fetch_many<F>(job: &ManyJob<'_>, mut sink: F) -> Result<ManyReport, PullError>
+where
+    F: FnMut(usize, &mut dyn Read) -> Result<(), SinkError>,
+{
+    let start = Instant::now();
+    super::ssh::check_endpoint(job.endpoint)?;
+    if let Some(f) = job.files.iter().find(|f| !f.path.starts_with(b"/") || f.path.contains(&0)) {
+        return Err(PullError::new(
+            Reason::ReqPath,
+            format!("remote path {} is not absolute or holds NUL", escape_bytes(&f.path, 200)),
+        ));
+    }
+    let depth = job.depth.clamp(1, 256);
+    let (files_tx, mut files_rx) = mpsc::unbounded_channel::<(usize, mpsc::Receiver<Msg>, OwnedSemaphorePermit)>();
+    let mut report = ManyReport::default();
+    let mut sink_error = None;
+    let protocol = std::thread::scope(|s| {
+        let proto = s.spawn(move || -> Result<u64, PullError> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| PullError::new(Reason::Internal, format!("start the sftp runtime: {e}")))?;
+            rt.block_on(run(job, depth, files_tx, start))
+        });
+        while let Some((index, rx, permit)) = files_rx.blocking_recv() {
+            let mut reader = FileReader { rx, cur: BytesMut::new(), done: false, gone: None };
+            // A file gone before its first byte never reaches the sink.
+            reader.next_msg();
+            if reader.done && reader.cur.is_empty() && reader.gone.is_some() {
+                report.skipped.push(Skipped { index, why: reader.gone.take().unwrap_or_default() });
+                drop(permit);
+                continue;
+            }
+            let r = sink(index, &mut reader);
+            // Drain what is left so the protocol side never waits on us.
+            while !reader.done {
+                reader.cur.clear();
+                reader.next_msg();
+            }
+            drop(permit);
+            match (r, reader.gone.take()) {
+                (Err(SinkError::Abort(e)), _) => {
+                    sink_error = Some(e);
+                    break;
+                }
+                (_, Some(why)) | (Err(SinkError::Reject(why)), None) => report.skipped.push(Skipped { index, why }),
+                (Ok(()), None) => report.fetched += 1,
+            }
+        }
+        // Closing our end stops the protocol side (after an abort).
+        drop(files_rx);
+        proto.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    });
+    if let Some(e) = sink_error {
+        return Err(e);
+    }
+    report.bytes = protocol?;
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// The protocol side: one connection, files launched in order while fewer
+/// than `depth` are in flight and fewer than `2 × depth` wait for the sink.
+async fn run(
+    job: &ManyJob<'_>,
+    depth: usize,
+    files_tx: mpsc::UnboundedSender<(usize, mpsc::Receiver<Msg>, OwnedSemaphorePermit)>,
+    start: Instant,
+) -> Result<u64, PullError> {
+    let clock = Clock::new(start, job.timeout, job.idle_timeout, job.min_rate);
+    let tuning = Tuning { depth: depth * READ_AHEAD + 4, ..Tuning::default() };
+    let mut conn = Conn::open(job.endpoint, &tuning, MAX_READ, &clock).await?;
+    clock.start_rate();
+    let result = pump(conn.sftp(), job, depth, &files_tx, &clock).await;
+    conn.shutdown(result.is_ok()).await;
+    match result {
+        Ok(()) => Ok(clock.received()),
+        Err(Failure::Job(e)) => Err(e),
+        Err(Failure::Channel { what, error, progress }) => Err(conn.explain_at(what, &error, progress)),
+    }
+}
+
+async fn pump(
+    sftp: &Sftp,
+    job: &ManyJob<'_>,
+    depth: usize,
+    files_tx: &mpsc::UnboundedSender<(usize, mpsc::Receiver<Msg>, OwnedSemaphorePermit)>,
+    clock: &Clock,
+) -> Result<(), Failure> {
+    let waiting = Arc::new(Semaphore::new(2 * depth));
+    let mut running = FuturesUnordered::new();
+    let mut next = 0usize;
+    let mut failed: Option<Failure> = None;
+    let launch = |permit: OwnedSemaphorePermit, next: &mut usize| -> Option<_> {
+        let (tx, rx) = mpsc::channel(FILE_BUFFERS);
+        // The sink went away (it aborted): launch nothing more.
+        files_tx.send((*next, rx, permit)).ok()?;
+        let f = &job.files[*next];
+        *next += 1;
+        Some(fetch_one(sftp, clock, &f.path, f.size, tx))
+    };
+    loop {
+        let more = failed.is_none() && next < job.files.len() && !files_tx.is_closed();
+        if more && running.len() < depth {
+            if let Ok(p) = Arc::clone(&waiting).try_acquire_owned() {
+                match launch(p, &mut next) {
+                    Some(fut) => running.push(fut),
+                    None => break,
+                }
+                continue;
+            }
+            if running.is_empty() {
+                // Only the sink can make room.
+                let Ok(p) = Arc::clone(&waiting).acquire_owned().await else { break };
+                match launch(p, &mut next) {
+                    Some(fut) => running.push(fut),
+                    None => break,
+                }
+                continue;
+            }
+            tokio::select! {
+                done = running.next() => {
+                    if let Some(Err(e)) = done { failed.get_or_insert(e); }
+                }
+                p = Arc::clone(&waiting).acquire_owned() => {
+                    let Ok(p) = p else { break };
+                    match launch(p, &mut next) {
+                        Some(fut) => running.push(fut),
+                        None => break,
+                    }
+                }
+            }
+            continue;
+        }
+        match running.next().await {
+            Some(Err(e)) => {
+                failed.get_or_insert(e);
+            }
+            Some(Ok(())) => {}
+            None => break,
+        }
+    }
+    clock.stop_rate();
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// A per-request answer of the server (no such file, permission denied):
+/// about this file only. Anything else is the connection's.
+fn file_problem(error: &SftpError) -> Option<String> {
+    match error {
+        SftpError::SftpError(kind, msg) => Some(format!("{kind:?}: {}", ferry_text::escape(msg.get().0, 200))),
+        _ => None,
+    }
+}
+
+type ReadTask = tokio::task::JoinHandle<Result<Option<BytesMut>, SftpError>>;
+
+fn spawn_read(file: &openssh_sftp_client::file::File, offset: u64, len: u32) -> ReadTask {
+    let mut f = file.clone();
+    tokio::spawn(async move {
+        AsyncSeek::start_seek(Pin::new(&mut f), io::SeekFrom::Start(offset))?;
+        f.read(len, BytesMut::with_capacity(len as usize)).await
+    })
+}
+
+/// Fetch one file into `tx`. `Ok` whatever happened to the file (a problem
+/// of the file was sent as [`Msg::Gone`]); `Err` only for the connection.
+async fn fetch_one(sftp: &Sftp, clock: &Clock, path: &[u8], size: u64, tx: mpsc::Sender<Msg>) -> Result<(), Failure> {
+    let p = Path::new(OsStr::from_bytes(path));
+    let shown = || escape_bytes(path, 200);
+    // `Err(None)`: the sink is gone, stop quietly.
+    macro_rules! send {
+        ($m:expr) => {
+            if tx.send($m).await.is_err() {
+                return Ok(());
+            }
+        };
+    }
+    macro_rules! ask {
+        ($what:literal, $f:expr) => {
+            match clock.within($what, $f).await? {
+                Ok(v) => v,
+                Err(error) => match file_problem(&error) {
+                    Some(why) => {
+                        send!(Msg::Gone(format!("{}: {}: {why}", shown(), $what)));
+                        return Ok(());
+                    }
+                    None => return Err(Failure::Channel { what: $what, error, progress: None }),
+                },
+            }
+        };
+    }
+    let mut fs = sftp.fs();
+    let md = ask!("lstat", fs.symlink_metadata(p));
+    if !md.file_type().is_some_and(|t| t.is_file()) {
+        send!(Msg::Gone(format!("{}: no longer a regular file", shown())));
+        return Ok(());
+    }
+    if md.len() != Some(size) {
+        let now = md.len().map_or("an unknown size".to_owned(), |n| format!("{n} bytes"));
+        send!(Msg::Gone(format!("{}: now {now}, the manifest promised {size}", shown())));
+        return Ok(());
+    }
+    let file = ask!("open", sftp.open(p));
+    let mut queue: VecDeque<(u64, u32, ReadTask)> = VecDeque::new();
+    let mut next = 0u64;
+    let mut chunk = MAX_READ;
+    loop {
+        while queue.len() < READ_AHEAD && next < size {
+            let len = (size - next).min(u64::from(chunk)) as u32;
+            queue.push_back((next, len, spawn_read(&file, next, len)));
+            next += u64::from(len);
+        }
+        let Some((mut at, mut want, mut task)) = queue.pop_front() else { break };
+        loop {
+            let got = match clock.within("read", task).await? {
+                Ok(Ok(v)) => v,
+                Ok(Err(error)) => match file_problem(&error) {
+                    Some(why) => {
+                        send!(Msg::Gone(format!("{}: read: {why}", shown())));
+                        return Ok(());
+                    }
+                    None => {
+                        return Err(Failure::Channel { what: "read", error, progress: Some((clock.received(), size)) });
+                    }
+                },
+                Err(e) => return Err(PullError::new(Reason::Internal, format!("read task failed: {e}")).into()),
+            };
+            let Some(buf) = got.filter(|b| !b.is_empty()) else {
+                send!(Msg::Gone(format!("{}: ended after {at} bytes, the manifest promised {size}", shown())));
+                return Ok(());
+            };
+            let n = buf.len() as u32;
+            if n > want {
+                return Err(PullError::new(
+                    Reason::FetchLimit,
+                    format!("the server answered a {want}-byte read with {n} bytes"),
+                )
+                .into());
+            }
+            clock.progress(u64::from(n));
+            send!(Msg::Data(buf));
+            at += u64::from(n);
+            want -= n;
+            if want == 0 {
+                break;
+            }
+            // A short answer: the server's limit is lower; read the rest.
+            if n >= 4096 {
+                chunk = chunk.min(n);
+            }
+            task = spawn_read(&file, at, want);
+        }
+    }
+    // Longer than promised (it grew since the scan): one byte more says so.
+    let probe = spawn_read(&file, size, 1);
+    match clock.within("read", probe).await? {
+        Ok(Ok(Some(b))) if !b.is_empty() => {
+            send!(Msg::Gone(format!("{}: holds more than the {size} bytes the manifest promised", shown())));
+            return Ok(());
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            if let Some(why) = file_problem(&error) {
+                send!(Msg::Gone(format!("{}: read: {why}", shown())));
+                return Ok(());
+            }
+            return Err(Failure::Channel { what: "read", error, progress: Some((clock.received(), size)) });
+        }
+        Err(e) => return Err(PullError::new(Reason::Internal, format!("read task failed: {e}")).into()),
+    }
+    let _ = clock.within("close", file.close()).await;
+    send!(Msg::End);
+    Ok(())
+}
