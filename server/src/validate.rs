@@ -9,7 +9,7 @@
 //! segments only. Every failure names its reason code.
 
 use ferry_gitosis::enroll::ClientEnrollment;
-use ferry_request::{GitRequest, GitScheme, GitUrl, Reason, SftpRequest};
+use ferry_request::{GitRequest, GitScheme, GitUrl, Reason, RemotePath, SftpRequest, SftpUrl, TreeRequest};
 
 /// A rejection: reason code plus an explanation for the administrator.
 #[derive(Debug, Clone)]
@@ -143,7 +143,58 @@ pub fn storage_name(rel: &[&str]) -> Result<Vec<String>, Refusal> {
 /// Validate an `sftp` request's endpoint against the enrollment (the
 /// module checks sizes, quotas and the timestamp window).
 pub fn sftp_endpoint(req: &SftpRequest, client: &ClientEnrollment) -> Result<Vec<String>, Refusal> {
-    let u = &req.url;
+    export_file(&req.url, client)
+}
+
+/// A `tree` request the node may act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeTarget {
+    /// The manifest's path below the enrolled export dir, segment by
+    /// segment (exactly what [`sftp_endpoint`] returns for a file).
+    pub manifest: Vec<String>,
+    /// The enrolled `tree-roots` entry the request's root is or lies
+    /// under (the first that matches, in enrollment order).
+    pub tree_root: RemotePath,
+}
+
+/// Validate a `tree` request against the enrollment: the manifest exactly
+/// like an sftp request's file (host, port, user, inside the export dir),
+/// and the root on that same endpoint, equal to or below an enrolled
+/// `tree-roots` entry. The grammar already refused a root on another
+/// endpoint; it is checked again here so a request built in code cannot
+/// slip past. Without `tree-roots` every tree request is refused: which
+/// directories the node may read is the administrator's decision alone.
+pub fn tree(req: &TreeRequest, client: &ClientEnrollment) -> Result<TreeTarget, Refusal> {
+    let manifest = export_file(&req.manifest, client)?;
+    if !TreeRequest::same_endpoint(&req.manifest, &req.root) {
+        return Err(Refusal::new(
+            Reason::ReqTreeRoot,
+            format!("root {} is not on the manifest's user, host and port", req.root),
+        ));
+    }
+    if client.tree_roots.is_empty() {
+        return Err(Refusal::new(
+            Reason::ReqPath,
+            format!(
+                "no tree-roots are enrolled for this client, so no tree may be pulled; add the directory (here {}) to option tree-roots of [ferry client {}] in gitosis.conf",
+                req.root.path, client.name
+            ),
+        ));
+    }
+    let path = &req.root.path;
+    let Some(tree_root) = client.tree_roots.iter().find(|r| path.is_within(r)) else {
+        let roots: Vec<&str> = client.tree_roots.iter().map(RemotePath::as_str).collect();
+        return Err(Refusal::new(
+            Reason::ReqPath,
+            format!("tree root {path} is not an enrolled tree-roots entry or below one ({})", roots.join(" ")),
+        ));
+    };
+    Ok(TreeTarget { manifest, tree_root: tree_root.clone() })
+}
+
+/// A file in the client's export dir on the enrolled endpoint: its path
+/// segments below the export dir.
+fn export_file(u: &SftpUrl, client: &ClientEnrollment) -> Result<Vec<String>, Refusal> {
     if u.host != client.address {
         return Err(Refusal::new(
             Reason::ReqHostNotOwned,
@@ -170,6 +221,89 @@ pub fn sftp_endpoint(req: &SftpRequest, client: &ClientEnrollment) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn enrollment(tree_roots: &[&str]) -> ClientEnrollment {
+        let conf = format!(
+            "[ferry client host-a]\naddress = 10.0.0.1\nport = 2222\nuser = ferry\nhostkey = {KEY}\nexport = /var/lib/ferry/export\n{}",
+            if tree_roots.is_empty() { String::new() } else { format!("tree-roots = {}\n", tree_roots.join(" ")) }
+        );
+        let keydir =
+            std::collections::BTreeMap::from([("host-a.pub".to_owned(), format!("{KEY} host-a\n").into_bytes())]);
+        let conf = ferry_gitosis::conf::Config::parse(conf.as_bytes()).unwrap();
+        let e = ferry_gitosis::enroll::Enrollment::build(&conf, &keydir).unwrap();
+        e.clients["host-a"].clone()
+    }
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEVlgYkvK80ylRT3Cgdwh1zs0BC5hiCP8Z7eQtCiV9mg";
+    const HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn tree_req(manifest: &str, root: &str) -> TreeRequest {
+        let line = format!("tree 20261122T010203Z {manifest} {root} sha256={HEX} size=10 source=home\n");
+        match ferry_request::parse(line.as_bytes()) {
+            Ok(ferry_request::Request::Tree(t)) => t,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    const MANIFEST: &str = "sftp://ferry@10.0.0.1:2222/var/lib/ferry/export/home/20261122T010203Z.ftree";
+
+    #[test]
+    fn tree_requests_need_an_enrolled_tree_root() {
+        let c = enrollment(&["/home", "/srv/data"]);
+        for (root, want) in [("/home", "/home"), ("/home/alice/src", "/home"), ("/srv/data/www", "/srv/data")] {
+            let t = tree(&tree_req(MANIFEST, &format!("sftp://ferry@10.0.0.1:2222{root}")), &c)
+                .unwrap_or_else(|r| panic!("{root}: {r:?}"));
+            assert_eq!(t.manifest, ["home", "20261122T010203Z.ftree"]);
+            assert_eq!(t.tree_root.as_str(), want);
+        }
+        // (`/` itself is no path of the grammar: a whole-system tree is
+        // enrolled as its top-level directories.)
+        for root in ["/homes", "/srv", "/etc", "/var/lib/ferry/export/home", "/srv/database"] {
+            let r = tree(&tree_req(MANIFEST, &format!("sftp://ferry@10.0.0.1:2222{root}")), &c);
+            match r {
+                Err(r) => {
+                    assert_eq!(r.reason, Reason::ReqPath, "{root}");
+                    assert!(r.detail.contains("tree-roots") && r.detail.contains(root), "{}", r.detail);
+                }
+                Ok(t) => panic!("{root} accepted: {t:?}"),
+            }
+        }
+        // No tree-roots at all: refused, naming the option and the client.
+        let none = enrollment(&[]);
+        let r = tree(&tree_req(MANIFEST, "sftp://ferry@10.0.0.1:2222/home"), &none).unwrap_err();
+        assert_eq!(r.reason, Reason::ReqPath);
+        assert!(
+            r.detail.contains("no tree-roots are enrolled") && r.detail.contains("[ferry client host-a]"),
+            "{}",
+            r.detail
+        );
+    }
+
+    #[test]
+    fn tree_manifests_are_checked_like_sftp_files() {
+        let c = enrollment(&["/home"]);
+        for (manifest, root, want) in [
+            (
+                "sftp://ferry@10.0.0.2:2222/var/lib/ferry/export/a.ftree",
+                "sftp://ferry@10.0.0.2:2222/home",
+                Reason::ReqHostNotOwned,
+            ),
+            ("sftp://ferry@10.0.0.1:22/var/lib/ferry/export/a.ftree", "sftp://ferry@10.0.0.1:22/home", Reason::UrlPort),
+            (
+                "sftp://root@10.0.0.1:2222/var/lib/ferry/export/a.ftree",
+                "sftp://root@10.0.0.1:2222/home",
+                Reason::UrlUser,
+            ),
+            ("sftp://ferry@10.0.0.1:2222/home/a.ftree", "sftp://ferry@10.0.0.1:2222/home", Reason::ReqPath),
+            ("sftp://ferry@10.0.0.1:2222/var/lib/ferry/export", "sftp://ferry@10.0.0.1:2222/home", Reason::ReqPath),
+        ] {
+            assert_eq!(tree(&tree_req(manifest, root), &c).unwrap_err().reason, want, "{manifest}");
+        }
+        // A request built in code with the root on another endpoint.
+        let mut t = tree_req(MANIFEST, "sftp://ferry@10.0.0.1:2222/home");
+        t.root = SftpUrl::parse("sftp://ferry@10.0.0.3:2222/home").unwrap();
+        assert_eq!(tree(&t, &c).unwrap_err().reason, Reason::ReqTreeRoot);
+    }
 
     #[test]
     fn storage_names() {

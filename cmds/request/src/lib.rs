@@ -34,9 +34,12 @@
 //! ```text
 //! file      = line                    ; whole file <= 65536 bytes (Limits::max_file_bytes)
 //! line      = request [CR] LF         ; <= 4096 bytes including CR LF (Limits::max_line_bytes)
-//! request   = git-req / sftp-req / dummy-req
+//! request   = git-req / sftp-req / tree-req / dummy-req
 //! git-req   = "git" SP git-url
 //! sftp-req  = "sftp" SP stamp SP sftp-url SP "sha256=" digest SP "size=" size SP "source=" name
+//! tree-req  = "tree" SP stamp SP sftp-url SP sftp-url SP "sha256=" digest SP "size=" size SP "source=" name
+//!                                     ; manifest URL, then root URL: same user, host and port
+//!                                     ; (the port written in both or in neither)
 //! dummy-req = "dummy" SP name
 //!
 //! stamp     = 8DIGIT "T" 6DIGIT "Z"   ; UTC YYYYMMDDTHHMMSSZ, a real calendar date,
@@ -61,10 +64,11 @@
 //! name      = ( ALPHA / DIGIT ) *99( ALPHA / DIGIT / "." / "_" / "-" )
 //! ```
 //!
-//! The sftp line's `sha256=`, `size=` and `source=` fields are *key=value*
-//! fields (DESIGN.md: positional arguments first, then `key=value` fields).
-//! All three are required, each exactly once, in exactly that order; no
-//! other key exists, and `git` and `dummy` take none.
+//! The sftp and tree lines' `sha256=`, `size=` and `source=` fields are
+//! *key=value* fields (DESIGN.md: positional arguments first, then
+//! `key=value` fields). All three are required, each exactly once, in
+//! exactly that order; no other key exists, and `git` and `dummy` take none.
+//! In a tree line they describe the manifest file (see [`TreeRequest`]).
 //!
 //! The last DNS label must start with a letter because resolvers read
 //! numeric-looking names (`2130706433`, `127.1`, `0x7f.1`) as IPv4 addresses
@@ -99,7 +103,7 @@
 //! 8. No final LF → [`Reason::ReqSyntax`].
 //! 9. Empty request, leading or trailing space, two spaces in a row →
 //!    [`Reason::ReqSyntax`].
-//! 10. A verb other than exactly `git`, `sftp` or `dummy` (so `GIT` too) →
+//! 10. A verb other than exactly `git`, `sftp`, `tree` or `dummy` (so `GIT` too) →
 //!     [`Reason::ReqModule`].
 //! 11. Field structure: too few positional fields, or a field without `=`
 //!     where only key=value fields may follow → [`Reason::ReqSyntax`];
@@ -107,6 +111,9 @@
 //!     [`Reason::ReqField`].
 //! 12. Field values, left to right; the first bad field decides:
 //!     * stamp → [`Reason::ReqTimestamp`];
+//!     * a tree line's manifest URL, then its root URL, each as below; then
+//!       a root URL whose user, host or port differs from the manifest
+//!       URL's → [`Reason::ReqTreeRoot`];
 //!     * URL, in this order: URL starting with `-` → [`Reason::UrlDash`];
 //!       scheme not allowed (remote helpers `ext::`/`fd::`/…, `file://`,
 //!       `http://`, `git+ssh://`, scp-like `host:path`, local paths, upper
@@ -156,6 +163,7 @@
 
 mod names;
 mod reason;
+mod tree;
 mod url;
 mod value;
 
@@ -163,6 +171,7 @@ use std::fmt;
 
 pub use names::{RESERVED_SOURCE_NAMES, is_reserved_source, same_ignoring_case};
 pub use reason::{Reason, Rejection};
+pub use tree::TreeRequest;
 pub use url::{GitScheme, GitUrl, SftpUrl};
 pub use value::{Digest, Host, MAX_UNIX, Name, RemotePath, Stamp, User, parse_port};
 
@@ -189,6 +198,9 @@ pub enum Request {
     Git(GitRequest),
     /// Download one prepared file from the client's export directory.
     Sftp(SftpRequest),
+    /// Pull a snapshot tree: its manifest from the export directory, then
+    /// the contents the node lacks from below the tree's root.
+    Tree(TreeRequest),
     /// Do nothing but record success; exercises the whole path in tests.
     Dummy(DummyRequest),
 }
@@ -228,6 +240,7 @@ impl Request {
         match self {
             Request::Git(_) => "git",
             Request::Sftp(_) => "sftp",
+            Request::Tree(_) => "tree",
             Request::Dummy(_) => "dummy",
         }
     }
@@ -251,6 +264,11 @@ impl fmt::Display for Request {
             Request::Sftp(r) => {
                 write!(f, "sftp {} {} sha256={} size={} source={}", r.stamp, r.url, r.sha256, r.size, r.source)
             }
+            Request::Tree(r) => write!(
+                f,
+                "tree {} {} {} sha256={} size={} source={}",
+                r.stamp, r.manifest, r.root, r.sha256, r.size, r.source
+            ),
             Request::Dummy(r) => write!(f, "dummy {}", r.word),
         }
     }
@@ -345,6 +363,7 @@ fn shape(verb: &str) -> Option<Shape> {
     match verb {
         "git" => Some(Shape { positional: 1, keys: &[] }),
         "sftp" => Some(Shape { positional: 2, keys: &["sha256", "size", "source"] }),
+        "tree" => Some(Shape { positional: 3, keys: &["sha256", "size", "source"] }),
         "dummy" => Some(Shape { positional: 1, keys: &[] }),
         _ => None,
     }
@@ -352,14 +371,14 @@ fn shape(verb: &str) -> Option<Shape> {
 
 /// A field of the request line and its byte offset.
 #[derive(Clone, Copy)]
-struct Field<'a> {
-    at: usize,
-    text: &'a str,
+pub(crate) struct Field<'a> {
+    pub(crate) at: usize,
+    pub(crate) text: &'a str,
 }
 
 impl<'a> Field<'a> {
     /// The value of a key=value field (after the first `=`) and its offset.
-    fn value(&self) -> Field<'a> {
+    pub(crate) fn value(&self) -> Field<'a> {
         match self.text.find('=') {
             Some(i) => Field { at: self.at + i + 1, text: self.text.get(i + 1..).unwrap_or_default() },
             None => *self,
@@ -370,7 +389,7 @@ impl<'a> Field<'a> {
         self.text.split('=').next().unwrap_or_default()
     }
 
-    fn err(&self, reason: Reason, msg: &str) -> Rejection {
+    pub(crate) fn err(&self, reason: Reason, msg: &str) -> Rejection {
         Rejection::new(reason, Some(self.at), msg, self.text.as_bytes())
     }
 }
@@ -402,7 +421,7 @@ fn parse_request(line: &str) -> Result<Request, Rejection> {
         return Err(syntax(0, "empty request"));
     };
     let Some(shape) = shape(verb.text) else {
-        return Err(verb.err(Reason::ReqModule, "unknown module (expected git, sftp or dummy, in lower case)"));
+        return Err(verb.err(Reason::ReqModule, "unknown module (expected git, sftp, tree or dummy, in lower case)"));
     };
     check_structure(line, args, &shape)?;
     let (pos, kv) = args.split_at(shape.positional.min(args.len()));
@@ -417,17 +436,11 @@ fn parse_request(line: &str) -> Result<Request, Rejection> {
             let v = sha.value();
             let sha256 = Digest::parse(v.text).map_err(|e| e.shifted(v.at))?;
             let size = parse_size(size.value())?;
-            let v = source.value();
-            let source = Name::parse(v.text).map_err(|e| e.shifted(v.at))?;
-            if is_reserved_source(source.as_str()) {
-                return Err(Rejection::new(
-                    Reason::ReqNameReserved,
-                    Some(v.at),
-                    "the node keeps this name for its own directories (git, trees, store, tmp, incomplete, lost+found, in any letter case)",
-                    v.text.as_bytes(),
-                ));
-            }
+            let source = parse_source(source.value())?;
             Ok(Request::Sftp(SftpRequest { stamp, url, sha256, size, source }))
+        }
+        ("tree", [stamp, manifest, root], [sha, size, source]) => {
+            tree::parse_fields([*stamp, *manifest, *root], [*sha, *size, *source]).map(Request::Tree)
         }
         ("dummy", [word], []) => {
             let word = Name::parse(word.text).map_err(|e| e.shifted(word.at))?;
@@ -478,9 +491,24 @@ fn check_structure(line: &str, args: &[Field<'_>], shape: &Shape) -> Result<(), 
     Ok(())
 }
 
+/// A `source=` value: a [`Name`] that is not one the node keeps for its
+/// own directories.
+pub(crate) fn parse_source(v: Field<'_>) -> Result<Name, Rejection> {
+    let source = Name::parse(v.text).map_err(|e| e.shifted(v.at))?;
+    if is_reserved_source(source.as_str()) {
+        return Err(Rejection::new(
+            Reason::ReqNameReserved,
+            Some(v.at),
+            "the node keeps this name for its own directories (git, trees, store, tmp, incomplete, lost+found, in any letter case)",
+            v.text.as_bytes(),
+        ));
+    }
+    Ok(source)
+}
+
 /// `size = "0" / (%x31-39 *19DIGIT)`, at most 2^63-1 so it fits every
 /// signed file-size API too.
-fn parse_size(f: Field<'_>) -> Result<u64, Rejection> {
+pub(crate) fn parse_size(f: Field<'_>) -> Result<u64, Rejection> {
     let s = f.text;
     let bad = |msg: &str| f.err(Reason::ReqSize, msg);
     if s.is_empty() {
@@ -503,3 +531,5 @@ fn parse_size(f: Field<'_>) -> Result<u64, Rejection> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tree_tests;

@@ -83,10 +83,10 @@ reasons! {
         "The size field is not a plain decimal byte count (no sign, no leading zeros, at most 2^63-1); let the client module write it again.";
     /// A module (verb) the node does not know.
     ReqModule => "E_REQ_MODULE",
-        "The request names a module this node does not know; use git, sftp or dummy, in lower case.";
+        "The request names a module this node does not know; use git, sftp, tree or dummy, in lower case.";
     /// A key=value field that is unknown, missing, repeated or out of order.
     ReqField => "E_REQ_FIELD",
-        "A key=value field is unknown, missing, repeated or out of order; sftp requests need sha256=, size= and source=, in that order, and nothing else.";
+        "A key=value field is unknown, missing, repeated or out of order; sftp and tree requests need sha256=, size= and source=, in that order, and nothing else.";
     /// The request entry in the queue repository is not a regular blob.
     ReqFileType => "E_REQ_FILETYPE",
         "The request entry in the queue repository is not a regular file (a symlink, submodule or directory); push request files as plain files.";
@@ -111,6 +111,9 @@ reasons! {
     /// A name differing only in letter case from one already stored.
     ReqNameCase => "E_REQ_NAME_CASE",
         "The name differs only in letter case from one this client already stores (one directory on a case-insensitive file system or object store); keep the stored spelling or pick another name.";
+    /// A tree request's root is not on the manifest's user, host and port.
+    ReqTreeRoot => "E_REQ_TREE_ROOT",
+        "The tree request's root URL names another user, host or port than its manifest URL; the client writes both for its own enrolled account.";
     /// Events for this client are being rate-limited.
     RateLimit => "E_RATE_LIMIT",
         "Too many events for this client in a short time; further ones are counted but not reported until the window passes.";

@@ -4,7 +4,7 @@
 
 use super::*;
 
-const HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+pub(crate) const HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 const SFTP_URL: &str = "sftp://ferry@172.16.0.60/var/lib/ferry/export/trac/20261122T010203Z.tar.zst";
 
 fn sftp_line(stamp: &str, url: &str, rest: &str) -> String {
@@ -16,7 +16,7 @@ fn good_sftp() -> String {
 }
 
 #[track_caller]
-fn reason_of(input: &[u8]) -> Reason {
+pub(crate) fn reason_of(input: &[u8]) -> Reason {
     match parse(input) {
         Ok(r) => panic!("accepted {:?} as {r:?}", String::from_utf8_lossy(input)),
         Err(e) => e.reason,
@@ -24,7 +24,7 @@ fn reason_of(input: &[u8]) -> Reason {
 }
 
 #[track_caller]
-fn rejects(input: impl AsRef<[u8]>, want: Reason) {
+pub(crate) fn rejects(input: impl AsRef<[u8]>, want: Reason) {
     let input = input.as_ref();
     let got = reason_of(input);
     assert_eq!(got, want, "{:?}: {}", String::from_utf8_lossy(input), parse(input).unwrap_err());
@@ -605,22 +605,22 @@ fn limits_default() {
 // ---------------------------------------------------------------- properties
 
 /// xorshift64: deterministic, tiny, no extra crates.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
-    fn string(&mut self, first: &[u8], rest: &[u8], max_rest: u64) -> String {
+    pub(crate) fn string(&mut self, first: &[u8], rest: &[u8], max_rest: u64) -> String {
         let mut s = String::new();
         s.push(char::from(*self.pick(first)));
         for _ in 0..self.below(max_rest + 1) {
@@ -634,7 +634,7 @@ const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
 const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 const NAME_REST: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
 
-fn gen_host(rng: &mut Rng) -> Host {
+pub(crate) fn gen_host(rng: &mut Rng) -> Host {
     let text = if rng.below(4) == 0 {
         (0..4).map(|_| rng.below(256).to_string()).collect::<Vec<_>>().join(".")
     } else {
@@ -653,12 +653,12 @@ fn gen_host(rng: &mut Rng) -> Host {
     Host::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
-fn gen_user(rng: &mut Rng) -> User {
+pub(crate) fn gen_user(rng: &mut Rng) -> User {
     let u = rng.string(b"abcdefghijklmnopqrstuvwxyz_", b"abcz019_-", 31);
     User::parse(&u).unwrap_or_else(|e| panic!("{u}: {e}"))
 }
 
-fn gen_port(rng: &mut Rng) -> Option<u16> {
+pub(crate) fn gen_port(rng: &mut Rng) -> Option<u16> {
     match rng.below(4) {
         0 => None,
         1 => Some(*rng.pick(&[1, 22, 9418, 65535])),
@@ -666,7 +666,7 @@ fn gen_port(rng: &mut Rng) -> Option<u16> {
     }
 }
 
-fn gen_path(rng: &mut Rng) -> RemotePath {
+pub(crate) fn gen_path(rng: &mut Rng) -> RemotePath {
     let mut first = ALNUM.to_vec();
     first.push(b'_');
     let deep = rng.below(10) == 0;
@@ -682,7 +682,7 @@ fn gen_path(rng: &mut Rng) -> RemotePath {
     RemotePath::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
-fn gen_name(rng: &mut Rng) -> Name {
+pub(crate) fn gen_name(rng: &mut Rng) -> Name {
     let max = if rng.below(10) == 0 { 99 } else { 12 };
     let n = rng.string(ALNUM, NAME_REST, max);
     Name::parse(&n).unwrap_or_else(|e| panic!("{n}: {e}"))
@@ -744,7 +744,7 @@ fn round_trip_property() {
 /// grammar knows, controls, and the starts of multi-byte sequences.
 const INTERESTING: &[u8] = b" \t\r\n\x00\x1b\x7f-./:@%=?#\\_Tz0189AaZ\xc2\x9b\xe2\x80\xae\xef\xbb\xbf\xff";
 
-fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
+pub(crate) fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
     for _ in 0..1 + rng.below(4) {
         let len = input.len() as u64;
         let at = rng.below(len + 1) as usize;

@@ -17,6 +17,7 @@
 //! | `git-scheme` | `ssh` or `git` (git:// only when enrolled explicitly) | `ssh` |
 //! | `git-port` | git daemon port | 9418 |
 //! | `git-roots` | absolute directories the mirrored repos must lie under, each a root [`RemotePath`] | none: no git |
+//! | `tree-roots` | absolute directories a snapshot tree's root (`tree` request, `mode = "tree"` on the client) must be or lie under, each a root [`RemotePath`] | none: no trees |
 //! | `export` | absolute export directory (dumps, archives), a root [`RemotePath`] | required |
 //! | `quota` | total bytes stored (`500M`, `100G`, `2T`, bytes; K/M/G/T = 1024^n), or `unlimited` | the node's `[limits] quota` |
 //! | `max-artifact` | largest single artifact, same syntax | the node's `[limits] max_artifact` |
@@ -29,7 +30,7 @@
 //!
 //! # One grammar
 //!
-//! The address, user, ports, scheme, export dir and git roots are the
+//! The address, user, ports, scheme, export dir, git roots and tree roots are the
 //! values every request is compared with, so they are parsed here with the
 //! request grammar's parsers (`ferry_request`) and stored as its types:
 //! the node compares typed values and never parses them again. A root
@@ -71,6 +72,12 @@ pub struct ClientEnrollment {
     /// Directories the mirrored repos must lie under (empty: no git), each
     /// with room for a request path below it.
     pub git_roots: Vec<RemotePath>,
+    /// Directories a snapshot tree's root must be or lie under (empty: the
+    /// client may not send `tree` requests). Unlike a git root, the root
+    /// itself may be named: a tree of all of `/home` is the usual case.
+    /// These are the directories whose every readable file the node may
+    /// pull, so they are enrolled, never taken from the client.
+    pub tree_roots: Vec<RemotePath>,
     /// The client's export directory, with room for a request path below
     /// it.
     pub export_dir: RemotePath,
@@ -106,6 +113,7 @@ const CLIENT_OPTIONS: &[&str] = &[
     "git-scheme",
     "git-port",
     "git-roots",
+    "tree-roots",
     "export",
     "quota",
     "max-artifact",
@@ -204,6 +212,14 @@ pub(super) fn parse_client(conf: &Config, section: &str, name: &str, rep: &mut R
             git_roots.push(root);
         }
     }
+    let mut tree_roots: Vec<RemotePath> = Vec::new();
+    for root in split_list(get("tree-roots").unwrap_or("")) {
+        if let Some(root) = typed(rep, &where_, "tree-roots", ROOT_HINT, RemotePath::parse_root(root))
+            && !tree_roots.contains(&root)
+        {
+            tree_roots.push(root);
+        }
+    }
     if git_scheme == Some(GitScheme::Git) && get("git-roots").is_none_or(|v| split_list(v).next().is_none()) {
         rep.warn(format!("{where_}: git-scheme = git but no git-roots: no repository can be mirrored"));
     }
@@ -266,6 +282,7 @@ pub(super) fn parse_client(conf: &Config, section: &str, name: &str, rep: &mut R
         git_scheme: git_scheme?,
         git_port: git_port?,
         git_roots,
+        tree_roots,
         export_dir: export_dir?,
         quota_bytes: quota_bytes?,
         max_artifact_bytes: max_artifact_bytes?,

@@ -91,6 +91,7 @@ fn client_defaults() {
     assert_eq!(a.git_scheme, GitScheme::Ssh);
     assert_eq!(a.git_port, 9418);
     assert!(a.git_roots.is_empty());
+    assert!(a.tree_roots.is_empty(), "no tree requests unless tree-roots are enrolled");
     assert_eq!(a.quota_bytes, None);
     assert_eq!(a.description, None);
     assert!(!a.web, "no web access unless enrolled with web = yes");
@@ -198,6 +199,7 @@ fn roots_without_room_for_a_request_path_are_refused_naming_the_limit() {
     ] {
         for (opt, section) in [
             ("git-roots", client_section("host-a", &format!("git-roots = /srv/git {root}\n"))),
+            ("tree-roots", client_section("host-a", &format!("tree-roots = /home {root}\n"))),
             ("export", client_section("host-a", "").replace("/var/lib/ferry/export", &root)),
         ] {
             let errs = build_err(&section, &kd);
@@ -497,4 +499,35 @@ fn retention_rules_that_keep_nothing_or_are_bad_are_refused() {
     assert!(has(&build_err(&c, &kd), E_ENROL_CONF, "unknown option 'quota'"));
     let c = format!("{ADMIN}{}[ferry source host-a ../x]\nkeep-last = 1\n", client_section("host-a", ""));
     assert!(has(&build_err(&c, &kd), E_ENROL_CONF, "source '../x'"));
+}
+
+/// Issue 10: `tree-roots` lists the directories a tree request's root may
+/// be or lie under, parsed with the request grammar like `git-roots`.
+#[test]
+fn tree_roots_are_typed_roots() {
+    let kd = [("host-a.pub", ED25519)];
+    let e = build_ok(&client_section("host-a", "tree-roots = /home\n  /srv/data /home\n"), &kd);
+    let a = &e.clients["host-a"];
+    assert_eq!(a.tree_roots.iter().map(RemotePath::as_str).collect::<Vec<_>>(), ["/home", "/srv/data"]);
+    assert!(a.git_roots.is_empty());
+    let exact: RemotePath = "/home".parse().unwrap();
+    let below: RemotePath = "/home/alice".parse().unwrap();
+    let beside: RemotePath = "/homes".parse().unwrap();
+    assert!(exact.is_within(&a.tree_roots[0]) && below.is_within(&a.tree_roots[0]));
+    assert!(!beside.is_within(&a.tree_roots[0]));
+
+    for (bad, needle) in [
+        ("/", "\"/\""),
+        ("relative", "\"relative\""),
+        ("/a/../b", "\"/a/../b\""),
+        ("/home/.ssh", "\"/home/.ssh\""),
+        ("/-x", "\"/-x\""),
+        ("/home/", "\"/home/\""),
+    ] {
+        let errs = build_err(&client_section("host-a", &format!("tree-roots = /srv {bad}\n")), &kd);
+        assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+        assert_eq!(errs[0].code, E_ENROL_CONF);
+        let shown = errs[0].to_string();
+        assert!(shown.contains("[ferry client host-a] option 'tree-roots'") && shown.contains(needle), "{shown}");
+    }
 }
