@@ -36,6 +36,7 @@ pub mod scanrecord;
 pub mod serve;
 pub mod serve_restore;
 pub mod store;
+pub mod treepull;
 pub mod trees;
 pub mod validate;
 pub mod verify;

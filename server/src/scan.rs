@@ -276,12 +276,9 @@ impl<'a> Scanner<'a> {
                 let catalog = self.catalog().map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
                 crate::jobs::sftp(cfg, catalog, client, id, s).map(|d| (d, true))
             }
-            // The pull job is another change (issue 10, node side); until
-            // it lands a tree request is validated against the enrollment
-            // and then refused, so a client learns which part is missing.
             Request::Tree(t) => {
-                crate::validate::tree(t, client)?;
-                Err(Refusal::new(Reason::ReqModule, "this node does not pull snapshot trees yet"))
+                let catalog = self.catalog().map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
+                crate::treepull::tree(cfg, catalog, client, id, t).map(|d| (d, true))
             }
         }
     }

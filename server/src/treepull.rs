@@ -1,0 +1,230 @@
+//! The `tree` job (issue 10): pull a snapshot tree from a client.
+//!
+//! 1. The manifest (`<stamp>.ftree` in the export dir) is downloaded with
+//!    the single-file sftp downloader into `trees/<source>/.partial/`,
+//!    size and SHA-256 checked against the request.
+//! 2. It is parsed as hostile input ([`ferry_tree::manifest::read`] with
+//!    limits); a refusal keeps its `E_TREE_*` code.
+//! 3. The contents the client's store lacks ([`snapshot::missing`]) are
+//!    checked against the quota (new bytes only), then fetched pipelined
+//!    over one sftp session ([`ferry_pull::sftp::fetch_many`]) straight
+//!    into the store, where [`Store::put`] verifies size and digest while
+//!    writing: nothing is stored under a digest it does not have.
+//! 4. Files that changed on the client between scan and fetch are left out:
+//!    the snapshot is built from the manifest without them (so restore,
+//!    diff and verify see exactly what is there), published with one
+//!    rename ([`snapshot::build`]), and their paths are journaled beside
+//!    it as `<received>.changed` and named in the job's result. The next
+//!    backup fetches them again.
+//! 5. The catalog row: module `tree`, see [`crate::trees`].
+//!
+//! Resume: contents already put stay in the store (each put is atomic), so
+//! a re-run of the request after kill -9 fetches only what is missing.
+//! Crash points: `tree:after-manifest`, `tree:after-put`, `tree:after-build`.
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use ferry_gitosis::enroll::ClientEnrollment;
+use ferry_pull::sftp::{ManyJob, RemoteFile, SinkError};
+use ferry_request::{Reason, TreeRequest};
+use ferry_tree::manifest::{Kind, Limits, ReadError, Sha256};
+use ferry_tree::snapshot;
+use ferry_tree::store::{Store, StoreError};
+
+use crate::catalog::Catalog;
+use crate::config::NodeConfig;
+use crate::jobs::{client_dir, io_refusal, quota_left, run_id, subdir};
+use crate::trees::{MODULE, TreeLayout};
+use crate::validate::{self, Refusal};
+
+/// Largest manifest accepted (bytes); the parser's entry and byte limits
+/// are [`Limits::default`].
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 30;
+
+fn reason_of(code: &str) -> Reason {
+    Reason::from_code(code).unwrap_or(Reason::Store)
+}
+
+fn store_refusal(e: &StoreError) -> Refusal {
+    Refusal::new(reason_of(e.code()), e.to_string())
+}
+
+/// Run a validated-by-grammar `tree` request; see the module docs.
+pub fn tree(
+    cfg: &NodeConfig,
+    catalog: &dyn Catalog,
+    client: &ClientEnrollment,
+    id: &str,
+    req: &TreeRequest,
+) -> Result<String, Refusal> {
+    validate::tree(req, client)?;
+    let source = req.source.as_str();
+    if ferry_request::is_reserved_source(source) {
+        return Err(Refusal::new(Reason::ReqNameReserved, format!("source name {source} is reserved")));
+    }
+    let stamp = req.stamp.to_string();
+    let sha_hex = req.sha256.to_hex();
+    if let Some(a) =
+        catalog.same(&client.name, source, &stamp, &sha_hex).map_err(|e| Refusal::new(Reason::Store, e.to_string()))?
+    {
+        return Ok(format!("tree {source} {stamp}: already stored as {} (identical duplicate)", a.path));
+    }
+    let cdir = client_dir(cfg, &client.name)?;
+    let layout = TreeLayout::new(cfg.data_dir());
+    subdir(&cdir, &["trees", source, ".partial"])?;
+    subdir(&cdir, &["store"])?;
+    let partial = layout.partial_dir(&client.name, source);
+    let endpoint = ferry_pull::sftp::SftpEndpoint {
+        ssh: cfg.ssh.clone(),
+        host: client.address.as_str().to_owned(),
+        port: client.port,
+        user: client.user.as_str().to_owned(),
+        known_hosts: cfg.known_hosts(&client.name),
+        host_key_alias: format!("ferry-client-{}", client.name),
+        identity: cfg.pull_key(&client.name),
+        control_dir: cfg.control_dir(),
+        connect_timeout: std::time::Duration::from_secs(20),
+    };
+    std::fs::create_dir_all(cfg.control_dir()).map_err(|e| io_refusal("create the ssh control dir", e))?;
+    let timeout =
+        client.job_timeout_secs.map(std::time::Duration::from_secs).unwrap_or(cfg.duration(&cfg.limits.job_timeout));
+    let idle = std::time::Duration::from_secs(60);
+
+    // 1. The manifest, named by the request's digest so a re-run reuses it.
+    let mname = format!("{sha_hex}.ftree");
+    let mpath = partial.join(&mname);
+    if !mpath.is_file() {
+        let job = ferry_pull::sftp::DownloadJob {
+            endpoint: &endpoint,
+            remote_path: req.manifest.path.as_str(),
+            expected_size: req.size,
+            expected_sha256: *req.sha256.as_bytes(),
+            max_bytes: MAX_MANIFEST_BYTES.min(req.size),
+            dest_dir: &partial,
+            dest_name: &mname,
+            timeout,
+            idle_timeout: idle,
+            min_rate: cfg.min_rate(),
+        };
+        if req.size > MAX_MANIFEST_BYTES {
+            return Err(Refusal::new(
+                Reason::TreeLimit,
+                format!("manifest of {} bytes, the limit is {MAX_MANIFEST_BYTES}", req.size),
+            ));
+        }
+        ferry_pull::sftp::download(&job).map_err(|e| Refusal::new(e.reason, e.message))?;
+    }
+    ferry_durable::crash_point("tree:after-manifest");
+
+    // 2. Hostile input.
+    let file = std::fs::File::open(&mpath).map_err(|e| io_refusal("open the manifest", e))?;
+    let mut manifest = match ferry_tree::manifest::read(file, &Limits::default()) {
+        Ok(m) => m,
+        Err(ReadError::Refused(r)) => {
+            let _ = std::fs::remove_file(&mpath);
+            return Err(Refusal::new(reason_of(r.code()), r.to_string()));
+        }
+        Err(e) => return Err(Refusal::new(Reason::Store, format!("read the manifest: {e}"))),
+    };
+
+    // 3. Quota on new bytes, then the fetch.
+    let store = Store::open(layout.store_dir(&client.name)).map_err(|e| store_refusal(&e))?;
+    let missing = snapshot::missing(&manifest, &store);
+    let new_bytes: u64 = missing.iter().map(|m| m.size).fold(0, u64::saturating_add);
+    if let Some(left) = quota_left(cfg, client, &cdir)?
+        && new_bytes > left
+    {
+        return Err(Refusal::new(
+            Reason::Quota,
+            format!("{new_bytes} new bytes exceed the {left} bytes left in the quota"),
+        ));
+    }
+    let root = req.root.path.as_str().trim_end_matches('/');
+    let files: Vec<RemoteFile> = missing
+        .iter()
+        .map(|m| RemoteFile { path: [root.as_bytes(), b"/", m.paths[0].as_slice()].concat(), size: m.size })
+        .collect();
+    let job = ManyJob {
+        endpoint: &endpoint,
+        files: &files,
+        depth: ferry_pull::sftp::DEFAULT_FILES_IN_FLIGHT,
+        timeout,
+        idle_timeout: idle,
+        min_rate: cfg.min_rate(),
+    };
+    let report = ferry_pull::sftp::fetch_many(&job, |i, r| match store.put(r, missing[i].size, &missing[i].sha256) {
+        Ok(_) => {
+            ferry_durable::crash_point("tree:after-put");
+            Ok(())
+        }
+        Err(e @ StoreError::Mismatch { .. }) => Err(SinkError::Reject(e.to_string())),
+        Err(e) => Err(SinkError::Abort(ferry_pull::PullError::new(reason_of(e.code()), e.to_string()))),
+    })
+    .map_err(|e| Refusal::new(e.reason, e.message))?;
+
+    // 4. Leave out what changed; build and publish.
+    let changed: HashSet<Sha256> = report.skipped.iter().map(|s| missing[s.index].sha256).collect();
+    let mut journal = Vec::new();
+    if !changed.is_empty() {
+        manifest.entries.retain(|e| match &e.kind {
+            Kind::File { sha256, .. } if changed.contains(sha256) => {
+                journal.push(ferry_tree::manifest::encode(&e.path));
+                false
+            }
+            _ => true,
+        });
+        for s in &report.skipped {
+            tracing::warn!(client = %client.name, source, why = %s.why, "tree: a file changed during the pull");
+        }
+    }
+    let mut received = run_id();
+    let mut n = 1;
+    while layout.snapshot_dir(&client.name, source, &received).exists() {
+        n += 1;
+        received = format!("{}-{n}", run_id());
+    }
+    let dest = layout.snapshot_dir(&client.name, source, &received);
+    if !journal.is_empty() {
+        let jpath = dest.with_file_name(format!("{received}.changed"));
+        let mut f = std::fs::File::create(&jpath).map_err(|e| io_refusal("write the changed-files journal", e))?;
+        f.write_all(format!("{}\n", journal.join("\n")).as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io_refusal("write the changed-files journal", e))?;
+    }
+    let stats = match snapshot::build(&manifest, &store, &dest) {
+        Ok(snapshot::Built::Published(s)) => s,
+        Ok(snapshot::Built::AlreadyPublished) => Default::default(),
+        Err(e) => return Err(Refusal::new(reason_of(e.code()), e.to_string())),
+    };
+    ferry_durable::crash_point("tree:after-build");
+
+    // 5. The catalog row (sha256 of the stored manifest).
+    let stored = manifest.to_bytes();
+    let digest = Sha256::of(&stored).to_hex();
+    let path = TreeLayout::catalog_path(&client.name, source, &received);
+    catalog
+        .insert(&crate::catalog::Artifact {
+            id: 0,
+            client: client.name.clone(),
+            source: source.to_owned(),
+            module: MODULE.to_owned(),
+            received,
+            stamp: stamp.clone(),
+            path: path.clone(),
+            size: manifest.total_file_bytes(),
+            sha256: digest,
+            duration_ms: report.elapsed.as_millis() as u64,
+            request: id.to_owned(),
+        })
+        .map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
+    let _ = std::fs::remove_file(&mpath);
+    Ok(format!(
+        "tree {source} {stamp}: {} files, {} contents fetched ({} bytes), {} changed during the pull{}, stored as {path}",
+        stats.files,
+        report.fetched,
+        report.bytes,
+        journal.len(),
+        if journal.is_empty() { String::new() } else { format!(" (journal {path}.changed)") },
+    ))
+}
