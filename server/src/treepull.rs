@@ -72,9 +72,16 @@ pub fn tree(
     }
     let cdir = client_dir(cfg, &client.name)?;
     let layout = TreeLayout::new(cfg.data_dir());
-    subdir(&cdir, &["trees", source, ".partial"])?;
+    subdir(&cdir, &["trees", source])?;
     subdir(&cdir, &["store"])?;
+    // `.partial` is no storage name (a dot name is never a snapshot), so
+    // it is made here, refusing anything but a plain directory.
     let partial = layout.partial_dir(&client.name, source);
+    match std::fs::symlink_metadata(&partial) {
+        Ok(m) if m.file_type().is_dir() => {}
+        Ok(_) => return Err(Refusal::new(Reason::Store, format!("{} is not a plain directory", partial.display()))),
+        Err(_) => std::fs::create_dir(&partial).map_err(|e| io_refusal("create the pull's work area", e))?,
+    }
     let endpoint = ferry_pull::sftp::SftpEndpoint {
         ssh: cfg.ssh.clone(),
         host: client.address.as_str().to_owned(),

@@ -1,0 +1,132 @@
+//! The node's pull of a snapshot tree (issue 10) over real sshd, with
+//! manifests written the way the client's `mode = "tree"` does
+//! (`ferry_tree::scan`) into host-a's export dir: a first backup, a repeat
+//! with one file changed fetches only that content, an unchanged repeat
+//! fetches nothing, a file changed between manifest and fetch is journaled
+//! and not stored, and a hostile manifest is refused with its `E_TREE_*`
+//! code with nothing changed outside host-a's area.
+
+use std::fs;
+use std::path::Path;
+
+use ferry_tests::fleet::Client;
+use ferry_tree::manifest::Sha256;
+use ferry_tree::scan::{ScanOptions, scan as tree_scan};
+
+use crate::hostile::kit::{Ep, Fleet, Plan, assert_done, assert_failed, rq, scan};
+
+fn stamp(k: i64) -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    ferry_request::Stamp::from_unix(secs - 600 + k).to_string()
+}
+
+/// Scan `root` as the client does, write the manifest into host-a's export
+/// dir as `name`, and return the `tree` request line.
+fn manifest_request(a: &Client, root: &Path, name: &str, st: &str, edit: impl FnOnce(Vec<u8>) -> Vec<u8>) -> String {
+    let m = tree_scan(&ScanOptions::new(root)).unwrap().manifest;
+    let bytes = edit(m.to_bytes());
+    let p = a.base.join("export").join(name);
+    fs::write(&p, &bytes).unwrap();
+    let e = Ep::of(a);
+    format!(
+        "tree {st} {} {} sha256={} size={} source=www\n",
+        e.sftp_url(p.to_str().unwrap()),
+        e.sftp_url(root.to_str().unwrap()),
+        Sha256::of(&bytes).to_hex(),
+        bytes.len()
+    )
+}
+
+/// Contents in host-a's store.
+fn store_count(f: &Fleet) -> usize {
+    let d = f.node.data("host-a").join("store/sha256");
+    fs::read_dir(&d).map(|rd| rd.flatten().map(|s| fs::read_dir(s.path()).unwrap().count()).sum()).unwrap_or(0)
+}
+
+fn snapshots(f: &Fleet) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(f.node.data("host-a").join("trees/www"))
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.retain(|n| !n.starts_with('.') && !n.contains('.'));
+    v.sort();
+    v
+}
+
+#[test]
+fn first_repeat_unchanged_changed_mid_pull_and_hostile() {
+    let section = format!("tree-roots = {}\n", ferry_tests::test_root().display());
+    let Some(f) = Fleet::start("tree_pull", Plan { a_section: &section, ..Plan::default() }) else {
+        return;
+    };
+    let root = f.a.base.join("tree");
+    for i in 0..100 {
+        let d = root.join(format!("d{}", i % 7));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(format!("f{i}")), format!("content {i}\n").repeat(i * 40 + 1)).unwrap();
+    }
+    fs::write(root.join("dup"), "content 0\n").unwrap();
+
+    // First backup: every distinct content fetched, one snapshot.
+    f.q.send(&[rq("t1", manifest_request(&f.a, &root, "m1.ftree", &stamp(1), |b| b))]);
+    scan(&f.node, "host-a");
+    assert_done(&f.node, "host-a", "t1");
+    assert_eq!(store_count(&f), 100, "100 distinct contents (dup shares f0's)");
+    let snaps = snapshots(&f);
+    assert_eq!(snaps.len(), 1);
+    let snap = f.node.data("host-a").join("trees/www").join(&snaps[0]);
+    for i in [0, 50, 99] {
+        let rel = format!("d{}/f{i}", i % 7);
+        assert_eq!(fs::read(snap.join(&rel)).unwrap(), fs::read(root.join(&rel)).unwrap(), "{rel}");
+    }
+
+    // One file changed: exactly one new content.
+    fs::write(root.join("d1/f50"), "changed\n").unwrap();
+    f.q.send(&[rq("t2", manifest_request(&f.a, &root, "m2.ftree", &stamp(2), |b| b))]);
+    scan(&f.node, "host-a");
+    assert_done(&f.node, "host-a", "t2");
+    assert_eq!(store_count(&f), 101);
+    assert_eq!(snapshots(&f).len(), 2);
+
+    // Unchanged repeat: nothing new.
+    f.q.send(&[rq("t3", manifest_request(&f.a, &root, "m3.ftree", &stamp(3), |b| b))]);
+    scan(&f.node, "host-a");
+    assert_done(&f.node, "host-a", "t3");
+    assert_eq!(store_count(&f), 101);
+
+    // Changed between manifest and fetch: journaled, not stored, the
+    // snapshot's manifest leaves it out.
+    fs::write(root.join("d2/f2"), "new before the scan\n").unwrap();
+    let line = manifest_request(&f.a, &root, "m4.ftree", &stamp(4), |b| b);
+    fs::write(root.join("d2/f2"), "changed after the scan\n").unwrap();
+    f.q.send(&[rq("t4", line)]);
+    scan(&f.node, "host-a");
+    assert_done(&f.node, "host-a", "t4");
+    assert_eq!(store_count(&f), 101, "the changed content is not stored");
+    let snaps = snapshots(&f);
+    let last = f.node.data("host-a").join("trees/www").join(snaps.last().unwrap());
+    assert!(!last.join("d2/f2").exists());
+    assert!(last.join("d2/f9").exists());
+    let journal = fs::read_to_string(last.with_extension("changed")).unwrap();
+    assert_eq!(journal, "d2/f2\n");
+    let stored = fs::read_to_string(ferry_tree::snapshot::manifest_path(&last)).unwrap();
+    assert!(!stored.contains("d2/f2 "), "the stored manifest matches the snapshot");
+
+    // Hostile manifests: refused with their code, nothing stored.
+    let before = store_count(&f);
+    let n = snapshots(&f).len();
+    let cases: [(&str, &str, fn(Vec<u8>) -> Vec<u8>); 2] = [
+        ("h1", "E_TREE_FORMAT", |_| b"ferry-tree 9\nend 0 0\n".to_vec()),
+        ("h2", "E_TREE_PATH", |b| {
+            String::from_utf8(b).unwrap().replacen("d path=d0 ", "d path=../d0 ", 1).into_bytes()
+        }),
+    ];
+    for (k, (id, code, edit)) in cases.into_iter().enumerate() {
+        f.q.send(&[rq(id, manifest_request(&f.a, &root, &format!("{id}.ftree"), &stamp(10 + k as i64), edit))]);
+        scan(&f.node, "host-a");
+        assert_failed(&f.node, "host-a", id, code);
+    }
+    assert_eq!((store_count(&f), snapshots(&f).len()), (before, n));
+    // host-b's area untouched by all of it.
+    assert!(!f.node.data("host-b").join("trees").exists());
+    assert!(!f.node.data("host-b").join("store").exists());
+}
