@@ -153,6 +153,17 @@ fn check_request(data: &[u8], req: &Request) {
             assert_eq!(again.as_str(), s.stamp.as_str(), "stamp does not round-trip through Unix time");
             assert_eq!(s.sha256.as_str().len(), 64, "digest is not 64 hex digits");
         }
+        Request::Tree(t) => {
+            check_path(&t.manifest.path);
+            check_path(&t.root.path);
+            for u in [&t.manifest, &t.root] {
+                assert!(!u.host.as_str().starts_with('-'), "host starts with '-'");
+                assert!(!u.user.as_str().starts_with('-'), "user starts with '-'");
+            }
+            assert!(ferry_request::TreeRequest::same_endpoint(&t.manifest, &t.root), "root on another endpoint");
+            assert!(t.size <= i64::MAX as u64, "size above 2^63-1");
+            assert_eq!(t.sha256.as_str().len(), 64, "digest is not 64 hex digits");
+        }
         Request::Dummy(d) => {
             let w = d.word.as_str();
             assert!(w.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()), "bad dummy word {w:?}");

@@ -52,6 +52,9 @@ fn snapshots(f: &Fleet) -> Vec<String> {
     v
 }
 
+/// A change to a manifest's text.
+type Edit = fn(Vec<u8>) -> Vec<u8>;
+
 #[test]
 fn first_repeat_unchanged_changed_mid_pull_and_hostile() {
     let section = format!("tree-roots = {}\n", ferry_tests::test_root().display());
@@ -114,7 +117,7 @@ fn first_repeat_unchanged_changed_mid_pull_and_hostile() {
     // Hostile manifests: refused with their code, nothing stored.
     let before = store_count(&f);
     let n = snapshots(&f).len();
-    let cases: [(&str, &str, fn(Vec<u8>) -> Vec<u8>); 2] = [
+    let cases: [(&str, &str, Edit); 2] = [
         ("h1", "E_TREE_FORMAT", |_| b"ferry-tree 9\nend 0 0\n".to_vec()),
         ("h2", "E_TREE_PATH", |b| {
             String::from_utf8(b).unwrap().replacen("d path=d0 ", "d path=../d0 ", 1).into_bytes()
@@ -129,4 +132,32 @@ fn first_repeat_unchanged_changed_mid_pull_and_hostile() {
     // host-b's area untouched by all of it.
     assert!(!f.node.data("host-b").join("trees").exists());
     assert!(!f.node.data("host-b").join("store").exists());
+}
+
+/// kill -9 after the first content entered the store: the request stays
+/// pending, the store keeps what was put, and the next scan fetches only
+/// the rest and publishes the snapshot.
+#[test]
+fn killed_during_the_content_fetch_resumes_with_the_rest() {
+    let section = format!("tree-roots = {}\n", ferry_tests::test_root().display());
+    let Some(f) = Fleet::start("tree_resume", Plan { a_section: &section, ..Plan::default() }) else {
+        return;
+    };
+    let root = f.a.base.join("tree");
+    fs::create_dir_all(&root).unwrap();
+    for i in 0..40 {
+        fs::write(root.join(format!("f{i}")), format!("resume {i}\n").repeat(i * 100 + 1)).unwrap();
+    }
+    f.q.send(&[rq("r1", manifest_request(&f.a, &root, "r1.ftree", &stamp(1), |b| b))]);
+    let out = ferry_tests::fleet::run(
+        f.node.cmd().env("FERRY_CRASH_AT", "tree:after-put").args(["scan", "--client", "host-a"]),
+    );
+    assert!(!out.status.success(), "the crash point killed the scan");
+    assert_eq!(store_count(&f), 1, "the first content stays in the store");
+    assert!(snapshots(&f).is_empty(), "nothing half-published");
+    scan(&f.node, "host-a");
+    assert_done(&f.node, "host-a", "r1");
+    assert_eq!(store_count(&f), 40);
+    assert_eq!(snapshots(&f).len(), 1);
+    assert!(f.node.events().contains("39 contents fetched"), "only the rest was fetched: {}", f.node.events());
 }
