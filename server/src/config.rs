@@ -76,6 +76,52 @@ pub struct NodeConfig {
     pub web: WebConfig,
     #[serde(default)]
     pub drill: DrillConfig,
+    #[serde(default)]
+    pub tree: TreeConfig,
+}
+
+/// `[tree]`: limits of snapshot-tree pulls (issue 10). The manifest is
+/// hostile input: these bound what one request may make the node parse,
+/// hold in memory and fetch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeConfig {
+    /// Entries (files, directories, links, specials) in one manifest.
+    #[serde(default = "default_tree_entries")]
+    pub max_entries: u64,
+    /// Bytes of regular-file content one manifest may describe.
+    #[serde(default = "default_tree_total")]
+    pub max_total_bytes: u64,
+    /// Size of the manifest file itself.
+    #[serde(default = "default_tree_manifest")]
+    pub max_manifest_bytes: u64,
+    /// Files fetched at once over the one sftp session (1..=256).
+    #[serde(default = "default_tree_depth")]
+    pub files_in_flight: usize,
+}
+
+fn default_tree_entries() -> u64 {
+    10_000_000
+}
+fn default_tree_total() -> u64 {
+    1 << 44
+}
+fn default_tree_manifest() -> u64 {
+    1 << 30
+}
+fn default_tree_depth() -> usize {
+    32
+}
+
+impl Default for TreeConfig {
+    fn default() -> Self {
+        TreeConfig {
+            max_entries: default_tree_entries(),
+            max_total_bytes: default_tree_total(),
+            max_manifest_bytes: default_tree_manifest(),
+            files_in_flight: default_tree_depth(),
+        }
+    }
 }
 
 /// `[drill]`: where restore drills restore to. Database dumps are replayed

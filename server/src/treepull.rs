@@ -4,7 +4,7 @@
 //!    the single-file sftp downloader into `trees/<source>/.partial/`,
 //!    size and SHA-256 checked against the request.
 //! 2. It is parsed as hostile input ([`ferry_tree::manifest::read`] with
-//!    limits); a refusal keeps its `E_TREE_*` code.
+//!    the limits of node.toml `[tree]`); a refusal keeps its `E_TREE_*` code.
 //! 3. The contents the client's store lacks ([`snapshot::missing`]) are
 //!    checked against the quota (new bytes only), then fetched pipelined
 //!    over one sftp session ([`ferry_pull::sftp::fetch_many`]) straight
@@ -37,10 +37,6 @@ use crate::config::NodeConfig;
 use crate::jobs::{client_dir, io_refusal, quota_left, run_id, subdir};
 use crate::trees::{MODULE, TreeLayout};
 use crate::validate::{self, Refusal};
-
-/// Largest manifest accepted (bytes); the parser's entry and byte limits
-/// are [`Limits::default`].
-pub const MAX_MANIFEST_BYTES: u64 = 1 << 30;
 
 fn reason_of(code: &str) -> Reason {
     Reason::from_code(code).unwrap_or(Reason::Store)
@@ -97,6 +93,9 @@ pub fn tree(
     let timeout =
         client.job_timeout_secs.map(std::time::Duration::from_secs).unwrap_or(cfg.duration(&cfg.limits.job_timeout));
     let idle = std::time::Duration::from_secs(60);
+    let max_manifest = cfg.tree.max_manifest_bytes;
+    let limits =
+        Limits { max_entries: cfg.tree.max_entries, max_total_bytes: cfg.tree.max_total_bytes, ..Limits::default() };
 
     // 1. The manifest, named by the request's digest so a re-run reuses it.
     let mname = format!("{sha_hex}.ftree");
@@ -107,17 +106,17 @@ pub fn tree(
             remote_path: req.manifest.path.as_str(),
             expected_size: req.size,
             expected_sha256: *req.sha256.as_bytes(),
-            max_bytes: MAX_MANIFEST_BYTES.min(req.size),
+            max_bytes: max_manifest.min(req.size),
             dest_dir: &partial,
             dest_name: &mname,
             timeout,
             idle_timeout: idle,
             min_rate: cfg.min_rate(),
         };
-        if req.size > MAX_MANIFEST_BYTES {
+        if req.size > max_manifest {
             return Err(Refusal::new(
                 Reason::TreeLimit,
-                format!("manifest of {} bytes, the limit is {MAX_MANIFEST_BYTES}", req.size),
+                format!("manifest of {} bytes, the limit is {max_manifest} ([tree] max_manifest_bytes)", req.size),
             ));
         }
         ferry_pull::sftp::download(&job).map_err(|e| Refusal::new(e.reason, e.message))?;
@@ -126,7 +125,7 @@ pub fn tree(
 
     // 2. Hostile input.
     let file = std::fs::File::open(&mpath).map_err(|e| io_refusal("open the manifest", e))?;
-    let mut manifest = match ferry_tree::manifest::read(file, &Limits::default()) {
+    let mut manifest = match ferry_tree::manifest::read(file, &limits) {
         Ok(m) => m,
         Err(ReadError::Refused(r)) => {
             let _ = std::fs::remove_file(&mpath);
@@ -155,7 +154,7 @@ pub fn tree(
     let job = ManyJob {
         endpoint: &endpoint,
         files: &files,
-        depth: ferry_pull::sftp::DEFAULT_FILES_IN_FLIGHT,
+        depth: cfg.tree.files_in_flight,
         timeout,
         idle_timeout: idle,
         min_rate: cfg.min_rate(),

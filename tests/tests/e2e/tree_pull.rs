@@ -161,3 +161,26 @@ fn killed_during_the_content_fetch_resumes_with_the_rest() {
     assert_eq!(snapshots(&f).len(), 1);
     assert!(f.node.events().contains("39 contents fetched"), "only the rest was fetched: {}", f.node.events());
 }
+
+/// node.toml `[tree] max_entries`: a larger manifest is refused with
+/// E_TREE_LIMIT before anything is fetched, and no catalog row appears.
+#[test]
+fn a_manifest_over_the_node_limits_is_refused() {
+    let section = format!("tree-roots = {}\n", ferry_tests::test_root().display());
+    let plan = Plan { a_section: &section, node: "[tree]\nmax_entries = 5\n", ..Plan::default() };
+    let Some(f) = Fleet::start("tree_limits", plan) else {
+        return;
+    };
+    let root = f.a.base.join("tree");
+    fs::create_dir_all(&root).unwrap();
+    for i in 0..10 {
+        fs::write(root.join(format!("f{i}")), format!("limit {i}\n")).unwrap();
+    }
+    f.q.send(&[rq("l1", manifest_request(&f.a, &root, "l1.ftree", &stamp(1), |b| b))]);
+    scan(&f.node, "host-a");
+    assert_failed(&f.node, "host-a", "l1", "E_TREE_LIMIT");
+    assert_eq!((store_count(&f), snapshots(&f).len()), (0, 0));
+    let rows = f.node.ferry_node_json(&["find", "--client", "host-a"]);
+    assert_eq!(rows.as_array().map(Vec::len), Some(0), "{rows}");
+    f.guard.check("tree limits");
+}
