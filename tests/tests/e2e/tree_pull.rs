@@ -117,10 +117,16 @@ fn first_repeat_unchanged_changed_mid_pull_and_hostile() {
     // Hostile manifests: refused with their code, nothing stored.
     let before = store_count(&f);
     let n = snapshots(&f).len();
-    let cases: [(&str, &str, Edit); 2] = [
+    let cases: [(&str, &str, Edit); 4] = [
         ("h1", "E_TREE_FORMAT", |_| b"ferry-tree 9\nend 0 0\n".to_vec()),
         ("h2", "E_TREE_PATH", |b| {
             String::from_utf8(b).unwrap().replacen("d path=d0 ", "d path=../d0 ", 1).into_bytes()
+        }),
+        ("h3", "E_TREE_PATH", |b| String::from_utf8(b).unwrap().replacen("d path=d0 ", "d path=/d0 ", 1).into_bytes()),
+        ("h4", "E_TREE_DUP", |b| {
+            let t = String::from_utf8(b).unwrap();
+            let line = t.lines().find(|l| l.starts_with("d path=d0 ")).unwrap().to_owned();
+            t.replacen(&format!("{line}\n"), &format!("{line}\n{line}\n"), 1).into_bytes()
         }),
     ];
     for (k, (id, code, edit)) in cases.into_iter().enumerate() {
