@@ -90,7 +90,8 @@ impl Parser<'_> {
     fn next_line<R: BufRead>(&mut self, r: &mut R) -> Result<bool, ReadError> {
         self.buf.clear();
         self.lineno += 1;
-        let cap = self.limits.max_line_bytes as u64 + 1;
+        // Saturating: `usize::MAX` (no limit) must not wrap to a cap of 0.
+        let cap = (self.limits.max_line_bytes as u64).saturating_add(1);
         let n = r.by_ref().take(cap).read_until(b'\n', &mut self.buf)?;
         if n == 0 {
             return Ok(false);
