@@ -41,6 +41,7 @@ pub mod store;
 pub mod treecli;
 pub mod treediff;
 pub mod trees;
+pub mod treeverify;
 pub mod validate;
 pub mod verify;
 pub mod web;

@@ -227,8 +227,9 @@ impl ArtifactStore for LocalStore {
         let mut out = Vec::new();
         for c in clients {
             let cdir = self.data.join(&c);
-            // `git/` holds the mirrors, not artifacts.
-            for s in names(&cdir).into_iter().filter(|s| s != "git") {
+            // `git/` holds the mirrors, `store/` and `trees/` the snapshot
+            // trees ([`crate::trees`]), not artifacts.
+            for s in names(&cdir).into_iter().filter(|s| !matches!(s.as_str(), "git" | "store" | "trees")) {
                 for r in names(&cdir.join(&s)) {
                     let run = cdir.join(&s).join(&r);
                     let mut files: Vec<String> = std::fs::read_dir(&run)
