@@ -40,6 +40,7 @@ pub mod serve_restore;
 pub mod store;
 pub mod treecli;
 pub mod treediff;
+pub mod treepurge;
 pub mod trees;
 pub mod treeverify;
 pub mod validate;

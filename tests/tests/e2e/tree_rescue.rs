@@ -55,6 +55,16 @@ impl TreeNode {
     }
 }
 
+/// Undoes a rescue when a test ends, passed or not, so a failed assertion
+/// leaves no mount behind (the next `--undo` of a clean DIR just fails).
+struct UndoOnDrop<'a>(&'a TreeNode, PathBuf);
+
+impl Drop for UndoOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.cmd().args(["rescue", "--undo"]).arg(&self.1).output();
+    }
+}
+
 fn set_mtime(p: &Path, sec: i64) {
     let t = rustix::fs::Timespec { tv_sec: sec, tv_nsec: 123_456_789 };
     rustix::fs::utimensat(
@@ -203,6 +213,7 @@ fn rescue_view_is_usable_and_never_writes_the_backup() {
 
     // The newest snapshot, in place.
     let view = td.join("view");
+    let _undo = UndoOnDrop(&node, view.clone());
     let r = node.json(&["rescue", "host-a", "www", view.to_str().unwrap()]);
     assert_eq!(r["kind"], "metacopy", "{r}");
     assert_eq!(r["received"], "20261202T000000Z", "{r}");
@@ -368,4 +379,54 @@ fn diff_and_restore_of_snapshot_trees() {
     assert!(problems[0].1.contains("contents hash to"), "{problems:?}");
     assert_eq!(problems[1].0, "host-a/trees/www/20261201T000000Z", "{problems:?}");
     assert!(problems[1].1.contains("instead of"), "{problems:?}");
+}
+
+#[test]
+fn purge_removes_snapshots_then_unlinked_contents_and_list_counts_the_store() {
+    let td = TestDir::new("tree_purge");
+    let node = TreeNode::new(&td, "[retention]\nkeep_last = 1\nkeep_daily = 1\n");
+    let src = td.mkdir("src");
+    fs::write(src.join("shared"), "in every snapshot").unwrap();
+    let days = ["20261201T000000Z", "20261202T000000Z", "20261203T000000Z"];
+    for (i, day) in days.iter().enumerate() {
+        fs::write(src.join("changing"), format!("version {i}")).unwrap();
+        node.snapshot(day, &src);
+    }
+    let layout = ferry_node::trees::TreeLayout::new(node.cfg.data_dir());
+    let store = ferry_tree::store::Store::open(layout.store_dir("host-a")).unwrap();
+    let v = |i: usize| ferry_tree::manifest::Sha256::of(format!("version {i}").as_bytes());
+    let l = node.json(&["list", "host-a"]);
+    assert_eq!(l[0]["tree_store"]["contents"], 4, "{l}");
+    assert_eq!(l[0]["artifacts"].as_array().unwrap().len(), 3, "{l}");
+
+    // A rescued snapshot stays while mounted (root only: a real mount).
+    let view = td.join("view");
+    let _undo = UndoOnDrop(&node, view.clone());
+    if is_root() {
+        ok(node.cmd().args(["rescue", "host-a", "www", "--at", "2026-12-01"]).arg(&view));
+    }
+    let r = node.json(&["purge"]);
+    let removed: Vec<&str> = r["artifacts_removed"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    if is_root() {
+        assert_eq!(removed, ["host-a/trees/www/20261202T000000Z"], "{r}");
+        assert!(r["skipped"].to_string().contains("rescued at"), "{r}");
+        assert_eq!(fs::read_to_string(view.join("changing")).unwrap(), "version 0");
+        ok(node.cmd().args(["rescue", "--undo"]).arg(&view));
+        let r = node.json(&["purge"]);
+        assert_eq!(r["artifacts_removed"][0], "host-a/trees/www/20261201T000000Z", "{r}");
+    } else {
+        assert_eq!(removed.len(), 2, "{r}");
+    }
+    assert_eq!(layout.snapshots("host-a", "www").unwrap(), ["20261203T000000Z"]);
+    assert!(!store.has(&v(0)) && !store.has(&v(1)), "unlinked contents are gone");
+    assert!(store.has(&v(2)) && store.has(&ferry_tree::manifest::Sha256::of(b"in every snapshot")));
+    assert!(fs::read_dir(layout.source_dir("host-a", "www")).unwrap().all(|e| {
+        let n = e.unwrap().file_name();
+        n == "20261203T000000Z" || n == "20261203T000000Z.ftree"
+    }));
+    let l = node.json(&["list", "host-a"]);
+    assert_eq!(l[0]["tree_store"]["contents"], 2, "{l}");
+    assert_eq!(l[0]["artifacts"].as_array().unwrap().len(), 1, "{l}");
+    let v = node.json(&["verify"]);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
 }
