@@ -381,3 +381,31 @@ fn undo(dir: &Path) -> anyhow::Result<Undone> {
     u.removed.push(private);
     Ok(u)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_read_back() {
+        assert_eq!(unescape_octal(r"/tmp/a\040b\011c\134d"), "/tmp/a b\tc\\d");
+        assert_eq!(unescape_octal(r"/tmp/end\04"), r"/tmp/end\04");
+    }
+
+    #[test]
+    fn paths_that_would_split_the_mount_options_are_refused() {
+        assert_eq!(option_path(Path::new("/srv/rescue/view-1")).unwrap(), "/srv/rescue/view-1");
+        for bad in ["/srv/a,upperdir=/x", "/srv/a:b", "/srv/a b", "/srv/a\\b", "/srv/a\nb"] {
+            assert!(option_path(Path::new(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_exports_line_is_stable_and_names_the_host() {
+        let l = exports_line("/srv/rescue/web1", "10.0.0.7");
+        assert!(l.starts_with("/srv/rescue/web1 10.0.0.7(rw,sync,no_subtree_check,no_root_squash,fsid="), "{l}");
+        assert_eq!(l, exports_line("/srv/rescue/web1", "10.0.0.7"));
+        assert_ne!(l, exports_line("/srv/rescue/web2", "10.0.0.7"));
+        assert_eq!(private_dir(Path::new("/srv/rescue/web1")), Path::new("/srv/rescue/.web1.ferry-rescue"));
+    }
+}
