@@ -61,7 +61,9 @@ pub fn build(manifest: &Manifest, dest: &Path) -> anyhow::Result<MetaStats> {
     let tmp = parent.join(format!(".tmp-{}", ferry_archive::fsutil::random_token()));
     std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let r = fill(manifest, &tmp).and_then(|stats| {
-        rustix::fs::chmod(&tmp, Mode::from_raw_mode(0o700))?;
+        // The view's root (the manifest has no entry for it); the cache
+        // above it is 0700, so no other account reaches the layer.
+        rustix::fs::chmod(&tmp, Mode::from_raw_mode(0o755))?;
         let root = std::fs::File::open(&tmp)?;
         rustix::fs::syncfs(&root)?;
         std::fs::rename(&tmp, dest).with_context(|| format!("publishing {}", dest.display()))?;
