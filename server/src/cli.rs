@@ -337,6 +337,8 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         last: usize,
     },
+    #[command(flatten)]
+    Trees(crate::treecli::TreeCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -740,6 +742,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Daemon => crate::daemon::run(cfg, &config_path),
         Command::Web { command } => web(&cfg, command, cli.json),
+        Command::Trees(command) => crate::treecli::run(&cfg, command, cli.json),
         Command::GitSshGuard { .. } => unreachable!("run before the configuration is loaded"),
         Command::Events { client, last } => {
             let all = crate::events::read_all(&cfg.events_log());

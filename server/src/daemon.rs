@@ -155,7 +155,15 @@ pub fn collect_clients(cfg: &NodeConfig) -> anyhow::Result<Vec<ClientFacts>> {
                 acknowledged: c.acknowledged,
                 mirrors: c.git.len(),
                 artifacts: c.artifacts.len(),
-                stored_bytes: c.artifacts.iter().map(|a| a.size).sum(),
+                // Snapshot trees count what their store holds, not each
+                // snapshot's full size (they share it).
+                stored_bytes: c
+                    .artifacts
+                    .iter()
+                    .filter(|a| a.module != crate::trees::MODULE)
+                    .map(|a| a.size)
+                    .sum::<u64>()
+                    + c.tree_store.as_ref().map_or(0, |t| t.bytes),
                 last_request: st.last_request,
                 last_success: st.last_success,
                 last_failure: st.last_failure,

@@ -68,6 +68,39 @@ pub struct ClientInfo {
     pub failed_requests: Vec<FailedRequest>,
     /// Failed requests acknowledged with `ferry-node ack` (`A`).
     pub acknowledged: usize,
+    /// The client's content store of snapshot trees, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tree_store: Option<TreeStore>,
+}
+
+/// What the content store of a client's snapshot trees holds: the bytes
+/// the trees really cost (every snapshot's files are links into it).
+#[derive(Debug, Serialize)]
+pub struct TreeStore {
+    /// Distinct contents.
+    pub contents: u64,
+    /// Bytes stored (all copies; each inode once).
+    pub bytes: u64,
+    /// Contents no snapshot links any more (removed by the next purge).
+    pub unreferenced: u64,
+}
+
+/// The client's tree store, listed once (one `lstat` per content).
+fn tree_store(cfg: &NodeConfig, client: &str) -> Option<TreeStore> {
+    let dir = crate::trees::TreeLayout::new(cfg.data_dir()).store_dir(client);
+    if !dir.is_dir() {
+        return None;
+    }
+    let store = ferry_tree::store::Store::open(dir).ok()?;
+    let mut t = TreeStore { contents: 0, bytes: 0, unreferenced: 0 };
+    for c in store.iter().flatten() {
+        t.contents += 1;
+        t.bytes += c.copies.iter().map(|k| k.size).sum::<u64>();
+        if c.references() == 0 {
+            t.unreferenced += 1;
+        }
+    }
+    Some(t)
 }
 
 /// A failed request and why, as its `E<id>.why` says.
@@ -165,6 +198,7 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
             None => Vec::new(),
         };
         out.push(ClientInfo {
+            tree_store: tree_store(cfg, &c),
             enrolled: enrolled.contains(&c),
             client: c,
             git,
@@ -223,6 +257,12 @@ pub fn print(list: &[ClientInfo]) -> std::io::Result<()> {
                 a.module,
                 a.size,
                 a.sha256.get(..12).unwrap_or(&a.sha256)
+            ))?;
+        }
+        if let Some(t) = &c.tree_store {
+            line(&format!(
+                "  tree store: {} contents, {} bytes ({} unreferenced, removed by the next purge)",
+                t.contents, t.bytes, t.unreferenced
             ))?;
         }
         line(&format!(

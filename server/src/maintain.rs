@@ -14,6 +14,9 @@ pub struct PurgeReport {
     pub artifacts_removed: Vec<String>,
     pub bytes_freed: u64,
     pub pool_files_removed: usize,
+    /// Store contents of snapshot trees no snapshot links any more,
+    /// removed after the snapshots went (their bytes are in `bytes_freed`).
+    pub tree_contents_removed: u64,
     /// Every artifact of every source that has rules: kept (with the rules
     /// that keep it) or removed.
     pub items: Vec<PurgeItem>,
@@ -114,7 +117,12 @@ pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
                 None
             };
             for (source, list, rules) in rules {
-                purge_source(&*cat, &*store, &client, &source, list, &rules, dry_run, &mut report)?;
+                purge_source(cfg, &*cat, &*store, &client, &source, list, &rules, dry_run, &mut report)?;
+            }
+            if !dry_run && ferry_gitosis::username::is_valid_client_name(&client) {
+                let (n, bytes) = crate::treepurge::gc(cfg, &client)?;
+                report.tree_contents_removed += n;
+                report.bytes_freed += bytes;
             }
         }
     }
@@ -145,6 +153,7 @@ pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
 /// One source: decide, then remove what no rule keeps (not in a dry run).
 #[allow(clippy::too_many_arguments)]
 fn purge_source(
+    cfg: &NodeConfig,
     cat: &dyn crate::catalog::Catalog,
     store: &dyn crate::store::ArtifactStore,
     client: &str,
@@ -157,7 +166,9 @@ fn purge_source(
     let mut items = Vec::new();
     let mut rows = Vec::new();
     for a in list {
-        let key = crate::store::ArtifactKey::parse(&a.path);
+        let tree = a.module == crate::trees::MODULE;
+        // A snapshot tree's path has four segments too, but is no artifact.
+        let key = if tree { None } else { crate::store::ArtifactKey::parse(&a.path) };
         // A run directory received in the same second as another has a
         // `-N` suffix; the time is the first 16 characters.
         let Some(at) = a.received.get(..16).and_then(|t| {
@@ -175,6 +186,7 @@ fn purge_source(
             continue;
         };
         let verified = match &key {
+            None if tree => crate::treepurge::verified(cfg, &a),
             Some(k) => store
                 .stat(k)?
                 .is_some_and(|st| st.size == a.size && st.sidecar.as_deref() == Some(&k.sidecar_text(&a.sha256))),
@@ -186,13 +198,31 @@ fn purge_source(
     let decisions = crate::retention::decide(&items, rules)
         .map_err(|e| anyhow::anyhow!("retention rules of {client} {source}: {e}"))?;
     for (d, (a, key, verified)) in decisions.into_iter().zip(rows) {
-        let keep = d.keep();
+        let mut keep = d.keep();
+        let tree = a.module == crate::trees::MODULE;
+        if !keep
+            && tree
+            && let Some(at) = crate::treepurge::rescued_at(cfg, &a)
+        {
+            keep = true;
+            report.skipped.push(Skipped {
+                client: client.to_owned(),
+                source: Some(source.to_owned()),
+                why: format!("{}: rescued at {at}, kept until `ferry-node rescue --undo`", a.path),
+            });
+        }
         if !keep {
-            report.bytes_freed += a.size;
+            // A snapshot's own bytes are shared with others: what it frees
+            // is counted when the store drops unlinked contents.
+            if !tree {
+                report.bytes_freed += a.size;
+            }
             report.artifacts_removed.push(a.path.clone());
             if !dry_run {
                 if let Some(key) = &key {
                     store.remove(key)?;
+                } else if tree {
+                    crate::treepurge::remove(cfg, &a)?;
                 }
                 cat.delete(a.id)?;
             }

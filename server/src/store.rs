@@ -227,8 +227,9 @@ impl ArtifactStore for LocalStore {
         let mut out = Vec::new();
         for c in clients {
             let cdir = self.data.join(&c);
-            // `git/` holds the mirrors, not artifacts.
-            for s in names(&cdir).into_iter().filter(|s| s != "git") {
+            // `git/` holds the mirrors, `store/` and `trees/` the snapshot
+            // trees ([`crate::trees`]), not artifacts.
+            for s in names(&cdir).into_iter().filter(|s| !matches!(s.as_str(), "git" | "store" | "trees")) {
                 for r in names(&cdir.join(&s)) {
                     let run = cdir.join(&s).join(&r);
                     let mut files: Vec<String> = std::fs::read_dir(&run)
@@ -275,16 +276,23 @@ impl ArtifactStore for LocalStore {
 /// artifacts), by an `lstat` walk that never follows links. Each entry
 /// counts what it occupies on disk (at least its allocated blocks), so many
 /// tiny files — refs, reflogs — cost the client what they cost the node.
+/// An inode with several names counts once: the files of snapshot trees
+/// are hard links into the client's content store ([`crate::trees`]), so
+/// thirty snapshots of an unchanged file cost what the node stores, once,
+/// and a new snapshot costs the new content it adds.
 pub fn used_bytes(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total: u64 = 0;
     let mut stack = vec![dir.to_owned()];
+    let mut linked = std::collections::HashSet::new();
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else { continue };
         for de in rd.flatten() {
             let Ok(md) = de.metadata() else { continue };
             if md.is_dir() {
                 stack.push(de.path());
+            } else if md.nlink() > 1 && !linked.insert((md.dev(), md.ino())) {
+                continue;
             }
             total = total.saturating_add(md.len().max(md.blocks().saturating_mul(512)));
         }

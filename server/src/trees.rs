@@ -18,6 +18,7 @@
 //! data directory), `size` = the manifest's total bytes and `sha256` = the
 //! digest of the manifest file.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// The module name of snapshot-tree rows in the catalog.
@@ -110,6 +111,51 @@ impl TreeLayout {
         out.sort();
         Ok(out)
     }
+}
+
+/// Builds a snapshot of the directory `fixture` through the library, as the
+/// pull job does (scan → manifest → `Store::put` of every content →
+/// `snapshot::build` under [`TreeLayout`] → catalog row with module
+/// [`MODULE`]), for tests of what reads snapshots while the real pull
+/// pipeline is built elsewhere. `received` is the snapshot's name
+/// (`YYYYMMDDTHHMMSSZ`).
+#[doc(hidden)]
+pub fn build_test_snapshot(
+    cfg: &crate::config::NodeConfig,
+    client: &str,
+    source: &str,
+    received: &str,
+    fixture: &Path,
+) -> anyhow::Result<crate::catalog::Artifact> {
+    use anyhow::Context as _;
+    let layout = TreeLayout::new(cfg.data_dir());
+    let scan = ferry_tree::scan::scan(&ferry_tree::scan::ScanOptions::new(fixture))?;
+    let manifest = scan.manifest;
+    let store = ferry_tree::store::Store::open(layout.store_dir(client))?;
+    for m in ferry_tree::snapshot::missing(&manifest, &store) {
+        let src = fixture.join(std::ffi::OsStr::from_bytes(&m.paths[0]));
+        let f = std::fs::File::open(&src).with_context(|| format!("reading {}", src.display()))?;
+        store.put(f, m.size, &m.sha256)?;
+    }
+    let dest = layout.snapshot_dir(client, source, received);
+    std::fs::create_dir_all(layout.source_dir(client, source))?;
+    ferry_tree::snapshot::build(&manifest, &store, &dest)?;
+    let text = std::fs::read(layout.manifest_path(client, source, received))?;
+    let mut a = crate::catalog::Artifact {
+        id: 0,
+        client: client.into(),
+        source: source.into(),
+        module: MODULE.into(),
+        received: received.into(),
+        stamp: received.into(),
+        path: TreeLayout::catalog_path(client, source, received),
+        size: manifest.total_file_bytes(),
+        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text)),
+        duration_ms: 0,
+        request: String::new(),
+    };
+    a.id = crate::catalog::open(cfg)?.insert(&a)?;
+    Ok(a)
 }
 
 #[cfg(test)]

@@ -139,6 +139,9 @@ pub fn verify(cfg: &NodeConfig, client: Option<&str>, show: bool, rebuild: bool)
     let mut known = std::collections::BTreeSet::new();
     for a in &all {
         known.insert(a.path.clone());
+        if a.module == crate::trees::MODULE {
+            continue;
+        }
         if let Some(p) = check(store.as_ref(), a, show) {
             problems.push(Problem {
                 client: a.client.clone(),
@@ -176,8 +179,10 @@ pub fn verify(cfg: &NodeConfig, client: Option<&str>, show: bool, rebuild: bool)
         }
         problems.retain(|p| !recorded.contains(&p.path));
     }
+    let trees = crate::treeverify::verify(cfg, client, &all, &mut problems);
+    let artifacts = all.iter().filter(|a| a.module != crate::trees::MODULE).count();
     let mirrors = fsck_mirrors(cfg, client, &mut problems)?;
-    Ok(Report { checked: all.len() + mirrors, problems, recorded })
+    Ok(Report { checked: artifacts + trees + mirrors, problems, recorded })
 }
 
 /// Records a stored artifact the catalog lacks, from what the store

@@ -95,7 +95,11 @@ pub fn metrics(st: &Status) -> anyhow::Result<String> {
         acknowledged,
     );
     reg.register("ferry_client_artifacts", "Stored artifacts (catalog)", artifacts);
-    reg.register("ferry_client_stored_bytes", "Bytes of stored artifacts (catalog)", bytes);
+    reg.register(
+        "ferry_client_stored_bytes",
+        "Bytes stored: artifacts (catalog) and snapshot-tree content stores",
+        bytes,
+    );
     reg.register("ferry_client_mirrors", "Mirrored git repositories", mirrors);
     reg.register("ferry_client_pull_failures_in_a_row", "Pulls failed in a row", in_a_row);
     reg.register("ferry_client_last_success_timestamp_seconds", "Last successful pull", success);

@@ -28,6 +28,9 @@ pub struct RestoreArgs {
 /// Restore the artifact `a` (chosen by [`super::restore`]). Returns a
 /// description of what was done.
 pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -> anyhow::Result<String> {
+    if a.module == crate::trees::MODULE {
+        return super::tree::restore(cfg, a, args);
+    }
     let store = crate::store::open(cfg);
     if let Some(problem) = check(store.as_ref(), a, show) {
         bail!("the stored artifact {} fails its integrity check ({problem}); run `ferry-node verify`", a.path);
@@ -43,6 +46,9 @@ pub(super) fn restore_checked(
     args: &RestoreArgs,
     show: bool,
 ) -> anyhow::Result<String> {
+    if a.module == crate::trees::MODULE {
+        return super::tree::restore(cfg, a, args);
+    }
     let store = crate::store::open(cfg);
     let key = ArtifactKey::parse(&a.path).expect("checked");
     let name = key.file.clone();

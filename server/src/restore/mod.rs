@@ -19,6 +19,7 @@ pub mod all;
 pub mod artifact;
 pub mod db;
 mod git;
+mod tree;
 
 pub use artifact::RestoreArgs;
 pub use git::restore_git;

@@ -33,4 +33,5 @@ mod restore_faithful;
 mod retention;
 mod spine;
 mod tree_pull;
+mod tree_rescue;
 mod web_access;

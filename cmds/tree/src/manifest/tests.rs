@@ -289,6 +289,14 @@ fn refuses_bad_header_options_and_lines() {
 }
 
 #[test]
+fn no_line_limit_means_no_limit() {
+    // `usize::MAX` once wrapped the read cap to 0 (every manifest empty).
+    let text = doc(&[f(&"a".repeat(200), "")]);
+    let unlimited = Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
+    assert_eq!(parse(&text, &unlimited).unwrap().entries.len(), 1);
+}
+
+#[test]
 fn refuses_non_canonical_bytes_and_encodings() {
     assert_refused(&doc(&[f("a\x1b[31m", "")]), Refusal::Encoding, 2);
     assert_refused(&doc(&[f("caf\u{e9}", "")]), Refusal::Encoding, 2);

@@ -1,0 +1,170 @@
+//! The metadata layer of a rescue view: the snapshot's manifest (owners,
+//! modes, mtimes, `user.*` xattrs, hard links, symlinks) as an overlayfs
+//! lower layer of *metacopy* files that hold no data.
+//!
+//! Why a layer of its own: the snapshot directory carries the node's
+//! metadata (read-only store inodes owned by the node, directories 0755),
+//! and changing it would change every snapshot sharing those inodes.
+//! Applying the manifest in the upper layer at every rescue costs one
+//! metadata copy-up per file, O(files) each time. Instead the layer is
+//! built once per snapshot (O(files), cached under the state directory)
+//! and every later rescue mounts it as it is: `lowerdir=<meta>::<snapshot>`,
+//! the snapshot being a *data-only* lower layer (kernel >= 6.5).
+//!
+//! Each regular file of the layer is an empty sparse file of the
+//! manifest's size with the manifest's owner, mode and mtime, and the
+//! xattrs `trusted.overlay.metacopy` (its data lives elsewhere) and
+//! `trusted.overlay.redirect` = `/<path>` (where: that path in the
+//! data-only layer, the snapshot). Names of one hard-link group are hard
+//! links here too. Directories and symlinks are real, with the manifest's
+//! metadata. FIFOs, sockets and devices are left out: nothing special is
+//! created on the node (the view is mounted `nodev` anyway).
+//!
+//! The layer's directory is 0700 and root's: it holds setuid files (empty,
+//! and shown only through a `nosuid` mount), which no other account of the
+//! node should reach. `trusted.*` xattrs need `CAP_SYS_ADMIN`, so a client
+//! cannot plant a redirect in a snapshot (the node never applies a
+//! manifest's xattrs to the snapshot, and never `trusted.*` anywhere).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use ferry_tree::manifest::{Kind, Manifest, Mtime};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+
+/// What building a layer did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MetaStats {
+    pub dirs: u64,
+    pub files: u64,
+    pub symlinks: u64,
+    /// FIFOs, sockets and devices of the manifest, not shown in the view.
+    pub not_shown: u64,
+    pub elapsed_ms: u64,
+}
+
+fn ts(t: Mtime) -> Timestamps {
+    let t = Timespec { tv_sec: t.sec, tv_nsec: t.nsec.into() };
+    Timestamps { last_access: t, last_modification: t }
+}
+
+/// Builds the layer of `manifest` at `dest` (which must not exist): in a
+/// temporary directory beside it, synced, then renamed, so a layer under
+/// its final name is always complete.
+pub fn build(manifest: &Manifest, dest: &Path) -> anyhow::Result<MetaStats> {
+    let started = std::time::Instant::now();
+    let parent = dest.parent().context("a metadata layer needs a parent directory")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = parent.join(format!(".tmp-{}", ferry_archive::fsutil::random_token()));
+    std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let r = fill(manifest, &tmp).and_then(|stats| {
+        // The view's root (the manifest has no entry for it); the cache
+        // above it is 0700, so no other account reaches the layer.
+        rustix::fs::chmod(&tmp, Mode::from_raw_mode(0o755))?;
+        let root = std::fs::File::open(&tmp)?;
+        rustix::fs::syncfs(&root)?;
+        std::fs::rename(&tmp, dest).with_context(|| format!("publishing {}", dest.display()))?;
+        Ok(stats)
+    });
+    match r {
+        Ok(mut stats) => {
+            stats.elapsed_ms = started.elapsed().as_millis() as u64;
+            Ok(stats)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn fill(manifest: &Manifest, root: &Path) -> anyhow::Result<MetaStats> {
+    let mut stats = MetaStats::default();
+    let mut first_of_group: HashMap<u64, PathBuf> = HashMap::new();
+    let mut dirs: Vec<(PathBuf, &ferry_tree::manifest::Entry)> = Vec::new();
+    let shown = |p: &[u8]| ferry_text::escape_bytes(p, 400);
+    // Entries are sorted and every parent is a directory listed before its
+    // children (the parser guarantees it), so one pass creates them all.
+    for e in &manifest.entries {
+        let p = root.join(OsStr::from_bytes(&e.path));
+        let ctx = || format!("metadata layer: {}", shown(&e.path));
+        match &e.kind {
+            Kind::Dir => {
+                rustix::fs::mkdir(&p, Mode::from_raw_mode(0o700)).with_context(ctx)?;
+                dirs.push((p, e));
+                stats.dirs += 1;
+            }
+            Kind::File { size, .. } => {
+                if let Some(first) = e.link.and_then(|g| first_of_group.get(&g)) {
+                    std::fs::hard_link(first, &p).with_context(ctx)?;
+                    stats.files += 1;
+                    continue;
+                }
+                let fd = rustix::fs::open(
+                    &p,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .with_context(ctx)?;
+                // Sparse: the size overlayfs shows and copies up, no blocks.
+                rustix::fs::ftruncate(&fd, *size).with_context(ctx)?;
+                rustix::fs::fsetxattr(&fd, "trusted.overlay.metacopy", b"", XattrFlags::empty()).with_context(ctx)?;
+                let redirect = [b"/".as_slice(), &e.path].concat();
+                rustix::fs::fsetxattr(&fd, "trusted.overlay.redirect", &redirect, XattrFlags::empty())
+                    .with_context(ctx)?;
+                user_xattrs(&fd, e).with_context(ctx)?;
+                rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(e.uid)), Some(rustix::fs::Gid::from_raw(e.gid)))
+                    .with_context(ctx)?;
+                // After chown, which clears setuid bits.
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(e.mode)).with_context(ctx)?;
+                rustix::fs::futimens(&fd, &ts(e.mtime)).with_context(ctx)?;
+                if let Some(g) = e.link {
+                    first_of_group.insert(g, p);
+                }
+                stats.files += 1;
+            }
+            Kind::Symlink { target } => {
+                rustix::fs::symlink(target.as_slice(), &p).with_context(ctx)?;
+                rustix::fs::chownat(
+                    CWD,
+                    &p,
+                    Some(rustix::fs::Uid::from_raw(e.uid)),
+                    Some(rustix::fs::Gid::from_raw(e.gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .with_context(ctx)?;
+                rustix::fs::utimensat(CWD, &p, &ts(e.mtime), AtFlags::SYMLINK_NOFOLLOW).with_context(ctx)?;
+                stats.symlinks += 1;
+            }
+            Kind::Fifo | Kind::Socket | Kind::CharDev(_) | Kind::BlockDev(_) => stats.not_shown += 1,
+        }
+    }
+    // Directories last, deepest first: creating their entries changed
+    // their mtimes, and a mode without write permission is set after.
+    for (p, e) in dirs.iter().rev() {
+        let ctx = || format!("metadata layer: {}", shown(&e.path));
+        let fd =
+            rustix::fs::open(p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+                .with_context(ctx)?;
+        user_xattrs(&fd, e).with_context(ctx)?;
+        rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(e.uid)), Some(rustix::fs::Gid::from_raw(e.gid)))
+            .with_context(ctx)?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(e.mode)).with_context(ctx)?;
+        rustix::fs::futimens(&fd, &ts(e.mtime)).with_context(ctx)?;
+    }
+    Ok(stats)
+}
+
+/// The entry's `user.*` xattrs (never `trusted.*`, `security.*` or
+/// `system.*`: a client's manifest must not steer overlayfs or the
+/// node's security modules).
+fn user_xattrs(fd: &impl std::os::fd::AsFd, e: &ferry_tree::manifest::Entry) -> std::io::Result<()> {
+    for (name, value) in e.xattrs.iter().filter(|(n, _)| n.starts_with(b"user.")) {
+        let Ok(name) = std::ffi::CString::new(name.clone()) else { continue };
+        rustix::fs::fsetxattr(fd, name.as_c_str(), value, XattrFlags::empty())?;
+    }
+    Ok(())
+}
