@@ -32,4 +32,5 @@ mod restore_all;
 mod restore_faithful;
 mod retention;
 mod spine;
+mod two_accounts;
 mod web_access;
