@@ -65,6 +65,11 @@ pub enum Command {
         /// Admin user name (default: the key's comment, as gitosis-init).
         #[arg(long)]
         name: Option<String>,
+        /// As root: create base_dir and every directory for ACCOUNT (the one sshd and the hooks run
+        /// as); a GROUP other than its primary group is the two-account layout (the scan account's
+        /// group: shared directories 2770 setgid, keys/ 2750).
+        #[arg(long, value_name = "ACCOUNT[:GROUP]")]
+        owner: Option<String>,
     },
     /// SSH forced command of every enrolled key (set in authorized_keys).
     Serve {
@@ -376,7 +381,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let cfg = NodeConfig::load(&cli.config).map_err(|e| UsageError(format!("{e:#}")))?;
     let config_path = cli.config.canonicalize().unwrap_or_else(|_| cli.config.clone());
     match cli.command {
-        Command::Init { admin_key, name } => {
+        Command::Init { admin_key, name, owner } => {
+            let owner =
+                owner.map(|o| crate::layout::Owner::parse(&o)).transpose().map_err(|e| UsageError(format!("{e:#}")))?;
             let key = match admin_key {
                 Some(p) if p != std::path::Path::new("-") => {
                     std::fs::read_to_string(&p).map_err(|e| UsageError(format!("cannot read {}: {e}", p.display())))?
@@ -387,7 +394,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     s
                 }
             };
-            let r = crate::init::init(&cfg, &config_path, &key, name.as_deref())?;
+            let r = crate::init::init(&cfg, &config_path, &key, name.as_deref(), owner.as_ref())?;
             if cli.json {
                 out::json(&r)?;
             } else {

@@ -14,6 +14,7 @@ use git2::{Repository, Signature};
 use serde::Serialize;
 
 use crate::config::NodeConfig;
+use crate::layout::{self, Owner};
 
 #[derive(Debug, Serialize)]
 pub struct InitReport {
@@ -24,7 +25,13 @@ pub struct InitReport {
     pub summary: String,
 }
 
-pub fn init(cfg: &NodeConfig, config_path: &Path, admin_key: &str, name: Option<&str>) -> anyhow::Result<InitReport> {
+pub fn init(
+    cfg: &NodeConfig,
+    config_path: &Path,
+    admin_key: &str,
+    name: Option<&str>,
+    owner: Option<&Owner>,
+) -> anyhow::Result<InitReport> {
     let key_line = admin_key.lines().find(|l| !l.trim().is_empty()).context("no public key given")?.trim();
     let key = ferry_gitosis::keys::parse_line(key_line)
         .map_err(|e| anyhow::anyhow!("the admin key is not acceptable: {e}"))?;
@@ -43,20 +50,28 @@ pub fn init(cfg: &NodeConfig, config_path: &Path, admin_key: &str, name: Option<
     if config_str.contains(['\'', '"', '\\', ' ', '\n']) {
         bail!("the configuration path must not contain quotes, spaces or backslashes (it is written into hooks)");
     }
-    for d in [
-        cfg.base_dir.clone(),
-        cfg.repositories(),
-        cfg.pool_dir(),
-        cfg.data_dir(),
-        cfg.state_dir(),
-        cfg.empty_dir().join("hooks"),
-    ] {
+    match owner {
+        Some(o) if layout::is_root() => layout::prepare_as_root(cfg, o)?,
+        Some(o) => bail!(
+            "--owner {}:{} needs root (it creates the directories for that account); as {}, run init without --owner once root made them",
+            o.user,
+            o.group,
+            o.user
+        ),
+        None if !layout::is_root() => layout::check_creatable(cfg, config_path)?,
+        None => {}
+    }
+    for d in [cfg.base_dir.clone(), cfg.repositories(), cfg.pool_dir(), cfg.data_dir(), cfg.state_dir()] {
         std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    {
+    std::fs::create_dir_all(cfg.empty_dir().join("hooks"))?;
+    if owner.is_none() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(cfg.keys_dir())?;
-        std::fs::set_permissions(cfg.keys_dir(), std::fs::Permissions::from_mode(0o700))?;
+        // The two-account layout's 2750 (made by root with --owner) stays.
+        if layout::private_key_mode(&cfg.keys_dir()) == 0o600 {
+            std::fs::set_permissions(cfg.keys_dir(), std::fs::Permissions::from_mode(0o700))?;
+        }
     }
     let node_key =
         crate::hooks::admin::ensure_key(&cfg.keys_dir().join("node/id_ed25519"), &format!("ferry-node@{}", cfg.name))?;
@@ -77,6 +92,9 @@ pub fn init(cfg: &NodeConfig, config_path: &Path, admin_key: &str, name: Option<
         repo.commit(Some("refs/heads/master"), &sig, &sig, "Automatic creation of gitosis repository.", &tree, &[])?;
     }
     let summary = crate::hooks::admin::apply(cfg, config_path)?;
+    if let Some(o) = owner {
+        layout::chown_made_by_root(cfg, o)?;
+    }
     Ok(InitReport {
         admin,
         admin_repo: admin_repo.display().to_string(),

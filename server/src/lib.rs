@@ -21,6 +21,7 @@ pub mod history_page;
 pub mod hooks;
 pub mod init;
 pub mod jobs;
+pub mod layout;
 pub mod list;
 pub mod maintain;
 pub mod out;

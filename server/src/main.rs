@@ -6,6 +6,8 @@ use ferry_node::cli::Command;
 
 fn main() -> ExitCode {
     let cli = ferry_node::Cli::parse();
+    // Two accounts share the node's files through a group (see layout.rs).
+    ferry_node::layout::share_with_group();
     // serve and hooks talk to a git client over stderr: keep logs quiet
     // there unless asked.
     let level = match cli.verbose {

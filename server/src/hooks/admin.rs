@@ -353,15 +353,22 @@ pub fn ensure_key(path: &Path, comment: &str) -> anyhow::Result<PathBuf> {
     }
     let dir = path.parent().context("key has no directory")?;
     std::fs::create_dir_all(dir)?;
+    // Two accounts: keys/ lets its group (the scan account) read.
+    let key_mode = crate::layout::private_key_mode(dir.parent().unwrap_or(dir));
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        let dir_mode = if key_mode == 0o640 { 0o2750 } else { 0o700 };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))?;
     }
     ferry_run::Cmd::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(path)
         .run_checked()
         .context("ssh-keygen failed")?;
+    if key_mode != 0o600 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(key_mode))?;
+    }
     Ok(path.to_owned())
 }
 

@@ -221,7 +221,16 @@ fn read_extracted(pool: &Pool) -> Option<Oid> {
 /// many new requests entered the pool.
 pub fn extract(cfg: &NodeConfig, client: &str) -> anyhow::Result<usize> {
     let pool = crate::pool::open_pool(cfg, client)?;
-    let repo = Repository::open_bare(cfg.queue_repo(client)).context("cannot open the queue repo")?;
+    let repo = Repository::open_bare(cfg.queue_repo(client)).map_err(|e| {
+        if e.code() == git2::ErrorCode::Owner {
+            // Two accounts: the scan account opens queues the git account owns.
+            anyhow::anyhow!(
+                "cannot open the queue repo: it belongs to another account; let this account trust it with `git config --global --add safe.directory '*'` (the two-account layout, see the README)"
+            )
+        } else {
+            anyhow::Error::new(e).context("cannot open the queue repo")
+        }
+    })?;
     let Ok(tip) = repo.refname_to_id(BRANCH) else { return Ok(0) };
     let last = read_extracted(&pool);
     if last == Some(tip) {

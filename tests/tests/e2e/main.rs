@@ -34,4 +34,5 @@ mod retention;
 mod spine;
 mod tree_pull;
 mod tree_rescue;
+mod two_accounts;
 mod web_access;

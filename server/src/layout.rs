@@ -1,0 +1,216 @@
+//! The node's directories on disk: who owns them, their modes, and what
+//! `ferry-node init` says when it may not create them.
+//!
+//! Two layouts work:
+//!
+//! - **One account** (`--owner git`, or init run as that account): every
+//!   directory belongs to it, `keys/` is 0700.
+//! - **Two accounts** (`--owner git:ferry`, where `ferry` is not git's
+//!   primary group): `git` (sshd, serve, the hooks) owns every directory and
+//!   the keys it makes; the `ferry` account, a member of group `ferry`, runs
+//!   scan, check, gc and the daemon through the group. Shared directories
+//!   are setgid and group-writable (2770), so files either account makes
+//!   stay in group `ferry`; `keys/` is 2750 and its private keys 0640 (only
+//!   git makes keys; ssh run by `ferry` accepts a key it does not own that
+//!   its group may read). The base directory (git's home, holding
+//!   `.ssh/authorized_keys`) is 2750: sshd refuses a group-writable home.
+//!   Every ferry-node process clears the group-write bit from its umask so
+//!   files the other account must write (locks, the event journal) are
+//!   group-writable.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+use crate::config::NodeConfig;
+
+/// `--owner ACCOUNT[:GROUP]`, resolved through the system's user database.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub user: String,
+    pub group: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// GROUP is not the account's primary group: the two-account layout.
+    pub shared: bool,
+}
+
+impl Owner {
+    pub fn parse(spec: &str) -> anyhow::Result<Owner> {
+        let (user, group) = match spec.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (spec, None),
+        };
+        let pw = getent("passwd", user)?;
+        let f: Vec<&str> = pw.split(':').collect();
+        let (uid, primary): (u32, u32) =
+            match (f.get(2).and_then(|s| s.parse().ok()), f.get(3).and_then(|s| s.parse().ok())) {
+                (Some(u), Some(g)) => (u, g),
+                _ => bail!("getent passwd {user}: unexpected line {pw:?}"),
+            };
+        let (group, gid) = match group {
+            None | Some("") => {
+                let gr = getent("group", &primary.to_string())?;
+                (gr.split(':').next().unwrap_or_default().to_owned(), primary)
+            }
+            Some(g) => {
+                let gr = getent("group", g)?;
+                let gid = gr.split(':').nth(2).and_then(|s| s.parse().ok()).context("getent group: no gid")?;
+                (g.to_owned(), gid)
+            }
+        };
+        Ok(Owner { user: user.to_owned(), group, uid, gid, shared: gid != primary })
+    }
+}
+
+fn getent(db: &str, key: &str) -> anyhow::Result<String> {
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        bail!("not an account or group name: {}", ferry_text::escape(key, 64));
+    }
+    let out = ferry_run::Cmd::new("getent").args([db, key]).run()?;
+    if !out.status.success() {
+        bail!("no {} named {key} (getent {db} {key} found none): create it first", db.replace("passwd", "account"));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_owned())
+}
+
+/// Every directory init makes, with its mode in the given layout.
+pub fn dirs(cfg: &NodeConfig, shared: bool) -> Vec<(PathBuf, u32)> {
+    let (home, rw, keys) = if shared { (0o2750, 0o2770, 0o2750) } else { (0o750, 0o750, 0o700) };
+    let mut v = vec![(cfg.base_dir.clone(), home)];
+    if let Some(ssh) = cfg.authorized_keys().parent() {
+        v.push((ssh.to_owned(), 0o700));
+    }
+    for d in [cfg.repositories(), cfg.pool_dir(), cfg.data_dir(), cfg.state_dir()] {
+        v.push((d, rw));
+    }
+    v.push((cfg.keys_dir(), keys));
+    v
+}
+
+/// As root: create every directory (missing parents root-owned 0755) with
+/// its owner and mode; an existing one gets them too.
+pub fn prepare_as_root(cfg: &NodeConfig, owner: &Owner) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for (d, mode) in dirs(cfg, owner.shared) {
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+        std::os::unix::fs::chown(&d, Some(owner.uid), Some(owner.gid))
+            .with_context(|| format!("cannot chown {}", d.display()))?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// After init ran as root: hand everything root made below the node's
+/// directories to the owner (files other accounts made are left alone, so
+/// re-running init never takes a file away from the scan account).
+pub fn chown_made_by_root(cfg: &NodeConfig, owner: &Owner) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack: Vec<PathBuf> = dirs(cfg, owner.shared).into_iter().map(|(d, _)| d).collect();
+    // data/ holds the backups: init writes nothing below it.
+    let data = cfg.data_dir();
+    while let Some(p) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+        if md.uid() == 0 {
+            std::os::unix::fs::lchown(&p, Some(owner.uid), Some(owner.gid))
+                .with_context(|| format!("cannot chown {}", p.display()))?;
+        }
+        if md.is_dir() && p != data {
+            for e in std::fs::read_dir(&p)?.flatten() {
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Not root: every directory must exist and be writable, or be creatable;
+/// otherwise say exactly what root has to do (never a bare "Permission
+/// denied").
+pub fn check_creatable(cfg: &NodeConfig, config_path: &Path) -> anyhow::Result<()> {
+    let me = whoami();
+    for (d, mode) in dirs(cfg, false) {
+        let target = if d.exists() { d.clone() } else { nearest_existing(&d) };
+        if rustix::fs::access(&target, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK).is_err() {
+            let what = if target == d {
+                format!("{} exists but {me} may not write it", d.display())
+            } else {
+                format!("{} does not exist and {me} may not create it in {}", d.display(), target.display())
+            };
+            bail!(
+                "{what}; as root, either let init make every directory (`ferry-node --config {} init --owner {me}[:GROUP] --admin-key KEY`; \
+                 two accounts: --owner git:ferry) or create it yourself (`install -d -o {me} -g {me} -m {mode:o} {}`)",
+                config_path.display(),
+                d.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn nearest_existing(p: &Path) -> PathBuf {
+    p.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/")).to_owned()
+}
+
+fn whoami() -> String {
+    let uid = rustix::process::getuid().as_raw();
+    ferry_run::Cmd::new("getent")
+        .args(["passwd", &uid.to_string()])
+        .run()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).split(':').next().map(str::to_owned))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Clear the group-write bit from the umask, so a file one account makes
+/// (a lock, the event journal, a pool entry's sidecar) can be written by the
+/// other account of the two-account layout. Others' bits are kept as they
+/// are; with one account and a private primary group nothing changes.
+pub fn share_with_group() {
+    let old = rustix::process::umask(rustix::fs::Mode::empty());
+    rustix::process::umask(old & !rustix::fs::Mode::WGRP);
+}
+
+/// Mode of a private key made in `keys_dir`: 0640 when the directory is
+/// setgid and lets its group read — the two-account layout `--owner` makes
+/// (the scan account reads, via the group, a key git owns; ssh only refuses
+/// such a key to its owner) — else 0600. A directory that is merely
+/// group-readable (a loose umask) does not count.
+pub fn private_key_mode(keys_dir: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(keys_dir) {
+        Ok(m) if m.permissions().mode() & 0o2040 == 0o2040 => 0o640,
+        _ => 0o600,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_of_root_is_not_shared_and_unknown_names_say_so() {
+        let o = Owner::parse("root").unwrap();
+        assert_eq!((o.uid, o.gid, o.shared, o.group.as_str()), (0, 0, false, "root"));
+        let e = Owner::parse("no-such-account-ferry").unwrap_err().to_string();
+        assert!(e.contains("no account named no-such-account-ferry"), "{e}");
+        assert!(Owner::parse("a b").is_err());
+    }
+
+    #[test]
+    fn private_keys_are_group_readable_only_in_a_group_readable_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        let td = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(private_key_mode(td.path()), 0o600);
+        std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert_eq!(private_key_mode(td.path()), 0o600);
+        std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o2750)).unwrap();
+        assert_eq!(private_key_mode(td.path()), 0o640);
+    }
+}
