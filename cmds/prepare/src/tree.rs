@@ -113,12 +113,7 @@ pub fn request(
     info: &ArtifactInfo,
     source: &Name,
 ) -> Result<TreeRequest, PrepareError> {
-    let text = root.to_str().ok_or_else(|| PrepareError::Config(format!("root {} is not UTF-8", root.display())))?;
-    let path = RemotePath::parse(text).map_err(|e| {
-        PrepareError::Config(format!(
-            "source {source}: root {text} cannot be named in a tree request ({e}); a tree root is an absolute path of plain names, not / (back up its top-level directories as separate sources)"
-        ))
-    })?;
+    let path = check_root(source.as_str(), root)?;
     let root_url = SftpUrl { path, ..manifest_url.clone() };
     Ok(TreeRequest {
         stamp: info.stamp.clone(),
@@ -127,6 +122,18 @@ pub fn request(
         sha256: info.sha256.clone(),
         size: info.size,
         source: source.clone(),
+    })
+}
+
+/// The root as the request grammar names it. A root it cannot name (`/`,
+/// hidden or odd segments, not UTF-8) is a configuration error: back up
+/// its top-level directories as separate tree sources instead.
+pub fn check_root(source: &str, root: &Path) -> Result<RemotePath, PrepareError> {
+    let text = root.to_str().ok_or_else(|| PrepareError::Config(format!("root {} is not UTF-8", root.display())))?;
+    RemotePath::parse(text).map_err(|e| {
+        PrepareError::Config(format!(
+            "source {source}: root {text} cannot be named in a tree request ({e}); a tree root is an absolute path of plain names, not / (back up its top-level directories as separate sources)"
+        ))
     })
 }
 
