@@ -11,7 +11,15 @@
 //! Everything else — a shell, `git-receive-pack`, `scp`, another path — is
 //! refused with a message and exit 1. For confinement of sftp to the export
 //! directory, the sshd recipe in `deploy/` adds a `ChrootDirectory`; the
-//! node additionally never asks for a path outside the enrolled export dir.
+//! node additionally never asks for a path outside the enrolled export dir,
+//! except below an enrolled `tree-roots` directory for a snapshot tree
+//! (`mode = "tree"`): it reads each file the manifest names by its
+//! absolute path, `<root>/<path>`, through this same read-only sftp. So a
+//! chroot for this account must contain every tree root at its own
+//! absolute path (read-only bind mounts), and the sftp side serves every
+//! file the account can read: `tree-roots` limits what the node asks for,
+//! file permissions what it can get. Listing (readdir) is not allowed and
+//! not needed: the node reads only what the manifest names.
 
 use std::path::{Path, PathBuf};
 
