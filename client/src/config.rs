@@ -113,6 +113,11 @@ pub struct SourceConfig {
     /// backup (`fail`, the default) or is left out with a warning (`skip`).
     #[serde(default)]
     pub unreadable: Option<UnreadableMode>,
+    /// fs only: `tar` (the default) stores one `tar.zst` per run; `tree`
+    /// writes a manifest and lets the node pull a deduplicated snapshot
+    /// tree (issue 10; the node must enroll the root in `tree-roots`).
+    #[serde(default)]
+    pub mode: Option<String>,
     #[serde(default)]
     pub database: Option<String>,
     #[serde(default)]
@@ -338,6 +343,12 @@ impl ClientConfig {
             if s.unreadable.is_some() && s.module != "fs" {
                 bail!("source {}: unreadable applies to module fs only", s.name);
             }
+            match s.mode.as_deref() {
+                None | Some("tar") => {}
+                Some("tree") if s.module == "fs" => {}
+                Some("tree") => bail!("source {}: mode = \"tree\" applies to module fs only", s.name),
+                Some(other) => bail!("source {}: mode {other:?}: use \"tar\" or \"tree\"", s.name),
+            }
         }
         match self.export.git_scheme.as_str() {
             "ssh" | "git" => {}
@@ -442,6 +453,30 @@ mod tests {
     }
 
     #[test]
+    fn mode_is_tar_or_tree_for_fs_sources() {
+        let cfg = |src: &str| -> anyhow::Result<ClientConfig> {
+            let c: ClientConfig = toml::from_str(&format!(
+                "name='a'\nstate_dir='/x'\n[export]\naddress='h'\nuser='u'\n[[source]]\nname='s'\n{src}\n"
+            ))?;
+            c.validate()?;
+            Ok(c)
+        };
+        let c = cfg("module='fs'\npath='/srv'\nmode='tree'").unwrap();
+        let spec = crate::sources::spec_of(&c, &c.sources[0]).unwrap().unwrap();
+        let ferry_prepare::SourceKind::Fs { tree_cache, .. } = &spec.kind else { panic!("{spec:?}") };
+        assert_eq!(tree_cache.as_deref(), Some(Path::new("/x/tree-cache/s")));
+        for tar in ["module='fs'\npath='/srv'", "module='fs'\npath='/srv'\nmode='tar'"] {
+            let c = cfg(tar).unwrap();
+            let spec = crate::sources::spec_of(&c, &c.sources[0]).unwrap().unwrap();
+            assert_eq!(spec.kind.extension(), "tar.zst");
+        }
+        let e = cfg("module='fs'\npath='/srv'\nmode='trees'").unwrap_err();
+        assert!(format!("{e:#}").contains("use \"tar\" or \"tree\""), "{e:#}");
+        let e = cfg("module='pipe'\ncommand=['/bin/true']\nmode='tree'").unwrap_err();
+        assert!(format!("{e:#}").contains("module fs only"), "{e:#}");
+    }
+
+    #[test]
     fn unreadable_is_fail_or_skip_for_fs_sources() {
         let cfg = |src: &str| -> anyhow::Result<ClientConfig> {
             let c: ClientConfig = toml::from_str(&format!(
@@ -490,7 +525,7 @@ mod shipped {
         assert_eq!(cfg.name, "host-a");
         assert!(cfg.sources.iter().any(|s| s.module == "fs"));
         for s in &cfg.sources {
-            crate::sources::spec_of(s).unwrap();
+            crate::sources::spec_of(&cfg, s).unwrap();
         }
     }
 }

@@ -11,7 +11,15 @@
 //! Everything else — a shell, `git-receive-pack`, `scp`, another path — is
 //! refused with a message and exit 1. For confinement of sftp to the export
 //! directory, the sshd recipe in `deploy/` adds a `ChrootDirectory`; the
-//! node additionally never asks for a path outside the enrolled export dir.
+//! node additionally never asks for a path outside the enrolled export dir,
+//! except below an enrolled `tree-roots` directory for a snapshot tree
+//! (`mode = "tree"`): it reads each file the manifest names by its
+//! absolute path, `<root>/<path>`, through this same read-only sftp. So a
+//! chroot for this account must contain every tree root at its own
+//! absolute path (read-only bind mounts), and the sftp side serves every
+//! file the account can read: `tree-roots` limits what the node asks for,
+//! file permissions what it can get. Listing (readdir) is not allowed and
+//! not needed: the node reads only what the manifest names.
 
 use std::path::{Path, PathBuf};
 
@@ -60,6 +68,13 @@ pub fn decide(cfg: &ClientConfig, original: &str) -> anyhow::Result<GateDecision
     Ok(GateDecision::UploadPack(canon))
 }
 
+/// The sftp server the gate runs, program first: read-only (`-R`), the
+/// allow-list of read requests, starting in the export directory.
+pub fn sftp_argv(cfg: &ClientConfig) -> Vec<std::ffi::OsString> {
+    let server = cfg.gate.sftp_server.clone().unwrap_or_else(|| "/usr/lib/openssh/sftp-server".into());
+    vec![server.into(), "-R".into(), "-p".into(), SFTP_ALLOWED.into(), "-d".into(), cfg.export_dir().into()]
+}
+
 /// Exec what the decision allows (does not return on success).
 pub fn run(cfg: &ClientConfig) -> anyhow::Result<()> {
     let original = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
@@ -76,8 +91,8 @@ pub fn run(cfg: &ClientConfig) -> anyhow::Result<()> {
             .args(["-c", "uploadpack.allowFilter=false", "upload-pack", "--strict", "--"])
             .arg(repo),
         GateDecision::Sftp => {
-            let server = cfg.gate.sftp_server.clone().unwrap_or_else(|| "/usr/lib/openssh/sftp-server".into());
-            ferry_run::Cmd::new(server).arg("-R").arg("-p").arg(SFTP_ALLOWED).arg("-d").arg(cfg.export_dir())
+            let argv = sftp_argv(cfg);
+            ferry_run::Cmd::new(&argv[0]).args(&argv[1..])
         }
     };
     // The runner clears the environment; git's protocol v2 is the one thing
@@ -89,4 +104,44 @@ pub fn run(cfg: &ClientConfig) -> anyhow::Result<()> {
     }
     let err = cmd.exec();
     bail!("ferry gate: cannot execute: {err}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Snapshot trees (issue 10): the node reads tree files by absolute
+    /// path below the tree root, outside the export directory, through
+    /// the gate's own sftp-server command; writing and listing stay
+    /// refused. Driven by the real sftp client (`sftp -D`).
+    #[test]
+    fn tree_files_are_readable_by_absolute_path_and_nothing_else_is_allowed() {
+        let base = std::env::temp_dir().join(format!("ferry-gate-tree-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (export, root) = (base.join("state/export"), base.join("home/alice"));
+        std::fs::create_dir_all(&export).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("notes"), b"tree content\n").unwrap();
+        let cfg: ClientConfig = toml::from_str(&format!(
+            "name='a'\nstate_dir='{}'\n[export]\naddress='h'\nuser='u'\n",
+            base.join("state").display()
+        ))
+        .unwrap();
+        let argv: Vec<String> = sftp_argv(&cfg).iter().map(|a| a.to_str().unwrap().to_owned()).collect();
+        assert_eq!(argv[1..5], ["-R", "-p", SFTP_ALLOWED, "-d"]);
+        let got = base.join("got");
+        let sftp = |batch: String| {
+            ferry_run::Cmd::new("sftp").arg("-b").arg("-").arg("-D").arg(argv.join(" ")).stdin_bytes(batch).run()
+        };
+        let out = sftp(format!("get {}/notes {}\n", root.display(), got.display())).unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read(&got).unwrap(), b"tree content\n");
+        for refused in [format!("ls {}\n", root.display()), format!("put {} {}/copy\n", got.display(), root.display())]
+        {
+            let out = sftp(refused.clone()).unwrap();
+            assert!(!out.status.success(), "{refused} was allowed");
+        }
+        assert!(!root.join("copy").exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

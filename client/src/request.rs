@@ -80,7 +80,7 @@ pub fn backup(cfg: &ClientConfig, name: &str, node: Option<&str>) -> anyhow::Res
         Some(n) => target_nodes(cfg, Some(n))?,
         None => crate::sources::nodes_for(cfg, src),
     };
-    match crate::sources::spec_of(src) {
+    match crate::sources::spec_of(cfg, src) {
         Ok(Some(spec)) => {
             if let Err(e) = ferry_prepare::check_source(&spec, &cfg.endpoint()) {
                 return usage(format!("source {name}: {e}"));

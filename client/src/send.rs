@@ -46,6 +46,9 @@ pub struct NodeReport {
     /// Requests prepared with warnings (an fs source left unreadable
     /// entries out): id and the warnings, one per line.
     pub warned: Vec<(String, String)>,
+    /// Requests of tree sources prepared in this run and what their scan
+    /// cost (an unchanged repeat hashes 0 files).
+    pub trees: Vec<TreeScan>,
     /// Requests still waiting for this node.
     pub pending: usize,
     /// Why the push failed, if it did.
@@ -54,6 +57,18 @@ pub struct NodeReport {
     pub busy: bool,
     /// The node is failing; the next attempt is not before this time.
     pub deferred_until: Option<String>,
+}
+
+/// A tree source's scan, for the `--json` record and the log.
+#[derive(Debug, Serialize)]
+pub struct TreeScan {
+    pub id: String,
+    /// Entries in the manifest.
+    pub entries: u64,
+    /// Regular files read to compute their digest (not in the hash cache).
+    pub files_hashed: u64,
+    /// Bytes read for hashing.
+    pub bytes_hashed: u64,
 }
 
 impl NodeReport {
@@ -176,6 +191,23 @@ fn send_locked(
         {
             let text = record_warnings(cfg, &pool, id, rec, &p.warnings)?;
             report.warned.push((id.clone(), text));
+        }
+        if let Ok((_, p)) = &result
+            && let Some(t) = &p.tree
+        {
+            info!(
+                id,
+                entries = t.entries,
+                files_hashed = t.files_hashed,
+                bytes_hashed = t.bytes_hashed,
+                "tree scanned"
+            );
+            report.trees.push(TreeScan {
+                id: id.clone(),
+                entries: t.entries,
+                files_hashed: t.files_hashed,
+                bytes_hashed: t.bytes_hashed,
+            });
         }
         match result.map(|(rec, p)| (rec, p.requests)) {
             Ok((rec, reqs)) if reqs.is_empty() => {
@@ -323,6 +355,7 @@ fn prepare(
         None => Ok(ferry_prepare::Prepared {
             requests: ferry_prepare::prepare(&rec.module, &rec.arg, &ctx)?,
             warnings: Vec::new(),
+            tree: None,
         }),
     }
 }

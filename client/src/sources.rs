@@ -25,7 +25,7 @@ pub fn request_for(src: &SourceConfig) -> anyhow::Result<ClientRequest> {
 }
 
 /// The data-module description of a configured source, if it is one.
-pub fn spec_of(src: &SourceConfig) -> anyhow::Result<Option<SourceSpec>> {
+pub fn spec_of(cfg: &ClientConfig, src: &SourceConfig) -> anyhow::Result<Option<SourceSpec>> {
     let need_path =
         || src.path.clone().with_context(|| format!("source {}: module {} needs a path", src.name, src.module));
     let kind = match src.module.as_str() {
@@ -36,6 +36,10 @@ pub fn spec_of(src: &SourceConfig) -> anyhow::Result<Option<SourceSpec>> {
             xattrs: src.xattrs,
             one_file_system: src.one_file_system,
             unreadable: src.unreadable.unwrap_or_default().archive(),
+            // One hash cache per source, not per node: one manifest
+            // serves every node (ferry_prepare::tree).
+            tree_cache: (src.mode.as_deref() == Some("tree"))
+                .then(|| ferry_prepare::tree::cache_path(&cfg.state_dir, &src.name)),
         },
         "postgresdb" => SourceKind::Postgres {
             database: src.database.clone(),
@@ -76,7 +80,7 @@ pub fn spec_of(src: &SourceConfig) -> anyhow::Result<Option<SourceSpec>> {
 pub fn check_all(cfg: &ClientConfig) -> anyhow::Result<()> {
     let ep = cfg.endpoint();
     for src in &cfg.sources {
-        if let Some(spec) = spec_of(src)? {
+        if let Some(spec) = spec_of(cfg, src)? {
             ferry_prepare::check_source(&spec, &ep).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
@@ -105,7 +109,7 @@ pub fn prepare_source(
     ctx: &ferry_prepare::Context<'_>,
 ) -> anyhow::Result<ferry_prepare::Prepared> {
     let req = request_for(src)?;
-    if let Some(spec) = spec_of(src)? {
+    if let Some(spec) = spec_of(cfg, src)? {
         let pending = unacknowledged_artifacts(cfg);
         let guard = |p: &Path| pending.contains(p);
         return Ok(ferry_prepare::prepare_source(&spec, ctx, &guard)?);
@@ -118,7 +122,7 @@ pub fn prepare_source(
         }
         m => bail!("source {}: unknown module {m:?}", src.name),
     };
-    Ok(ferry_prepare::Prepared { requests, warnings: Vec::new() })
+    Ok(ferry_prepare::Prepared { requests, warnings: Vec::new(), tree: None })
 }
 
 /// Nodes a source goes to: its own list, else the default nodes.

@@ -29,6 +29,7 @@ pub mod hooks;
 pub mod pipe;
 pub mod script;
 pub mod source;
+pub mod tree;
 
 pub use context::{Context, ExportEndpoint, GitExportScheme};
 pub use export::{ArtifactInfo, HashingWriter, apply_retention, check_export_dir, list_artifacts};

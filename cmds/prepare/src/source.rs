@@ -91,6 +91,11 @@ pub enum SourceKind {
         xattrs: bool,
         one_file_system: bool,
         unreadable: ferry_archive::Unreadable,
+        /// `mode = "tree"`: the tree is described by a manifest
+        /// (`<stamp>.ftree`, [`crate::tree`]) instead of archived, with the
+        /// hash cache at this path (under the client's `state_dir`).
+        /// `None`: `mode = "tar"`, one `tar.zst`.
+        tree_cache: Option<PathBuf>,
     },
     /// `pg_dump -Fc` of one database, or `pg_dumpall` when `database` is
     /// `None`. `socket` is the socket directory (or the socket file).
@@ -132,6 +137,7 @@ impl SourceKind {
     /// The artifact's extension.
     pub fn extension(&self) -> &'static str {
         match self {
+            SourceKind::Fs { tree_cache: Some(_), .. } => crate::tree::EXTENSION,
             SourceKind::Fs { .. } => "tar.zst",
             SourceKind::Postgres { database: Some(_), .. } => "pgdump",
             // Distinct extensions, so the node knows which tool restores them.
@@ -259,9 +265,12 @@ pub fn check_source(spec: &SourceSpec, endpoint: &ExportEndpoint) -> Result<(), 
         check_argv(n, "post", post)?;
     }
     match &spec.kind {
-        SourceKind::Fs { root, include, exclude, xattrs, one_file_system, .. } => {
+        SourceKind::Fs { root, include, exclude, xattrs, one_file_system, tree_cache, .. } => {
             fs::create_options(root, include, exclude, *xattrs, *one_file_system, &endpoint.export_dir)
                 .map_err(|m| config(n, m))?;
+            if tree_cache.is_some() {
+                crate::tree::check_root(n, root)?;
+            }
         }
         SourceKind::Postgres { database, os_user, host, port, socket }
         | SourceKind::Mysql { database, os_user, host, port, socket } => {
@@ -341,7 +350,7 @@ pub fn prepare_source(
     let post = spec.post.as_ref().map(|argv| {
         let mut env = env.clone();
         match &attempt {
-            Ok((a, warnings)) => {
+            Ok((a, warnings, _)) => {
                 if !warnings.is_empty() {
                     env.push(("FERRY_WARNINGS".into(), warnings.join("\n").into()));
                 }
@@ -359,9 +368,9 @@ pub fn prepare_source(
         hooks::run(&spec.name, Phase::Post, argv, &env, spec.timeout)
     });
 
-    let (info, warnings) = match (attempt, post) {
+    let (info, warnings, tree_stats) = match (attempt, post) {
         (Ok(a), None | Some(Ok(()))) => a,
-        (Ok((a, _)), Some(Err(e))) => {
+        (Ok((a, _, _)), Some(Err(e))) => {
             // No request will name it: do not leave it to fill the disk.
             warn!(source = %spec.name, file = %a.path.display(), "post command failed; deleting the artifact");
             if let Err(err) = std::fs::remove_file(&a.path) {
@@ -387,9 +396,17 @@ pub fn prepare_source(
     let url =
         SftpUrl::new(user, host, Some(ep.port), path).map_err(|e| config(&spec.name, format!("export.port: {e}")))?;
     let source: Name = spec.name.parse().map_err(|e| config(&spec.name, e))?;
-    let requests =
-        vec![Request::Sftp(SftpRequest { stamp: info.stamp, url, sha256: info.sha256, size: info.size, source })];
-    Ok(Prepared { requests, warnings })
+    let requests = match (&spec.kind, &tree_stats) {
+        (SourceKind::Fs { root, .. }, Some(stats)) => {
+            info!(
+                source = %spec.name, entries = stats.entries, files_hashed = stats.files_hashed,
+                bytes_hashed = stats.bytes_hashed, "tree scanned"
+            );
+            vec![Request::Tree(crate::tree::request(&url, root, &info, &source)?)]
+        }
+        _ => vec![Request::Sftp(SftpRequest { stamp: info.stamp, url, sha256: info.sha256, size: info.size, source })],
+    };
+    Ok(Prepared { requests, warnings, tree: tree_stats })
 }
 
 /// What a successful source run produced.
@@ -401,6 +418,9 @@ pub struct Prepared {
     /// an fs source that left unreadable entries out — as escaped,
     /// printable one-line texts (log, `ferry status`, mail).
     pub warnings: Vec<String>,
+    /// A tree source's scan counters (entries, files and bytes hashed:
+    /// an unchanged repeat hashes 0 files), for the request's record.
+    pub tree: Option<ferry_tree::scan::ScanStats>,
 }
 
 fn remaining(deadline: Instant) -> Duration {
@@ -415,7 +435,7 @@ fn produce(
     export_dir: &Path,
     env: &[(String, OsString)],
     deadline: Instant,
-) -> Result<(ArtifactInfo, Vec<String>), PrepareError> {
+) -> Result<(ArtifactInfo, Vec<String>, Option<ferry_tree::scan::ScanStats>), PrepareError> {
     let name = spec.name.as_str();
     let timed_out = || PrepareError::Failed {
         module: spec.kind.module().into(),
@@ -427,13 +447,24 @@ fn produce(
     // Resolved before the temporary file exists, so a missing tool leaves
     // nothing behind and says so plainly.
     let fs_opts = match &spec.kind {
-        SourceKind::Fs { root, include, exclude, xattrs, one_file_system, unreadable } => Some(CreateOptions {
+        SourceKind::Fs { root, include, exclude, xattrs, one_file_system, unreadable, .. } => Some(CreateOptions {
             unreadable: *unreadable,
             ..fs::create_options(root, include, exclude, *xattrs, *one_file_system, export_dir)
                 .map_err(|m| config(name, m))?
         }),
         _ => None,
     };
+    if let (SourceKind::Fs { tree_cache: Some(cache), unreadable, .. }, Some(opts)) = (&spec.kind, &fs_opts) {
+        let skip = *unreadable == ferry_archive::Unreadable::Skip;
+        let run = crate::tree::write_manifest(name, opts, skip, cache, dir, Some(deadline))?;
+        let warnings = run
+            .stats
+            .skipped
+            .iter()
+            .map(|s| format!("source {name}: left out {} ({})", ferry_text::escape_bytes(&s.path, 400), s.error))
+            .collect();
+        return Ok((run.info, warnings, Some(run.stats)));
+    }
     let mysql_tool = match &spec.kind {
         SourceKind::Mysql { .. } => Some(db::find_mysql_dump().ok_or_else(|| PrepareError::Failed {
             module: "mysql".into(),
@@ -466,7 +497,7 @@ fn produce(
         SourceKind::Pipe { command } => pipe::stream(name, command, env, remaining(deadline), art.writer())?,
     }
     let info = art.commit().map_err(io_err(format!("storing the artifact in {}", dir.display())))?;
-    Ok((info, warnings))
+    Ok((info, warnings, None))
 }
 
 #[cfg(test)]
@@ -562,6 +593,7 @@ mod tests {
                 xattrs: false,
                 one_file_system: false,
                 unreadable: ferry_archive::Unreadable::Fail,
+                tree_cache: None,
             },
         );
         assert!(check_source(&s, &ep).unwrap_err().to_string().contains("not under root"));

@@ -24,6 +24,7 @@ fn fs_source(name: &str, root: &Path, include: Vec<PathBuf>, exclude: Vec<String
             xattrs,
             one_file_system: false,
             unreadable: ferry_archive::Unreadable::Fail,
+            tree_cache: None,
         },
     )
 }
@@ -204,4 +205,44 @@ fn list(archive: &Path) -> Vec<String> {
         .into_iter()
         .map(|e| String::from_utf8_lossy(&e.path).trim_end_matches('/').to_string())
         .collect()
+}
+
+/// `mode = "tree"` (issue 10): the source's run writes `<stamp>.ftree`
+/// and emits one `tree` request on the export endpoint whose root is the
+/// source's root; old manifests are pruned like dumps.
+#[test]
+fn tree_mode_writes_a_manifest_and_a_tree_request() {
+    let env = Env::new("prepare-fs-tree-mode");
+    let root = env.td.join("tree");
+    fs::create_dir_all(root.join("a")).unwrap();
+    fs::write(root.join("a/f.txt"), b"hello\n").unwrap();
+    let mut spec = fs_source("home", &root, vec![], vec![], false);
+    if let SourceKind::Fs { tree_cache, .. } = &mut spec.kind {
+        *tree_cache = Some(env.td.join("state/tree-cache/home"));
+    }
+    spec.keep = 1;
+    assert_eq!(spec.kind.extension(), "ftree");
+    let mut manifests = Vec::new();
+    for _ in 0..2 {
+        let p = ferry_prepare::prepare_source(&spec, &env.ctx(), &|_: &Path| false).unwrap();
+        let stats = p.tree.expect("tree stats");
+        assert_eq!((stats.entries, stats.files), (2, 1), "{stats:?}");
+        assert_eq!(p.requests.len(), 1);
+        let line = p.requests[0].to_line();
+        assert_eq!(ferry_request::parse(line.as_bytes()).unwrap(), p.requests[0]);
+        let ferry_request::Request::Tree(t) = &p.requests[0] else { panic!("not a tree request: {line}") };
+        assert_eq!(t.root.path.as_str(), root.to_str().unwrap());
+        assert_eq!((t.root.user.as_str(), t.root.host.as_str(), t.root.port), ("ferry", "client.example", Some(2222)));
+        let path = PathBuf::from(t.manifest.path.as_str());
+        assert_eq!(path.parent().unwrap(), env.source_dir("home"));
+        assert_eq!(t.manifest.path.file_name(), format!("{}.ftree", t.stamp));
+        assert_eq!(fs::metadata(&path).unwrap().len(), t.size);
+        assert_eq!(ferry_tests::sha256_file(&path), t.sha256.as_str());
+        // Finished long ago, so retention's grace period does not keep it.
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        fs::File::options().write(true).open(&path).unwrap().set_modified(day_ago).unwrap();
+        manifests.push(path);
+    }
+    // keep = 1: the first manifest is gone, the second stays.
+    assert!(!manifests[0].exists() && manifests[1].exists(), "{manifests:?}");
 }
