@@ -118,6 +118,7 @@ pub fn send_node(cfg: &ClientConfig, node: &NodeConfig, opts: &SendOptions) -> a
         total.delivered.extend(r.delivered);
         total.failed.extend(r.failed);
         total.warned.extend(r.warned);
+        total.trees.extend(r.trees);
         total.pending = r.pending;
         total.push_error = r.push_error;
         total.deferred_until = r.deferred_until;

@@ -15,7 +15,7 @@ fn tools() -> bool {
 }
 
 /// A tree with everything that tends to go wrong.
-fn odd_tree(root: &Path) {
+pub(crate) fn odd_tree(root: &Path) {
     fs::create_dir_all(root.join("sub/deeper")).unwrap();
     fs::create_dir_all(root.join("empty")).unwrap();
     fs::write(root.join("plain.txt"), "hello\n").unwrap();

@@ -32,6 +32,7 @@ mod restore_all;
 mod restore_faithful;
 mod retention;
 mod spine;
+mod tree_client;
 mod tree_pull;
 mod tree_rescue;
 mod two_accounts;
