@@ -169,6 +169,30 @@ pub fn io_refusal(what: &str, e: std::io::Error) -> Refusal {
 /// node-owned constant per client — pinned host key under an alias, the
 /// client's own pull key, no agent, no forwarding, no proxy, no local
 /// command; one multiplexed connection per client and destination.
+/// The sftp endpoint of an enrolled client (pinned host key under its
+/// alias, the node's pull key, the shared control dir, made here) and the
+/// job's deadline: one place for the sftp download and the tree pull.
+pub fn sftp_endpoint(
+    cfg: &NodeConfig,
+    client: &ClientEnrollment,
+) -> Result<(ferry_pull::sftp::SftpEndpoint, std::time::Duration), Refusal> {
+    let endpoint = ferry_pull::sftp::SftpEndpoint {
+        ssh: cfg.ssh.clone(),
+        host: client.address.as_str().to_owned(),
+        port: client.port,
+        user: client.user.as_str().to_owned(),
+        known_hosts: cfg.known_hosts(&client.name),
+        host_key_alias: format!("ferry-client-{}", client.name),
+        identity: cfg.pull_key(&client.name),
+        control_dir: cfg.control_dir(),
+        connect_timeout: std::time::Duration::from_secs(20),
+    };
+    std::fs::create_dir_all(cfg.control_dir()).map_err(|e| io_refusal("create the ssh control dir", e))?;
+    let timeout =
+        client.job_timeout_secs.map(std::time::Duration::from_secs).unwrap_or(cfg.duration(&cfg.limits.job_timeout));
+    Ok((endpoint, timeout))
+}
+
 pub fn ssh_command(cfg: &NodeConfig, client: &ClientEnrollment) -> String {
     let client_name = &client.name;
     let opts = ferry_run::ssh::SshOptions::new(
@@ -482,20 +506,7 @@ pub fn sftp(
     };
     subdir(&source_dir, &[&received])?;
     let dest = store.staging_dir(&key).map_err(store_refusal)?;
-    let endpoint = ferry_pull::sftp::SftpEndpoint {
-        ssh: cfg.ssh.clone(),
-        host: client.address.as_str().to_owned(),
-        port: client.port,
-        user: client.user.as_str().to_owned(),
-        known_hosts: cfg.known_hosts(&client.name),
-        host_key_alias: format!("ferry-client-{}", client.name),
-        identity: cfg.pull_key(&client.name),
-        control_dir: cfg.control_dir(),
-        connect_timeout: std::time::Duration::from_secs(20),
-    };
-    std::fs::create_dir_all(cfg.control_dir()).map_err(|e| io_refusal("create the ssh control dir", e))?;
-    let timeout =
-        client.job_timeout_secs.map(std::time::Duration::from_secs).unwrap_or(cfg.duration(&cfg.limits.job_timeout));
+    let (endpoint, timeout) = sftp_endpoint(cfg, client)?;
     let job = ferry_pull::sftp::DownloadJob {
         endpoint: &endpoint,
         remote_path: req.url.path.as_str(),

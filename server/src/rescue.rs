@@ -52,7 +52,7 @@ use serde::Serialize;
 
 use crate::config::NodeConfig;
 use crate::exit::UsageError;
-use crate::trees::{MODULE, TreeLayout};
+use crate::trees::TreeLayout;
 
 /// The directory beside DIR holding upper, work and the lower layers'
 /// read-only bind mounts.
@@ -168,18 +168,7 @@ pub fn pick(
     source: &str,
     at: Option<&str>,
 ) -> anyhow::Result<crate::catalog::Artifact> {
-    if !ferry_gitosis::username::is_valid_client_name(client) {
-        return Err(UsageError(format!("{client:?} is not a client name")).into());
-    }
-    let rows = match crate::catalog::open_existing(cfg)? {
-        Some(c) => c.find(&crate::catalog::Query {
-            client: Some(client.into()),
-            source: Some(source.into()),
-            ..Default::default()
-        })?,
-        None => Vec::new(),
-    };
-    let trees: Vec<_> = rows.into_iter().filter(|a| a.module == MODULE).collect();
+    let trees = crate::trees::snapshots_of(cfg, client, source)?;
     let chosen = match at {
         None => trees.last(),
         Some(t) => trees.iter().rev().find(|a| a.received.as_str() <= t),

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use crate::catalog::Artifact;
 use crate::config::NodeConfig;
 use crate::exit::UsageError;
-use crate::trees::{MODULE, TreeLayout};
+use crate::trees::TreeLayout;
 
 /// A diff between two snapshots, with which ones.
 #[derive(Debug)]
@@ -65,18 +65,7 @@ pub fn diff(
     b: Option<&str>,
     mtime: bool,
 ) -> anyhow::Result<TreeDiff> {
-    if !ferry_gitosis::username::is_valid_client_name(client) {
-        return Err(UsageError(format!("{client:?} is not a client name")).into());
-    }
-    let rows = match crate::catalog::open_existing(cfg)? {
-        Some(c) => c.find(&crate::catalog::Query {
-            client: Some(client.into()),
-            source: Some(source.into()),
-            ..Default::default()
-        })?,
-        None => Vec::new(),
-    };
-    let trees: Vec<Artifact> = rows.into_iter().filter(|r| r.module == MODULE).collect();
+    let trees: Vec<Artifact> = crate::trees::snapshots_of(cfg, client, source)?;
     let (old, new) = match (a, b) {
         (Some(a), Some(b)) => (find(&trees, a)?, find(&trees, b)?),
         (Some(a), None) => (find(&trees, a)?, trees.last().context("no snapshot")?),

@@ -78,20 +78,7 @@ pub fn tree(
         Ok(_) => return Err(Refusal::new(Reason::Store, format!("{} is not a plain directory", partial.display()))),
         Err(_) => std::fs::create_dir(&partial).map_err(|e| io_refusal("create the pull's work area", e))?,
     }
-    let endpoint = ferry_pull::sftp::SftpEndpoint {
-        ssh: cfg.ssh.clone(),
-        host: client.address.as_str().to_owned(),
-        port: client.port,
-        user: client.user.as_str().to_owned(),
-        known_hosts: cfg.known_hosts(&client.name),
-        host_key_alias: format!("ferry-client-{}", client.name),
-        identity: cfg.pull_key(&client.name),
-        control_dir: cfg.control_dir(),
-        connect_timeout: std::time::Duration::from_secs(20),
-    };
-    std::fs::create_dir_all(cfg.control_dir()).map_err(|e| io_refusal("create the ssh control dir", e))?;
-    let timeout =
-        client.job_timeout_secs.map(std::time::Duration::from_secs).unwrap_or(cfg.duration(&cfg.limits.job_timeout));
+    let (endpoint, timeout) = crate::jobs::sftp_endpoint(cfg, client)?;
     let idle = std::time::Duration::from_secs(60);
     let max_manifest = cfg.tree.max_manifest_bytes;
     let limits =

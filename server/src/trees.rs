@@ -24,6 +24,28 @@ use std::path::{Path, PathBuf};
 /// The module name of snapshot-tree rows in the catalog.
 pub const MODULE: &str = "tree";
 
+/// The catalogued snapshots of one source, oldest first (what `rescue`,
+/// `diff` and `restore` choose from); a client name outside the grammar is
+/// a usage error, never a path.
+pub fn snapshots_of(
+    cfg: &crate::config::NodeConfig,
+    client: &str,
+    source: &str,
+) -> anyhow::Result<Vec<crate::catalog::Artifact>> {
+    if !ferry_gitosis::username::is_valid_client_name(client) {
+        return Err(crate::exit::UsageError(format!("{client:?} is not a client name")).into());
+    }
+    let rows = match crate::catalog::open_existing(cfg)? {
+        Some(c) => c.find(&crate::catalog::Query {
+            client: Some(client.into()),
+            source: Some(source.into()),
+            ..Default::default()
+        })?,
+        None => Vec::new(),
+    };
+    Ok(rows.into_iter().filter(|a| a.module == MODULE).collect())
+}
+
 /// Paths of snapshot trees under the node's data directory.
 #[derive(Debug, Clone)]
 pub struct TreeLayout {
