@@ -116,11 +116,7 @@ fn fill(manifest: &Manifest, root: &Path) -> anyhow::Result<MetaStats> {
                 rustix::fs::fsetxattr(&fd, "trusted.overlay.redirect", &redirect, XattrFlags::empty())
                     .with_context(ctx)?;
                 user_xattrs(&fd, e).with_context(ctx)?;
-                rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(e.uid)), Some(rustix::fs::Gid::from_raw(e.gid)))
-                    .with_context(ctx)?;
-                // After chown, which clears setuid bits.
-                rustix::fs::fchmod(&fd, Mode::from_raw_mode(e.mode)).with_context(ctx)?;
-                rustix::fs::futimens(&fd, &ts(e.mtime)).with_context(ctx)?;
+                owner_mode_mtime(&fd, e).with_context(ctx)?;
                 if let Some(g) = e.link {
                     first_of_group.insert(g, p);
                 }
@@ -150,10 +146,7 @@ fn fill(manifest: &Manifest, root: &Path) -> anyhow::Result<MetaStats> {
             rustix::fs::open(p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
                 .with_context(ctx)?;
         user_xattrs(&fd, e).with_context(ctx)?;
-        rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(e.uid)), Some(rustix::fs::Gid::from_raw(e.gid)))
-            .with_context(ctx)?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(e.mode)).with_context(ctx)?;
-        rustix::fs::futimens(&fd, &ts(e.mtime)).with_context(ctx)?;
+        owner_mode_mtime(&fd, e).with_context(ctx)?;
     }
     Ok(stats)
 }
@@ -167,4 +160,12 @@ fn user_xattrs(fd: &impl std::os::fd::AsFd, e: &ferry_tree::manifest::Entry) -> 
         rustix::fs::fsetxattr(fd, name.as_c_str(), value, XattrFlags::empty())?;
     }
     Ok(())
+}
+
+/// The manifest's owner, then mode (after chown, which clears setuid
+/// bits), then mtime, on an open file or directory of the metadata layer.
+fn owner_mode_mtime(fd: &impl rustix::fd::AsFd, e: &ferry_tree::manifest::Entry) -> rustix::io::Result<()> {
+    rustix::fs::fchown(fd, Some(rustix::fs::Uid::from_raw(e.uid)), Some(rustix::fs::Gid::from_raw(e.gid)))?;
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(e.mode))?;
+    rustix::fs::futimens(fd, &ts(e.mtime))
 }
