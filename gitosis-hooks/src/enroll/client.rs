@@ -102,6 +102,10 @@ pub struct ClientEnrollment {
     /// Retention rules for this client's sources (`keep-*`); `None`: the
     /// node's `[retention]`. A `[ferry source …]` section overrides them.
     pub keep: Option<super::KeepRules>,
+    /// The share group whose one content store this client's snapshot
+    /// trees use (`[ferry share GROUP]`, [`super::share`]); `None`: the
+    /// client's own store. Set by [`super::Enrollment::build`].
+    pub share: Option<String>,
 }
 
 /// Options a `[ferry client]` section may have.
@@ -292,5 +296,6 @@ pub(super) fn parse_client(conf: &Config, section: &str, name: &str, rep: &mut R
         web: web?,
         expected: expected?,
         keep: keep?,
+        share: None,
     })
 }

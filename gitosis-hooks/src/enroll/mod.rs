@@ -10,6 +10,8 @@
 //! * [`client`]: `[ferry client NAME]` sections, parsed into the request
 //!   grammar's types ([`ClientEnrollment`]);
 //! * [`sections`]: gitosis' own sections and the grants they make;
+//! * [`share`]: `[ferry share GROUP]`, the clients of a gitosis group that
+//!   share one content store for their snapshot trees;
 //! * [`units`]: size and duration syntax.
 //!
 //! # Whole-config checks
@@ -47,6 +49,7 @@ pub mod dataset;
 pub mod expect;
 pub mod keep;
 pub mod sections;
+pub mod share;
 pub mod units;
 
 pub use client::ClientEnrollment;
@@ -102,6 +105,9 @@ pub struct Enrollment {
     /// `[ferry dataset NAME]`: name → its `(client, source)` members
     /// ([`dataset`]).
     pub datasets: BTreeMap<String, Vec<(String, String)>>,
+    /// `[ferry share GROUP]`: group → its enrolled members, sorted
+    /// ([`share`]); each member's [`ClientEnrollment::share`] names it.
+    pub shares: BTreeMap<String, Vec<String>>,
 }
 
 /// Collects errors and warnings while building.
@@ -183,7 +189,7 @@ impl Enrollment {
         let mut clients = BTreeMap::new();
         let mut source_keep = BTreeMap::new();
         for section in conf.sections() {
-            if dataset::dataset_section(section).is_some() {
+            if dataset::dataset_section(section).is_some() || share::share_section(section).is_some() {
                 // Parsed below, once every client is known.
             } else if is_ferry_owned(section) {
                 if let Some(name) = ferry_client_name(section) {
@@ -196,7 +202,7 @@ impl Enrollment {
                     }
                 } else {
                     rep.conf(format!(
-                        "{}: not a valid Ferry section; expected [{FERRY_CLIENT_PREFIX}NAME] with NAME matching ^[A-Za-z][A-Za-z0-9._-]{{0,62}}$ (no '..', not ending in .git or .lock), [{FERRY_SOURCE_PREFIX}CLIENT SOURCE] or [ferry dataset NAME]",
+                        "{}: not a valid Ferry section; expected [{FERRY_CLIENT_PREFIX}NAME] with NAME matching ^[A-Za-z][A-Za-z0-9._-]{{0,62}}$ (no '..', not ending in .git or .lock), [{FERRY_SOURCE_PREFIX}CLIENT SOURCE], [ferry dataset NAME] or [ferry share GROUP]",
                         sec(section)
                     ))
                 }
@@ -243,9 +249,15 @@ impl Enrollment {
         }
         check_grants(conf, &users, &client_names, &mut rep);
         let datasets = dataset::parse_datasets(conf, &client_names, &mut rep);
+        let (shares, share_of) = share::parse_shares(conf, &client_names, &mut rep);
+        for (name, group) in share_of {
+            if let Some(c) = clients.get_mut(&name) {
+                c.share = Some(group);
+            }
+        }
 
         if rep.errors.is_empty() {
-            Ok(Enrollment { clients, users, source_keep, warnings: rep.warnings, datasets })
+            Ok(Enrollment { clients, users, source_keep, warnings: rep.warnings, datasets, shares })
         } else {
             Err(rep.errors)
         }
