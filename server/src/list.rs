@@ -77,6 +77,10 @@ pub struct ClientInfo {
 /// the trees really cost (every snapshot's files are links into it).
 #[derive(Debug, Serialize)]
 pub struct TreeStore {
+    /// The store's directory under `data/`: `<client>/store`, or
+    /// `.share/<group>/store` for a member of a share group (the figures
+    /// below are then the whole group's).
+    pub dir: String,
     /// Distinct contents.
     pub contents: u64,
     /// Bytes stored (all copies; each inode once).
@@ -85,14 +89,17 @@ pub struct TreeStore {
     pub unreferenced: u64,
 }
 
-/// The client's tree store, listed once (one `lstat` per content).
+/// The store the client's trees use now (its own, or its share group's:
+/// then the figures are the group's), listed once (one `lstat` per
+/// content).
 fn tree_store(cfg: &NodeConfig, client: &str) -> Option<TreeStore> {
-    let dir = crate::trees::TreeLayout::new(cfg.data_dir()).store_dir(client);
+    let dir = crate::trees::live_store_dir(cfg, client);
     if !dir.is_dir() {
         return None;
     }
-    let store = ferry_tree::store::Store::open(dir).ok()?;
-    let mut t = TreeStore { contents: 0, bytes: 0, unreferenced: 0 };
+    let rel = dir.strip_prefix(cfg.data_dir()).unwrap_or(&dir).to_string_lossy().into_owned();
+    let store = ferry_tree::store::Store::open(&dir).ok()?;
+    let mut t = TreeStore { dir: rel, contents: 0, bytes: 0, unreferenced: 0 };
     for c in store.iter().flatten() {
         t.contents += 1;
         t.bytes += c.copies.iter().map(|k| k.size).sum::<u64>();
@@ -261,8 +268,8 @@ pub fn print(list: &[ClientInfo]) -> std::io::Result<()> {
         }
         if let Some(t) = &c.tree_store {
             line(&format!(
-                "  tree store: {} contents, {} bytes ({} unreferenced, removed by the next purge)",
-                t.contents, t.bytes, t.unreferenced
+                "  tree store {}: {} contents, {} bytes ({} unreferenced, removed by the next purge)",
+                t.dir, t.contents, t.bytes, t.unreferenced
             ))?;
         }
         line(&format!(

@@ -69,7 +69,6 @@ pub fn tree(
     let cdir = client_dir(cfg, &client.name)?;
     let layout = TreeLayout::new(cfg.data_dir());
     subdir(&cdir, &["trees", source])?;
-    subdir(&cdir, &["store"])?;
     // `.partial` is no storage name (a dot name is never a snapshot), so
     // it is made here, refusing anything but a plain directory.
     let partial = layout.partial_dir(&client.name, source);
@@ -122,7 +121,13 @@ pub fn tree(
     };
 
     // 3. Quota on new bytes, then the fetch.
-    let store = Store::open(layout.store_dir(&client.name)).map_err(|e| store_refusal(&e))?;
+    // The client's store or its share group's, held shared until the
+    // snapshot is published so no gc takes a content put but not linked.
+    let store_dir = crate::trees::store_dir_for(cfg, client);
+    let locked = crate::trees::lock_store(&cfg.data_dir(), &store_dir, false)
+        .map_err(|e| store_refusal(&e))?
+        .ok_or_else(|| Refusal::new(Reason::Store, "the store's lock was refused"))?;
+    let (store, _store_lock): (Store, _) = locked.into_parts();
     let missing = snapshot::missing(&manifest, &store);
     let new_bytes: u64 = missing.iter().map(|m| m.size).fold(0, u64::saturating_add);
     if let Some(left) = quota_left(cfg, client, &cdir)?

@@ -1,9 +1,9 @@
 //! Retention of snapshot trees: a snapshot the rules do not keep is
 //! unpublished (renamed to a hidden name, so no reader sees half of it),
 //! its manifest and tree removed, its cached rescue metadata layer too;
-//! then the client's store drops every content no snapshot links any more
-//! ([`ferry_tree::store::Store::gc`], under the client's pool lock, which
-//! pulls hold while they build). A snapshot mounted by a `rescue` is kept
+//! then the client's store and the share groups' stores drop every content
+//! no snapshot links any more ([`ferry_tree::store::Store::gc`], under the
+//! store's exclusive lock, which pulls hold shared until they publish). A snapshot mounted by a `rescue` is kept
 //! until `rescue --undo`.
 
 use std::os::fd::AsFd as _;
@@ -13,7 +13,7 @@ use anyhow::Context as _;
 
 use crate::catalog::Artifact;
 use crate::config::NodeConfig;
-use crate::trees::TreeLayout;
+use crate::trees::{SHARE_DIR, TreeLayout};
 
 fn snapshot_dir(cfg: &NodeConfig, a: &Artifact) -> PathBuf {
     TreeLayout::new(cfg.data_dir()).snapshot_dir(&a.client, &a.source, &a.received)
@@ -67,7 +67,12 @@ pub fn remove(cfg: &NodeConfig, a: &Artifact) -> anyhow::Result<()> {
 }
 
 /// Finishes removals a killed purge left (`.<received>.purging`), then
-/// removes the store's unlinked contents. Returns (contents, bytes).
+/// removes the unlinked contents of the client's own store and of every
+/// share group's store (its removed snapshots may have linked into a
+/// group's store, or into an old one after a move; a store entry goes only
+/// when no snapshot of anyone links it: link count 1). Each store under its
+/// exclusive lock; one a pull holds is left for the next purge. Returns
+/// (contents, bytes).
 pub fn gc(cfg: &NodeConfig, client: &str) -> anyhow::Result<(u64, u64)> {
     let layout = TreeLayout::new(cfg.data_dir());
     for source in layout.sources(client)? {
@@ -79,9 +84,20 @@ pub fn gc(cfg: &NodeConfig, client: &str) -> anyhow::Result<(u64, u64)> {
             }
         }
     }
-    if !layout.store_dir(client).is_dir() {
-        return Ok((0, 0));
+    let own = layout.store_dir(client);
+    let shared =
+        layout.stores().into_iter().map(|(_, d)| d).filter(|d| d.starts_with(layout.data_dir().join(SHARE_DIR)));
+    let mut removed = (0, 0);
+    for dir in std::iter::once(own).filter(|d| d.is_dir()).chain(shared) {
+        match crate::trees::lock_store(layout.data_dir(), &dir, true)? {
+            Some(l) => {
+                let (n, b) = l.store.gc()?;
+                removed = (removed.0 + n, removed.1 + b);
+            }
+            None => {
+                tracing::info!(store = %dir.display(), "tree gc: a pull holds the store; the next purge collects it")
+            }
+        }
     }
-    let store = ferry_tree::store::Store::open(layout.store_dir(client))?;
-    Ok(store.gc()?)
+    Ok(removed)
 }

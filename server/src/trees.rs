@@ -4,11 +4,26 @@
 //!
 //! ```text
 //! data/<client>/store/                      content store of the client (ferry_tree::Store)
+//! data/.share/<group>/store/                content store of a share group ([ferry share GROUP])
 //! data/<client>/trees/<source>/<received>/  a published snapshot (plain directory tree,
 //!                                           every regular file a hard link into the store)
 //! data/<client>/trees/<source>/<received>.ftree   its manifest (the metadata)
 //! data/<client>/trees/<source>/.partial/    work area of a pull in progress (never read)
 //! ```
+//!
+//! Dedup is per client unless gitosis.conf opts a gitosis group in with
+//! `[ferry share GROUP]` (`ferry_gitosis::enroll::share`): the new
+//! snapshots of its members link into the group's store. `.share` starts
+//! with a dot, so no client (whose name starts with a letter) can own it,
+//! and it is under `data/`, on the file system hard links need. Which store
+//! a client's pull uses is decided in one place, [`store_dir_for`]; readers
+//! of a published snapshot find its store by its files' inodes
+//! ([`snapshot_store`]), so a client moved into or out of a group keeps
+//! its older snapshots linked into the store they were built against.
+//! Every store has a lock file (`<store>/lock`): a pull holds it shared
+//! from its first look at the store until its snapshot is published (so
+//! members pull side by side), the garbage collector exclusively (a
+//! content another member just put, not linked yet, has one link).
 //!
 //! `store` and `trees` are reserved source names (`ferry_request::RESERVED_SOURCE_NAMES`),
 //! so no client's source can take these places. Snapshot trees are not
@@ -21,8 +36,131 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use ferry_gitosis::enroll::ClientEnrollment;
+use ferry_tree::manifest::Sha256;
+use ferry_tree::store::{Store, StoreError};
+
 /// The module name of snapshot-tree rows in the catalog.
 pub const MODULE: &str = "tree";
+
+/// Where share groups' stores live under the data directory (a dot name:
+/// never a client's).
+pub const SHARE_DIR: &str = ".share";
+
+/// The content store the pulls of `client` put into and build from: the
+/// store of its share group when gitosis.conf has one for it
+/// ([`ClientEnrollment::share`]), else its own. The one place that decides.
+pub fn store_dir_for(cfg: &crate::config::NodeConfig, client: &ClientEnrollment) -> PathBuf {
+    TreeLayout::new(cfg.data_dir()).store_for(&client.name, client.share.as_deref())
+}
+
+/// [`store_dir_for`] of a client by name, from the live enrollment; a
+/// client that is not (or no longer) enrolled uses its own store.
+pub fn live_store_dir(cfg: &crate::config::NodeConfig, client: &str) -> PathBuf {
+    match crate::enrollment::load(cfg).ok().and_then(|e| e.client(client).cloned()) {
+        Some(c) => store_dir_for(cfg, &c),
+        None => TreeLayout::new(cfg.data_dir()).store_dir(client),
+    }
+}
+
+/// A content store held under its lock file (see the module docs);
+/// released on drop.
+pub struct LockedStore {
+    pub store: Store,
+    lock: StoreLock,
+}
+
+/// The held lock of a content store; released on drop.
+pub struct StoreLock(#[allow(dead_code)] std::fs::File);
+
+impl LockedStore {
+    /// The store and its lock, to hold apart.
+    pub fn into_parts(self) -> (Store, StoreLock) {
+        (self.store, self.lock)
+    }
+}
+
+/// Opens (creating it, directory by directory with `lstat` checks) the
+/// store at `dir` under data dir `data`, and takes its lock: shared (a
+/// pull; waits for a running gc) or exclusive (gc; `None` when a pull
+/// holds it: the next purge collects).
+pub fn lock_store(data: &Path, dir: &Path, exclusive: bool) -> Result<Option<LockedStore>, StoreError> {
+    let io = |what: &str, e: std::io::Error| StoreError::Io { context: format!("{what} {}", dir.display()), source: e };
+    let rel = dir
+        .strip_prefix(data)
+        .map_err(|_| io("outside the data directory:", std::io::ErrorKind::InvalidInput.into()))?;
+    let segs: Vec<&str> = rel.iter().filter_map(|s| s.to_str()).collect();
+    let (base, segs) = match segs.split_first() {
+        Some((&SHARE_DIR, rest)) => {
+            let base = data.join(SHARE_DIR);
+            match std::fs::symlink_metadata(&base) {
+                Ok(m) if m.file_type().is_dir() => {}
+                Ok(_) => return Err(io("not a plain directory:", std::io::ErrorKind::InvalidInput.into())),
+                Err(_) => std::fs::create_dir_all(&base).map_err(|e| io("creating", e))?,
+            }
+            (base, rest)
+        }
+        _ => (data.to_owned(), segs.as_slice()),
+    };
+    crate::store::safe_subdir(&base, segs).map_err(|e| io("creating", e))?;
+    let store = Store::open(dir)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("lock"))
+        .map_err(|e| io("opening the lock of", e))?;
+    if exclusive {
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", e)),
+        }
+    } else {
+        file.lock_shared().map_err(|e| io("locking", e))?;
+    }
+    Ok(Some(LockedStore { store, lock: StoreLock(file) }))
+}
+
+/// Whether the file (dev, ino) is content `d`'s inode in `store` (its
+/// primary copy or a copy made at the link limit, `<hex>.<n>`).
+pub fn is_store_inode(store: &Store, d: &Sha256, dev: u64, ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let primary = store.path(d);
+    let same = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+    if same(&primary) {
+        return true;
+    }
+    (1..).map(|i| primary.with_file_name(format!("{d}.{i}"))).take_while(|p| p.exists()).any(|p| same(&p))
+}
+
+/// The store directory a published snapshot's files link into: the store
+/// holding its first regular file's inode, looked for in the client's
+/// current store, then its own, then every store on disk (a client moved
+/// into or out of a share group keeps older snapshots in the old store).
+/// A snapshot without files, or whose first file links nowhere (verify
+/// reports that), gets the client's current store.
+pub fn snapshot_store(
+    cfg: &crate::config::NodeConfig,
+    client: &str,
+    snapshot: &Path,
+    manifest: &ferry_tree::manifest::Manifest,
+) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let layout = TreeLayout::new(cfg.data_dir());
+    let current = live_store_dir(cfg, client);
+    let first = manifest.entries.iter().find_map(|e| e.sha256().map(|d| (d, &e.path)));
+    let Some((d, path)) = first else { return current };
+    let Ok(md) = std::fs::symlink_metadata(snapshot.join(std::ffi::OsStr::from_bytes(path))) else { return current };
+    let mut candidates = vec![current.clone(), layout.store_dir(client)];
+    candidates.extend(layout.stores().into_iter().map(|(_, p)| p));
+    candidates
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .find(|p| Store::open(p).is_ok_and(|s| is_store_inode(&s, d, md.dev(), md.ino())))
+        .unwrap_or(current)
+}
 
 /// The catalogued snapshots of one source, oldest first (what `rescue`,
 /// `diff` and `restore` choose from); a client name outside the grammar is
@@ -61,9 +199,51 @@ impl TreeLayout {
         &self.data
     }
 
-    /// The content store of `client` (dedup is per client).
+    /// The own content store of `client` (dedup is per client).
     pub fn store_dir(&self, client: &str) -> PathBuf {
         self.data.join(client).join("store")
+    }
+
+    /// The content store of share group `group` (`[ferry share GROUP]`).
+    pub fn share_store_dir(&self, group: &str) -> PathBuf {
+        self.data.join(SHARE_DIR).join(group).join("store")
+    }
+
+    /// The store a client's new snapshots link into: its share group's,
+    /// else its own. Callers go through [`store_dir_for`].
+    fn store_for(&self, client: &str, share: Option<&str>) -> PathBuf {
+        match share {
+            Some(g) => self.share_store_dir(g),
+            None => self.store_dir(client),
+        }
+    }
+
+    /// Every content store on disk, sorted: clients' own stores (named
+    /// `<client>/store`), then share groups' (`.share/<group>/store`).
+    pub fn stores(&self) -> Vec<(String, PathBuf)> {
+        let names = |dir: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter(|n| ferry_gitosis::username::is_valid_client_name(n))
+                .collect();
+            v.sort();
+            v
+        };
+        let mut out: Vec<(String, PathBuf)> = names(&self.data)
+            .into_iter()
+            .map(|c| (format!("{c}/store"), self.store_dir(&c)))
+            .filter(|(_, d)| d.is_dir())
+            .collect();
+        out.extend(
+            names(&self.data.join(SHARE_DIR))
+                .into_iter()
+                .map(|g| (format!("{SHARE_DIR}/{g}/store"), self.share_store_dir(&g)))
+                .filter(|(_, d)| d.is_dir()),
+        );
+        out
     }
 
     /// The directory holding the snapshots of one source.
@@ -153,7 +333,7 @@ pub fn build_test_snapshot(
     let layout = TreeLayout::new(cfg.data_dir());
     let scan = ferry_tree::scan::scan(&ferry_tree::scan::ScanOptions::new(fixture))?;
     let manifest = scan.manifest;
-    let store = ferry_tree::store::Store::open(layout.store_dir(client))?;
+    let store = Store::open(live_store_dir(cfg, client))?;
     for m in ferry_tree::snapshot::missing(&manifest, &store) {
         let src = fixture.join(std::ffi::OsStr::from_bytes(&m.paths[0]));
         let f = std::fs::File::open(&src).with_context(|| format!("reading {}", src.display()))?;

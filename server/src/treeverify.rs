@@ -1,48 +1,75 @@
-//! `verify` of snapshot trees: each client's content store re-hashed once
-//! (an inode shared by thirty snapshots is read once, not thirty times:
+//! `verify` of snapshot trees: each content store re-hashed once (an inode
+//! shared by thirty snapshots, or by the snapshots of every member of a
+//! share group, is read once, not thirty times:
 //! [`ferry_tree::store::Store::verify`]), then each snapshot checked
 //! without reading file data: its manifest against the catalog digest, and
 //! every regular file a link to the store inode of its manifest digest
-//! (so a verified store means verified snapshots).
+//! (so a verified store means verified snapshots). A snapshot is checked
+//! against the store its files link into ([`crate::trees::snapshot_store`]):
+//! its client's own, its share group's, or the one it was built against
+//! before the client moved into or out of a group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 use crate::catalog::Artifact;
 use crate::config::NodeConfig;
-use crate::trees::{MODULE, TreeLayout};
+use crate::trees::{MODULE, TreeLayout, is_store_inode};
 use crate::verify::Problem;
+
+/// A snapshot's manifest, read and checked against the catalog.
+type Parsed = Result<ferry_tree::manifest::Manifest, String>;
 
 /// Checks the stores and snapshots of `rows` (catalog rows of module
 /// `tree`), and finds snapshots on disk the catalog lacks. Returns how
 /// many snapshots and store contents were checked.
 pub fn verify(cfg: &NodeConfig, client: Option<&str>, rows: &[Artifact], problems: &mut Vec<Problem>) -> usize {
     let layout = TreeLayout::new(cfg.data_dir());
+    let data = layout.data_dir().to_owned();
     let mut by_client: BTreeMap<String, Vec<&Artifact>> = BTreeMap::new();
     for a in rows.iter().filter(|a| a.module == MODULE) {
         by_client.entry(a.client.clone()).or_default().push(a);
     }
-    // Clients with a store but no row left still get their store checked.
-    for cdir in std::fs::read_dir(cfg.data_dir()).into_iter().flatten().flatten() {
+    // Clients with trees or a store but no row left are still checked.
+    for cdir in std::fs::read_dir(&data).into_iter().flatten().flatten() {
         let name = cdir.file_name().to_string_lossy().into_owned();
-        if client.is_none_or(|c| c == name) && layout.store_dir(&name).is_dir() {
+        if client.is_none_or(|c| c == name)
+            && ferry_gitosis::username::is_valid_client_name(&name)
+            && (layout.store_dir(&name).is_dir() || cdir.path().join("trees").is_dir())
+        {
             by_client.entry(name).or_default();
         }
     }
-    let mut checked = 0;
-    for (c, snaps) in &by_client {
-        let problem = |source: &str, path: String, problem: String| Problem {
-            client: c.clone(),
-            source: source.to_owned(),
-            path,
-            problem,
+    // Each snapshot's manifest and store first, so every store that
+    // anything links into is verified, once.
+    let mut snaps: Vec<(&Artifact, Parsed, PathBuf)> = Vec::new();
+    for a in by_client.values().flatten() {
+        let dest = layout.snapshot_dir(&a.client, &a.source, &a.received);
+        let parsed = read_manifest(&layout, a);
+        let dir = match &parsed {
+            Ok(m) => crate::trees::snapshot_store(cfg, &a.client, &dest, m),
+            Err(_) => crate::trees::live_store_dir(cfg, &a.client),
         };
-        let store_rel = format!("{c}/store");
-        let store = match ferry_tree::store::Store::open(layout.store_dir(c)) {
+        snaps.push((a, parsed, dir));
+    }
+    let mut dirs: BTreeSet<PathBuf> = snaps.iter().map(|(_, _, d)| d.clone()).collect();
+    match client {
+        None => dirs.extend(layout.stores().into_iter().map(|(_, d)| d)),
+        Some(c) => dirs.extend([layout.store_dir(c), crate::trees::live_store_dir(cfg, c)]),
+    }
+    let mut checked = 0;
+    let mut stores: BTreeMap<PathBuf, ferry_tree::store::Store> = BTreeMap::new();
+    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
+        let rel = dir.strip_prefix(&data).unwrap_or(&dir).to_string_lossy().into_owned();
+        let owner = rel.strip_suffix("/store").unwrap_or(&rel).to_owned();
+        let problem =
+            |path: String, problem: String| Problem { client: owner.clone(), source: "store".into(), path, problem };
+        let store = match ferry_tree::store::Store::open(&dir) {
             Ok(s) => s,
             Err(e) => {
-                problems.push(problem("store", store_rel, e.to_string()));
+                problems.push(problem(rel, e.to_string()));
                 continue;
             }
         };
@@ -51,23 +78,41 @@ pub fn verify(cfg: &NodeConfig, client: Option<&str>, rows: &[Artifact], problem
                 checked += r.contents as usize;
                 for (d, index, why) in r.bad {
                     let copy = if index == 0 { String::new() } else { format!(".{index}") };
-                    problems.push(problem("store", format!("{store_rel}/sha256/{d}{copy}"), why));
+                    problems.push(problem(format!("{rel}/sha256/{d}{copy}"), why));
                 }
             }
-            Err(e) => problems.push(problem("store", store_rel.clone(), e.to_string())),
+            Err(e) => problems.push(problem(rel.clone(), e.to_string())),
         }
-        for a in snaps {
-            checked += 1;
-            if let Some(p) = check_snapshot(&layout, &store, a) {
-                problems.push(problem(&a.source, a.path.clone(), p));
-            }
+        stores.insert(dir, store);
+    }
+    for (a, parsed, dir) in &snaps {
+        checked += 1;
+        let p = match (parsed, stores.get(dir)) {
+            (Err(p), _) => Some(p.clone()),
+            (Ok(_), None) => Some(format!("its content store {} is missing", dir.display())),
+            (Ok(m), Some(store)) => check_files(&layout, store, a, m),
+        };
+        if let Some(p) = p {
+            problems.push(Problem {
+                client: a.client.clone(),
+                source: a.source.clone(),
+                path: a.path.clone(),
+                problem: p,
+            });
         }
-        let known: std::collections::BTreeSet<&str> = snaps.iter().map(|a| a.path.as_str()).collect();
+    }
+    for (c, rows) in &by_client {
+        let known: BTreeSet<&str> = rows.iter().map(|a| a.path.as_str()).collect();
         for source in layout.sources(c).unwrap_or_default() {
             for r in layout.snapshots(c, &source).unwrap_or_default() {
                 let path = TreeLayout::catalog_path(c, &source, &r);
                 if !known.contains(path.as_str()) {
-                    problems.push(problem(&source, path, "snapshot on disk but not in the catalog".into()));
+                    problems.push(Problem {
+                        client: c.clone(),
+                        source: source.clone(),
+                        path,
+                        problem: "snapshot on disk but not in the catalog".into(),
+                    });
                 }
             }
         }
@@ -75,23 +120,27 @@ pub fn verify(cfg: &NodeConfig, client: Option<&str>, rows: &[Artifact], problem
     checked
 }
 
-/// One snapshot: manifest digest, then every file's inode.
-fn check_snapshot(layout: &TreeLayout, store: &ferry_tree::store::Store, a: &Artifact) -> Option<String> {
-    let dest = layout.snapshot_dir(&a.client, &a.source, &a.received);
-    let text = match std::fs::read(layout.manifest_path(&a.client, &a.source, &a.received)) {
-        Ok(t) => t,
-        Err(e) => return Some(format!("manifest unreadable: {e}")),
-    };
+/// The manifest of a snapshot, its digest checked against the catalog.
+fn read_manifest(layout: &TreeLayout, a: &Artifact) -> Parsed {
+    let text = std::fs::read(layout.manifest_path(&a.client, &a.source, &a.received))
+        .map_err(|e| format!("manifest unreadable: {e}"))?;
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text));
     if digest != a.sha256 {
-        return Some(format!("manifest sha256 {digest} instead of {} (catalog)", a.sha256));
+        return Err(format!("manifest sha256 {digest} instead of {} (catalog)", a.sha256));
     }
     let unlimited =
         ferry_tree::manifest::Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
-    let m = match ferry_tree::manifest::parse(&text, &unlimited) {
-        Ok(m) => m,
-        Err(e) => return Some(format!("manifest refused: {e}")),
-    };
+    ferry_tree::manifest::parse(&text, &unlimited).map_err(|e| format!("manifest refused: {e}"))
+}
+
+/// Every file of one snapshot is its content's store inode.
+fn check_files(
+    layout: &TreeLayout,
+    store: &ferry_tree::store::Store,
+    a: &Artifact,
+    m: &ferry_tree::manifest::Manifest,
+) -> Option<String> {
+    let dest = layout.snapshot_dir(&a.client, &a.source, &a.received);
     let mut bad = 0usize;
     let mut first = None;
     for e in &m.entries {
@@ -109,14 +158,4 @@ fn check_snapshot(layout: &TreeLayout, store: &ferry_tree::store::Store, a: &Art
         return Some("snapshot directory missing".into());
     }
     first.map(|f| format!("{bad} files are not their content's store inode (first: {f})"))
-}
-
-fn is_store_inode(store: &ferry_tree::store::Store, d: &ferry_tree::manifest::Sha256, dev: u64, ino: u64) -> bool {
-    let primary = store.path(d);
-    let same = |p: &std::path::Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
-    if same(&primary) {
-        return true;
-    }
-    // Copies made at the link limit: `<hex>.1`, `<hex>.2`, …
-    (1..).map(|i| primary.with_file_name(format!("{d}.{i}"))).take_while(|p| p.exists()).any(|p| same(&p))
 }

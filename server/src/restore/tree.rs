@@ -27,7 +27,8 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &super::RestoreArgs) -> any
         ferry_tree::manifest::Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
     let m =
         ferry_tree::manifest::parse(&text, &unlimited).map_err(|e| anyhow::anyhow!("manifest of {}: {e}", a.path))?;
-    let store = ferry_tree::store::Store::open(layout.store_dir(&a.client))?;
+    let snap = layout.snapshot_dir(&a.client, &a.source, &a.received);
+    let store = ferry_tree::store::Store::open(crate::trees::snapshot_store(cfg, &a.client, &snap, &m))?;
     let mut policy = ferry_tree::restore::RestorePolicy::from(&args.policy);
     // A tree restore gives owners back whenever it can (as root); the
     // library leaves them alone otherwise.

@@ -35,5 +35,6 @@ mod spine;
 mod tree_client;
 mod tree_pull;
 mod tree_rescue;
+mod tree_share;
 mod two_accounts;
 mod web_access;
