@@ -379,4 +379,35 @@ mod tests {
         assert!(l.snapshots("a", "none").unwrap().is_empty());
         assert_eq!(TreeLayout::catalog_path("a", "www", "r"), "a/trees/www/r");
     }
+
+    #[test]
+    fn group_stores_never_collide_with_clients_and_gc_waits_for_no_pull() {
+        let td = tempfile::tempdir().unwrap();
+        let l = TreeLayout::new(td.path());
+        let group = l.share_store_dir("web");
+        assert_eq!(group, td.path().join(".share/web/store"));
+        assert!(!ferry_gitosis::username::is_valid_client_name(SHARE_DIR), "no client can be named {SHARE_DIR}");
+        assert_eq!(l.store_for("web1", Some("web")), group);
+        assert_eq!(l.store_for("web1", None), l.store_dir("web1"));
+
+        // A pull holds the store shared: a second pull joins, gc is refused.
+        let pull = lock_store(td.path(), &group, false).unwrap().unwrap();
+        let other = lock_store(td.path(), &group, false).unwrap().unwrap();
+        assert!(lock_store(td.path(), &group, true).unwrap().is_none());
+        drop((pull, other));
+        let gc = lock_store(td.path(), &group, true).unwrap().unwrap();
+        assert!(lock_store(td.path(), &group, true).unwrap().is_none(), "one gc at a time");
+        drop(gc);
+
+        lock_store(td.path(), &l.store_dir("web2"), false).unwrap().unwrap();
+        std::fs::create_dir_all(td.path().join("not a client/store")).unwrap();
+        let names: Vec<String> = l.stores().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["web2/store", ".share/web/store"]);
+
+        // A symlink in place of the group directory is refused, not followed.
+        let td2 = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(td.path(), td2.path().join(SHARE_DIR)).unwrap();
+        let l2 = TreeLayout::new(td2.path());
+        assert!(lock_store(td2.path(), &l2.share_store_dir("web"), false).is_err());
+    }
 }

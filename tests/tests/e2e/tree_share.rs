@@ -106,6 +106,9 @@ fn a_share_group_fetches_a_content_once_and_keeps_what_a_member_links() {
     for x in [&mut a, &mut b, &mut c] {
         x.gitosis_section.push_str(&roots);
     }
+    // host-b's quota is below what its snapshot holds: content already in
+    // the group store costs its pull nothing.
+    b.gitosis_section.push_str("quota = 100K\n");
     c.gitosis_section.push_str("\n[group team]\nmembers = host-a host-b\n\n[ferry share team]\n");
     node.enroll(&[&a, &b, &c]);
     let (qa, qb, qc) =
@@ -129,7 +132,9 @@ fn a_share_group_fetches_a_content_once_and_keeps_what_a_member_links() {
     assert_eq!(contents(&group), 31);
     assert!(!node.data("host-a").join("store").exists(), "a member has no store of its own");
 
-    // host-b, same content: nothing downloaded, one inode for both.
+    // host-b, same content: nothing downloaded, one inode for both, and
+    // its quota (100K, below the tree's bytes) is not in the way.
+    assert!(total > 100 * 1024);
     let rec = backup(&node, &b, &qb, &rb, "b1", 2);
     assert!(rec.contains("0 contents fetched (0 bytes)"), "{rec}");
     assert_eq!(contents(&group), 31);
@@ -168,7 +173,8 @@ fn a_share_group_fetches_a_content_once_and_keeps_what_a_member_links() {
     // old snapshot keeps linking into the group's.
     let out = node.admin_push("host-b leaves team", |dir| {
         let conf = fs::read_to_string(dir.join("gitosis.conf")).unwrap();
-        fs::write(dir.join("gitosis.conf"), conf.replace("members = host-a host-b", "members = host-a")).unwrap();
+        let conf = conf.replace("members = host-a host-b", "members = host-a").replace("quota = 100K\n", "");
+        fs::write(dir.join("gitosis.conf"), conf).unwrap();
     });
     assert!(out.status.success(), "{}", text(&out));
     let rec = backup(&node, &b, &qb, &rb, "b2", 5);
@@ -196,4 +202,14 @@ fn a_share_group_fetches_a_content_once_and_keeps_what_a_member_links() {
     assert!(store_of(&group, "host-a's new f0\n").exists() && store_of(&group, &shared(7)).exists());
     assert_eq!(contents(&group), 30);
     verify_clean(&node, "after host-b's purge");
+
+    // A client in two share groups: the push is refused, with the reason.
+    let out = node.admin_push("host-c in two share groups", |dir| {
+        let mut conf = fs::read_to_string(dir.join("gitosis.conf")).unwrap();
+        conf = conf.replace("members = host-a\n", "members = host-a host-c\n");
+        conf.push_str("\n[group ops]\nmembers = host-c\n\n[ferry share ops]\n");
+        fs::write(dir.join("gitosis.conf"), conf).unwrap();
+    });
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("client 'host-c' is a member of two share groups, 'ops' and 'team'"), "{}", text(&out));
 }
