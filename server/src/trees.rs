@@ -147,19 +147,32 @@ pub fn snapshot_store(
     snapshot: &Path,
     manifest: &ferry_tree::manifest::Manifest,
 ) -> PathBuf {
-    use std::os::unix::fs::MetadataExt;
-    let layout = TreeLayout::new(cfg.data_dir());
     let current = live_store_dir(cfg, client);
-    let first = manifest.entries.iter().find_map(|e| e.sha256().map(|d| (d, &e.path)));
-    let Some((d, path)) = first else { return current };
-    let Ok(md) = std::fs::symlink_metadata(snapshot.join(std::ffi::OsStr::from_bytes(path))) else { return current };
-    let mut candidates = vec![current.clone(), layout.store_dir(client)];
-    candidates.extend(layout.stores().into_iter().map(|(_, p)| p));
-    candidates
-        .into_iter()
-        .filter(|p| p.is_dir())
-        .find(|p| Store::open(p).is_ok_and(|s| is_store_inode(&s, d, md.dev(), md.ino())))
-        .unwrap_or(current)
+    let candidates = store_candidates(&TreeLayout::new(cfg.data_dir()), client, &current);
+    find_snapshot_store(&candidates, snapshot, manifest).unwrap_or(current)
+}
+
+/// Where a snapshot of `client` may link into, most likely first: its
+/// current store, its own, every store on disk (for [`find_snapshot_store`]).
+pub fn store_candidates(layout: &TreeLayout, client: &str, current: &Path) -> Vec<PathBuf> {
+    let mut out = vec![current.to_owned(), layout.store_dir(client)];
+    out.extend(layout.stores().into_iter().map(|(_, p)| p));
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| p.is_dir() && seen.insert(p.clone()));
+    out
+}
+
+/// The candidate store holding the inode of the snapshot's first regular
+/// file, if any does.
+pub fn find_snapshot_store(
+    candidates: &[PathBuf],
+    snapshot: &Path,
+    manifest: &ferry_tree::manifest::Manifest,
+) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let (d, path) = manifest.entries.iter().find_map(|e| e.sha256().map(|d| (d, &e.path)))?;
+    let md = std::fs::symlink_metadata(snapshot.join(std::ffi::OsStr::from_bytes(path))).ok()?;
+    candidates.iter().find(|p| Store::open(p).is_ok_and(|s| is_store_inode(&s, d, md.dev(), md.ino()))).cloned()
 }
 
 /// The catalogued snapshots of one source, oldest first (what `rescue`,

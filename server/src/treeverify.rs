@@ -45,14 +45,19 @@ pub fn verify(cfg: &NodeConfig, client: Option<&str>, rows: &[Artifact], problem
     // Each snapshot's manifest and store first, so every store that
     // anything links into is verified, once.
     let mut snaps: Vec<(&Artifact, Parsed, PathBuf)> = Vec::new();
-    for a in by_client.values().flatten() {
-        let dest = layout.snapshot_dir(&a.client, &a.source, &a.received);
-        let parsed = read_manifest(&layout, a);
-        let dir = match &parsed {
-            Ok(m) => crate::trees::snapshot_store(cfg, &a.client, &dest, m),
-            Err(_) => crate::trees::live_store_dir(cfg, &a.client),
-        };
-        snaps.push((a, parsed, dir));
+    for (c, rows) in &by_client {
+        let current = crate::trees::live_store_dir(cfg, c);
+        let candidates = crate::trees::store_candidates(&layout, c, &current);
+        for a in rows {
+            let dest = layout.snapshot_dir(&a.client, &a.source, &a.received);
+            let parsed = read_manifest(&layout, a);
+            let dir = parsed
+                .as_ref()
+                .ok()
+                .and_then(|m| crate::trees::find_snapshot_store(&candidates, &dest, m))
+                .unwrap_or_else(|| current.clone());
+            snaps.push((a, parsed, dir));
+        }
     }
     let mut dirs: BTreeSet<PathBuf> = snaps.iter().map(|(_, _, d)| d.clone()).collect();
     match client {

@@ -89,6 +89,15 @@ fn shared(i: usize) -> String {
     format!("shared {i}\n").repeat(i * 50 + 1)
 }
 
+/// `rescue --undo` of a view when the test ends early.
+struct Undo<'a>(&'a Node, PathBuf);
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.cmd().args(["rescue", "--undo"]).arg(&self.1).output();
+    }
+}
+
 #[test]
 fn a_share_group_fetches_a_content_once_and_keeps_what_a_member_links() {
     if !tools() {
@@ -193,6 +202,21 @@ fn a_share_group_fetches_a_content_once_and_keeps_what_a_member_links() {
     let at = sb[0].file_name().unwrap().to_str().unwrap().to_owned();
     ok(node.cmd().args(["restore", "host-b", "www", "--at", &at, "--to"]).arg(&to));
     assert_eq!(fs::read_to_string(to.join("f0")).unwrap(), shared(0));
+
+    // ... and a rescue of it works in place (root: a real overlay mount);
+    // writes in the view never reach the group store.
+    if ferry_tests::is_root() && ferry_tests::require_all(&["mount", "umount"]) {
+        let view = td.join("view-b1");
+        let _undo = Undo(&node, view.clone());
+        ok(node.cmd().args(["rescue", "host-b", "www", "--at", &at]).arg(&view));
+        assert_eq!(fs::read_to_string(view.join("f0")).unwrap(), shared(0));
+        fs::write(view.join("f7"), "written in the rescue view\n").unwrap();
+        fs::write(view.join("new"), "new in the view\n").unwrap();
+        ok(node.cmd().args(["rescue", "--undo"]).arg(&view));
+        assert_eq!(fs::read_to_string(store_of(&group, &shared(7))).unwrap(), shared(7));
+        assert_eq!(fs::read_to_string(sb[0].join("f7")).unwrap(), shared(7));
+        verify_clean(&node, "after a rescue of a group-store snapshot");
+    }
 
     // Purge removes host-b's old snapshot: the group store's old f0 was
     // linked by it alone and goes; host-a's contents stay.
