@@ -170,6 +170,8 @@ fn a_share_group_fetches_a_content_once_and_keeps_what_a_member_links() {
     fs::remove_file(ra.join("a-only")).unwrap();
     let rec = backup(&node, &a, &qa, &ra, "a2", 4);
     assert!(rec.contains("1 contents fetched"), "{rec}");
+    let d = ok(node.cmd().args(["diff", "host-a", "www"]));
+    assert!(d.contains("a-only") && d.contains("f0"), "{d}");
     let r = node.ferry_node_json(&["purge"]);
     assert_eq!(r["artifacts_removed"].as_array().map(Vec::len), Some(1), "{r}");
     assert_eq!(snapshots(&node, "host-a").len(), 1);
