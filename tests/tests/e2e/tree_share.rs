@@ -5,8 +5,9 @@
 //! it again into its own store. A purge of host-a's snapshots keeps what
 //! host-b still links and drops what nobody links; host-b moved out of the
 //! group keeps its old snapshot in the group store (restore and verify
-//! find it there) while its new content goes to its own store; `verify`
-//! is clean throughout.
+//! find it there) while its new content goes to its own store; host-c
+//! joining fetches only what the group lacks; a client in two share
+//! groups is refused at the push; `verify` is clean throughout.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -238,4 +239,22 @@ fn a_share_group_fetches_a_content_once_and_keeps_what_a_member_links() {
     });
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("client 'host-c' is a member of two share groups, 'ops' and 'team'"), "{}", text(&out));
+
+    // host-c joins the group: only what the group store lacks is fetched;
+    // its old snapshot stays in its own store until purged, then that
+    // store's contents go (nothing links them).
+    let out = node.admin_push("host-c joins team", |dir| {
+        let conf = fs::read_to_string(dir.join("gitosis.conf")).unwrap();
+        fs::write(dir.join("gitosis.conf"), conf.replace("members = host-a\n", "members = host-a host-c\n")).unwrap();
+    });
+    assert!(out.status.success(), "{}", text(&out));
+    let rec = backup(&node, &c, &qc, &rc, "c2", 6);
+    assert!(rec.contains("1 contents fetched"), "only the old f0 is new to the group store: {rec}");
+    assert_eq!(contents(&group), 31);
+    verify_clean(&node, "after host-c joined");
+    let r = node.ferry_node_json(&["purge"]);
+    assert_eq!(r["artifacts_removed"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(contents(&own_c), 0, "host-c's own store: nothing links it any more");
+    assert_eq!(contents(&group), 31);
+    verify_clean(&node, "after host-c's purge");
 }
