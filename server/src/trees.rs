@@ -71,7 +71,9 @@ pub struct LockedStore {
 }
 
 /// The held lock of a content store; released on drop.
-pub struct StoreLock(#[allow(dead_code)] std::fs::File);
+pub struct StoreLock {
+    _file: std::fs::File,
+}
 
 impl LockedStore {
     /// The store and its lock, to hold apart.
@@ -120,7 +122,7 @@ pub fn lock_store(data: &Path, dir: &Path, exclusive: bool) -> Result<Option<Loc
     } else {
         file.lock_shared().map_err(|e| io("locking", e))?;
     }
-    Ok(Some(LockedStore { store, lock: StoreLock(file) }))
+    Ok(Some(LockedStore { store, lock: StoreLock { _file: file } }))
 }
 
 /// Whether the file (dev, ino) is content `d`'s inode in `store` (its
