@@ -128,6 +128,13 @@ pub fn tree(
         .map_err(|e| store_refusal(&e))?
         .ok_or_else(|| Refusal::new(Reason::Store, "the store's lock was refused"))?;
     let (store, _store_lock): (Store, _) = locked.into_parts();
+    // Temporaries of an earlier pull killed mid-fetch (this client's pulls
+    // are one at a time; another member's live pull keeps its own).
+    match store.clean_tmp() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(client = %client.name, files = n, "tree pull: removed temporaries of a killed pull"),
+        Err(e) => tracing::warn!(client = %client.name, error = %e, "tree pull: cannot sweep the store's tmp"),
+    }
     let missing = snapshot::missing(&manifest, &store);
     let new_bytes: u64 = missing.iter().map(|m| m.size).fold(0, u64::saturating_add);
     if let Some(left) = quota_left(cfg, client, &cdir)?

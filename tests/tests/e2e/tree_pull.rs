@@ -166,6 +166,15 @@ fn killed_during_the_content_fetch_resumes_with_the_rest() {
     assert_eq!(store_count(&f), 40);
     assert_eq!(snapshots(&f).len(), 1);
     assert!(f.node.events().contains("39 contents fetched"), "only the rest was fetched: {}", f.node.events());
+    // A temporary of a killed writer (a pid above any pid_max) is swept by
+    // the client's next pull; the store's contents stay.
+    let orphan = f.node.data("host-a").join("store/tmp/put-999999999-0");
+    fs::write(&orphan, "half a content").unwrap();
+    f.q.send(&[rq("r2", manifest_request(&f.a, &root, "r2.ftree", &stamp(2), |b| b))]);
+    scan(&f.node, "host-a");
+    assert_done(&f.node, "host-a", "r2");
+    assert!(!orphan.exists(), "the killed pull's temporary was removed");
+    assert_eq!(store_count(&f), 40);
 }
 
 /// node.toml `[tree] max_entries`: a larger manifest is refused with
