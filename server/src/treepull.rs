@@ -238,7 +238,9 @@ pub fn tree(
             ferry_durable::crash_point("tree:after-put");
             Ok(())
         }
-        Err(e @ StoreError::Mismatch { .. }) => Err(SinkError::Reject(e.to_string())),
+        Err(e @ StoreError::Mismatch { .. }) => {
+            Err(SinkError::Reject(format!("{}: {e}", ferry_text::escape_bytes(&files[i].path, 200))))
+        }
         Err(e) => Err(SinkError::Abort(ferry_pull::PullError::new(reason_of(e.code()), e.to_string()))),
     })
     .map_err(|e| Refusal::new(e.reason, e.message))?;
@@ -258,6 +260,15 @@ pub fn tree(
             tracing::warn!(client = %client.name, source, why = %s.why, "tree: a file changed during the pull");
         }
     }
+    // Changed on the client since its scan, or a client that lies about
+    // sizes or digests: the node cannot tell them apart, and neither is
+    // stored. The first reasons go into the result, with their code.
+    let left_out: Vec<String> = report
+        .skipped
+        .iter()
+        .take(3)
+        .map(|s| if s.why.contains("E_TREE_CONTENT") { s.why.clone() } else { format!("E_TREE_CONTENT: {}", s.why) })
+        .collect();
     // A name recorded by an earlier run of this request that did not get
     // as far as the rename is used again (its staging is replaced).
     let received = match recorded.filter(|r| !layout.snapshot_dir(&client.name, source, r).exists()) {
@@ -315,6 +326,14 @@ pub fn tree(
         report.fetched,
         report.bytes,
         journal.len(),
-        if journal.is_empty() { String::new() } else { format!(" (journal {path}.changed)") },
+        if journal.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (journal {path}.changed; {}{})",
+                left_out.join("; "),
+                if report.skipped.len() > left_out.len() { "; …" } else { "" }
+            )
+        },
     ))
 }

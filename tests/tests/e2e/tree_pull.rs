@@ -15,14 +15,20 @@ use ferry_tree::scan::{ScanOptions, scan as tree_scan};
 
 use crate::hostile::kit::{Ep, Fleet, Plan, assert_done, assert_failed, rq, scan};
 
-fn stamp(k: i64) -> String {
+pub(crate) fn stamp(k: i64) -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     ferry_request::Stamp::from_unix(secs - 600 + k).to_string()
 }
 
 /// Scan `root` as the client does, write the manifest into host-a's export
 /// dir as `name`, and return the `tree` request line.
-fn manifest_request(a: &Client, root: &Path, name: &str, st: &str, edit: impl FnOnce(Vec<u8>) -> Vec<u8>) -> String {
+pub(crate) fn manifest_request(
+    a: &Client,
+    root: &Path,
+    name: &str,
+    st: &str,
+    edit: impl FnOnce(Vec<u8>) -> Vec<u8>,
+) -> String {
     let m = tree_scan(&ScanOptions::new(root)).unwrap().manifest;
     let bytes = edit(m.to_bytes());
     let p = a.base.join("export").join(name);
@@ -38,12 +44,12 @@ fn manifest_request(a: &Client, root: &Path, name: &str, st: &str, edit: impl Fn
 }
 
 /// Contents in host-a's store.
-fn store_count(f: &Fleet) -> usize {
+pub(crate) fn store_count(f: &Fleet) -> usize {
     let d = f.node.data("host-a").join("store/sha256");
     fs::read_dir(&d).map(|rd| rd.flatten().map(|s| fs::read_dir(s.path()).unwrap().count()).sum()).unwrap_or(0)
 }
 
-fn snapshots(f: &Fleet) -> Vec<String> {
+pub(crate) fn snapshots(f: &Fleet) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(f.node.data("host-a").join("trees/www"))
         .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
