@@ -232,6 +232,7 @@ pub fn tree(
         timeout,
         idle_timeout: idle,
         min_rate: cfg.min_rate(),
+        spool: Some(&partial),
     };
     let report = ferry_pull::sftp::fetch_many(&job, |i, r| match store.put(r, missing[i].size, &missing[i].sha256) {
         Ok(_) => {

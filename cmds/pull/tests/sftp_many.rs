@@ -78,6 +78,7 @@ fn job<'a>(ep: &'a SftpEndpoint, files: &'a [RemoteFile]) -> ManyJob<'a> {
         timeout: Duration::from_secs(120),
         idle_timeout: Duration::from_secs(30),
         min_rate: None,
+        spool: None,
     }
 }
 
