@@ -10,10 +10,13 @@
 //! told apart from a file that changed after the client's scan (issue 10
 //! item 2): the file is left out, journaled, named with `E_TREE_CONTENT`
 //! in the result, and its bytes are stored under no digest at all. The
-//! guard checks the rest of the node and host-b in both cases.
+//! guard checks the rest of the node and host-b in both cases, and the
+//! refusals reach the administrators' mail (a real SMTP sink) with their
+//! codes.
 
 use std::fs;
 
+use ferry_tests::fleet::eventually;
 use ferry_tests::hash_tree;
 use ferry_tree::manifest::Sha256;
 
@@ -63,7 +66,7 @@ type Edit = Box<dyn FnOnce(Vec<u8>) -> Vec<u8>>;
 #[test]
 fn tr01_hostile_manifests_are_refused_and_lies_are_never_stored() {
     let section = format!("tree-roots = {}\n", ferry_tests::test_root().display());
-    let Some(f) = Fleet::start("hostile_trees", Plan { a_section: &section, ..Plan::default() }) else {
+    let Some(f) = Fleet::start("hostile_trees", Plan { a_section: &section, mail: true, ..Plan::default() }) else {
         return;
     };
     let root = f.a.base.join("tree");
@@ -160,6 +163,12 @@ fn tr01_hostile_manifests_are_refused_and_lies_are_never_stored() {
     assert_eq!(hash_tree(&data), before, "host-a's data area changed: {ids:?}");
     assert_eq!(f.node.ferry_node_json(&["find", "--client", "host-a"]), rows_before, "catalog rows changed");
     f.guard.check("refused tree manifests");
+    // The administrators are told, with each reason code.
+    let smtp = f.smtp.as_ref().expect("the plan starts an SMTP sink");
+    let codes = ["E_TREE_PATH", "E_TREE_LINK", "E_TREE_FORMAT", "E_FETCH_DIGEST_MISMATCH"];
+    let bodies = || smtp.messages().iter().map(|m| m.body.clone()).collect::<String>();
+    eventually("the refusals to be mailed with their codes", || codes.iter().all(|c| bodies().contains(c)));
+    assert!(bodies().contains("tr-below-symlink"), "the mail names the request: {}", bodies());
 
     // Sizes and digests the gate does not serve: a larger file than
     // promised, a shorter one, the same size with other bytes.
