@@ -21,7 +21,11 @@
 //! no escaping can carry (a line break ends the batch line) is reported
 //! as not fetched, with that reason. The gate's allow-list stays as it
 //! is: with nothing left to expand, `sftp` only uses `realpath`, `lstat`,
-//! `stat`, `open`, `read`, `fstat` and `close`.
+//! `stat`, `open`, `read`, `fstat` and `close`. Unlike the pipelined
+//! fetch, `sftp get` follows a symlink the client put at the path; that
+//! serves only what the gate's account may read anyway, and the bytes are
+//! stored only if they have the manifest's size and digest. Local names
+//! are the files' indices, never a remote name.
 
 use std::ffi::OsString;
 use std::io::Read;
