@@ -20,7 +20,13 @@
 //!
 //! Resume: contents already put stay in the store (each put is atomic), so
 //! a re-run of the request after kill -9 fetches only what is missing.
-//! Crash points: `tree:after-manifest`, `tree:after-put`, `tree:after-build`.
+//! Before the publishing rename the snapshot's name is recorded, synced,
+//! in `.partial/<manifest digest>.received` with the request id, so a
+//! re-run after a kill between the rename and the catalog row finds the
+//! snapshot it published and only writes the row (a second snapshot of
+//! one request would be uncatalogued data).
+//! Crash points: `tree:after-manifest`, `tree:after-put`, `tree:after-build`
+//! (that last one sits between the rename and the catalog row).
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -44,6 +50,79 @@ fn reason_of(code: &str) -> Reason {
 
 fn store_refusal(e: &StoreError) -> Refusal {
     Refusal::new(reason_of(e.code()), e.to_string())
+}
+
+/// The durable record of which snapshot name a request publishes under:
+/// `<dir>/<manifest digest>.received` holding `<request id> <received>`.
+struct Mark<'a> {
+    dir: &'a std::path::Path,
+    sha_hex: &'a str,
+    name: String,
+    id: &'a str,
+}
+
+impl Mark<'_> {
+    /// The name recorded by an earlier run of this very request.
+    fn read(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.dir.join(&self.name)).ok()?;
+        let (id, received) = text.trim_end().split_once(' ')?;
+        let plain = !received.is_empty()
+            && !received.starts_with('.')
+            && received.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        (id == self.id && plain).then(|| received.to_owned())
+    }
+
+    /// Records `received`, synced (file and directory) before the rename.
+    fn write(&self, received: &str) -> Result<(), Refusal> {
+        ferry_durable::write_synced(self.dir, &self.name, format!("{} {received}\n", self.id).as_bytes())
+            .map_err(|e| io_refusal("record the snapshot's name", e))
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_file(self.dir.join(&self.name));
+    }
+}
+
+/// The re-run of a request whose snapshot was published but whose catalog
+/// row was not written (killed in between): write only the row, from the
+/// manifest stored beside the snapshot.
+#[allow(clippy::too_many_arguments)]
+fn catalog_published(
+    catalog: &dyn Catalog,
+    layout: &TreeLayout,
+    client: &ClientEnrollment,
+    source: &str,
+    stamp: &str,
+    id: &str,
+    received: &str,
+    limits: &Limits,
+    mark: &Mark<'_>,
+) -> Result<String, Refusal> {
+    let dest = layout.snapshot_dir(&client.name, source, received);
+    let stored =
+        std::fs::read(snapshot::manifest_path(&dest)).map_err(|e| io_refusal("read the stored manifest", e))?;
+    let manifest = ferry_tree::manifest::read(stored.as_slice(), limits)
+        .map_err(|e| Refusal::new(Reason::Store, format!("the stored manifest of {}: {e}", dest.display())))?;
+    let path = TreeLayout::catalog_path(&client.name, source, received);
+    catalog
+        .insert(&crate::catalog::Artifact {
+            id: 0,
+            client: client.name.clone(),
+            source: source.to_owned(),
+            module: MODULE.to_owned(),
+            received: received.to_owned(),
+            stamp: stamp.to_owned(),
+            path: path.clone(),
+            size: manifest.total_file_bytes(),
+            sha256: Sha256::of(&stored).to_hex(),
+            duration_ms: 0,
+            request: id.to_owned(),
+        })
+        .map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
+    // The downloaded manifest the interrupted run left in `.partial`.
+    let _ = std::fs::remove_file(mark.dir.join(format!("{}.ftree", mark.sha_hex)));
+    mark.remove();
+    Ok(format!("tree {source} {stamp}: already published as {path} by an interrupted run; catalog row written"))
 }
 
 /// Run a validated-by-grammar `tree` request; see the module docs.
@@ -77,11 +156,19 @@ pub fn tree(
         Ok(_) => return Err(Refusal::new(Reason::Store, format!("{} is not a plain directory", partial.display()))),
         Err(_) => std::fs::create_dir(&partial).map_err(|e| io_refusal("create the pull's work area", e))?,
     }
+    let limits =
+        Limits { max_entries: cfg.tree.max_entries, max_total_bytes: cfg.tree.max_total_bytes, ..Limits::default() };
+    let mark = Mark { dir: &partial, sha_hex: &sha_hex, name: format!("{sha_hex}.received"), id };
+    let recorded = mark.read();
+    if let Some(received) = &recorded
+        && layout.manifest_path(&client.name, source, received).is_file()
+        && layout.snapshot_dir(&client.name, source, received).is_dir()
+    {
+        return catalog_published(catalog, &layout, client, source, &stamp, id, received, &limits, &mark);
+    }
     let (endpoint, timeout) = crate::jobs::sftp_endpoint(cfg, client)?;
     let idle = std::time::Duration::from_secs(60);
     let max_manifest = cfg.tree.max_manifest_bytes;
-    let limits =
-        Limits { max_entries: cfg.tree.max_entries, max_total_bytes: cfg.tree.max_total_bytes, ..Limits::default() };
 
     // 1. The manifest, named by the request's digest so a re-run reuses it.
     let mname = format!("{sha_hex}.ftree");
@@ -157,13 +244,16 @@ pub fn tree(
         timeout,
         idle_timeout: idle,
         min_rate: cfg.min_rate(),
+        spool: Some(&partial),
     };
     let report = ferry_pull::sftp::fetch_many(&job, |i, r| match store.put(r, missing[i].size, &missing[i].sha256) {
         Ok(_) => {
             ferry_durable::crash_point("tree:after-put");
             Ok(())
         }
-        Err(e @ StoreError::Mismatch { .. }) => Err(SinkError::Reject(e.to_string())),
+        Err(e @ StoreError::Mismatch { .. }) => {
+            Err(SinkError::Reject(format!("{}: {e}", ferry_text::escape_bytes(&files[i].path, 200))))
+        }
         Err(e) => Err(SinkError::Abort(ferry_pull::PullError::new(reason_of(e.code()), e.to_string()))),
     })
     .map_err(|e| Refusal::new(e.reason, e.message))?;
@@ -183,12 +273,30 @@ pub fn tree(
             tracing::warn!(client = %client.name, source, why = %s.why, "tree: a file changed during the pull");
         }
     }
-    let mut received = run_id();
-    let mut n = 1;
-    while layout.snapshot_dir(&client.name, source, &received).exists() {
-        n += 1;
-        received = format!("{}-{n}", run_id());
-    }
+    // Changed on the client since its scan, or a client that lies about
+    // sizes or digests: the node cannot tell them apart, and neither is
+    // stored. The first reasons go into the result, with their code.
+    let left_out: Vec<String> = report
+        .skipped
+        .iter()
+        .take(3)
+        .map(|s| if s.why.contains("E_TREE_CONTENT") { s.why.clone() } else { format!("E_TREE_CONTENT: {}", s.why) })
+        .collect();
+    // A name recorded by an earlier run of this request that did not get
+    // as far as the rename is used again (its staging is replaced).
+    let received = match recorded.filter(|r| !layout.snapshot_dir(&client.name, source, r).exists()) {
+        Some(r) => r,
+        None => {
+            let mut received = run_id();
+            let mut n = 1;
+            while layout.snapshot_dir(&client.name, source, &received).exists() {
+                n += 1;
+                received = format!("{}-{n}", run_id());
+            }
+            mark.write(&received)?;
+            received
+        }
+    };
     let dest = layout.snapshot_dir(&client.name, source, &received);
     if !journal.is_empty() {
         let jpath = dest.with_file_name(format!("{received}.changed"));
@@ -224,12 +332,21 @@ pub fn tree(
         })
         .map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
     let _ = std::fs::remove_file(&mpath);
+    mark.remove();
     Ok(format!(
         "tree {source} {stamp}: {} files, {} contents fetched ({} bytes), {} changed during the pull{}, stored as {path}",
         stats.files,
         report.fetched,
         report.bytes,
         journal.len(),
-        if journal.is_empty() { String::new() } else { format!(" (journal {path}.changed)") },
+        if journal.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (journal {path}.changed; {}{})",
+                left_out.join("; "),
+                if report.skipped.len() > left_out.len() { "; …" } else { "" }
+            )
+        },
     ))
 }

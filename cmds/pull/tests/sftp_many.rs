@@ -78,6 +78,7 @@ fn job<'a>(ep: &'a SftpEndpoint, files: &'a [RemoteFile]) -> ManyJob<'a> {
         timeout: Duration::from_secs(120),
         idle_timeout: Duration::from_secs(30),
         min_rate: None,
+        spool: None,
     }
 }
 
@@ -169,4 +170,42 @@ fn a_failed_connection_ends_the_fetch_and_a_sink_abort_stops_it() {
     ep.identity = c.td.join("node/stranger");
     let e = fetch_many(&job(&ep, &files), |_, _| panic!("no file may reach the sink")).unwrap_err();
     assert_eq!(e.reason, Reason::FetchAuth, "{e:?}");
+}
+
+/// Names that are not UTF-8 go through the `sftp` program into the spool
+/// and then to the same sink: fetched and verified like the others, a
+/// changed one reported and not stored, one with a line break (no batch
+/// line can carry it) reported with that reason; the spool is left empty.
+#[test]
+fn names_that_are_not_utf8_are_fetched_through_the_spool() {
+    let c = Client::start();
+    let ep = c.endpoint();
+    let store = Store::open(c.td.join("store")).unwrap();
+    let spool = c.td.join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let names: [&[u8]; 4] = [b"ok \xe9 [*?]\\ 'q' #x", b"plain", b"changed \xff", b"line\xff\nbreak"];
+    let mut files = Vec::new();
+    let mut digests = Vec::new();
+    let mut sizes = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let data = content(i, 70_000 + i);
+        files.push(RemoteFile { path: c.put(n, &data), size: data.len() as u64 });
+        digests.push(Sha256::of(&data));
+        sizes.push(data.len() as u64);
+    }
+    std::fs::write(Path::new(OsStr::from_bytes(&files[2].path)), content(77, sizes[2] as usize)).unwrap();
+    let mut j = job(&ep, &files);
+    j.spool = Some(&spool);
+    let report = fetch_many(&j, store_sink(&store, &digests, &sizes)).unwrap();
+    let mut skipped: Vec<usize> = report.skipped.iter().map(|s| s.index).collect();
+    skipped.sort();
+    assert_eq!(skipped, [2, 3], "{:?}", report.skipped);
+    assert_eq!(report.fetched, 2);
+    let w = |i: usize| report.skipped.iter().find(|s| s.index == i).unwrap().why.clone();
+    assert!(w(2).contains("E_TREE_CONTENT"), "{}", w(2));
+    assert!(w(3).contains("no sftp batch line can carry"), "{}", w(3));
+    assert!(store.has(&digests[0]) && store.has(&digests[1]));
+    assert!(!store.has(&digests[2]) && !store.has(&digests[3]));
+    assert!(store.verify().unwrap().bad.is_empty());
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0, "the spool is left empty");
 }

@@ -44,6 +44,16 @@ fn a_tree_source_backs_up_restores_and_diffs_through_the_real_client() {
     let node = Node::start(&td, "backup1");
     let tree = td.mkdir("site");
     odd_tree(&tree);
+    // Names that are not UTF-8 (fetched by the `sftp` program, not the
+    // pipelined session), one with every byte sftp's batch parser and its
+    // remote glob read specially.
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9-latin1.txt");
+    let nasty = std::ffi::OsStr::from_bytes(b"\xff odd [a-z]*?\\ 'q' \"d\"\t#!-x");
+    fs::write(tree.join(latin1), "latin-1 name\n").unwrap();
+    fs::create_dir(tree.join("sub").join(latin1)).unwrap();
+    fs::write(tree.join("sub").join(latin1).join(nasty), (0..70_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+        .unwrap();
     let mut a = Client::new_with(
         &td,
         "host-a",
@@ -72,6 +82,10 @@ fn a_tree_source_backs_up_restores_and_diffs_through_the_real_client() {
     let cmp = Compare { mode: true, owner: true, mtime: true, ..Default::default() };
     let d = diff(&manifest(&tree).unwrap(), &manifest(&to).unwrap(), &cmp);
     assert!(d.is_empty(), "restored tree differs: {d:#?}");
+    let odd = std::path::Path::new("sub").join(latin1).join(nasty);
+    assert_eq!(fs::read(to.join(&odd)).unwrap(), fs::read(tree.join(&odd)).unwrap(), "byte-identical");
+    assert_eq!(fs::read(to.join(latin1)).unwrap(), b"latin-1 name\n");
+    assert!(!node.events().contains("changed during the pull (journal"), "nothing left out: {}", node.events());
 
     // One file changed: one file hashed, and diff names it.
     fs::write(tree.join("private"), "another secret\n").unwrap();

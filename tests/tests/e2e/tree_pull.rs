@@ -15,14 +15,20 @@ use ferry_tree::scan::{ScanOptions, scan as tree_scan};
 
 use crate::hostile::kit::{Ep, Fleet, Plan, assert_done, assert_failed, rq, scan};
 
-fn stamp(k: i64) -> String {
+pub(crate) fn stamp(k: i64) -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     ferry_request::Stamp::from_unix(secs - 600 + k).to_string()
 }
 
 /// Scan `root` as the client does, write the manifest into host-a's export
 /// dir as `name`, and return the `tree` request line.
-fn manifest_request(a: &Client, root: &Path, name: &str, st: &str, edit: impl FnOnce(Vec<u8>) -> Vec<u8>) -> String {
+pub(crate) fn manifest_request(
+    a: &Client,
+    root: &Path,
+    name: &str,
+    st: &str,
+    edit: impl FnOnce(Vec<u8>) -> Vec<u8>,
+) -> String {
     let m = tree_scan(&ScanOptions::new(root)).unwrap().manifest;
     let bytes = edit(m.to_bytes());
     let p = a.base.join("export").join(name);
@@ -38,12 +44,12 @@ fn manifest_request(a: &Client, root: &Path, name: &str, st: &str, edit: impl Fn
 }
 
 /// Contents in host-a's store.
-fn store_count(f: &Fleet) -> usize {
+pub(crate) fn store_count(f: &Fleet) -> usize {
     let d = f.node.data("host-a").join("store/sha256");
     fs::read_dir(&d).map(|rd| rd.flatten().map(|s| fs::read_dir(s.path()).unwrap().count()).sum()).unwrap_or(0)
 }
 
-fn snapshots(f: &Fleet) -> Vec<String> {
+pub(crate) fn snapshots(f: &Fleet) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(f.node.data("host-a").join("trees/www"))
         .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
@@ -198,4 +204,45 @@ fn a_manifest_over_the_node_limits_is_refused() {
     let rows = f.node.ferry_node_json(&["find", "--client", "host-a"]);
     assert_eq!(rows.as_array().map(Vec::len), Some(0), "{rows}");
     f.guard.check("tree limits");
+}
+
+/// kill -9 between the publishing rename and the catalog row
+/// (`tree:after-build`): the re-run finds the snapshot this request
+/// published (its name was recorded before the rename) and writes only the
+/// catalog row: one snapshot directory, one row, `verify` clean.
+#[test]
+fn killed_between_publish_and_catalog_row_publishes_once() {
+    let section = format!("tree-roots = {}\n", ferry_tests::test_root().display());
+    let Some(f) = Fleet::start("tree_publish_once", Plan { a_section: &section, ..Plan::default() }) else {
+        return;
+    };
+    let root = f.a.base.join("tree");
+    fs::create_dir_all(root.join("sub")).unwrap();
+    for i in 0..12 {
+        fs::write(root.join(format!("sub/f{i}")), format!("publish {i}\n").repeat(i * 30 + 1)).unwrap();
+    }
+    f.q.send(&[rq("p1", manifest_request(&f.a, &root, "p1.ftree", &stamp(1), |b| b))]);
+    let out = ferry_tests::fleet::run(
+        f.node.cmd().env("FERRY_CRASH_AT", "tree:after-build").args(["scan", "--client", "host-a"]),
+    );
+    assert!(!out.status.success(), "the crash point killed the scan");
+    assert_eq!(snapshots(&f).len(), 1, "published before the kill");
+    let rows = f.node.ferry_node_json(&["find", "--client", "host-a"]);
+    assert_eq!(rows.as_array().map(Vec::len), Some(0), "no row yet: {rows}");
+
+    scan(&f.node, "host-a");
+    assert_done(&f.node, "host-a", "p1");
+    let snaps = snapshots(&f);
+    assert_eq!(snaps.len(), 1, "the re-run published no second snapshot: {snaps:?}");
+    assert!(f.node.events().contains("already published"), "{}", f.node.events());
+    let rows = f.node.ferry_node_json(&["find", "--client", "host-a"]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["path"].as_str(), Some(format!("host-a/trees/www/{}", snaps[0]).as_str()), "{rows:?}");
+    let partial: Vec<_> = fs::read_dir(f.node.data("host-a").join("trees/www/.partial")).unwrap().flatten().collect();
+    assert!(partial.is_empty(), "the work area is clean: {partial:?}");
+    let v = f.node.ferry_node_json(&["verify"]);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+    let snap = f.node.data("host-a").join("trees/www").join(&snaps[0]);
+    assert_eq!(fs::read(snap.join("sub/f7")).unwrap(), fs::read(root.join("sub/f7")).unwrap());
 }

@@ -81,6 +81,10 @@ pub struct ManyJob<'a> {
     pub idle_timeout: Duration,
     /// The slowest transfer accepted once data flows.
     pub min_rate: Option<MinRate>,
+    /// A directory the caller owns where files with a non-UTF-8 name are
+    /// fetched by the `sftp` program first ([`super::batch`]); without
+    /// one, such files are reported as not fetched.
+    pub spool: Option<&'a Path>,
 }
 
 /// Why the sink did not take a file.
@@ -162,7 +166,45 @@ impl Read for FileReader {
 
 /// Fetch `job.files` into `sink`, which is called on this thread once per
 /// file with its index and a reader of its bytes; see the module docs.
+/// Files whose name is not UTF-8 come last, through [`super::batch`].
 pub fn fetch_many<F>(job: &ManyJob<'_>, mut sink: F) -> Result<ManyReport, PullError>
+where
+    F: FnMut(usize, &mut dyn Read) -> Result<(), SinkError>,
+{
+    let start = Instant::now();
+    let (utf8, raw): (Vec<usize>, Vec<usize>) =
+        (0..job.files.len()).partition(|&i| std::str::from_utf8(&job.files[i].path).is_ok());
+    if raw.is_empty() {
+        return pipelined(job, sink);
+    }
+    let mut report = if utf8.is_empty() {
+        super::ssh::check_endpoint(job.endpoint)?;
+        ManyReport::default()
+    } else {
+        let files: Vec<RemoteFile> = utf8.iter().map(|&i| job.files[i].clone()).collect();
+        let mut r = pipelined(&ManyJob { files: &files, ..job.clone() }, |i, rd| sink(utf8[i], rd))?;
+        r.skipped.iter_mut().for_each(|s| s.index = utf8[s.index]);
+        r
+    };
+    match job.spool {
+        Some(spool) => {
+            let left = job.timeout.saturating_sub(start.elapsed()).max(Duration::from_secs(1));
+            super::batch::fetch(job, spool, &raw, left, &mut sink, &mut report)?;
+        }
+        None => report.skipped.extend(raw.iter().map(|&index| Skipped {
+            index,
+            why: format!(
+                "{}: a name that is not UTF-8, and no spool to fetch it",
+                escape_bytes(&job.files[index].path, 200)
+            ),
+        })),
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// [`fetch_many`] of files whose names are UTF-8: one pipelined session.
+fn pipelined<F>(job: &ManyJob<'_>, mut sink: F) -> Result<ManyReport, PullError>
 where
     F: FnMut(usize, &mut dyn Read) -> Result<(), SinkError>,
 {
@@ -358,9 +400,8 @@ async fn fetch_one(sftp: &Sftp, clock: &Clock, path: &[u8], size: u64, tx: mpsc:
         };
     }
     // openssh-sftp-client 0.15 refuses to serialise a non-UTF-8 path (and
-    // then fails the whole session): such a name is reported, not sent.
-    // KNOWN LIMIT: those files are not fetched until the library can send
-    // raw bytes (sftp v3 names are byte strings).
+    // then fails the whole session): [`fetch_many`] sends such names
+    // through [`super::batch`], never here.
     if std::str::from_utf8(path).is_err() {
         send!(Msg::Gone(format!("{}: name is not UTF-8, which the sftp library cannot send", shown())));
         return Ok(());

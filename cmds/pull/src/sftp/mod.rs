@@ -112,6 +112,7 @@ use ferry_text::escape;
 
 use crate::PullError;
 
+mod batch;
 mod clock;
 mod conn;
 mod direct;
@@ -120,6 +121,7 @@ mod sink;
 mod ssh;
 mod transfer;
 
+pub use batch::batch_word;
 pub use many::{
     DEFAULT_FILES_IN_FLIGHT, FILE_BUFFERS, ManyJob, ManyReport, RemoteFile, SinkError, Skipped, fetch_many,
 };

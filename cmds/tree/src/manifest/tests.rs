@@ -428,6 +428,20 @@ fn refuses_bad_hard_link_groups() {
     assert_refused(&doc(&[f("a", " link=1"), f("b", " link=1"), f("c", " link=3")]), Refusal::LinkNumbering, 4);
     assert_refused(&doc(&[f("a", " link=1"), f("b", "")]), Refusal::LinkSingle, 2);
     assert_refused(&doc(&[f("a", " link=1"), f("b", " link=1"), f("c", " link=2")]), Refusal::LinkSingle, 4);
+    // A directory in a group, first or joining: `link=` is no field of a
+    // directory line (and `check` refuses one built in memory, below); a
+    // file joined by a FIFO.
+    assert_refused(&doc(&[d("a") + " link=1", d("b") + " link=1"]), Refusal::Field, 2);
+    assert_refused(&doc(&[f("a", " link=1"), d("b") + " link=1"]), Refusal::Field, 3);
+    let m = Manifest {
+        entries: vec![Entry { link: Some(1), ..file(b"a", 0) }, Entry { link: Some(1), ..dir(b"b") }],
+        ..Manifest::default()
+    };
+    assert_eq!(m.check(&Limits::default()).unwrap_err().refusal, Refusal::LinkMixedTypes);
+    let fifo = "p path=b mode=0644 uid=0 gid=0 mtime=0.000000000 link=1".to_owned();
+    assert_refused(&doc(&[f("a", " link=1"), fifo]), Refusal::LinkMixedTypes, 3);
+    // A symlink group whose members point at different targets.
+    assert_refused(&doc(&[l("a", "x") + " link=1", l("b", "y") + " link=1"]), Refusal::LinkDisagree, 3);
     // Groups of any non-directory type are fine when they agree.
     parse(&doc(&[l("a", "x") + " link=1", l("b", "x") + " link=1"]), &Limits::default()).unwrap();
 }

@@ -32,7 +32,8 @@
 //!   server answers (GU and RE at fetch time);
 //! - [`downloads`]: what the client's sftp server serves (SF);
 //! - [`archives`]: what its archives hold, met when an administrator
-//!   restores them (AX).
+//!   restores them (AX);
+//! - [`trees`]: what its snapshot-tree manifests and gate claim (TR).
 
 mod access;
 mod archives;
@@ -40,3 +41,4 @@ mod downloads;
 pub(crate) mod kit;
 mod repos;
 mod requests;
+mod trees;
