@@ -143,6 +143,12 @@ pub fn tree(
     if let Some(a) =
         catalog.same(&client.name, source, &stamp, &sha_hex).map_err(|e| Refusal::new(Reason::Store, e.to_string()))?
     {
+        // A run killed after the row but before its cleanup leaves the
+        // name record and the downloaded manifest in `.partial`.
+        let partial = TreeLayout::new(cfg.data_dir()).partial_dir(&client.name, source);
+        for leftover in [format!("{sha_hex}.received"), format!("{sha_hex}.ftree")] {
+            let _ = std::fs::remove_file(partial.join(leftover));
+        }
         return Ok(format!("tree {source} {stamp}: already stored as {} (identical duplicate)", a.path));
     }
     let cdir = client_dir(cfg, &client.name)?;
