@@ -38,6 +38,13 @@ for p in ferry ferry-node; do
         || die "package $p is installed already (or not purged)"
 done
 
+# The ssh connection masters (ControlPersist) of the client's pushes and the
+# node's pulls: ask each to exit through its socket.
+close_masters() {
+    find /srv/ferry /var/lib/ferry "${W:-/nonexistent}" -type s 2>/dev/null | while IFS= read -r sock; do
+        ssh -F /dev/null -o ControlPath="$sock" -O exit x >/dev/null 2>&1 || true
+    done
+}
 W=$(mktemp -d /var/tmp/ferry-package-test.XXXXXX)
 chmod 755 "$W"
 cleanup() {
@@ -46,11 +53,17 @@ cleanup() {
     for pidfile in "$W"/*/sshd.pid; do
         [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
     done
-    # The node's ssh connection masters: ask each to exit through its socket.
-    find /srv/ferry "$W" -type s 2>/dev/null | while IFS= read -r sock; do
-        ssh -F /dev/null -o ControlPath="$sock" -O exit x >/dev/null 2>&1
-    done
+    close_masters
     DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ferry ferry-node >/dev/null 2>&1
+    # What is left running as the two accounts this run made (an sshd
+    # session of a master that just closed, a scan) is ours: end it by pid.
+    for _ in $(seq 50); do
+        pids=$(ps -o pid= -u git,ferry 2>/dev/null | tr -d ' ' || true)
+        [ -z "$pids" ] && break
+        # shellcheck disable=SC2086
+        kill $pids 2>/dev/null
+        sleep 0.1
+    done
     for a in git ferry; do getent passwd "$a" >/dev/null && userdel "$a"; done
     for g in git ferry; do getent group "$g" >/dev/null && groupdel "$g"; done
     rm -rf /srv/ferry /var/lib/ferry /etc/ferry "$W"
@@ -204,9 +217,7 @@ diff -r --no-dereference www restored/www || die "restored directory differs"
 
 say "apt-get remove, then purge: the backups stay"
 for pidfile in "$W"/*/sshd.pid; do kill "$(cat "$pidfile")"; done
-find /srv/ferry -type s | while IFS= read -r sock; do
-    ssh -F /dev/null -o ControlPath="$sock" -O exit x >/dev/null 2>&1 || true
-done
+close_masters
 backups=$(find /srv/ferry/data -type f | sort | xargs sha256sum)
 DEBIAN_FRONTEND=noninteractive apt-get remove -y -q ferry ferry-node
 [ ! -e /usr/bin/ferry-node ] && [ ! -e /usr/bin/ferry ] || die "binaries left after remove"
