@@ -226,4 +226,8 @@ DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ferry ferry-node
 [ ! -e /etc/ferry/node.toml ] && [ ! -e /etc/ferry/client.toml ] || die "purge left the conffiles"
 [ "$(find /srv/ferry/data -type f | sort | xargs sha256sum)" = "$backups" ] || die "purge touched the backups"
 getent passwd git ferry >/dev/null || die "purge removed the accounts"
+# Asked explicitly, purge deletes the backups (the postrm inside the .deb).
+dpkg-deb -e "$REPO"/target/debian/ferry-node_*.deb control
+FERRY_PURGE_BACKUPS=yes control/postrm purge
+[ ! -e /srv/ferry ] || die "FERRY_PURGE_BACKUPS=yes left /srv/ferry"
 say "package test passed (cleaning up)"
