@@ -4,6 +4,10 @@
 # server, cgit behind nginx, Chromium, ...), checks formatting and lints,
 # builds, runs every test against those real programs, then builds the fuzz
 # targets and runs each for a bounded time. `.ci/run` calls this script.
+# Under CI=true as root it also builds the Debian packages, installs them
+# and runs a backup and restore from the installed files
+# (deploy/package-test.sh: adds a release build, 21 min cold on two busy
+# cores, and then about 30 s).
 #
 #   sudo deploy/test.sh            # everything
 #   FERRY_FUZZ_SECONDS=0 deploy/test.sh   # skip the fuzzing runs
@@ -42,6 +46,11 @@ if cargo nextest --version >/dev/null 2>&1; then
     cargo test --workspace --doc --locked
 else
     cargo test --workspace --locked --no-fail-fast
+fi
+
+if [ "${CI:-}" = true ] && [ "$(id -u)" -eq 0 ]; then
+    echo "==> Debian packages: build, install, back up and restore (deploy/package-test.sh)"
+    deploy/package-test.sh
 fi
 
 if [ -x fuzz/run.sh ]; then

@@ -98,6 +98,36 @@ pub fn prepare_as_root(cfg: &NodeConfig, owner: &Owner) -> anyhow::Result<()> {
             .with_context(|| format!("cannot chown {}", d.display()))?;
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))?;
     }
+    if owner.shared {
+        share_catalog_dir(cfg, owner)?;
+    }
+    Ok(())
+}
+
+/// Two accounts: the scan (run by the scan account) publishes the catalog
+/// into `<web dir>/catalog`, so that directory is made setgid and
+/// group-writable for the shared group, and world-readable (it holds only
+/// the published `catalog.json` and history page a web server serves).
+/// `web/` itself keeps its owner and group (the web view's is the web
+/// server's) and gains only the others' search bit, so the scan account
+/// can reach `catalog/`; everything else in it is 0750/0640 (`crate::web`),
+/// so the bit lists and opens nothing more.
+fn share_catalog_dir(cfg: &NodeConfig, owner: &Owner) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let web = cfg.web_dir();
+    if !web.exists() {
+        std::fs::create_dir_all(&web).with_context(|| format!("cannot create {}", web.display()))?;
+        std::os::unix::fs::chown(&web, Some(owner.uid), Some(owner.gid))
+            .with_context(|| format!("cannot chown {}", web.display()))?;
+        std::fs::set_permissions(&web, std::fs::Permissions::from_mode(0o2750))?;
+    }
+    let mode = std::fs::metadata(&web)?.permissions().mode() & 0o7777;
+    std::fs::set_permissions(&web, std::fs::Permissions::from_mode(mode | 0o001))?;
+    let catalog = crate::publish::default_dir(cfg);
+    std::fs::create_dir_all(&catalog).with_context(|| format!("cannot create {}", catalog.display()))?;
+    std::os::unix::fs::chown(&catalog, Some(owner.uid), Some(owner.gid))
+        .with_context(|| format!("cannot chown {}", catalog.display()))?;
+    std::fs::set_permissions(&catalog, std::fs::Permissions::from_mode(0o2775))?;
     Ok(())
 }
 

@@ -115,4 +115,10 @@ fn init_with_owner_makes_the_two_account_layout_and_the_scan_account_scans() {
     ok(c.arg("scan"));
     let events = srv.join("state/events.jsonl");
     assert_eq!(mode(&events) & 0o060, 0o060, "the event journal must be group-writable");
+    // ... and publishes the catalog into the shared, setgid catalog dir.
+    assert_eq!(mode(&srv.join("web/catalog")), 0o2775);
+    assert_eq!(mode(&srv.join("web")) & 0o001, 0o001, "the scan account must reach web/catalog");
+    let catalog = srv.join("web/catalog/catalog.json");
+    let md = fs::metadata(&catalog).expect("the scan account published no catalog");
+    assert_eq!((md.uid(), md.gid()), (uid(&accts.scan), gid), "{}", catalog.display());
 }
