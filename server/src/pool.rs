@@ -26,8 +26,16 @@ pub fn open_pool(cfg: &NodeConfig, client: &str) -> anyhow::Result<Pool> {
 }
 
 /// Ask for a scan of `client` (the queue hook calls this after extracting).
+///
+/// Also closes `<pool>/.wake` after opening it for writing: inotify does
+/// not see into `<pool>/<client>/`, and the `ferry-node-scan.path` unit
+/// (`PathChanged=` fires on a close after writing) watches that one file.
 pub fn request_wake(pool: &Pool) -> anyhow::Result<()> {
     std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(pool.dir().join(WAKE))?;
+    if let Some(root) = pool.dir().parent() {
+        // Best effort: the per-client marker above is what the scan reads.
+        let _ = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(root.join(WAKE));
+    }
     Ok(())
 }
 
@@ -35,4 +43,22 @@ pub fn request_wake(pool: &Pool) -> anyhow::Result<()> {
 pub fn reason_of(pool_dir: &Path, id: &str) -> Option<serde_json::Value> {
     let b = std::fs::read(pool_dir.join(format!("E{id}.why"))).ok()?;
     serde_json::from_slice(&b).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scan's per-client marker, and the pool-wide one the systemd path
+    /// unit watches (it cannot see into the client directories).
+    #[test]
+    fn a_wake_marks_the_client_and_the_pool() {
+        let td = tempfile::tempdir().unwrap();
+        let pool = Pool::open(&td.path().join("pool/host-a"), STATES).unwrap();
+        request_wake(&pool).unwrap();
+        assert!(td.path().join("pool/host-a").join(WAKE).is_file());
+        assert!(td.path().join("pool").join(WAKE).is_file());
+        // `.wake` in the pool root is never taken for a client.
+        assert!(!ferry_gitosis::username::is_valid_client_name(WAKE));
+    }
 }
