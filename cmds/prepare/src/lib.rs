@@ -20,6 +20,7 @@
 //! with optional `pre`/`post` commands ([`hooks`]). [`export`] owns the
 //! export directory: names, the synced write discipline, retention.
 
+pub mod changes;
 pub mod context;
 pub mod db;
 pub mod export;

@@ -50,6 +50,9 @@ pub struct TreeRun {
     pub info: ArtifactInfo,
     /// The scan's counters.
     pub stats: ScanStats,
+    /// The manifest is an update of the previous one from the watcher's
+    /// change journal (issue 11), not a full walk.
+    pub updated: bool,
 }
 
 /// Scans the tree `opts` selects (with the cache at `cache`) and writes
@@ -88,10 +91,24 @@ pub(crate) fn write_manifest_with(
         racy_window,
         ..ScanOptions::from(opts)
     };
-    let scanned = scan(&scan_opts).map_err(|e| PrepareError::Failed {
+    let failed = |e: ferry_tree::scan::ScanError| PrepareError::Failed {
         module: "fs".into(),
         message: format!("source {source_name}: tree scan: {e}"),
-    })?;
+    };
+    // A watched source (issue 11) updates the previous manifest with what
+    // the agent's watcher journalled; anything else walks the whole tree.
+    let taken = crate::changes::take(cache).map_err(io(format!("taking the change journal of {source_name}")))?;
+    let prev = match &taken {
+        Some(t) if !t.full => previous_manifest(dir),
+        _ => None,
+    };
+    let scanned = match (&taken, &prev) {
+        (Some(t), Some(prev)) => {
+            tracing::info!(source = source_name, changed = t.paths.len(), "tree update from the watcher's journal");
+            ferry_tree::scan::update(prev, &t.paths, &scan_opts).map_err(failed)?
+        }
+        _ => scan(&scan_opts).map_err(failed)?,
+    };
     let stamp = choose_stamp(dir).map_err(io(format!("choosing a stamp in {}", dir.display())))?;
     let mut art = Artifact::create(dir, stamp, EXTENSION, deadline)
         .map_err(io(format!("creating a manifest in {}", dir.display())))?;
@@ -99,7 +116,19 @@ pub(crate) fn write_manifest_with(
     scanned.manifest.write_to(&mut *art.writer()).map_err(io(what.clone()))?;
     art.writer().flush().map_err(io(what.clone()))?;
     let info = art.commit().map_err(io(what))?;
-    Ok(TreeRun { info, stats: scanned.stats })
+    crate::changes::done(cache).map_err(io(format!("closing the change journal of {source_name}")))?;
+    Ok(TreeRun { info, stats: scanned.stats, updated: prev.is_some() })
+}
+
+/// The newest manifest in the source's export directory, if one parses.
+fn previous_manifest(dir: &Path) -> Option<ferry_tree::manifest::Manifest> {
+    let newest = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(&format!(".{EXTENSION}")) && !n.starts_with('.'))
+        .max()?;
+    let bytes = std::fs::read(dir.join(newest)).ok()?;
+    ferry_tree::manifest::parse(&bytes, &ferry_tree::manifest::Limits::default()).ok()
 }
 
 /// The `tree` request for a written manifest: the manifest's URL in the
@@ -192,5 +221,34 @@ mod tests {
             let e = request(&url, Path::new(bad), &again.info, &"home".parse().unwrap()).unwrap_err();
             assert!(matches!(e, PrepareError::Config(_)), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_watched_source_updates_the_previous_manifest_from_the_journal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        let dir = tmp.path().join("export/site");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/one"), b"1").unwrap();
+        let opts = crate::fs::create_options(&root, &[], &[], false, false, &tmp.path().join("export")).unwrap();
+        let cache = cache_path(&tmp.path().join("state"), "site");
+        let _watcher = crate::changes::try_watch(&cache).unwrap().unwrap();
+        crate::changes::append(&cache, &[], true).unwrap();
+        let first = write_manifest_with("site", &opts, false, &cache, &dir, None, Duration::ZERO).unwrap();
+        assert!(!first.updated, "a full-rescan record walks everything");
+        std::fs::create_dir_all(root.join("b/c")).unwrap();
+        std::fs::write(root.join("b/c/two"), b"2").unwrap();
+        std::fs::remove_file(root.join("a/one")).unwrap();
+        crate::changes::append(&cache, &[b"b/c/two".to_vec(), b"a/one".to_vec(), b"a".to_vec()], false).unwrap();
+        let second = write_manifest_with("site", &opts, false, &cache, &dir, None, Duration::ZERO).unwrap();
+        assert!(second.updated);
+        let m = ferry_tree::manifest::parse(&std::fs::read(&second.info.path).unwrap(), &Default::default()).unwrap();
+        assert!(m.get(b"b/c/two").is_some() && m.get(b"b/c").is_some() && m.get(b"a/one").is_none(), "{m:?}");
+        // The same as a full walk would say.
+        drop(_watcher);
+        let third = write_manifest_with("site", &opts, false, &cache, &dir, None, Duration::ZERO).unwrap();
+        assert!(!third.updated);
+        assert_eq!(std::fs::read(&third.info.path).unwrap(), std::fs::read(&second.info.path).unwrap());
     }
 }

@@ -1,0 +1,180 @@
+//! The change journal of a watched tree source (issue 11): the paths the
+//! client agent's inotify watcher saw change since the source's newest
+//! manifest, so the next manifest is an O(changes) update of the previous
+//! one ([`ferry_tree::scan::update`]) instead of a full walk.
+//!
+//! Files, next to the source's hash cache (`<state_dir>/tree-cache/<src>`):
+//!
+//! - `<src>.watch`: a lock the watcher holds for as long as it watches. The
+//!   journal is trusted only while it is held: a change made while nobody
+//!   watched is in no journal, so without a live watcher the manifest is a
+//!   full scan (and the journal is discarded). A watcher that starts takes
+//!   the lock, sets its watches, then journals a full rescan, so whatever
+//!   happened before it watched is covered.
+//! - `<src>.changes`: records appended by the watcher, each a relative path
+//!   and a NUL byte (names may hold newlines); the empty path means "rescan
+//!   everything" (an overflow, a start, a reload).
+//! - `<src>.changes.taking`: what a manifest run took. It is removed only
+//!   after the manifest is committed, so a run that fails or is killed
+//!   leaves it to be merged into the next run's take: a change is never
+//!   dropped, at worst scanned twice.
+//! - `<src>.changes.lock`: serialises appends and takes.
+
+use std::collections::BTreeSet;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use ferry_durable::Lock;
+
+/// What a manifest run takes from the journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Taken {
+    /// Changed paths, relative to the root, sorted and unique.
+    pub paths: Vec<Vec<u8>>,
+    /// Something asked for a full rescan.
+    pub full: bool,
+}
+
+fn with_suffix(cache: &Path, suffix: &str) -> PathBuf {
+    let mut s = cache.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The watcher's lock file for the source whose hash cache is `cache`.
+pub fn watch_lock_path(cache: &Path) -> PathBuf {
+    with_suffix(cache, ".watch")
+}
+
+fn journal(cache: &Path) -> PathBuf {
+    with_suffix(cache, ".changes")
+}
+
+fn taking(cache: &Path) -> PathBuf {
+    with_suffix(cache, ".changes.taking")
+}
+
+fn lock(cache: &Path) -> std::io::Result<Lock> {
+    if let Some(p) = cache.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    Lock::acquire(&with_suffix(cache, ".changes.lock")).map_err(std::io::Error::other)
+}
+
+/// Takes the watcher lock of a source, if no watcher holds it.
+pub fn try_watch(cache: &Path) -> std::io::Result<Option<Lock>> {
+    if let Some(p) = cache.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    Lock::try_acquire(&watch_lock_path(cache)).map_err(std::io::Error::other)
+}
+
+/// Appends changed paths (and, if `full`, a full-rescan record) to the
+/// journal, synced: a manifest run that starts after this returns sees
+/// them.
+pub fn append(cache: &Path, paths: &[Vec<u8>], full: bool) -> std::io::Result<()> {
+    let _l = lock(cache)?;
+    let mut buf = Vec::new();
+    if full {
+        buf.push(0);
+    }
+    for p in paths.iter().filter(|p| !p.is_empty()) {
+        buf.extend_from_slice(p);
+        buf.push(0);
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(journal(cache))?;
+    f.write_all(&buf)?;
+    f.sync_data()
+}
+
+/// Takes the journal for a manifest run: `None` when no watcher holds the
+/// source (the run must walk everything), else what changed since the
+/// previous manifest. Call [`done`] once the manifest is committed.
+pub fn take(cache: &Path) -> std::io::Result<Option<Taken>> {
+    let watched = match try_watch(cache)? {
+        Some(_free) => false,
+        None => true,
+    };
+    let _l = lock(cache)?;
+    let (j, t) = (journal(cache), taking(cache));
+    if j.exists() {
+        if t.exists() {
+            let mut more = Vec::new();
+            std::fs::File::open(&j)?.read_to_end(&mut more)?;
+            let mut f = std::fs::OpenOptions::new().append(true).open(&t)?;
+            f.write_all(&more)?;
+            f.sync_data()?;
+            std::fs::remove_file(&j)?;
+        } else {
+            std::fs::rename(&j, &t)?;
+        }
+    }
+    if !watched {
+        return Ok(None);
+    }
+    let mut raw = Vec::new();
+    match std::fs::File::open(&t) {
+        Ok(mut f) => {
+            f.read_to_end(&mut raw)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut out = Taken::default();
+    let mut set = BTreeSet::new();
+    for rec in raw.split(|b| *b == 0) {
+        if rec.is_empty() {
+            continue;
+        }
+        set.insert(rec.to_vec());
+    }
+    // An empty record is two NULs in a row or one at the start.
+    out.full = raw.first() == Some(&0) || raw.windows(2).any(|w| w == [0, 0]);
+    out.paths = set.into_iter().collect();
+    Ok(Some(out))
+}
+
+/// The manifest is committed: what was taken is covered.
+pub fn done(cache: &Path) -> std::io::Result<()> {
+    let _l = lock(cache)?;
+    match std::fs::remove_file(taking(cache)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_is_trusted_only_under_a_watcher_and_survives_a_failed_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("tree-cache/site");
+        // No watcher: a full walk, and what was journalled is dropped.
+        append(&cache, &[b"a".to_vec()], false).unwrap();
+        assert_eq!(take(&cache).unwrap(), None);
+        done(&cache).unwrap();
+
+        let w = try_watch(&cache).unwrap().expect("free");
+        assert!(try_watch(&cache).unwrap().is_none(), "one watcher at a time");
+        append(&cache, &[], true).unwrap();
+        append(&cache, &[b"x/new\nline".to_vec(), b"b".to_vec()], false).unwrap();
+        let t = take(&cache).unwrap().unwrap();
+        assert!(t.full);
+        assert_eq!(t.paths, vec![b"b".to_vec(), b"x/new\nline".to_vec()]);
+        // The run fails (no done): its take is merged into the next one.
+        append(&cache, &[b"c".to_vec()], false).unwrap();
+        let t = take(&cache).unwrap().unwrap();
+        assert!(t.full);
+        assert_eq!(t.paths.len(), 3, "{t:?}");
+        done(&cache).unwrap();
+        append(&cache, &[b"d".to_vec()], false).unwrap();
+        let t = take(&cache).unwrap().unwrap();
+        assert_eq!(t, Taken { paths: vec![b"d".to_vec()], full: false });
+        done(&cache).unwrap();
+        assert_eq!(take(&cache).unwrap(), Some(Taken::default()));
+        drop(w);
+        assert_eq!(take(&cache).unwrap(), None);
+    }
+}
