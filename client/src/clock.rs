@@ -6,7 +6,10 @@
 //! happen at that instant, the way `FERRY_CRASH_AT` makes it crash at a
 //! named point: tests walk an outage of hours in a few runs instead of
 //! sleeping through it (STYLE: inject clocks, never wait). Request ids,
-//! file times and the mail `Date` header keep the real clock. Anyone who can
+//! file times and the mail `Date` header keep the real clock. The injected
+//! clock runs on from that instant at real speed, so a long-running
+//! `ferry agent` started at 02:59:58 sees its 03:00 schedule two seconds
+//! later (a one-shot command ends within the same instant, as before). Anyone who can
 //! set the environment of the client's cron job can edit its configuration
 //! too, so this widens nothing.
 
@@ -17,11 +20,13 @@ use jiff::Timestamp;
 /// The variable that sets the clock.
 pub const ENV: &str = "FERRY_NOW";
 
-fn injected() -> &'static Result<Option<Timestamp>, String> {
-    static NOW: OnceLock<Result<Option<Timestamp>, String>> = OnceLock::new();
+type Start = (Timestamp, std::time::Instant);
+
+fn injected() -> &'static Result<Option<Start>, String> {
+    static NOW: OnceLock<Result<Option<Start>, String>> = OnceLock::new();
     NOW.get_or_init(|| match std::env::var(ENV) {
         Err(_) => Ok(None),
-        Ok(s) => s.trim().parse::<Timestamp>().map(Some).map_err(|e| {
+        Ok(s) => s.trim().parse::<Timestamp>().map(|t| Some((t, std::time::Instant::now()))).map_err(|e| {
             format!("{ENV}={:?} is not an RFC 3339 time such as 2026-11-22T10:00:00Z: {e}", ferry_text::escape(&s, 60))
         }),
     })
@@ -38,7 +43,10 @@ pub fn check() -> anyhow::Result<()> {
 /// Now: `FERRY_NOW` if set, else the system clock.
 pub fn now() -> Timestamp {
     match injected() {
-        Ok(Some(t)) => *t,
+        Ok(Some((t, at))) => {
+            let run = jiff::SignedDuration::try_from(at.elapsed()).unwrap_or_default();
+            t.checked_add(run).unwrap_or(*t)
+        }
         _ => Timestamp::now(),
     }
 }

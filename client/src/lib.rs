@@ -3,6 +3,9 @@
 //! repo. See `ARCHITECTURE.md` for the state machine and trust model.
 
 pub mod ack;
+pub mod agent;
+pub mod agent_schedule;
+pub mod agent_watch;
 pub mod alerts;
 pub mod authorize;
 pub mod cli;
