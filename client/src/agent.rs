@@ -10,7 +10,11 @@
 //! Watcher threads hand over batches on a bounded channel: a loop busy
 //! sending makes them wait, the kernel queue then overflows, and that is a
 //! full rescan, not unbounded memory. A source with more than
-//! [`MAX_PATHS`] pending paths also falls back to a full rescan.
+//! [`MAX_PATHS`] pending paths also falls back to a full rescan. Every
+//! `agent.rescan_every` a watched source is backed up with a full walk that
+//! also counts how it differs from what the journal alone would have given
+//! (the safety net; a change made while that walk runs counts too, so
+//! expect 0 only on a quiet tree).
 //!
 //! Signals: SIGTERM/SIGINT stop after the current step (a send in progress
 //! finishes; `send` is safe to kill anyway), SIGHUP reloads the
@@ -83,6 +87,10 @@ pub struct SourceStatus {
     pub last_run: Option<String>,
     pub last_request: Option<String>,
     pub backups: u64,
+    pub next_rescan: Option<String>,
+    /// The periodic safety-net rescans: runs, the differences they found
+    /// (changes the watcher missed; expected 0) in all and in the last.
+    pub rescans: ferry_prepare::changes::RescanCounts,
 }
 
 /// Coalesced changes of one watched source.
@@ -112,6 +120,8 @@ struct Agent {
     status: Arc<Mutex<AgentStatus>>,
     counts: BTreeMap<String, (u64, u64)>,
     tz: jiff::tz::TimeZone,
+    /// Next safety-net rescan of each watched source.
+    rescans: BTreeMap<String, Timestamp>,
 }
 
 fn durations(cfg: &ClientConfig) -> (Duration, Duration, Duration) {
@@ -125,6 +135,7 @@ impl Agent {
         self.pending.clear();
         let now = crate::clock::now();
         self.schedules.clear();
+        self.rescans.clear();
         for s in &self.cfg.sources {
             if let Some(sch) = Schedule::of(s.schedule.as_deref(), s.every.as_deref())? {
                 let next = sch.next(now, self.last_run.get(&s.name).copied(), &self.tz);
@@ -141,6 +152,9 @@ impl Agent {
                     cache: ferry_prepare::tree::cache_path(&self.cfg.state_dir, &s.name),
                 };
                 self.watchers.push(crate::agent_watch::start(spec, self.tx.clone())?);
+                let every = self.cfg.duration(&self.cfg.agent.rescan_every);
+                let span = jiff::SignedDuration::try_from(every).unwrap_or(jiff::SignedDuration::from_hours(24));
+                self.rescans.insert(s.name.clone(), now.checked_add(span).unwrap_or(now));
             }
         }
         Ok(())
@@ -221,6 +235,19 @@ impl Agent {
                 send = true;
             }
         }
+        let rescan: Vec<String> = self.rescans.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();
+        for name in rescan {
+            let cache = ferry_prepare::tree::cache_path(&self.cfg.state_dir, &name);
+            info!(source = %name, "periodic rescan: backing up with a full walk that counts what the watcher missed");
+            if let Err(e) = ferry_prepare::changes::append_verify(&cache) {
+                warn!(source = %name, "cannot journal the rescan: {e}");
+            }
+            self.backup(&name);
+            let every = self.cfg.duration(&self.cfg.agent.rescan_every);
+            let span = jiff::SignedDuration::try_from(every).unwrap_or(jiff::SignedDuration::from_hours(24));
+            self.rescans.insert(name, now.checked_add(span).unwrap_or(now));
+            send = true;
+        }
         if send || self.next_send <= now {
             self.send();
             let span = jiff::SignedDuration::try_from(send_every).unwrap_or(jiff::SignedDuration::from_secs(300));
@@ -240,6 +267,9 @@ impl Agent {
         }
         for p in self.pending.values() {
             wake = wake.min(p.due(quiet, max_delay));
+        }
+        for t in self.rescans.values() {
+            wake = wake.min(until(*t));
         }
         wake
     }
@@ -291,6 +321,11 @@ impl Agent {
                     last_run: self.last_run.get(&s.name).map(|t| t.to_string()),
                     last_request: prev.last_request,
                     backups,
+                    next_rescan: self.rescans.get(&s.name).map(|t| t.to_string()),
+                    rescans: ferry_prepare::changes::rescan_counts(&ferry_prepare::tree::cache_path(
+                        &self.cfg.state_dir,
+                        &s.name,
+                    )),
                 }
             })
             .collect();
@@ -364,6 +399,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         status,
         counts: BTreeMap::new(),
         tz: jiff::tz::TimeZone::system(),
+        rescans: BTreeMap::new(),
     };
     agent.arm()?;
     info!(pid = std::process::id(), "agent started");

@@ -102,6 +102,12 @@ struct Tree {
     dirs: HashMap<WatchDescriptor, Vec<u8>>,
     stats: Arc<WatchStats>,
     limit_warned: bool,
+    /// The watch limit left directories unwatched: every batch asks for a
+    /// full rescan (changes there are seen by walks only).
+    degraded: bool,
+    /// When an overflow was last logged: a flood logs once a minute, and
+    /// every overflow is counted.
+    overflow_logged: Option<std::time::Instant>,
 }
 
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -140,6 +146,7 @@ impl Tree {
                         self.limit_warned = true;
                     }
                     complete = false;
+                    self.degraded = true;
                     continue;
                 }
                 Err(_) => continue, // gone or no longer a directory: its parent's event says so
@@ -172,7 +179,11 @@ impl Tree {
             self.stats.events.fetch_add(1, Ordering::Relaxed);
             if mask.contains(EventMask::Q_OVERFLOW) {
                 self.stats.overflows.fetch_add(1, Ordering::Relaxed);
-                warn!(root = %self.root.display(), "inotify queue overflow: events were lost, rescanning the whole tree");
+                if self.overflow_logged.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+                    let total = self.stats.overflows.load(Ordering::Relaxed);
+                    warn!(root = %self.root.display(), total, "inotify queue overflow: events were lost, rescanning the whole tree (logged at most once a minute; ferry status --agent counts them)");
+                    self.overflow_logged = Some(std::time::Instant::now());
+                }
                 let mut ignore = Vec::new();
                 self.add_tree(b"", &mut ignore);
                 full = true;
@@ -218,7 +229,7 @@ impl Tree {
                 out.push(rel);
             }
         }
-        Ok(full)
+        Ok(full || self.degraded)
     }
 }
 
@@ -241,6 +252,8 @@ pub fn start(spec: WatchSpec, tx: SyncSender<crate::agent::Msg>) -> anyhow::Resu
         dirs: HashMap::new(),
         stats: stats.clone(),
         limit_warned: false,
+        degraded: false,
+        overflow_logged: None,
     };
     let mut initial = Vec::new();
     let complete = tree.add_tree(b"", &mut initial);

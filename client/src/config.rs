@@ -63,6 +63,10 @@ pub struct AgentConfig {
     /// ...or at the latest this long after its first pending change.
     #[serde(default = "default_max_delay")]
     pub max_delay: String,
+    /// The safety net of watched sources: a full rescan this often that
+    /// counts what the watcher missed (expected 0; `ferry status --agent`).
+    #[serde(default = "default_rescan_every")]
+    pub rescan_every: String,
 }
 
 impl Default for AgentConfig {
@@ -79,6 +83,9 @@ fn default_quiet() -> String {
 }
 fn default_max_delay() -> String {
     "60s".into()
+}
+fn default_rescan_every() -> String {
+    "1d".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -415,6 +422,7 @@ impl ClientConfig {
             &self.agent.send_every,
             &self.agent.quiet,
             &self.agent.max_delay,
+            &self.agent.rescan_every,
         ] {
             parse_duration(d)?;
         }

@@ -13,7 +13,12 @@
 //!   happened before it watched is covered.
 //! - `<src>.changes`: records appended by the watcher, each a relative path
 //!   and a NUL byte (names may hold newlines); the empty path means "rescan
-//!   everything" (an overflow, a start, a reload).
+//!   everything" (an overflow, a start, a reload), and `/` (never a
+//!   relative path) "verify": walk everything *and* count how the walk
+//!   differs from the update the journal alone would have made (the
+//!   periodic safety net; expected 0).
+//! - `<src>.rescan`: the verify runs' counts, `runs total_differences
+//!   last_differences`, for `ferry status --agent`.
 //! - `<src>.changes.taking`: what a manifest run took. It is removed only
 //!   after the manifest is committed, so a run that fails or is killed
 //!   leaves it to be merged into the next run's take: a change is never
@@ -33,6 +38,51 @@ pub struct Taken {
     pub paths: Vec<Vec<u8>>,
     /// Something asked for a full rescan.
     pub full: bool,
+    /// The agent's periodic safety-net rescan: walk everything and count
+    /// the differences from the journal's update.
+    pub verify: bool,
+}
+
+/// Counts of the verify rescans of a source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RescanCounts {
+    pub runs: u64,
+    /// Differences found in all runs together (each one a change the
+    /// watcher missed).
+    pub total_differences: u64,
+    pub last_differences: u64,
+}
+
+/// Asks the next manifest run for a verify rescan.
+pub fn append_verify(cache: &Path) -> std::io::Result<()> {
+    append(cache, &[b"/".to_vec()], false)
+}
+
+/// The verify rescans so far.
+pub fn rescan_counts(cache: &Path) -> RescanCounts {
+    let text = std::fs::read_to_string(with_suffix(cache, ".rescan")).unwrap_or_default();
+    let n: Vec<u64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    match n[..] {
+        [runs, total_differences, last_differences] => RescanCounts { runs, total_differences, last_differences },
+        _ => RescanCounts::default(),
+    }
+}
+
+/// Records one verify rescan that found `differences`.
+pub fn record_rescan(cache: &Path, differences: u64) -> std::io::Result<RescanCounts> {
+    let _l = lock(cache)?;
+    let mut c = rescan_counts(cache);
+    c.runs += 1;
+    c.total_differences += differences;
+    c.last_differences = differences;
+    let file = with_suffix(cache, ".rescan");
+    let (dir, name) = (file.parent().unwrap_or(Path::new(".")), file.file_name().unwrap_or_default().to_string_lossy());
+    ferry_durable::write_synced(
+        dir,
+        &name,
+        format!("{} {} {}\n", c.runs, c.total_differences, c.last_differences).as_bytes(),
+    )?;
+    Ok(c)
 }
 
 fn with_suffix(cache: &Path, suffix: &str) -> PathBuf {
@@ -126,7 +176,11 @@ pub fn take(cache: &Path) -> std::io::Result<Option<Taken>> {
         if rec.is_empty() {
             continue;
         }
-        set.insert(rec.to_vec());
+        if rec == b"/" {
+            out.verify = true;
+        } else {
+            set.insert(rec.to_vec());
+        }
     }
     // An empty record is two NULs in a row or one at the start.
     out.full = raw.first() == Some(&0) || raw.windows(2).any(|w| w == [0, 0]);
@@ -171,9 +225,22 @@ mod tests {
         done(&cache).unwrap();
         append(&cache, &[b"d".to_vec()], false).unwrap();
         let t = take(&cache).unwrap().unwrap();
-        assert_eq!(t, Taken { paths: vec![b"d".to_vec()], full: false });
+        assert_eq!(t, Taken { paths: vec![b"d".to_vec()], full: false, verify: false });
         done(&cache).unwrap();
         assert_eq!(take(&cache).unwrap(), Some(Taken::default()));
+        append_verify(&cache).unwrap();
+        let t = take(&cache).unwrap().unwrap();
+        assert!(t.verify && !t.full && t.paths.is_empty(), "{t:?}");
+        assert_eq!(
+            record_rescan(&cache, 2).unwrap(),
+            RescanCounts { runs: 1, total_differences: 2, last_differences: 2 }
+        );
+        assert_eq!(
+            record_rescan(&cache, 0).unwrap(),
+            RescanCounts { runs: 2, total_differences: 2, last_differences: 0 }
+        );
+        assert_eq!(rescan_counts(&cache).runs, 2);
+        done(&cache).unwrap();
         drop(w);
         assert_eq!(take(&cache).unwrap(), None);
     }

@@ -103,6 +103,24 @@ pub(crate) fn write_manifest_with(
         _ => None,
     };
     let scanned = match (&taken, &prev) {
+        (Some(t), Some(prev)) if t.verify => {
+            // The safety net: what the journal says against a full walk.
+            let updated = ferry_tree::scan::update(prev, &t.paths, &scan_opts).map_err(failed)?;
+            let walked = scan(&scan_opts).map_err(failed)?;
+            let d = ferry_tree::diff::diff(
+                &updated.manifest,
+                &walked.manifest,
+                &ferry_tree::diff::DiffOptions::everything(),
+            );
+            let n = d.changes.len() as u64;
+            if n > 0 {
+                tracing::warn!(source = source_name, differences = n, missed = %d.to_text().lines().take(5).collect::<Vec<_>>().join("; "), "the periodic rescan found changes the watcher missed");
+            } else {
+                tracing::info!(source = source_name, "the periodic rescan found no change the watcher missed");
+            }
+            crate::changes::record_rescan(cache, n).map_err(io(format!("recording the rescan of {source_name}")))?;
+            walked
+        }
         (Some(t), Some(prev)) => {
             tracing::info!(source = source_name, changed = t.paths.len(), "tree update from the watcher's journal");
             ferry_tree::scan::update(prev, &t.paths, &scan_opts).map_err(failed)?
@@ -117,7 +135,8 @@ pub(crate) fn write_manifest_with(
     art.writer().flush().map_err(io(what.clone()))?;
     let info = art.commit().map_err(io(what))?;
     crate::changes::done(cache).map_err(io(format!("closing the change journal of {source_name}")))?;
-    Ok(TreeRun { info, stats: scanned.stats, updated: prev.is_some() })
+    let updated = prev.is_some() && !taken.as_ref().is_some_and(|t| t.verify);
+    Ok(TreeRun { info, stats: scanned.stats, updated })
 }
 
 /// The newest manifest in the source's export directory, if one parses.
@@ -245,6 +264,18 @@ mod tests {
         assert!(second.updated);
         let m = ferry_tree::manifest::parse(&std::fs::read(&second.info.path).unwrap(), &Default::default()).unwrap();
         assert!(m.get(b"b/c/two").is_some() && m.get(b"b/c").is_some() && m.get(b"a/one").is_none(), "{m:?}");
+        // A change the journal does not name is found by the verify rescan.
+        std::fs::write(root.join("missed"), b"m").unwrap();
+        crate::changes::append_verify(&cache).unwrap();
+        let verified = write_manifest_with("site", &opts, false, &cache, &dir, None, Duration::ZERO).unwrap();
+        assert!(!verified.updated);
+        let m = ferry_tree::manifest::parse(&std::fs::read(&verified.info.path).unwrap(), &Default::default()).unwrap();
+        assert!(m.get(b"missed").is_some());
+        let c = crate::changes::rescan_counts(&cache);
+        assert_eq!((c.runs, c.last_differences), (1, 1), "{c:?}");
+        std::fs::remove_file(root.join("missed")).unwrap();
+        crate::changes::append(&cache, &[b"missed".to_vec()], false).unwrap();
+        write_manifest_with("site", &opts, false, &cache, &dir, None, Duration::ZERO).unwrap();
         // The same as a full walk would say.
         drop(_watcher);
         let third = write_manifest_with("site", &opts, false, &cache, &dir, None, Duration::ZERO).unwrap();

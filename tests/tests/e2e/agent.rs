@@ -3,7 +3,7 @@
 //! `mkdir -p` tree each reach the node's newest snapshot without any
 //! `ferry backup`; an inotify queue overflow (forced by a flood with a tiny
 //! `max_queued_events`, as root) is counted and rescanned with nothing
-//! lost; a `0 3 * * *` schedule fires two seconds after an agent started
+//! lost; the periodic rescan finds nothing missed; a `0 3 * * *` schedule fires two seconds after an agent started
 //! (by `FERRY_NOW`) at 02:59:58; SIGHUP reloads, SIGTERM stops cleanly.
 
 use std::fs;
@@ -78,7 +78,7 @@ fn an_agent_backs_up_watched_changes_within_seconds_and_runs_schedules() {
         &format!(
             "[[source]]\nname = \"site\"\nmodule = \"fs\"\nmode = \"tree\"\nwatch = true\nexclude = [\"cache\"]\npath = \"{}\"\n\n\
              [[source]]\nname = \"etc\"\nmodule = \"fs\"\nschedule = \"0 3 * * *\"\npath = \"{}\"\n\n\
-             [agent]\nsend_every = \"1h\"\nquiet = \"1s\"\nmax_delay = \"5s\"\n",
+             [agent]\nsend_every = \"1h\"\nquiet = \"1s\"\nmax_delay = \"5s\"\nrescan_every = \"10s\"\n",
             tree.display(),
             etc.display()
         ),
@@ -155,6 +155,17 @@ fn an_agent_backs_up_watched_changes_within_seconds_and_runs_schedules() {
     } else {
         eprintln!("not root: the overflow part is skipped");
     }
+
+    // The safety net on a quiet tree: a periodic full rescan finds nothing
+    // the watcher missed.
+    let site = |st: &serde_json::Value| {
+        st["sources"].as_array().unwrap().iter().find(|s| s["name"] == "site").cloned().unwrap()
+    };
+    let before = site(&status(&a))["rescans"]["runs"].as_u64().unwrap();
+    eventually("a periodic rescan", || site(&status(&a))["rescans"]["runs"].as_u64().unwrap() > before);
+    let st = status(&a);
+    assert_eq!(site(&st)["rescans"]["last_differences"], 0, "{st}");
+    assert!(newest_equals(&node, &td, &tree));
 
     // SIGTERM: a clean stop that removes the socket.
     let mut agent = agent;
