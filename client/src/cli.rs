@@ -92,6 +92,13 @@ pub enum Command {
     /// source's schedule, watch `watch = true` sources (SIGHUP reloads,
     /// SIGTERM stops).
     Agent,
+    /// What changed in a `mode = "tree"` source since its last backup: a
+    /// stat walk against the newest manifest (and the agent's journal),
+    /// copying nothing.
+    Changes {
+        /// A configured fs source with mode = "tree".
+        source: String,
+    },
     /// Acknowledge failed requests once dealt with: `ferry ack ID...` or
     /// `ferry ack --all [--node N]`.
     ///
@@ -205,6 +212,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             crate::agent::run(&cli.config)?;
             Ok(exit::OK)
         }
+        Command::Changes { source } => crate::changes::run(&cfg, &source, cli.json),
         Command::Status { agent: true } => match crate::agent::query(&cfg) {
             Some(v) if cli.json => {
                 out::json(&v)?;

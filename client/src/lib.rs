@@ -8,6 +8,7 @@ pub mod agent_schedule;
 pub mod agent_watch;
 pub mod alerts;
 pub mod authorize;
+pub mod changes;
 pub mod cli;
 pub mod clock;
 pub mod config;

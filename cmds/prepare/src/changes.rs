@@ -170,6 +170,27 @@ pub fn take(cache: &Path) -> std::io::Result<Option<Taken>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
+    Ok(Some(parse(&raw)))
+}
+
+/// What the journal holds now (taken or not), without taking it: for
+/// `ferry changes`.
+pub fn peek(cache: &Path) -> std::io::Result<Taken> {
+    let _l = lock(cache)?;
+    let mut raw = Vec::new();
+    for p in [taking(cache), journal(cache)] {
+        match std::fs::File::open(&p) {
+            Ok(mut f) => {
+                f.read_to_end(&mut raw)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(parse(&raw))
+}
+
+fn parse(raw: &[u8]) -> Taken {
     let mut out = Taken::default();
     let mut set = BTreeSet::new();
     for rec in raw.split(|b| *b == 0) {
@@ -185,7 +206,7 @@ pub fn take(cache: &Path) -> std::io::Result<Option<Taken>> {
     // An empty record is two NULs in a row or one at the start.
     out.full = raw.first() == Some(&0) || raw.windows(2).any(|w| w == [0, 0]);
     out.paths = set.into_iter().collect();
-    Ok(Some(out))
+    out
 }
 
 /// The manifest is committed: what was taken is covered.

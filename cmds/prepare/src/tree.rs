@@ -99,7 +99,7 @@ pub(crate) fn write_manifest_with(
     // the agent's watcher journalled; anything else walks the whole tree.
     let taken = crate::changes::take(cache).map_err(io(format!("taking the change journal of {source_name}")))?;
     let prev = match &taken {
-        Some(t) if !t.full => previous_manifest(dir),
+        Some(t) if !t.full => previous_manifest(dir).map(|(_, m)| m),
         _ => None,
     };
     let scanned = match (&taken, &prev) {
@@ -139,15 +139,17 @@ pub(crate) fn write_manifest_with(
     Ok(TreeRun { info, stats: scanned.stats, updated })
 }
 
-/// The newest manifest in the source's export directory, if one parses.
-fn previous_manifest(dir: &Path) -> Option<ferry_tree::manifest::Manifest> {
+/// The newest manifest in the source's export directory and its stamp, if
+/// one parses.
+pub(crate) fn previous_manifest(dir: &Path) -> Option<(String, ferry_tree::manifest::Manifest)> {
     let newest = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.ends_with(&format!(".{EXTENSION}")) && !n.starts_with('.'))
         .max()?;
-    let bytes = std::fs::read(dir.join(newest)).ok()?;
-    ferry_tree::manifest::parse(&bytes, &ferry_tree::manifest::Limits::default()).ok()
+    let bytes = std::fs::read(dir.join(&newest)).ok()?;
+    let m = ferry_tree::manifest::parse(&bytes, &ferry_tree::manifest::Limits::default()).ok()?;
+    Some((newest.trim_end_matches(&format!(".{EXTENSION}")).to_owned(), m))
 }
 
 /// The `tree` request for a written manifest: the manifest's URL in the

@@ -4,7 +4,8 @@
 //! `ferry backup`; an inotify queue overflow (forced by a flood with a tiny
 //! `max_queued_events`, as root) is counted and rescanned with nothing
 //! lost; the periodic rescan finds nothing missed; a `0 3 * * *` schedule fires two seconds after an agent started
-//! (by `FERRY_NOW`) at 02:59:58; SIGHUP reloads, SIGTERM stops cleanly.
+//! (by `FERRY_NOW`) at 02:59:58; SIGHUP reloads, SIGTERM stops cleanly; `ferry changes` then reports
+//! what changed since, writing nothing.
 
 use std::fs;
 use std::path::Path;
@@ -174,4 +175,22 @@ fn an_agent_backs_up_watched_changes_within_seconds_and_runs_schedules() {
     assert!(code.success(), "agent exit {code:?}: {}", log());
     assert!(!a.base.join("state/agent.sock").exists());
     assert!(node.pool_ids("host-a", "E").is_empty(), "{}", node.events());
+
+    // `ferry changes`: what changed since the last backup, copying nothing.
+    let manifests = || fs::read_dir(a.base.join("export/site")).unwrap().count();
+    let before = manifests();
+    fs::write(tree.join("first.txt"), "changed once more\n").unwrap();
+    fs::write(tree.join("brand-new"), "x\n").unwrap();
+    fs::remove_file(tree.join("a/moved.txt")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&a.ferry_ok(&["--json", "changes", "site"])).unwrap();
+    let by_path =
+        |p: &str| v["changes"].as_array().unwrap().iter().find(|c| c["path"] == p).map(|c| c["change"].clone());
+    assert_eq!(by_path("first.txt"), Some("changed".into()), "{v}");
+    assert_eq!(by_path("brand-new"), Some("added".into()), "{v}");
+    assert_eq!(by_path("a/moved.txt"), Some("removed".into()), "{v}");
+    assert_eq!(by_path("b-moved/side.txt"), None, "unchanged paths are not listed: {v}");
+    assert_eq!(v["watching"], false, "{v}");
+    assert_eq!(manifests(), before, "a report writes no manifest");
+    let human = a.ferry_ok(&["changes", "site"]);
+    assert!(human.contains("1 added, 1 removed") && human.contains("brand-new"), "{human}");
 }
