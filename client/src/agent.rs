@@ -83,6 +83,8 @@ pub struct SourceStatus {
     /// Full rescans asked for by an overflow, the watch limit or a storm.
     pub full_rescans: u64,
     pub pending_paths: usize,
+    /// The watched root is gone or a symlink (reported, not followed).
+    pub root_missing: bool,
     pub next_run: Option<String>,
     pub last_run: Option<String>,
     pub last_request: Option<String>,
@@ -316,6 +318,7 @@ impl Agent {
                     overflows: load(|s| &s.overflows),
                     watch_limit_hits: load(|s| &s.limit_hits),
                     full_rescans: full,
+                    root_missing: w.is_some_and(|w| w.stats.root_missing.load(Ordering::Relaxed)),
                     pending_paths: self.pending.get(&s.name).map(|p| p.paths.len()).unwrap_or(0),
                     next_run: self.schedules.get(&s.name).and_then(|(_, n)| n.map(|t| t.to_string())),
                     last_run: self.last_run.get(&s.name).map(|t| t.to_string()),

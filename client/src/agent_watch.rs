@@ -62,6 +62,9 @@ pub struct WatchStats {
     pub overflows: AtomicU64,
     pub limit_hits: AtomicU64,
     pub events: AtomicU64,
+    /// The root is gone, moved away or replaced by a symlink (not
+    /// followed); watched again once a directory is back at its path.
+    pub root_missing: AtomicBool,
 }
 
 /// A running watcher; stopped (and its watch lock released) on drop.
@@ -105,6 +108,7 @@ struct Tree {
     /// The watch limit left directories unwatched: every batch asks for a
     /// full rescan (changes there are seen by walks only).
     degraded: bool,
+    symlink_warned: bool,
     /// When an overflow was last logged: a flood logs once a minute, and
     /// every overflow is counted.
     overflow_logged: Option<std::time::Instant>,
@@ -198,7 +202,15 @@ impl Tree {
             let Some(dir) = self.dirs.get(&wd).cloned() else { continue };
             let Some(name) = name else {
                 if dir.is_empty() && mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
-                    warn!(root = %self.root.display(), "the watched root was removed or moved away");
+                    warn!(root = %self.root.display(), "the watched root was removed or moved away: backups of it fail until it is back, and it is watched again then");
+                    self.stats.root_missing.store(true, Ordering::Relaxed);
+                    if mask.contains(EventMask::MOVE_SELF) {
+                        // Still watched under its new name: drop those watches.
+                        for wd in self.dirs.drain().map(|(wd, _)| wd).collect::<Vec<_>>() {
+                            let _ = self.ino.watches().remove(wd);
+                        }
+                        self.stats.dirs.store(0, Ordering::Relaxed);
+                    }
                     full = true;
                 }
                 continue;
@@ -231,6 +243,25 @@ impl Tree {
         }
         Ok(full || self.degraded)
     }
+
+    /// While the root is missing: is a directory (not a symlink) back at
+    /// its path? Then it is watched and scanned again.
+    fn root_back(&mut self, out: &mut Vec<Vec<u8>>) -> bool {
+        match std::fs::symlink_metadata(&self.root) {
+            Ok(m) if m.is_dir() => {
+                info!(root = %self.root.display(), "the watched root is back: watching it again");
+                self.stats.root_missing.store(false, Ordering::Relaxed);
+                self.add_tree(b"", out);
+                true
+            }
+            Ok(m) if m.file_type().is_symlink() && !self.symlink_warned => {
+                warn!(root = %self.root.display(), "the watched root was replaced by a symlink: not followed; backups of it fail until it is a directory again");
+                self.symlink_warned = true;
+                false
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Starts watching: takes the source's watch lock, watches the whole tree,
@@ -253,6 +284,7 @@ pub fn start(spec: WatchSpec, tx: SyncSender<crate::agent::Msg>) -> anyhow::Resu
         stats: stats.clone(),
         limit_warned: false,
         degraded: false,
+        symlink_warned: false,
         overflow_logged: None,
     };
     let mut initial = Vec::new();
@@ -272,11 +304,16 @@ pub fn start(spec: WatchSpec, tx: SyncSender<crate::agent::Msg>) -> anyhow::Resu
                 let t = rustix::event::Timespec { tv_sec: 0, tv_nsec: 250_000_000 };
                 rustix::event::poll(&mut fds, Some(&t)).unwrap_or(0)
             };
-            if ready == 0 {
-                continue;
-            }
             let mut paths = Vec::new();
-            match tree.handle(&mut buf, &mut paths) {
+            let result = if ready == 0 {
+                if !tree.stats.root_missing.load(Ordering::Relaxed) {
+                    continue;
+                }
+                Ok(tree.root_back(&mut paths))
+            } else {
+                tree.handle(&mut buf, &mut paths)
+            };
+            match result {
                 Ok(full) if full || !paths.is_empty() => {
                     if tx.send(crate::agent::Msg::Changed(Changed { source: source.clone(), paths, full })).is_err() {
                         return;
@@ -343,5 +380,34 @@ mod tests {
             assert!(!got.contains(p.as_bytes()), "{p} is excluded");
         }
         assert!(w.stats.dirs.load(Ordering::Relaxed) >= 5, "new directories are watched");
+
+        // The root removed, replaced by a symlink (not followed), then back.
+        let drain_for = |secs: u64, until: &dyn Fn(&Changed) -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+            while std::time::Instant::now() < deadline {
+                if let Ok(crate::agent::Msg::Changed(c)) = rx.recv_timeout(Duration::from_millis(200))
+                    && until(&c)
+                {
+                    return true;
+                }
+            }
+            false
+        };
+        let drain = |until: &dyn Fn(&Changed) -> bool| drain_for(10, until);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(drain(&|c| c.full), "a removed root asks for a full rescan");
+        assert!(w.stats.root_missing.load(Ordering::Relaxed));
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &root).unwrap();
+        std::fs::write(elsewhere.join("via-link"), b"l").unwrap();
+        // Two seconds: eight looks at the root, none may follow the link.
+        assert!(!drain_for(2, &|c| c.paths.iter().any(|p| p == b"via-link")), "a symlinked root is not followed");
+        std::fs::remove_file(&root).unwrap();
+        std::fs::create_dir_all(root.join("again")).unwrap();
+        assert!(drain(&|c| c.full && c.paths.iter().any(|p| p == b"again")), "the root is watched again");
+        assert!(!w.stats.root_missing.load(Ordering::Relaxed));
+        std::fs::write(root.join("again/after"), b"a").unwrap();
+        assert!(drain(&|c| c.paths.iter().any(|p| p == b"again/after")));
     }
 }
