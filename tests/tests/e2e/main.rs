@@ -5,6 +5,7 @@
 //! does): the tests run the built `ferry` and `ferry-node` binaries.
 
 mod agent;
+mod agent_bench;
 mod alerts_timing;
 mod badinput;
 mod cgit;
