@@ -360,6 +360,7 @@ pub fn query(cfg: &ClientConfig) -> Option<serde_json::Value> {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    crate::clock::run_on();
     let cfg = ClientConfig::load(config_path)?;
     std::fs::create_dir_all(&cfg.state_dir)?;
     let _lock = ferry_durable::Lock::try_acquire(&cfg.state_dir.join("agent.lock"))?
