@@ -140,6 +140,13 @@ impl Agent {
         self.rescans.clear();
         for s in &self.cfg.sources {
             if let Some(sch) = Schedule::of(s.schedule.as_deref(), s.every.as_deref())? {
+                if !self.last_run.contains_key(&s.name)
+                    && let Some(t) = std::fs::read_to_string(self.last_run_file(&s.name))
+                        .ok()
+                        .and_then(|t| t.trim().parse::<Timestamp>().ok())
+                {
+                    self.last_run.insert(s.name.clone(), t);
+                }
                 let next = sch.next(now, self.last_run.get(&s.name).copied(), &self.tz);
                 info!(source = %s.name, next = ?next, "scheduled");
                 self.schedules.insert(s.name.clone(), (sch, next));
@@ -160,6 +167,11 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// When a scheduled source last ran (`<state_dir>/agent/<source>.last`).
+    fn last_run_file(&self, source: &str) -> PathBuf {
+        self.cfg.state_dir.join("agent").join(format!("{source}.last"))
     }
 
     fn changed(&mut self, c: Changed) {
@@ -231,6 +243,19 @@ impl Agent {
                 info!(source = %name, "schedule due: backing up");
                 self.backup(&name);
                 self.last_run.insert(name.clone(), now);
+                // Kept across restarts, so `every = "6h"` does not run again
+                // at each start.
+                let f = self.last_run_file(&name);
+                let written = std::fs::create_dir_all(f.parent().expect("has a parent")).and_then(|()| {
+                    ferry_durable::write_synced(
+                        f.parent().expect("has a parent"),
+                        &format!("{name}.last"),
+                        format!("{now}\n").as_bytes(),
+                    )
+                });
+                if let Err(e) = written {
+                    warn!(source = %name, "cannot record the run time in {}: {e}", f.display());
+                }
                 let after = sch.next(now, Some(now), &self.tz);
                 self.schedules.insert(name.clone(), (sch, after));
                 self.status_of(&name, |s| s.last_run = Some(now.to_string()));

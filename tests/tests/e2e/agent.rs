@@ -109,6 +109,10 @@ fn an_agent_backs_up_watched_changes_within_seconds_and_runs_schedules() {
             .is_some_and(|v| !v.is_empty())
     });
 
+    // The run is recorded (an `every` source does not run again at a restart).
+    let last = fs::read_to_string(a.base.join("state/agent/etc.last")).unwrap();
+    assert!(last.starts_with("2026-11-22T03:00:0"), "{last}");
+
     // Created files and a mkdir -p tree: no `ferry backup`, only the watcher.
     fs::write(tree.join("new.txt"), "new\n").unwrap();
     fs::create_dir_all(tree.join("a/b/c")).unwrap();
