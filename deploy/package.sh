@@ -41,7 +41,7 @@ to_usr_bin() { # source destination
 for f in deploy/systemd/ferry-node-* deploy/systemd/ferry-git-daemon.service; do
     to_usr_bin "$f" "$stage/ferry-node/systemd/$(basename "$f")"
 done
-for f in deploy/systemd/ferry-send.* deploy/systemd/ferry-backup-all.*; do
+for f in deploy/systemd/ferry-send.* deploy/systemd/ferry-backup-all.* deploy/systemd/ferry-agent.service; do
     to_usr_bin "$f" "$stage/ferry/systemd/$(basename "$f")"
 done
 to_usr_bin deploy/node.toml "$stage/ferry-node/etc/node.toml"

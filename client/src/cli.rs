@@ -83,7 +83,22 @@ pub enum Command {
     },
     /// Show per node what is pending, since when, how delivery goes, and
     /// the failed requests not acknowledged yet.
-    Status,
+    Status {
+        /// Ask the running `ferry agent` (over its socket) for its state instead.
+        #[arg(long)]
+        agent: bool,
+    },
+    /// Run the client's long-running service: send periodically, run each
+    /// source's schedule, watch `watch = true` sources (SIGHUP reloads,
+    /// SIGTERM stops).
+    Agent,
+    /// What changed in a `mode = "tree"` source since its last backup: a
+    /// stat walk against the newest manifest (and the agent's journal),
+    /// copying nothing.
+    Changes {
+        /// A configured fs source with mode = "tree".
+        source: String,
+    },
     /// Acknowledge failed requests once dealt with: `ferry ack ID...` or
     /// `ferry ack --all [--node N]`.
     ///
@@ -193,7 +208,26 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let reports = crate::send::send(&cfg, node.as_deref(), &crate::send::SendOptions { force, wait })?;
             report(&reports, cli.json)
         }
-        Command::Status => {
+        Command::Agent => {
+            crate::agent::run(&cli.config)?;
+            Ok(exit::OK)
+        }
+        Command::Changes { source } => crate::changes::run(&cfg, &source, cli.json),
+        Command::Status { agent: true } => match crate::agent::query(&cfg) {
+            Some(v) if cli.json => {
+                out::json(&v)?;
+                Ok(exit::OK)
+            }
+            Some(v) => {
+                out::line(&serde_json::to_string_pretty(&v)?)?;
+                Ok(exit::OK)
+            }
+            None => {
+                out::err_line(&format!("ferry: no agent answers on {}", crate::agent::socket_path(&cfg).display()));
+                Ok(exit::UNDELIVERED)
+            }
+        },
+        Command::Status { agent: false } => {
             let v = crate::status::collect(&cfg)?;
             if cli.json {
                 out::json(&v)?;

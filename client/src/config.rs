@@ -45,6 +45,47 @@ pub struct ClientConfig {
     pub gate: GateConfig,
     #[serde(default)]
     pub mail: Option<ferry_notify::MailConfig>,
+    /// `ferry agent` (issue 11).
+    #[serde(default)]
+    pub agent: AgentConfig,
+}
+
+/// `[agent]`: timings of `ferry agent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Run `send` this often (what the cron line did every five minutes).
+    #[serde(default = "default_send_every")]
+    pub send_every: String,
+    /// A watched source is backed up once no change came for this long...
+    #[serde(default = "default_quiet")]
+    pub quiet: String,
+    /// ...or at the latest this long after its first pending change.
+    #[serde(default = "default_max_delay")]
+    pub max_delay: String,
+    /// The safety net of watched sources: a full rescan this often that
+    /// counts what the watcher missed (expected 0; `ferry status --agent`).
+    #[serde(default = "default_rescan_every")]
+    pub rescan_every: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+fn default_send_every() -> String {
+    "5m".into()
+}
+fn default_quiet() -> String {
+    "10s".into()
+}
+fn default_max_delay() -> String {
+    "60s".into()
+}
+fn default_rescan_every() -> String {
+    "1d".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +187,17 @@ pub struct SourceConfig {
     pub post_restore: Option<Vec<String>>,
     #[serde(default)]
     pub timeout: Option<String>,
+    /// `ferry agent`: queue this source on a calendar (`"0 3 * * *"`,
+    /// five cron fields, host time zone).
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// `ferry agent`: queue this source this often (`"6h"`).
+    #[serde(default)]
+    pub every: Option<String>,
+    /// `ferry agent`: watch the tree with inotify and back up changes
+    /// within seconds (fs sources with `mode = "tree"` only).
+    #[serde(default)]
+    pub watch: bool,
 }
 
 /// `unreadable = "fail" | "skip"` of an fs source.
@@ -350,6 +402,13 @@ impl ClientConfig {
                 Some(other) => bail!("source {}: mode {other:?}: use \"tar\" or \"tree\"", s.name),
             }
         }
+        for s in &self.sources {
+            crate::agent_schedule::Schedule::of(s.schedule.as_deref(), s.every.as_deref())
+                .with_context(|| format!("source {}", s.name))?;
+            if s.watch && (s.module != "fs" || s.mode.as_deref() != Some("tree")) {
+                bail!("source {}: watch = true needs module = \"fs\" and mode = \"tree\"", s.name);
+            }
+        }
         match self.export.git_scheme.as_str() {
             "ssh" | "git" => {}
             other => bail!("export.git_scheme {other:?}: use \"ssh\" or \"git\""),
@@ -360,6 +419,10 @@ impl ClientConfig {
             &self.send.backoff_min,
             &self.send.backoff_max,
             &self.send.alert_after,
+            &self.agent.send_every,
+            &self.agent.quiet,
+            &self.agent.max_delay,
+            &self.agent.rescan_every,
         ] {
             parse_duration(d)?;
         }

@@ -3,8 +3,12 @@
 //! repo. See `ARCHITECTURE.md` for the state machine and trust model.
 
 pub mod ack;
+pub mod agent;
+pub mod agent_schedule;
+pub mod agent_watch;
 pub mod alerts;
 pub mod authorize;
+pub mod changes;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -20,6 +20,7 @@
 //! with optional `pre`/`post` commands ([`hooks`]). [`export`] owns the
 //! export directory: names, the synced write discipline, retention.
 
+pub mod changes;
 pub mod context;
 pub mod db;
 pub mod export;
@@ -30,6 +31,7 @@ pub mod pipe;
 pub mod script;
 pub mod source;
 pub mod tree;
+pub mod tree_report;
 
 pub use context::{Context, ExportEndpoint, GitExportScheme};
 pub use export::{ArtifactInfo, HashingWriter, apply_retention, check_export_dir, list_artifacts};

@@ -50,6 +50,9 @@ pub struct TreeRun {
     pub info: ArtifactInfo,
     /// The scan's counters.
     pub stats: ScanStats,
+    /// The manifest is an update of the previous one from the watcher's
+    /// change journal (issue 11), not a full walk.
+    pub updated: bool,
 }
 
 /// Scans the tree `opts` selects (with the cache at `cache`) and writes
@@ -88,10 +91,42 @@ pub(crate) fn write_manifest_with(
         racy_window,
         ..ScanOptions::from(opts)
     };
-    let scanned = scan(&scan_opts).map_err(|e| PrepareError::Failed {
+    let failed = |e: ferry_tree::scan::ScanError| PrepareError::Failed {
         module: "fs".into(),
         message: format!("source {source_name}: tree scan: {e}"),
-    })?;
+    };
+    // A watched source (issue 11) updates the previous manifest with what
+    // the agent's watcher journalled; anything else walks the whole tree.
+    let taken = crate::changes::take(cache).map_err(io(format!("taking the change journal of {source_name}")))?;
+    let prev = match &taken {
+        Some(t) if !t.full => previous_manifest(dir).map(|(_, m)| m),
+        _ => None,
+    };
+    let scanned = match (&taken, &prev) {
+        (Some(t), Some(prev)) if t.verify => {
+            // The safety net: what the journal says against a full walk.
+            let updated = ferry_tree::scan::update(prev, &t.paths, &scan_opts).map_err(failed)?;
+            let walked = scan(&scan_opts).map_err(failed)?;
+            let d = ferry_tree::diff::diff(
+                &updated.manifest,
+                &walked.manifest,
+                &ferry_tree::diff::DiffOptions::everything(),
+            );
+            let n = d.changes.len() as u64;
+            if n > 0 {
+                tracing::warn!(source = source_name, differences = n, missed = %d.to_text().lines().take(5).collect::<Vec<_>>().join("; "), "the periodic rescan found changes the watcher missed");
+            } else {
+                tracing::info!(source = source_name, "the periodic rescan found no change the watcher missed");
+            }
+            crate::changes::record_rescan(cache, n).map_err(io(format!("recording the rescan of {source_name}")))?;
+            walked
+        }
+        (Some(t), Some(prev)) => {
+            tracing::info!(source = source_name, changed = t.paths.len(), "tree update from the watcher's journal");
+            ferry_tree::scan::update(prev, &t.paths, &scan_opts).map_err(failed)?
+        }
+        _ => scan(&scan_opts).map_err(failed)?,
+    };
     let stamp = choose_stamp(dir).map_err(io(format!("choosing a stamp in {}", dir.display())))?;
     let mut art = Artifact::create(dir, stamp, EXTENSION, deadline)
         .map_err(io(format!("creating a manifest in {}", dir.display())))?;
@@ -99,7 +134,22 @@ pub(crate) fn write_manifest_with(
     scanned.manifest.write_to(&mut *art.writer()).map_err(io(what.clone()))?;
     art.writer().flush().map_err(io(what.clone()))?;
     let info = art.commit().map_err(io(what))?;
-    Ok(TreeRun { info, stats: scanned.stats })
+    crate::changes::done(cache).map_err(io(format!("closing the change journal of {source_name}")))?;
+    let updated = prev.is_some() && !taken.as_ref().is_some_and(|t| t.verify);
+    Ok(TreeRun { info, stats: scanned.stats, updated })
+}
+
+/// The newest manifest in the source's export directory and its stamp, if
+/// one parses.
+pub(crate) fn previous_manifest(dir: &Path) -> Option<(String, ferry_tree::manifest::Manifest)> {
+    let newest = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(&format!(".{EXTENSION}")) && !n.starts_with('.'))
+        .max()?;
+    let bytes = std::fs::read(dir.join(&newest)).ok()?;
+    let m = ferry_tree::manifest::parse(&bytes, &ferry_tree::manifest::Limits::default()).ok()?;
+    Some((newest.trim_end_matches(&format!(".{EXTENSION}")).to_owned(), m))
 }
 
 /// The `tree` request for a written manifest: the manifest's URL in the
@@ -192,5 +242,46 @@ mod tests {
             let e = request(&url, Path::new(bad), &again.info, &"home".parse().unwrap()).unwrap_err();
             assert!(matches!(e, PrepareError::Config(_)), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_watched_source_updates_the_previous_manifest_from_the_journal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        let dir = tmp.path().join("export/site");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/one"), b"1").unwrap();
+        let opts = crate::fs::create_options(&root, &[], &[], false, false, &tmp.path().join("export")).unwrap();
+        let cache = cache_path(&tmp.path().join("state"), "site");
+        let _watcher = crate::changes::try_watch(&cache).unwrap().unwrap();
+        crate::changes::append(&cache, &[], true).unwrap();
+        let first = write_manifest_with("site", &opts, false, &cache, &dir, None, Duration::ZERO).unwrap();
+        assert!(!first.updated, "a full-rescan record walks everything");
+        std::fs::create_dir_all(root.join("b/c")).unwrap();
+        std::fs::write(root.join("b/c/two"), b"2").unwrap();
+        std::fs::remove_file(root.join("a/one")).unwrap();
+        crate::changes::append(&cache, &[b"b/c/two".to_vec(), b"a/one".to_vec(), b"a".to_vec()], false).unwrap();
+        let second = write_manifest_with("site", &opts, false, &cache, &dir, None, Duration::ZERO).unwrap();
+        assert!(second.updated);
+        let m = ferry_tree::manifest::parse(&std::fs::read(&second.info.path).unwrap(), &Default::default()).unwrap();
+        assert!(m.get(b"b/c/two").is_some() && m.get(b"b/c").is_some() && m.get(b"a/one").is_none(), "{m:?}");
+        // A change the journal does not name is found by the verify rescan.
+        std::fs::write(root.join("missed"), b"m").unwrap();
+        crate::changes::append_verify(&cache).unwrap();
+        let verified = write_manifest_with("site", &opts, false, &cache, &dir, None, Duration::ZERO).unwrap();
+        assert!(!verified.updated);
+        let m = ferry_tree::manifest::parse(&std::fs::read(&verified.info.path).unwrap(), &Default::default()).unwrap();
+        assert!(m.get(b"missed").is_some());
+        let c = crate::changes::rescan_counts(&cache);
+        assert_eq!((c.runs, c.last_differences), (1, 1), "{c:?}");
+        std::fs::remove_file(root.join("missed")).unwrap();
+        crate::changes::append(&cache, &[b"missed".to_vec()], false).unwrap();
+        write_manifest_with("site", &opts, false, &cache, &dir, None, Duration::ZERO).unwrap();
+        // The same as a full walk would say.
+        drop(_watcher);
+        let third = write_manifest_with("site", &opts, false, &cache, &dir, None, Duration::ZERO).unwrap();
+        assert!(!third.updated);
+        assert_eq!(std::fs::read(&third.info.path).unwrap(), std::fs::read(&second.info.path).unwrap());
     }
 }

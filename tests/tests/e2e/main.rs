@@ -4,6 +4,8 @@
 //! Run `cargo build --workspace --bins` first (the README's test command
 //! does): the tests run the built `ferry` and `ferry-node` binaries.
 
+mod agent;
+mod agent_bench;
 mod alerts_timing;
 mod badinput;
 mod cgit;
