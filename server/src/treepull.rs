@@ -17,6 +17,9 @@
 //!    it as `<received>.changed` and named in the job's result. The next
 //!    backup fetches them again.
 //! 5. The catalog row: module `tree`, see [`crate::trees`].
+//! 6. With `[tree] prepare_rescue` (node as root), the snapshot's rescue
+//!    metadata layer ([`crate::rescue::after_pull`]), so that even the
+//!    first `rescue` of it is a mount only.
 //!
 //! Resume: contents already put stay in the store (each put is atomic), so
 //! a re-run of the request after kill -9 fetches only what is missing.
@@ -211,6 +214,10 @@ pub fn tree(
             request: id.to_owned(),
         })
         .map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
+    // 6. The rescue metadata layer of this snapshot (logged, never fatal).
+    if cfg.tree.prepare_rescue {
+        crate::rescue::after_pull(cfg, catalog, &client.name, source);
+    }
     let _ = std::fs::remove_file(&mpath);
     Ok(format!(
         "tree {source} {stamp}: {} files, {} contents fetched ({} bytes), {} changed during the pull{}, stored as {path}",
