@@ -15,8 +15,8 @@
 //! 2. CHANGED_PERMILLE of the files rewritten (same size, new bytes):
 //!    tree mode, tar mode, `rsync -a --link-dest=<previous>` (rsnapshot);
 //!    newly stored bytes = `du -s -B1` (hard-linked inodes counted once)
-//!    of the node's whole base directory, or of the rsync area, after
-//!    minus before;
+//!    of the node's data directory and rescue layers, or of the rsync
+//!    area, after minus before;
 //! 3. unchanged repeats (two): `files_hashed` from `ferry --json backup
 //!    --send` (the goal: 0).
 
@@ -78,7 +78,7 @@ fn generate(root: &Path, files: usize, mean: u64) -> u64 {
 /// Disk usage in bytes, each inode once (`du -s -B1` over all paths in one run).
 fn du(paths: &[&Path]) -> u64 {
     let mut cmd = Command::new("du");
-    cmd.args(["-s", "-c", "-B1"]).args(paths);
+    cmd.args(["-s", "-c", "-B1"]).args(paths.iter().filter(|p| p.exists()));
     let out = ok(&mut cmd);
     out.lines().last().and_then(|l| l.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap()
 }
@@ -205,12 +205,16 @@ fn main() {
         changed_bytes += size;
     }
     std::thread::sleep(Duration::from_millis(200)); // past the scan's racy window
-    let d0 = du(&[&srv]);
+    // What the node stores: the data directory and the rescue layers
+    // (the web catalog, rewritten in the background, is left out).
+    let (data, meta) = (srv.join("data"), srv.join("state/rescue-meta"));
+    let node_du = || du(&[&data, &meta]);
+    let d0 = node_du();
     let (tree_rep, out) = b.backup("tree");
     let hashed_rep = files_hashed(&out);
-    let d1 = du(&[&srv]);
+    let d1 = node_du();
     let (tar_rep, _) = b.backup("tar");
-    let d2 = du(&[&srv]);
+    let d2 = node_du();
     let r0 = du(&[&rs]);
     let rsync_rep = rsync(&ssh, &from, &rs.join("1"), Some(&rs.join("0")));
     let r1 = du(&[&rs]);
