@@ -152,7 +152,9 @@ fn main() {
     let files = arg(2, "TREE_FILES", 20000) as usize;
     let permille = arg(3, "TREE_CHANGED_PERMILLE", 10) as usize;
     let td = TestDir::new("bench_tree");
-    let node = Node::start(&td, "backup1");
+    // TREE_PREPARE_RESCUE=0: node.toml `[tree] prepare_rescue = false`.
+    let prepare = std::env::var("TREE_PREPARE_RESCUE").map_or(true, |v| v != "0");
+    let node = Node::start_with(&td, "backup1", &format!("[tree]\nprepare_rescue = {prepare}\n"));
     let tree = td.mkdir("tree");
     let mean = size_mb * 1_000_000 / files as u64;
     eprintln!("generating {files} files, {size_mb} MB in {} ...", tree.display());
@@ -230,7 +232,7 @@ fn main() {
     let pct = |x: u64| 100.0 * x as f64 / bytes as f64;
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!(
-        "tree: {files} files, {:.1} MB; changed: {changed} files, {:.2} MB ({:.2}%); sshd on loopback, cipher {CIPHER}",
+        "tree: {files} files, {:.1} MB; changed: {changed} files, {:.2} MB ({:.2}%); sshd on loopback, cipher {CIPHER}; [tree] prepare_rescue = {prepare}",
         mb(bytes),
         mb(changed_bytes),
         pct(changed_bytes)
