@@ -291,11 +291,14 @@ say "ferry-node diff host-a site: what changed between the two snapshots"
 
 say "ferry-node rescue host-a site: the newest snapshot usable in place, nothing copied"
 VIEW="$DIR/rescue/www"
+mkdir -p "$DIR/rescue"
+RESCUED="shown as a command"
 RESCUE=("$FNODE" --config "$DIR/node/node.toml" rescue host-a site "$VIEW")
 if [ "$(id -u)" -ne 0 ]; then
     echo "  (rescue mounts an overlay: as root, run)  ${RESCUE[*]}"
 elif ! "${RESCUE[@]}"; then
     echo "  rescue needs overlayfs with metacopy (Linux >= 6.5) and may not mount inside some containers; skipped"
+    RESCUED="not mounted here"
 else
     ls -l "$VIEW"
     echo "  index.html through the view: $(cat "$VIEW/index.html")"
@@ -305,6 +308,7 @@ else
     [ -L "${S[1]}/home.html" ] || die "a delete in the view reached the backup"
     echo "  wrote and deleted in the view: the snapshot is unchanged (the writes are in the overlay's upper layer)"
     "$FNODE" --config "$DIR/node/node.toml" rescue --undo "$VIEW"
+    RESCUED="rescued and undone"
 fi
 
 # --- cgit -----------------------------------------------------------------
@@ -376,7 +380,7 @@ EOF
     || die "check --from $URL/catalog.json found a problem"
 
 # --- where to look --------------------------------------------------------
-say "done: three backups stored, restored and identical; two snapshot trees, diffed and rescued"
+say "done: three backups stored, restored and identical; two snapshot trees, diffed, $RESCUED"
 echo
 echo "Browse the mirrors:   $URL/cgit/  (user admin@quickstart, password $ADMIN_PW)"
 echo "host-a's own view:    $URL/c/host-a/git/  (user host-a, password $HOST_A_PW)"
