@@ -210,8 +210,20 @@ pub fn prepare(cfg: &NodeConfig, a: &crate::catalog::Artifact) -> anyhow::Result
         ferry_tree::manifest::Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
     let m =
         ferry_tree::manifest::parse(&text, &unlimited).map_err(|e| anyhow::anyhow!("manifest of {}: {e}", a.path))?;
-    let stats = crate::rescue_meta::build(&m, &dest)?;
+    let stats = crate::rescue_meta::build(&m, &dest, newest_other_layer(&dest).as_deref())?;
     Ok((dest, true, stats.elapsed_ms))
+}
+
+/// The newest finished layer of the same source other than `dest` (names
+/// start with the snapshot's received time), for [`crate::rescue_meta::build`]
+/// to link unchanged files from.
+fn newest_other_layer(dest: &Path) -> Option<PathBuf> {
+    let dir = dest.parent()?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p != dest && p.file_name().is_some_and(|n| !n.as_encoded_bytes().starts_with(b".")) && p.is_dir())
+        .max()
 }
 
 /// After a tree pull (`[tree] prepare_rescue`): builds the metadata layer

@@ -502,6 +502,27 @@ fn the_pull_prepares_the_rescue_layer_and_drops_the_previous_one_unless_mounted(
     assert_eq!(l2.len(), 2, "the mounted layer is kept beside the new one: {l2:?}");
     assert!(l2.iter().any(|l| l.starts_with(&second[1])), "{l2:?} {second:?}");
     assert_eq!(fs::read_to_string(view.join("etc/hostname")).unwrap(), "host-a\n", "the mounted view still works");
+    // The second layer links the unchanged files of the first (not the
+    // changed one): a view of it shows the new content and the manifest's
+    // owners and modes.
+    let lroot = node.srv().join("state/rescue-meta/host-a/site");
+    let ino = |l: &str, p: &str| fs::symlink_metadata(lroot.join(l).join(p)).unwrap().ino();
+    assert_eq!(ino(&l2[0], "home/alice/big.bin"), ino(&l2[1], "home/alice/big.bin"), "unchanged: linked");
+    assert_eq!(ino(&l2[0], "su"), ino(&l2[1], "su"), "unchanged: linked");
+    assert_ne!(ino(&l2[0], "etc/hostname"), ino(&l2[1], "etc/hostname"), "changed: a new file");
+    let view2 = td.join("view2");
+    let guard2 = UndoFleet(&node, view2.clone());
+    let r: serde_json::Value =
+        serde_json::from_str(&ok(node.cmd().args(["--json", "rescue", "host-a", "site"]).arg(&view2))).unwrap();
+    assert_eq!(r["meta_built"], false, "{r}");
+    assert_eq!(fs::read_to_string(view2.join("etc/hostname")).unwrap(), "host-a again\n");
+    let notes = fs::metadata(view2.join("home/alice/notes.txt")).unwrap();
+    assert_eq!((notes.uid(), notes.gid()), (1234, 5678), "owners through a linked layer file");
+    assert_eq!(fs::read_to_string(view2.join("home/alice/big.bin")).unwrap().len(), 300_000);
+    let su = fs::metadata(view2.join("su")).unwrap();
+    assert_eq!(su.mode() & 0o7777, 0o4755, "modes through a linked layer file");
+    ok(node.cmd().args(["rescue", "--undo"]).arg(&view2));
+    drop(guard2);
     ok(node.cmd().args(["rescue", "--undo"]).arg(&view));
     drop(guard);
 
