@@ -9,13 +9,19 @@
 # For each size: a tree of FILES small files (100 directories, distinct
 # contents of 64 to 4,160 bytes, owners and modes varied) is snapshotted on
 # a scratch node through the library (examples/tree-snapshot.rs, the pull
-# job's steps). Then, measured with the release ferry-node:
-#   first    the snapshot's first rescue: builds its metadata layer
-#            (O(files), once per snapshot, cached under the state dir)
-#            and mounts the view;
-#   cached   later rescues (median of ROUNDS): mounts only;
-#   usable   each timing ends when a file deep in the view has been read
-#            and its owner checked, i.e. the view is in use.
+# job's steps), twice. Then, measured with the release ferry-node:
+#   on-demand  the first snapshot's first rescue, as with node.toml
+#              `[tree] prepare_rescue = false` (or a node not running as
+#              root): builds its metadata layer (O(files), once per
+#              snapshot, cached under the state dir) and mounts the view;
+#   cached     later rescues of it (median of ROUNDS): mounts only;
+#   prepare    the second snapshot, then what the pull does after
+#              publishing with `prepare_rescue = true` (the default):
+#              builds that snapshot's layer and drops the first one's;
+#              part of the backup, not of the rescue;
+#   prepared   the second snapshot's first rescue: a mount only;
+#   usable     each timing ends when a file deep in the view has been read
+#              and its owner checked, i.e. the view is in use.
 # --undo runs between rounds (not timed).
 #
 # Env: BENCH_DIR (scratch, default /tmp/ferry-rescue-bench; needs ~1.5 GB
@@ -54,7 +60,7 @@ printf 'name = "bench"\nbase_dir = "%s/srv"\nprogram = "%s"\n' "$BENCH_DIR" "$NO
 node() { "$NODE_BIN" --config "$BENCH_DIR/node.toml" "$@"; }
 ms() { date +%s%N | cut -c1-13; }
 
-printf '%-8s %-10s %-10s %-10s %s\n' files snapshot first cached "cached rounds (ms)"
+printf '%-8s %-10s %-10s %-10s %-10s %-10s %s\n' files snapshot on-demand cached prepare prepared "cached rounds (ms)"
 for n in $FILES; do
     src=$BENCH_DIR/src-$n
     python3 - "$src" "$n" <<'PY'
@@ -88,6 +94,17 @@ PY
         node rescue --undo "$view" >/dev/null
     done
     median=$(printf '%s\n' "${rounds[@]}" | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p")
-    printf '%-8s %-10s %-10s %-10s %s\n' "$n" "${snap}ms" "${first}ms" "${median}ms" "${rounds[*]}"
+    # The second snapshot, prepared as the pull does.
+    out=$("$SNAP_BIN" "$BENCH_DIR/node.toml" host "src$n" 20261202T000000Z "$src" --prepare)
+    prep=$(echo "$out" | sed -n 's/.*rescue layer prepared in \([0-9]*\) ms.*/\1/p')
+    layers=$(find "$BENCH_DIR/srv/state/rescue-meta/host/src$n" -mindepth 1 -maxdepth 1 ! -name '.*' | wc -l)
+    [ "$layers" = 1 ] || { echo "expected the pull to leave one layer, found $layers" >&2; exit 1; }
+    t0=$(ms)
+    built=$(node --json rescue host "src$n" "$view" | python3 -c 'import json,sys; print(json.load(sys.stdin)["meta_built"])')
+    head -c1 "$probe" >/dev/null && stat -c %u "$probe" >/dev/null
+    prepared=$(( $(ms) - t0 ))
+    node rescue --undo "$view" >/dev/null
+    [ "$built" = False ] || { echo "the rescue of a prepared snapshot built its layer" >&2; exit 1; }
+    printf '%-8s %-10s %-10s %-10s %-10s %-10s %s\n' "$n" "${snap}ms" "${first}ms" "${median}ms" "${prep}ms" "${prepared}ms" "${rounds[*]}"
     rm -rf "$src"
 done

@@ -2,8 +2,12 @@
 # Ferry on one machine, for real: a backup node and two clients on loopback
 # (each with its own private OpenSSH sshd), a git repository, a directory
 # and a PostgreSQL database backed up through the queue repos, restored and
-# compared with the originals; then cgit shows the mirrors behind passwords
-# (the administrator sees every client, host-a only its own mirrors).
+# compared with the originals; the directory again as a snapshot tree, twice
+# (one file changed: `ferry-node diff` names it, the rest are hard links),
+# used in place with `ferry-node rescue` (an overlay: nothing copied, writes
+# never reach the backup) and undone; then cgit shows the mirrors behind
+# passwords (the administrator sees every client, host-a only its own
+# mirrors).
 #
 #   deploy/quickstart.sh          # as root: install what is missing, build, run
 #   deploy/quickstart.sh --stop   # stop the demo's servers (by their pid files)
@@ -27,6 +31,10 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
 
 stop_all() {
+    # A rescue view left mounted by an interrupted run.
+    if [ -d "$DIR/rescue/www" ] && mountpoint -q "$DIR/rescue/www"; then
+        "$REPO/target/release/ferry-node" --config "$DIR/node/node.toml" rescue --undo "$DIR/rescue/www" >/dev/null || true
+    fi
     for pidfile in "$DIR"/*/sshd.pid "$DIR"/web/nginx.pid "$DIR"/web/fcgiwrap.pid; do
         [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
     done
@@ -150,6 +158,12 @@ make_client host-a "$A_IP" "
 name = \"www\"
 module = \"fs\"
 path = \"$DIR/host-a/www\"
+
+[[source]]
+name = \"site\"
+module = \"fs\"
+mode = \"tree\"
+path = \"$DIR/host-a/www\"
 "
 say "PostgreSQL for host-b on $B_IP:$PG_PORT"
 mkdir -p "$DIR/pg/data" "$DIR/pg/sock"
@@ -182,8 +196,10 @@ for c in host-a host-b; do
     { echo; json "['gitosis_section']" < "$DIR/$c/init.json"; } >> "$DIR/node/admin/gitosis-admin/gitosis.conf"
     # host-a may browse its own mirrors in the web view (host-b may not).
     if [ "$c" = host-a ]; then echo "web = yes" >> "$DIR/node/admin/gitosis-admin/gitosis.conf"; fi
+    # Where host-a's snapshot trees may come from (README: Snapshot trees).
+    if [ "$c" = host-a ]; then echo "tree-roots = $DIR/host-a/www" >> "$DIR/node/admin/gitosis-admin/gitosis.conf"; fi
     # What the node must receive and how often (README: Monitoring).
-    if [ "$c" = host-a ]; then src="project:push www:1d"; else src="shop:1d"; fi
+    if [ "$c" = host-a ]; then src="project:push www:1d site:1d"; else src="shop:1d"; fi
     echo "sources = $src" >> "$DIR/node/admin/gitosis-admin/gitosis.conf"
 done
 (cd "$DIR/node/admin/gitosis-admin" && $GIT add -A && $GIT commit -q -m "Enroll host-a and host-b" \
@@ -236,6 +252,64 @@ q="SELECT id, name, price FROM items ORDER BY id"
     || die "restored database differs"
 echo "  database: shop_restored has the same rows as shop (replayed as the one-time role"
 echo "            ferry_restore_shop_restored, which owns only that database and can no longer log in)"
+
+# --- snapshot trees: a second backup, diff, rescue --------------------------
+say "host-a: the same directory as a snapshot tree (mode = \"tree\"), twice, one file changed in between"
+trees() { "$FNODE" --config "$DIR/node/node.toml" --json find --client host-a --source site \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+# files_hashed of the tree scan in `ferry --json backup --send` (two JSON documents).
+hashed() { python3 -c '
+import json, sys
+text, dec, i, n = sys.stdin.read(), json.JSONDecoder(), 0, []
+def walk(v):
+    if isinstance(v, dict):
+        if isinstance(v.get("files_hashed"), int): n.append(v["files_hashed"])
+        for x in v.values(): walk(x)
+    elif isinstance(v, list):
+        for x in v: walk(x)
+while i < len(text):
+    if text[i].isspace(): i += 1; continue
+    v, i = dec.raw_decode(text, i); walk(v)
+print(sum(n))'; }
+tree_backup() { # expected number of snapshots afterwards
+    h=$("$FERRY" --config "$DIR/host-a/client.toml" --json backup site --send | hashed)
+    for _ in $(seq 120); do [ "$(trees)" -ge "$1" ] && break; sleep 0.5; done
+    [ "$(trees)" -ge "$1" ] || { "$FNODE" --config "$DIR/node/node.toml" events --last 20; die "the node did not store snapshot $1"; }
+    echo "  snapshot $1 stored; the client hashed $h file(s)"
+}
+tree_backup 1
+printf 'Welcome to host-a, version 2\n' > "$DIR/host-a/www/index.html"
+tree_backup 2
+SNAPS="$DIR/node/srv/data/host-a/trees/site"
+mapfile -t S < <(find "$SNAPS" -mindepth 1 -maxdepth 1 -type d ! -name '.*' | sort)
+[ "$(stat -c %i "${S[0]}/docs/blob.bin")" = "$(stat -c %i "${S[1]}/docs/blob.bin")" ] \
+    || die "the unchanged blob.bin is not shared between the snapshots"
+echo "  unchanged files are one inode in both snapshots (docs/blob.bin: inode $(stat -c %i "${S[1]}/docs/blob.bin"), $(stat -c %h "${S[1]}/docs/blob.bin") links)"
+say "ferry-node diff host-a site: what changed between the two snapshots"
+"$FNODE" --config "$DIR/node/node.toml" diff host-a site
+"$FNODE" --config "$DIR/node/node.toml" --json diff host-a site | grep -q index.html || die "diff does not name index.html"
+
+say "ferry-node rescue host-a site: the newest snapshot usable in place, nothing copied"
+VIEW="$DIR/rescue/www"
+mkdir -p "$DIR/rescue"
+RESCUED="shown as a command"
+RESCUE=("$FNODE" --config "$DIR/node/node.toml" rescue host-a site "$VIEW")
+if [ "$(id -u)" -ne 0 ]; then
+    echo "  (rescue mounts an overlay: as root, run)  ${RESCUE[*]}"
+elif ! "${RESCUE[@]}"; then
+    echo "  rescue needs overlayfs with metacopy (Linux >= 6.5) and may not mount inside some containers; skipped"
+    RESCUED="not mounted here"
+else
+    ls -l "$VIEW"
+    echo "  index.html through the view: $(cat "$VIEW/index.html")"
+    printf 'edited on the rescue side\n' > "$VIEW/index.html"
+    rm "$VIEW/home.html"
+    [ "$(cat "${S[1]}/index.html")" = "Welcome to host-a, version 2" ] || die "a write in the view reached the backup"
+    [ -L "${S[1]}/home.html" ] || die "a delete in the view reached the backup"
+    echo "  wrote and deleted in the view: the snapshot is unchanged (the writes are in the overlay's upper layer)"
+    "$FNODE" --config "$DIR/node/node.toml" rescue --undo "$VIEW"
+    RESCUED="rescued and undone"
+fi
 
 # --- cgit -----------------------------------------------------------------
 say "cgit behind nginx on $NODE_IP:$WEB_PORT, with passwords (deploy/nginx-cgit.conf)"
@@ -306,7 +380,7 @@ EOF
     || die "check --from $URL/catalog.json found a problem"
 
 # --- where to look --------------------------------------------------------
-say "done: three backups stored, restored and identical"
+say "done: three backups stored, restored and identical; two snapshot trees, diffed, $RESCUED"
 echo
 echo "Browse the mirrors:   $URL/cgit/  (user admin@quickstart, password $ADMIN_PW)"
 echo "host-a's own view:    $URL/c/host-a/git/  (user host-a, password $HOST_A_PW)"
@@ -315,6 +389,7 @@ echo "History page:         $URL/history/  (same administrator password: clients
 echo "Published catalog:    $URL/catalog.json"
 echo "Check from elsewhere: $FNODE --config $DIR/checker/node.toml check --from $URL/catalog.json"
 echo "What the node holds:  $FNODE --config $DIR/node/node.toml list"
+echo "Snapshot trees:       $FNODE --config $DIR/node/node.toml diff host-a site   (and: rescue host-a site DIR, rescue --undo DIR)"
 echo
 "$FNODE" --config "$DIR/node/node.toml" list
 echo

@@ -98,6 +98,12 @@ pub struct TreeConfig {
     /// Files fetched at once over the one sftp session (1..=256).
     #[serde(default = "default_tree_depth")]
     pub files_in_flight: usize,
+    /// Build the rescue metadata layer of each new snapshot right after
+    /// its pull (node running as root), so that even the first `rescue`
+    /// of it is a mount only; the previous snapshot's layer is dropped
+    /// unless a rescue has it mounted. Off: `rescue` builds it on demand.
+    #[serde(default = "yes")]
+    pub prepare_rescue: bool,
 }
 
 fn default_tree_entries() -> u64 {
@@ -120,6 +126,7 @@ impl Default for TreeConfig {
             max_total_bytes: default_tree_total(),
             max_manifest_bytes: default_tree_manifest(),
             files_in_flight: default_tree_depth(),
+            prepare_rescue: true,
         }
     }
 }

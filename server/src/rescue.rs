@@ -210,8 +210,113 @@ pub fn prepare(cfg: &NodeConfig, a: &crate::catalog::Artifact) -> anyhow::Result
         ferry_tree::manifest::Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
     let m =
         ferry_tree::manifest::parse(&text, &unlimited).map_err(|e| anyhow::anyhow!("manifest of {}: {e}", a.path))?;
-    let stats = crate::rescue_meta::build(&m, &dest)?;
+    let stats = crate::rescue_meta::build(&m, &dest, newest_other_layer(&dest).as_deref())?;
     Ok((dest, true, stats.elapsed_ms))
+}
+
+/// The newest finished layer of the same source other than `dest` (names
+/// start with the snapshot's received time), for [`crate::rescue_meta::build`]
+/// to link unchanged files from.
+fn newest_other_layer(dest: &Path) -> Option<PathBuf> {
+    let dir = dest.parent()?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p != dest && p.file_name().is_some_and(|n| !n.as_encoded_bytes().starts_with(b".")) && p.is_dir())
+        .max()
+}
+
+/// After a tree pull (`[tree] prepare_rescue`): builds the metadata layer
+/// of the source's newest snapshot, so that even its first rescue is a
+/// mount only, then drops the layers of the source's other snapshots that
+/// no rescue has mounted (one rescued later gets its layer rebuilt on
+/// demand). Root only: the layer's `trusted.overlay.*` xattrs need
+/// `CAP_SYS_ADMIN`; a node running as another account leaves the layer to
+/// `rescue`, which runs as root. Never fails the backup: a failure is
+/// logged and `rescue` builds the layer when asked.
+pub fn after_pull(cfg: &NodeConfig, catalog: &dyn crate::catalog::Catalog, client: &str, source: &str) {
+    if !rustix::process::geteuid().is_root() {
+        tracing::debug!(client, source, "rescue layer not prepared: the node does not run as root");
+        return;
+    }
+    let run = || -> anyhow::Result<Option<(PathBuf, u64, Vec<PathBuf>)>> {
+        let q =
+            crate::catalog::Query { client: Some(client.into()), source: Some(source.into()), ..Default::default() };
+        let Some(a) = catalog.find(&q)?.into_iter().rfind(|a| a.module == crate::trees::MODULE) else {
+            return Ok(None);
+        };
+        let (dest, _, ms) = prepare(cfg, &a)?;
+        Ok(Some((dest.clone(), ms, drop_other_layers(&dest)?)))
+    };
+    match run() {
+        Ok(Some((dest, ms, dropped))) => {
+            tracing::info!(client, source, layer = %dest.display(), ms, dropped = dropped.len(), "rescue layer prepared")
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(client, source, "rescue layer not prepared (rescue builds it on demand): {e:#}"),
+    }
+}
+
+/// Removes the finished layers beside `keep` (the same client and
+/// source) that are not the source of a mount; returns what it removed.
+/// Temporary `.tmp-*` builds are left to the rescue building them.
+fn drop_other_layers(keep: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let Some(dir) = keep.parent() else { return Ok(Vec::new()) };
+    let mounts = mount_table()?;
+    let mut dropped = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p == keep || p.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b".")) || !p.is_dir() {
+            continue;
+        }
+        if is_mount_source(&p, &mounts)? {
+            tracing::info!(layer = %p.display(), "rescue layer kept: a rescue has it mounted");
+            continue;
+        }
+        std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+        dropped.push(p);
+    }
+    Ok(dropped)
+}
+
+/// One row of /proc/self/mountinfo: device, root of the mount within its
+/// filesystem, mount point.
+struct MountRow {
+    dev: String,
+    root: PathBuf,
+    point: PathBuf,
+}
+
+fn mount_table() -> anyhow::Result<Vec<MountRow>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some(MountRow {
+                dev: (*f.get(2)?).to_owned(),
+                root: PathBuf::from(unescape_octal(f.get(3)?)),
+                point: PathBuf::from(unescape_octal(f.get(4)?)),
+            })
+        })
+        .collect())
+}
+
+/// Whether `p` (or something below it) is mounted elsewhere, as a rescue's
+/// read-only bind mount of its layer is: a mount of the same device whose
+/// root lies at or below `p`'s path within that filesystem.
+fn is_mount_source(p: &Path, mounts: &[MountRow]) -> anyhow::Result<bool> {
+    let p = p.canonicalize()?;
+    let st = rustix::fs::stat(&p)?;
+    let dev = format!("{}:{}", rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev));
+    // The mount `p` is reached through, and so its path in the filesystem.
+    let Some(host) =
+        mounts.iter().filter(|m| m.dev == dev && p.starts_with(&m.point)).max_by_key(|m| m.point.as_os_str().len())
+    else {
+        return Ok(true); // not found: keep it rather than guess
+    };
+    let rel = host.root.join(p.strip_prefix(&host.point)?);
+    Ok(mounts.iter().any(|m| m.dev == dev && m.point != host.point && m.root.starts_with(&rel)))
 }
 
 /// `rescue CLIENT SOURCE [--at] DIR [--nfs]`.

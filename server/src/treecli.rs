@@ -16,8 +16,9 @@ pub enum TreeCommand {
     /// the backup (see the README, "Snapshot trees and rescue"). Root only.
     ///
     /// The default view shows the manifest's owners, modes and mtimes
-    /// (metacopy; the metadata layer is built on a snapshot's first rescue
-    /// and cached). `--nfs HOST` mounts a view knfsd can export instead
+    /// (metacopy; the metadata layer is built by the pull, node.toml
+    /// `[tree] prepare_rescue`, or else on a snapshot's first rescue, and
+    /// cached). `--nfs HOST` mounts a view knfsd can export instead
     /// and prints its /etc/exports line (the kernel does not allow NFS
     /// export of a metacopy overlay: that view shows the node's owners and
     /// modes). `--undo DIR` unmounts and removes what a rescue made.

@@ -430,3 +430,116 @@ fn purge_removes_snapshots_then_unlinked_contents_and_list_counts_the_store() {
     let v = node.json(&["verify"]);
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
 }
+
+/// The layers under `<state>/rescue-meta/host-a/site` (finished ones only).
+fn layers(node: &ferry_tests::fleet::Node) -> Vec<String> {
+    let dir = node.srv().join("state/rescue-meta/host-a/site");
+    let mut v: Vec<String> = fs::read_dir(&dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The pull prepares the newest snapshot's metadata layer (`[tree]
+/// prepare_rescue`, on by default), so the first rescue only mounts; the
+/// next pull drops the previous layer unless a rescue has it mounted.
+/// Real client, sshd and overlay.
+#[test]
+fn the_pull_prepares_the_rescue_layer_and_drops_the_previous_one_unless_mounted() {
+    if !is_root() {
+        eprintln!("SKIPPED: rescue mounts overlays and needs root (the test command runs as root)");
+        return;
+    }
+    if !require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen", "mount", "umount"]) {
+        return;
+    }
+    use ferry_tests::fleet::{Client, Node, eventually};
+    let td = TestDir::new("tree_prepare");
+    let node = Node::start(&td, "backup1");
+    let tree = td.mkdir("site");
+    fixture(&tree);
+    let mut a = Client::new_with(
+        &td,
+        "host-a",
+        &[&node],
+        &format!("[[source]]\nname = \"site\"\nmodule = \"fs\"\nmode = \"tree\"\npath = \"{}\"\n", tree.display()),
+    );
+    a.gitosis_section.push_str(&format!("tree-roots = {}\n", tree.display()));
+    node.enroll(&[&a]);
+    let backup = |n: usize| {
+        ok(a.cmd().args(["backup", "site", "--send"]));
+        eventually("the node to finish the tree request", || node.pool_ids("host-a", "F").len() >= n);
+        assert!(node.pool_ids("host-a", "E").is_empty(), "requests failed: {}", node.events());
+    };
+    let snapshots = || -> Vec<String> {
+        let v = node.ferry_node_json(&["find", "--client", "host-a", "--source", "site"]);
+        v.as_array().unwrap().iter().map(|a| a["received"].as_str().unwrap().to_owned()).collect()
+    };
+
+    backup(1);
+    let first = snapshots();
+    let l1 = layers(&node);
+    assert_eq!(l1.len(), 1, "the pull left one prepared layer: {l1:?}");
+    assert!(l1[0].starts_with(&first[0]), "the layer is the new snapshot's: {l1:?} {first:?}");
+
+    // The first rescue of the snapshot uses the prepared layer: no build.
+    let view = td.join("view");
+    let guard = UndoFleet(&node, view.clone());
+    let r: serde_json::Value =
+        serde_json::from_str(&ok(node.cmd().args(["--json", "rescue", "host-a", "site"]).arg(&view))).unwrap();
+    assert_eq!(r["meta_built"], false, "the first rescue only mounts: {r}");
+    assert_eq!(fs::read_to_string(view.join("etc/hostname")).unwrap(), "host-a\n");
+    assert_eq!(fs::metadata(view.join("home/alice/notes.txt")).unwrap().uid(), 1234, "owners from the layer");
+
+    // A second pull while the first layer is mounted: both stay.
+    fs::write(tree.join("etc/hostname"), "host-a again\n").unwrap();
+    backup(2);
+    let second = snapshots();
+    let l2 = layers(&node);
+    assert_eq!(l2.len(), 2, "the mounted layer is kept beside the new one: {l2:?}");
+    assert!(l2.iter().any(|l| l.starts_with(&second[1])), "{l2:?} {second:?}");
+    assert_eq!(fs::read_to_string(view.join("etc/hostname")).unwrap(), "host-a\n", "the mounted view still works");
+    // The second layer links the unchanged files of the first (not the
+    // changed one): a view of it shows the new content and the manifest's
+    // owners and modes.
+    let lroot = node.srv().join("state/rescue-meta/host-a/site");
+    let ino = |l: &str, p: &str| fs::symlink_metadata(lroot.join(l).join(p)).unwrap().ino();
+    assert_eq!(ino(&l2[0], "home/alice/big.bin"), ino(&l2[1], "home/alice/big.bin"), "unchanged: linked");
+    assert_eq!(ino(&l2[0], "su"), ino(&l2[1], "su"), "unchanged: linked");
+    assert_ne!(ino(&l2[0], "etc/hostname"), ino(&l2[1], "etc/hostname"), "changed: a new file");
+    let view2 = td.join("view2");
+    let guard2 = UndoFleet(&node, view2.clone());
+    let r: serde_json::Value =
+        serde_json::from_str(&ok(node.cmd().args(["--json", "rescue", "host-a", "site"]).arg(&view2))).unwrap();
+    assert_eq!(r["meta_built"], false, "{r}");
+    assert_eq!(fs::read_to_string(view2.join("etc/hostname")).unwrap(), "host-a again\n");
+    let notes = fs::metadata(view2.join("home/alice/notes.txt")).unwrap();
+    assert_eq!((notes.uid(), notes.gid()), (1234, 5678), "owners through a linked layer file");
+    assert_eq!(fs::read_to_string(view2.join("home/alice/big.bin")).unwrap().len(), 300_000);
+    let su = fs::metadata(view2.join("su")).unwrap();
+    assert_eq!(su.mode() & 0o7777, 0o4755, "modes through a linked layer file");
+    ok(node.cmd().args(["rescue", "--undo"]).arg(&view2));
+    drop(guard2);
+    ok(node.cmd().args(["rescue", "--undo"]).arg(&view));
+    drop(guard);
+
+    // Once unmounted, the next pull drops every layer but the newest.
+    fs::write(tree.join("etc/hostname"), "host-a once more\n").unwrap();
+    backup(3);
+    let third = snapshots();
+    let l3 = layers(&node);
+    assert_eq!(l3.len(), 1, "{l3:?}");
+    assert!(l3[0].starts_with(&third[2]), "{l3:?} {third:?}");
+}
+
+/// [`UndoOnDrop`] for a fleet node.
+struct UndoFleet<'a>(&'a ferry_tests::fleet::Node, PathBuf);
+
+impl Drop for UndoFleet<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.cmd().args(["rescue", "--undo"]).arg(&self.1).output();
+    }
+}
