@@ -459,7 +459,7 @@ pub fn sftp(
         return Err(case_refusal(&format!("source {source}"), &format!("source {existing}")));
     }
     let source_dir = subdir(&cdir, &[source])?;
-    let store = crate::store::open(cfg);
+    let store = crate::store::open(cfg).map_err(store_refusal)?;
     // A scan killed between publishing this very download and recording it
     // left it in the store, uncatalogued; its request is being run again.
     // Record that artifact (it was verified before it was published, and

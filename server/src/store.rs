@@ -142,9 +142,15 @@ pub fn safe_subdir(base: &Path, segments: &[&str]) -> std::io::Result<PathBuf> {
     Ok(p)
 }
 
-/// The node's chosen store.
-pub fn open(cfg: &NodeConfig) -> Box<dyn ArtifactStore> {
-    Box::new(LocalStore { data: cfg.data_dir() })
+mod s3;
+pub use s3::S3Store;
+
+/// The node's chosen store (`[store] kind`).
+pub fn open(cfg: &NodeConfig) -> anyhow::Result<Box<dyn ArtifactStore>> {
+    Ok(match cfg.store.kind.as_str() {
+        "s3" => Box::new(S3Store::open(cfg)?),
+        _ => Box::new(LocalStore { data: cfg.data_dir() }),
+    })
 }
 
 /// Artifacts on the node's disk under `data/` (module docs).
