@@ -172,17 +172,7 @@ impl S3Store {
     /// than S3 allows). Names were validated as storage names before they
     /// get here; this is the store's own line.
     fn key_of(&self, key: &ArtifactKey) -> anyhow::Result<ObjPath> {
-        for (what, part) in
-            [("client", &key.client), ("source", &key.source), ("run", &key.received), ("file", &key.file)]
-        {
-            if !ferry_text::is_safe_token(part) {
-                bail!("the {what} name {part:?} cannot form an object key in {}", self.at());
-            }
-        }
-        let rel = format!("{}{}.sha256", self.prefix, key.rel_path());
-        if rel.len() > MAX_KEY {
-            bail!("the object key of {} would be longer than {MAX_KEY} bytes", key.rel_path());
-        }
+        object_key(&self.prefix, key).map_err(|e| anyhow::anyhow!("{e} in {}", self.at()))?;
         Ok(self.obj(&key.rel_path()))
     }
 
@@ -360,24 +350,17 @@ impl ArtifactStore for S3Store {
         for m in metas {
             let m = m.with_context(|| format!("cannot list {}", self.at()))?;
             let full = m.location.to_string();
-            // A server (or a proxy in front of it) that returns keys outside
-            // what was asked is not trusted to name artifacts.
-            let inside =
-                full.strip_prefix(&self.prefix).filter(|r| client.is_none_or(|c| r.starts_with(&format!("{c}/"))));
-            let Some(rel) = inside else {
-                tracing::warn!(key = %full, bucket = %self.bucket, "ignoring a listed key outside the store's prefix");
-                continue;
-            };
-            if rel.starts_with(&format!("{TMP_DIR}/")) || rel.ends_with(".sha256") {
-                continue;
-            }
-            match ArtifactKey::parse(rel) {
-                Some(k)
-                    if [&k.client, &k.source, &k.received, &k.file].iter().all(|s| ferry_text::is_safe_token(s)) =>
-                {
-                    out.push(k)
+            match listed(&self.prefix, client, &full) {
+                Listed::Artifact(k) => out.push(k),
+                Listed::NotAnArtifact => {}
+                // A server (or a proxy in front of it) that returns keys
+                // outside what was asked is not trusted to name artifacts.
+                Listed::Outside => {
+                    tracing::warn!(key = %full, bucket = %self.bucket, "ignoring a listed key outside the store's prefix")
                 }
-                _ => tracing::warn!(key = %full, bucket = %self.bucket, "ignoring an object that names no artifact"),
+                Listed::Odd => {
+                    tracing::warn!(key = %full, bucket = %self.bucket, "ignoring an object that names no artifact")
+                }
             }
         }
         out.sort();
@@ -404,6 +387,48 @@ impl ArtifactStore for S3Store {
     }
 }
 
+/// The object key of `key` under `prefix` (`""` or ending in `/`), or why
+/// it cannot be one: every part must be a plain storage name (no percent
+/// sign, no `..` or `/`, no control character, at most 100 bytes) and the
+/// sidecar's key must fit S3's 1024 bytes.
+fn object_key(prefix: &str, key: &ArtifactKey) -> Result<String, String> {
+    for (what, part) in [("client", &key.client), ("source", &key.source), ("run", &key.received), ("file", &key.file)]
+    {
+        if !ferry_text::is_safe_token(part) {
+            return Err(format!("the {what} name {part:?} cannot form an object key"));
+        }
+    }
+    let k = format!("{prefix}{}", key.rel_path());
+    if k.len() + ".sha256".len() > MAX_KEY {
+        return Err(format!("the object key of {} would be longer than {MAX_KEY} bytes", key.rel_path()));
+    }
+    Ok(k)
+}
+
+/// What a key a listing returned is.
+#[derive(Debug, PartialEq, Eq)]
+enum Listed {
+    Artifact(ArtifactKey),
+    /// A sidecar or an upload temporary.
+    NotAnArtifact,
+    /// Outside the prefix (or the client) that was listed.
+    Outside,
+    /// Inside, but not `client/source/received/file` of storage names.
+    Odd,
+}
+
+fn listed(prefix: &str, client: Option<&str>, full: &str) -> Listed {
+    let inside = full.strip_prefix(prefix).filter(|r| client.is_none_or(|c| r.starts_with(&format!("{c}/"))));
+    let Some(rel) = inside else { return Listed::Outside };
+    if rel.starts_with(&format!("{TMP_DIR}/")) || rel.ends_with(".sha256") {
+        return Listed::NotAnArtifact;
+    }
+    match ArtifactKey::parse(rel) {
+        Some(k) if object_key(prefix, &k).is_ok() => Listed::Artifact(k),
+        _ => Listed::Odd,
+    }
+}
+
 /// A streamed `get`, read synchronously: one chunk at a time is held.
 struct ObjectReader {
     rt: Arc<tokio::runtime::Runtime>,
@@ -425,5 +450,59 @@ impl Read for ObjectReader {
         out[..n].copy_from_slice(&self.buf[..n]);
         bytes::Buf::advance(&mut self.buf, n);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(client: &str, source: &str) -> ArtifactKey {
+        ArtifactKey {
+            client: client.into(),
+            source: source.into(),
+            received: "20261122T010203Z".into(),
+            file: "20261122T010200Z.tar.zst".into(),
+        }
+    }
+
+    #[test]
+    fn strange_names_form_no_key() {
+        assert_eq!(
+            object_key("b1/", &key("host-a", "site")).unwrap(),
+            "b1/host-a/site/20261122T010203Z/20261122T010200Z.tar.zst"
+        );
+        let long = "a".repeat(101);
+        for (c, s) in [
+            ("host%2Fa", "site"),
+            ("..", "site"),
+            ("host-a", "a/b"),
+            ("host-a", ".hidden"),
+            ("host-a", &long),
+            ("h\nx", "s"),
+            ("", "s"),
+        ] {
+            let e = object_key("b1/", &key(c, s)).unwrap_err();
+            assert!(e.contains("cannot form an object key"), "{c:?} {s:?}: {e}");
+        }
+        let deep = format!("{}/", vec!["p".repeat(99); 10].join("/"));
+        assert!(object_key(&deep, &key("host-a", "site")).unwrap_err().contains("longer than 1024"));
+    }
+
+    #[test]
+    fn listings_take_only_artifacts_under_the_prefix() {
+        let k = key("host-a", "site");
+        let full = format!("b1/{}", k.rel_path());
+        assert_eq!(listed("b1/", None, &full), Listed::Artifact(k.clone()));
+        assert_eq!(listed("b1/", Some("host-a"), &full), Listed::Artifact(k.clone()));
+        assert_eq!(listed("b1/", Some("host-b"), &full), Listed::Outside);
+        assert_eq!(listed("b1/", Some("host"), &full), Listed::Outside, "a client name's prefix is another client");
+        assert_eq!(listed("b2/", None, &full), Listed::Outside);
+        assert_eq!(listed("b1/", None, &format!("{full}.sha256")), Listed::NotAnArtifact);
+        assert_eq!(listed("b1/", None, "b1/.tmp/backup1/12-00ff"), Listed::NotAnArtifact);
+        for odd in ["b1/host-a/odd", "b1/host-a/site/r/f/g", "b1/host-a/site/r/.f", "b1/h%20a/s/r/f", "b1/host-a//r/f"]
+        {
+            assert_eq!(listed("b1/", None, odd), Listed::Odd, "{odd}");
+        }
     }
 }
