@@ -153,7 +153,11 @@ pub fn max_artifact(cfg: &NodeConfig, client: &ClientEnrollment) -> Option<u64> 
 /// Bytes this client may still add, or `E_QUOTA` if none.
 pub fn quota_left(cfg: &NodeConfig, client: &ClientEnrollment, cdir: &Path) -> Result<Option<u64>, Refusal> {
     let Some(q) = quota(cfg, client) else { return Ok(None) };
-    let used = crate::store::used_bytes(cdir);
+    // Artifacts in object storage count as much as those on disk.
+    let remote = crate::store::open(cfg)
+        .and_then(|s| s.remote_bytes(&client.name))
+        .map_err(|e| Refusal::new(Reason::Store, format!("{e:#}")))?;
+    let used = crate::store::used_bytes(cdir).saturating_add(remote);
     if used >= q {
         return Err(Refusal::new(Reason::Quota, format!("the client stores {used} bytes, its quota is {q}")));
     }

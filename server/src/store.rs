@@ -115,6 +115,12 @@ pub trait ArtifactStore: Send + Sync {
     /// A local path for the artifact, where the store has one (tools that
     /// need a file; restore falls back to [`ArtifactStore::open`]).
     fn local_path(&self, key: &ArtifactKey) -> Option<PathBuf>;
+    /// Bytes the store holds for `client` off the node's disk (objects
+    /// and sidecars), which the client's quota counts beside
+    /// [`used_bytes`] of `data/<client>`; 0 for the node's own disk.
+    fn remote_bytes(&self, _client: &str) -> anyhow::Result<u64> {
+        Ok(0)
+    }
 }
 
 /// Create `base/<segments…>` directory by directory with `lstat` checks, so

@@ -385,6 +385,21 @@ impl ArtifactStore for S3Store {
     fn local_path(&self, _key: &ArtifactKey) -> Option<PathBuf> {
         None
     }
+
+    fn remote_bytes(&self, client: &str) -> anyhow::Result<u64> {
+        if !ferry_text::is_safe_token(client) {
+            bail!("the client name {client:?} cannot form an object key in {}", self.at());
+        }
+        let metas: Vec<_> = self.rt.block_on(self.client.list(Some(&self.obj(client))).collect());
+        let mut total = 0u64;
+        for m in metas {
+            let m = m.with_context(|| format!("cannot list {}", self.at()))?;
+            if !matches!(listed(&self.prefix, Some(client), m.location.as_ref()), Listed::Outside) {
+                total = total.saturating_add(m.size);
+            }
+        }
+        Ok(total)
+    }
 }
 
 /// The object key of `key` under `prefix` (`""` or ending in `/`), or why

@@ -75,7 +75,7 @@ fn archive_and_pipe_round_trip_through_garage() {
     let td = TestDir::new("s3_round_trip");
     let g = Garage::start(&td.join("garage"), "ferry");
     let creds = credentials(&td, "s3.toml", &g.key_id, &g.secret);
-    let node = Node::start_with(&td, "backup1", &store_toml(&g, &creds));
+    let node = Node::start_with(&td, "backup1", &format!("{}\n[limits]\nquota = \"40M\"\n", store_toml(&g, &creds)));
     let tree = td.mkdir("site");
     crate::data::odd_tree(&tree);
     // ~24 MB: more than four 5 MiB parts, so the upload is multipart.
@@ -127,6 +127,15 @@ fn archive_and_pipe_round_trip_through_garage() {
 
     let v = node.ferry_node_json(&["verify"]);
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+
+    // The quota counts what the bucket holds: a second 24 MB stream does
+    // not fit in the 40M quota beside the first.
+    ok(a.cmd().args(["backup", "numbers", "--send"]));
+    wait_done(&node, "host-a", 3);
+    assert_eq!(node.pool_ids("host-a", "E").len(), 1, "{}", node.events());
+    // The journal line follows the request's rename to E.
+    eventually("the quota refusal in the journal", || node.events().contains("E_QUOTA"));
+    assert_eq!(g.keys("backup1/").len(), 4, "{:?}", g.keys(""));
 
     // An object changed behind the node's back: verify re-hashes the
     // stream and names it; restore refuses it.
@@ -219,9 +228,9 @@ fn wrong_or_exposed_credentials_are_clear_errors_without_the_secret() {
     ok(a.cmd().args(["backup", "numbers", "--send"]));
     wait_done(&node, "host-a", 2);
     assert_eq!(node.pool_ids("host-a", "E").len(), 1, "the second request fails: {}", node.events());
-    let events = node.events();
     let at = format!("S3 bucket ferry at {}", g.endpoint());
-    assert!(events.contains(&at), "the error names bucket and endpoint: {events}");
+    eventually("the error, naming bucket and endpoint, in the journal", || node.events().contains(&at));
+    let events = node.events();
     assert!(!events.contains(&wrong_secret) && !events.contains(&g.secret), "{events}");
     let out = run(node.cmd().args(["verify"]));
     assert!(!out.status.success());
