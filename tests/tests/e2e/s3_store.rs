@@ -157,7 +157,11 @@ fn an_interrupted_upload_is_cleaned_and_never_listed() {
     let td = TestDir::new("s3_interrupted");
     let g = Garage::start(&td.join("garage"), "ferry");
     let creds = credentials(&td, "s3.toml", &g.key_id, &g.secret);
-    let node = Node::start_with(&td, "backup1", &format!("scan_on_push = false\n{}", store_toml(&g, &creds)));
+    let node = Node::start_with(
+        &td,
+        "backup1",
+        &format!("scan_on_push = false\n{}\n[retention]\nkeep_last = 1\nkeep_daily = 1\n", store_toml(&g, &creds)),
+    );
     let a = Client::new_with(
         &td,
         "host-a",
@@ -186,6 +190,9 @@ fn an_interrupted_upload_is_cleaned_and_never_listed() {
     // temporaries; the request runs again and stores the artifact.
     ok(node.cmd().args(["scan"]));
     assert!(g.keys("backup1/.tmp/").is_empty(), "{:?}", g.keys(""));
+    // The killed job's local download went with it.
+    let left = files_outside_git(&node.srv().join("data"));
+    assert!(left.is_empty(), "files left under data/: {left:?}");
     let v = node.ferry_node_json(&["verify"]);
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
     let found: serde_json::Value =
@@ -194,6 +201,22 @@ fn an_interrupted_upload_is_cleaned_and_never_listed() {
     let out = run(node.cmd().args(["restore", "host-a", "numbers", "--stdout"]));
     let expected: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
     assert!(out.stdout == expected.as_bytes(), "{}", text(&out));
+
+    // purge removes through the store: a newer backup, then the older
+    // artifact and its sidecar leave the bucket.
+    let first = found[0]["path"].as_str().unwrap().to_owned();
+    ok(a.cmd().args(["backup", "numbers", "--send"]));
+    eventually("the client to deliver", || {
+        a.pool_ids("backup1", "C").is_empty() && a.pool_ids("backup1", "P").is_empty()
+    });
+    ok(node.cmd().args(["scan"]));
+    assert_eq!(g.keys("backup1/host-a/").len(), 5, "two artifacts, two sidecars, the odd key: {:?}", g.keys(""));
+    ok(node.cmd().args(["purge"]));
+    let keys = g.keys("backup1/host-a/");
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(!keys.iter().any(|k| k.contains(&first)), "{first} purged: {keys:?}");
+    let v = node.ferry_node_json(&["verify"]);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
 }
 
 #[test]
