@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ferry_archive::manifest::{Compare, diff, manifest};
 use ferry_tests::fleet::{Client, Node, eventually, ok, run, text};
-use ferry_tests::{Garage, Smtp, TestDir, garage_bin, in_ci, require_all};
+use ferry_tests::{Garage, Postgres, Smtp, TestDir, garage_bin, in_ci, require, require_all};
 
 fn tools() -> bool {
     if !require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen", "curl"]) {
@@ -147,6 +147,48 @@ fn archive_and_pipe_round_trip_through_garage() {
     assert_eq!(v["problems"][0]["source"], "site", "{v}");
     let out = run(node.cmd().args(["restore", "host-a", "site", "--to", td.join("again").to_str().unwrap()]));
     assert!(!out.status.success() && text(&out).contains("integrity"), "{}", text(&out));
+}
+
+#[test]
+fn a_postgresql_dump_in_garage_restores_into_a_database() {
+    if !tools() || !require("postgres") {
+        return;
+    }
+    let td = TestDir::new("s3_pg");
+    let g = Garage::start(&td.join("garage"), "ferry");
+    let pg = Postgres::start(&td.join("pg"));
+    pg.create_db("shop");
+    pg.psql(
+        "shop",
+        "CREATE TABLE items (id int PRIMARY KEY, name text, blob bytea);
+         INSERT INTO items SELECT g, 'item ' || g, decode(md5(g::text), 'hex') FROM generate_series(1, 5000) g;",
+    );
+    let creds = credentials(&td, "s3.toml", &g.key_id, &g.secret);
+    let node = Node::start_with(&td, "backup1", &store_toml(&g, &creds));
+    let a = Client::new_with(
+        &td,
+        "host-a",
+        &[&node],
+        &format!(
+            "[[source]]\nname = \"shop\"\nmodule = \"postgresdb\"\ndatabase = \"shop\"\nos_user = \"postgres\"\nhost = \"{}\"\nport = {}\n",
+            pg.socket_dir().display(),
+            pg.port()
+        ),
+    );
+    node.enroll(&[&a]);
+    ok(a.cmd().args(["backup", "shop", "--send"]));
+    wait_done(&node, "host-a", 1);
+    assert!(node.pool_ids("host-a", "E").is_empty(), "{}", node.events());
+    let found: serde_json::Value =
+        serde_json::from_str(&ok(node.cmd().args(["--json", "find", "--client", "host-a"]))).unwrap();
+    let path = found[0]["path"].as_str().unwrap();
+    assert!(g.keys("backup1/host-a/shop/").contains(&format!("backup1/{path}")), "{:?}", g.keys(""));
+    assert!(files_outside_git(&node.srv().join("data")).is_empty());
+    // `--into-db` streams the object from the bucket into pg_restore.
+    let out = crate::hostile_dumps::pg_restore_as(&node, &pg, Some("postgres"), "shop", "shop_restored");
+    assert!(out.status.success(), "{}", text(&out));
+    let q = "SELECT id, name, encode(blob, 'hex') FROM items ORDER BY id";
+    assert_eq!(pg.psql("shop_restored", q), pg.psql("shop", q));
 }
 
 #[test]
