@@ -123,7 +123,15 @@ impl S3Store {
         let endpoint = s.endpoint.clone().context("[store] kind = \"s3\" needs endpoint")?;
         let bucket = s.bucket.clone().context("[store] kind = \"s3\" needs bucket")?;
         let mut b = AmazonS3Builder::from_env()
+            // object_store's 30 s default would fail a 16 MiB part on a link
+            // under 0.5 MB/s; a stalled server still ends the request.
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_timeout(std::time::Duration::from_secs(600))
+                    .with_connect_timeout(std::time::Duration::from_secs(20)),
+            )
             .with_endpoint(&endpoint)
+            // After the client options, which would reset it.
             .with_allow_http(endpoint.starts_with("http://"))
             .with_region(&s.region)
             .with_bucket_name(&bucket)
