@@ -34,6 +34,7 @@ fi
 # The distribution's sshd/nginx/postgresql services are not used: every
 # test starts private instances on 127.0.0.x.
 $sudo mkdir -p /run/sshd
+deploy/garage.sh  # Garage for the S3 store tests, built once and cached
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

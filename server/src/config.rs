@@ -11,7 +11,9 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 mod schedule;
+mod store;
 pub use schedule::{Job, Schedule, parse_interval};
+pub use store::StoreConfig;
 
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/ferry/node.toml";
@@ -78,6 +80,8 @@ pub struct NodeConfig {
     pub drill: DrillConfig,
     #[serde(default)]
     pub tree: TreeConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 /// `[tree]`: limits of snapshot-tree pulls (issue 10). The manifest is
@@ -556,6 +560,7 @@ impl NodeConfig {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.retention.node_rules()?;
+        self.store.validate()?;
         if let Some(u) = &self.web.git_url
             && (!u.starts_with("git://")
                 || !u.ends_with('/')

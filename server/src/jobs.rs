@@ -52,9 +52,13 @@ pub fn subdir(base: &Path, segments: &[&str]) -> Result<PathBuf, Refusal> {
 /// and its `*.lock` files (git never removes another process's lock, so
 /// one left by a killed fetch would fail every later fetch). Call with the
 /// client's pool lock held: every job and `gc` that writes there holds it,
-/// so nothing found here is in use.
+/// so nothing found here is in use. With an S3 store a stored artifact
+/// never stays on disk, so any file in an sftp run directory is the
+/// download of a job killed before its upload ended: it goes too (the
+/// request runs again).
 pub fn sweep_leftovers(cfg: &NodeConfig, client: &str) -> usize {
     let cdir = cfg.client_data(client);
+    let off_disk = cfg.store.kind == "s3";
     let mut removed = 0;
     let Ok(top) = std::fs::read_dir(&cdir) else { return 0 };
     for src in top.flatten() {
@@ -65,12 +69,14 @@ pub fn sweep_leftovers(cfg: &NodeConfig, client: &str) -> usize {
             removed += sweep_git(&src.path());
             continue;
         }
+        // `store/` and `trees/` hold snapshot trees, on disk whatever the store.
+        let downloads_only = off_disk && !matches!(src.file_name().to_str(), Some("store" | "trees"));
         for run in std::fs::read_dir(src.path()).into_iter().flatten().flatten() {
             if !run.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
             for f in std::fs::read_dir(run.path()).into_iter().flatten().flatten() {
-                if f.file_name().to_string_lossy().starts_with(ferry_durable::TMP_PREFIX)
+                if (downloads_only || f.file_name().to_string_lossy().starts_with(ferry_durable::TMP_PREFIX))
                     && f.file_type().is_ok_and(|t| t.is_file())
                     && std::fs::remove_file(f.path()).is_ok()
                 {
@@ -153,7 +159,11 @@ pub fn max_artifact(cfg: &NodeConfig, client: &ClientEnrollment) -> Option<u64> 
 /// Bytes this client may still add, or `E_QUOTA` if none.
 pub fn quota_left(cfg: &NodeConfig, client: &ClientEnrollment, cdir: &Path) -> Result<Option<u64>, Refusal> {
     let Some(q) = quota(cfg, client) else { return Ok(None) };
-    let used = crate::store::used_bytes(cdir);
+    // Artifacts in object storage count as much as those on disk.
+    let remote = crate::store::open(cfg)
+        .and_then(|s| s.remote_bytes(&client.name))
+        .map_err(|e| Refusal::new(Reason::Store, format!("{e:#}")))?;
+    let used = crate::store::used_bytes(cdir).saturating_add(remote);
     if used >= q {
         return Err(Refusal::new(Reason::Quota, format!("the client stores {used} bytes, its quota is {q}")));
     }
@@ -459,7 +469,7 @@ pub fn sftp(
         return Err(case_refusal(&format!("source {source}"), &format!("source {existing}")));
     }
     let source_dir = subdir(&cdir, &[source])?;
-    let store = crate::store::open(cfg);
+    let store = crate::store::open(cfg).map_err(store_refusal)?;
     // A scan killed between publishing this very download and recording it
     // left it in the store, uncatalogued; its request is being run again.
     // Record that artifact (it was verified before it was published, and

@@ -76,7 +76,7 @@ pub fn purge(cfg: &NodeConfig, dry_run: bool) -> anyhow::Result<PurgeReport> {
     let enrollment =
         if cfg.enrolled_dir().join("gitosis.conf").exists() { Some(crate::enrollment::load(cfg)?) } else { None };
     if let Some(cat) = crate::catalog::open_existing(cfg)? {
-        let store = crate::store::open(cfg);
+        let store = crate::store::open(cfg)?;
         let mut groups: BTreeMap<String, BTreeMap<String, Vec<Artifact>>> = BTreeMap::new();
         for a in cat.find(&Query::default())? {
             groups.entry(a.client.clone()).or_default().entry(a.source.clone()).or_default().push(a);

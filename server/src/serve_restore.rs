@@ -135,7 +135,7 @@ fn get(cfg: &NodeConfig, user: &str, path: &str, offset: u64) -> anyhow::Result<
     if !catalog.find(&q)?.iter().any(|a| a.path == path) {
         return Ok(false);
     }
-    let store = crate::store::open(cfg);
+    let store = crate::store::open(cfg)?;
     let mut f: Box<dyn Read + Send> = match store.local_path(&key) {
         // A resumed download of a large artifact starts where it stopped.
         Some(p) => {

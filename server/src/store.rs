@@ -115,6 +115,12 @@ pub trait ArtifactStore: Send + Sync {
     /// A local path for the artifact, where the store has one (tools that
     /// need a file; restore falls back to [`ArtifactStore::open`]).
     fn local_path(&self, key: &ArtifactKey) -> Option<PathBuf>;
+    /// Bytes the store holds for `client` off the node's disk (objects
+    /// and sidecars), which the client's quota counts beside
+    /// [`used_bytes`] of `data/<client>`; 0 for the node's own disk.
+    fn remote_bytes(&self, _client: &str) -> anyhow::Result<u64> {
+        Ok(0)
+    }
 }
 
 /// Create `base/<segments…>` directory by directory with `lstat` checks, so
@@ -142,9 +148,15 @@ pub fn safe_subdir(base: &Path, segments: &[&str]) -> std::io::Result<PathBuf> {
     Ok(p)
 }
 
-/// The node's chosen store.
-pub fn open(cfg: &NodeConfig) -> Box<dyn ArtifactStore> {
-    Box::new(LocalStore { data: cfg.data_dir() })
+mod s3;
+pub use s3::S3Store;
+
+/// The node's chosen store (`[store] kind`).
+pub fn open(cfg: &NodeConfig) -> anyhow::Result<Box<dyn ArtifactStore>> {
+    Ok(match cfg.store.kind.as_str() {
+        "s3" => Box::new(S3Store::open(cfg)?),
+        _ => Box::new(LocalStore { data: cfg.data_dir() }),
+    })
 }
 
 /// Artifacts on the node's disk under `data/` (module docs).

@@ -134,7 +134,7 @@ pub fn verify(cfg: &NodeConfig, client: Option<&str>, show: bool, rebuild: bool)
         return Ok(Report { checked, problems, recorded: Vec::new() });
     };
     let all = cat.find(&Query { client: client.map(str::to_owned), ..Default::default() })?;
-    let store = crate::store::open(cfg);
+    let store = crate::store::open(cfg)?;
     let mut problems = Vec::new();
     let mut known = std::collections::BTreeSet::new();
     for a in &all {

@@ -9,7 +9,7 @@
 //! Rules the harness follows (and tests should too):
 //!
 //! - **Real processes, no mocks.** Each daemon is an RAII guard ([`Sshd`],
-//!   [`Postgres`], [`MariaDb`], [`Smtp`], [`CgitWeb`], [`GitDaemon`], or a
+//!   [`Postgres`], [`MariaDb`], [`Smtp`], [`Garage`], [`CgitWeb`], [`GitDaemon`], or a
 //!   raw [`Daemon`] for Ferry's own daemons) that polls readiness with a
 //!   bound ([`READY_TIMEOUT`]; a timeout panics with the daemon's log tail)
 //!   and kills and reaps its whole process tree on drop.
@@ -44,6 +44,7 @@ mod chromium;
 mod env;
 mod files;
 pub mod fleet;
+mod garage;
 mod git;
 mod http;
 mod mariadb;
@@ -60,6 +61,7 @@ pub use env::{
     wait_until,
 };
 pub use files::{hash_tree, list_tree, pool_states, sha256_bytes, sha256_file};
+pub use garage::{GARAGE_CACHED, Garage, garage_bin};
 pub use git::{GitDaemon, for_each_ref, git, git_cmd, git_home, git_ok};
 pub use http::{HttpResponse, http_get, http_get_auth, http_get_with};
 pub use mariadb::MariaDb;

@@ -376,7 +376,7 @@ pub fn restore_members(
 ) -> anyhow::Result<Summary> {
     prepare_dir(dir, force)?;
     let catalog = crate::catalog::open_existing(cfg)?;
-    let store = crate::store::open(cfg);
+    let store = crate::store::open(cfg)?;
     let as_of = args.at.as_deref().map(shown);
     let no_backup = || format!("no backup as of {}", as_of.clone().unwrap_or_else(|| "now".into()));
     let mut outs = Vec::new();

@@ -31,7 +31,7 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -
     if a.module == crate::trees::MODULE {
         return super::tree::restore(cfg, a, args);
     }
-    let store = crate::store::open(cfg);
+    let store = crate::store::open(cfg)?;
     if let Some(problem) = check(store.as_ref(), a, show) {
         bail!("the stored artifact {} fails its integrity check ({problem}); run `ferry-node verify`", a.path);
     }
@@ -49,7 +49,7 @@ pub(super) fn restore_checked(
     if a.module == crate::trees::MODULE {
         return super::tree::restore(cfg, a, args);
     }
-    let store = crate::store::open(cfg);
+    let store = crate::store::open(cfg)?;
     let key = ArtifactKey::parse(&a.path).expect("checked");
     let name = key.file.clone();
     if args.stdout {
