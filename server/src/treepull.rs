@@ -328,7 +328,7 @@ pub fn tree(
             client: client.name.clone(),
             source: source.to_owned(),
             module: MODULE.to_owned(),
-            received,
+            received: received.clone(),
             stamp: stamp.clone(),
             path: path.clone(),
             size: manifest.total_file_bytes(),
@@ -337,6 +337,7 @@ pub fn tree(
             request: id.to_owned(),
         })
         .map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
+    crate::tripwire::after_snapshot(cfg, &client.name, source, &received);
     let _ = std::fs::remove_file(&mpath);
     mark.remove();
     Ok(format!(
