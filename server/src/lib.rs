@@ -45,6 +45,7 @@ pub mod treepull;
 pub mod treepurge;
 pub mod trees;
 pub mod treeverify;
+pub mod tripwire;
 pub mod validate;
 pub mod verify;
 pub mod web;

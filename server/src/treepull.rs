@@ -354,7 +354,7 @@ pub fn tree(
             client: client.name.clone(),
             source: source.to_owned(),
             module: MODULE.to_owned(),
-            received,
+            received: received.clone(),
             stamp: stamp.clone(),
             path: path.clone(),
             size: manifest.total_file_bytes(),
@@ -363,6 +363,7 @@ pub fn tree(
             request: id.to_owned(),
         })
         .map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
+    crate::tripwire::after_snapshot(cfg, &client.name, source, &received);
     // 6. The rescue metadata layer of this snapshot (logged, never fatal).
     if cfg.tree.prepare_rescue {
         crate::rescue::after_pull(cfg, catalog, &client.name, source);

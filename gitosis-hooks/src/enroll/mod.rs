@@ -50,6 +50,7 @@ pub mod expect;
 pub mod keep;
 pub mod sections;
 pub mod share;
+pub mod tripwire;
 pub mod units;
 
 pub use client::ClientEnrollment;
@@ -100,6 +101,9 @@ pub struct Enrollment {
     /// Retention rules of single sources (`[ferry source CLIENT SOURCE]`),
     /// by (client, source); they override the client's and the node's.
     pub source_keep: BTreeMap<(String, String), KeepRules>,
+    /// `alert-on-change` patterns of single sources, by (client, source)
+    /// ([`tripwire`]).
+    pub source_alerts: BTreeMap<(String, String), Vec<tripwire::Pattern>>,
     /// Problems that do not block activation; escaped, ready to print.
     pub warnings: Vec<String>,
     /// `[ferry dataset NAME]`: name → its `(client, source)` members
@@ -188,6 +192,7 @@ impl Enrollment {
         check_default_section(conf, &mut rep);
         let mut clients = BTreeMap::new();
         let mut source_keep = BTreeMap::new();
+        let mut source_alerts = BTreeMap::new();
         for section in conf.sections() {
             if dataset::dataset_section(section).is_some() || share::share_section(section).is_some() {
                 // Parsed below, once every client is known.
@@ -197,8 +202,13 @@ impl Enrollment {
                         clients.insert(name.to_string(), c);
                     }
                 } else if let Some(rest) = section.strip_prefix(FERRY_SOURCE_PREFIX) {
-                    if let Some((key, rules)) = parse_source_section(conf, section, rest, &mut rep) {
-                        source_keep.insert(key, rules);
+                    if let Some((key, rules, alerts)) = parse_source_section(conf, section, rest, &mut rep) {
+                        if let Some(rules) = rules {
+                            source_keep.insert(key.clone(), rules);
+                        }
+                        if !alerts.is_empty() {
+                            source_alerts.insert(key, alerts);
+                        }
                     }
                 } else {
                     rep.conf(format!(
@@ -257,7 +267,7 @@ impl Enrollment {
         }
 
         if rep.errors.is_empty() {
-            Ok(Enrollment { clients, users, source_keep, warnings: rep.warnings, datasets, shares })
+            Ok(Enrollment { clients, users, source_keep, source_alerts, warnings: rep.warnings, datasets, shares })
         } else {
             Err(rep.errors)
         }
@@ -270,6 +280,11 @@ impl Enrollment {
             .get(&(client.to_owned(), source.to_owned()))
             .copied()
             .or_else(|| self.clients.get(client).and_then(|c| c.keep))
+    }
+
+    /// The `alert-on-change` patterns of `client`'s `source` (empty: none).
+    pub fn alert_patterns(&self, client: &str, source: &str) -> &[tripwire::Pattern] {
+        self.source_alerts.get(&(client.to_owned(), source.to_owned())).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The enrollment of client `name`.
@@ -287,15 +302,17 @@ impl Enrollment {
 /// Section name prefix of one source's options (retention).
 pub const FERRY_SOURCE_PREFIX: &str = "ferry source ";
 
-/// `[ferry source CLIENT SOURCE]`: retention rules for one source. The
-/// client must be enrolled in this gitosis.conf, the source a valid source
-/// name, and the section may hold only `keep-*` options.
+/// `[ferry source CLIENT SOURCE]`: retention rules and tripwire patterns
+/// for one source. The client must be enrolled in this gitosis.conf, the
+/// source a valid source name, and the section may hold only `keep-*`
+/// options and `alert-on-change`.
+#[allow(clippy::type_complexity)]
 fn parse_source_section(
     conf: &Config,
     section: &str,
     rest: &str,
     rep: &mut Report,
-) -> Option<((String, String), KeepRules)> {
+) -> Option<((String, String), Option<KeepRules>, Vec<tripwire::Pattern>)> {
     let where_ = sec(section);
     let Some((client, source)) = rest.split_once(' ') else {
         rep.conf(format!("{where_}: expected [{FERRY_SOURCE_PREFIX}CLIENT SOURCE]"));
@@ -309,21 +326,26 @@ fn parse_source_section(
         rep.conf(format!("{where_}: source {}: {}", quoted(source), e.detail));
     }
     for (opt, _) in conf.options(section) {
-        if !keep::KEEP_OPTIONS.contains(&opt) {
-            rep.conf(format!("{where_}: unknown option {} (known: {})", quoted(opt), keep::KEEP_OPTIONS.join(", ")));
+        if !keep::KEEP_OPTIONS.contains(&opt) && opt != tripwire::OPTION {
+            rep.conf(format!(
+                "{where_}: unknown option {} (known: {}, {})",
+                quoted(opt),
+                keep::KEEP_OPTIONS.join(", "),
+                tripwire::OPTION
+            ));
         }
     }
     let rules = keep::parse_keep(conf, section, rep);
+    let alerts = tripwire::parse_alert_on_change(conf, section, rep);
     if rep.errors.len() != before {
         return None;
     }
-    match rules? {
-        Some(r) => Some(((client.to_owned(), source.to_owned()), r)),
-        None => {
-            rep.warn(format!("{where_}: no keep-* option, the section has no effect"));
-            None
-        }
+    let rules = rules?;
+    if rules.is_none() && alerts.is_empty() {
+        rep.warn(format!("{where_}: no keep-* or {} option, the section has no effect", tripwire::OPTION));
+        return None;
     }
+    Some(((client.to_owned(), source.to_owned()), rules, alerts))
 }
 
 #[cfg(test)]
