@@ -92,6 +92,7 @@ impl Mark<'_> {
 /// manifest stored beside the snapshot.
 #[allow(clippy::too_many_arguments)]
 fn catalog_published(
+    cfg: &NodeConfig,
     catalog: &dyn Catalog,
     layout: &TreeLayout,
     client: &ClientEnrollment,
@@ -126,6 +127,11 @@ fn catalog_published(
     // The downloaded manifest the interrupted run left in `.partial`.
     let _ = std::fs::remove_file(mark.dir.join(format!("{}.ftree", mark.sha_hex)));
     mark.remove();
+    // What a run that was not interrupted does after its row.
+    crate::tripwire::after_snapshot(cfg, &client.name, source, received);
+    if cfg.tree.prepare_rescue {
+        crate::rescue::after_pull(cfg, catalog, &client.name, source);
+    }
     Ok(format!("tree {source} {stamp}: already published as {path} by an interrupted run; catalog row written"))
 }
 
@@ -174,7 +180,7 @@ pub fn tree(
         && layout.manifest_path(&client.name, source, received).is_file()
         && layout.snapshot_dir(&client.name, source, received).is_dir()
     {
-        return catalog_published(catalog, &layout, client, source, &stamp, id, received, &limits, &mark);
+        return catalog_published(cfg, catalog, &layout, client, source, &stamp, id, received, &limits, &mark);
     }
     let (endpoint, timeout) = crate::jobs::sftp_endpoint(cfg, client)?;
     let idle = std::time::Duration::from_secs(60);

@@ -39,5 +39,6 @@ mod tree_client;
 mod tree_pull;
 mod tree_rescue;
 mod tree_share;
+mod tripwire;
 mod two_accounts;
 mod web_access;

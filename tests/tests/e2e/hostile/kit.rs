@@ -387,7 +387,8 @@ pub(crate) fn assert_journal_clean(node: &Node) {
         let v: serde_json::Value = serde_json::from_slice(line).expect("journal line is JSON");
         assert!(v.is_object() && v["event"].is_string() && v["ts"].is_string(), "{v}");
     }
-    for dir in fs::read_dir(node.srv().join("pool")).unwrap().flatten() {
+    // Client pools only: `pool/.wake` is the scan path unit's marker.
+    for dir in fs::read_dir(node.srv().join("pool")).unwrap().flatten().filter(|d| d.path().is_dir()) {
         for f in fs::read_dir(dir.path()).unwrap().flatten() {
             if f.file_name().to_string_lossy().ends_with(".why") {
                 let b = fs::read(f.path()).unwrap();
