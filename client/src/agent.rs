@@ -3,7 +3,7 @@
 //! One loop on one thread owns all the work: it runs `send` every
 //! `agent.send_every`, queues each source's own schedule (`schedule` or
 //! `every`, [`crate::agent_schedule`]), and turns the changes its watchers
-//! report ([`crate::agent_watch`]) into backups: a watched source's changes
+//! report ([`watch`]) into backups: a watched source's changes
 //! are coalesced until `agent.quiet` passes without a new one, but never
 //! longer than `agent.max_delay` after the first; then they are appended to
 //! the source's change journal and one backup is queued and sent.
@@ -38,13 +38,15 @@ use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod watch;
+
 use anyhow::Context as _;
 use jiff::Timestamp;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use self::watch::{Changed, WatchSpec, Watcher};
 use crate::agent_schedule::Schedule;
-use crate::agent_watch::{Changed, WatchSpec, Watcher};
 use crate::config::ClientConfig;
 
 /// Pending paths of one source above which a full rescan is cheaper than
@@ -160,7 +162,7 @@ impl Agent {
                     skip: vec![self.cfg.state_dir.clone(), self.cfg.export_dir()],
                     cache: ferry_prepare::tree::cache_path(&self.cfg.state_dir, &s.name),
                 };
-                self.watchers.push(crate::agent_watch::start(spec, self.tx.clone())?);
+                self.watchers.push(watch::start(spec, self.tx.clone())?);
                 let every = self.cfg.duration(&self.cfg.agent.rescan_every);
                 let span = jiff::SignedDuration::try_from(every).unwrap_or(jiff::SignedDuration::from_hours(24));
                 self.rescans.insert(s.name.clone(), now.checked_add(span).unwrap_or(now));
@@ -331,7 +333,7 @@ impl Agent {
             .map(|s| {
                 let prev = old.iter().find(|o| o.name == s.name).cloned().unwrap_or_default();
                 let w = self.watchers.iter().find(|w| w.spec.source == s.name);
-                let load = |f: fn(&crate::agent_watch::WatchStats) -> &std::sync::atomic::AtomicU64| {
+                let load = |f: fn(&watch::WatchStats) -> &std::sync::atomic::AtomicU64| {
                     w.map(|w| f(&w.stats).load(Ordering::Relaxed)).unwrap_or(0)
                 };
                 let (full, backups) = self.counts.get(&s.name).copied().unwrap_or_default();

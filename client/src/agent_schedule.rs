@@ -135,7 +135,7 @@ impl Schedule {
             (Some(_), Some(_)) => bail!("set schedule or every, not both"),
             (Some(s), None) => Ok(Some(Schedule::Cron(s.parse().with_context(|| format!("schedule {s:?}"))?))),
             (None, Some(e)) => {
-                let d = crate::config::parse_duration(e)?;
+                let d = crate::duration::parse_duration(e)?;
                 if d < Duration::from_secs(1) {
                     bail!("every {e:?}: at least one second");
                 }

@@ -302,19 +302,7 @@ fn default_keep_days() -> u64 {
     30
 }
 
-/// Parse `30s`, `5m`, `2h`, `1d` or plain seconds.
-pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 's')) => (&s[..i], 1),
-        Some((i, 'm')) => (&s[..i], 60),
-        Some((i, 'h')) => (&s[..i], 3600),
-        Some((i, 'd')) => (&s[..i], 86400),
-        _ => (s, 1),
-    };
-    let n: u64 = num.parse().with_context(|| format!("bad duration {s:?} (use 30s, 5m, 2h, 1d)"))?;
-    Ok(Duration::from_secs(n * mult))
-}
+pub use crate::duration::parse_duration;
 
 fn valid_local_name(s: &str) -> bool {
     let b = s.as_bytes();

@@ -5,13 +5,13 @@
 pub mod ack;
 pub mod agent;
 pub mod agent_schedule;
-pub mod agent_watch;
 pub mod alerts;
 pub mod authorize;
 pub mod changes;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod duration;
 pub mod exit;
 pub mod gate;
 pub mod hook;

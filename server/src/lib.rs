@@ -44,7 +44,6 @@ pub mod treediff;
 pub mod treepull;
 pub mod treepurge;
 pub mod trees;
-pub mod treeverify;
 pub mod tripwire;
 pub mod validate;
 pub mod verify;

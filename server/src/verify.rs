@@ -10,6 +10,8 @@
 use std::io::Read;
 use std::path::Path;
 
+mod tree;
+
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -179,7 +181,7 @@ pub fn verify(cfg: &NodeConfig, client: Option<&str>, show: bool, rebuild: bool)
         }
         problems.retain(|p| !recorded.contains(&p.path));
     }
-    let trees = crate::treeverify::verify(cfg, client, &all, &mut problems);
+    let trees = tree::verify(cfg, client, &all, &mut problems);
     let artifacts = all.iter().filter(|a| a.module != crate::trees::MODULE).count();
     let mirrors = fsck_mirrors(cfg, client, &mut problems)?;
     Ok(Report { checked: artifacts + trees + mirrors, problems, recorded })

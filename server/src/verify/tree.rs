@@ -14,10 +14,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
+use super::Problem;
 use crate::catalog::Artifact;
 use crate::config::NodeConfig;
 use crate::trees::{MODULE, TreeLayout, is_store_inode};
-use crate::verify::Problem;
 
 /// A snapshot's manifest, read and checked against the catalog.
 type Parsed = Result<ferry_tree::manifest::Manifest, String>;

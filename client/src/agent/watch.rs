@@ -267,7 +267,7 @@ impl Tree {
 /// Starts watching: takes the source's watch lock, watches the whole tree,
 /// then journals a full rescan (whatever changed before the watches were
 /// set is covered by it), and reports changes on `tx` from a thread.
-pub fn start(spec: WatchSpec, tx: SyncSender<crate::agent::Msg>) -> anyhow::Result<Watcher> {
+pub fn start(spec: WatchSpec, tx: SyncSender<super::Msg>) -> anyhow::Result<Watcher> {
     let lock = ferry_prepare::changes::try_watch(&spec.cache)?
         .ok_or_else(|| anyhow::anyhow!("source {}: another agent watches it", spec.source))?;
     let meta = std::fs::symlink_metadata(&spec.root)?;
@@ -315,7 +315,7 @@ pub fn start(spec: WatchSpec, tx: SyncSender<crate::agent::Msg>) -> anyhow::Resu
             };
             match result {
                 Ok(full) if full || !paths.is_empty() => {
-                    if tx.send(crate::agent::Msg::Changed(Changed { source: source.clone(), paths, full })).is_err() {
+                    if tx.send(super::Msg::Changed(Changed { source: source.clone(), paths, full })).is_err() {
                         return;
                     }
                 }
@@ -364,7 +364,7 @@ mod tests {
         let mut got = BTreeSet::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !got.contains(b"last".as_slice()) && std::time::Instant::now() < deadline {
-            if let Ok(crate::agent::Msg::Changed(c)) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Ok(super::super::Msg::Changed(c)) = rx.recv_timeout(Duration::from_millis(200)) {
                 got.extend(c.paths);
             }
         }
@@ -385,7 +385,7 @@ mod tests {
         let drain_for = |secs: u64, until: &dyn Fn(&Changed) -> bool| {
             let deadline = std::time::Instant::now() + Duration::from_secs(secs);
             while std::time::Instant::now() < deadline {
-                if let Ok(crate::agent::Msg::Changed(c)) = rx.recv_timeout(Duration::from_millis(200))
+                if let Ok(super::super::Msg::Changed(c)) = rx.recv_timeout(Duration::from_millis(200))
                     && until(&c)
                 {
                     return true;
