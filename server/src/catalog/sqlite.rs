@@ -108,6 +108,16 @@ impl SqliteCatalog {
         if let Some(d) = p.parent() {
             std::fs::create_dir_all(d)?;
         }
+        // Writable by the other account of the two-account layout (why: see
+        // shared_file), the database and any -wal/-shm this account owns.
+        crate::layout::shared_file(p).with_context(|| format!("cannot create the catalog {}", p.display()))?;
+        for side in ["-wal", "-shm"] {
+            let mut f = p.as_os_str().to_owned();
+            f.push(side);
+            if Path::new(&f).exists() {
+                crate::layout::shared_file(Path::new(&f))?;
+            }
+        }
         let conn = Connection::open(p).with_context(|| format!("cannot open the catalog {}", p.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
