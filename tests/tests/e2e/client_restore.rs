@@ -79,8 +79,18 @@ fn a_client_restores_its_own_backups_read_only() {
         a.git_root.join("project.git").display()
     );
     fs::write(&a.config, with_code).unwrap();
+    // ... also when another account owns the mirror than the one serving
+    // it (the two-account layout: the scan account owns data/, `git`
+    // serves): git would refuse it as "dubious ownership".
+    let chown = |owner: &str| ok(std::process::Command::new("chown").args(["-R", owner]).arg(&mirror));
+    if ferry_tests::is_root() {
+        chown("65534:65534");
+    }
     let code = td.join("r-code.git");
     let out = restore(a, &["code", p(&code)]);
+    if ferry_tests::is_root() {
+        chown("0:0");
+    }
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(for_each_ref(&code), f.v2.2);
     fs::write(&a.config, conf).unwrap();
