@@ -1,0 +1,138 @@
+//! The shared catalog (issue 14, point 2): two nodes with the same
+//! `[catalog] url` write into one PostgreSQL database; either node's
+//! `find`, `list` and published JSON show both nodes' artifacts, each with
+//! the node that stores it, while restore and verify act only on the
+//! node's own rows (the other node's files are not here).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use ferry_tests::fleet::{Client, Node, eventually, ok, run, text};
+use ferry_tests::{Postgres, TestDir, require, require_all};
+
+pub(crate) fn tools() -> bool {
+    require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"]) && require("postgres")
+}
+
+/// A database `catalog` owned by role `ferry` (password over TCP, as a
+/// stock server has it), and the `[catalog]` section naming it, with the
+/// password in a file of mode 0600.
+pub(crate) fn shared_catalog(td: &TestDir, pg: &Postgres) -> String {
+    pg.psql("postgres", "CREATE ROLE ferry LOGIN PASSWORD 'catalog-secret'; CREATE DATABASE catalog OWNER ferry;");
+    let pass = td.join("catalog.pass");
+    fs::write(&pass, "catalog-secret\n").unwrap();
+    fs::set_permissions(&pass, fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "[catalog]\nurl = \"postgres://ferry@{}:{}/catalog\"\npassword_file = \"{}\"\n",
+        pg.host(),
+        pg.port(),
+        pass.display()
+    )
+}
+
+/// A client with one pipe source `numbers` (`cat stream`).
+pub(crate) fn pipe_client(td: &TestDir, node: &Node, name: &str, stream: &Path) -> Client {
+    Client::new_with(
+        td,
+        name,
+        &[node],
+        &format!("[[source]]\nname = \"numbers\"\nmodule = \"pipe\"\ncommand = [\"cat\", \"{}\"]\n", stream.display()),
+    )
+}
+
+/// (client, node) of every row `find --json` shows.
+fn rows(node: &Node) -> Vec<(String, String)> {
+    let v = node.ferry_node_json(&["find"]);
+    let mut out: Vec<(String, String)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["client"].as_str().unwrap().to_owned(), a["node"].as_str().unwrap().to_owned()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn two_nodes_share_one_catalog() {
+    if !tools() {
+        return;
+    }
+    let td = TestDir::new("catalog_pg");
+    let pg = Postgres::start_with_host_auth(&td.join("pg"), "scram-sha-256");
+    let catalog = shared_catalog(&td, &pg);
+    let n1 = Node::start_with(&td, "backup1", &catalog);
+    let n2 = Node::start_with(&td, "backup2", &catalog);
+    let (s1, s2) = (td.join("stream-a"), td.join("stream-b"));
+    let stream_a: String = (1..=50_000).map(|i| format!("a {i}\n")).collect();
+    fs::write(&s1, &stream_a).unwrap();
+    fs::write(&s2, "b\n".repeat(1000)).unwrap();
+    let a = pipe_client(&td, &n1, "host-a", &s1);
+    let b = pipe_client(&td, &n2, "host-b", &s2);
+    n1.enroll(&[&a]);
+    n2.enroll(&[&b]);
+    ok(a.cmd().args(["backup", "numbers", "--send"]));
+    ok(b.cmd().args(["backup", "numbers", "--send"]));
+    let both = vec![("host-a".to_owned(), "backup1".to_owned()), ("host-b".to_owned(), "backup2".to_owned())];
+    eventually("both nodes to record their backup", || rows(&n1) == both);
+    assert!(n1.pool_ids("host-a", "E").is_empty() && n2.pool_ids("host-b", "E").is_empty(), "{}", n1.events());
+    // Either node shows the fleet.
+    assert_eq!(rows(&n2), both);
+    let on2 = n2.ferry_node_json(&["find", "--client", "host-a"]);
+    assert_eq!(on2.as_array().unwrap().len(), 1, "{on2}");
+    assert_eq!(on2[0]["node"], "backup1");
+    let human = ok(n2.cmd().args(["find"]));
+    assert!(
+        human.lines().any(|l| l.starts_with("host-a numbers ") && l.ends_with(" node:backup1"))
+            && human.lines().any(|l| l.starts_with("host-b numbers ") && l.ends_with(" node:backup2")),
+        "{human}"
+    );
+    let list = n2.ferry_node_json(&["list"]);
+    let listed = |c: &str| {
+        list.as_array().unwrap().iter().find(|x| x["client"] == c).unwrap_or_else(|| panic!("no {c} in {list}"))
+            ["artifacts"][0]["node"]
+            .clone()
+    };
+    assert_eq!((listed("host-a"), listed("host-b")), ("backup1".into(), "backup2".into()), "{list}");
+    let human = ok(n1.cmd().args(["list"]));
+    assert!(human.contains("on node backup2"), "{human}");
+
+    // The published document names each artifact's node.
+    let publish = td.mkdir("publish");
+    ok(n1.cmd().args(["publish", publish.to_str().unwrap()]));
+    let doc: serde_json::Value = serde_json::from_slice(&fs::read(publish.join("catalog.json")).unwrap()).unwrap();
+    let nodes_in_doc: Vec<&str> = doc["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["sources"].as_array().unwrap())
+        .flat_map(|s| s["artifacts"].as_array().unwrap())
+        .map(|a| a["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes_in_doc, ["backup1", "backup2"], "{doc}");
+
+    // Restore on the owning node is byte-identical; the other node has no
+    // such artifact of its own and says so instead of reaching for a file
+    // it lacks.
+    let out = run(n1.cmd().args(["restore", "host-a", "numbers", "--stdout"]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.stdout == stream_a.as_bytes(), "restored byte for byte");
+    let out = run(n2.cmd().args(["restore", "host-a", "numbers", "--stdout"]));
+    assert!(!out.status.success() && out.stdout.is_empty(), "{}", text(&out));
+    // verify on each node checks its own rows only: nothing is missing.
+    for n in [&n1, &n2] {
+        let v = n.ferry_node_json(&["verify"]);
+        assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{}: {v}", n.name);
+    }
+
+    // One schema, migrated once: the version table lists each step once,
+    // and the rows are in PostgreSQL, not in a SQLite file.
+    let versions = pg.psql("catalog", "SELECT string_agg(version::text, ',' ORDER BY version) FROM catalog_migrations");
+    assert_eq!(versions, "1,2,3");
+    assert_eq!(
+        pg.psql("catalog", "SELECT node, client FROM artifacts ORDER BY node"),
+        "backup1|host-a\nbackup2|host-b"
+    );
+    assert!(!n1.srv().join("state/catalog.sqlite").exists());
+}
