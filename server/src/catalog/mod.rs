@@ -20,6 +20,7 @@ use crate::exit::UsageError;
 
 pub mod postgres;
 pub mod schema;
+pub mod shared;
 pub mod sqlite;
 pub use postgres::PgCatalog;
 pub use sqlite::SqliteCatalog;
@@ -27,7 +28,7 @@ pub use sqlite::SqliteCatalog;
 use crate::config::NodeConfig;
 
 /// One stored artifact.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Artifact {
     pub id: i64,
     pub client: String,
@@ -118,7 +119,7 @@ pub trait Catalog: Send {
 /// Open (creating, or migrating) the node's catalog.
 pub fn open(cfg: &NodeConfig) -> anyhow::Result<Box<dyn Catalog>> {
     if cfg.catalog.url.is_some() {
-        return Ok(Box::new(PgCatalog::connect(cfg)?));
+        return Ok(Box::new(shared::SharedCatalog::open(cfg)?));
     }
     Ok(Box::new(SqliteCatalog::open_path(&cfg.catalog_path(), &cfg.name)?))
 }

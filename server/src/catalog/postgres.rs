@@ -127,9 +127,13 @@ pub fn connect_client(cfg: &NodeConfig) -> anyhow::Result<Client> {
 impl PgCatalog {
     /// Connect and bring the database to the current schema.
     pub fn connect(cfg: &NodeConfig) -> anyhow::Result<PgCatalog> {
-        let mut client = connect_client(cfg)?;
-        migrate(&mut client, &cfg.name)?;
-        Ok(PgCatalog { client: RefCell::new(client), node: cfg.name.clone() })
+        PgCatalog::with_client(connect_client(cfg)?, &cfg.name)
+    }
+
+    /// The catalog over `client` for the node `node`, migrated.
+    pub fn with_client(mut client: Client, node: &str) -> anyhow::Result<PgCatalog> {
+        migrate(&mut client, node)?;
+        Ok(PgCatalog { client: RefCell::new(client), node: node.to_owned() })
     }
 }
 

@@ -136,3 +136,101 @@ fn two_nodes_share_one_catalog() {
     );
     assert!(!n1.srv().join("state/catalog.sqlite").exists());
 }
+
+/// Files under `dir` (recursively) whose content mentions `needle`.
+fn files_mentioning(dir: &Path, needle: &str) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if fs::read_to_string(&p).is_ok_and(|t| t.contains(needle)) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Queued rows (`*.json`) in the node's catalog queue.
+fn queued(node: &Node) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(node.srv().join("state/catalog-queue"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn postgres_down_rows_are_queued_and_written_once_when_it_is_back() {
+    if !tools() {
+        return;
+    }
+    let td = TestDir::new("catalog_pg_down");
+    let mut pg = Postgres::start_with_host_auth(&td.join("pg"), "scram-sha-256");
+    let catalog = shared_catalog(&td, &pg);
+    let node = Node::start_with(&td, "backup1", &catalog);
+    let stream = td.join("stream");
+    let a = pipe_client(&td, &node, "host-a", &stream);
+    node.enroll(&[&a]);
+    let mut sent = Vec::new();
+    let backup = |n: usize, sent: &mut Vec<String>| {
+        let content: String = (0..20_000).map(|i| format!("{n} {i}\n")).collect();
+        fs::write(&stream, &content).unwrap();
+        ok(a.cmd().args(["backup", "numbers", "--send"]));
+        sent.push(content);
+        eventually("the node to finish the request", || node.pool_ids("host-a", "F").len() == n);
+        // One artifact per second of receive time.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    };
+    backup(1, &mut sent);
+    assert_eq!(node.ferry_node_json(&["find"]).as_array().unwrap().len(), 1);
+
+    // The database goes away: the node keeps pulling and storing, and
+    // queues the rows.
+    pg.stop();
+    backup(2, &mut sent);
+    backup(3, &mut sent);
+    assert!(node.pool_ids("host-a", "E").is_empty(), "no request failed: {}", node.events());
+    assert_eq!(queued(&node).len(), 2, "two rows queued");
+    let out = run(node.cmd().args(["find"]));
+    assert!(!out.status.success() && text(&out).contains("unreachable"), "{}", text(&out));
+    let outbox = node.srv().join("state/outbox");
+    assert_eq!(files_mentioning(&outbox, "CATALOG_UNREACHABLE"), 1, "one alert for the outage");
+    // The stored artifacts are there, readable, under the node's data.
+    let stored: Vec<_> = fs::read_dir(node.data("host-a").join("numbers")).unwrap().flatten().collect();
+    assert_eq!(stored.len(), 3, "{stored:?}");
+
+    // A queued row whose write succeeded but whose file was not yet
+    // removed (a crash in between) must not be doubled: keep a copy of one.
+    let kept = td.join("kept-row.json");
+    fs::copy(&queued(&node)[0], &kept).unwrap();
+
+    pg.restart();
+    ok(node.cmd().args(["scan"]));
+    assert!(queued(&node).is_empty(), "queue written: {:?}", queued(&node));
+    fs::copy(&kept, node.srv().join("state/catalog-queue/replayed.json")).unwrap();
+    ok(node.cmd().args(["scan"]));
+    assert!(queued(&node).is_empty());
+
+    let rows = node.ferry_node_json(&["find", "--client", "host-a"]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "every row exactly once: {rows:?}");
+    assert_eq!(pg.psql("catalog", "SELECT count(*), count(DISTINCT path) FROM artifacts"), "3|3");
+    assert_eq!(files_mentioning(&outbox, "CATALOG_UNREACHABLE"), 1);
+    assert_eq!(files_mentioning(&outbox, "CATALOG_REACHABLE"), 1, "the end of the outage is told once");
+    // Each row names a complete artifact: restore of the newest, and of
+    // each by time, gives back what was sent.
+    for (a, want) in rows.iter().zip(&sent) {
+        let at = a["received"].as_str().unwrap();
+        let out = run(node.cmd().args(["restore", "host-a", "numbers", "--at", at, "--stdout"]));
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.stdout == want.as_bytes(), "artifact {at} restored byte for byte");
+    }
+}
