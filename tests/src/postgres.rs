@@ -145,7 +145,7 @@ impl Postgres {
     /// Starts the stopped server again on the same address, port and
     /// data; waits until it accepts connections.
     pub fn restart(&mut self) {
-        self.daemon.stop();
+        self.stop();
         self.daemon = spawn_server(&self.dir, &self.bin, self.addr, self.port, &self.sock.path);
     }
 

@@ -234,3 +234,70 @@ fn postgres_down_rows_are_queued_and_written_once_when_it_is_back() {
         assert!(out.stdout == want.as_bytes(), "artifact {at} restored byte for byte");
     }
 }
+
+/// PostgreSQL restarted under load: a node writing rows as fast as it can
+/// loses its connection mid-stream, queues the rest, and the next open
+/// writes them; every row is in the database exactly once (a row the
+/// server committed just before the connection went is not doubled when
+/// its queued copy is written).
+#[test]
+fn postgres_restarted_under_load_loses_and_doubles_no_row() {
+    use ferry_node::catalog::{self, Artifact, Query};
+    if !require("postgres") {
+        return;
+    }
+    let td = TestDir::new("catalog_pg_load");
+    let mut pg = Postgres::start_with_host_auth(&td.join("pg"), "scram-sha-256");
+    let section = shared_catalog(&td, &pg);
+    let config = td.join("node.toml");
+    fs::write(&config, format!("name = \"backup1\"\nbase_dir = \"{}\"\n{section}", td.join("srv").display())).unwrap();
+    let cfg = ferry_node::config::NodeConfig::load(&config).unwrap();
+    const ROWS: usize = 400;
+    let row = |i: usize| Artifact {
+        id: 0,
+        client: "host-a".into(),
+        source: "numbers".into(),
+        module: "pipe".into(),
+        received: format!("20261206T{:02}{:02}{:02}Z", i / 3600, i / 60 % 60, i % 60),
+        stamp: format!("s{i}"),
+        path: format!("host-a/numbers/{i}/numbers"),
+        size: i as u64,
+        sha256: format!("{i:064x}"),
+        duration_ms: 1,
+        request: format!("r{i}"),
+        node: String::new(),
+    };
+    let written = std::sync::atomic::AtomicUsize::new(0);
+    let queued_rows = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let cat = catalog::open(&cfg).unwrap();
+            let mut queued = 0;
+            for i in 0..ROWS {
+                if cat.insert(&row(i)).unwrap() == 0 {
+                    queued += 1;
+                }
+                written.store(i + 1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            queued
+        });
+        eventually("some rows to be written", || written.load(std::sync::atomic::Ordering::SeqCst) > ROWS / 4);
+        pg.restart();
+        writer.join().unwrap()
+    });
+    assert!(
+        queued_rows > 0 && queued_rows < ROWS,
+        "some rows went in before the restart, the rest queued: {queued_rows}"
+    );
+    // The next open writes the queue.
+    let cat = catalog::open(&cfg).unwrap();
+    let found = cat.find(&Query { all_nodes: true, ..Query::default() }).unwrap();
+    assert_eq!(found.len(), ROWS);
+    assert_eq!(pg.psql("catalog", "SELECT count(*), count(DISTINCT path) FROM artifacts"), format!("{ROWS}|{ROWS}"));
+    assert!(
+        fs::read_dir(td.join("srv/state/catalog-queue"))
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".json"))
+    );
+}
