@@ -80,6 +80,35 @@ pub struct Query {
     pub all_nodes: bool,
 }
 
+impl Query {
+    /// The `WHERE` clause of this query (`1=1` when it has no filter) and
+    /// its parameters in order, `mark(n)` writing the n-th placeholder
+    /// (`?1`, `$1`). Only the filters given appear: an `(? IS NULL OR
+    /// column = ?)` form would keep SQLite (and PostgreSQL's generic
+    /// plans) from using the `(client, source, received)` index.
+    pub fn where_clause(&self, node: Option<&str>, mark: fn(usize) -> String) -> (String, Vec<String>) {
+        let mut parts = Vec::new();
+        let mut params = Vec::new();
+        let filters = [
+            ("node = ", node),
+            ("client = ", self.client.as_deref()),
+            ("source = ", self.source.as_deref()),
+            ("received >= ", self.since.as_deref()),
+            ("received <= ", self.until.as_deref()),
+        ];
+        for (cond, value) in filters {
+            if let Some(v) = value {
+                params.push(v.to_owned());
+                parts.push(format!("{cond}{}", mark(params.len())));
+            }
+        }
+        if parts.is_empty() {
+            parts.push("1=1".into());
+        }
+        (parts.join(" AND "), params)
+    }
+}
+
 /// What the node records and asks about stored artifacts.
 ///
 /// Rows are written only after the artifact they describe is durable

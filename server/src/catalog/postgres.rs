@@ -242,14 +242,15 @@ impl Catalog for PgCatalog {
         let node: Option<&str> = if q.all_nodes { None } else { Some(&self.node) };
         // Byte order (COLLATE "C"), as SQLite sorts, whatever the
         // database's locale.
+        let (cond, args) = q.where_clause(node, |n| format!("${n}"));
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            args.iter().map(|a| a as &(dyn postgres::types::ToSql + Sync)).collect();
         let rows = self.client.borrow_mut().query(
             &format!(
-                "SELECT {COLS} FROM artifacts WHERE ($1::TEXT IS NULL OR node=$1) AND ($2::TEXT IS NULL OR client=$2)
-                 AND ($3::TEXT IS NULL OR source=$3) AND ($4::TEXT IS NULL OR received>=$4)
-                 AND ($5::TEXT IS NULL OR received<=$5)
+                "SELECT {COLS} FROM artifacts WHERE {cond}
                  ORDER BY client COLLATE \"C\", source COLLATE \"C\", received, node COLLATE \"C\", id"
             ),
-            &[&node, &q.client, &q.source, &q.since, &q.until],
+            &params,
         )?;
         Ok(rows.iter().map(row).collect())
     }

@@ -53,7 +53,8 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX drills_by_source ON drills (client, source, at);",
     // 3: several nodes in one catalog (issue 14). Every row names the node
     // that wrote it; a path is unique per node (two nodes may store the
-    // same client at the same second). Tables are rebuilt, not altered:
+    // same client at the same second); `find --since/--until` across the
+    // fleet has an index. Tables are rebuilt, not altered:
     // the engines share no ALTER for a changed UNIQUE. Existing rows are
     // this node's. (In PostgreSQL the old tables are empty: step 3 runs
     // with steps 1 and 2 on a new database, so no identity has to be
@@ -79,6 +80,7 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE artifacts_v3 RENAME TO artifacts;
     CREATE INDEX artifacts_by_source ON artifacts (client, source, received);
     CREATE INDEX artifacts_by_digest ON artifacts (client, source, sha256);
+    CREATE INDEX artifacts_by_received ON artifacts (received);
     CREATE TABLE drills_v3 (
         id {id},
         node TEXT NOT NULL,

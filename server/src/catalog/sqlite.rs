@@ -204,11 +204,12 @@ impl Catalog for SqliteCatalog {
     }
 
     fn find(&self, q: &Query) -> anyhow::Result<Vec<Artifact>> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {COLS} FROM artifacts WHERE (?1 IS NULL OR client=?1) AND (?2 IS NULL OR source=?2)
-             AND (?3 IS NULL OR received>=?3) AND (?4 IS NULL OR received<=?4) ORDER BY client, source, received"
-        ))?;
-        let rows = st.query_map(params![q.client, q.source, q.since, q.until], row)?;
+        // Every row here is this node's: no node filter (module docs).
+        let (cond, args) = q.where_clause(None, |n| format!("?{n}"));
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT {COLS} FROM artifacts WHERE {cond} ORDER BY client, source, received"))?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
