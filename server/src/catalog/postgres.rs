@@ -65,6 +65,18 @@ pub fn describe(cfg: &postgres::Config) -> String {
 /// `host:port:database:user:password`, `*` matching anything).
 fn password(file: Option<&Path>, cfg: &postgres::Config) -> anyhow::Result<Option<String>> {
     if let Some(f) = file {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(f)
+            .with_context(|| format!("[catalog] password_file {}", f.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "[catalog] password_file {} is readable by others (mode {:o}): chmod 600 it",
+                f.display(),
+                mode & 0o777
+            );
+        }
         let s = std::fs::read_to_string(f).with_context(|| format!("[catalog] password_file {}", f.display()))?;
         return Ok(Some(s.trim_end_matches(['\n', '\r']).to_owned()));
     }
@@ -315,6 +327,20 @@ impl Catalog for PgCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let td = tempfile::tempdir().unwrap();
+        let f = td.path().join("pass");
+        std::fs::write(&f, "secret\n").unwrap();
+        let cfg: postgres::Config = "postgres://ferry@db/ferry".parse().unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = password(Some(&f), &cfg).unwrap_err().to_string();
+        assert!(e.contains("chmod 600") && !e.contains("secret"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(password(Some(&f), &cfg).unwrap().as_deref(), Some("secret"));
+    }
 
     #[test]
     fn pgpass_matches_fields_wildcards_and_escapes() {

@@ -95,7 +95,9 @@ pub fn is_unreachable(e: &anyhow::Error) -> bool {
                     }
                 }
         }
-        None => c.downcast_ref::<std::io::Error>().is_some(),
+        // Not a database error (a password file that cannot be read, a
+        // refused migration): the administrator's to fix, not an outage.
+        None => false,
     })
 }
 
@@ -121,7 +123,13 @@ impl SharedCatalog {
         };
         let me = SharedCatalog { pg: RefCell::new(pg), down: RefCell::new(down), queue, cfg: cfg.clone() };
         if me.pg.borrow().is_some() {
-            me.flush()?;
+            match me.flush() {
+                Ok(()) => {}
+                // Gone again while writing the queue: what is left stays
+                // queued.
+                Err(e) if is_unreachable(&e) => me.lost(&e),
+                Err(e) => return Err(e),
+            }
         } else {
             me.outage();
         }
