@@ -8,6 +8,8 @@ mod agent;
 mod agent_bench;
 mod alerts_timing;
 mod badinput;
+mod catalog_bench;
+mod catalog_pg;
 mod cgit;
 mod client_restore;
 mod crash;
