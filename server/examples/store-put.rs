@@ -76,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         sha256: sha256.clone(),
         duration_ms: elapsed.as_millis() as u64,
         request: format!("bench-{received}"),
+        node: String::new(), // insert records this node
     })?;
     println!("{} {size} bytes in {} ms", key.rel_path(), elapsed.as_millis());
     Ok(())
