@@ -28,7 +28,8 @@ SSH_PORT=2222
 PG_PORT=5433
 WEB_PORT=8080
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+# Bold only on a terminal: a log file gets plain text.
+if [ -t 1 ]; then say() { printf '\033[1m==> %s\033[0m\n' "$*"; }; else say() { printf '==> %s\n' "$*"; }; fi
 die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
 
 stop_all() {
