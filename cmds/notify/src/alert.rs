@@ -45,6 +45,11 @@ pub enum Kind {
     DrillFailed,
     /// That source's drill passes again.
     DrillPassed,
+    /// The node's object store cannot be reached (raised on the node; key
+    /// `store:<node>`).
+    StoreUnreachable,
+    /// That object store answers again.
+    StoreRecovered,
     /// A push or key was refused by enrollment rules.
     EnrollmentRefused,
     /// The disk (or a quota) is full.
@@ -59,7 +64,7 @@ pub enum Kind {
 impl Kind {
     /// Every kind, in the order digests list them (each recovery right after
     /// its outage).
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 19] = [
         Kind::NodeUnreachable,
         Kind::NodeRecovered,
         Kind::RequestFailed,
@@ -73,6 +78,8 @@ impl Kind {
         Kind::CatalogFresh,
         Kind::DrillFailed,
         Kind::DrillPassed,
+        Kind::StoreUnreachable,
+        Kind::StoreRecovered,
         Kind::EnrollmentRefused,
         Kind::DiskFull,
         Kind::GcReport,
@@ -95,6 +102,8 @@ impl Kind {
             Kind::CatalogFresh => "CATALOG_FRESH",
             Kind::DrillFailed => "DRILL_FAILED",
             Kind::DrillPassed => "DRILL_PASSED",
+            Kind::StoreUnreachable => "STORE_UNREACHABLE",
+            Kind::StoreRecovered => "STORE_RECOVERED",
             Kind::EnrollmentRefused => "ENROLLMENT_REFUSED",
             Kind::DiskFull => "DISK_FULL",
             Kind::GcReport => "GC_REPORT",
@@ -118,6 +127,8 @@ impl Kind {
             Kind::CatalogFresh => "Node catalog fresh again",
             Kind::DrillFailed => "Restore drill failed",
             Kind::DrillPassed => "Restore drill passes again",
+            Kind::StoreUnreachable => "Object store unreachable",
+            Kind::StoreRecovered => "Object store reachable again",
             Kind::EnrollmentRefused => "Enrollment refused",
             Kind::DiskFull => "Disk full",
             Kind::GcReport => "git gc report",
@@ -134,6 +145,7 @@ impl Kind {
             Kind::BackupOnTime => Some(Kind::BackupOverdue),
             Kind::CatalogFresh => Some(Kind::CatalogStale),
             Kind::DrillPassed => Some(Kind::DrillFailed),
+            Kind::StoreRecovered => Some(Kind::StoreUnreachable),
             _ => None,
         }
     }
@@ -148,6 +160,7 @@ impl Kind {
                 | Kind::BackupOverdue
                 | Kind::CatalogStale
                 | Kind::DrillFailed
+                | Kind::StoreUnreachable
         )
     }
 
@@ -342,7 +355,7 @@ pub(crate) mod tests {
                 assert_eq!(pos(o) + 1, pos(k), "a recovery is listed right after its outage");
             }
         }
-        assert_eq!(Kind::ALL.iter().filter(|k| k.is_outage()).count(), 6);
+        assert_eq!(Kind::ALL.iter().filter(|k| k.is_outage()).count(), 7);
         assert!(!Kind::GcReport.is_warning() && !Kind::NodeRecovered.is_warning());
         assert!(Kind::RequestFailed.is_warning() && Kind::Other.is_warning());
         assert!(Kind::ALL.iter().all(|k| !(k.is_report() && (k.is_outage() || k.recovers().is_some()))));
