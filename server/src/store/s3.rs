@@ -134,6 +134,11 @@ impl S3Store {
     /// prefix remove stale upload temporaries.
     pub fn open(cfg: &NodeConfig) -> anyhow::Result<S3Store> {
         let store = S3Store::connect(cfg)?;
+        // Encrypting without the key is refused before anything is read
+        // or written; a key set only for reading fails when it is needed.
+        if let (true, Err(e)) = (store.encrypt, &store.keys) {
+            return Err(KeyError(e.clone()).into());
+        }
         static CLEANED: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
         let first = CLEANED
             .get_or_init(Default::default)
@@ -173,15 +178,9 @@ impl S3Store {
         }
         let client = b.build().with_context(|| format!("S3 bucket {bucket} at {endpoint}"))?;
         let prefix = if s.prefix.is_empty() { String::new() } else { format!("{}/", s.prefix.trim_end_matches('/')) };
-        // Encrypting without the key is refused before anything is read
-        // or written; a key set only for reading fails when it is needed.
         let keys = match &s.key {
             None => Ok(None),
-            Some(p) => match Keys::load(p) {
-                Ok(k) => Ok(Some(Arc::new(k))),
-                Err(e) if s.encrypt => return Err(e.into()),
-                Err(e) => Err(e.0),
-            },
+            Some(p) => Keys::load(p).map(|k| Some(Arc::new(k))).map_err(|e| e.0),
         };
         let store = S3Store {
             client: Arc::new(client),
@@ -247,7 +246,7 @@ impl S3Store {
                 k.self_test().map(|()| Some(k.recipient().to_string())).map_err(|e| format!("{e:#}"))
             }
             (Ok(None), true) => Err("[store] encrypt = true without key".into()),
-            (Err(e), true) => Err(e.clone()),
+            (Err(e), true) => Err(format!("E_STORE_KEY: {e}")),
         }
     }
 

@@ -33,6 +33,7 @@ mod ops;
 mod restore_all;
 mod restore_faithful;
 mod retention;
+mod s3_encrypt;
 mod s3_store;
 mod spine;
 mod tree_client;
