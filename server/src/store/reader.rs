@@ -20,7 +20,7 @@ pub const RANGE: u64 = 8 << 20;
 /// Ranged GETs at once.
 pub const RANGES_IN_FLIGHT: usize = 4;
 /// Fetched chunks waiting for the reader.
-const AHEAD: usize = 2;
+const AHEAD: usize = 1;
 
 type Chunk = Result<bytes::Bytes, String>;
 
