@@ -172,6 +172,11 @@ impl S3Store {
             .with_region(&s.region)
             .with_bucket_name(&bucket)
             .with_virtual_hosted_style_request(false);
+        if s.object_lock {
+            // AWS requires a checksum on writes into a bucket with a
+            // default retention.
+            b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+        }
         if let Some(p) = &s.credentials {
             let c = read_credentials(p)?;
             b = b.with_access_key_id(c.access_key_id).with_secret_access_key(c.secret_access_key);
