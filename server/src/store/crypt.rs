@@ -64,7 +64,8 @@ impl Keys {
             )));
         }
         let me = rustix::process::geteuid().as_raw();
-        if md.uid() != me {
+        // Root may use (and `keygen --rotate`) a key the node's account owns.
+        if md.uid() != me && me != 0 {
             return Err(KeyError(format!(
                 "the store key {} belongs to uid {}, not to the node's account (uid {me})",
                 path.display(),
@@ -163,9 +164,10 @@ pub fn keygen(path: &Path, rotate: bool) -> anyhow::Result<String> {
              encrypted to them must stay readable)",
             path.display()
         ),
-        Ok(_) => {
+        Ok(md) => {
             let keys = Keys::load(path)?;
-            Some((std::fs::read_to_string(path)?, keys.count()))
+            use std::os::unix::fs::MetadataExt as _;
+            Some((std::fs::read_to_string(path)?, keys.count(), (md.uid(), md.gid())))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -178,7 +180,7 @@ pub fn keygen(path: &Path, rotate: bool) -> anyhow::Result<String> {
          # created: {created}\n# public key: {public}\n{}\n",
         id.to_string().expose_secret()
     );
-    if let Some((old, _)) = &old {
+    if let Some((old, _, _)) = &old {
         text.push_str(&format!(
             "\n# older keys, kept so objects encrypted to them still decrypt (rotated {created})\n"
         ));
@@ -187,6 +189,11 @@ pub fn keygen(path: &Path, rotate: bool) -> anyhow::Result<String> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     ferry_durable::write_synced_mode(&dir, name, text.as_bytes(), 0o600)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    // A rotation (by root, say) keeps the file the node's account's.
+    if let Some((_, _, (uid, gid))) = old {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .with_context(|| format!("cannot give {} back to uid {uid}", path.display()))?;
+    }
     // Read back through the same checks as the node.
     let keys = Keys::load(path)?;
     keys.self_test()?;
