@@ -197,7 +197,8 @@ fn copy_verified(
     if n != a.size || got != a.sha256 {
         // The temporary goes with `tmp`.
         bail!(
-            "the stored artifact {} fails its integrity check ({n} bytes, sha256 {got} instead of {} bytes, {});              nothing was written to {}; run `ferry-node verify`",
+            "the stored artifact {} fails its integrity check ({n} bytes, sha256 {got} instead of {} bytes, {}); \
+             nothing was written to {}; run `ferry-node verify`",
             a.path,
             a.size,
             a.sha256,

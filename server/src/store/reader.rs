@@ -16,7 +16,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{GetOptions, GetRange, ObjectStore as _};
 
 /// Bytes of one ranged GET.
-pub const RANGE: u64 = 8 << 20;
+pub const RANGE: u64 = 4 << 20;
 /// Ranged GETs at once.
 pub const RANGES_IN_FLIGHT: usize = 4;
 /// Fetched chunks waiting for the reader.

@@ -182,6 +182,15 @@ fn s3_encrypt_round_trip_wrong_key_and_rotation() {
     let again = td.join("restored-again");
     ok(node.cmd().args(["restore", "host-a", "numbers", "--to", again.to_str().unwrap()]));
     assert!(fs::read(fs::read_dir(&again).unwrap().next().unwrap().unwrap().path()).unwrap() == numbers.as_bytes());
+
+    // An object replaced behind the node's back by one of the same size:
+    // hashed while written, refused, and no file left at the destination.
+    let newest_small = found(&node).into_iter().rfind(|a| a["source"] == "small").unwrap();
+    g.put(&format!("backup1/{}", newest_small["path"].as_str().unwrap()), &vec![b'x'; small.len()]);
+    let bad = td.join("bad");
+    let out = run(node.cmd().args(["restore", "host-a", "small", "--to", bad.to_str().unwrap()]));
+    assert!(!out.status.success() && text(&out).contains("integrity check"), "{}", text(&out));
+    assert_eq!(fs::read_dir(&bad).map(|d| d.count()).unwrap_or(0), 0, "no file, no temporary");
 }
 
 /// Storing encrypted streams: peak memory while the node pulls, encrypts
