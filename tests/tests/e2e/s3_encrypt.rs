@@ -239,6 +239,9 @@ fn s3_encrypt_large_artifact_memory() {
     ok(&mut restore);
     let line = fs::read_to_string(&rss).unwrap().trim().lines().last().unwrap().to_owned();
     eprintln!("ferry-node restore of 256 MiB encrypted from Garage: max RSS/KiB and seconds: {line}");
+    let kib: u64 = line.split(' ').next().unwrap().parse().unwrap();
+    // Ranges in flight and fetched ahead are bounded (store/reader.rs).
+    assert!(kib < 128 * 1024, "restore max RSS {kib} KiB");
     let file = fs::read_dir(&to).unwrap().next().unwrap().unwrap().path();
     assert_eq!(fs::metadata(file).unwrap().len(), 256 << 20);
 }
