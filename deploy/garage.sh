@@ -2,7 +2,7 @@
 # Garage (S3-compatible object storage) for the S3 store's tests: Garage is
 # not a Debian package, and building it takes about 15 minutes, so CI builds
 # it once into a cache directory kept between runs and reuses it after.
-# The tests find it there (tests/src/garage.rs), or at $FERRY_GARAGE.
+# The tests find it there (tests/src/garage/mod.rs), or at $FERRY_GARAGE.
 #
 #   deploy/garage.sh        # build only if /var/cache/ferry-ci/garage/bin/garage is missing
 set -euo pipefail

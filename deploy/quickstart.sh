@@ -5,7 +5,8 @@
 # compared with the originals; the directory again as a snapshot tree, twice
 # (one file changed: `ferry-node diff` names it, the rest are hard links),
 # used in place with `ferry-node rescue` (an overlay: nothing copied, writes
-# never reach the backup) and undone; then cgit shows the mirrors behind
+# never reach the backup) and undone; `ferry agent` watching the tree, so a
+# file written there is in a node snapshot seconds later; then cgit shows the mirrors behind
 # passwords (the administrator sees every client, host-a only its own
 # mirrors).
 #
@@ -35,7 +36,7 @@ stop_all() {
     if [ -d "$DIR/rescue/www" ] && mountpoint -q "$DIR/rescue/www"; then
         "$REPO/target/release/ferry-node" --config "$DIR/node/node.toml" rescue --undo "$DIR/rescue/www" >/dev/null || true
     fi
-    for pidfile in "$DIR"/*/sshd.pid "$DIR"/web/nginx.pid "$DIR"/web/fcgiwrap.pid; do
+    for pidfile in "$DIR"/*/agent.pid "$DIR"/*/sshd.pid "$DIR"/web/nginx.pid "$DIR"/web/fcgiwrap.pid; do
         [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
     done
     if [ -f "$DIR/pg/data/postmaster.pid" ]; then
@@ -164,6 +165,11 @@ name = \"site\"
 module = \"fs\"
 mode = \"tree\"
 path = \"$DIR/host-a/www\"
+watch = true
+
+[agent]
+quiet = \"2s\"
+max_delay = \"10s\"
 "
 say "PostgreSQL for host-b on $B_IP:$PG_PORT"
 mkdir -p "$DIR/pg/data" "$DIR/pg/sock"
@@ -289,6 +295,22 @@ say "ferry-node diff host-a site: what changed between the two snapshots"
 "$FNODE" --config "$DIR/node/node.toml" diff host-a site
 "$FNODE" --config "$DIR/node/node.toml" --json diff host-a site | grep -q index.html || die "diff does not name index.html"
 
+say "ferry agent on host-a: a file written under the watched tree reaches the node in seconds"
+"$FERRY" --config "$DIR/host-a/client.toml" agent > "$DIR/host-a/agent.log" 2>&1 &
+echo $! > "$DIR/host-a/agent.pid"
+watching() { "$FERRY" --config "$DIR/host-a/client.toml" --json status --agent 2>/dev/null \
+    | python3 -c 'import json,sys; s=[x for x in json.load(sys.stdin)["sources"] if x["name"]=="site"]; sys.exit(0 if s and s[0]["watched_dirs"] > 0 else 1)'; }
+for _ in $(seq 100); do watching && break; sleep 0.2; done
+watching || die "the agent does not watch host-a's tree; see $DIR/host-a/agent.log"
+T0=$(date +%s.%N)
+printf 'written while the agent watches\n' > "$DIR/host-a/www/docs/new.html"
+newest() { find "$SNAPS" -mindepth 1 -maxdepth 1 -type d ! -name '.*' | sort | tail -n 1; }
+for _ in $(seq 240); do [ -f "$(newest)/docs/new.html" ] && break; sleep 0.25; done
+[ -f "$(newest)/docs/new.html" ] || die "the agent's change did not reach the node; see $DIR/host-a/agent.log"
+echo "  docs/new.html is in the node's snapshot $(basename "$(newest)") $(python3 -c "import time; print('%.1f' % (time.time() - $T0))") s after it was written (quiet = 2s, then a pull)"
+kill "$(cat "$DIR/host-a/agent.pid")" && wait "$(cat "$DIR/host-a/agent.pid")" 2>/dev/null || true
+rm -f "$DIR/host-a/agent.pid"
+
 say "ferry-node rescue host-a site: the newest snapshot usable in place, nothing copied"
 VIEW="$DIR/rescue/www"
 mkdir -p "$DIR/rescue"
@@ -380,7 +402,7 @@ EOF
     || die "check --from $URL/catalog.json found a problem"
 
 # --- where to look --------------------------------------------------------
-say "done: three backups stored, restored and identical; two snapshot trees, diffed, $RESCUED"
+say "done: three backups stored, restored and identical; two snapshot trees, diffed, a third from the agent seconds after a write; $RESCUED"
 echo
 echo "Browse the mirrors:   $URL/cgit/  (user admin@quickstart, password $ADMIN_PW)"
 echo "host-a's own view:    $URL/c/host-a/git/  (user host-a, password $HOST_A_PW)"

@@ -68,6 +68,21 @@ pub fn decide(cfg: &ClientConfig, original: &str) -> anyhow::Result<GateDecision
     Ok(GateDecision::UploadPack(canon))
 }
 
+/// `-c safe.directory=<repo>` for one exported repository. The gate runs as
+/// the export account, and repositories usually belong to another one (the
+/// git service's, root): git then refuses with "dubious ownership" unless
+/// the repository is declared safe in protected configuration, of which the
+/// command line is one. Listing a root in `export.git_roots` (root's
+/// client.toml) is that declaration, so it is given for exactly the
+/// repository [`decide`] admitted, never a wildcard. upload-pack reads no
+/// repository setting that runs a program (`uploadpack.packObjectsHook` is
+/// honoured only from protected configuration).
+fn safe_directory(repo: &Path) -> [std::ffi::OsString; 2] {
+    let mut v = std::ffi::OsString::from("safe.directory=");
+    v.push(repo.as_os_str());
+    ["-c".into(), v]
+}
+
 /// The sftp server the gate runs, program first: read-only (`-R`), the
 /// allow-list of read requests, starting in the export directory.
 pub fn sftp_argv(cfg: &ClientConfig) -> Vec<std::ffi::OsString> {
@@ -87,6 +102,7 @@ pub fn run(cfg: &ClientConfig) -> anyhow::Result<()> {
     };
     let mut cmd = match decision {
         GateDecision::UploadPack(repo) => ferry_run::Cmd::new(&cfg.git)
+            .args(safe_directory(&repo))
             .args(["-c", "uploadpack.allowAnySHA1InWant=false", "-c", "uploadpack.allowReachableSHA1InWant=false"])
             .args(["-c", "uploadpack.allowFilter=false", "upload-pack", "--strict", "--"])
             .arg(repo),

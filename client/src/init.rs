@@ -87,6 +87,20 @@ pub fn init(cfg: &ClientConfig, host_key: Option<&Path>) -> anyhow::Result<InitR
             e.git_roots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ")
         ));
     }
+    // Where tree sources may be read is the administrator's decision
+    // (`tree-roots` in the reviewed commit): suggested, commented out.
+    let tree_roots: Vec<String> = cfg
+        .sources
+        .iter()
+        .filter(|s| s.module == "fs" && s.mode.as_deref() == Some("tree"))
+        .filter_map(|s| s.path.as_ref().map(|p| p.display().to_string()))
+        .collect();
+    if !tree_roots.is_empty() {
+        section.push_str(&format!(
+            "; this host's mode = \"tree\" sources (uncomment to let the node read them):\n; tree-roots = {}\n",
+            tree_roots.join(" ")
+        ));
+    }
     if e.git_scheme == "git" {
         section.push_str(&format!("git-scheme = git\ngit-port = {}\n", e.git_port));
     }

@@ -70,7 +70,8 @@ pub fn restore(cfg: &ClientConfig, args: &Args) -> anyhow::Result<Done> {
     let at = args.at.as_deref().map(parse_time).transpose()?;
     check_target(&args.target, args.force)?;
     let remote = Remote::new(cfg, node)?;
-    let mut list = format!("ferry-restore list {source}");
+    let asked = node_name_of(cfg, &source);
+    let mut list = format!("ferry-restore list {asked}");
     if let Some(t) = &at {
         list.push(' ');
         list.push_str(t.as_str());
@@ -116,6 +117,13 @@ pub fn restore(cfg: &ClientConfig, args: &Args) -> anyhow::Result<Done> {
                 ),
             })
         }
+        Listing::Artifact { module, .. } if module == "tree" => Err(UsageError(format!(
+            "{source} is a snapshot tree, which the client cannot fetch yet: on the node, \
+             `ferry-node restore {} {source} --to DIR` copies it out and `ferry-node rescue {} {source} DIR` \
+             serves it in place (README: Snapshot trees and rescue)",
+            cfg.name, cfg.name
+        ))
+        .into()),
         Listing::Artifact { module, path, size, sha256, received } => {
             if module == "fs" && !is_absent_or_empty(&args.target) {
                 // The extractor publishes a whole tree with one rename that
@@ -152,6 +160,23 @@ pub fn restore(cfg: &ClientConfig, args: &Args) -> anyhow::Result<Done> {
 }
 
 /// `--node`, else the only node, else the first default node.
+/// The name the node keeps `source` under. A git source's mirror is named
+/// by the repository's path below its git root (`/srv/git/project.git` →
+/// `project`), not by the source's name in client.toml, so `ferry restore
+/// code` for a source `code` with that path asks for `project`; any other
+/// name, or a repository nested deeper than one directory (whose mirror
+/// name the restore verb cannot carry), is asked for as given.
+fn node_name_of(cfg: &ClientConfig, source: &ferry_request::Name) -> ferry_request::Name {
+    let Some(src) = cfg.source(source.as_str()).filter(|s| s.module == "git") else { return source.clone() };
+    let Some(path) = src.path.as_deref() else { return source.clone() };
+    let rel = cfg.export.git_roots.iter().find_map(|r| path.strip_prefix(r).ok());
+    rel.and_then(|r| r.to_str())
+        .filter(|r| !r.contains('/'))
+        .map(|r| r.strip_suffix(".git").unwrap_or(r))
+        .and_then(|r| ferry_request::Name::parse(r).ok())
+        .unwrap_or_else(|| source.clone())
+}
+
 pub(crate) fn pick_node<'a>(cfg: &'a ClientConfig, name: Option<&str>) -> anyhow::Result<&'a NodeConfig> {
     match name {
         Some(n) => cfg.node(n).ok_or_else(|| UsageError(format!("no node {n:?} in the configuration")).into()),

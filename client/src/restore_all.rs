@@ -100,6 +100,12 @@ pub fn restore_all(
             detail: String::new(),
         };
         let result: anyhow::Result<String> = match e.kind.as_str() {
+            // The same refusal as `ferry restore` of one tree source.
+            "artifact" if row.kind == "tree" => Err(anyhow!(
+                "a snapshot tree, which the client cannot fetch yet: `ferry-node restore {} {} --to DIR` on the node",
+                cfg.name,
+                e.name
+            )),
             "artifact" => (|| {
                 let dest = dir.join(&e.name);
                 no_overwrite(&dest)?;

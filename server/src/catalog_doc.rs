@@ -61,4 +61,8 @@ pub struct ArtifactDoc {
     pub duration_ms: u64,
     /// Always `stored` today (rows exist only for verified artifacts).
     pub state: String,
+    /// The node that stores it, in a shared catalog (`[catalog] url`);
+    /// absent with a node's own SQLite catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }

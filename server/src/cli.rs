@@ -446,7 +446,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             if cli.json {
                 out::json(&l)?;
             } else {
-                crate::list::print(&l)?;
+                crate::list::print(&l, crate::catalog::is_shared(&cfg))?;
             }
             Ok(exit::OK)
         }
@@ -460,6 +460,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 source,
                 since: since.as_deref().map(|s| crate::catalog::parse_time(s, false)).transpose()?,
                 until: until.as_deref().map(|s| crate::catalog::parse_time(s, true)).transpose()?,
+                all_nodes: true,
             };
             let found = match crate::catalog::open_existing(&cfg)? {
                 Some(c) => c.find(&q)?,
@@ -474,9 +475,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             if cli.json {
                 out::json(&found)?;
             } else {
+                let shared = crate::catalog::is_shared(&cfg);
                 for a in &found {
+                    // A shared catalog names each row's node (its file is
+                    // on that node).
+                    let node = if shared { format!(" node:{}", a.node) } else { String::new() };
                     out::line(&format!(
-                        "{} {} {} {} {} bytes sha256:{} {}",
+                        "{} {} {} {} {} bytes sha256:{} {}{node}",
                         a.client, a.source, a.received, a.module, a.size, a.sha256, a.path
                     ))?;
                 }

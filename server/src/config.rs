@@ -10,8 +10,10 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
+mod catalog;
 mod schedule;
 mod store;
+pub use catalog::CatalogConfig;
 pub use schedule::{Job, Schedule, parse_interval};
 pub use store::StoreConfig;
 
@@ -82,6 +84,8 @@ pub struct NodeConfig {
     pub tree: TreeConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub catalog: CatalogConfig,
 }
 
 /// `[tree]`: limits of snapshot-tree pulls (issue 10). The manifest is
@@ -561,6 +565,7 @@ impl NodeConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.retention.node_rules()?;
         self.store.validate()?;
+        self.catalog.validate()?;
         if let Some(u) = &self.web.git_url
             && (!u.starts_with("git://")
                 || !u.ends_with('/')

@@ -186,6 +186,7 @@ mod tests {
             sha256: "0".repeat(64),
             duration_ms: 10,
             state: "stored".into(),
+            node: None,
         };
         let doc = Document {
             schema: crate::catalog_doc::SCHEMA.into(),

@@ -494,6 +494,7 @@ pub fn sftp(
                 sha256: sha_hex,
                 duration_ms: 0,
                 request: id.to_owned(),
+                node: cfg.name.clone(),
             })
             .map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
         return Ok(format!(
@@ -565,6 +566,7 @@ pub fn sftp(
             sha256: sha_hex,
             duration_ms: got.elapsed.as_millis() as u64,
             request: id.to_owned(),
+            node: cfg.name.clone(),
         })
         .map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
     Ok(format!(

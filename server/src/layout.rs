@@ -206,6 +206,30 @@ pub fn share_with_group() {
     rustix::process::umask(old & !rustix::fs::Mode::WGRP);
 }
 
+/// Make `p` if it is missing, and let the group write it whenever it may
+/// read it. SQLite creates a database 0644 whatever the umask allows and
+/// gives its `-wal`/`-shm` files the database's mode, so in the two-account
+/// layout a catalog one account made was read-only for the other: a push
+/// (run as `git`) left `-wal`/`-shm` it could not checkpoint away, and every
+/// later store by the scan account failed "attempt to write a readonly
+/// database". Creating the file first, under [`share_with_group`]'s umask,
+/// avoids that; a file this process owns from before gets group-write added
+/// (one owned by the other account is left for that account to repair).
+pub fn shared_file(p: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o664).open(p) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let md = std::fs::symlink_metadata(p)?;
+    let mode = md.mode() & 0o7777;
+    if md.is_file() && md.uid() == rustix::process::geteuid().as_raw() && mode & 0o040 != 0 && mode & 0o020 == 0 {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | 0o020))?;
+    }
+    Ok(())
+}
+
 /// Mode of a private key made in `keys_dir`: 0640 when the directory is
 /// setgid and lets its group read — the two-account layout `--owner` makes
 /// (the scan account reads, via the group, a key git owns; ssh only refuses

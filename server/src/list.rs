@@ -159,6 +159,13 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
         }
     }
     let catalog = crate::catalog::open_existing(cfg)?;
+    // A shared catalog also lists the clients other nodes store.
+    if crate::catalog::is_shared(cfg)
+        && let Some(cat) = &catalog
+    {
+        let q = crate::catalog::Query { client: only.map(str::to_owned), all_nodes: true, ..Default::default() };
+        names.extend(cat.find(&q)?.into_iter().map(|a| a.client));
+    }
     let mut out = Vec::new();
     for c in names.into_iter().filter(|c| only.is_none_or(|o| o == c)) {
         let cdir = cfg.client_data(&c);
@@ -201,7 +208,9 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
             .collect();
         let failed = failed_ids.len();
         let artifacts = match &catalog {
-            Some(cat) => cat.find(&crate::catalog::Query { client: Some(c.clone()), ..Default::default() })?,
+            Some(cat) => {
+                cat.find(&crate::catalog::Query { client: Some(c.clone()), all_nodes: true, ..Default::default() })?
+            }
             None => Vec::new(),
         };
         out.push(ClientInfo {
@@ -228,7 +237,8 @@ pub fn add_history(list: &mut [ClientInfo]) {
 }
 
 /// The human listing; every line goes through [`crate::out::line`].
-pub fn print(list: &[ClientInfo]) -> std::io::Result<()> {
+/// `shared`: the catalog is shared, each artifact names its node.
+pub fn print(list: &[ClientInfo], shared: bool) -> std::io::Result<()> {
     use crate::out::line;
     for c in list {
         line(&format!("{}{}", c.client, if c.enrolled { "" } else { " (not enrolled)" }))?;
@@ -259,11 +269,12 @@ pub fn print(list: &[ClientInfo]) -> std::io::Result<()> {
         }
         for a in &c.artifacts {
             line(&format!(
-                "  {:<40} {} {} bytes sha256 {}...",
+                "  {:<40} {} {} bytes sha256 {}...{}",
                 format!("{}/{}", a.source, a.received),
                 a.module,
                 a.size,
-                a.sha256.get(..12).unwrap_or(&a.sha256)
+                a.sha256.get(..12).unwrap_or(&a.sha256),
+                if shared { format!(" on node {}", a.node) } else { String::new() }
             ))?;
         }
         if let Some(t) = &c.tree_store {

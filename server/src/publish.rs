@@ -51,11 +51,12 @@ pub fn received_time(r: &str) -> Option<Timestamp> {
 pub fn build(cfg: &NodeConfig, catalog: &dyn Catalog, now: Timestamp) -> anyhow::Result<Document> {
     let enrollment = crate::enrollment::load(cfg).ok();
     let rules = rules(cfg)?;
+    let shared = crate::catalog::is_shared(cfg);
     // One read of the catalog, grouped by client (rows come ordered by
     // client, source, received).
     let mut by_client: std::collections::BTreeMap<String, Vec<crate::catalog::Artifact>> =
         enrollment.iter().flat_map(|e| e.clients.keys().map(|c| (c.clone(), Vec::new()))).collect();
-    for a in catalog.find(&Query::default())? {
+    for a in catalog.find(&Query { all_nodes: true, ..Query::default() })? {
         by_client.entry(a.client.clone()).or_default().push(a);
     }
     let mut clients = Vec::new();
@@ -102,6 +103,7 @@ pub fn build(cfg: &NodeConfig, catalog: &dyn Catalog, now: Timestamp) -> anyhow:
                         sha256: a.sha256.clone(),
                         duration_ms: a.duration_ms,
                         state: "stored".into(),
+                        node: shared.then(|| a.node.clone()),
                     })
                 })
                 .collect();

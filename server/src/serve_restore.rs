@@ -50,11 +50,19 @@ pub fn serve(cfg: &NodeConfig, user: &str, req: RestoreRequest, deny: &dyn Fn(&s
             if !mirror.join("HEAD").is_file() {
                 return deny(&Denied::ReadDenied.to_string());
             }
-            // Read-only: upload-pack never writes to the repository.
+            // Read-only: upload-pack never writes to the repository. In the
+            // two-account layout the scan account owns the mirror and `git`
+            // serves it: declared safe on the command line (protected
+            // configuration) for this one mirror, else git refuses it as
+            // "dubious ownership".
+            let mut safe = std::ffi::OsString::from("safe.directory=");
+            safe.push(mirror.as_os_str());
             let err = ferry_run::Cmd::new(&cfg.git)
                 .env("HOME", cfg.empty_dir())
                 .env("GIT_CONFIG_NOSYSTEM", "1")
                 .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .arg("-c")
+                .arg(safe)
                 .args(["upload-pack", "--strict", "--"])
                 .arg(&mirror)
                 .exec();

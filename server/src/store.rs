@@ -187,6 +187,9 @@ fn nofollow() -> std::fs::OpenOptions {
     o
 }
 
+/// Mode of a stored artifact: the owner and the node's group read it.
+pub const ARTIFACT_MODE: u32 = 0o640;
+
 impl ArtifactStore for LocalStore {
     fn staging_dir(&self, key: &ArtifactKey) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(&self.data).with_context(|| format!("cannot create {}", self.data.display()))?;
@@ -197,6 +200,13 @@ impl ArtifactStore for LocalStore {
     fn put(&self, key: &ArtifactKey, file: &Path, sha256: &str) -> anyhow::Result<()> {
         let dest = self.path(key);
         let dir = dest.parent().expect("a run directory");
+        // The download is private (0600) while unverified; stored, the
+        // group reads it too: in the two-account layout the scan account
+        // stores and `git` serves the client's restore verb (`ferry
+        // restore`), which failed "Permission denied" on a 0600 file.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(ARTIFACT_MODE))
+            .with_context(|| format!("cannot set the mode of {}", file.display()))?;
         if file != dest {
             std::fs::rename(file, &dest).with_context(|| format!("cannot move {} into place", file.display()))?;
         }
@@ -363,6 +373,9 @@ mod tests {
         let mut got = String::new();
         s.open(&k).unwrap().read_to_string(&mut got).unwrap();
         assert_eq!(got, "hello");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.local_path(&k).unwrap()).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, ARTIFACT_MODE, "the group reads a stored artifact");
         assert_eq!(s.stat(&k).unwrap(), Some(Stored { size: 5, sidecar: Some(k.sidecar_text("abc")) }));
         std::fs::create_dir_all(td.path().join("host-a/git/x.git")).unwrap();
         assert_eq!(s.list(None).unwrap(), vec![k.clone()]);

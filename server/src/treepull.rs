@@ -122,6 +122,7 @@ fn catalog_published(
             sha256: Sha256::of(&stored).to_hex(),
             duration_ms: 0,
             request: id.to_owned(),
+            node: cfg.name.clone(),
         })
         .map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
     // The downloaded manifest the interrupted run left in `.partial`.
@@ -367,6 +368,7 @@ pub fn tree(
             sha256: digest,
             duration_ms: report.elapsed.as_millis() as u64,
             request: id.to_owned(),
+            node: cfg.name.clone(),
         })
         .map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
     crate::tripwire::after_snapshot(cfg, &client.name, source, &received);

@@ -370,6 +370,7 @@ pub fn build_test_snapshot(
         sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text)),
         duration_ms: 0,
         request: String::new(),
+        node: cfg.name.clone(),
     };
     a.id = crate::catalog::open(cfg)?.insert(&a)?;
     Ok(a)

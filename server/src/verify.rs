@@ -224,6 +224,7 @@ fn record_again(
         sha256,
         duration_ms: 0,
         request: "verify --rebuild".into(),
+        node: String::new(), // set by the catalog
     })
     .map(drop)
     .map_err(|e| format!("catalog: {e:#}"))

@@ -61,7 +61,7 @@ pub use env::{
     wait_until,
 };
 pub use files::{hash_tree, list_tree, pool_states, sha256_bytes, sha256_file};
-pub use garage::{GARAGE_CACHED, Garage, garage_bin};
+pub use garage::{GARAGE_CACHED, Garage, GarageCluster, S3Access, garage_bin};
 pub use git::{GitDaemon, for_each_ref, git, git_cmd, git_home, git_ok};
 pub use http::{HttpResponse, http_get, http_get_auth, http_get_with};
 pub use mariadb::MariaDb;

@@ -122,27 +122,31 @@ impl Postgres {
             .args(["--no-sync", "--no-instructions"]);
         run_checked(&mut initdb);
 
-        let mut cmd = as_pg_user(dir, &bin.join("postgres"));
-        cmd.arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string()])
-            .args(["-c", &format!("listen_addresses={addr}")])
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", sock.path.display()))
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "logging_collector=off"])
-            .args(["-c", "max_connections=50", "-c", "shared_buffers=32MB"]);
-        let mut daemon = Daemon::spawn(
-            &format!("postgres {addr}:{port}"),
-            cmd,
-            &dir.join("postgres.log"),
-            // Immediate shutdown: fast, and the postmaster still removes its
-            // SysV shared memory segment (a SIGKILL would leak it).
-            Signal::QUIT,
-            Duration::from_secs(15),
-        );
-        daemon.wait_for_log("database system is ready to accept connections", READY_TIMEOUT);
+        let daemon = spawn_server(dir, &bin, addr, port, &sock.path);
         Postgres { dir: dir.to_path_buf(), addr, port, bin, sock, daemon }
+    }
+
+    /// Stops the server with a fast shutdown (clients are disconnected,
+    /// committed work is kept: the suite runs with `synchronous_commit=off`,
+    /// which an immediate shutdown could lose), as an administrator's
+    /// restart would; the data stays.
+    pub fn stop(&mut self) {
+        if let Some(pid) = self.daemon.pid().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            let _ = rustix::process::kill_process(pid, Signal::INT);
+            let deadline = std::time::Instant::now() + READY_TIMEOUT;
+            while !self.daemon.output().contains("database system is shut down") {
+                assert!(std::time::Instant::now() < deadline, "postgres did not shut down:\n{}", tail(&self.log(), 20));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.daemon.stop();
+    }
+
+    /// Starts the stopped server again on the same address, port and
+    /// data; waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.daemon = spawn_server(&self.dir, &self.bin, self.addr, self.port, &self.sock.path);
     }
 
     /// The TCP listen address as text, e.g. `127.0.0.7`.
@@ -237,6 +241,32 @@ impl Postgres {
     pub fn create_db(&self, name: &str) {
         self.psql("postgres", &format!("CREATE DATABASE \"{}\";", name.replace('"', "\"\"")));
     }
+}
+
+/// Starts `postgres` on the data in `dir/data` and waits until it accepts
+/// connections.
+fn spawn_server(dir: &Path, bin: &Path, addr: Ipv4Addr, port: u16, sock: &Path) -> Daemon {
+    let mut cmd = as_pg_user(dir, &bin.join("postgres"));
+    cmd.arg("-D")
+        .arg(dir.join("data"))
+        .args(["-p", &port.to_string()])
+        .args(["-c", &format!("listen_addresses={addr}")])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", sock.display()))
+        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+        .args(["-c", "full_page_writes=off", "-c", "logging_collector=off"])
+        .args(["-c", "max_connections=50", "-c", "shared_buffers=32MB"]);
+    let mut daemon = Daemon::spawn(
+        &format!("postgres {addr}:{port}"),
+        cmd,
+        &dir.join("postgres.log"),
+        // Immediate shutdown: fast, and the postmaster still removes its
+        // SysV shared memory segment (a SIGKILL would leak it).
+        Signal::QUIT,
+        Duration::from_secs(15),
+    );
+    daemon.wait_for_log("database system is ready to accept connections", READY_TIMEOUT);
+    daemon
 }
 
 /// A command for `program` run as the `postgres` OS user when root (via

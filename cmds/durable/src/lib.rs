@@ -37,6 +37,47 @@ pub fn crash_point(name: &str) {
     }
 }
 
+/// Test hook beside [`crash_point`] for tests that must act while a process
+/// is in the middle of an operation (stop a storage server during an
+/// upload, say): when `FERRY_HOLD_AT` is `name` (or `name@N`: the N-th time
+/// the process gets here) and `FERRY_HOLD_FILE` names a path, the process
+/// creates `<path>.held` and waits, polling every 20 ms, until `<path>`
+/// exists; then it goes on. Work other threads already started (an
+/// upload's parts in flight) continues meanwhile. It holds once per
+/// process. Costs one cached environment lookup per call when unset.
+pub fn hold_point(name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    struct Hold {
+        at: String,
+        nth: u64,
+        release: std::path::PathBuf,
+    }
+    static HOLD: std::sync::OnceLock<Option<Hold>> = std::sync::OnceLock::new();
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let hold = HOLD.get_or_init(|| {
+        let spec = std::env::var("FERRY_HOLD_AT").ok()?;
+        let release = std::env::var_os("FERRY_HOLD_FILE")?.into();
+        let (at, nth) = match spec.rsplit_once('@') {
+            Some((at, n)) => (at.to_owned(), n.parse().ok()?),
+            None => (spec, 1),
+        };
+        Some(Hold { at, nth, release })
+    });
+    let Some(h) = hold else { return };
+    if h.at != name || SEEN.fetch_add(1, Ordering::Relaxed) + 1 != h.nth {
+        return;
+    }
+    let mut held = h.release.clone().into_os_string();
+    held.push(".held");
+    if let Err(e) = std::fs::write(&held, name) {
+        tracing::warn!(path = ?held, error = %e, "hold point: cannot create the marker; not holding");
+        return;
+    }
+    while !h.release.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A short, stable, file-name-safe hash (12 hex digits of FNV-1a 64) for
 /// names that must stay short, such as ssh control sockets.
 pub fn short_hash(data: &[u8]) -> String {

@@ -40,6 +40,11 @@ pub enum Kind {
     CatalogStale,
     /// That node's catalog is fresh again.
     CatalogFresh,
+    /// The node cannot reach its shared catalog database (PostgreSQL);
+    /// catalog rows are queued on the node (key `catalog-db:<node>`).
+    CatalogUnreachable,
+    /// The catalog database is reachable again and the queue written.
+    CatalogReachable,
     /// A restore drill failed: the newest backup of a source did not
     /// restore (key `drill:<client>:<source>`).
     DrillFailed,
@@ -64,7 +69,7 @@ pub enum Kind {
 impl Kind {
     /// Every kind, in the order digests list them (each recovery right after
     /// its outage).
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 21] = [
         Kind::NodeUnreachable,
         Kind::NodeRecovered,
         Kind::RequestFailed,
@@ -76,6 +81,8 @@ impl Kind {
         Kind::BackupOnTime,
         Kind::CatalogStale,
         Kind::CatalogFresh,
+        Kind::CatalogUnreachable,
+        Kind::CatalogReachable,
         Kind::DrillFailed,
         Kind::DrillPassed,
         Kind::StoreUnreachable,
@@ -100,6 +107,8 @@ impl Kind {
             Kind::BackupOnTime => "BACKUP_ON_TIME",
             Kind::CatalogStale => "CATALOG_STALE",
             Kind::CatalogFresh => "CATALOG_FRESH",
+            Kind::CatalogUnreachable => "CATALOG_UNREACHABLE",
+            Kind::CatalogReachable => "CATALOG_REACHABLE",
             Kind::DrillFailed => "DRILL_FAILED",
             Kind::DrillPassed => "DRILL_PASSED",
             Kind::StoreUnreachable => "STORE_UNREACHABLE",
@@ -125,6 +134,8 @@ impl Kind {
             Kind::BackupOnTime => "Backup on time again",
             Kind::CatalogStale => "Node catalog stale or unreachable",
             Kind::CatalogFresh => "Node catalog fresh again",
+            Kind::CatalogUnreachable => "Catalog database unreachable (rows queued)",
+            Kind::CatalogReachable => "Catalog database reachable again",
             Kind::DrillFailed => "Restore drill failed",
             Kind::DrillPassed => "Restore drill passes again",
             Kind::StoreUnreachable => "Object store unreachable",
@@ -144,6 +155,7 @@ impl Kind {
             Kind::ClientBack => Some(Kind::ClientSilent),
             Kind::BackupOnTime => Some(Kind::BackupOverdue),
             Kind::CatalogFresh => Some(Kind::CatalogStale),
+            Kind::CatalogReachable => Some(Kind::CatalogUnreachable),
             Kind::DrillPassed => Some(Kind::DrillFailed),
             Kind::StoreRecovered => Some(Kind::StoreUnreachable),
             _ => None,
@@ -159,6 +171,7 @@ impl Kind {
                 | Kind::ClientSilent
                 | Kind::BackupOverdue
                 | Kind::CatalogStale
+                | Kind::CatalogUnreachable
                 | Kind::DrillFailed
                 | Kind::StoreUnreachable
         )
@@ -355,7 +368,7 @@ pub(crate) mod tests {
                 assert_eq!(pos(o) + 1, pos(k), "a recovery is listed right after its outage");
             }
         }
-        assert_eq!(Kind::ALL.iter().filter(|k| k.is_outage()).count(), 7);
+        assert_eq!(Kind::ALL.iter().filter(|k| k.is_outage()).count(), 8);
         assert!(!Kind::GcReport.is_warning() && !Kind::NodeRecovered.is_warning());
         assert!(Kind::RequestFailed.is_warning() && Kind::Other.is_warning());
         assert!(Kind::ALL.iter().all(|k| !(k.is_report() && (k.is_outage() || k.recovers().is_some()))));

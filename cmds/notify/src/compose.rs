@@ -350,8 +350,9 @@ mod tests {
             assert!(clean_ascii(&s) && !s.contains("=?") && s.len() < 200, "{s:?}");
         }
         let all: Vec<(Kind, &str)> = Kind::ALL.iter().map(|&k| (k, "t")).collect();
+        // Every kind at once stays well inside RFC 5322's 998-byte line.
         let s = subject(&"h".repeat(64), &all);
-        assert!(clean_ascii(&s) && s.len() < 450, "{}", s.len());
+        assert!(clean_ascii(&s) && s.len() < 512, "{}", s.len());
     }
 
     #[test]

@@ -4,19 +4,31 @@
 //!
 //! One interface ([`Catalog`]), so the node's code does not know which
 //! engine holds the rows: SQLite on the node's disk ([`sqlite`], the
-//! default). Every caller opens it through [`open`] / [`open_existing`].
+//! default) or one PostgreSQL database shared by several nodes
+//! ([`postgres`], `[catalog] url`), both on the same schema ([`schema`]).
+//! Every caller opens it through [`open`] / [`open_existing`].
+//!
+//! In a shared catalog each row names the node that wrote it. Whatever
+//! acts on stored files (restore, verify, purge, retention, quota, drills,
+//! duplicate detection) sees only this node's rows, since only this node
+//! has the files; only a [`Query`] with `all_nodes` (the `list`, `find`,
+//! `check` and published views) sees the fleet.
 
 use serde::Serialize;
 
 use crate::exit::UsageError;
 
+pub mod postgres;
+pub mod schema;
+pub mod shared;
 pub mod sqlite;
+pub use postgres::PgCatalog;
 pub use sqlite::SqliteCatalog;
 
 use crate::config::NodeConfig;
 
 /// One stored artifact.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Artifact {
     pub id: i64,
     pub client: String,
@@ -33,6 +45,10 @@ pub struct Artifact {
     pub sha256: String,
     pub duration_ms: u64,
     pub request: String,
+    /// The node that stored it (its `name`). Set by the catalog on
+    /// insert, whatever the caller put here: a node writes only its own
+    /// rows.
+    pub node: String,
 }
 
 /// One restore drill: the newest artifact (or mirror) of a source restored
@@ -59,6 +75,38 @@ pub struct Query {
     /// Inclusive bounds on `received` (same string format, so they compare).
     pub since: Option<String>,
     pub until: Option<String>,
+    /// Every node's rows (a shared catalog), not only this node's. Only
+    /// for views: a row of another node names a file this node lacks.
+    pub all_nodes: bool,
+}
+
+impl Query {
+    /// The `WHERE` clause of this query (`1=1` when it has no filter) and
+    /// its parameters in order, `mark(n)` writing the n-th placeholder
+    /// (`?1`, `$1`). Only the filters given appear: an `(? IS NULL OR
+    /// column = ?)` form would keep SQLite (and PostgreSQL's generic
+    /// plans) from using the `(client, source, received)` index.
+    pub fn where_clause(&self, node: Option<&str>, mark: fn(usize) -> String) -> (String, Vec<String>) {
+        let mut parts = Vec::new();
+        let mut params = Vec::new();
+        let filters = [
+            ("node = ", node),
+            ("client = ", self.client.as_deref()),
+            ("source = ", self.source.as_deref()),
+            ("received >= ", self.since.as_deref()),
+            ("received <= ", self.until.as_deref()),
+        ];
+        for (cond, value) in filters {
+            if let Some(v) = value {
+                params.push(v.to_owned());
+                parts.push(format!("{cond}{}", mark(params.len())));
+            }
+        }
+        if parts.is_empty() {
+            parts.push("1=1".into());
+        }
+        (parts.join(" AND "), params)
+    }
 }
 
 /// What the node records and asks about stored artifacts.
@@ -82,7 +130,8 @@ pub trait Catalog: Send {
     fn case_twin_client(&self, client: &str) -> anyhow::Result<Option<String>>;
     /// An artifact of the same client, source and client timestamp.
     fn by_stamp(&self, client: &str, source: &str, stamp: &str) -> anyhow::Result<Option<Artifact>>;
-    /// Artifacts matching `q`, ordered by client, source, received.
+    /// Artifacts matching `q`, ordered by client, source, received. The
+    /// other methods see only this node's rows.
     fn find(&self, q: &Query) -> anyhow::Result<Vec<Artifact>>;
     /// The newest artifact of `client`/`source` received at or before `at`.
     fn latest(&self, client: &str, source: &str, at: Option<&str>) -> anyhow::Result<Option<Artifact>>;
@@ -96,14 +145,24 @@ pub trait Catalog: Send {
     fn last_drill(&self, client: &str, source: &str, only_ok: bool) -> anyhow::Result<Option<Drill>>;
 }
 
-/// Open (creating) the node's catalog.
+/// Open (creating, or migrating) the node's catalog.
 pub fn open(cfg: &NodeConfig) -> anyhow::Result<Box<dyn Catalog>> {
-    Ok(Box::new(SqliteCatalog::open_path(&cfg.catalog_path())?))
+    if cfg.catalog.url.is_some() {
+        return Ok(Box::new(shared::SharedCatalog::open(cfg)?));
+    }
+    Ok(Box::new(SqliteCatalog::open_path(&cfg.catalog_path(), &cfg.name)?))
 }
 
-/// The node's catalog if it exists (read-only commands do not create it).
+/// The node's catalog if it exists (read-only commands do not create a
+/// SQLite file; a shared catalog always exists).
 pub fn open_existing(cfg: &NodeConfig) -> anyhow::Result<Option<Box<dyn Catalog>>> {
-    if cfg.catalog_path().exists() { open(cfg).map(Some) } else { Ok(None) }
+    if cfg.catalog.url.is_some() || cfg.catalog_path().exists() { open(cfg).map(Some) } else { Ok(None) }
+}
+
+/// Whether rows of other nodes can be in the catalog (views then show the
+/// node of each row).
+pub fn is_shared(cfg: &NodeConfig) -> bool {
+    cfg.catalog.url.is_some()
 }
 
 /// A time given on the command line (`20261122T010203Z`, `2026-11-22`,

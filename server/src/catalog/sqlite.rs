@@ -1,54 +1,45 @@
 //! The catalog on SQLite: one embedded database on the node
 //! (`state/catalog.sqlite`), WAL mode, synchronous writes, schema migrated
-//! by `PRAGMA user_version` ([`MIGRATIONS`]).
+//! by the steps both engines share ([`super::schema`]).
+//!
+//! This catalog is the node's alone, so every row in it is the node's own:
+//! the `node` column is filled (for `find --json`) but never filtered on,
+//! and a renamed node still finds its rows.
 
 use std::path::Path;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::schema::{self, Dialect, MIGRATIONS};
 use super::{Artifact, Catalog, Drill, Query};
 
-/// The schema, one step per version: the database's `user_version` says
-/// how many have run. A step is never edited once released; a change is a
-/// new step.
-pub const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS artifacts (
-        id INTEGER PRIMARY KEY,
-        client TEXT NOT NULL,
-        source TEXT NOT NULL,
-        module TEXT NOT NULL,
-        received TEXT NOT NULL,
-        stamp TEXT NOT NULL,
-        path TEXT NOT NULL UNIQUE,
-        size INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        duration_ms INTEGER NOT NULL,
-        request TEXT NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS artifacts_by_source ON artifacts (client, source, received);
-    CREATE INDEX IF NOT EXISTS artifacts_by_digest ON artifacts (client, source, sha256);",
-    // 2: restore drills (issue 12).
-    "CREATE TABLE drills (
-        id INTEGER PRIMARY KEY,
-        client TEXT NOT NULL,
-        source TEXT NOT NULL,
-        what TEXT NOT NULL,
-        at TEXT NOT NULL,
-        ok INTEGER NOT NULL,
-        duration_ms INTEGER NOT NULL,
-        reason TEXT NOT NULL
-    );
-    CREATE INDEX drills_by_source ON drills (client, source, at);",
-];
-
-/// Bring `conn` to the newest schema, one transaction per step. A database
-/// newer than this program is refused (an older binary must not write it).
-fn migrate(conn: &Connection) -> anyhow::Result<()> {
-    let have: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+/// Bring `conn` to the newest schema ([`schema::MIGRATIONS`]), one
+/// transaction per step. A database newer than this program is refused.
+///
+/// Catalogs from before `catalog_migrations` counted their steps in
+/// `PRAGMA user_version`; that is read as the starting version (and the
+/// table filled in), and is still kept up to date so that an older binary
+/// refuses a newer catalog.
+fn migrate(conn: &Connection, node: &str) -> anyhow::Result<()> {
     let want = MIGRATIONS.len() as i64;
+    let version = |conn: &Connection| -> anyhow::Result<i64> {
+        let uv: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let exists: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type='table' AND name='catalog_migrations')",
+            [],
+            |r| r.get(0),
+        )?;
+        let table: i64 = if exists {
+            conn.query_row("SELECT COALESCE(MAX(version), 0) FROM catalog_migrations", [], |r| r.get(0))?
+        } else {
+            0
+        };
+        Ok(uv.max(table))
+    };
+    let have = version(conn)?;
     if have > want {
-        bail!("the catalog has schema version {have}, newer than this ferry-node knows ({want}); upgrade ferry-node");
+        return Err(schema::too_new(have));
     }
     if have == want {
         return Ok(());
@@ -58,13 +49,27 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
     // writes gets SQLITE_BUSY at once instead of waiting, so each step takes
     // the write lock first (IMMEDIATE, which honours busy_timeout) and
     // re-reads the version: whoever came second finds the step done.
-    for (i, step) in MIGRATIONS.iter().enumerate().skip(have as usize) {
+    for v in (have as usize + 1)..=(want as usize) {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let result = (|| -> anyhow::Result<()> {
-            let now: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-            if now <= i as i64 {
-                conn.execute_batch(step).with_context(|| format!("catalog migration {}", i + 1))?;
-                conn.pragma_update(None, "user_version", i as i64 + 1)?;
+            let now = version(conn)?;
+            conn.execute_batch(schema::MIGRATIONS_TABLE)?;
+            let applied = jiff::Timestamp::now().to_string();
+            // Versions counted only by user_version get their rows.
+            for old in 1..=now {
+                conn.execute(
+                    "INSERT OR IGNORE INTO catalog_migrations (version, applied) VALUES (?1, 'before catalog_migrations')",
+                    params![old],
+                )?;
+            }
+            if now < v as i64 {
+                conn.execute_batch(&schema::step(v, Dialect::Sqlite, node))
+                    .with_context(|| format!("catalog migration {v}"))?;
+                conn.execute(
+                    "INSERT INTO catalog_migrations (version, applied) VALUES (?1, ?2)",
+                    params![v as i64, applied],
+                )?;
+                conn.pragma_update(None, "user_version", v as i64)?;
             }
             Ok(())
         })();
@@ -92,28 +97,42 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Artifact> {
         sha256: r.get(8)?,
         duration_ms: r.get::<_, i64>(9)? as u64,
         request: r.get(10)?,
+        node: r.get(11)?,
     })
 }
 
-const COLS: &str = "id, client, source, module, received, stamp, path, size, sha256, duration_ms, request";
+const COLS: &str = "id, client, source, module, received, stamp, path, size, sha256, duration_ms, request, node";
 
 /// The SQLite implementation of [`Catalog`].
 pub struct SqliteCatalog {
     conn: Connection,
+    /// This node's name, written into every row.
+    node: String,
 }
 
 impl SqliteCatalog {
-    /// Open (creating) the catalog at `p`, migrated to the current schema.
-    pub fn open_path(p: &Path) -> anyhow::Result<SqliteCatalog> {
+    /// Open (creating) the catalog at `p`, migrated to the current schema,
+    /// for the node named `node`.
+    pub fn open_path(p: &Path, node: &str) -> anyhow::Result<SqliteCatalog> {
         if let Some(d) = p.parent() {
             std::fs::create_dir_all(d)?;
+        }
+        // Writable by the other account of the two-account layout (why: see
+        // shared_file), the database and any -wal/-shm this account owns.
+        crate::layout::shared_file(p).with_context(|| format!("cannot create the catalog {}", p.display()))?;
+        for side in ["-wal", "-shm"] {
+            let mut f = p.as_os_str().to_owned();
+            f.push(side);
+            if Path::new(&f).exists() {
+                crate::layout::shared_file(Path::new(&f))?;
+            }
         }
         let conn = Connection::open(p).with_context(|| format!("cannot open the catalog {}", p.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        migrate(&conn)?;
-        Ok(SqliteCatalog { conn })
+        migrate(&conn, node)?;
+        Ok(SqliteCatalog { conn, node: node.to_owned() })
     }
 }
 
@@ -121,8 +140,8 @@ impl Catalog for SqliteCatalog {
     /// Record an artifact (after its file and sidecar are durable).
     fn insert(&self, a: &Artifact) -> anyhow::Result<i64> {
         self.conn.execute(
-            "INSERT INTO artifacts (client, source, module, received, stamp, path, size, sha256, duration_ms, request)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO artifacts (client, source, module, received, stamp, path, size, sha256, duration_ms, request, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 a.client,
                 a.source,
@@ -133,7 +152,8 @@ impl Catalog for SqliteCatalog {
                 a.size as i64,
                 a.sha256,
                 a.duration_ms as i64,
-                a.request
+                a.request,
+                self.node
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
@@ -194,11 +214,12 @@ impl Catalog for SqliteCatalog {
     }
 
     fn find(&self, q: &Query) -> anyhow::Result<Vec<Artifact>> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {COLS} FROM artifacts WHERE (?1 IS NULL OR client=?1) AND (?2 IS NULL OR source=?2)
-             AND (?3 IS NULL OR received>=?3) AND (?4 IS NULL OR received<=?4) ORDER BY client, source, received"
-        ))?;
-        let rows = st.query_map(params![q.client, q.source, q.since, q.until], row)?;
+        // Every row here is this node's: no node filter (module docs).
+        let (cond, args) = q.where_clause(None, |n| format!("?{n}"));
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT {COLS} FROM artifacts WHERE {cond} ORDER BY client, source, received"))?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -234,8 +255,9 @@ impl Catalog for SqliteCatalog {
 
     fn record_drill(&self, d: &Drill) -> anyhow::Result<()> {
         self.conn.execute(
-            "INSERT INTO drills (client, source, what, at, ok, duration_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![d.client, d.source, d.what, d.at, d.ok, d.duration_ms as i64, d.reason],
+            "INSERT INTO drills (client, source, what, at, ok, duration_ms, reason, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![d.client, d.source, d.what, d.at, d.ok, d.duration_ms as i64, d.reason, self.node],
         )?;
         Ok(())
     }
@@ -287,7 +309,7 @@ mod tests {
                     .map(|_| {
                         s.spawn(|| {
                             barrier.wait();
-                            SqliteCatalog::open_path(&p).map(|_| ()).map_err(|e| format!("{e:#}"))
+                            SqliteCatalog::open_path(&p, "n").map(|_| ()).map_err(|e| format!("{e:#}"))
                         })
                     })
                     .collect();
@@ -298,5 +320,44 @@ mod tests {
             let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
             assert_eq!(v, MIGRATIONS.len() as i64);
         }
+    }
+
+    /// A catalog written before nodes (version 2, counted in
+    /// `user_version`) keeps its rows, now this node's, and its ids; the
+    /// migrations table lists every version.
+    #[test]
+    fn a_version_2_catalog_is_migrated_with_its_rows() {
+        let td = tempfile::tempdir().unwrap();
+        let p = td.path().join("catalog.sqlite");
+        {
+            let conn = Connection::open(&p).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO artifacts VALUES (7, 'host-a', 'db', 'pg', '20261122T010203Z', 's', 'host-a/db/x', 5, 'ab', 1, 'r')",
+                [],
+            )
+            .unwrap();
+        }
+        let cat = SqliteCatalog::open_path(&p, "backup1").unwrap();
+        let rows = cat.find(&Query::default()).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].id, rows[0].node.as_str(), rows[0].path.as_str()), (7, "backup1", "host-a/db/x"));
+        let versions: Vec<i64> = cat
+            .conn
+            .prepare("SELECT version FROM catalog_migrations ORDER BY version")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(versions, (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>());
+        // Reopening (another process) is a no-op; a new row gets a new id.
+        drop(cat);
+        let cat = SqliteCatalog::open_path(&p, "backup1").unwrap();
+        let mut a = rows[0].clone();
+        a.path = "host-a/db/y".into();
+        assert!(cat.insert(&a).unwrap() > 7);
     }
 }

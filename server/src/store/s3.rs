@@ -375,6 +375,7 @@ impl S3Store {
                     return Err(e).with_context(|| format!("upload to {}", self.at()));
                 }
                 w.write(out);
+                ferry_durable::hold_point("s3:mid-upload");
             }
             w.finish().await.with_context(|| format!("upload to {}", self.at()))?;
         }

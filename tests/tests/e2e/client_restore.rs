@@ -70,6 +70,30 @@ fn a_client_restores_its_own_backups_read_only() {
     assert_eq!(for_each_ref(&repo), f.v2.2);
     let remotes = run(ferry_tests::git_cmd(&repo).arg("--git-dir").arg(&repo).arg("remote"));
     assert_eq!(String::from_utf8_lossy(&remotes.stdout).trim(), "", "no remote points at the node");
+    // A git source named otherwise than its repository (`code` for
+    // project.git): the node keeps the mirror under the repository's path,
+    // and `ferry restore code` finds it there (by-hand setup, issue 15).
+    let conf = fs::read_to_string(&a.config).unwrap();
+    let with_code = format!(
+        "{conf}\n[[source]]\nname = \"code\"\nmodule = \"git\"\npath = \"{}\"\n",
+        a.git_root.join("project.git").display()
+    );
+    fs::write(&a.config, with_code).unwrap();
+    // ... also when another account owns the mirror than the one serving
+    // it (the two-account layout: the scan account owns data/, `git`
+    // serves): git would refuse it as "dubious ownership".
+    let chown = |owner: &str| ok(std::process::Command::new("chown").args(["-R", owner]).arg(&mirror));
+    if ferry_tests::is_root() {
+        chown("65534:65534");
+    }
+    let code = td.join("r-code.git");
+    let out = restore(a, &["code", p(&code)]);
+    if ferry_tests::is_root() {
+        chown("0:0");
+    }
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(for_each_ref(&code), f.v2.2);
+    fs::write(&a.config, conf).unwrap();
 
     // Bad targets: non-empty without --force, under a symlink; nothing written.
     let out = restore(a, &["site", p(&site)]);

@@ -110,3 +110,40 @@ fn keys_only_reach_their_own_queue() {
     assert!(!out.status.success());
     assert!(text(&out).contains("Unknown command denied"), "{}", text(&out));
 }
+
+/// A repository that belongs to another account than the client's export
+/// account (the usual case: the git service owns it, `ferry` serves it) is
+/// mirrored: the gate declares exactly that repository safe to git, which
+/// otherwise refuses it as "dubious ownership". Found by the by-hand setup
+/// (issue 15), where every real repository failed with E_FETCH_FAILED.
+#[test]
+fn a_repository_owned_by_another_account_is_mirrored() {
+    if !tools() || !ferry_tests::is_root() {
+        return;
+    }
+    let td = TestDir::new("spine_owner");
+    let node = Node::start(&td, "backup1");
+    let a = Client::new(&td, "host-a", &[&node]);
+    node.enroll(&[&a]);
+    let (bare, work) = a.repo("project");
+    // nobody owns the repository now; the gate runs as root, which git
+    // treats like any other account that does not own it.
+    ok(std::process::Command::new("chown").args(["-R", "65534:65534"]).arg(&bare));
+    fs::write(work.join("README"), "owned by nobody\n").unwrap();
+    git(&work, &["add", "README"]);
+    git(&work, &["commit", "--quiet", "-m", "first"]);
+    let head = git(&work, &["rev-parse", "HEAD"]);
+    // The test's own push into the repository needs the same declaration.
+    ok(git_cmd(&work).args(["-c", "safe.directory=*", "push", "--quiet", "origin", "HEAD:master"]));
+
+    let mirror = node.data("host-a").join("git/project.git");
+    eventually("the node mirror to hold the pushed commit", || {
+        git_cmd(&mirror)
+            .args(["rev-parse", "--verify", "-q", "refs/heads/master"])
+            .output()
+            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == head)
+            || !node.pool_ids("host-a", "E").is_empty()
+    });
+    assert!(node.pool_ids("host-a", "E").is_empty(), "node errors: {}", node.events());
+    assert_eq!(git(&mirror, &["rev-parse", "refs/heads/master"]), head);
+}

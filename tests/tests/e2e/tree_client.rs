@@ -60,6 +60,11 @@ fn a_tree_source_backs_up_restores_and_diffs_through_the_real_client() {
         &[&node],
         &format!("[[source]]\nname = \"site\"\nmodule = \"fs\"\nmode = \"tree\"\npath = \"{}\"\n", tree.display()),
     );
+    // ferry init suggests the tree source's root, commented out: allowing
+    // it is the administrator's decision, taken here.
+    let suggested = format!("\n; tree-roots = {}\n", tree.canonicalize().unwrap().display());
+    let alt = format!("\n; tree-roots = {}\n", tree.display());
+    assert!(a.gitosis_section.contains(&suggested) || a.gitosis_section.contains(&alt), "{}", a.gitosis_section);
     a.gitosis_section.push_str(&format!("tree-roots = {}\n", tree.display()));
     node.enroll(&[&a]);
 

@@ -115,6 +115,21 @@ fn init_with_owner_makes_the_two_account_layout_and_the_scan_account_scans() {
     ok(c.arg("scan"));
     let events = srv.join("state/events.jsonl");
     assert_eq!(mode(&events) & 0o060, 0o060, "the event journal must be group-writable");
+    // The catalog too, and what SQLite makes beside it when the git
+    // account opens it (a push does): else the next store by the scan
+    // account fails "attempt to write a readonly database".
+    let db = srv.join("state/catalog.sqlite");
+    assert_eq!(mode(&db) & 0o060, 0o060, "the catalog must be group-writable");
+    let mut c = accts.as_user(&accts.git);
+    node(&mut c);
+    ok(c.arg("list"));
+    for side in ["catalog.sqlite-wal", "catalog.sqlite-shm"] {
+        let p = srv.join("state").join(side);
+        if p.exists() {
+            assert_eq!(mode(&p) & 0o060, 0o060, "{} must be group-writable", p.display());
+        }
+    }
+
     // ... and publishes the catalog into the shared, setgid catalog dir.
     assert_eq!(mode(&srv.join("web/catalog")), 0o2775);
     assert_eq!(mode(&srv.join("web")) & 0o001, 0o001, "the scan account must reach web/catalog");
