@@ -344,6 +344,11 @@ pub enum Command {
     },
     #[command(flatten)]
     Trees(crate::treecli::TreeCommand),
+    /// The artifact store: its encryption key and its state.
+    Store {
+        #[command(subcommand)]
+        command: crate::storecli::StoreCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -418,11 +423,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 out::json_line(&r)?;
             } else if cli.verbose > 0 {
                 out::line(&format!(
-                    "{} clients, {} finished, {} failed in {} ms",
-                    r.clients, r.finished, r.failed, r.elapsed_ms
+                    "{} clients, {} finished, {} failed, {} deferred in {} ms",
+                    r.clients, r.finished, r.failed, r.deferred, r.elapsed_ms
                 ))?;
             }
-            Ok(if r.failed > 0 { exit::PROBLEMS } else { exit::OK })
+            Ok(if r.failed > 0 || r.deferred > 0 { exit::PROBLEMS } else { exit::OK })
         }
         Command::List { datasets: true, .. } => {
             let d = crate::restore::all::datasets(&cfg)?;
@@ -755,6 +760,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Daemon => crate::daemon::run(cfg, &config_path),
         Command::Web { command } => web(&cfg, command, cli.json),
         Command::Trees(command) => crate::treecli::run(&cfg, command, cli.json),
+        Command::Store { command } => crate::storecli::run(&cfg, command, cli.json),
         Command::GitSshGuard { .. } => unreachable!("run before the configuration is loaded"),
         Command::Events { client, last } => {
             let all = crate::events::read_all(&cfg.events_log());

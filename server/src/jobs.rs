@@ -608,6 +608,9 @@ fn unrecorded_download(
 
 /// A store failure as a refusal (disk full keeps its own reason).
 fn store_refusal(e: anyhow::Error) -> Refusal {
+    if e.downcast_ref::<crate::store::crypt::KeyError>().is_some() {
+        return Refusal::new(Reason::StoreKey, format!("{e:#}"));
+    }
     match e.downcast_ref::<std::io::Error>() {
         Some(io) if ferry_durable::is_disk_full(io) => Refusal::new(Reason::DiskFull, format!("{e:#}")),
         _ => Refusal::new(Reason::Store, format!("{e:#}")),

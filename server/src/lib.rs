@@ -39,6 +39,7 @@ pub mod scanrecord;
 pub mod serve;
 pub mod serve_restore;
 pub mod store;
+pub mod storecli;
 pub mod treecli;
 pub mod treediff;
 pub mod treepull;

@@ -127,6 +127,7 @@ fn scan_clients(cfg: &NodeConfig, enrollment: &Enrollment, clients: &[String], r
                 all.clients += mine.clients;
                 all.finished += mine.finished;
                 all.failed += mine.failed;
+                all.deferred += mine.deferred;
                 all.busy.append(&mut mine.busy);
             });
         }
@@ -138,11 +139,14 @@ fn scan_clients(cfg: &NodeConfig, enrollment: &Enrollment, clients: &[String], r
 pub struct Scanner<'a> {
     cfg: &'a NodeConfig,
     catalog: Option<Box<dyn crate::catalog::Catalog>>,
+    /// The store gate, probed before the first request of this scan that
+    /// stores an artifact ([`crate::store::health`]).
+    store: Option<crate::store::health::Gate>,
 }
 
 impl<'a> Scanner<'a> {
     pub fn new(cfg: &'a NodeConfig) -> Scanner<'a> {
-        Scanner { cfg, catalog: None }
+        Scanner { cfg, catalog: None, store: None }
     }
 
     /// The catalog, opened on first use (a scan of git and dummy requests
@@ -242,6 +246,20 @@ impl<'a> Scanner<'a> {
                     any_done = true;
                     any_pulled |= pulled;
                 }
+                Err(r) if r.reason == Reason::StoreDown => {
+                    // Deferred, not failed: back to RQ for the next scan.
+                    pool.move_to(id, "P", "RQ", false)?;
+                    report.deferred += 1;
+                    events::record(
+                        &self.cfg.events_log(),
+                        "warn",
+                        Some(client),
+                        "request_deferred",
+                        Some(r.reason.code()),
+                        Some(id),
+                        &r.detail,
+                    );
+                }
                 Err(r) => {
                     fail(self.cfg, pool, client, id, &r)?;
                     report.failed += 1;
@@ -273,6 +291,13 @@ impl<'a> Scanner<'a> {
             Request::Dummy(d) => Ok((format!("dummy {}", d.word), false)),
             Request::Git(g) => crate::jobs::git(cfg, client, id, g).map(|d| (d, true)),
             Request::Sftp(s) => {
+                use crate::store::health::Gate;
+                let gate = self.store.get_or_insert_with(|| crate::store::health::gate(cfg));
+                match gate {
+                    Gate::Open => {}
+                    Gate::Down(why) => return Err(Refusal::new(Reason::StoreDown, why.clone())),
+                    Gate::Refused(why) => return Err(Refusal::new(Reason::Store, why.clone())),
+                }
                 let catalog = self.catalog().map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
                 crate::jobs::sftp(cfg, catalog, client, id, s).map(|d| (d, true))
             }

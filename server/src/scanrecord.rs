@@ -30,6 +30,9 @@ pub struct ScanReport {
     pub clients: usize,
     pub finished: usize,
     pub failed: usize,
+    /// Requests put back in the queue because the object store did not
+    /// answer (`E_STORE_DOWN`; they run again at the next scan).
+    pub deferred: usize,
     /// Clients whose pool another scanner was processing.
     pub busy: Vec<String>,
     pub elapsed_ms: u128,

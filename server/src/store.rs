@@ -148,7 +148,12 @@ pub fn safe_subdir(base: &Path, segments: &[&str]) -> std::io::Result<PathBuf> {
     Ok(p)
 }
 
+mod bucket;
+pub mod crypt;
+pub mod health;
+mod reader;
 mod s3;
+pub use bucket::{Health, Lock};
 pub use s3::S3Store;
 
 /// The node's chosen store (`[store] kind`).

@@ -50,6 +50,11 @@ pub enum Kind {
     DrillFailed,
     /// That source's drill passes again.
     DrillPassed,
+    /// The node's object store cannot be reached (raised on the node; key
+    /// `store:<node>`).
+    StoreUnreachable,
+    /// That object store answers again.
+    StoreRecovered,
     /// A push or key was refused by enrollment rules.
     EnrollmentRefused,
     /// The disk (or a quota) is full.
@@ -64,7 +69,7 @@ pub enum Kind {
 impl Kind {
     /// Every kind, in the order digests list them (each recovery right after
     /// its outage).
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 21] = [
         Kind::NodeUnreachable,
         Kind::NodeRecovered,
         Kind::RequestFailed,
@@ -80,6 +85,8 @@ impl Kind {
         Kind::CatalogReachable,
         Kind::DrillFailed,
         Kind::DrillPassed,
+        Kind::StoreUnreachable,
+        Kind::StoreRecovered,
         Kind::EnrollmentRefused,
         Kind::DiskFull,
         Kind::GcReport,
@@ -104,6 +111,8 @@ impl Kind {
             Kind::CatalogReachable => "CATALOG_REACHABLE",
             Kind::DrillFailed => "DRILL_FAILED",
             Kind::DrillPassed => "DRILL_PASSED",
+            Kind::StoreUnreachable => "STORE_UNREACHABLE",
+            Kind::StoreRecovered => "STORE_RECOVERED",
             Kind::EnrollmentRefused => "ENROLLMENT_REFUSED",
             Kind::DiskFull => "DISK_FULL",
             Kind::GcReport => "GC_REPORT",
@@ -129,6 +138,8 @@ impl Kind {
             Kind::CatalogReachable => "Catalog database reachable again",
             Kind::DrillFailed => "Restore drill failed",
             Kind::DrillPassed => "Restore drill passes again",
+            Kind::StoreUnreachable => "Object store unreachable",
+            Kind::StoreRecovered => "Object store reachable again",
             Kind::EnrollmentRefused => "Enrollment refused",
             Kind::DiskFull => "Disk full",
             Kind::GcReport => "git gc report",
@@ -146,6 +157,7 @@ impl Kind {
             Kind::CatalogFresh => Some(Kind::CatalogStale),
             Kind::CatalogReachable => Some(Kind::CatalogUnreachable),
             Kind::DrillPassed => Some(Kind::DrillFailed),
+            Kind::StoreRecovered => Some(Kind::StoreUnreachable),
             _ => None,
         }
     }
@@ -161,6 +173,7 @@ impl Kind {
                 | Kind::CatalogStale
                 | Kind::CatalogUnreachable
                 | Kind::DrillFailed
+                | Kind::StoreUnreachable
         )
     }
 
@@ -355,7 +368,7 @@ pub(crate) mod tests {
                 assert_eq!(pos(o) + 1, pos(k), "a recovery is listed right after its outage");
             }
         }
-        assert_eq!(Kind::ALL.iter().filter(|k| k.is_outage()).count(), 7);
+        assert_eq!(Kind::ALL.iter().filter(|k| k.is_outage()).count(), 8);
         assert!(!Kind::GcReport.is_warning() && !Kind::NodeRecovered.is_warning());
         assert!(Kind::RequestFailed.is_warning() && Kind::Other.is_warning());
         assert!(Kind::ALL.iter().all(|k| !(k.is_report() && (k.is_outage() || k.recovers().is_some()))));

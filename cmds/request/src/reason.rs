@@ -203,6 +203,14 @@ reasons! {
     /// Writing to the node's storage failed.
     Store => "E_STORE",
         "Writing to the node's storage failed; check the node's file system and its log.";
+    /// The object store could not be reached (connection refused, timed
+    /// out, or a server error); the request waits in the queue.
+    StoreDown => "E_STORE_DOWN",
+        "The object store could not be reached; the request was put back in the queue and runs again once the store answers.";
+    /// The store's encryption key is missing, unreadable, refused, or
+    /// does not decrypt an object.
+    StoreKey => "E_STORE_KEY",
+        "The store's encryption key is missing, exposed or not the one the object was encrypted for; restore the key file from its offline copy.";
     /// An archive entry has an absolute, `..` or overlong path.
     ArchivePath => "E_ARCHIVE_PATH",
         "An archive entry's path is absolute, contains '..' or is too long; rebuild the archive with short relative paths.";

@@ -40,6 +40,19 @@ pub struct StoreConfig {
     /// one part are sent in one PUT.
     #[serde(default = "default_part")]
     pub part_size_mib: u64,
+    /// Encrypt every object before it leaves the node (age, X25519), with
+    /// the identities in `key`; the digest kept is the plaintext's.
+    #[serde(default)]
+    pub encrypt: bool,
+    /// The age identity file (`ferry-node store keygen` writes it): owned
+    /// by the node's account, mode 0600. Its first identity encrypts; all
+    /// of them decrypt (older ones stay after `keygen --rotate`).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Refuse a bucket without S3 Object Lock and a default retention, so
+    /// not even the node's own credentials can delete a backup early.
+    #[serde(default)]
+    pub object_lock: bool,
 }
 
 fn default_kind() -> String {
@@ -62,6 +75,9 @@ impl Default for StoreConfig {
             prefix: String::new(),
             credentials: None,
             part_size_mib: default_part(),
+            encrypt: false,
+            key: None,
+            object_lock: false,
         }
     }
 }
@@ -70,6 +86,11 @@ impl StoreConfig {
     /// Refuse a store the node could not use, before any job runs.
     pub fn validate(&self) -> anyhow::Result<()> {
         match self.kind.as_str() {
+            "local" if self.encrypt || self.object_lock => {
+                bail!(
+                    "[store] encrypt and object_lock apply to kind = \"s3\" (the node's own disk is not encrypted by Ferry)"
+                )
+            }
             "local" => return Ok(()),
             "s3" => {}
             k => bail!("[store] kind = {k:?}: \"local\" or \"s3\""),
@@ -90,6 +111,11 @@ impl StoreConfig {
         }
         if !(5..=4096).contains(&self.part_size_mib) {
             bail!("[store] part_size_mib = {}: 5 to 4096 (S3's part limits)", self.part_size_mib);
+        }
+        if self.encrypt && self.key.is_none() {
+            bail!(
+                "[store] encrypt = true needs key = \"/etc/ferry/store.key\" (make it with `ferry-node store keygen`)"
+            );
         }
         Ok(())
     }
@@ -115,6 +141,10 @@ mod tests {
         }
         let no_bucket: StoreConfig = toml::from_str("kind = \"s3\"\nendpoint = \"http://h:1\"").unwrap();
         assert!(no_bucket.validate().unwrap_err().to_string().contains("bucket"));
+        assert!(s3("encrypt = true").validate().unwrap_err().to_string().contains("key"));
+        s3("encrypt = true\nkey = \"/etc/ferry/store.key\"\nobject_lock = true").validate().unwrap();
+        let local_encrypt: StoreConfig = toml::from_str("encrypt = true\nkey = \"/k\"").unwrap();
+        assert!(local_encrypt.validate().is_err());
         let bad_kind: StoreConfig = toml::from_str("kind = \"ftp\"").unwrap();
         assert!(bad_kind.validate().is_err());
     }
@@ -126,7 +156,18 @@ mod tests {
         let text = std::fs::read_to_string(p).unwrap();
         let at = text.find("[store]").expect("a [store] section in deploy/node.toml");
         let section = &text[at..];
-        for key in ["kind", "endpoint", "region", "bucket", "prefix", "credentials", "part_size_mib"] {
+        for key in [
+            "kind",
+            "endpoint",
+            "region",
+            "bucket",
+            "prefix",
+            "credentials",
+            "part_size_mib",
+            "encrypt",
+            "key",
+            "object_lock",
+        ] {
             assert!(section.contains(&format!("{key} =")), "deploy/node.toml [store] lacks {key}");
         }
     }

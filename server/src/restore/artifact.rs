@@ -1,7 +1,12 @@
 //! Giving an artifact back: an fs archive extracted with the strict
 //! extractor, a dump replayed into a new database ([`super::db`]), a pipe
 //! stream to standard output, or the verified file itself into a
-//! directory. Every restore re-hashes the stored artifact first.
+//! directory. Every restore checks the stored artifact's digest before
+//! anything it gives back counts: an archive, a dump or a stream is
+//! re-hashed first; a file into a directory is hashed while it is written
+//! to a temporary file there, and renamed into place only when it matches
+//! (one read of the store, not two). A wrong or missing store key
+//! (`E_STORE_KEY`) stops a restore before anything is written.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -12,7 +17,7 @@ use crate::catalog::Artifact;
 use crate::config::NodeConfig;
 use crate::exit::UsageError;
 use crate::store::ArtifactKey;
-use crate::verify::{bar, check, hash_file};
+use crate::verify::{bar, check};
 
 /// How to give an artifact back.
 #[derive(Debug, Default)]
@@ -32,10 +37,23 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -
         return super::tree::restore(cfg, a, args);
     }
     let store = crate::store::open(cfg)?;
+    if into_dir(a, args) {
+        // Checked while it is copied (module docs).
+        return restore_checked(cfg, a, args, show);
+    }
     if let Some(problem) = check(store.as_ref(), a, show) {
+        if problem.contains("E_STORE_KEY") {
+            // Not the artifact's fault: the node cannot decrypt it.
+            bail!("{} cannot be restored: {problem}", a.path);
+        }
         bail!("the stored artifact {} fails its integrity check ({problem}); run `ferry-node verify`", a.path);
     }
     restore_checked(cfg, a, args, show)
+}
+
+/// A dump or stream restored as a file into a directory.
+fn into_dir(a: &Artifact, args: &RestoreArgs) -> bool {
+    a.module != "fs" && !args.stdout && args.into_db.is_none() && args.to.is_some()
 }
 
 /// [`restore`] of an artifact whose digest the caller has just checked
@@ -111,21 +129,87 @@ pub(super) fn restore_checked(
         return Ok(format!("extracted {} ({stats}) into {}", a.path, to.display()));
     }
     // Dumps and streams: the file itself, verified, into DIR.
-    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
-    let dest = to.join(&name);
-    if dest.exists() {
+    copy_verified(store.as_ref(), &key, a, to, show)
+}
+
+/// Copy the artifact into `to/<file>`: streamed from the store into a
+/// temporary file in `to`, hashed as it is written, synced, and linked to
+/// its name only when size and sha256 match the catalog (never replacing
+/// a file). The store is read once; whatever fails leaves no file at the
+/// destination, and a key that cannot decrypt it leaves nothing at all.
+fn copy_verified(
+    store: &dyn crate::store::ArtifactStore,
+    key: &ArtifactKey,
+    a: &Artifact,
+    to: &Path,
+    show: bool,
+) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    let dest = to.join(&key.file);
+    if std::fs::symlink_metadata(&dest).is_ok() {
         bail!("{} exists", dest.display());
     }
-    {
-        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(&dest)?;
-        std::io::copy(&mut store.open(&key)?, &mut out)?;
-        out.sync_all()?;
+    // The sidecar must vouch for the catalog's digest, as `verify` checks.
+    match store.stat(key)? {
+        None => bail!("the stored artifact {} is missing; run `ferry-node verify`", a.path),
+        Some(s) if s.size != a.size => bail!(
+            "the stored artifact {} fails its integrity check (size {} instead of {}); run `ferry-node verify`",
+            a.path,
+            s.size,
+            a.size
+        ),
+        Some(s) if s.sidecar.as_deref() != Some(key.sidecar_text(&a.sha256).as_str()) => bail!(
+            "the stored artifact {} fails its integrity check (digest sidecar missing or disagreeing); run `ferry-node verify`",
+            a.path
+        ),
+        Some(_) => {}
     }
-    let (_, h) = hash_file(&dest, false)?;
-    if h != a.sha256 {
-        let _ = std::fs::remove_file(&dest);
-        bail!("the copy does not match its digest (disk problem?)");
+    // Opened before anything is created: E_STORE_KEY leaves no trace.
+    let mut from = store.open(key)?;
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", key.file))
+        .suffix(".part")
+        .tempfile_in(to)
+        .with_context(|| format!("cannot create a temporary file in {}", to.display()))?;
+    let pb = show.then(|| bar(a.size, &key.file));
+    let mut h = sha2::Sha256::new();
+    let mut n = 0u64;
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let k = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", a.path)),
+        };
+        h.update(&buf[..k]);
+        tmp.as_file_mut().write_all(&buf[..k]).with_context(|| format!("writing into {}", to.display()))?;
+        n += k as u64;
+        if let Some(pb) = &pb {
+            pb.inc(k as u64);
+        }
     }
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let got = hex::encode(h.finalize());
+    if n != a.size || got != a.sha256 {
+        // The temporary goes with `tmp`.
+        bail!(
+            "the stored artifact {} fails its integrity check ({n} bytes, sha256 {got} instead of {} bytes, {}); \
+             nothing was written to {}; run `ferry-node verify`",
+            a.path,
+            a.size,
+            a.sha256,
+            to.display()
+        );
+    }
+    tmp.as_file().sync_all()?;
+    // A link refuses an existing name; then the temporary name goes.
+    tmp.persist_noclobber(&dest)
+        .map_err(|e| anyhow::anyhow!("cannot move the copy into place as {}: {}", dest.display(), e.error))?;
+    let _ = ferry_durable::fsync_dir(to);
     Ok(format!("copied {} ({} bytes, sha256 {}) to {}", a.path, a.size, a.sha256, dest.display()))
 }
 

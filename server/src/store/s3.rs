@@ -22,6 +22,11 @@
 //! then the artifact), so a reader never sees a partial or unverified
 //! object. The first open in a process removes temporaries left by this
 //! node's processes that no longer run (a killed upload).
+//!
+//! With `[store] encrypt = true` the bytes that leave the node are an age
+//! file ([`super::crypt`]), encrypted while they stream; the digest
+//! checked before the copy, and kept in the sidecar, is the plaintext's.
+//! Reads ([`super::reader`]) decrypt whatever object says it is encrypted.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -31,9 +36,12 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore as _, PutPayload, WriteMultipart};
+use object_store::{GetOptions, ObjectStore as _, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart};
 use sha2::Digest as _;
 
+use super::bucket::{Bucket, Health, Lock};
+use super::crypt::{self, KeyError, Keys};
+use super::reader::ObjectReader;
 use super::{ArtifactKey, ArtifactStore, LocalStore, Stored};
 use crate::config::NodeConfig;
 
@@ -107,7 +115,13 @@ pub struct S3Store {
     prefix: String,
     bucket: String,
     endpoint: String,
+    region: String,
     node: String,
+    /// `[store] encrypt`: new objects are encrypted to `keys`.
+    encrypt: bool,
+    /// The key file's identities, or why they could not be read (an
+    /// error only when an encrypted object is read, or when encrypting).
+    keys: Result<Option<Arc<Keys>>, String>,
     part_size: usize,
     /// Downloads are written under data/ first, as for [`LocalStore`], and
     /// removed once uploaded.
@@ -119,6 +133,28 @@ impl S3Store {
     /// Connect (no request yet), and once per process per bucket and
     /// prefix remove stale upload temporaries.
     pub fn open(cfg: &NodeConfig) -> anyhow::Result<S3Store> {
+        let store = S3Store::connect(cfg)?;
+        // Encrypting without the key is refused before anything is read
+        // or written; a key set only for reading fails when it is needed.
+        if let (true, Err(e)) = (store.encrypt, &store.keys) {
+            return Err(KeyError(e.clone()).into());
+        }
+        static CLEANED: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+        let first = CLEANED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(format!("{}|{}|{}", store.endpoint, store.bucket, store.prefix));
+        if first {
+            store.remove_stale_temporaries()?;
+        }
+        Ok(store)
+    }
+
+    /// Connect without any request: for the probe and `store check`, which
+    /// must answer in seconds when the store is down (the cleanup's listing
+    /// would retry for minutes).
+    pub fn connect(cfg: &NodeConfig) -> anyhow::Result<S3Store> {
         let s = &cfg.store;
         let endpoint = s.endpoint.clone().context("[store] kind = \"s3\" needs endpoint")?;
         let bucket = s.bucket.clone().context("[store] kind = \"s3\" needs bucket")?;
@@ -136,38 +172,87 @@ impl S3Store {
             .with_region(&s.region)
             .with_bucket_name(&bucket)
             .with_virtual_hosted_style_request(false);
+        if s.object_lock {
+            // AWS requires a checksum on writes into a bucket with a
+            // default retention.
+            b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+        }
         if let Some(p) = &s.credentials {
             let c = read_credentials(p)?;
             b = b.with_access_key_id(c.access_key_id).with_secret_access_key(c.secret_access_key);
         }
         let client = b.build().with_context(|| format!("S3 bucket {bucket} at {endpoint}"))?;
         let prefix = if s.prefix.is_empty() { String::new() } else { format!("{}/", s.prefix.trim_end_matches('/')) };
+        let keys = match &s.key {
+            None => Ok(None),
+            Some(p) => Keys::load(p).map(|k| Some(Arc::new(k))).map_err(|e| e.0),
+        };
         let store = S3Store {
             client: Arc::new(client),
             rt: runtime()?,
             prefix,
             bucket,
             endpoint,
+            region: s.region.clone(),
             node: cfg.name.clone(),
+            encrypt: s.encrypt,
+            keys,
             part_size: (s.part_size_mib as usize) << 20,
             staging: LocalStore::new(cfg.data_dir()),
             data: cfg.data_dir(),
         };
-        static CLEANED: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
-        let first = CLEANED
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(format!("{}|{}|{}", store.endpoint, store.bucket, store.prefix));
-        if first {
-            store.remove_stale_temporaries()?;
-        }
         Ok(store)
     }
 
     /// What every error names: the bucket and the endpoint, never a secret.
     fn at(&self) -> String {
         format!("S3 bucket {} at {}", self.bucket, self.endpoint)
+    }
+
+    /// The keys that decrypt `what`, or the `E_STORE_KEY` error why not.
+    fn keys_for(&self, what: &str) -> Result<Arc<Keys>, KeyError> {
+        match &self.keys {
+            Ok(Some(k)) => Ok(k.clone()),
+            Ok(None) => Err(KeyError(format!("{what} is encrypted and [store] key is not set"))),
+            Err(e) => Err(KeyError(format!("{what} is encrypted: {e}"))),
+        }
+    }
+
+    /// Signed bucket-level requests ([`super::bucket`]).
+    fn bucket(&self) -> Bucket<'_> {
+        Bucket { client: &self.client, endpoint: &self.endpoint, bucket: &self.bucket, region: &self.region }
+    }
+
+    /// Is the store there, and does it take the node's credentials? (A
+    /// scan asks before it pulls; bounded by [`super::bucket::PROBE_TIMEOUT`].)
+    pub fn probe(&self) -> Health {
+        match self.rt.block_on(self.bucket().probe()) {
+            Health::Up => Health::Up,
+            Health::Down(why) => Health::Down(format!("{} does not answer: {why}", self.at())),
+            Health::Refused(why) => Health::Refused(format!("{}: {why}", self.at())),
+        }
+    }
+
+    /// The bucket's object lock state.
+    pub fn lock(&self) -> Lock {
+        self.rt.block_on(self.bucket().lock())
+    }
+
+    /// What every error names (bucket and endpoint).
+    pub fn describe(&self) -> String {
+        self.at()
+    }
+
+    /// Whether objects are encrypted, and to which recipient.
+    pub fn encryption(&self) -> Result<Option<String>, String> {
+        match (&self.keys, self.encrypt) {
+            (_, false) => Ok(None),
+            (Ok(Some(k)), true) => {
+                k.self_test().map(|()| Some(k.recipient().to_string())).map_err(|e| format!("{e:#}"))
+            }
+            (Ok(None), true) => Err("[store] encrypt = true without key".into()),
+            (Err(e), true) => Err(format!("E_STORE_KEY: {e}")),
+        }
     }
 
     /// The object key of `rel` under the prefix.
@@ -218,40 +303,104 @@ impl S3Store {
         Ok(())
     }
 
-    /// Stream `file` to `tmp`, hashing it; returns its sha256 (hex).
+    /// Stream `file` to `tmp`, hashing the plaintext (and encrypting it
+    /// when the store encrypts); returns the plaintext's sha256 (hex).
     async fn upload(&self, file: &Path, tmp: &ObjPath) -> anyhow::Result<String> {
+        use std::io::Write as _;
         let mut f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
         let size = f.metadata()?.len();
         let mut hasher = sha2::Sha256::new();
+        let (attributes, mut enc, sealed) = if self.encrypt {
+            let keys = self.keys_for("the upload").map_err(|e| anyhow::anyhow!(e))?;
+            let sealed = Sealed::default();
+            (crypt::attributes(size), Some(keys.encryptor()?.wrap_output(sealed.clone())?), sealed)
+        } else {
+            (object_store::Attributes::new(), None, Sealed::default())
+        };
         if size <= self.part_size as u64 {
             let mut buf = Vec::with_capacity(size as usize);
             f.read_to_end(&mut buf)?;
             hasher.update(&buf);
-            self.client.put(tmp, PutPayload::from(buf)).await.with_context(|| format!("upload to {}", self.at()))?;
+            let body = match enc.take() {
+                Some(mut w) => {
+                    w.write_all(&buf)?;
+                    w.finish()?;
+                    sealed.take()
+                }
+                None => buf,
+            };
+            let opts = PutOptions { attributes, ..Default::default() };
+            self.client
+                .put_opts(tmp, PutPayload::from(body), opts)
+                .await
+                .with_context(|| format!("upload to {}", self.at()))?;
         } else {
-            let upload = self.client.put_multipart(tmp).await.with_context(|| format!("upload to {}", self.at()))?;
+            let opts = PutMultipartOptions { attributes, ..Default::default() };
+            let upload =
+                self.client.put_multipart_opts(tmp, opts).await.with_context(|| format!("upload to {}", self.at()))?;
             let mut w = WriteMultipart::new_with_chunk_size(upload, self.part_size);
             let mut buf = vec![0u8; 1 << 20];
-            loop {
+            let mut eof = false;
+            while !eof {
                 let n = match f.read(&mut buf) {
-                    Ok(0) => break,
                     Ok(n) => n,
                     Err(e) => {
                         let _ = w.abort().await;
                         return Err(e).with_context(|| format!("cannot read {}", file.display()));
                     }
                 };
+                eof = n == 0;
                 hasher.update(&buf[..n]);
+                let sealed_now;
+                let out: &[u8] = if enc.is_some() {
+                    let res = if eof {
+                        enc.take().expect("encrypting").finish().map(drop)
+                    } else {
+                        enc.as_mut().expect("encrypting").write_all(&buf[..n])
+                    };
+                    if let Err(err) = res {
+                        let _ = w.abort().await;
+                        return Err(err).context("cannot encrypt");
+                    }
+                    sealed_now = sealed.take();
+                    &sealed_now
+                } else {
+                    &buf[..n]
+                };
+                if out.is_empty() {
+                    continue;
+                }
                 if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
                     let _ = w.abort().await;
                     return Err(e).with_context(|| format!("upload to {}", self.at()));
                 }
-                w.write(&buf[..n]);
+                w.write(out);
                 ferry_durable::hold_point("s3:mid-upload");
             }
             w.finish().await.with_context(|| format!("upload to {}", self.at()))?;
         }
         Ok(hex::encode(hasher.finalize()))
+    }
+}
+
+/// Where the age writer puts ciphertext until the upload takes it (shared
+/// because the writer owns its sink while the upload drains it).
+#[derive(Clone, Default)]
+struct Sealed(Arc<Mutex<Vec<u8>>>);
+
+impl Sealed {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl std::io::Write for Sealed {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -313,24 +462,41 @@ impl ArtifactStore for S3Store {
 
     fn open(&self, key: &ArtifactKey) -> anyhow::Result<Box<dyn Read + Send>> {
         let p = self.key_of(key)?;
-        let got = self
+        let what = format!("{} from {}", key.rel_path(), self.at());
+        let head = self
             .rt
-            .block_on(self.client.get(&p))
-            .with_context(|| format!("cannot read {} from {}", key.rel_path(), self.at()))?;
-        Ok(Box::new(ObjectReader {
-            rt: self.rt.clone(),
-            stream: got.into_stream(),
-            buf: bytes::Bytes::new(),
-            what: format!("{} from {}", key.rel_path(), self.at()),
-        }))
+            .block_on(self.client.get_opts(&p, GetOptions { head: true, ..Default::default() }))
+            .with_context(|| format!("cannot read {what}"))?;
+        let encrypted = crypt::is_encrypted(&head.attributes);
+        // The key before the first byte: a wrong or missing key fails here.
+        let keys = if encrypted { Some(self.keys_for(&what)?) } else { None };
+        let reader = ObjectReader::start(
+            &self.rt,
+            self.client.clone(),
+            p,
+            head.meta.size,
+            head.meta.e_tag.clone(),
+            what.clone(),
+        );
+        Ok(match keys {
+            Some(k) => Box::new(k.decrypt(std::io::BufReader::with_capacity(1 << 20, reader), &what)?),
+            None => Box::new(reader),
+        })
     }
 
     fn stat(&self, key: &ArtifactKey) -> anyhow::Result<Option<Stored>> {
         let p = self.key_of(key)?;
-        let meta = match self.rt.block_on(self.client.head(&p)) {
-            Ok(m) => m,
+        let head = match self.rt.block_on(self.client.get_opts(&p, GetOptions { head: true, ..Default::default() })) {
+            Ok(h) => h,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot stat {} in {}", key.rel_path(), self.at())),
+        };
+        // An encrypted object's size is its plaintext's (what the catalog
+        // records); one whose metadata lost it shows its stored size,
+        // which then disagrees with the catalog.
+        let size = match crypt::is_encrypted(&head.attributes) {
+            true => crypt::plain_size(&head.attributes).unwrap_or(head.meta.size),
+            false => head.meta.size,
         };
         let sidecar = match self.rt.block_on(async { self.client.get(&self.sidecar_of(key)).await?.bytes().await }) {
             Ok(b) => String::from_utf8(b.to_vec()).ok(),
@@ -340,7 +506,7 @@ impl ArtifactStore for S3Store {
                     .with_context(|| format!("cannot read the sidecar of {} in {}", key.rel_path(), self.at()));
             }
         };
-        Ok(Some(Stored { size: meta.size, sidecar }))
+        Ok(Some(Stored { size, sidecar }))
     }
 
     fn list(&self, client: Option<&str>) -> anyhow::Result<Vec<ArtifactKey>> {
@@ -450,30 +616,6 @@ fn listed(prefix: &str, client: Option<&str>, full: &str) -> Listed {
     match ArtifactKey::parse(rel) {
         Some(k) if object_key(prefix, &k).is_ok() => Listed::Artifact(k),
         _ => Listed::Odd,
-    }
-}
-
-/// A streamed `get`, read synchronously: one chunk at a time is held.
-struct ObjectReader {
-    rt: Arc<tokio::runtime::Runtime>,
-    stream: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
-    buf: bytes::Bytes,
-    what: String,
-}
-
-impl Read for ObjectReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.buf.is_empty() {
-            match self.rt.block_on(self.stream.next()) {
-                None => return Ok(0),
-                Some(Ok(b)) => self.buf = b,
-                Some(Err(e)) => return Err(std::io::Error::other(format!("reading {}: {e}", self.what))),
-            }
-        }
-        let n = out.len().min(self.buf.len());
-        out[..n].copy_from_slice(&self.buf[..n]);
-        bytes::Buf::advance(&mut self.buf, n);
-        Ok(n)
     }
 }
 

@@ -36,6 +36,8 @@ mod restore_all;
 mod restore_faithful;
 mod retention;
 mod s3_cluster;
+mod s3_encrypt;
+mod s3_outage;
 mod s3_store;
 mod spine;
 mod tree_client;

@@ -1,0 +1,182 @@
+//! The object store down (issue 14): a scan probes the store before it
+//! pulls; with Garage stopped the request waits in the queue (`RQ`,
+//! `E_STORE_DOWN` in the journal, deferred in the scan summary), nothing is
+//! downloaded or recorded, and over several scans the administrators get
+//! one `STORE_UNREACHABLE` mail; with Garage back the backup completes and
+//! one `STORE_RECOVERED` follows. With object lock required, a Garage
+//! (which does not implement it) is refused, clearly.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry_tests::fleet::{Client, Node, eventually, ok, run, text};
+use ferry_tests::{Daemon, Garage, READY_TIMEOUT, Signal, Smtp, TestDir, garage_bin};
+
+use crate::s3_encrypt::{credentials, store_toml, tools};
+
+fn mail_toml(smtp: &Smtp) -> String {
+    format!(
+        "[mail]\nto = [\"admins@example.test\"]\nfrom = \"ferry@example.test\"\nsmtp = \"{}\"\n\
+         digest_delay = \"0s\"\nmin_interval = \"0s\"\n",
+        smtp.url()
+    )
+}
+
+fn subjects(smtp: &Smtp, code: &str) -> Vec<String> {
+    smtp.messages().into_iter().map(|m| m.subject).filter(|s| s.contains(code)).collect()
+}
+
+fn found(node: &Node) -> usize {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(node.cmd().args(["--json", "find", "--client", "host-a"]))).unwrap();
+    v.as_array().unwrap().len()
+}
+
+/// Start the stopped Garage of `g` again, on its own config and data.
+fn restart(g: &mut Garage, dir: &std::path::Path) {
+    let mut cmd = Command::new(garage_bin().unwrap());
+    cmd.arg("-c").arg(dir.join("garage.toml")).arg("server").env("RUST_LOG", "garage=info");
+    g.daemon = Daemon::spawn("garage", cmd, &dir.join("garage.log"), Signal::TERM, Duration::from_secs(5));
+    let ep = g.endpoint();
+    let hostport = ep.trim_start_matches("http://");
+    let (host, port) = hostport.split_once(':').unwrap();
+    g.daemon.wait_for_tcp(host.parse::<Ipv4Addr>().unwrap(), port.parse().unwrap(), READY_TIMEOUT);
+}
+
+#[test]
+fn s3_outage_defers_alerts_once_and_recovers() {
+    if !tools() {
+        return;
+    }
+    let td = TestDir::new("s3_outage");
+    let gdir = td.join("garage");
+    let mut g = Garage::start(&gdir, "ferry");
+    let smtp = Smtp::start(&td.join("smtp"));
+    let creds = credentials(&td, &g);
+    let node = Node::start_with(
+        &td,
+        "backup1",
+        &format!("scan_on_push = false\n{}\n{}", mail_toml(&smtp), store_toml(&g, &creds, "")),
+    );
+    let a = Client::new_with(
+        &td,
+        "host-a",
+        &[&node],
+        "[[source]]\nname = \"numbers\"\nmodule = \"pipe\"\ncommand = [\"seq\", \"1\", \"100000\"]\n",
+    );
+    node.enroll(&[&a]);
+    ok(a.cmd().args(["backup", "numbers", "--send"]));
+    eventually("the client to deliver", || {
+        a.pool_ids("backup1", "C").is_empty() && a.pool_ids("backup1", "P").is_empty()
+    });
+    assert_eq!(node.pool_ids("host-a", "RQ").len(), 1);
+
+    g.daemon.stop();
+    for round in 0..3 {
+        let t = Instant::now();
+        let out = run(node.cmd().args(["--json", "scan"]));
+        assert_eq!(out.status.code(), Some(3), "round {round}: {}", text(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!((r["deferred"].as_u64(), r["failed"].as_u64()), (Some(1), Some(0)), "{r}");
+        assert!(t.elapsed() < Duration::from_secs(30), "a probe answers in seconds: {:?}", t.elapsed());
+        // Deferred, not failed: back in the queue, nothing recorded.
+        assert_eq!(node.pool_ids("host-a", "RQ").len(), 1, "round {round}");
+        assert!(node.pool_ids("host-a", "E").is_empty() && node.pool_ids("host-a", "F").is_empty());
+        assert_eq!(found(&node), 0);
+    }
+    let events = node.events();
+    assert_eq!(events.matches("E_STORE_DOWN").count(), 3, "{events}");
+    assert!(events.contains(&format!("S3 bucket ferry at {}", g.endpoint())), "{events}");
+    assert!(!events.contains(&g.secret), "no secret in the journal");
+    eventually("the outage mail", || !subjects(&smtp, "STORE_UNREACHABLE").is_empty());
+    // Settle: later scans raised nothing more.
+    std::thread::sleep(Duration::from_secs(2));
+    ok(node.cmd().args(["events"]));
+    assert_eq!(subjects(&smtp, "STORE_UNREACHABLE").len(), 1, "{:?}", subjects(&smtp, ""));
+    assert!(subjects(&smtp, "REQUEST_FAILED").is_empty(), "{:?}", subjects(&smtp, ""));
+    for m in smtp.messages() {
+        assert!(!String::from_utf8_lossy(&m.raw).contains(&g.secret), "no secret in mail");
+    }
+    // Nothing of the deferred request on the node's disk either.
+    let left: Vec<_> = walk(&node.srv().join("data"));
+    assert!(left.is_empty(), "{left:?}");
+
+    restart(&mut g, &gdir);
+    ok(node.cmd().args(["scan"]));
+    assert_eq!(node.pool_ids("host-a", "F").len(), 1, "{}", node.events());
+    assert_eq!(found(&node), 1);
+    eventually("the recovery mail", || !subjects(&smtp, "STORE_RECOVERED").is_empty());
+    ok(a.cmd().args(["backup", "numbers", "--send"]));
+    eventually("the client to deliver", || {
+        a.pool_ids("backup1", "C").is_empty() && a.pool_ids("backup1", "P").is_empty()
+    });
+    ok(node.cmd().args(["scan"]));
+    assert_eq!(found(&node), 2);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(subjects(&smtp, "STORE_RECOVERED").len(), 1, "{:?}", subjects(&smtp, ""));
+    assert_eq!(subjects(&smtp, "STORE_UNREACHABLE").len(), 1, "{:?}", subjects(&smtp, ""));
+    let v = node.ferry_node_json(&["verify"]);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+}
+
+fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            if e.file_name() != "git" {
+                out.extend(walk(&e.path()));
+            }
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn s3_lock_required_against_garage_is_refused_clearly() {
+    if !tools() {
+        return;
+    }
+    let td = TestDir::new("s3_lock");
+    let g = Garage::start(&td.join("garage"), "ferry");
+    let creds = credentials(&td, &g);
+    let node = Node::start_with(
+        &td,
+        "backup1",
+        &format!("scan_on_push = false\n{}", store_toml(&g, &creds, "object_lock = true")),
+    );
+    let out = run(node.cmd().args(["store", "check"]));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("reachable: up"), "{t}");
+    assert!(t.contains("does not implement S3 object lock"), "{t}");
+    let j: serde_json::Value =
+        serde_json::from_slice(&run(node.cmd().args(["--json", "store", "check"])).stdout).unwrap();
+    assert_eq!(j["object_lock"]["state"], "not_implemented", "{j}");
+
+    let a = Client::new_with(
+        &td,
+        "host-a",
+        &[&node],
+        "[[source]]\nname = \"numbers\"\nmodule = \"pipe\"\ncommand = [\"seq\", \"1\", \"1000\"]\n",
+    );
+    node.enroll(&[&a]);
+    ok(a.cmd().args(["backup", "numbers", "--send"]));
+    eventually("the client to deliver", || {
+        a.pool_ids("backup1", "C").is_empty() && a.pool_ids("backup1", "P").is_empty()
+    });
+    let out = run(node.cmd().args(["scan"]));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(node.pool_ids("host-a", "E").len(), 1, "{}", node.events());
+    let events = node.events();
+    assert!(events.contains("object_lock = true") && events.contains("does not implement S3 object lock"), "{events}");
+    assert!(g.keys("backup1/").is_empty(), "nothing stored: {:?}", g.keys(""));
+
+    // Without the requirement the same bucket is used (and check says so).
+    let conf = std::fs::read_to_string(&node.config).unwrap().replace("object_lock = true", "object_lock = false");
+    std::fs::write(&node.config, conf).unwrap();
+    let out = ok(node.cmd().args(["store", "check"]));
+    assert!(out.contains("does not implement S3 object lock"), "{out}");
+}
