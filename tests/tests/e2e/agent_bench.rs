@@ -162,7 +162,10 @@ fn agent_rpo_idle_cpu_and_memory() {
     let many_rss = rss_kib(agent_b.0.id());
     drop(agent_b);
 
-    println!("agent bench (debug build unless CARGO_PROFILE says otherwise), quiet 10s, max_delay 60s");
+    println!(
+        "agent bench: ferry and ferry-node from {} (bench/agent.sh: release), quiet 10s, max_delay 60s",
+        ferry_tests::ferry_bin("ferry").parent().map(|d| d.display().to_string()).unwrap_or_default()
+    );
     println!("  tree: {files} files; writes: {writes}, gaps uniform 0-{max_gap} s; backups by the agent: {backups}");
     println!(
         "  RPO closed -> in the node's newest snapshot: p50 {:.1} s, p90 {:.1} s, p99 {:.1} s, max {:.1} s (target p50 < 15 s, p99 < 60 s)",
