@@ -546,8 +546,18 @@ pub fn sftp(
     // Verified: the store makes it the artifact (for the node's own disk
     // the download already lies in place and this writes its sidecar).
     if let Err(e) = store.put(&key, &got.path, &sha_hex) {
-        if store.local_path(&key).as_deref() != Some(got.path.as_path()) {
+        let remote = store.local_path(&key).as_deref() != Some(got.path.as_path());
+        if remote {
             let _ = std::fs::remove_file(&got.path);
+        }
+        // The object store stopped answering during the upload (the probe
+        // before the pull had passed): defer the request as a store found
+        // down then is (back to RQ, one outage alert), not fail it.
+        if remote
+            && e.downcast_ref::<crate::store::crypt::KeyError>().is_none()
+            && let crate::store::health::Gate::Down(why) = crate::store::health::gate(cfg)
+        {
+            return Err(Refusal::new(Reason::StoreDown, format!("{e:#}; {why}")));
         }
         return Err(store_refusal(e));
     }

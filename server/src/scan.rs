@@ -248,6 +248,9 @@ impl<'a> Scanner<'a> {
                 }
                 Err(r) if r.reason == Reason::StoreDown => {
                     // Deferred, not failed: back to RQ for the next scan.
+                    // A store that went down during an upload stays down
+                    // for the rest of this scan: no more pulls for nothing.
+                    self.store = Some(crate::store::health::Gate::Down(r.detail.clone()));
                     pool.move_to(id, "P", "RQ", false)?;
                     report.deferred += 1;
                     events::record(

@@ -180,3 +180,85 @@ fn s3_lock_required_against_garage_is_refused_clearly() {
     let out = ok(node.cmd().args(["store", "check"]));
     assert!(out.contains("does not implement S3 object lock"), "{out}");
 }
+
+/// The store goes down *during* an upload (the probe before the pull had
+/// passed): the request is deferred like one found down before, not
+/// failed; nothing is recorded, the local download is gone, one
+/// `STORE_UNREACHABLE` mail; with Garage back the next scan stores it.
+#[test]
+fn s3_store_down_during_an_upload_defers_the_request() {
+    if !tools() {
+        return;
+    }
+    let td = TestDir::new("s3_outage_mid");
+    let gdir = td.join("garage");
+    let mut g = Garage::start(&gdir, "ferry");
+    let smtp = Smtp::start(&td.join("smtp"));
+    let creds = credentials(&td, &g);
+    let node = Node::start_with(
+        &td,
+        "backup1",
+        &format!("scan_on_push = false\n{}\n{}", mail_toml(&smtp), store_toml(&g, &creds, "")),
+    );
+    // About 20 MiB: several 5 MiB parts, so the upload is multipart.
+    let a = Client::new_with(
+        &td,
+        "host-a",
+        &[&node],
+        "[[source]]\nname = \"numbers\"\nmodule = \"pipe\"\ncommand = [\"seq\", \"1\", \"3000000\"]\n",
+    );
+    node.enroll(&[&a]);
+    ok(a.cmd().args(["backup", "numbers", "--send"]));
+    eventually("the client to deliver", || {
+        a.pool_ids("backup1", "C").is_empty() && a.pool_ids("backup1", "P").is_empty()
+    });
+
+    let release = td.join("release");
+    let mut scan = node
+        .cmd()
+        .env("FERRY_HOLD_AT", "s3:mid-upload@8")
+        .env("FERRY_HOLD_FILE", &release)
+        .args(["--json", "scan"])
+        .stdout(std::fs::File::create(release.with_extension("out")).unwrap())
+        .stderr(std::fs::File::create(release.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap();
+    ferry_tests::wait_until(Duration::from_secs(180), "the scan to hold mid-upload", || {
+        if let Some(st) = scan.try_wait().unwrap() {
+            panic!(
+                "scan ended ({st}) before the hold point: {}",
+                std::fs::read_to_string(release.with_extension("err")).unwrap_or_default()
+            );
+        }
+        release.with_extension("held").exists()
+    });
+    g.daemon.stop();
+    std::fs::write(&release, "").unwrap();
+    let t = Instant::now();
+    let st = loop {
+        if let Some(st) = scan.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t.elapsed() < Duration::from_secs(600), "the scan did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let out = std::fs::read(release.with_extension("out")).unwrap();
+    assert_eq!(st.code(), Some(3), "{}", String::from_utf8_lossy(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!((r["deferred"].as_u64(), r["failed"].as_u64()), (Some(1), Some(0)), "{r}");
+    assert_eq!(node.pool_ids("host-a", "RQ").len(), 1, "{}", node.events());
+    assert!(node.pool_ids("host-a", "E").is_empty() && node.pool_ids("host-a", "F").is_empty());
+    assert!(node.events().contains("E_STORE_DOWN"), "{}", node.events());
+    assert!(walk(&node.srv().join("data")).is_empty(), "no local download left");
+    eventually("the outage mail", || !subjects(&smtp, "STORE_UNREACHABLE").is_empty());
+    assert!(subjects(&smtp, "REQUEST_FAILED").is_empty(), "{:?}", subjects(&smtp, ""));
+
+    restart(&mut g, &gdir);
+    ok(node.cmd().args(["scan"]));
+    assert_eq!(node.pool_ids("host-a", "F").len(), 1, "{}", node.events());
+    assert_eq!(found(&node), 1);
+    assert!(g.keys("backup1/.tmp/").is_empty(), "no temporary left: {:?}", g.keys(""));
+    let v = node.ferry_node_json(&["verify"]);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(subjects(&smtp, "STORE_UNREACHABLE").len(), 1, "{:?}", subjects(&smtp, ""));
+}
