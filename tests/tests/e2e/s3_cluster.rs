@@ -11,19 +11,10 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use ferry_tests::fleet::{Client, Node, eventually, ok, run, text};
-use ferry_tests::{GarageCluster, S3Access, TestDir, garage_bin, in_ci, require_all, sha256_bytes, wait_until};
+use ferry_tests::{GarageCluster, S3Access, TestDir, sha256_bytes, wait_until};
 
-fn tools() -> bool {
-    if !require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen", "curl"]) {
-        return false;
-    }
-    if garage_bin().is_none() {
-        assert!(!in_ci(), "garage is missing: deploy/garage.sh builds it");
-        eprintln!("skipping: no garage binary (deploy/garage.sh builds it)");
-        return false;
-    }
-    true
-}
+// sshd, git, curl and garage: the one check of every S3 test.
+use crate::s3_encrypt::tools;
 
 /// 24 MiB: five 5 MiB parts, so the upload is multipart.
 const SIZE: usize = 24 << 20;

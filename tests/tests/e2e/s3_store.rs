@@ -11,19 +11,10 @@ use std::path::{Path, PathBuf};
 
 use ferry_archive::manifest::{Compare, diff, manifest};
 use ferry_tests::fleet::{Client, Node, eventually, ok, run, text};
-use ferry_tests::{Garage, Postgres, Smtp, TestDir, garage_bin, in_ci, require, require_all};
+use ferry_tests::{Garage, Postgres, Smtp, TestDir, require};
 
-fn tools() -> bool {
-    if !require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen", "curl"]) {
-        return false;
-    }
-    if garage_bin().is_none() {
-        assert!(!in_ci(), "garage is missing: deploy/garage.sh builds it");
-        eprintln!("skipping: no garage binary (deploy/garage.sh builds it)");
-        return false;
-    }
-    true
-}
+// sshd, git, curl and garage: the one check of every S3 test.
+use crate::s3_encrypt::tools;
 
 /// A credentials file the node accepts (mode 0600, the test's account).
 fn credentials(td: &TestDir, name: &str, key_id: &str, secret: &str) -> PathBuf {
