@@ -18,12 +18,12 @@
 #                  sidecar, server-side copy to the final key, delete the
 #                  temporary; then the catalog row
 #   aws-put        aws s3 cp FILE s3://… (awscli: 8 MiB parts, 10 threads)
-#   ferry-restore  ferry-node restore CLIENT SOURCE --stdout > FILE (release):
-#                  what an administrator runs
+#   ferry-restore  ferry-node restore CLIENT SOURCE --to DIR (release): what
+#                  an administrator runs; one pass, hashed while written to
+#                  a temporary that is renamed only when the digest matches
 #   ferry-get      store-put --get: the object read once through the store
-#                  (ArtifactStore::open) into FILE; restore reads it twice
-#                  (verify::check re-hashes it first), so this is what a
-#                  one-pass restore (hash while writing) would cost
+#                  (ArtifactStore::open) into FILE, nothing checked: the
+#                  floor for a restore
 #   aws-get        aws s3 cp s3://… FILE (10 threads of ranged GETs)
 # Every download is sha256-checked against the source (outside the timing).
 #
@@ -129,10 +129,11 @@ for r in $(seq "$ROUNDS"); do
     T[ferry-put]+="$(echo "$t1 - $t0" | bc) "
     t0=$(now); awscp src.bin "s3://ferry/aws/$r.bin"; t1=$(now)
     T[aws-put]+="$(echo "$t1 - $t0" | bc) "
-    t0=$(now); "$NODE" --config node.toml restore bench big --stdout >out 2>>restore.log; t1=$(now)
+    rm -rf restored
+    t0=$(now); "$NODE" --config node.toml restore bench big --to restored >>restore.log 2>&1; t1=$(now)
     T[ferry-restore]+="$(echo "$t1 - $t0" | bc) "
-    [ "$(sha256sum out | cut -d' ' -f1)" = "$SHA" ] || { echo "ferry restore differs" >&2; exit 1; }
-    rm -f out
+    [ "$(cat restored/* | sha256sum | cut -d' ' -f1)" = "$SHA" ] || { echo "ferry restore differs" >&2; exit 1; }
+    rm -rf restored
     t0=$(now); "$PUT" --get node.toml bench big "$rec" out >/dev/null; t1=$(now)
     T[ferry-get]+="$(echo "$t1 - $t0" | bc) "
     [ "$(sha256sum out | cut -d' ' -f1)" = "$SHA" ] || { echo "ferry get differs" >&2; exit 1; }

@@ -309,6 +309,15 @@ impl Client {
         self.ferry_ok(&["authorize-node", &node.name, "--key", kf.to_str().unwrap()]);
     }
 
+    /// `ferry backup SOURCE --send`, then wait until `node`'s pool has
+    /// nothing committed or pending: the request is in the node's queue.
+    pub fn deliver(&self, source: &str, node: &str) {
+        self.ferry_ok(&["backup", source, "--send"]);
+        eventually("the client to deliver", || {
+            self.pool_ids(node, "C").is_empty() && self.pool_ids(node, "P").is_empty()
+        });
+    }
+
     /// A bare repository under the exported git root, with Ferry's hook,
     /// and a work clone to push from.
     pub fn repo(&self, name: &str) -> (PathBuf, PathBuf) {

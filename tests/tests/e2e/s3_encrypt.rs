@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ferry_tests::fleet::{Client, Node, eventually, ok, run, text};
+use ferry_tests::fleet::{Client, Node, ok, run, text};
 use ferry_tests::{Garage, TestDir, garage_bin, in_ci, require, require_all};
 
 /// sshd, git, curl and a garage binary (skipped locally, required in CI).
@@ -70,13 +70,6 @@ fn found(node: &Node) -> Vec<serde_json::Value> {
     v.as_array().unwrap().clone()
 }
 
-fn deliver(a: &Client, source: &str) {
-    ok(a.cmd().args(["backup", source, "--send"]));
-    eventually("the client to deliver", || {
-        a.pool_ids("backup1", "C").is_empty() && a.pool_ids("backup1", "P").is_empty()
-    });
-}
-
 #[test]
 fn s3_encrypt_round_trip_wrong_key_and_rotation() {
     if !tools() {
@@ -115,8 +108,8 @@ fn s3_encrypt_round_trip_wrong_key_and_rotation() {
          [[source]]\nname = \"small\"\nmodule = \"pipe\"\ncommand = [\"seq\", \"1\", \"1000\"]\n",
     );
     node.enroll(&[&a]);
-    deliver(&a, "numbers");
-    deliver(&a, "small");
+    a.deliver("numbers", "backup1");
+    a.deliver("small", "backup1");
     ok(node.cmd().args(["scan"]));
     assert!(node.pool_ids("host-a", "E").is_empty(), "{}", node.events());
     let arts = found(&node);
@@ -174,7 +167,7 @@ fn s3_encrypt_round_trip_wrong_key_and_rotation() {
     fs::rename(&saved, &key).unwrap();
     let rotated = ok(node.cmd().args(["store", "keygen", "--rotate"]));
     assert!(rotated.contains("rotated"), "{rotated}");
-    deliver(&a, "small");
+    a.deliver("small", "backup1");
     ok(node.cmd().args(["scan"]));
     assert_eq!(found(&node).len(), 3);
     let v = node.ferry_node_json(&["verify"]);
@@ -215,7 +208,7 @@ fn s3_encrypt_large_artifact_memory() {
         "[[source]]\nname = \"big\"\nmodule = \"pipe\"\ncommand = [\"head\", \"-c\", \"268435456\", \"/dev/urandom\"]\n",
     );
     node.enroll(&[&a]);
-    deliver(&a, "big");
+    a.deliver("big", "backup1");
     let rss = td.join("rss");
     let mut scan = Command::new("/usr/bin/time");
     scan.arg("-f").arg("%M %e").arg("-o").arg(&rss).arg(ferry_tests::ferry_bin("ferry-node"));
@@ -285,7 +278,7 @@ fn s3_restore_bench_against_aws_cli() {
             let conf = fs::read_to_string(&node.config).unwrap().replace("encrypt = false", "encrypt = true");
             fs::write(&node.config, conf).unwrap();
         }
-        deliver(&a, "big");
+        a.deliver("big", "backup1");
         let store_s = timed(node.cmd().arg("scan"));
         let arts = found(&node);
         let path = arts.last().unwrap()["path"].as_str().unwrap().to_owned();

@@ -44,14 +44,13 @@ fn restart(g: &mut Garage, dir: &std::path::Path) {
     g.daemon.wait_for_tcp(host.parse::<Ipv4Addr>().unwrap(), port.parse().unwrap(), READY_TIMEOUT);
 }
 
-#[test]
-fn s3_outage_defers_alerts_once_and_recovers() {
-    if !tools() {
-        return;
-    }
-    let td = TestDir::new("s3_outage");
+/// Garage, an SMTP sink, a node storing into Garage (scans by hand) and
+/// host-a whose pipe source `numbers` (`seq 1 N`) is delivered: one
+/// request waits in the node's queue.
+fn delivered(name: &str, n: u64) -> (TestDir, std::path::PathBuf, Garage, Smtp, Node, Client) {
+    let td = TestDir::new(name);
     let gdir = td.join("garage");
-    let mut g = Garage::start(&gdir, "ferry");
+    let g = Garage::start(&gdir, "ferry");
     let smtp = Smtp::start(&td.join("smtp"));
     let creds = credentials(&td, &g);
     let node = Node::start_with(
@@ -63,13 +62,19 @@ fn s3_outage_defers_alerts_once_and_recovers() {
         &td,
         "host-a",
         &[&node],
-        "[[source]]\nname = \"numbers\"\nmodule = \"pipe\"\ncommand = [\"seq\", \"1\", \"100000\"]\n",
+        &format!("[[source]]\nname = \"numbers\"\nmodule = \"pipe\"\ncommand = [\"seq\", \"1\", \"{n}\"]\n"),
     );
     node.enroll(&[&a]);
-    ok(a.cmd().args(["backup", "numbers", "--send"]));
-    eventually("the client to deliver", || {
-        a.pool_ids("backup1", "C").is_empty() && a.pool_ids("backup1", "P").is_empty()
-    });
+    a.deliver("numbers", "backup1");
+    (td, gdir, g, smtp, node, a)
+}
+
+#[test]
+fn s3_outage_defers_alerts_once_and_recovers() {
+    if !tools() {
+        return;
+    }
+    let (_td, gdir, mut g, smtp, node, a) = delivered("s3_outage", 100_000);
     assert_eq!(node.pool_ids("host-a", "RQ").len(), 1);
 
     g.daemon.stop();
@@ -107,10 +112,7 @@ fn s3_outage_defers_alerts_once_and_recovers() {
     assert_eq!(node.pool_ids("host-a", "F").len(), 1, "{}", node.events());
     assert_eq!(found(&node), 1);
     eventually("the recovery mail", || !subjects(&smtp, "STORE_RECOVERED").is_empty());
-    ok(a.cmd().args(["backup", "numbers", "--send"]));
-    eventually("the client to deliver", || {
-        a.pool_ids("backup1", "C").is_empty() && a.pool_ids("backup1", "P").is_empty()
-    });
+    a.deliver("numbers", "backup1");
     ok(node.cmd().args(["scan"]));
     assert_eq!(found(&node), 2);
     std::thread::sleep(Duration::from_secs(2));
@@ -163,10 +165,7 @@ fn s3_lock_required_against_garage_is_refused_clearly() {
         "[[source]]\nname = \"numbers\"\nmodule = \"pipe\"\ncommand = [\"seq\", \"1\", \"1000\"]\n",
     );
     node.enroll(&[&a]);
-    ok(a.cmd().args(["backup", "numbers", "--send"]));
-    eventually("the client to deliver", || {
-        a.pool_ids("backup1", "C").is_empty() && a.pool_ids("backup1", "P").is_empty()
-    });
+    a.deliver("numbers", "backup1");
     let out = run(node.cmd().args(["scan"]));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert_eq!(node.pool_ids("host-a", "E").len(), 1, "{}", node.events());
@@ -190,28 +189,8 @@ fn s3_store_down_during_an_upload_defers_the_request() {
     if !tools() {
         return;
     }
-    let td = TestDir::new("s3_outage_mid");
-    let gdir = td.join("garage");
-    let mut g = Garage::start(&gdir, "ferry");
-    let smtp = Smtp::start(&td.join("smtp"));
-    let creds = credentials(&td, &g);
-    let node = Node::start_with(
-        &td,
-        "backup1",
-        &format!("scan_on_push = false\n{}\n{}", mail_toml(&smtp), store_toml(&g, &creds, "")),
-    );
     // About 20 MiB: several 5 MiB parts, so the upload is multipart.
-    let a = Client::new_with(
-        &td,
-        "host-a",
-        &[&node],
-        "[[source]]\nname = \"numbers\"\nmodule = \"pipe\"\ncommand = [\"seq\", \"1\", \"3000000\"]\n",
-    );
-    node.enroll(&[&a]);
-    ok(a.cmd().args(["backup", "numbers", "--send"]));
-    eventually("the client to deliver", || {
-        a.pool_ids("backup1", "C").is_empty() && a.pool_ids("backup1", "P").is_empty()
-    });
+    let (td, gdir, mut g, smtp, node, _a) = delivered("s3_outage_mid", 3_000_000);
 
     let release = td.join("release");
     let mut scan = node

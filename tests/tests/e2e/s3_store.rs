@@ -202,10 +202,7 @@ fn an_interrupted_upload_is_cleaned_and_never_listed() {
         "[[source]]\nname = \"numbers\"\nmodule = \"pipe\"\ncommand = [\"seq\", \"1\", \"100000\"]\n",
     );
     node.enroll(&[&a]);
-    ok(a.cmd().args(["backup", "numbers", "--send"]));
-    eventually("the client to deliver", || {
-        a.pool_ids("backup1", "C").is_empty() && a.pool_ids("backup1", "P").is_empty()
-    });
+    a.deliver("numbers", "backup1");
     // Killed (SIGKILL) with the whole upload under its temporary key.
     let out = run(node.cmd().env("FERRY_CRASH_AT", "s3:after-upload").args(["scan"]));
     assert!(!out.status.success(), "scan was not killed: {}", text(&out));
@@ -238,10 +235,7 @@ fn an_interrupted_upload_is_cleaned_and_never_listed() {
     // purge removes through the store: a newer backup, then the older
     // artifact and its sidecar leave the bucket.
     let first = found[0]["path"].as_str().unwrap().to_owned();
-    ok(a.cmd().args(["backup", "numbers", "--send"]));
-    eventually("the client to deliver", || {
-        a.pool_ids("backup1", "C").is_empty() && a.pool_ids("backup1", "P").is_empty()
-    });
+    a.deliver("numbers", "backup1");
     ok(node.cmd().args(["scan"]));
     assert_eq!(g.keys("backup1/host-a/").len(), 5, "two artifacts, two sidecars, the odd key: {:?}", g.keys(""));
     ok(node.cmd().args(["purge"]));
@@ -329,10 +323,7 @@ fn storing_a_large_artifact_keeps_memory_bounded() {
         "[[source]]\nname = \"big\"\nmodule = \"pipe\"\ncommand = [\"head\", \"-c\", \"268435456\", \"/dev/urandom\"]\n",
     );
     node.enroll(&[&a]);
-    ok(a.cmd().args(["backup", "big", "--send"]));
-    eventually("the client to deliver", || {
-        a.pool_ids("backup1", "C").is_empty() && a.pool_ids("backup1", "P").is_empty()
-    });
+    a.deliver("big", "backup1");
     let rss = td.join("rss");
     let mut scan = std::process::Command::new("/usr/bin/time");
     scan.arg("-f").arg("%M").arg("-o").arg(&rss).arg(ferry_tests::ferry_bin("ferry-node"));
