@@ -17,8 +17,8 @@
 #   unchanged  files_hashed of the client's --json record (goal: 0).
 #
 # Env: TREE_MB (200), TREE_FILES (20000), TREE_CHANGED_PERMILLE (10 = 1%),
-# TREE_PREPARE_RESCUE=0 (node.toml [tree] prepare_rescue = false: the pull
-# builds no rescue layer), BENCH_DIR (scratch, default /tmp/ferry-tree-bench; needs about 5x
+# TREE_PREPARE_RESCUE=0 (node.toml [tree] prepare_rescue = false: the scan
+# builds no rescue layer), TREE_FILES_IN_FLIGHT ([tree] files_in_flight), BENCH_DIR (scratch, default /tmp/ferry-tree-bench; needs about 5x
 # TREE_MB), CARGO_TARGET_DIR.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)

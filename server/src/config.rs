@@ -106,6 +106,11 @@ pub struct TreeConfig {
     /// Files fetched at once over the one sftp session (1..=256).
     #[serde(default = "default_tree_depth")]
     pub files_in_flight: usize,
+    /// Fetched contents made durable together (one filesystem sync per
+    /// batch); a batch is also cut after one second of fetching. A pull
+    /// killed mid-fetch fetches again at most one batch.
+    #[serde(default = "default_tree_batch")]
+    pub batch_contents: usize,
     /// Build the rescue metadata layer of each new snapshot right after
     /// its pull (node running as root), so that even the first `rescue`
     /// of it is a mount only; the previous snapshot's layer is dropped
@@ -126,6 +131,9 @@ fn default_tree_manifest() -> u64 {
 fn default_tree_depth() -> usize {
     32
 }
+fn default_tree_batch() -> usize {
+    4096
+}
 
 impl Default for TreeConfig {
     fn default() -> Self {
@@ -134,6 +142,7 @@ impl Default for TreeConfig {
             max_total_bytes: default_tree_total(),
             max_manifest_bytes: default_tree_manifest(),
             files_in_flight: default_tree_depth(),
+            batch_contents: default_tree_batch(),
             prepare_rescue: true,
         }
     }

@@ -188,8 +188,9 @@ pub fn meta_dir(cfg: &NodeConfig, a: &crate::catalog::Artifact) -> PathBuf {
 }
 
 /// Builds the metadata layer of a snapshot unless it is cached; returns
-/// (path, built now, milliseconds). The pull job may call it right after
-/// publishing so that even the first rescue is a mount only.
+/// (path, built now, milliseconds). The scan calls it (through
+/// [`after_pull`]) once a pull is finished, so that even the first rescue
+/// is a mount only.
 pub fn prepare(cfg: &NodeConfig, a: &crate::catalog::Artifact) -> anyhow::Result<(PathBuf, bool, u64)> {
     let dest = meta_dir(cfg, a);
     if dest.is_dir() {
@@ -198,18 +199,8 @@ pub fn prepare(cfg: &NodeConfig, a: &crate::catalog::Artifact) -> anyhow::Result
     let base = cfg.state_dir().join("rescue-meta");
     std::fs::create_dir_all(&base)?;
     rustix::fs::chmod(&base, rustix::fs::Mode::from_raw_mode(0o700))?;
-    let (client, source) = (&a.client, &a.source);
     let layout = TreeLayout::new(cfg.data_dir());
-    let mpath = layout.manifest_path(client, source, &a.received);
-    let text = std::fs::read(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text));
-    if digest != a.sha256 {
-        bail!("the manifest of {} does not match its catalog digest (run ferry-node verify)", a.path);
-    }
-    let unlimited =
-        ferry_tree::manifest::Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
-    let m =
-        ferry_tree::manifest::parse(&text, &unlimited).map_err(|e| anyhow::anyhow!("manifest of {}: {e}", a.path))?;
+    let m = layout.checked_manifest(a).map_err(anyhow::Error::msg)?;
     let stats = crate::rescue_meta::build(&m, &dest, newest_other_layer(&dest).as_deref())?;
     Ok((dest, true, stats.elapsed_ms))
 }

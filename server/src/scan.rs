@@ -223,13 +223,15 @@ impl<'a> Scanner<'a> {
         // Client state is saved once per pass, not per request (a scan of
         // thousands of small requests must not pay an fsync each).
         let (mut any_done, mut any_pulled) = (false, false);
+        // Tree sources published in this pass, for their rescue layers.
+        let mut trees: Vec<String> = Vec::new();
         for id in &work {
             let outcome = match enrolled {
                 None => Err(Refusal::new(Reason::NotEnrolled, "the client is no longer enrolled on this node")),
                 Some(c) => self.handle(c, pool, id),
             };
             match outcome {
-                Ok((detail, pulled)) => {
+                Ok((detail, pulled, tree)) => {
                     ferry_durable::crash_point("scan:after-job");
                     pool.move_to(id, "P", "F", false)?;
                     ferry_durable::crash_point("scan:after-f");
@@ -245,6 +247,11 @@ impl<'a> Scanner<'a> {
                     );
                     any_done = true;
                     any_pulled |= pulled;
+                    if let Some(source) = tree
+                        && !trees.contains(&source)
+                    {
+                        trees.push(source);
+                    }
                 }
                 Err(r) if r.reason == Reason::StoreDown => {
                     // Deferred, not failed: back to RQ for the next scan.
@@ -274,13 +281,31 @@ impl<'a> Scanner<'a> {
         if any_done {
             crate::alerts::request_done(self.cfg, client, any_pulled);
         }
+        // The rescue layers of what was published (`[tree] prepare_rescue`),
+        // after the requests are finished and the client told: a backup is
+        // done when it is stored and in the catalog, and a first snapshot's
+        // layer costs about as much as its pull (one inode per file). Built
+        // under the pool's lock, so this client's next request waits, not
+        // another client's.
+        if self.cfg.tree.prepare_rescue && !trees.is_empty() {
+            let cfg = self.cfg;
+            let catalog = self.catalog()?;
+            for source in &trees {
+                crate::rescue::after_pull(cfg, catalog, client, source);
+            }
+        }
         tracing::debug!(client, "scan: client state saved");
         Ok(())
     }
 
     /// Parse, validate and run one request: `(what was done, whether data
-    /// was pulled)`.
-    fn handle(&mut self, client: &ClientEnrollment, pool: &Pool, id: &str) -> Result<(String, bool), Refusal> {
+    /// was pulled, the source if a snapshot tree was published)`.
+    fn handle(
+        &mut self,
+        client: &ClientEnrollment,
+        pool: &Pool,
+        id: &str,
+    ) -> Result<(String, bool, Option<String>), Refusal> {
         let cfg = self.cfg;
         let bytes = pool
             .read("P", id, cfg.limits.request_bytes)
@@ -291,8 +316,8 @@ impl<'a> Scanner<'a> {
         let limits = ferry_request::Limits { max_file_bytes: cfg.limits.request_bytes, ..Default::default() };
         let req = ferry_request::parse_with(&bytes, &limits).map_err(|r| Refusal::new(r.reason, r.to_string()))?;
         match &req {
-            Request::Dummy(d) => Ok((format!("dummy {}", d.word), false)),
-            Request::Git(g) => crate::jobs::git(cfg, client, id, g).map(|d| (d, true)),
+            Request::Dummy(d) => Ok((format!("dummy {}", d.word), false, None)),
+            Request::Git(g) => crate::jobs::git(cfg, client, id, g).map(|d| (d, true, None)),
             Request::Sftp(s) => {
                 use crate::store::health::Gate;
                 let gate = self.store.get_or_insert_with(|| crate::store::health::gate(cfg));
@@ -302,11 +327,11 @@ impl<'a> Scanner<'a> {
                     Gate::Refused(why) => return Err(Refusal::new(Reason::Store, why.clone())),
                 }
                 let catalog = self.catalog().map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
-                crate::jobs::sftp(cfg, catalog, client, id, s).map(|d| (d, true))
+                crate::jobs::sftp(cfg, catalog, client, id, s).map(|d| (d, true, None))
             }
             Request::Tree(t) => {
                 let catalog = self.catalog().map_err(|e| Refusal::new(Reason::Store, format!("catalog: {e:#}")))?;
-                crate::treepull::tree(cfg, catalog, client, id, t).map(|d| (d, true))
+                crate::treepull::tree(cfg, catalog, client, id, t).map(|d| (d, true, Some(t.source.to_string())))
             }
         }
     }

@@ -23,7 +23,8 @@ fn snapshot_dir(cfg: &NodeConfig, a: &Artifact) -> PathBuf {
 pub fn verified(cfg: &NodeConfig, a: &Artifact) -> bool {
     let layout = TreeLayout::new(cfg.data_dir());
     snapshot_dir(cfg, a).is_dir()
-        && std::fs::read(layout.manifest_path(&a.client, &a.source, &a.received))
+        && layout
+            .manifest_text(&a.client, &a.source, &a.received)
             .is_ok_and(|t| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&t)) == a.sha256)
 }
 
@@ -51,11 +52,8 @@ pub fn remove(cfg: &NodeConfig, a: &Artifact) -> anyhow::Result<()> {
         rustix::fs::renameat(&fd, a.received.as_str(), &fd, hidden.as_str())
             .with_context(|| format!("unpublishing {}", a.path))?;
     }
-    match std::fs::remove_file(layout.manifest_path(&a.client, &a.source, &a.received)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing the manifest of {}", a.path)),
-    }
+    ferry_tree::snapshot::remove_manifest(&layout.snapshot_dir(&a.client, &a.source, &a.received))
+        .with_context(|| format!("removing the manifest of {}", a.path))?;
     ferry_archive::fsutil::remove_tree(fd.as_fd(), hidden.as_bytes())
         .with_context(|| format!("removing {}", a.path))?;
     rustix::fs::fsync(&fd)?;

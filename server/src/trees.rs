@@ -271,9 +271,45 @@ impl TreeLayout {
         self.source_dir(client, source).join(received)
     }
 
-    /// The manifest beside a published snapshot (`<received>.ftree`).
+    /// The manifest beside a published snapshot (`<received>.ftree.zst`).
     pub fn manifest_path(&self, client: &str, source: &str, received: &str) -> PathBuf {
         ferry_tree::snapshot::manifest_path(&self.snapshot_dir(client, source, received))
+    }
+
+    /// Whether a snapshot has its manifest, as every published one has
+    /// (compressed, or uncompressed from an earlier version).
+    pub fn has_manifest(&self, client: &str, source: &str, received: &str) -> bool {
+        ferry_tree::snapshot::has_manifest(&self.snapshot_dir(client, source, received))
+    }
+
+    /// The text of a snapshot's stored manifest: what its catalog digest
+    /// is of. No size limit: the node wrote it, from a manifest it had
+    /// validated within `[tree]`'s limits.
+    pub fn manifest_text(&self, client: &str, source: &str, received: &str) -> std::io::Result<Vec<u8>> {
+        ferry_tree::snapshot::read_manifest_text(&self.snapshot_dir(client, source, received), u64::MAX)
+    }
+
+    /// The manifest of the catalog's snapshot `a`, its digest checked
+    /// against the catalog's, parsed: what restore, rescue and verify
+    /// start from. The error says which of the three failed.
+    pub fn checked_manifest(&self, a: &crate::catalog::Artifact) -> Result<ferry_tree::manifest::Manifest, String> {
+        let text = self
+            .manifest_text(&a.client, &a.source, &a.received)
+            .map_err(|e| format!("the manifest of {} is unreadable: {e}", a.path))?;
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text));
+        if digest != a.sha256 {
+            return Err(format!(
+                "the manifest of {} has sha256 {digest}, the catalog says {} (run `ferry-node verify`)",
+                a.path, a.sha256
+            ));
+        }
+        let unlimited = ferry_tree::manifest::Limits {
+            max_entries: u64::MAX,
+            max_total_bytes: u64::MAX,
+            max_line_bytes: usize::MAX,
+        };
+        ferry_tree::manifest::parse(&text, &unlimited)
+            .map_err(|e| format!("the manifest of {} is refused: {e}", a.path))
     }
 
     /// The work area of a pull in progress; never read as a snapshot.
@@ -300,10 +336,10 @@ impl TreeLayout {
         for e in rd {
             let e = e?;
             let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
-            if name.starts_with('.') || name.ends_with(".ftree") || !e.file_type()?.is_dir() {
+            if name.starts_with('.') || name.contains(".ftree") || !e.file_type()?.is_dir() {
                 continue;
             }
-            if self.manifest_path(client, source, &name).is_file() {
+            if self.has_manifest(client, source, &name) {
                 out.push(name);
             }
         }
@@ -357,7 +393,7 @@ pub fn build_test_snapshot(
     let dest = layout.snapshot_dir(client, source, received);
     std::fs::create_dir_all(layout.source_dir(client, source))?;
     ferry_tree::snapshot::build(&manifest, &store, &dest)?;
-    let text = std::fs::read(layout.manifest_path(client, source, received))?;
+    let text = layout.manifest_text(client, source, received)?;
     let mut a = crate::catalog::Artifact {
         id: 0,
         client: client.into(),

@@ -21,11 +21,13 @@
 //! * devices, FIFOs and sockets are never created: they are recorded in the
 //!   manifest only (a restore may create them).
 //!
-//! The manifest is kept beside the tree as `<dest>.ftree` (inside, it would
-//! be listed by a web server and seen by a rescue host as content). It is
-//! written, synced, before the tree is published, so a published tree
-//! always has its manifest; a `.ftree` without its directory is a build
-//! that did not finish and is replaced by the next one.
+//! The manifest is kept beside the tree as `<dest>.ftree.zst` (inside, it
+//! would be listed by a web server and seen by a rescue host as content;
+//! compressed, see [`manifest_path`]). It is written, synced, before the
+//! tree is published, so a published tree always has its manifest; a
+//! manifest without its directory is a build that did not finish and is
+//! replaced by the next one. Snapshots of earlier versions have an
+//! uncompressed `<dest>.ftree`, still read.
 //!
 //! Publishing is one rename of a staging directory `.<name>.staging` beside
 //! the destination (mode 0700 until then), without replacing anything, so
@@ -35,9 +37,9 @@
 //! was downloaded is in the store. Callers serialise builds of one
 //! destination (the node's per-client lock).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -153,18 +155,78 @@ fn shown(p: &[u8]) -> String {
     ferry_text::escape_bytes(p, 400)
 }
 
-/// Where the manifest of the snapshot at `dest` lives: `<dest>.ftree`.
+/// Where the manifest of the snapshot at `dest` is kept: `<dest>.ftree.zst`
+/// (zstd: a manifest is about 180 bytes per entry as text and a third of
+/// that compressed, and on a repeat backup it is most of what a snapshot
+/// adds beside the changed contents; `zstdcat` shows it).
 pub fn manifest_path(dest: &Path) -> PathBuf {
+    with_suffix(dest, ".ftree.zst")
+}
+
+/// Where snapshots published before manifests were compressed keep it,
+/// uncompressed: `<dest>.ftree`. Still read; never written.
+pub fn plain_manifest_path(dest: &Path) -> PathBuf {
+    with_suffix(dest, ".ftree")
+}
+
+fn with_suffix(dest: &Path, suffix: &str) -> PathBuf {
     let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(".ftree");
+    name.push(suffix);
     dest.with_file_name(name)
+}
+
+/// Whether the snapshot at `dest` has its manifest (either form).
+pub fn has_manifest(dest: &Path) -> bool {
+    manifest_path(dest).is_file() || plain_manifest_path(dest).is_file()
+}
+
+/// Opens the stored manifest of `dest` as its text, decompressing.
+fn open_manifest(dest: &Path) -> io::Result<Box<dyn io::Read>> {
+    match std::fs::File::open(manifest_path(dest)) {
+        Ok(f) => Ok(Box::new(zstd::stream::read::Decoder::new(f)?)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Ok(Box::new(io::BufReader::new(std::fs::File::open(plain_manifest_path(dest))?)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The text of the stored manifest of `dest` (what its catalog digest is
+/// of), at most `max` bytes: more is an error, not a truncation.
+pub fn read_manifest_text(dest: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use io::Read as _;
+    let mut text = Vec::new();
+    open_manifest(dest)?.take(max.saturating_add(1)).read_to_end(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the manifest of {} is over {max} bytes", dest.display()),
+        ));
+    }
+    Ok(text)
+}
+
+/// Removes the stored manifest of `dest` (either form); `Ok(false)` if
+/// there was none.
+pub fn remove_manifest(dest: &Path) -> io::Result<bool> {
+    let mut removed = false;
+    for p in [manifest_path(dest), plain_manifest_path(dest)] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
 }
 
 /// Reads and validates the manifest of a published snapshot.
 pub fn read_manifest(dest: &Path, limits: &Limits) -> Result<Manifest, ReadError> {
-    let f = std::fs::File::open(manifest_path(dest))?;
-    crate::manifest::read(f, limits)
+    crate::manifest::read(open_manifest(dest)?, limits)
 }
+
+/// zstd level of stored manifests: 20,000 entries in about 50 ms.
+const MANIFEST_ZSTD_LEVEL: i32 = 3;
 
 /// The parent directory and the name of `dest`.
 fn parent_and_name(dest: &Path) -> Result<(PathBuf, Vec<u8>), SnapshotError> {
@@ -186,10 +248,10 @@ pub fn build(manifest: &Manifest, store: &Store, dest: &Path) -> Result<Built, S
     let unlimited = Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
     manifest.check(&unlimited)?;
     let (parent, name) = parent_and_name(dest)?;
-    let text = manifest.to_bytes();
     let pfd = open_dir(&parent).map_err(io_err(format!("opening {}", parent.display())))?;
     if lstat_at(pfd.as_fd(), &name).map_err(io_err(format!("checking {}", dest.display())))?.is_some() {
-        return match std::fs::read(manifest_path(dest)) {
+        let text = manifest.to_bytes();
+        return match read_manifest_text(dest, text.len() as u64) {
             Ok(existing) if existing == text => Ok(Built::AlreadyPublished),
             _ => Err(SnapshotError::Exists(dest.to_path_buf())),
         };
@@ -198,48 +260,132 @@ pub fn build(manifest: &Manifest, store: &Store, dest: &Path) -> Result<Built, S
     if !absent.is_empty() {
         return Err(SnapshotError::Incomplete(absent.len()));
     }
+    stage(manifest, store, dest, HashSet::new())?.finish(manifest, store)
+}
+
+/// A snapshot whose staging directory holds everything of its manifest
+/// but the files of contents still being fetched ([`stage`]); published by
+/// [`Staged::finish`], removed if dropped unpublished.
+///
+/// Why: a pull fetches what the store lacks, then links the snapshot. On
+/// a repeat backup (1% changed) both take about as long, and nothing in
+/// the directories, the symlinks and the links of contents already stored
+/// waits for the fetch: staging them on another thread while the fetch
+/// runs hides one behind the other.
+#[derive(Debug)]
+pub struct Staged {
+    dest: PathBuf,
+    name: Vec<u8>,
+    staging: Vec<u8>,
+    pfd: OwnedFd,
+    later: HashSet<Sha256>,
+    stats: BuildStats,
+    published: bool,
+}
+
+/// Stages the snapshot of `manifest` at `dest` (which must not exist):
+/// directories, symlinks, and a link for every file whose content is not
+/// in `later` (those must be in the store). Nothing is visible under
+/// `dest` until [`Staged::finish`].
+pub fn stage(manifest: &Manifest, store: &Store, dest: &Path, later: HashSet<Sha256>) -> Result<Staged, SnapshotError> {
+    let unlimited = Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
+    manifest.check(&unlimited)?;
+    let (parent, name) = parent_and_name(dest)?;
+    let pfd = open_dir(&parent).map_err(io_err(format!("opening {}", parent.display())))?;
+    if lstat_at(pfd.as_fd(), &name).map_err(io_err(format!("checking {}", dest.display())))?.is_some() {
+        return Err(SnapshotError::Exists(dest.to_path_buf()));
+    }
     let staging = [b".", name.as_slice(), b".staging"].concat();
     remove_tree(pfd.as_fd(), &staging).map_err(io_err(format!("removing a leftover {}", shown(&staging))))?;
     rustix::fs::mkdirat(&pfd, staging.as_slice(), Mode::from_raw_mode(0o700))
         .map_err(|e| io_err(format!("creating {}", shown(&staging)))(e.into()))?;
-    let result = (|| {
-        let stats = fill(manifest, store, pfd.as_fd(), &staging)?;
-        write_manifest(pfd.as_fd(), &name, &text)?;
-        // Synced so the name survives a crash.
-        rename_noreplace(pfd.as_fd(), &staging, &name).and_then(|()| Ok(rustix::fs::fsync(&pfd)?)).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                SnapshotError::Exists(dest.to_path_buf())
-            } else {
-                io_err(format!("publishing {}", dest.display()))(e)
-            }
-        })?;
-        Ok(Built::Published(stats))
-    })();
-    if result.is_err()
-        && let Err(e) = remove_tree(pfd.as_fd(), &staging)
-    {
-        tracing::error!(staging = %shown(&staging), error = %e, "could not remove the staging directory of a failed build");
-    }
-    result
+    let mut staged =
+        Staged { dest: dest.to_path_buf(), name, staging, pfd, later, stats: BuildStats::default(), published: false };
+    // On an error, dropping `staged` removes the staging directory.
+    staged.stats = fill(manifest, store, staged.pfd.as_fd(), &staged.staging, Pass::Now(&staged.later))?;
+    Ok(staged)
 }
 
-/// Creates every entry below the staging directory, in depth-first order.
+impl Staged {
+    /// Links the files of the contents that were fetched (all of
+    /// `manifest`'s must now be in the store), syncs, writes the manifest
+    /// and publishes with one rename. `manifest` is the staged one, or the
+    /// staged one less files of `later` contents (those that changed on the
+    /// client during the fetch, left out).
+    pub fn finish(mut self, manifest: &Manifest, store: &Store) -> Result<Built, SnapshotError> {
+        let unlimited = Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
+        manifest.check(&unlimited)?;
+        let absent = missing(manifest, store);
+        if !absent.is_empty() {
+            return Err(SnapshotError::Incomplete(absent.len()));
+        }
+        let more = fill(manifest, store, self.pfd.as_fd(), &self.staging, Pass::Later(&self.later))?;
+        self.stats.files += more.files;
+        self.stats.store_copies += more.store_copies;
+        let stats = self.stats.clone();
+        let dest = self.dest.clone();
+        // An uncompressed manifest of an unfinished build by an earlier
+        // version would be left behind.
+        if let Err(e) = std::fs::remove_file(plain_manifest_path(&dest))
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            return Err(io_err(format!("removing a stale {}", plain_manifest_path(&dest).display()))(e));
+        }
+        write_manifest(self.pfd.as_fd(), &self.name, &manifest.to_bytes())?;
+        // Synced so the name survives a crash.
+        rename_noreplace(self.pfd.as_fd(), &self.staging, &self.name)
+            .and_then(|()| Ok(rustix::fs::fsync(&self.pfd)?))
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    SnapshotError::Exists(dest.clone())
+                } else {
+                    io_err(format!("publishing {}", dest.display()))(e)
+                }
+            })?;
+        self.published = true;
+        Ok(Built::Published(stats))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.published
+            && let Err(e) = remove_tree(self.pfd.as_fd(), &self.staging)
+        {
+            tracing::error!(staging = %shown(&self.staging), error = %e, "could not remove the staging directory of a failed build");
+        }
+    }
+}
+
+/// Which part of a snapshot [`fill`] makes.
+#[derive(Clone, Copy)]
+enum Pass<'a> {
+    /// Directories, symlinks, and the files whose content is not in the set.
+    Now(&'a HashSet<Sha256>),
+    /// The files whose content is in the set (the directories exist).
+    Later(&'a HashSet<Sha256>),
+}
+
+/// Creates the entries of `pass` below the staging directory, in
+/// depth-first order.
 fn fill(
     manifest: &Manifest,
     store: &Store,
     parent: BorrowedFd<'_>,
     staging: &[u8],
+    pass: Pass<'_>,
 ) -> Result<BuildStats, SnapshotError> {
     let root = open_dir_at(parent, staging).map_err(io_err("opening the staging directory"))?;
     let mut order: Vec<&crate::manifest::Entry> = manifest.entries.iter().collect();
     order.sort_by(|a, b| tree_order(&a.path, &b.path));
     let mut stack = DirStack::new(root);
     let mut stats = BuildStats::default();
+    let mut linker = store.linker();
     for e in order {
         let (dir, name) = split_last(&e.path);
-        let pfd = stack.parent(dir).map_err(io_err(format!("opening the parent of {}", shown(&e.path))))?;
-        match &e.kind {
-            Kind::Dir => {
+        match (&e.kind, pass) {
+            (Kind::Dir, Pass::Now(_)) => {
+                let pfd = stack.parent(dir).map_err(io_err(format!("opening the parent of {}", shown(&e.path))))?;
                 rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o755))
                     .map_err(|x| io_err(format!("creating {}", shown(&e.path)))(x.into()))?;
                 let fd = open_dir_at(pfd, name).map_err(io_err(format!("opening {}", shown(&e.path))))?;
@@ -249,31 +395,45 @@ fn fill(
                 stack.push(e.path.clone(), fd);
                 stats.dirs += 1;
             }
-            Kind::File { sha256, .. } => {
-                if store.link_into(sha256, pfd, name)? {
+            (Kind::Dir, Pass::Later(_)) => {
+                let pfd = stack.parent(dir).map_err(io_err(format!("opening the parent of {}", shown(&e.path))))?;
+                let fd = open_dir_at(pfd, name).map_err(io_err(format!("opening {}", shown(&e.path))))?;
+                stack.push(e.path.clone(), fd);
+            }
+            (Kind::File { sha256, .. }, Pass::Now(later)) if later.contains(sha256) => {}
+            (Kind::File { sha256, .. }, Pass::Later(later)) if !later.contains(sha256) => {}
+            (Kind::File { sha256, .. }, _) => {
+                let pfd = stack.parent(dir).map_err(io_err(format!("opening the parent of {}", shown(&e.path))))?;
+                if linker.link(sha256, pfd, name)? {
                     stats.store_copies += 1;
                 }
                 stats.files += 1;
             }
-            Kind::Symlink { target } => {
+            (Kind::Symlink { target }, Pass::Now(_)) => {
+                let pfd = stack.parent(dir).map_err(io_err(format!("opening the parent of {}", shown(&e.path))))?;
                 rustix::fs::symlinkat(target.as_slice(), pfd, name)
                     .map_err(|x| io_err(format!("creating symlink {}", shown(&e.path)))(x.into()))?;
                 stats.symlinks += 1;
             }
-            Kind::Fifo | Kind::Socket | Kind::CharDev(_) | Kind::BlockDev(_) => stats.not_created += 1,
+            (Kind::Fifo | Kind::Socket | Kind::CharDev(_) | Kind::BlockDev(_), Pass::Now(_)) => stats.not_created += 1,
+            (_, Pass::Later(_)) => {}
         }
     }
-    // One filesystem sync for every directory entry made (the file inodes
-    // were synced when they entered the store).
-    rustix::fs::syncfs(stack.root()).map_err(|x| io_err("syncing the snapshot")(x.into()))?;
+    if let Pass::Later(_) = pass {
+        // One filesystem sync for every directory entry made by both
+        // passes (the file inodes were synced when they entered the store).
+        rustix::fs::syncfs(stack.root()).map_err(|x| io_err("syncing the snapshot")(x.into()))?;
+    }
     Ok(stats)
 }
 
-/// Writes `<name>.ftree` in `parent` (temporary name, fsync, rename).
+/// Writes `<name>.ftree.zst` in `parent` (temporary name, fsync, rename).
 fn write_manifest(parent: BorrowedFd<'_>, name: &[u8], text: &[u8]) -> Result<(), SnapshotError> {
-    let final_name = [name, b".ftree"].concat();
+    let final_name = [name, b".ftree.zst"].concat();
     let tmp = [b".", name, b".ftree.tmp-", random_token().as_bytes()].concat();
     let ctx = || format!("writing {}", shown(&final_name));
+    let packed = zstd::bulk::compress(text, MANIFEST_ZSTD_LEVEL).map_err(io_err(ctx()))?;
+    let text = packed.as_slice();
     let fd = rustix::fs::openat(
         parent,
         tmp.as_slice(),

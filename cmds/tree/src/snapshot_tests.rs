@@ -52,8 +52,11 @@ fn a_snapshot_is_a_plain_tree_of_links_into_the_store() {
     let built = build(&m, &store, &dest).unwrap();
     let Built::Published(stats) = built else { panic!("{built:?}") };
     assert_eq!(stats.not_created, 1, "the fifo");
-    assert_eq!(listing(&snaps), ["2026-12-04T10:00:00Z", "2026-12-04T10:00:00Z.ftree"], "no staging left");
-    assert_eq!(std::fs::read(manifest_path(&dest)).unwrap(), m.to_bytes());
+    assert_eq!(listing(&snaps), ["2026-12-04T10:00:00Z", "2026-12-04T10:00:00Z.ftree.zst"], "no staging left");
+    let stored = std::fs::read(manifest_path(&dest)).unwrap();
+    assert_eq!(zstd::decode_all(stored.as_slice()).unwrap(), m.to_bytes(), "zstd of the manifest's text");
+    assert!(stored.len() < m.to_bytes().len());
+    assert_eq!(read_manifest_text(&dest, u64::MAX).unwrap(), m.to_bytes());
     assert_eq!(read_manifest(&dest, &Limits::default()).unwrap(), m);
 
     for e in &m.entries {
@@ -140,19 +143,20 @@ fn a_killed_build_leaves_nothing_visible_and_the_next_one_cleans_up() {
     chmod(&staging, b"a", 0o500);
     std::os::unix::fs::symlink(&outside, staging.join("escape")).unwrap();
     std::fs::write(snaps.join("s.ftree"), b"stale").unwrap();
+    std::fs::write(snaps.join("s.ftree.zst"), b"stale too").unwrap();
     let dest = snaps.join("s");
     assert!(!dest.exists(), "a staging directory is not the snapshot");
 
     assert!(matches!(build(&m, &store, &dest).unwrap(), Built::Published(_)));
-    assert_eq!(listing(&snaps), ["s", "s.ftree"]);
+    assert_eq!(listing(&snaps), ["s", "s.ftree.zst"], "both stale manifests replaced");
     assert_eq!(std::fs::read(outside.join("precious")).unwrap(), b"must survive");
-    assert_eq!(std::fs::read(snaps.join("s.ftree")).unwrap(), m.to_bytes());
+    assert_eq!(read_manifest_text(&dest, u64::MAX).unwrap(), m.to_bytes());
     // A re-run with the same manifest is a no-op; another manifest is refused.
     assert_eq!(build(&m, &store, &dest).unwrap(), Built::AlreadyPublished);
     let mut other = m.clone();
     other.entries.retain(|e| e.path != b"zero");
     assert!(matches!(build(&other, &store, &dest), Err(SnapshotError::Exists(_))));
-    assert_eq!(listing(&snaps), ["s", "s.ftree"]);
+    assert_eq!(listing(&snaps), ["s", "s.ftree.zst"]);
 }
 
 #[test]
@@ -203,4 +207,67 @@ fn many_names_of_one_content_spill_over_the_link_limit() {
         (0..10).map(|i| std::fs::metadata(t.path().join(format!("s/same{i}"))).unwrap().ino()).collect();
     assert_eq!(inodes.len(), 4);
     assert_eq!(std::fs::read(t.path().join("s/same9")).unwrap(), b"identical");
+}
+
+#[test]
+fn a_manifest_stored_uncompressed_by_an_earlier_version_is_still_read() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    write(&src, b"a/one", b"one");
+    let m = scan(&ScanOptions::new(&src)).unwrap().manifest;
+    let store = Store::open(t.path().join("store")).unwrap();
+    download(&m, &store, &src);
+    let snaps = t.path().join("snaps");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let dest = snaps.join("old");
+    build(&m, &store, &dest).unwrap();
+    std::fs::remove_file(manifest_path(&dest)).unwrap();
+    std::fs::write(plain_manifest_path(&dest), m.to_bytes()).unwrap();
+    assert!(has_manifest(&dest));
+    assert_eq!(read_manifest(&dest, &Limits::default()).unwrap(), m);
+    assert_eq!(read_manifest_text(&dest, u64::MAX).unwrap(), m.to_bytes());
+    assert!(read_manifest_text(&dest, 10).is_err(), "over the limit is an error, not a truncation");
+    assert_eq!(build(&m, &store, &dest).unwrap(), Built::AlreadyPublished);
+    assert!(remove_manifest(&dest).unwrap());
+    assert!(!has_manifest(&dest) && !remove_manifest(&dest).unwrap());
+}
+
+/// What a pull does: stage everything but the contents being fetched,
+/// fetch them, leave out one that changed on the client, finish.
+#[test]
+fn a_staged_snapshot_gets_the_fetched_files_at_finish_and_nothing_before() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    write(&src, b"a/kept", b"already stored");
+    write(&src, b"a/new", b"fetched during staging");
+    write(&src, b"b/changed", b"changed on the client");
+    std::os::unix::fs::symlink("a/kept", src.join("link")).unwrap();
+    let m = scan(&ScanOptions::new(&src)).unwrap().manifest;
+    let store = Store::open(t.path().join("store")).unwrap();
+    let sha = |path: &[u8]| m.entries.iter().find(|e| e.path == path).unwrap().sha256().copied().unwrap();
+    store.put(std::fs::File::open(src.join("a/kept")).unwrap(), 14, &sha(b"a/kept")).unwrap();
+    let later: HashSet<Sha256> = [sha(b"a/new"), sha(b"b/changed")].into();
+    let snaps = t.path().join("snaps");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let dest = snaps.join("s");
+
+    let staged = stage(&m, &store, &dest, later.clone()).unwrap();
+    let staging = snaps.join(".s.staging");
+    assert!(!dest.exists(), "nothing is published by staging");
+    assert!(staging.join("a/kept").is_file() && staging.join("link").is_symlink());
+    assert!(!staging.join("a/new").exists() && !staging.join("b/changed").exists() && staging.join("b").is_dir());
+    assert!(matches!(staged.finish(&m, &store), Err(SnapshotError::Incomplete(2))), "contents still missing");
+    assert!(!staging.exists(), "a failed finish leaves no staging behind");
+
+    let staged = stage(&m, &store, &dest, later).unwrap();
+    store.put(std::fs::File::open(src.join("a/new")).unwrap(), 22, &sha(b"a/new")).unwrap();
+    let mut without = m.clone();
+    without.entries.retain(|e| e.path != b"b/changed");
+    let Built::Published(stats) = staged.finish(&without, &store).unwrap() else { panic!("not published") };
+    assert_eq!(stats.files, 2);
+    assert_eq!(listing(&snaps), ["s", "s.ftree.zst"]);
+    assert_eq!(std::fs::read(dest.join("a/new")).unwrap(), b"fetched during staging");
+    assert!(dest.join("b").is_dir() && !dest.join("b/changed").exists());
+    assert_eq!(read_manifest(&dest, &Limits::default()).unwrap(), without);
+    assert!(matches!(stage(&m, &store, &dest, HashSet::new()), Err(SnapshotError::Exists(_))));
 }

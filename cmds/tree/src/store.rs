@@ -329,48 +329,14 @@ impl Store {
     /// Hard-links content `d` as `name` in the directory `dirfd`. When the
     /// primary copy is at the link limit, links a further copy instead
     /// (making it first if needed). Returns whether a new copy was made.
+    /// For many links, [`Store::linker`] keeps the shards open.
     pub fn link_into(&self, d: &Sha256, dirfd: BorrowedFd<'_>, name: &[u8]) -> Result<bool, StoreError> {
-        let hex = d.to_hex();
-        let shard = self.shard(d);
-        let shard_fd = open_dir(&shard).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::Missing(*d),
-            _ => StoreError::io(format!("opening {}", shard.display()), e),
-        })?;
-        let mut made = false;
-        for index in 0..u32::MAX {
-            let cname = copy_name(&hex, index);
-            let st = match lstat_at(shard_fd.as_fd(), cname.as_bytes()) {
-                Ok(Some(st)) => st,
-                Ok(None) if index == 0 => return Err(StoreError::Missing(*d)),
-                Ok(None) => {
-                    self.make_copy(d, shard_fd.as_fd(), &cname)?;
-                    made = true;
-                    continue_with_new(&shard_fd, &cname)?
-                }
-                Err(e) => return Err(StoreError::io(format!("stat {}", shard.join(&cname).display()), e)),
-            };
-            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-                return Err(StoreError::Corrupt { digest: *d, problem: format!("{cname} is not a regular file") });
-            }
-            let full = self.link_max.is_some_and(|max| st.st_nlink >= max);
-            let r = if full {
-                Err(rustix::io::Errno::MLINK)
-            } else {
-                rustix::fs::linkat(&shard_fd, cname.as_str(), dirfd, name, AtFlags::empty())
-            };
-            match r {
-                Ok(()) => return Ok(made),
-                Err(rustix::io::Errno::MLINK) => continue,
-                Err(rustix::io::Errno::XDEV) => {
-                    return Err(StoreError::io(
-                        "linking from the store",
-                        io::Error::other("the snapshot directory is on another filesystem than the store"),
-                    ));
-                }
-                Err(e) => return Err(StoreError::io(format!("linking {cname}"), e)),
-            }
-        }
-        Err(StoreError::io("linking from the store", io::Error::other("no copy below the link limit")))
+        self.linker().link(d, dirfd, name)
+    }
+
+    /// A [`Linker`]: links contents with each shard directory opened once.
+    pub fn linker(&self) -> Linker<'_> {
+        Linker { store: self, shards: HashMap::new() }
     }
 
     /// Makes copy `cname` of content `d` from its primary, checking the
@@ -648,7 +614,74 @@ impl Drop for Batch<'_> {
 
 /// Continues the copy loop with the copy just made (it is linked on the
 /// loop's next look; this returns its stat).
-fn continue_with_new(shard: &OwnedFd, cname: &str) -> Result<rustix::fs::Stat, StoreError> {
+/// Links contents of a [`Store`] into a tree being built, keeping each
+/// shard directory open: a snapshot links every file, and resolving the
+/// store's absolute path again for each link cost as much as the link.
+pub struct Linker<'s> {
+    store: &'s Store,
+    shards: HashMap<[u8; 2], OwnedFd>,
+}
+
+impl Linker<'_> {
+    fn shard_fd(&mut self, d: &Sha256) -> Result<BorrowedFd<'_>, StoreError> {
+        let hex = d.to_hex();
+        let key = [hex.as_bytes()[0], hex.as_bytes()[1]];
+        if !self.shards.contains_key(&key) {
+            let shard = self.store.shard(d);
+            let fd = open_dir(&shard).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => StoreError::Missing(*d),
+                _ => StoreError::io(format!("opening {}", shard.display()), e),
+            })?;
+            self.shards.insert(key, fd);
+        }
+        Ok(self.shards[&key].as_fd())
+    }
+
+    /// [`Store::link_into`], with the shard kept open.
+    pub fn link(&mut self, d: &Sha256, dirfd: BorrowedFd<'_>, name: &[u8]) -> Result<bool, StoreError> {
+        let hex = d.to_hex();
+        let store = self.store;
+        let shard = store.shard(d);
+        let shard_fd = self.shard_fd(d)?;
+        let mut made = false;
+        for index in 0..u32::MAX {
+            let cname = copy_name(&hex, index);
+            let st = match lstat_at(shard_fd, cname.as_bytes()) {
+                Ok(Some(st)) => st,
+                Ok(None) if index == 0 => return Err(StoreError::Missing(*d)),
+                Ok(None) => {
+                    store.make_copy(d, shard_fd, &cname)?;
+                    made = true;
+                    continue_with_new(shard_fd, &cname)?
+                }
+                Err(e) => return Err(StoreError::io(format!("stat {}", shard.join(&cname).display()), e)),
+            };
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                return Err(StoreError::Corrupt { digest: *d, problem: format!("{cname} is not a regular file") });
+            }
+            let full = store.link_max.is_some_and(|max| st.st_nlink >= max);
+            let r = if full {
+                Err(rustix::io::Errno::MLINK)
+            } else {
+                rustix::fs::linkat(shard_fd, cname.as_str(), dirfd, name, AtFlags::empty())
+            };
+            match r {
+                Ok(()) => return Ok(made),
+                Err(rustix::io::Errno::MLINK) => continue,
+                Err(rustix::io::Errno::XDEV) => {
+                    return Err(StoreError::io(
+                        "linking from the store",
+                        io::Error::other("the snapshot directory is on another filesystem than the store"),
+                    ));
+                }
+                Err(e) => return Err(StoreError::io(format!("linking {cname}"), e)),
+            }
+        }
+        Err(StoreError::io("linking from the store", io::Error::other("no copy below the link limit")))
+    }
+}
+
+fn continue_with_new(shard: BorrowedFd<'_>, cname: &str) -> Result<rustix::fs::Stat, StoreError> {
     rustix::fs::statat(shard, cname, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| StoreError::io(format!("stat {cname}"), e))
 }
 

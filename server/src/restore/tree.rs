@@ -3,8 +3,6 @@
 //! [`ferry_tree::restore`] (content, types, modes, mtimes, symlinks, hard
 //! links, empty directories, every name; owners when run as root).
 
-use anyhow::{Context as _, bail};
-
 use crate::catalog::Artifact;
 use crate::config::NodeConfig;
 use crate::exit::UsageError;
@@ -18,15 +16,7 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &super::RestoreArgs) -> any
         return Err(UsageError(format!("{} is a snapshot tree: say where with --to DIR", a.path)).into());
     };
     let layout = TreeLayout::new(cfg.data_dir());
-    let mpath = layout.manifest_path(&a.client, &a.source, &a.received);
-    let text = std::fs::read(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
-    if hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text)) != a.sha256 {
-        bail!("the manifest of {} does not match its catalog digest; run `ferry-node verify`", a.path);
-    }
-    let unlimited =
-        ferry_tree::manifest::Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
-    let m =
-        ferry_tree::manifest::parse(&text, &unlimited).map_err(|e| anyhow::anyhow!("manifest of {}: {e}", a.path))?;
+    let m = layout.checked_manifest(a).map_err(anyhow::Error::msg)?;
     let snap = layout.snapshot_dir(&a.client, &a.source, &a.received);
     let store = ferry_tree::store::Store::open(crate::trees::snapshot_store(cfg, &a.client, &snap, &m))?;
     let mut policy = ferry_tree::restore::RestorePolicy::from(&args.policy);

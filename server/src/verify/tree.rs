@@ -127,15 +127,7 @@ pub fn verify(cfg: &NodeConfig, client: Option<&str>, rows: &[Artifact], problem
 
 /// The manifest of a snapshot, its digest checked against the catalog.
 fn read_manifest(layout: &TreeLayout, a: &Artifact) -> Parsed {
-    let text = std::fs::read(layout.manifest_path(&a.client, &a.source, &a.received))
-        .map_err(|e| format!("manifest unreadable: {e}"))?;
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text));
-    if digest != a.sha256 {
-        return Err(format!("manifest sha256 {digest} instead of {} (catalog)", a.sha256));
-    }
-    let unlimited =
-        ferry_tree::manifest::Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
-    ferry_tree::manifest::parse(&text, &unlimited).map_err(|e| format!("manifest refused: {e}"))
+    layout.checked_manifest(a)
 }
 
 /// Every file of one snapshot is its content's store inode.

@@ -117,7 +117,7 @@ fn first_repeat_unchanged_changed_mid_pull_and_hostile() {
     assert!(last.join("d2/f9").exists());
     let journal = fs::read_to_string(last.with_extension("changed")).unwrap();
     assert_eq!(journal, "d2/f2\n");
-    let stored = fs::read_to_string(ferry_tree::snapshot::manifest_path(&last)).unwrap();
+    let stored = String::from_utf8(ferry_tree::snapshot::read_manifest_text(&last, u64::MAX).unwrap()).unwrap();
     assert!(!stored.contains("d2/f2 "), "the stored manifest matches the snapshot");
 
     // Hostile manifests: refused with their code, nothing stored.
@@ -152,7 +152,9 @@ fn first_repeat_unchanged_changed_mid_pull_and_hostile() {
 #[test]
 fn killed_during_the_content_fetch_resumes_with_the_rest() {
     let section = format!("tree-roots = {}\n", ferry_tests::test_root().display());
-    let Some(f) = Fleet::start("tree_resume", Plan { a_section: &section, ..Plan::default() }) else {
+    // One content per batch: the crash point after the first commit.
+    let plan = Plan { a_section: &section, node: "[tree]\nbatch_contents = 1\n", ..Plan::default() };
+    let Some(f) = Fleet::start("tree_resume", plan) else {
         return;
     };
     let root = f.a.base.join("tree");

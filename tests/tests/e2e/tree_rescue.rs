@@ -362,9 +362,9 @@ fn diff_and_restore_of_snapshot_trees() {
     fs::write(&stored, "rot").unwrap();
     fs::set_permissions(&stored, fs::Permissions::from_mode(0o444)).unwrap();
     let m = layout.manifest_path("host-a", "www", "20261201T000000Z");
-    let mut bytes = fs::read(&m).unwrap();
+    let mut bytes = zstd::decode_all(fs::File::open(&m).unwrap()).unwrap();
     bytes.extend_from_slice(b"\n");
-    fs::write(&m, bytes).unwrap();
+    fs::write(&m, zstd::encode_all(bytes.as_slice(), 3).unwrap()).unwrap();
     let out = node.cmd().args(["--json", "verify"]).output().unwrap();
     assert_eq!(code(&out), 3, "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -378,7 +378,7 @@ fn diff_and_restore_of_snapshot_trees() {
     assert_eq!(problems[0].0, format!("host-a/store/sha256/{odd}"), "{problems:?}");
     assert!(problems[0].1.contains("contents hash to"), "{problems:?}");
     assert_eq!(problems[1].0, "host-a/trees/www/20261201T000000Z", "{problems:?}");
-    assert!(problems[1].1.contains("instead of"), "{problems:?}");
+    assert!(problems[1].1.contains("the catalog says"), "{problems:?}");
 }
 
 #[test]
@@ -422,7 +422,7 @@ fn purge_removes_snapshots_then_unlinked_contents_and_list_counts_the_store() {
     assert!(store.has(&v(2)) && store.has(&ferry_tree::manifest::Sha256::of(b"in every snapshot")));
     assert!(fs::read_dir(layout.source_dir("host-a", "www")).unwrap().all(|e| {
         let n = e.unwrap().file_name();
-        n == "20261203T000000Z" || n == "20261203T000000Z.ftree"
+        n == "20261203T000000Z" || n == "20261203T000000Z.ftree.zst"
     }));
     let l = node.json(&["list", "host-a"]);
     assert_eq!(l[0]["tree_store"]["contents"], 2, "{l}");
