@@ -26,6 +26,8 @@
 #                  (ArtifactStore::open) into FILE, nothing checked: the
 #                  floor for a restore
 #   aws-get        aws s3 cp s3://… FILE (10 threads of ranged GETs)
+#   aws-get-sync   the same, then `sync FILE` (fsync): on disk, as a restore
+#                  leaves it (ferry-restore fsyncs before the rename)
 # Every download is sha256-checked against the source (outside the timing).
 #
 # Env: SIZE (head -c syntax, 1G), BIG (4G; 0 skips the RSS run), ROUNDS (3),
@@ -151,8 +153,9 @@ for r in $(seq "$ROUNDS"); do
     T[ferry-get]+="$(echo "$t1 - $t0" | bc) "
     [ "$(sha256sum out | cut -d' ' -f1)" = "$SHA" ] || { echo "ferry get differs" >&2; exit 1; }
     rm -f out
-    t0=$(now); awscp "s3://ferry/aws/$r.bin" out; t1=$(now)
+    t0=$(now); awscp "s3://ferry/aws/$r.bin" out; t1=$(now); sync out; t2=$(now)
     T[aws-get]+="$(echo "$t1 - $t0" | bc) "
+    T[aws-get-sync]+="$(echo "$t2 - $t0" | bc) "
     [ "$(sha256sum out | cut -d' ' -f1)" = "$SHA" ] || { echo "aws download differs" >&2; exit 1; }
     rm -f out
     awsrm "s3://ferry/aws/$r.bin"
@@ -163,12 +166,13 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR
 echo
 echo "$SIZE, $ROUNDS rounds,$([ "${ENCRYPT:-0}" = 1 ] && echo ' Ferry encrypted (age),') one Garage $("$GARAGE" --version | head -1 | cut -d' ' -f2) on loopback, part_size_mib = $PART_MIB, $("$AWS" --version 2>&1 | cut -d' ' -f1)"
 printf '%-14s %10s  %s\n' method "median s" "all runs (s)"
-for m in ferry-put aws-put ferry-restore ferry-get aws-get; do
+for m in ferry-put aws-put ferry-restore ferry-get aws-get aws-get-sync; do
     printf '%-14s %10.2f  %s\n' "$m" "$(echo "${T[$m]}" | median)" "${T[$m]}"
 done
 ratio() { echo "scale=2; $(echo "${T[$1]}" | median) / $(echo "${T[$2]}" | median)" | bc; }
 echo "store   ferry/aws = $(ratio ferry-put aws-put)"
 echo "restore ferry/aws = $(ratio ferry-restore aws-get)"
+echo "restore ferry/(aws + fsync) = $(ratio ferry-restore aws-get-sync)"
 echo "one read (ferry-get)/aws = $(ratio ferry-get aws-get)"
 
 if [ "$BIG" != 0 ]; then

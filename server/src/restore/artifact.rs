@@ -229,10 +229,11 @@ enum Copy {
 /// covers exactly the bytes written, in order: a chunk is hashed after it
 /// was written, from the same buffer.
 ///
-/// Every [`WRITEBACK_EVERY`] bytes the kernel is asked to start writing
-/// what was written so far to disk (`posix_fadvise(DONTNEED)`, which starts
-/// writeback without waiting for it), so the `fsync` before the rename
-/// waits for the last few MiB instead of the whole file after the download.
+/// Every [`WRITEBACK_EVERY`] bytes the hashing thread asks the kernel to
+/// start writing what was written so far to disk (`posix_fadvise(DONTNEED)`,
+/// which starts writeback without waiting for it), so the `fsync` before
+/// the rename waits for the last few MiB instead of the whole file after
+/// the download.
 fn copy_hashed(
     from: &mut dyn Read,
     out: &mut std::fs::File,
@@ -243,21 +244,36 @@ fn copy_hashed(
     std::thread::scope(|s| {
         let (to_hash, hash_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(HASH_AHEAD);
         let (give_back, free) = mpsc::channel::<Vec<u8>>();
+        // The writeback hint is given from the hashing thread, so that
+        // submitting the I/O never holds up reading and writing.
+        let written = out.try_clone().map_err(Copy::Write)?;
         let hasher = std::thread::Builder::new()
             .name("ferry-hash".into())
             .spawn_scoped(s, move || {
                 let mut h = sha2::Sha256::new();
+                let (mut n, mut started) = (0u64, 0u64);
                 for (buf, k) in hash_rx {
                     h.update(&buf[..k]);
                     // This thread's end only fails when the copy stopped.
                     let _ = give_back.send(buf);
+                    // The chunk was written before it was sent here.
+                    n += k as u64;
+                    if n - started >= WRITEBACK_EVERY {
+                        // Only a hint: the fsync at the end is what counts.
+                        let _ = rustix::fs::fadvise(
+                            &written,
+                            started,
+                            std::num::NonZeroU64::new(n - started),
+                            rustix::fs::Advice::DontNeed,
+                        );
+                        started = n;
+                    }
                 }
                 hex::encode(h.finalize())
             })
             .map_err(Copy::Read)?;
         let mut allocated = 0;
         let mut n = 0u64;
-        let mut started = 0u64;
         let copied = (|| {
             loop {
                 let mut buf = match free.try_recv() {
@@ -287,16 +303,6 @@ fn copy_hashed(
                 out.write_all(&buf[..k]).map_err(Copy::Write)?;
                 n += k as u64;
                 progress(k as u64);
-                if n - started >= WRITEBACK_EVERY {
-                    // Only a hint: the fsync at the end is what counts.
-                    let _ = rustix::fs::fadvise(
-                        &*out,
-                        started,
-                        std::num::NonZeroU64::new(n - started),
-                        rustix::fs::Advice::DontNeed,
-                    );
-                    started = n;
-                }
                 if to_hash.send((buf, k)).is_err() {
                     return Err(Copy::Read(std::io::Error::other("the hashing thread stopped")));
                 }
