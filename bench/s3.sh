@@ -6,6 +6,7 @@
 #
 #   bench/s3.sh                     # 1 GiB of urandom, 3 rounds, 4 GiB for RSS
 #   SIZE=256M ROUNDS=5 BIG=1G bench/s3.sh
+#   ENCRYPT=1 BIG=0 bench/s3.sh     # Ferry's objects age-encrypted ([store] encrypt)
 #
 # Garage: one server (SQLite metadata, replication 1) on 127.0.0.1, set up
 # with the `garage` CLI like the tests' harness; the binary from $FERRY_GARAGE,
@@ -25,11 +26,15 @@
 #                  (ArtifactStore::open) into FILE, nothing checked: the
 #                  floor for a restore
 #   aws-get        aws s3 cp s3://… FILE (10 threads of ranged GETs)
+#   aws-get-sync   the same, then `sync FILE` (fsync): on disk, as a restore
+#                  leaves it (ferry-restore fsyncs before the rename)
 # Every download is sha256-checked against the source (outside the timing).
 #
 # Env: SIZE (head -c syntax, 1G), BIG (4G; 0 skips the RSS run), ROUNDS (3),
+# ENCRYPT (1: encrypt = true with a key from `store keygen`; aws stays plain),
 # PART_MIB (16, the node's default part_size_mib), BENCH_DIR (/tmp/ferry-s3b),
-# CARGO_TARGET_DIR, AWS (the aws binary; `aws` on PATH).
+# CARGO_TARGET_DIR, AWS (the aws binary; `aws` on PATH), BIN_DIR (use its
+# ferry-node and store-put instead of building them).
 set -euo pipefail
 
 SIZE=${SIZE:-1G}
@@ -47,10 +52,16 @@ GARAGE=${FERRY_GARAGE:-}
 [ -n "$AWS" ] || { echo "no aws CLI: apt-get install awscli, or pip install awscli" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
-echo "building ferry-node and store-put (release)..." >&2
-cargo build --quiet --release -p ferry-node --bin ferry-node --example store-put --manifest-path "$REPO/Cargo.toml"
-NODE=$CARGO_TARGET_DIR/release/ferry-node
-PUT=$CARGO_TARGET_DIR/release/examples/store-put
+if [ -n "${BIN_DIR:-}" ]; then
+    # Binaries built elsewhere (comparing two builds on the same Garage).
+    NODE=$BIN_DIR/ferry-node
+    PUT=$BIN_DIR/store-put
+else
+    echo "building ferry-node and store-put (release)..." >&2
+    cargo build --quiet --release -p ferry-node --bin ferry-node --example store-put --manifest-path "$REPO/Cargo.toml"
+    NODE=$CARGO_TARGET_DIR/release/ferry-node
+    PUT=$CARGO_TARGET_DIR/release/examples/store-put
+fi
 
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR"
@@ -114,6 +125,10 @@ prefix = "bench"
 credentials = "$BENCH_DIR/s3.toml"
 part_size_mib = $PART_MIB
 EOF
+if [ "${ENCRYPT:-0}" = 1 ]; then
+    printf 'encrypt = true\nkey = "%s"\n' "$BENCH_DIR/store.key" >>node.toml
+    "$NODE" --config node.toml store keygen >/dev/null
+fi
 mkdir -p srv/data
 
 echo "generating $SIZE of urandom..." >&2
@@ -138,8 +153,9 @@ for r in $(seq "$ROUNDS"); do
     T[ferry-get]+="$(echo "$t1 - $t0" | bc) "
     [ "$(sha256sum out | cut -d' ' -f1)" = "$SHA" ] || { echo "ferry get differs" >&2; exit 1; }
     rm -f out
-    t0=$(now); awscp "s3://ferry/aws/$r.bin" out; t1=$(now)
+    t0=$(now); awscp "s3://ferry/aws/$r.bin" out; t1=$(now); sync out; t2=$(now)
     T[aws-get]+="$(echo "$t1 - $t0" | bc) "
+    T[aws-get-sync]+="$(echo "$t2 - $t0" | bc) "
     [ "$(sha256sum out | cut -d' ' -f1)" = "$SHA" ] || { echo "aws download differs" >&2; exit 1; }
     rm -f out
     awsrm "s3://ferry/aws/$r.bin"
@@ -148,14 +164,15 @@ done
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
-echo "$SIZE, $ROUNDS rounds, one Garage $("$GARAGE" --version | head -1 | cut -d' ' -f2) on loopback, part_size_mib = $PART_MIB, $("$AWS" --version 2>&1 | cut -d' ' -f1)"
+echo "$SIZE, $ROUNDS rounds,$([ "${ENCRYPT:-0}" = 1 ] && echo ' Ferry encrypted (age),') one Garage $("$GARAGE" --version | head -1 | cut -d' ' -f2) on loopback, part_size_mib = $PART_MIB, $("$AWS" --version 2>&1 | cut -d' ' -f1)"
 printf '%-14s %10s  %s\n' method "median s" "all runs (s)"
-for m in ferry-put aws-put ferry-restore ferry-get aws-get; do
+for m in ferry-put aws-put ferry-restore ferry-get aws-get aws-get-sync; do
     printf '%-14s %10.2f  %s\n' "$m" "$(echo "${T[$m]}" | median)" "${T[$m]}"
 done
 ratio() { echo "scale=2; $(echo "${T[$1]}" | median) / $(echo "${T[$2]}" | median)" | bc; }
 echo "store   ferry/aws = $(ratio ferry-put aws-put)"
 echo "restore ferry/aws = $(ratio ferry-restore aws-get)"
+echo "restore ferry/(aws + fsync) = $(ratio ferry-restore aws-get-sync)"
 echo "one read (ferry-get)/aws = $(ratio ferry-get aws-get)"
 
 if [ "$BIG" != 0 ]; then

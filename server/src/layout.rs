@@ -243,6 +243,123 @@ pub fn private_key_mode(keys_dir: &Path) -> u32 {
     }
 }
 
+/// The group the two accounts of the two-account layout share (`init
+/// --owner git:GROUP`): the group of the node's state directory when that
+/// directory is setgid and group-writable, as only that layout makes it
+/// (2770). `None` in the one-account layout (0750).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedGroup {
+    pub gid: u32,
+    /// The state directory it was read from, for messages.
+    pub dir: PathBuf,
+}
+
+impl SharedGroup {
+    /// The node's shared group, if it has one (type docs).
+    pub fn of(cfg: &NodeConfig) -> Option<SharedGroup> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = cfg.state_dir();
+        let md = std::fs::metadata(&dir).ok()?;
+        (md.is_dir() && md.mode() & 0o2070 == 0o2070).then_some(SharedGroup { gid: md.gid(), dir })
+    }
+
+    /// `name (gid N)`, or the bare gid when the name cannot be looked up.
+    pub fn describe(&self) -> String {
+        match group_name(self.gid) {
+            Some(n) => format!("{n} (gid {})", self.gid),
+            None => format!("gid {}", self.gid),
+        }
+    }
+
+    /// Whether the account `uid` belongs to the group (as its primary group
+    /// or as a listed member): the accounts of the node.
+    fn has_member(&self, uid: u32) -> bool {
+        let Some(pw) = getent_id("passwd", uid) else { return false };
+        let f: Vec<&str> = pw.split(':').collect();
+        if f.get(3).and_then(|g| g.parse::<u32>().ok()) == Some(self.gid) {
+            return true;
+        }
+        let (Some(name), Some(gr)) = (f.first(), getent_id("group", self.gid)) else { return false };
+        gr.split(':').nth(3).is_some_and(|m| m.split(',').any(|m| m == *name))
+    }
+}
+
+fn getent_id(db: &str, id: u32) -> Option<String> {
+    let out = ferry_run::Cmd::new("getent").args([db, &id.to_string()]).run().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_owned())
+}
+
+fn group_name(gid: u32) -> Option<String> {
+    getent_id("group", gid).and_then(|g| g.split(':').next().map(str::to_owned)).filter(|n| !n.is_empty())
+}
+
+/// Whether a secret file (the S3 credentials, the store key) may be used
+/// by this process; the error says why not and what is accepted. `what`
+/// names the file ("the S3 credentials file"). Accepted:
+///
+/// - mode 0600 (no bit for group or others) and owned by this process's
+///   account (or by anyone when `root_reads_any` and this is root), or
+/// - in the two-account layout only, mode 0640 (group read, nothing
+///   else) when the file's group is the node's [`SharedGroup`] and its
+///   owner is root or an account in that group: `git` (serving a client's
+///   restore) and the scan account both read it, and nobody else does.
+///
+/// Anything readable by others, writable by the group, or readable by
+/// another group is refused: the secret is as good as every backup.
+pub fn check_secret_file(
+    p: &Path,
+    what: &str,
+    md: &std::fs::Metadata,
+    shared: Option<&SharedGroup>,
+    root_reads_any: bool,
+) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = md.mode() & 0o777;
+    let in_shared = shared.filter(|g| g.gid == md.gid());
+    let group_ok = mode & 0o077 == 0o040 && in_shared.is_some();
+    if mode & 0o077 != 0 && !group_ok {
+        let group = group_name(md.gid()).unwrap_or_else(|| format!("gid {}", md.gid()));
+        let accepted = match shared {
+            Some(g) => format!(
+                "accepted are mode 0600, or mode 0640 with group {} (the node's shared group, that of {}); \
+                 `chmod 600` it, or `chgrp {}` and `chmod 640` it",
+                g.describe(),
+                g.dir.display(),
+                group_name(g.gid).unwrap_or_else(|| g.gid.to_string()),
+            ),
+            None => "accepted is mode 0600 (`chmod 600` it); mode 0640 only in the two-account layout, \
+                     with the group of the node's setgid state directory"
+                .to_owned(),
+        };
+        return Err(format!(
+            "{what} {} is readable by group or others (mode {mode:o}, group {group}): {accepted}",
+            p.display()
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    let owner = md.uid();
+    if owner == me || (root_reads_any && me == 0) {
+        return Ok(());
+    }
+    if let Some(g) = in_shared.filter(|_| group_ok)
+        && (owner == 0 || g.has_member(owner))
+    {
+        return Ok(());
+    }
+    Err(match in_shared.filter(|_| group_ok) {
+        Some(g) => format!(
+            "{what} {} belongs to uid {owner}, which is neither root nor an account in the node's shared group {}",
+            p.display(),
+            g.describe()
+        ),
+        None => format!(
+            "{what} {} belongs to uid {owner}, not to the node's account (uid {me}); mode 0600 needs that \
+             owner (two-account layout: mode 0640 in the node's shared group, owned by root or one of its accounts)",
+            p.display()
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +383,56 @@ mod tests {
         assert_eq!(private_key_mode(td.path()), 0o600);
         std::fs::set_permissions(td.path(), std::fs::Permissions::from_mode(0o2750)).unwrap();
         assert_eq!(private_key_mode(td.path()), 0o640);
+    }
+
+    #[test]
+    fn secret_files_are_private_or_readable_by_the_shared_group_only() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let td = tempfile::tempdir().unwrap();
+        let p = td.path().join("secret");
+        std::fs::write(&p, "x").unwrap();
+        let gid = std::fs::metadata(&p).unwrap().gid();
+        let shared = SharedGroup { gid, dir: td.path().to_owned() };
+        let other = SharedGroup { gid: gid.wrapping_add(1), dir: td.path().to_owned() };
+        let check = |mode: u32, g: Option<&SharedGroup>| {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            check_secret_file(&p, "the secret", &std::fs::metadata(&p).unwrap(), g, false)
+        };
+        for g in [None, Some(&shared), Some(&other)] {
+            assert_eq!(check(0o600, g), Ok(()));
+            assert_eq!(check(0o400, g), Ok(()));
+        }
+        assert_eq!(check(0o640, Some(&shared)), Ok(()));
+        assert_eq!(check(0o440, Some(&shared)), Ok(()));
+        // No shared group (one account): 0600 only, and the message says so.
+        let e = check(0o640, None).unwrap_err();
+        assert!(e.contains("readable by group or others (mode 640") && e.contains("accepted is mode 0600"), "{e}");
+        // Another group, group-writable, or anything for others: refused,
+        // naming what is accepted.
+        let e = check(0o640, Some(&other)).unwrap_err();
+        assert!(e.contains(&format!("mode 0640 with group {}", other.describe())), "{e}");
+        for mode in [0o660, 0o644, 0o604, 0o670, 0o650] {
+            assert!(check(mode, Some(&shared)).is_err(), "{mode:o}");
+        }
+        if !is_root() {
+            return;
+        }
+        // Owned by another account: 0600 never; 0640 in the shared group
+        // when the owner is in that group (nobody's own group here).
+        let nobody = 65534;
+        let nogroup = SharedGroup { gid: nobody, dir: td.path().to_owned() };
+        if getent_id("passwd", nobody).is_none_or(|pw| pw.split(':').nth(3) != Some("65534")) {
+            return;
+        }
+        std::os::unix::fs::chown(&p, Some(nobody), Some(nobody)).unwrap();
+        let e = check(0o600, Some(&nogroup)).unwrap_err();
+        assert!(e.contains("belongs to uid 65534, not to the node's account"), "{e}");
+        assert_eq!(check(0o640, Some(&nogroup)), Ok(()));
+        std::os::unix::fs::chown(&p, Some(nobody), Some(gid)).unwrap();
+        let e = check(0o640, Some(&shared)).unwrap_err();
+        assert!(e.contains("neither root nor an account in the node's shared group"), "{e}");
+        // Root may use the node's key whoever owns it (the store key's rule).
+        let md = std::fs::metadata(&p).unwrap();
+        assert_eq!(check_secret_file(&p, "the key", &md, Some(&shared), true), Ok(()));
     }
 }

@@ -13,7 +13,9 @@ use crate::store::{Health, Lock};
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Write a new age identity to the store's key file (`[store] key`,
-    /// mode 0600, atomically) and print its public recipient.
+    /// mode 0600, atomically) and print its public recipient. In the
+    /// two-account layout the file is 0640 in the node's shared group, so
+    /// both accounts read it.
     ///
     /// Refuses to replace an existing key: objects encrypted to it would
     /// be lost. With --rotate the new identity goes first (new objects are
@@ -57,7 +59,7 @@ pub fn run(cfg: &NodeConfig, command: StoreCommand, json: bool) -> anyhow::Resul
             let Some(path) = key.or_else(|| cfg.store.key.clone()) else {
                 return Err(UsageError("say where the key goes: [store] key in node.toml, or --key PATH".into()).into());
             };
-            let public = crate::store::crypt::keygen(&path, rotate)?;
+            let public = crate::store::crypt::keygen(&path, rotate, crate::layout::SharedGroup::of(cfg).as_ref())?;
             if json {
                 out::json(&serde_json::json!({ "key": path, "recipient": public, "rotated": rotate }))?;
             } else {

@@ -3,9 +3,9 @@
 //! stream to standard output, or the verified file itself into a
 //! directory. Every restore checks the stored artifact's digest before
 //! anything it gives back counts: an archive, a dump or a stream is
-//! re-hashed first; a file into a directory is hashed while it is written
-//! to a temporary file there, and renamed into place only when it matches
-//! (one read of the store, not two). A wrong or missing store key
+//! re-hashed first; a file into a directory is hashed (on a thread of its
+//! own) while it is written to a temporary file there, and renamed into
+//! place only when it matches (one read of the store, not two). A wrong or missing store key
 //! (`E_STORE_KEY`) stops a restore before anything is written.
 
 use std::io::{Read, Write};
@@ -133,7 +133,8 @@ pub(super) fn restore_checked(
 }
 
 /// Copy the artifact into `to/<file>`: streamed from the store into a
-/// temporary file in `to`, hashed as it is written, synced, and linked to
+/// temporary file in `to`, hashed as it is written ([`copy_hashed`]: on
+/// its own thread, so hashing overlaps the download), synced, and linked to
 /// its name only when size and sha256 match the catalog (never replacing
 /// a file). The store is read once; whatever fails leaves no file at the
 /// destination, and a key that cannot decrypt it leaves nothing at all.
@@ -144,7 +145,6 @@ fn copy_verified(
     to: &Path,
     show: bool,
 ) -> anyhow::Result<String> {
-    use sha2::Digest as _;
     let dest = to.join(&key.file);
     if std::fs::symlink_metadata(&dest).is_ok() {
         bail!("{} exists", dest.display());
@@ -173,27 +173,18 @@ fn copy_verified(
         .tempfile_in(to)
         .with_context(|| format!("cannot create a temporary file in {}", to.display()))?;
     let pb = show.then(|| bar(a.size, &key.file));
-    let mut h = sha2::Sha256::new();
-    let mut n = 0u64;
-    let mut buf = vec![0u8; 4 << 20];
-    loop {
-        let k = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", a.path)),
-        };
-        h.update(&buf[..k]);
-        tmp.as_file_mut().write_all(&buf[..k]).with_context(|| format!("writing into {}", to.display()))?;
-        n += k as u64;
+    let (n, got) = copy_hashed(&mut *from, tmp.as_file_mut(), |k| {
         if let Some(pb) = &pb {
-            pb.inc(k as u64);
+            pb.inc(k);
         }
-    }
+    })
+    .map_err(|e| match e {
+        Copy::Read(e) => anyhow::Error::new(e).context(format!("reading {}", a.path)),
+        Copy::Write(e) => anyhow::Error::new(e).context(format!("writing into {}", to.display())),
+    })?;
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    let got = hex::encode(h.finalize());
     if n != a.size || got != a.sha256 {
         // The temporary goes with `tmp`.
         bail!(
@@ -213,6 +204,117 @@ fn copy_verified(
     Ok(format!("copied {} ({} bytes, sha256 {}) to {}", a.path, a.size, a.sha256, dest.display()))
 }
 
+/// Bytes of one read from the store in [`copy_hashed`].
+const CHUNK: usize = 4 << 20;
+/// Chunks written and waiting for (or being) hashed: with the one being
+/// read, memory is `CHUNK × (HASH_AHEAD + 1)` whatever the artifact's size.
+const HASH_AHEAD: usize = 3;
+/// Bytes written between two writeback starts in [`copy_hashed`].
+const WRITEBACK_EVERY: u64 = 32 << 20;
+
+/// Which side of [`copy_hashed`] failed.
+#[derive(Debug)]
+enum Copy {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// Copy `from` into `out` and return the byte count and the sha256 (hex)
+/// of what was copied. A pipeline, so a restore runs at the speed of its
+/// slowest stage rather than of their sum: this thread reads a chunk and
+/// writes it, then hands it to a hashing thread and reads the next one
+/// while that chunk is hashed (the store's reader fetches ahead on its own
+/// runtime meanwhile). Chunks go back to this thread once hashed and are
+/// reused, so at most [`HASH_AHEAD`] + 1 are ever allocated. The digest
+/// covers exactly the bytes written, in order: a chunk is hashed after it
+/// was written, from the same buffer.
+///
+/// Every [`WRITEBACK_EVERY`] bytes the hashing thread asks the kernel to
+/// start writing what was written so far to disk (`posix_fadvise(DONTNEED)`,
+/// which starts writeback without waiting for it), so the `fsync` before
+/// the rename waits for the last few MiB instead of the whole file after
+/// the download.
+fn copy_hashed(
+    from: &mut dyn Read,
+    out: &mut std::fs::File,
+    mut progress: impl FnMut(u64),
+) -> Result<(u64, String), Copy> {
+    use sha2::Digest as _;
+    use std::sync::mpsc;
+    std::thread::scope(|s| {
+        let (to_hash, hash_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(HASH_AHEAD);
+        let (give_back, free) = mpsc::channel::<Vec<u8>>();
+        // The writeback hint is given from the hashing thread, so that
+        // submitting the I/O never holds up reading and writing.
+        let written = out.try_clone().map_err(Copy::Write)?;
+        let hasher = std::thread::Builder::new()
+            .name("ferry-hash".into())
+            .spawn_scoped(s, move || {
+                let mut h = sha2::Sha256::new();
+                let (mut n, mut started) = (0u64, 0u64);
+                for (buf, k) in hash_rx {
+                    h.update(&buf[..k]);
+                    // This thread's end only fails when the copy stopped.
+                    let _ = give_back.send(buf);
+                    // The chunk was written before it was sent here.
+                    n += k as u64;
+                    if n - started >= WRITEBACK_EVERY {
+                        // Only a hint: the fsync at the end is what counts.
+                        let _ = rustix::fs::fadvise(
+                            &written,
+                            started,
+                            std::num::NonZeroU64::new(n - started),
+                            rustix::fs::Advice::DontNeed,
+                        );
+                        started = n;
+                    }
+                }
+                hex::encode(h.finalize())
+            })
+            .map_err(Copy::Read)?;
+        let mut allocated = 0;
+        let mut n = 0u64;
+        let copied = (|| {
+            loop {
+                let mut buf = match free.try_recv() {
+                    Ok(b) => b,
+                    Err(_) if allocated <= HASH_AHEAD => {
+                        allocated += 1;
+                        vec![0u8; CHUNK]
+                    }
+                    // Every buffer is queued for hashing: wait for one.
+                    Err(_) => {
+                        free.recv().map_err(|_| Copy::Read(std::io::Error::other("the hashing thread stopped")))?
+                    }
+                };
+                // Fill the chunk (fewer, larger writes and hash calls).
+                let mut k = 0;
+                while k < buf.len() {
+                    match from.read(&mut buf[k..]) {
+                        Ok(0) => break,
+                        Ok(r) => k += r,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Copy::Read(e)),
+                    }
+                }
+                if k == 0 {
+                    return Ok(());
+                }
+                out.write_all(&buf[..k]).map_err(Copy::Write)?;
+                n += k as u64;
+                progress(k as u64);
+                if to_hash.send((buf, k)).is_err() {
+                    return Err(Copy::Read(std::io::Error::other("the hashing thread stopped")));
+                }
+            }
+        })();
+        // Closing the queue ends the hasher after the last chunk.
+        drop(to_hash);
+        let digest = hasher.join().map_err(|_| Copy::Read(std::io::Error::other("the hashing thread panicked")))?;
+        copied.map(|()| (n, digest))
+    })
+}
+
 /// Bytes a restore into `to` may write: what is available on its file
 /// system (at the nearest existing ancestor) minus 5 % of the file system,
 /// so a restore stops with `E_ARCHIVE_LIMIT` before the disk is full.
@@ -227,4 +329,54 @@ fn room_for(to: &Path) -> Option<u64> {
     let st = rustix::fs::statvfs(at).ok()?;
     let reserve = st.f_blocks.saturating_mul(st.f_frsize) / 20;
     Some(st.f_bavail.saturating_mul(st.f_frsize).saturating_sub(reserve))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest as _;
+
+    /// Gives at most `step` bytes a read, and fails after `fail_at`.
+    struct Uneven<'a> {
+        data: &'a [u8],
+        step: usize,
+        fail_at: Option<usize>,
+        at: usize,
+    }
+
+    impl Read for Uneven<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            if self.fail_at.is_some_and(|f| self.at >= f) {
+                return Err(std::io::Error::other("the store went away"));
+            }
+            let k = out.len().min(self.step).min(self.data.len() - self.at);
+            out[..k].copy_from_slice(&self.data[self.at..self.at + k]);
+            self.at += k;
+            Ok(k)
+        }
+    }
+
+    #[test]
+    fn copy_hashed_writes_and_hashes_every_byte_in_order() {
+        // Past WRITEBACK_EVERY, in reads that never line up with a chunk.
+        let data: Vec<u8> = (0..CHUNK * 9 + 12_345).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        for size in [0, 1, CHUNK - 1, CHUNK, data.len()] {
+            let td = tempfile::tempdir().unwrap();
+            let mut f = std::fs::File::create(td.path().join("out")).unwrap();
+            let mut from = Uneven { data: &data[..size], step: 777_777, fail_at: None, at: 0 };
+            let mut seen = 0;
+            let (n, digest) = copy_hashed(&mut from, &mut f, |k| seen += k).unwrap();
+            assert_eq!((n, seen), (size as u64, size as u64));
+            assert_eq!(digest, hex::encode(sha2::Sha256::digest(&data[..size])), "{size}");
+            assert!(std::fs::read(td.path().join("out")).unwrap() == data[..size], "{size}");
+        }
+        // A failed read is the read's error, whatever was written before.
+        let td = tempfile::tempdir().unwrap();
+        let mut f = std::fs::File::create(td.path().join("out")).unwrap();
+        let mut from = Uneven { data: &data, step: 1 << 20, fail_at: Some(CHUNK * 2 + 5), at: 0 };
+        match copy_hashed(&mut from, &mut f, |_| {}) {
+            Err(Copy::Read(e)) => assert_eq!(e.to_string(), "the store went away"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -21,6 +21,8 @@ use std::str::FromStr as _;
 use age::secrecy::ExposeSecret as _;
 use anyhow::{Context as _, bail};
 
+use crate::layout::SharedGroup;
+
 /// User metadata naming the encryption of an object (`age`).
 pub const ENCRYPTION_META: &str = "ferry-encryption";
 /// User metadata holding an encrypted object's plaintext size.
@@ -49,29 +51,17 @@ impl std::fmt::Debug for Keys {
 impl Keys {
     /// Read the key file, refusing one another account could read or that
     /// belongs to another account: the key opens every encrypted backup.
-    pub fn load(path: &Path) -> Result<Keys, KeyError> {
-        use std::os::unix::fs::MetadataExt;
+    /// Mode 0600 and this account's (root may use the node's), or, in the
+    /// two-account layout, 0640 in the node's shared group `shared`
+    /// ([`crate::layout::check_secret_file`]).
+    pub fn load(path: &Path, shared: Option<&SharedGroup>) -> Result<Keys, KeyError> {
         let md = std::fs::metadata(path)
             .map_err(|e| KeyError(format!("cannot read the store key {}: {e}", path.display())))?;
         if !md.is_file() {
             return Err(KeyError(format!("the store key {} is not a regular file", path.display())));
         }
-        if md.mode() & 0o077 != 0 {
-            return Err(KeyError(format!(
-                "the store key {} is readable by group or others (mode {:o}): `chmod 600` it",
-                path.display(),
-                md.mode() & 0o777
-            )));
-        }
-        let me = rustix::process::geteuid().as_raw();
         // Root may use (and `keygen --rotate`) a key the node's account owns.
-        if md.uid() != me && me != 0 {
-            return Err(KeyError(format!(
-                "the store key {} belongs to uid {}, not to the node's account (uid {me})",
-                path.display(),
-                md.uid()
-            )));
-        }
+        crate::layout::check_secret_file(path, "the store key", &md, shared, true).map_err(KeyError)?;
         let text = std::fs::read_to_string(path)
             .map_err(|e| KeyError(format!("cannot read the store key {}: {e}", path.display())))?;
         let identities = parse(&text).map_err(|n| {
@@ -148,11 +138,14 @@ fn parse(text: &str) -> Result<Vec<age::x25519::Identity>, usize> {
 }
 
 /// `ferry-node store keygen [--rotate]`: write a new identity to `path`
-/// (mode 0600, atomically: temporary file, fsync, rename); with `rotate`
-/// it goes first and the file's older identities stay after it, so
-/// objects encrypted to them still decrypt. Returns the new recipient
-/// (`age1…`), which is public.
-pub fn keygen(path: &Path, rotate: bool) -> anyhow::Result<String> {
+/// (atomically: temporary file, fsync, rename); with `rotate` it goes
+/// first and the file's older identities stay after it, so objects
+/// encrypted to them still decrypt. A new file is mode 0600, or, when the
+/// node has a [`SharedGroup`] (the two-account layout), 0640 in that group,
+/// so both accounts read it without a `chmod`; a rotated file keeps its
+/// owner, group and mode. Returns the new recipient (`age1…`), which is
+/// public.
+pub fn keygen(path: &Path, rotate: bool, shared: Option<&SharedGroup>) -> anyhow::Result<String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
@@ -165,9 +158,9 @@ pub fn keygen(path: &Path, rotate: bool) -> anyhow::Result<String> {
             path.display()
         ),
         Ok(md) => {
-            let keys = Keys::load(path)?;
+            let keys = Keys::load(path, shared)?;
             use std::os::unix::fs::MetadataExt as _;
-            Some((std::fs::read_to_string(path)?, keys.count(), (md.uid(), md.gid())))
+            Some((std::fs::read_to_string(path)?, keys.count(), (md.uid(), md.gid(), md.mode() & 0o640)))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -187,15 +180,27 @@ pub fn keygen(path: &Path, rotate: bool) -> anyhow::Result<String> {
         text.push_str(old);
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Same owner, group and mode as before; else private, or readable
+    // by the node's shared group.
+    let (owner, group, mode) = match (&old, shared) {
+        (Some((_, _, (uid, gid, mode))), _) => (Some(*uid), Some(*gid), *mode),
+        (None, Some(g)) => (None, Some(g.gid), 0o640),
+        (None, None) => (None, None, 0o600),
+    };
     ferry_durable::write_synced_mode(&dir, name, text.as_bytes(), 0o600)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    // A rotation (by root, say) keeps the file the node's account's.
-    if let Some((_, _, (uid, gid))) = old {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
-            .with_context(|| format!("cannot give {} back to uid {uid}", path.display()))?;
+    if owner.is_some() || group.is_some() {
+        std::os::unix::fs::chown(path, owner, group)
+            .with_context(|| format!("cannot give {} to uid {owner:?}, gid {group:?}", path.display()))?;
+    }
+    // Only after the group is right: the key is never readable by another.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot chmod {}", path.display()))?;
     }
     // Read back through the same checks as the node.
-    let keys = Keys::load(path)?;
+    let keys = Keys::load(path, shared)?;
     keys.self_test()?;
     if keys.recipient().to_string() != public {
         bail!("{} does not start with the new key", path.display());
@@ -231,20 +236,20 @@ mod tests {
     fn keygen_rotate_and_decrypt_old_objects() {
         let td = tempfile::tempdir().unwrap();
         let p = td.path().join("store.key");
-        let first = keygen(&p, false).unwrap();
+        let first = keygen(&p, false, None).unwrap();
         assert!(first.starts_with("age1"), "{first}");
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
-        assert!(keygen(&p, false).unwrap_err().to_string().contains("--rotate"));
-        let k1 = Keys::load(&p).unwrap();
+        assert!(keygen(&p, false, None).unwrap_err().to_string().contains("--rotate"));
+        let k1 = Keys::load(&p, None).unwrap();
         let mut old = Vec::new();
         let mut w = k1.encryptor().unwrap().wrap_output(&mut old).unwrap();
         w.write_all(&vec![7u8; 200_000]).unwrap();
         w.finish().unwrap();
         assert!(!old.windows(1000).any(|w| w.iter().all(|&b| b == 7)), "ciphertext, not plaintext");
 
-        let second = keygen(&p, true).unwrap();
+        let second = keygen(&p, true, None).unwrap();
         assert_ne!(first, second);
-        let k2 = Keys::load(&p).unwrap();
+        let k2 = Keys::load(&p, None).unwrap();
         assert_eq!(k2.count(), 2);
         assert_eq!(k2.recipient().to_string(), second);
         let mut back = Vec::new();
@@ -253,8 +258,8 @@ mod tests {
 
         // Another key: a clear E_STORE_KEY, no plaintext.
         let other = td.path().join("other.key");
-        keygen(&other, false).unwrap();
-        let e = Keys::load(&other).unwrap().decrypt(&old[..], "the old object").err().unwrap();
+        keygen(&other, false, None).unwrap();
+        let e = Keys::load(&other, None).unwrap().decrypt(&old[..], "the old object").err().unwrap();
         assert!(e.to_string().starts_with("E_STORE_KEY: no identity in"), "{e}");
     }
 
@@ -262,14 +267,14 @@ mod tests {
     fn exposed_or_malformed_keys_are_refused_without_showing_them() {
         let td = tempfile::tempdir().unwrap();
         let p = td.path().join("store.key");
-        keygen(&p, false).unwrap();
+        keygen(&p, false, None).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(Keys::load(&p).unwrap_err().to_string().contains("readable by group or others"));
+        assert!(Keys::load(&p, None).unwrap_err().to_string().contains("readable by group or others"));
         std::fs::write(&p, "AGE-SECRET-KEY-1NOTAKEY\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let e = Keys::load(&p).unwrap_err().to_string();
+        let e = Keys::load(&p, None).unwrap_err().to_string();
         assert!(e.contains("line 1") && !e.contains("NOTAKEY"), "{e}");
-        let e = Keys::load(&td.path().join("absent")).unwrap_err().to_string();
+        let e = Keys::load(&td.path().join("absent"), None).unwrap_err().to_string();
         assert!(e.starts_with("E_STORE_KEY: cannot read the store key"), "{e}");
     }
 }

@@ -77,25 +77,14 @@ struct Credentials {
 }
 
 /// Read the credentials file, refusing one another account could read:
-/// the secret key is as good as every backup in the bucket.
-fn read_credentials(p: &Path) -> anyhow::Result<Credentials> {
-    use std::os::unix::fs::MetadataExt;
+/// the secret key is as good as every backup in the bucket. Mode 0600 and
+/// this account's, or, in the two-account layout, 0640 in the node's
+/// shared group, so that `git` (serving a client's restore) reads it as
+/// well as the scan account ([`crate::layout::check_secret_file`]).
+fn read_credentials(p: &Path, shared: Option<&crate::layout::SharedGroup>) -> anyhow::Result<Credentials> {
     let md = std::fs::metadata(p).with_context(|| format!("cannot read the S3 credentials file {}", p.display()))?;
-    if md.mode() & 0o077 != 0 {
-        bail!(
-            "the S3 credentials file {} is readable by group or others (mode {:o}): `chmod 600` it",
-            p.display(),
-            md.mode() & 0o777
-        );
-    }
-    let me = rustix::process::geteuid().as_raw();
-    if md.uid() != me {
-        bail!(
-            "the S3 credentials file {} belongs to uid {}, not to the node's account (uid {me})",
-            p.display(),
-            md.uid()
-        );
-    }
+    crate::layout::check_secret_file(p, "the S3 credentials file", &md, shared, false)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let text =
         std::fs::read_to_string(p).with_context(|| format!("cannot read the S3 credentials file {}", p.display()))?;
     // The parser's message may quote the line, which could hold the secret.
@@ -177,15 +166,16 @@ impl S3Store {
             // default retention.
             b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
         }
+        let shared = crate::layout::SharedGroup::of(cfg);
         if let Some(p) = &s.credentials {
-            let c = read_credentials(p)?;
+            let c = read_credentials(p, shared.as_ref())?;
             b = b.with_access_key_id(c.access_key_id).with_secret_access_key(c.secret_access_key);
         }
         let client = b.build().with_context(|| format!("S3 bucket {bucket} at {endpoint}"))?;
         let prefix = if s.prefix.is_empty() { String::new() } else { format!("{}/", s.prefix.trim_end_matches('/')) };
         let keys = match &s.key {
             None => Ok(None),
-            Some(p) => Keys::load(p).map(|k| Some(Arc::new(k))).map_err(|e| e.0),
+            Some(p) => Keys::load(p, shared.as_ref()).map(|k| Some(Arc::new(k))).map_err(|e| e.0),
         };
         let store = S3Store {
             client: Arc::new(client),
