@@ -12,7 +12,7 @@
 # with the `garage` CLI like the tests' harness; the binary from $FERRY_GARAGE,
 # /var/cache/ferry-ci/garage/bin/garage (deploy/garage.sh) or PATH.
 # Compared, each a fresh process:
-#   ferry-put      server/examples/store-put (release): the node's
+#   ferry-put      tests/src/bin/ferry-store-put.rs (release): the node's
 #                  S3Store::put, as the pull job calls it after a verified
 #                  download: multipart upload (part_size_mib, 4 parts in
 #                  flight) under a temporary key, SHA-256 while uploading,
@@ -22,7 +22,7 @@
 #   ferry-restore  ferry-node restore CLIENT SOURCE --to DIR (release): what
 #                  an administrator runs; one pass, hashed while written to
 #                  a temporary that is renamed only when the digest matches
-#   ferry-get      store-put --get: the object read once through the store
+#   ferry-get      ferry-store-put --get: the object read once through the store
 #                  (ArtifactStore::open) into FILE, nothing checked: the
 #                  floor for a restore
 #   aws-get        aws s3 cp s3://… FILE (10 threads of ranged GETs)
@@ -34,7 +34,7 @@
 # ENCRYPT (1: encrypt = true with a key from `store keygen`; aws stays plain),
 # PART_MIB (16, the node's default part_size_mib), BENCH_DIR (/tmp/ferry-s3b),
 # CARGO_TARGET_DIR, AWS (the aws binary; `aws` on PATH), BIN_DIR (use its
-# ferry-node and store-put instead of building them).
+# ferry-node and ferry-store-put instead of building them).
 set -euo pipefail
 
 SIZE=${SIZE:-1G}
@@ -55,12 +55,13 @@ GARAGE=${FERRY_GARAGE:-}
 if [ -n "${BIN_DIR:-}" ]; then
     # Binaries built elsewhere (comparing two builds on the same Garage).
     NODE=$BIN_DIR/ferry-node
-    PUT=$BIN_DIR/store-put
+    PUT=$BIN_DIR/ferry-store-put
 else
-    echo "building ferry-node and store-put (release)..." >&2
-    cargo build --quiet --release -p ferry-node --bin ferry-node --example store-put --manifest-path "$REPO/Cargo.toml"
+    echo "building ferry-node and ferry-store-put (release)..." >&2
+    cargo build --quiet --release -p ferry-node -p ferry-tests --bin ferry-node --bin ferry-store-put \
+        --manifest-path "$REPO/Cargo.toml"
     NODE=$CARGO_TARGET_DIR/release/ferry-node
-    PUT=$CARGO_TARGET_DIR/release/examples/store-put
+    PUT=$CARGO_TARGET_DIR/release/ferry-store-put
 fi
 
 rm -rf "$BENCH_DIR"
