@@ -353,3 +353,21 @@ mod tests {
         assert_eq!(locate_bin("ferry", Some(tmp.path().join("debug")), None), bin);
     }
 }
+
+/// The lock on the machine's account database (`/etc/passwd`) between test
+/// processes: tests that add system accounts (`two_accounts`) hold it
+/// exclusively while their accounts exist; the hostile suite's guard,
+/// which takes any change of `/etc/passwd` for a hostile input's doing,
+/// holds it shared while it watches. nextest runs each test in its own
+/// process, so an in-process mutex would not do.
+pub fn accounts_lock(exclusive: bool) -> std::fs::File {
+    let path = std::env::temp_dir().join("ferry-tests-accounts.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if exclusive { f.lock() } else { f.lock_shared() }.unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    f
+}

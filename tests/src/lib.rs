@@ -57,8 +57,8 @@ pub mod torture;
 pub use cgit::{CGIT_CGI, CGIT_STATIC, CgitWeb};
 pub use chromium::{CHROMIUM, CHROMIUM_TIMEOUT, chromium_dump_dom, chromium_load, chromium_screenshot};
 pub use env::{
-    TestDir, current_user, ferry_bin, free_port, in_ci, is_root, next_loopback, require, require_all, test_root,
-    wait_until,
+    TestDir, accounts_lock, current_user, ferry_bin, free_port, in_ci, is_root, next_loopback, require, require_all,
+    test_root, wait_until,
 };
 pub use files::{hash_tree, list_tree, pool_states, sha256_bytes, sha256_file};
 pub use garage::{GARAGE_CACHED, Garage, GarageCluster, S3Access, garage_bin};

@@ -15,17 +15,20 @@ use ferry_tests::fleet::{ok, run, text};
 use ferry_tests::{Garage, TestDir, ferry_bin, is_root, require_all, ssh_keygen};
 
 /// Two system accounts (`git`-like with home `home`, scan account with its
-/// own group, git a member of it), deleted on drop.
+/// own group, git a member of it), deleted on drop; the accounts lock is
+/// held meanwhile (the hostile suite watches `/etc/passwd`).
 struct Accounts {
     git: String,
     scan: String,
+    _lock: std::fs::File,
 }
 
 impl Accounts {
     /// `tag` keeps the names of two tests in one process apart.
     fn create(home: &Path, tag: &str) -> Accounts {
         let n = std::process::id() % 100_000;
-        let a = Accounts { git: format!("fg{n}{tag}"), scan: format!("fd{n}{tag}") };
+        let _lock = ferry_tests::accounts_lock(true);
+        let a = Accounts { git: format!("fg{n}{tag}"), scan: format!("fd{n}{tag}"), _lock };
         ok(Command::new("useradd").args(["-r", "-U", "-M", "-d", "/nonexistent", "-s", "/bin/sh", &a.scan]));
         ok(Command::new("useradd")
             .args(["-r", "-U", "-M", "-s", "/bin/sh", "-G", &a.scan, "-d"])

@@ -70,6 +70,8 @@ pub(crate) fn assert_canary_dir_empty(dir: &Path) {
 pub(crate) struct Guard {
     roots: Vec<PathBuf>,
     before: Snapshot,
+    /// Shared: no test adds accounts while `/etc/passwd` is watched.
+    _accounts: std::fs::File,
 }
 
 impl Guard {
@@ -108,8 +110,9 @@ impl Guard {
             roots.push(srv.join(format!("repositories/queue/{}.git/refs", v.name)));
             roots.push(srv.join(format!("repositories/queue/{}.git/objects", v.name)));
         }
+        let _accounts = ferry_tests::accounts_lock(false);
         let before = snapshot(&roots);
-        Guard { roots, before }
+        Guard { roots, before, _accounts }
     }
 
     /// Panics naming what changed since [`Guard::new`], or the execution
