@@ -337,23 +337,6 @@ impl SocketDir {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn harness_locate_bin_strips_deps() {
-        let tmp = tempfile::tempdir().unwrap();
-        let deps = tmp.path().join("debug/deps");
-        fs::create_dir_all(&deps).unwrap();
-        let bin = tmp.path().join("debug/ferry");
-        fs::write(&bin, "").unwrap();
-        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(locate_bin("ferry", None, Some(deps.join("e2e-123abc"))), bin);
-        assert_eq!(locate_bin("ferry", Some(tmp.path().join("debug")), None), bin);
-    }
-}
-
 /// The lock on the machine's account database (`/etc/passwd`) between test
 /// processes: tests that add system accounts (`two_accounts`) hold it
 /// exclusively while their accounts exist; the hostile suite's guard,
@@ -370,4 +353,21 @@ pub fn accounts_lock(exclusive: bool) -> std::fs::File {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     if exclusive { f.lock() } else { f.lock_shared() }.unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn harness_locate_bin_strips_deps() {
+        let tmp = tempfile::tempdir().unwrap();
+        let deps = tmp.path().join("debug/deps");
+        fs::create_dir_all(&deps).unwrap();
+        let bin = tmp.path().join("debug/ferry");
+        fs::write(&bin, "").unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(locate_bin("ferry", None, Some(deps.join("e2e-123abc"))), bin);
+        assert_eq!(locate_bin("ferry", Some(tmp.path().join("debug")), None), bin);
+    }
 }
