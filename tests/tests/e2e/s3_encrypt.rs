@@ -190,17 +190,27 @@ fn s3_encrypt_round_trip_wrong_key_and_rotation() {
 /// and uploads a 256 MiB artifact (16 MiB parts, four in flight).
 #[test]
 fn s3_encrypt_large_artifact_memory() {
+    large_artifact_memory("s3_encrypt_memory", true);
+}
+
+/// The node's peak memory while it pulls and uploads a 256 MiB artifact
+/// (16 MiB parts, four in flight), encrypted or not, and while it restores
+/// it into a directory: far below the artifact (and < 128 MiB).
+pub fn large_artifact_memory(name: &str, encrypt: bool) {
     if !tools() || !require("/usr/bin/time") {
         return;
     }
-    let td = TestDir::new("s3_encrypt_memory");
+    let td = TestDir::new(name);
     let g = Garage::start(&td.join("garage"), "ferry");
     let creds = credentials(&td, &g);
     let key = td.join("store.key");
-    let toml = store_toml(&g, &creds, &format!("encrypt = true\nkey = \"{}\"", key.display()))
+    let toml = store_toml(&g, &creds, &format!("encrypt = {encrypt}\nkey = \"{}\"", key.display()))
         .replace("part_size_mib = 5", "part_size_mib = 16");
     let node = Node::start_with(&td, "backup1", &format!("scan_on_push = false\n{toml}"));
-    ok(node.cmd().args(["store", "keygen"]));
+    if encrypt {
+        ok(node.cmd().args(["store", "keygen"]));
+    }
+    let how = if encrypt { "encrypted" } else { "plain" };
     let a = Client::new_with(
         &td,
         "host-a",
@@ -217,7 +227,7 @@ fn s3_encrypt_large_artifact_memory() {
     let line = fs::read_to_string(&rss).unwrap().trim().lines().last().unwrap().to_owned();
     let kib: u64 = line.split(' ').next().unwrap().parse().unwrap();
     eprintln!(
-        "ferry-node scan storing 256 MiB encrypted into Garage: max RSS {} MiB, {} s",
+        "ferry-node scan storing 256 MiB ({how}) into Garage: max RSS {} MiB, {} s",
         kib / 1024,
         line.split(' ').nth(1).unwrap()
     );
@@ -231,86 +241,10 @@ fn s3_encrypt_large_artifact_memory() {
     restore.arg("--config").arg(&node.config).args(["restore", "host-a", "big", "--to", to.to_str().unwrap()]);
     ok(&mut restore);
     let line = fs::read_to_string(&rss).unwrap().trim().lines().last().unwrap().to_owned();
-    eprintln!("ferry-node restore of 256 MiB encrypted from Garage: max RSS/KiB and seconds: {line}");
+    eprintln!("ferry-node restore of 256 MiB ({how}) from Garage: max RSS/KiB and seconds: {line}");
     let kib: u64 = line.split(' ').next().unwrap().parse().unwrap();
     // Ranges in flight and fetched ahead are bounded (store/reader.rs).
     assert!(kib < 128 * 1024, "restore max RSS {kib} KiB");
     let file = fs::read_dir(&to).unwrap().next().unwrap().unwrap().path();
     assert_eq!(fs::metadata(file).unwrap().len(), 256 << 20);
-}
-
-/// Seconds `cmd` takes (it must succeed).
-fn timed(cmd: &mut Command) -> f64 {
-    let t = std::time::Instant::now();
-    ok(cmd);
-    t.elapsed().as_secs_f64()
-}
-
-/// Restore of 1 GiB from Garage by `ferry-node restore --to` against
-/// `aws s3 cp` of the same object (awscli from Debian or pip), plain and
-/// encrypted, side by side (issue 14: ≤ 1.1×). A benchmark: run it on
-/// release binaries, `FERRY_BIN_DIR=target/release cargo nextest run -p
-/// ferry-tests --test e2e s3_restore_bench --run-ignored only --no-capture`.
-#[test]
-#[ignore = "benchmark: 2 GiB through Garage, minutes"]
-fn s3_restore_bench_against_aws_cli() {
-    if !tools() || !require("aws") {
-        return;
-    }
-    let td = TestDir::new("s3_restore_bench");
-    let g = Garage::start(&td.join("garage"), "ferry");
-    let creds = credentials(&td, &g);
-    let key = td.join("store.key");
-    let toml = store_toml(&g, &creds, &format!("encrypt = false\nkey = \"{}\"", key.display()))
-        .replace("part_size_mib = 5", "part_size_mib = 16");
-    let node = Node::start_with(&td, "backup1", &format!("scan_on_push = false\n{toml}"));
-    ok(node.cmd().args(["store", "keygen"]));
-    let a = Client::new_with(
-        &td,
-        "host-a",
-        &[&node],
-        "[[source]]\nname = \"big\"\nmodule = \"pipe\"\ncommand = [\"head\", \"-c\", \"1073741824\", \"/dev/urandom\"]\n",
-    );
-    node.enroll(&[&a]);
-    let mut rows = Vec::new();
-    for encrypt in [false, true] {
-        if encrypt {
-            let conf = fs::read_to_string(&node.config).unwrap().replace("encrypt = false", "encrypt = true");
-            fs::write(&node.config, conf).unwrap();
-        }
-        a.deliver("big", "backup1");
-        let store_s = timed(node.cmd().arg("scan"));
-        let arts = found(&node);
-        let path = arts.last().unwrap()["path"].as_str().unwrap().to_owned();
-        let (mut ferry, mut aws) = (Vec::new(), Vec::new());
-        for round in 0..3 {
-            let to = td.join(format!("r-{encrypt}-{round}"));
-            // The newest artifact: the one just stored.
-            ferry.push(timed(node.cmd().args(["restore", "host-a", "big", "--to", to.to_str().unwrap()])));
-            fs::remove_dir_all(&to).unwrap();
-            let out = td.join(format!("aws-{encrypt}-{round}"));
-            aws.push(timed(
-                Command::new("aws")
-                    .env("AWS_ACCESS_KEY_ID", &g.key_id)
-                    .env("AWS_SECRET_ACCESS_KEY", &g.secret)
-                    .env("AWS_DEFAULT_REGION", "garage")
-                    .args(["s3", "cp", "--quiet", "--endpoint-url", &g.endpoint()])
-                    .arg(format!("s3://{}/backup1/{path}", g.bucket))
-                    .arg(&out),
-            ));
-            fs::remove_file(&out).unwrap();
-        }
-        ferry.sort_by(f64::total_cmp);
-        aws.sort_by(f64::total_cmp);
-        rows.push(format!(
-            "{:9} store (pull+upload) {store_s:6.1} s | restore: ferry-node {:6.2} s, aws s3 cp {:6.2} s, ratio {:.2}x (medians of 3)",
-            if encrypt { "encrypted" } else { "plain" },
-            ferry[1],
-            aws[1],
-            ferry[1] / aws[1]
-        ));
-    }
-    for r in &rows {
-        eprintln!("1 GiB via Garage, {r}");
-    }
 }

@@ -305,34 +305,9 @@ fn wrong_or_exposed_credentials_are_clear_errors_without_the_secret() {
 }
 
 /// Storing streams: the node's peak memory while it pulls and uploads a
-/// 256 MiB artifact (16 MiB parts, four in flight) stays far below it.
+/// 256 MiB artifact, and restores it, stays far below it (the encrypted
+/// case is s3_encrypt's).
 #[test]
 fn storing_a_large_artifact_keeps_memory_bounded() {
-    if !tools() || !require("/usr/bin/time") {
-        return;
-    }
-    let td = TestDir::new("s3_memory");
-    let g = Garage::start(&td.join("garage"), "ferry");
-    let creds = credentials(&td, "s3.toml", &g.key_id, &g.secret);
-    let toml = store_toml(&g, &creds).replace("part_size_mib = 5", "part_size_mib = 16");
-    let node = Node::start_with(&td, "backup1", &format!("scan_on_push = false\n{toml}"));
-    let a = Client::new_with(
-        &td,
-        "host-a",
-        &[&node],
-        "[[source]]\nname = \"big\"\nmodule = \"pipe\"\ncommand = [\"head\", \"-c\", \"268435456\", \"/dev/urandom\"]\n",
-    );
-    node.enroll(&[&a]);
-    a.deliver("big", "backup1");
-    let rss = td.join("rss");
-    let mut scan = std::process::Command::new("/usr/bin/time");
-    scan.arg("-f").arg("%M").arg("-o").arg(&rss).arg(ferry_tests::ferry_bin("ferry-node"));
-    scan.arg("--config").arg(&node.config).arg("scan");
-    ok(&mut scan);
-    let kib: u64 = fs::read_to_string(&rss).unwrap().trim().lines().last().unwrap().parse().unwrap();
-    eprintln!("ferry-node scan storing 256 MiB into Garage: max RSS {} MiB", kib / 1024);
-    let found: serde_json::Value =
-        serde_json::from_str(&ok(node.cmd().args(["--json", "find", "--client", "host-a"]))).unwrap();
-    assert_eq!(found[0]["size"].as_u64(), Some(256 << 20), "{found}");
-    assert!(kib < 128 * 1024, "max RSS {kib} KiB");
+    crate::s3_encrypt::large_artifact_memory("s3_memory", false);
 }
