@@ -260,7 +260,7 @@ pub fn build(manifest: &Manifest, store: &Store, dest: &Path) -> Result<Built, S
     if !absent.is_empty() {
         return Err(SnapshotError::Incomplete(absent.len()));
     }
-    stage(manifest, store, dest, HashSet::new())?.finish(manifest, store)
+    stage_checked(manifest, store, dest, HashSet::new())?.finish(manifest, store)
 }
 
 /// A snapshot whose staging directory holds everything of its manifest
@@ -290,6 +290,16 @@ pub struct Staged {
 pub fn stage(manifest: &Manifest, store: &Store, dest: &Path, later: HashSet<Sha256>) -> Result<Staged, SnapshotError> {
     let unlimited = Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
     manifest.check(&unlimited)?;
+    stage_checked(manifest, store, dest, later)
+}
+
+/// [`stage`] of a manifest its caller has just checked.
+fn stage_checked(
+    manifest: &Manifest,
+    store: &Store,
+    dest: &Path,
+    later: HashSet<Sha256>,
+) -> Result<Staged, SnapshotError> {
     let (parent, name) = parent_and_name(dest)?;
     let pfd = open_dir(&parent).map_err(io_err(format!("opening {}", parent.display())))?;
     if lstat_at(pfd.as_fd(), &name).map_err(io_err(format!("checking {}", dest.display())))?.is_some() {
@@ -315,9 +325,13 @@ impl Staged {
     pub fn finish(mut self, manifest: &Manifest, store: &Store) -> Result<Built, SnapshotError> {
         let unlimited = Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
         manifest.check(&unlimited)?;
-        let absent = missing(manifest, store);
-        if !absent.is_empty() {
-            return Err(SnapshotError::Incomplete(absent.len()));
+        // Only the `later` contents can be missing (the others are linked
+        // already): those the manifest still has, looked up once each.
+        let wanted: HashSet<&Sha256> =
+            manifest.entries.iter().filter_map(|e| e.sha256()).filter(|d| self.later.contains(*d)).collect();
+        let absent = wanted.into_iter().filter(|d| !store.has(d)).count();
+        if absent > 0 {
+            return Err(SnapshotError::Incomplete(absent));
         }
         let more = fill(manifest, store, self.pfd.as_fd(), &self.staging, Pass::Later(&self.later))?;
         self.stats.files += more.files;
@@ -376,6 +390,13 @@ fn fill(
     pass: Pass<'_>,
 ) -> Result<BuildStats, SnapshotError> {
     let root = open_dir_at(parent, staging).map_err(io_err("opening the staging directory"))?;
+    if let Pass::Later(later) = pass
+        && later.is_empty()
+    {
+        // Nothing was left for later: only the sync below remains.
+        rustix::fs::syncfs(&root).map_err(|x| io_err("syncing the snapshot")(x.into()))?;
+        return Ok(BuildStats::default());
+    }
     let mut order: Vec<&crate::manifest::Entry> = manifest.entries.iter().collect();
     order.sort_by(|a, b| tree_order(&a.path, &b.path));
     let mut stack = DirStack::new(root);

@@ -612,8 +612,6 @@ impl Drop for Batch<'_> {
     }
 }
 
-/// Continues the copy loop with the copy just made (it is linked on the
-/// loop's next look; this returns its stat).
 /// Links contents of a [`Store`] into a tree being built, keeping each
 /// shard directory open: a snapshot links every file, and resolving the
 /// store's absolute path again for each link cost as much as the link.
@@ -623,8 +621,8 @@ pub struct Linker<'s> {
 }
 
 impl Linker<'_> {
-    fn shard_fd(&mut self, d: &Sha256) -> Result<BorrowedFd<'_>, StoreError> {
-        let hex = d.to_hex();
+    /// The open shard of `d` (`hex` is its digest in hex).
+    fn shard_fd(&mut self, d: &Sha256, hex: &str) -> Result<BorrowedFd<'_>, StoreError> {
         let key = [hex.as_bytes()[0], hex.as_bytes()[1]];
         if !self.shards.contains_key(&key) {
             let shard = self.store.shard(d);
@@ -641,8 +639,7 @@ impl Linker<'_> {
     pub fn link(&mut self, d: &Sha256, dirfd: BorrowedFd<'_>, name: &[u8]) -> Result<bool, StoreError> {
         let hex = d.to_hex();
         let store = self.store;
-        let shard = store.shard(d);
-        let shard_fd = self.shard_fd(d)?;
+        let shard_fd = self.shard_fd(d, &hex)?;
         let mut made = false;
         for index in 0..u32::MAX {
             let cname = copy_name(&hex, index);
@@ -654,7 +651,7 @@ impl Linker<'_> {
                     made = true;
                     continue_with_new(shard_fd, &cname)?
                 }
-                Err(e) => return Err(StoreError::io(format!("stat {}", shard.join(&cname).display()), e)),
+                Err(e) => return Err(StoreError::io(format!("stat {}", store.shard(d).join(&cname).display()), e)),
             };
             if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
                 return Err(StoreError::Corrupt { digest: *d, problem: format!("{cname} is not a regular file") });
@@ -681,6 +678,8 @@ impl Linker<'_> {
     }
 }
 
+/// Continues the copy loop with the copy just made (it is linked on the
+/// loop's next look; this returns its stat).
 fn continue_with_new(shard: BorrowedFd<'_>, cname: &str) -> Result<rustix::fs::Stat, StoreError> {
     rustix::fs::statat(shard, cname, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| StoreError::io(format!("stat {cname}"), e))
 }
