@@ -159,7 +159,6 @@ pub fn restore(cfg: &ClientConfig, args: &Args) -> anyhow::Result<Done> {
     }
 }
 
-/// `--node`, else the only node, else the first default node.
 /// The name the node keeps `source` under. A git source's mirror is named
 /// by the repository's path below its git root (`/srv/git/project.git` →
 /// `project`), not by the source's name in client.toml, so `ferry restore
@@ -177,6 +176,7 @@ fn node_name_of(cfg: &ClientConfig, source: &ferry_request::Name) -> ferry_reque
         .unwrap_or_else(|| source.clone())
 }
 
+/// `--node`, else the only node, else the first default node.
 pub(crate) fn pick_node<'a>(cfg: &'a ClientConfig, name: Option<&str>) -> anyhow::Result<&'a NodeConfig> {
     match name {
         Some(n) => cfg.node(n).ok_or_else(|| UsageError(format!("no node {n:?} in the configuration")).into()),

@@ -285,8 +285,7 @@ impl SharedGroup {
 }
 
 fn getent_id(db: &str, id: u32) -> Option<String> {
-    let out = ferry_run::Cmd::new("getent").args([db, &id.to_string()]).run().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_owned())
+    getent(db, &id.to_string()).ok()
 }
 
 fn group_name(gid: u32) -> Option<String> {

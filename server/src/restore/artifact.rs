@@ -165,7 +165,10 @@ fn copy_verified(
         Some(_) => {}
     }
     // Opened before anything is created: E_STORE_KEY leaves no trace.
-    let mut from = store.open(key)?;
+    // At most one byte past the catalog's size: an object larger than it
+    // should be (replaced in the bucket, or lying metadata) is refused by
+    // the size check below, not written out until the disk is full.
+    let mut from = store.open(key)?.take(a.size.saturating_add(1));
     std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", key.file))
@@ -173,7 +176,7 @@ fn copy_verified(
         .tempfile_in(to)
         .with_context(|| format!("cannot create a temporary file in {}", to.display()))?;
     let pb = show.then(|| bar(a.size, &key.file));
-    let (n, got) = copy_hashed(&mut *from, tmp.as_file_mut(), |k| {
+    let (n, got) = copy_hashed(&mut from, tmp.as_file_mut(), |k| {
         if let Some(pb) = &pb {
             pb.inc(k);
         }

@@ -315,6 +315,8 @@ impl S3Store {
                 Some(mut w) => {
                     w.write_all(&buf)?;
                     w.finish()?;
+                    // The plaintext is not kept beside its ciphertext.
+                    drop(buf);
                     sealed.take()
                 }
                 None => buf,
