@@ -164,7 +164,11 @@ pub fn collect(cfg: &NodeConfig, only: Option<&str>) -> anyhow::Result<Vec<Clien
         && let Some(cat) = &catalog
     {
         let q = crate::catalog::Query { client: only.map(str::to_owned), all_nodes: true, ..Default::default() };
-        names.extend(cat.find(&q)?.into_iter().map(|a| a.client));
+        // Names from the database build paths below: the same grammar as
+        // the names read from the data directory.
+        names.extend(
+            cat.find(&q)?.into_iter().map(|a| a.client).filter(|n| ferry_gitosis::username::is_valid_client_name(n)),
+        );
     }
     let mut out = Vec::new();
     for c in names.into_iter().filter(|c| only.is_none_or(|o| o == c)) {

@@ -68,9 +68,17 @@ impl Queue {
             if n.starts_with('.') || !n.ends_with(".json") {
                 continue;
             }
-            let a: Artifact = serde_json::from_slice(&std::fs::read(&p)?)
-                .with_context(|| format!("queued catalog row {}", p.display()))?;
-            out.push((p, a));
+            match serde_json::from_slice::<Artifact>(&std::fs::read(&p)?) {
+                Ok(a) => out.push((p, a)),
+                // One unreadable row must not stop every catalog open: it
+                // is set aside (`.bad`, not a row any more) for a look by
+                // hand, and the rest are written.
+                Err(e) => {
+                    let bad = p.with_extension("json.bad");
+                    tracing::error!(row = %p.display(), error = %e, "a queued catalog row is unreadable; set aside as {}", bad.display());
+                    std::fs::rename(&p, &bad).with_context(|| format!("setting aside {}", p.display()))?;
+                }
+            }
         }
         out.sort_by(|x, y| (&x.1.received, &x.1.path).cmp(&(&y.1.received, &y.1.path)));
         Ok(out)
@@ -116,8 +124,10 @@ impl SharedCatalog {
     /// refused migration is.
     pub fn open(cfg: &NodeConfig) -> anyhow::Result<SharedCatalog> {
         let queue = Queue::of(cfg);
-        let (pg, down) = match connect_client(cfg) {
-            Ok(client) => (Some(PgCatalog::with_client(client, &cfg.name)?), None),
+        // A database gone between the connect and the schema check is out
+        // of reach too, not a failed open.
+        let (pg, down) = match connect_client(cfg).and_then(|c| PgCatalog::with_client(c, &cfg.name)) {
+            Ok(pg) => (Some(pg), None),
             Err(e) if is_unreachable(&e) => (None, Some(format!("{e:#}"))),
             Err(e) => return Err(e),
         };
