@@ -63,20 +63,20 @@ pub fn describe(cfg: &postgres::Config) -> String {
 /// The password for `cfg`: the `password_file`'s content, else the first
 /// matching line of `PGPASSFILE` or `~/.pgpass` (libpq's format
 /// `host:port:database:user:password`, `*` matching anything).
-fn password(file: Option<&Path>, cfg: &postgres::Config) -> anyhow::Result<Option<String>> {
+///
+/// The file follows the rule of the node's other secrets
+/// ([`crate::layout::check_secret_file`]): 0600 and the node's, or 0640 in
+/// the two-account layout's shared group, where both accounts open the
+/// catalog.
+fn password(
+    file: Option<&Path>,
+    cfg: &postgres::Config,
+    shared: Option<&crate::layout::SharedGroup>,
+) -> anyhow::Result<Option<String>> {
     if let Some(f) = file {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(f)
-            .with_context(|| format!("[catalog] password_file {}", f.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            bail!(
-                "[catalog] password_file {} is readable by others (mode {:o}): chmod 600 it",
-                f.display(),
-                mode & 0o777
-            );
-        }
+        let md = std::fs::metadata(f).with_context(|| format!("[catalog] password_file {}", f.display()))?;
+        crate::layout::check_secret_file(f, "[catalog] password_file", &md, shared, true)
+            .map_err(anyhow::Error::msg)?;
         let s = std::fs::read_to_string(f).with_context(|| format!("[catalog] password_file {}", f.display()))?;
         return Ok(Some(s.trim_end_matches(['\n', '\r']).to_owned()));
     }
@@ -129,7 +129,8 @@ pub fn connect_client(cfg: &NodeConfig) -> anyhow::Result<Client> {
     pc.connect_timeout(Duration::from_secs(cfg.catalog.connect_timeout_secs));
     pc.application_name(&format!("ferry-node {}", cfg.name));
     if pc.get_password().is_none()
-        && let Some(p) = password(cfg.catalog.password_file.as_deref(), &pc)?
+        && let Some(p) =
+            password(cfg.catalog.password_file.as_deref(), &pc, crate::layout::SharedGroup::of(cfg).as_ref())?
     {
         pc.password(p);
     }
@@ -343,10 +344,10 @@ mod tests {
         std::fs::write(&f, "secret\n").unwrap();
         let cfg: postgres::Config = "postgres://ferry@db/ferry".parse().unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = password(Some(&f), &cfg).unwrap_err().to_string();
+        let e = password(Some(&f), &cfg, None).unwrap_err().to_string();
         assert!(e.contains("chmod 600") && !e.contains("secret"), "{e}");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(password(Some(&f), &cfg).unwrap().as_deref(), Some("secret"));
+        assert_eq!(password(Some(&f), &cfg, None).unwrap().as_deref(), Some("secret"));
     }
 
     #[test]
