@@ -143,13 +143,53 @@ fn many_files_one_session_changed_ones_reported_never_stored() {
     }
     let w = |i: usize| report.skipped.iter().find(|s| s.index == i).unwrap().why.clone();
     assert!(w(14).contains("E_TREE_CONTENT"), "{}", w(14));
-    assert!(w(3).contains("NoSuchFile"), "{}", w(3));
+    assert!(w(3).contains("open: NoSuchFile"), "{}", w(3));
+    assert!(w(8).contains("more than"), "{}", w(8));
+    assert!(w(13).contains("ended after 69995 bytes"), "{}", w(13));
+    assert!(w(18).contains("a directory"), "{}", w(18));
     for i in 0..300 {
         assert_eq!(store.has(&digests[i]), ![3, 7, 8, 13, 14, 18].contains(&i) || digests[i] == digests[0], "file {i}");
     }
     // Nothing is stored under a digest it does not have.
     let report = store.verify().unwrap();
     assert!(report.bad.is_empty(), "{:?}", report.bad);
+}
+
+/// The end of a file is proved without a read of its own where the last
+/// read can ask past the size, and by one more read where it cannot (a
+/// size that is a multiple of the read size): either way a file that grew
+/// by one byte after the scan is reported and not stored, and one that did
+/// not is stored.
+#[test]
+fn a_file_that_grew_by_one_byte_is_caught_whatever_its_size() {
+    let c = Client::start();
+    let ep = c.endpoint();
+    let store = Store::open(&c.td.join("store")).unwrap();
+    let max = ferry_pull::sftp::MAX_READ as usize;
+    let sizes_of = [0, 1, 4095, max - 1, max, max + 1, 2 * max, 3 * max - 1];
+    let (mut files, mut digests, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, &len) in sizes_of.iter().chain(sizes_of.iter()).enumerate() {
+        let data = content(i, len);
+        files.push(RemoteFile { path: c.put(format!("g{i}").as_bytes(), &data), size: len as u64 });
+        digests.push(Sha256::of(&data));
+        sizes.push(len as u64);
+    }
+    // The first eight grow by one byte after the "scan"; the others stay.
+    for (i, f) in files.iter().enumerate().take(sizes_of.len()) {
+        let mut grown = content(i, sizes_of[i]);
+        grown.push(b'!');
+        std::fs::write(Path::new(OsStr::from_bytes(&f.path)), grown).unwrap();
+    }
+    let report = fetch_many(&job(&ep, &files), store_sink(&store, &digests, &sizes)).unwrap();
+    let mut skipped: Vec<usize> = report.skipped.iter().map(|s| s.index).collect();
+    skipped.sort();
+    assert_eq!(skipped, (0..sizes_of.len()).collect::<Vec<_>>(), "{:?}", report.skipped);
+    assert!(report.skipped.iter().all(|s| s.why.contains("more than")), "{:?}", report.skipped);
+    assert_eq!(report.fetched, sizes_of.len() as u64);
+    for i in sizes_of.len()..files.len() {
+        assert!(store.has(&digests[i]), "file {i} ({} bytes) not stored", sizes[i]);
+    }
+    assert!(store.verify().unwrap().bad.is_empty());
 }
 
 #[test]

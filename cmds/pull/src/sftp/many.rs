@@ -4,7 +4,7 @@
 //! Why not [`super::download`] per file: a tree pull fetches thousands of
 //! small files, and one session per file costs a handshake (or a mux
 //! round trip) each, while one file at a time leaves the link idle for
-//! every `lstat`/`open`/`close` round trip. Here up to [`ManyJob::depth`]
+//! every `open`/`read`/`close` round trip. Here up to [`ManyJob::depth`]
 //! files are in flight at once on one channel, each with a few reads
 //! ahead, so round trips overlap the way the single-file reader overlaps
 //! its reads.
@@ -25,9 +25,11 @@
 //! it too ([`SinkError::Abort`]).
 //!
 //! Paths are bytes (manifest paths are), absolute, without NUL (the sftp
-//! server would cut the name there); only `lstat`, `open`, `read` and
-//! `close` are sent, as for single downloads, so the read-only gate's
-//! allow-list is unchanged.
+//! server would cut the name there). A file costs three requests: `open`,
+//! one `read` per chunk (the last one asks for a byte past the promised
+//! size, so its answer also says whether the file grew), `close`; a
+//! `lstat` is sent only to explain a file that failed. Only requests the
+//! read-only gate's allow-list already has are sent.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -385,20 +387,6 @@ async fn fetch_one(sftp: &Sftp, clock: &Clock, path: &[u8], size: u64, tx: mpsc:
             }
         };
     }
-    macro_rules! ask {
-        ($what:literal, $f:expr) => {
-            match clock.within($what, $f).await? {
-                Ok(v) => v,
-                Err(error) => match file_problem(&error) {
-                    Some(why) => {
-                        send!(Msg::Gone(format!("{}: {}: {why}", shown(), $what)));
-                        return Ok(());
-                    }
-                    None => return Err(Failure::Channel { what: $what, error, progress: None }),
-                },
-            }
-        };
-    }
     // openssh-sftp-client 0.15 refuses to serialise a non-UTF-8 path (and
     // then fails the whole session): [`fetch_many`] sends such names
     // through [`super::batch`], never here.
@@ -406,24 +394,38 @@ async fn fetch_one(sftp: &Sftp, clock: &Clock, path: &[u8], size: u64, tx: mpsc:
         send!(Msg::Gone(format!("{}: name is not UTF-8, which the sftp library cannot send", shown())));
         return Ok(());
     }
-    let mut fs = sftp.fs();
-    let md = ask!("lstat", fs.symlink_metadata(p));
-    if !md.file_type().is_some_and(|t| t.is_file()) {
-        send!(Msg::Gone(format!("{}: no longer a regular file", shown())));
-        return Ok(());
-    }
-    if md.len() != Some(size) {
-        let now = md.len().map_or("an unknown size".to_owned(), |n| format!("{n} bytes"));
-        send!(Msg::Gone(format!("{}: now {now}, the manifest promised {size}", shown())));
-        return Ok(());
-    }
-    let file = ask!("open", sftp.open(p));
+    // No lstat first: `open` and the reads say all a lstat would (a file
+    // gone fails the open, a directory fails the read, another size ends
+    // the reads early or late), and it was a fifth of the requests the
+    // client's single-threaded sftp-server answers for a small file. A
+    // file that became a FIFO blocks the server's open until the idle
+    // timeout either way (a lstat first only narrows that race), and a
+    // file that became a symlink yields bytes that must still match the
+    // manifest's digest. Problems are explained by one lstat afterwards.
+    let file = match clock.within("open", sftp.open(p)).await? {
+        Ok(f) => f,
+        Err(error) => {
+            let Some(why) = file_problem(&error) else {
+                return Err(Failure::Channel { what: "open", error, progress: None });
+            };
+            send!(Msg::Gone(format!("{}: open: {why}{}", shown(), explain(sftp, clock, p, size).await?)));
+            return Ok(());
+        }
+    };
     let mut queue: VecDeque<(u64, u32, ReadTask)> = VecDeque::new();
     let mut next = 0u64;
     let mut chunk = MAX_READ;
+    // Whether the read that reached `size` also asked for the byte after
+    // it: an answer that stops at `size` then is the end of the file (the
+    // server does one read(2) per request), and no probe is needed.
+    let mut asked_past = false;
     loop {
-        while queue.len() < READ_AHEAD && next < size {
-            let len = (size - next).min(u64::from(chunk)) as u32;
+        while queue.len() < READ_AHEAD && (next < size || (size == 0 && !asked_past)) {
+            let mut len = (size - next).min(u64::from(chunk)) as u32;
+            if next + u64::from(len) == size && len < chunk {
+                len += 1;
+                asked_past = true;
+            }
             queue.push_back((next, len, spawn_read(&file, next, len)));
             next += u64::from(len);
         }
@@ -433,7 +435,8 @@ async fn fetch_one(sftp: &Sftp, clock: &Clock, path: &[u8], size: u64, tx: mpsc:
                 Ok(Ok(v)) => v,
                 Ok(Err(error)) => match file_problem(&error) {
                     Some(why) => {
-                        send!(Msg::Gone(format!("{}: read: {why}", shown())));
+                        let more = explain(sftp, clock, p, size).await?;
+                        send!(Msg::Gone(format!("{}: read: {why}{more}", shown())));
                         return Ok(());
                     }
                     None => {
@@ -442,7 +445,12 @@ async fn fetch_one(sftp: &Sftp, clock: &Clock, path: &[u8], size: u64, tx: mpsc:
                 },
                 Err(e) => return Err(PullError::new(Reason::Internal, format!("read task failed: {e}")).into()),
             };
-            let Some(buf) = got.filter(|b| !b.is_empty()) else {
+            let buf = got.filter(|b| !b.is_empty());
+            let Some(buf) = buf else {
+                if at == size {
+                    // The end, where the manifest said.
+                    break;
+                }
                 send!(Msg::Gone(format!("{}: ended after {at} bytes, the manifest promised {size}", shown())));
                 return Ok(());
             };
@@ -454,38 +462,70 @@ async fn fetch_one(sftp: &Sftp, clock: &Clock, path: &[u8], size: u64, tx: mpsc:
                 )
                 .into());
             }
+            if at + u64::from(n) > size {
+                send!(Msg::Gone(format!("{}: holds more than the {size} bytes the manifest promised", shown())));
+                return Ok(());
+            }
             clock.progress(u64::from(n));
             send!(Msg::Data(buf));
             at += u64::from(n);
             want -= n;
-            if want == 0 {
+            if want == 0 || (at == size && asked_past && queue.is_empty()) {
                 break;
             }
             // A short answer: the server's limit is lower; read the rest.
             if n >= 4096 {
                 chunk = chunk.min(n);
             }
+            if asked_past && queue.is_empty() {
+                // The rest may be more than the server answers at once, so
+                // an answer that stops at the size no longer proves the
+                // end: read on until the server says so.
+                asked_past = false;
+            }
             task = spawn_read(&file, at, want);
         }
     }
-    // Longer than promised (it grew since the scan): one byte more says so.
-    let probe = spawn_read(&file, size, 1);
-    match clock.within("read", probe).await? {
-        Ok(Ok(Some(b))) if !b.is_empty() => {
-            send!(Msg::Gone(format!("{}: holds more than the {size} bytes the manifest promised", shown())));
-            return Ok(());
-        }
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => {
-            if let Some(why) = file_problem(&error) {
-                send!(Msg::Gone(format!("{}: read: {why}", shown())));
+    // The last read stopped at the size without proving the end (the size
+    // is a multiple of the read size, or the server cut the last read
+    // short): one byte more says whether the file grew.
+    if !asked_past && size > 0 {
+        let probe = spawn_read(&file, size, 1);
+        match clock.within("read", probe).await? {
+            Ok(Ok(Some(b))) if !b.is_empty() => {
+                send!(Msg::Gone(format!("{}: holds more than the {size} bytes the manifest promised", shown())));
                 return Ok(());
             }
-            return Err(Failure::Channel { what: "read", error, progress: Some((clock.received(), size)) });
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                if let Some(why) = file_problem(&error) {
+                    send!(Msg::Gone(format!("{}: read: {why}", shown())));
+                    return Ok(());
+                }
+                return Err(Failure::Channel { what: "read", error, progress: Some((clock.received(), size)) });
+            }
+            Err(e) => return Err(PullError::new(Reason::Internal, format!("read task failed: {e}")).into()),
         }
-        Err(e) => return Err(PullError::new(Reason::Internal, format!("read task failed: {e}")).into()),
     }
-    let _ = clock.within("close", file.close()).await;
     send!(Msg::End);
+    let _ = clock.within("close", file.close()).await;
     Ok(())
+}
+
+/// Why a file failed, from one lstat after the fact (only on that path,
+/// so a fetch that goes well never pays for it): "; now a directory",
+/// "; now 12 bytes, the manifest promised 10", or nothing.
+async fn explain(sftp: &Sftp, clock: &Clock, p: &Path, size: u64) -> Result<String, Failure> {
+    let mut fs = sftp.fs();
+    Ok(match clock.within("lstat", fs.symlink_metadata(p)).await? {
+        Ok(md) => match md.file_type() {
+            Some(t) if t.is_dir() => "; no longer a regular file (a directory)".to_owned(),
+            Some(t) if !t.is_file() => "; no longer a regular file".to_owned(),
+            _ => match md.len() {
+                Some(n) if n != size => format!("; now {n} bytes, the manifest promised {size}"),
+                _ => String::new(),
+            },
+        },
+        Err(_) => String::new(),
+    })
 }
