@@ -294,6 +294,7 @@ impl Store {
             pending: Vec::new(),
             names: HashSet::new(),
             bytes: 0,
+            buf: vec![0u8; COPY_BUF],
         })
     }
 
@@ -307,7 +308,7 @@ impl Store {
         }
         let (mut f, tmp) = self.temp()?;
         let result = (|| {
-            let (got_size, got) = copy_hashed(&mut reader, &mut f, size)?;
+            let (got_size, got) = copy_hashed(&mut reader, &mut f, size, &mut vec![0u8; COPY_BUF])?;
             if got_size != size || got.as_ref() != Some(sha256) {
                 return Err(StoreError::Mismatch { expected: *sha256, expected_size: size, got_size, got });
             }
@@ -352,7 +353,7 @@ impl Store {
         let size = rustix::fs::fstat(&src).map_err(|e| StoreError::io(format!("stat {d}"), e))?.st_size.max(0) as u64;
         let (mut f, tmp) = self.temp()?;
         let result = (|| {
-            let (got_size, got) = copy_hashed(&mut File::from(src), &mut f, size)?;
+            let (got_size, got) = copy_hashed(&mut File::from(src), &mut f, size, &mut vec![0u8; COPY_BUF])?;
             if got_size != size || got.as_ref() != Some(d) {
                 return Err(StoreError::Corrupt {
                     digest: *d,
@@ -506,6 +507,8 @@ pub struct Batch<'s> {
     pending: Vec<(String, Sha256, u64)>,
     names: HashSet<Sha256>,
     bytes: u64,
+    /// The copy buffer, reused by every put of the batch.
+    buf: Vec<u8>,
 }
 
 impl Batch<'_> {
@@ -517,7 +520,7 @@ impl Batch<'_> {
         }
         let (mut f, tmp) = self.store.temp_in(self.tmp.as_fd())?;
         let result = (|| {
-            let (got_size, got) = copy_hashed(&mut reader, &mut f, size)?;
+            let (got_size, got) = copy_hashed(&mut reader, &mut f, size, &mut self.buf)?;
             if got_size != size || got.as_ref() != Some(sha256) {
                 return Err(StoreError::Mismatch { expected: *sha256, expected_size: size, got_size, got });
             }
@@ -684,15 +687,24 @@ fn continue_with_new(shard: BorrowedFd<'_>, cname: &str) -> Result<rustix::fs::S
     rustix::fs::statat(shard, cname, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| StoreError::io(format!("stat {cname}"), e))
 }
 
+/// Bytes read and written at a time when storing a content.
+const COPY_BUF: usize = 256 << 10;
+
 /// Copies at most `size + 1` bytes from `r` to `w`, hashing them. Returns
 /// the byte count and, unless more than `size` arrived, the digest.
-fn copy_hashed(r: &mut dyn Read, w: &mut File, size: u64) -> Result<(u64, Option<Sha256>), StoreError> {
+/// `buf` is the caller's, so that a batch of many small contents does not
+/// allocate (and have the kernel zero) a fresh buffer for each.
+fn copy_hashed(
+    r: &mut dyn Read,
+    w: &mut File,
+    size: u64,
+    buf: &mut [u8],
+) -> Result<(u64, Option<Sha256>), StoreError> {
     let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
     let mut got = 0u64;
     let mut limited = r.take(size.saturating_add(1));
     loop {
-        let n = match limited.read(&mut buf) {
+        let n = match limited.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
