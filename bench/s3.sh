@@ -29,8 +29,15 @@
 #   aws-get-sync   the same, then `sync FILE` (fsync): on disk, as a restore
 #                  leaves it (ferry-restore fsyncs before the rename)
 # Every download is sha256-checked against the source (outside the timing).
+# Before each timed step: `sync` and SETTLE seconds of rest, so that every
+# step starts from the same state (no writeback of the previous step's
+# 1 GiB still running under it). On VMs with free page reporting
+# (virtio-balloon, as here) memory freed by a deleted download also goes
+# back to the host within seconds, and the next writer pays to fault it in
+# again; the rest makes every step pay that alike.
 #
 # Env: SIZE (head -c syntax, 1G), BIG (4G; 0 skips the RSS run), ROUNDS (3),
+# SETTLE (5; seconds of rest before each timed step, 0 for none),
 # ENCRYPT (1: encrypt = true with a key from `store keygen`; aws stays plain),
 # PART_MIB (16, the node's default part_size_mib), BENCH_DIR (/tmp/ferry-s3b),
 # CARGO_TARGET_DIR, AWS (the aws binary; `aws` on PATH), BIN_DIR (use its
@@ -136,24 +143,31 @@ echo "generating $SIZE of urandom..." >&2
 head -c "$SIZE" /dev/urandom >src.bin
 SHA=$(sha256sum src.bin | cut -d' ' -f1)
 now() { date +%s.%N; }
+SETTLE=${SETTLE:-5}
+settle() { sync; sleep "$SETTLE"; }
 declare -A T
 # Each stored artifact is a run of its own: RECEIVED 20260101T0000NNZ.
 stamp() { printf '20260101T%06dZ' "$1"; }
 for r in $(seq "$ROUNDS"); do
     rec=$(stamp "$r")
+    settle
     t0=$(now); "$PUT" node.toml bench big "$rec" src.bin "$SHA" >/dev/null; t1=$(now)
     T[ferry-put]+="$(echo "$t1 - $t0" | bc) "
+    settle
     t0=$(now); awscp src.bin "s3://ferry/aws/$r.bin"; t1=$(now)
     T[aws-put]+="$(echo "$t1 - $t0" | bc) "
     rm -rf restored
+    settle
     t0=$(now); "$NODE" --config node.toml restore bench big --to restored >>restore.log 2>&1; t1=$(now)
     T[ferry-restore]+="$(echo "$t1 - $t0" | bc) "
     [ "$(cat restored/* | sha256sum | cut -d' ' -f1)" = "$SHA" ] || { echo "ferry restore differs" >&2; exit 1; }
     rm -rf restored
+    settle
     t0=$(now); "$PUT" --get node.toml bench big "$rec" out >/dev/null; t1=$(now)
     T[ferry-get]+="$(echo "$t1 - $t0" | bc) "
     [ "$(sha256sum out | cut -d' ' -f1)" = "$SHA" ] || { echo "ferry get differs" >&2; exit 1; }
     rm -f out
+    settle
     t0=$(now); awscp "s3://ferry/aws/$r.bin" out; t1=$(now); sync out; t2=$(now)
     T[aws-get]+="$(echo "$t1 - $t0" | bc) "
     T[aws-get-sync]+="$(echo "$t2 - $t0" | bc) "

@@ -164,7 +164,7 @@ fn many_files_one_session_changed_ones_reported_never_stored() {
 fn a_file_that_grew_by_one_byte_is_caught_whatever_its_size() {
     let c = Client::start();
     let ep = c.endpoint();
-    let store = Store::open(&c.td.join("store")).unwrap();
+    let store = Store::open(c.td.join("store")).unwrap();
     let max = ferry_pull::sftp::MAX_READ as usize;
     let sizes_of = [0, 1, 4095, max - 1, max, max + 1, 2 * max, 3 * max - 1];
     let (mut files, mut digests, mut sizes) = (Vec::new(), Vec::new(), Vec::new());

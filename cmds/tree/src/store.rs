@@ -694,12 +694,7 @@ const COPY_BUF: usize = 256 << 10;
 /// the byte count and, unless more than `size` arrived, the digest.
 /// `buf` is the caller's, so that a batch of many small contents does not
 /// allocate (and have the kernel zero) a fresh buffer for each.
-fn copy_hashed(
-    r: &mut dyn Read,
-    w: &mut File,
-    size: u64,
-    buf: &mut [u8],
-) -> Result<(u64, Option<Sha256>), StoreError> {
+fn copy_hashed(r: &mut dyn Read, w: &mut File, size: u64, buf: &mut [u8]) -> Result<(u64, Option<Sha256>), StoreError> {
     let mut h = sha2::Sha256::new();
     let mut got = 0u64;
     let mut limited = r.take(size.saturating_add(1));
