@@ -142,6 +142,17 @@ impl Postgres {
         self.daemon.stop();
     }
 
+    /// Restarts the server with TLS: `ssl = on` with this certificate (PEM;
+    /// it names [`Postgres::host`], which is only known once started) and
+    /// key, and `hostnossl … reject` first in `pg_hba.conf`, so a TCP
+    /// client that does not speak TLS is turned away. Called again, the
+    /// newer certificate replaces the older.
+    pub fn use_tls(&mut self, cert_pem: &str, key_pem: &str) {
+        self.stop();
+        enable_tls(&self.dir.join("data"), cert_pem, key_pem);
+        self.daemon = spawn_server(&self.dir, &self.bin, self.addr, self.port, &self.sock.path);
+    }
+
     /// Starts the stopped server again on the same address, port and
     /// data; waits until it accepts connections.
     pub fn restart(&mut self) {
@@ -240,6 +251,31 @@ impl Postgres {
     /// `CREATE DATABASE "<name>"`.
     pub fn create_db(&self, name: &str) {
         self.psql("postgres", &format!("CREATE DATABASE \"{}\";", name.replace('"', "\"\"")));
+    }
+}
+
+/// Writes `server.crt` and `server.key` into `data` (the key 0600 and the
+/// server's, as PostgreSQL demands), turns `ssl` on and rejects TCP
+/// connections without TLS.
+fn enable_tls(data: &Path, cert: &str, key: &str) {
+    let (crt, k) = (data.join("server.crt"), data.join("server.key"));
+    fs::write(&crt, cert).expect("write server.crt");
+    fs::write(&k, key).expect("write server.key");
+    fs::set_permissions(&k, fs::Permissions::from_mode(0o600)).expect("chmod server.key");
+    if is_root() {
+        let (uid, gid) = user_ids(PG_USER).expect("postgres user");
+        for p in [&crt, &k] {
+            rustix::fs::chown(p.as_path(), Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
+                .unwrap_or_else(|e| panic!("chown {}: {e}", p.display()));
+        }
+    }
+    let (conf, hba) = (data.join("postgresql.conf"), data.join("pg_hba.conf"));
+    let text = fs::read_to_string(&conf).expect("read postgresql.conf");
+    if !text.contains("\nssl = on\n") {
+        let text = format!("{text}\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        fs::write(&conf, text).expect("write postgresql.conf");
+        let text = fs::read_to_string(&hba).expect("read pg_hba.conf");
+        fs::write(&hba, format!("hostnossl all all all reject\n{text}")).expect("write pg_hba.conf");
     }
 }
 

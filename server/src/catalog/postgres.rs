@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use postgres::{Client, NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::schema::{self, Dialect, MIGRATIONS};
 use super::{Artifact, Catalog, Drill, Query};
@@ -134,7 +135,54 @@ pub fn connect_client(cfg: &NodeConfig) -> anyhow::Result<Client> {
     {
         pc.password(p);
     }
-    pc.connect(NoTls).with_context(|| format!("cannot reach the catalog {}", describe(&pc)))
+    let tls = tls(cfg.catalog.ca_file.as_deref(), &mut pc)?;
+    let reach = || format!("cannot reach the catalog {}", describe(&pc));
+    match tls {
+        Some(tls) => pc.connect(tls).with_context(reach),
+        None => pc.connect(NoTls).with_context(reach),
+    }
+}
+
+/// The TLS connector for `pc`, or `None` for a plain connection (no
+/// `ca_file` and no `sslmode=require`: a socket, loopback or a trusted
+/// network). With TLS the certificate is always checked against the
+/// authorities and the url's host: libpq's `require` skips that check, but
+/// a catalog reached through an unverified server would let whoever sits
+/// in between read and rewrite where every backup is.
+fn tls(ca_file: Option<&Path>, pc: &mut postgres::Config) -> anyhow::Result<Option<MakeRustlsConnect>> {
+    use postgres::config::SslMode;
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(f) = ca_file {
+        // A CA file means TLS: the default `prefer` would fall back to the
+        // clear for a server that does not offer it.
+        pc.ssl_mode(SslMode::Require);
+        let certs = CertificateDer::pem_file_iter(f)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| anyhow::anyhow!("[catalog] ca_file {}: {e}", f.display()))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            bail!("[catalog] ca_file {}: no usable PEM certificate in it", f.display());
+        }
+    } else if pc.get_ssl_mode() == SslMode::Require {
+        let found = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(found.certs);
+        if roots.is_empty() {
+            bail!("[catalog] url asks for sslmode=require and this host has no CA certificates: set [catalog] ca_file");
+        }
+    } else {
+        return Ok(None);
+    }
+    // ring: the provider the S3 client already builds with (aws-lc-rs, the
+    // one with post-quantum key exchange, would add a C toolchain build).
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS for the catalog")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(MakeRustlsConnect::new(config)))
 }
 
 impl PgCatalog {

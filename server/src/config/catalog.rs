@@ -28,6 +28,14 @@ pub struct CatalogConfig {
     /// unreachable (rows are then queued, see the README).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// PEM certificates of the authority that signed the database
+    /// server's certificate. Set: the connection is TLS, the server's
+    /// certificate must chain to one of them and name the url's host
+    /// (libpq's `verify-full`), and a server without TLS is refused rather
+    /// than spoken to in the clear. Absent, `sslmode=require` in the url
+    /// does the same against the system's authorities.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_connect_timeout() -> u64 {
@@ -36,7 +44,7 @@ fn default_connect_timeout() -> u64 {
 
 impl Default for CatalogConfig {
     fn default() -> Self {
-        CatalogConfig { url: None, password_file: None, connect_timeout_secs: default_connect_timeout() }
+        CatalogConfig { url: None, password_file: None, connect_timeout_secs: default_connect_timeout(), ca_file: None }
     }
 }
 
@@ -58,8 +66,18 @@ impl CatalogConfig {
             {
                 bail!("[catalog] url carries a password: put it in password_file or PGPASSFILE instead");
             }
+            if let (Some(_), Ok(c)) = (&self.ca_file, u.parse::<postgres::Config>()) {
+                if c.get_ssl_mode() == postgres::config::SslMode::Disable {
+                    bail!("[catalog] ca_file asks for TLS and the url says sslmode=disable: drop one");
+                }
+                if c.get_hosts().iter().any(|h| matches!(h, postgres::config::Host::Unix(_))) {
+                    bail!("[catalog] ca_file with a unix socket: PostgreSQL speaks TLS over TCP only");
+                }
+            }
         } else if self.password_file.is_some() {
             bail!("[catalog] password_file without url");
+        } else if self.ca_file.is_some() {
+            bail!("[catalog] ca_file without url");
         }
         if !(1..=600).contains(&self.connect_timeout_secs) {
             bail!("[catalog] connect_timeout_secs = {}: 1 to 600", self.connect_timeout_secs);
@@ -86,5 +104,22 @@ mod tests {
         assert!(e.contains("password_file") && !e.contains("s3cret"), "{e}");
         let mysql: CatalogConfig = toml::from_str("url = \"mysql://db/ferry\"").unwrap();
         assert!(mysql.validate().is_err());
+    }
+
+    #[test]
+    fn a_ca_file_needs_a_tcp_url_that_does_not_disable_tls() {
+        let tls: CatalogConfig =
+            toml::from_str("url = \"postgres://ferry@db/ferry?sslmode=require\"\nca_file = \"/etc/ferry/ca.pem\"")
+                .unwrap();
+        tls.validate().unwrap();
+        for (toml, why) in [
+            ("url = \"postgres://ferry@db/ferry?sslmode=disable\"\nca_file = \"/ca.pem\"", "sslmode=disable"),
+            ("url = \"postgres://ferry@%2Frun%2Fpostgresql/ferry\"\nca_file = \"/ca.pem\"", "unix socket"),
+            ("ca_file = \"/ca.pem\"", "without url"),
+        ] {
+            let c: CatalogConfig = toml::from_str(toml).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(why), "{toml}: {e}");
+        }
     }
 }

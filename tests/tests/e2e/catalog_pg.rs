@@ -301,3 +301,103 @@ fn postgres_restarted_under_load_loses_and_doubles_no_row() {
             .all(|e| !e.file_name().to_string_lossy().ends_with(".json"))
     );
 }
+
+/// A certificate authority: (its certificate, a way to sign with it).
+fn authority(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    (params.self_signed(&key).unwrap(), key)
+}
+
+/// A server certificate for `host` signed by `ca`: (certificate PEM, key PEM).
+fn server_cert(host: &str, ca: &(rcgen::Certificate, rcgen::KeyPair)) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![host.to_owned()]).unwrap().signed_by(&key, &ca.0, &ca.1).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// TLS to the shared catalog (`[catalog] ca_file`). The server turns away
+/// clients that do not speak TLS; a node holding the authority's
+/// certificate writes and finds its rows over TLS (PostgreSQL's own view of
+/// the connection says so); a node given another authority, or reaching a
+/// server whose certificate names another host, sends the database nothing:
+/// its rows are queued and the reason names the certificate.
+#[test]
+fn the_catalog_over_tls_checks_the_servers_certificate() {
+    use ferry_node::catalog::{self, Artifact, Query};
+    if !require("postgres") {
+        return;
+    }
+    let td = TestDir::new("catalog_pg_tls");
+    let mut pg = Postgres::start_with_host_auth(&td.join("pg"), "scram-sha-256");
+    let section = shared_catalog(&td, &pg);
+    let (ours, other) = (authority("ferry test CA"), authority("someone else's CA"));
+    let (cert, key) = server_cert(&pg.host(), &ours);
+    pg.use_tls(&cert, &key);
+    let (ours_pem, other_pem) = (td.join("ca.pem"), td.join("other-ca.pem"));
+    fs::write(&ours_pem, ours.0.pem()).unwrap();
+    fs::write(&other_pem, other.0.pem()).unwrap();
+    let cfg = |name: &str, extra: &str| {
+        let config = td.join(format!("{name}.toml"));
+        let base = td.join(format!("srv-{name}"));
+        fs::write(&config, format!("name = \"{name}\"\nbase_dir = \"{}\"\n{section}{extra}", base.display())).unwrap();
+        ferry_node::config::NodeConfig::load(&config).unwrap()
+    };
+    let row = |node: &str| Artifact {
+        id: 0,
+        client: "host-a".into(),
+        source: "numbers".into(),
+        module: "pipe".into(),
+        received: "20261206T200000Z".into(),
+        stamp: "s".into(),
+        path: format!("host-a/numbers/{node}/numbers"),
+        size: 1,
+        sha256: format!("{:064x}", node.len()),
+        duration_ms: 1,
+        request: format!("r-{node}"),
+        node: String::new(),
+    };
+    let all = Query { all_nodes: true, ..Query::default() };
+
+    // Without TLS: refused by the server, and not an outage to queue for
+    // (the administrator's to fix).
+    let plain = cfg("plain", "");
+    let e = format!("{:#}", catalog::open(&plain).err().expect("a plain connection is refused"));
+    assert!(e.contains("no encryption"), "{e}");
+
+    // With the authority: rows written and read over TLS.
+    let good = cfg("good", &format!("ca_file = \"{}\"\n", ours_pem.display()));
+    let cat = catalog::open(&good).unwrap();
+    assert_eq!(cat.insert(&row("good")).unwrap(), 1);
+    assert_eq!(cat.find(&all).unwrap().len(), 1);
+    let ssl =
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'ferry' AND s.ssl";
+    assert_eq!(pg.psql("postgres", ssl), "1", "the node's connection is TLS");
+    drop(cat);
+
+    // Another authority: nothing sent, the row queued, the reason given.
+    let wrong = cfg("wrong", &format!("ca_file = \"{}\"\n", other_pem.display()));
+    let cat = catalog::open(&wrong).unwrap();
+    assert_eq!(cat.insert(&row("wrong")).unwrap(), 0, "queued, not written");
+    let e = format!("{:#}", cat.find(&all).unwrap_err());
+    assert!(e.contains("certificate") && e.contains("unreachable"), "{e}");
+    drop(cat);
+
+    // Our authority, but the server's certificate names another host.
+    let (cert, key) = server_cert("127.0.0.254", &ours);
+    pg.use_tls(&cert, &key);
+    let cat = catalog::open(&good).unwrap();
+    assert_eq!(cat.insert(&row("good-again")).unwrap(), 0, "queued, not written");
+    let e = format!("{:#}", cat.find(&all).unwrap_err());
+    assert!(e.contains("certificate") && e.contains("unreachable"), "{e}");
+    drop(cat);
+    assert_eq!(pg.psql("catalog", "SELECT path FROM artifacts"), "host-a/numbers/good/numbers", "only the TLS row");
+
+    // The right certificate again: the queued row goes in on the next open.
+    let (cert, key) = server_cert(&pg.host(), &ours);
+    pg.use_tls(&cert, &key);
+    let cat = catalog::open(&good).unwrap();
+    assert_eq!(cat.find(&all).unwrap().len(), 2, "the queued row written once the server is trusted again");
+}
