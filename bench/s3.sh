@@ -34,7 +34,11 @@
 # 1 GiB still running under it). On VMs with free page reporting
 # (virtio-balloon, as here) memory freed by a deleted download also goes
 # back to the host within seconds, and the next writer pays to fault it in
-# again; the rest makes every step pay that alike.
+# again; the rest makes every step pay that alike. Without it (SETTLE=0)
+# the order decides: ferry-get and aws-get each follow a deleted 1 GiB
+# download and find its freed pages at hand, ferry-restore follows an
+# upload and does not (restore/aws 1.62 back to back, 0.94 and 1.11
+# settled, in one session).
 #
 # Env: SIZE (head -c syntax, 1G), BIG (4G; 0 skips the RSS run), ROUNDS (3),
 # SETTLE (5; seconds of rest before each timed step, 0 for none),

@@ -90,19 +90,22 @@ impl Queue {
 }
 
 /// Whether `e` says the database is out of reach (no connection, a lost
-/// one, a server shutting down) rather than refusing a statement.
+/// one, a failed TLS handshake, a server shutting down) rather than
+/// refusing a statement. Only errors of the connection count: a server's
+/// class 08 (connection) or 57 (operator intervention) code, a closed
+/// connection, or an I/O error under the client's error (connecting,
+/// its timeout, and TLS, whose handshake fails as one). A statement the client cannot
+/// encode or decode, or a row count it did not expect, is a defect to
+/// report, not an outage to queue behind.
 pub fn is_unreachable(e: &anyhow::Error) -> bool {
     e.chain().any(|c| match c.downcast_ref::<postgres::Error>() {
-        Some(pe) => {
-            pe.is_closed()
-                || match pe.code() {
-                    None => true,
-                    Some(code) => {
-                        let c = code.code();
-                        c.starts_with("08") || c.starts_with("57")
-                    }
-                }
-        }
+        Some(pe) => match pe.code() {
+            Some(code) => {
+                let c = code.code();
+                c.starts_with("08") || c.starts_with("57")
+            }
+            None => pe.is_closed() || std::error::Error::source(pe).is_some_and(|s| s.is::<std::io::Error>()),
+        },
         // Not a database error (a password file that cannot be read, a
         // refused migration): the administrator's to fix, not an outage.
         None => false,
