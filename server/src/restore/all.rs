@@ -14,9 +14,11 @@
 //! * datasets add one level: `DIR/<client>/<source>/`,
 //!   `DIR/<client>/git/<repo>.git`.
 //!
-//! An artifact is restored only after its digest is checked
-//! ([`crate::verify::check`]); when the newest fails, older ones (still as
-//! of the moment) are tried and the summary says so.
+//! An artifact is restored only if its digest matches: a tree or an
+//! archive is checked first ([`crate::verify::check`]), a dump or stream
+//! while it is copied (one read of the store; renamed into place only on a
+//! match). When the newest fails, older ones (still as of the moment) are
+//! tried and the summary says so.
 
 use std::path::{Path, PathBuf};
 
@@ -431,54 +433,57 @@ pub fn restore_members(
                     None => Vec::new(),
                 };
                 let mut bad: Vec<String> = Vec::new();
-                let mut chosen = None;
+                let one =
+                    RestoreArgs { to: Some(m.dest.clone()), policy: args.policy.clone(), ..RestoreArgs::default() };
+                // Newest first. A dump or stream is checked while it is
+                // copied (one read of the store, not a check and then the
+                // copy), a tree or an archive before it is laid out.
+                let mut done = None;
                 for a in rows.iter().rev() {
                     o.kind = a.module.clone();
-                    match crate::verify::check(store.as_ref(), a, show) {
-                        None => {
-                            chosen = Some(a);
-                            break;
-                        }
-                        Some(p) => bad.push(format!("{} ({p})", shown(&a.received))),
+                    let copied_checked = a.module != "fs" && a.module != crate::trees::MODULE;
+                    if !copied_checked && let Some(p) = crate::verify::check(store.as_ref(), a, show) {
+                        bad.push(format!("{} ({p})", shown(&a.received)));
+                        continue;
                     }
+                    let r = super::artifact::restore_checked(cfg, a, &one, show);
+                    if let Err(e) = &r
+                        && let Some(u) = e.downcast_ref::<super::artifact::Unusable>()
+                    {
+                        bad.push(format!("{} ({})", shown(&a.received), u.problem));
+                        continue;
+                    }
+                    done = Some((a, r));
+                    break;
                 }
-                match chosen {
+                match done {
                     None if bad.is_empty() => o.detail = no_backup(),
                     None => {
                         o.status = "failed".into();
                         o.detail = format!("integrity check failed: {}", bad.join("; "));
                     }
-                    Some(a) => {
-                        let one = RestoreArgs {
-                            to: Some(m.dest.clone()),
-                            policy: args.policy.clone(),
-                            ..RestoreArgs::default()
+                    Some((a, Ok(_))) => {
+                        o.status = "restored".into();
+                        o.received = Some(shown(&a.received));
+                        o.size = Some(a.size);
+                        o.path = Some(m.dest.display().to_string());
+                        o.detail = match a.module.as_str() {
+                            "fs" => "tree extracted".into(),
+                            _ => format!("file {}", a.path.rsplit('/').next().unwrap_or_default()),
                         };
-                        match super::artifact::restore_checked(cfg, a, &one, show) {
-                            Ok(_) => {
-                                o.status = "restored".into();
-                                o.received = Some(shown(&a.received));
-                                o.size = Some(a.size);
-                                o.path = Some(m.dest.display().to_string());
-                                o.detail = match a.module.as_str() {
-                                    "fs" => "tree extracted".into(),
-                                    _ => format!("file {}", a.path.rsplit('/').next().unwrap_or_default()),
-                                };
-                                if !bad.is_empty() {
-                                    // An older copy is a recovery, but not the one asked for.
-                                    o.status = "failed".into();
-                                    o.detail = format!(
-                                        "older copy restored ({}); integrity check failed: {}",
-                                        o.detail,
-                                        bad.join("; ")
-                                    );
-                                }
-                            }
-                            Err(e) => {
-                                o.status = "failed".into();
-                                o.detail = format!("{e:#}");
-                            }
+                        if !bad.is_empty() {
+                            // An older copy is a recovery, but not the one asked for.
+                            o.status = "failed".into();
+                            o.detail = format!(
+                                "older copy restored ({}); integrity check failed: {}",
+                                o.detail,
+                                bad.join("; ")
+                            );
                         }
+                    }
+                    Some((_, Err(e))) => {
+                        o.status = "failed".into();
+                        o.detail = format!("{e:#}");
                     }
                 }
             }

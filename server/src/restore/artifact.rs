@@ -149,55 +149,65 @@ fn copy_verified(
     if std::fs::symlink_metadata(&dest).is_ok() {
         bail!("{} exists", dest.display());
     }
+    let unusable = |problem: String| Unusable { path: a.path.clone(), problem };
     // The sidecar must vouch for the catalog's digest, as `verify` checks.
-    match store.stat(key)? {
-        None => bail!("the stored artifact {} is missing; run `ferry-node verify`", a.path),
-        Some(s) if s.size != a.size => bail!(
-            "the stored artifact {} fails its integrity check (size {} instead of {}); run `ferry-node verify`",
-            a.path,
-            s.size,
-            a.size
-        ),
-        Some(s) if s.sidecar.as_deref() != Some(key.sidecar_text(&a.sha256).as_str()) => bail!(
-            "the stored artifact {} fails its integrity check (digest sidecar missing or disagreeing); run `ferry-node verify`",
-            a.path
-        ),
+    match store.stat(key).map_err(|e| unusable(format!("{e:#}")))? {
+        None => return Err(unusable("missing".into()).into()),
+        Some(s) if s.size != a.size => return Err(unusable(format!("size {} instead of {}", s.size, a.size)).into()),
+        Some(s) if s.sidecar.as_deref() != Some(key.sidecar_text(&a.sha256).as_str()) => {
+            return Err(unusable("digest sidecar missing or disagreeing".into()).into());
+        }
         Some(_) => {}
     }
     // Opened before anything is created: E_STORE_KEY leaves no trace.
     // At most one byte past the catalog's size: an object larger than it
     // should be (replaced in the bucket, or lying metadata) is refused by
     // the size check below, not written out until the disk is full.
-    let mut from = store.open(key)?.take(a.size.saturating_add(1));
+    let mut from = match store.open(key) {
+        Ok(f) => f.take(a.size.saturating_add(1)),
+        // Not the copy's fault: the node cannot decrypt it (nor any other).
+        Err(e) if e.downcast_ref::<crate::store::crypt::KeyError>().is_some() => return Err(e),
+        Err(e) => return Err(unusable(format!("{e:#}")).into()),
+    };
+    // Made here, removed again if nothing usable arrives (an older copy
+    // may be tried next, or nothing should be left).
+    let made = !to.exists();
     std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let unmake = || {
+        if made {
+            let _ = std::fs::remove_dir(to);
+        }
+    };
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", key.file))
         .suffix(".part")
         .tempfile_in(to)
         .with_context(|| format!("cannot create a temporary file in {}", to.display()))?;
     let pb = show.then(|| bar(a.size, &key.file));
-    let (n, got) = copy_hashed(&mut from, tmp.as_file_mut(), |k| {
+    let copied = copy_hashed(&mut from, tmp.as_file_mut(), |k| {
         if let Some(pb) = &pb {
             pb.inc(k);
         }
-    })
-    .map_err(|e| match e {
-        Copy::Read(e) => anyhow::Error::new(e).context(format!("reading {}", a.path)),
-        Copy::Write(e) => anyhow::Error::new(e).context(format!("writing into {}", to.display())),
-    })?;
+    });
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    if n != a.size || got != a.sha256 {
-        // The temporary goes with `tmp`.
-        bail!(
-            "the stored artifact {} fails its integrity check ({n} bytes, sha256 {got} instead of {} bytes, {}); \
-             nothing was written to {}; run `ferry-node verify`",
-            a.path,
-            a.size,
-            a.sha256,
-            to.display()
-        );
+    let problem = match copied {
+        Err(Copy::Read(e)) => Some(format!("unreadable: {e}")),
+        Err(Copy::Write(e)) => {
+            drop(tmp);
+            unmake();
+            return Err(anyhow::Error::new(e).context(format!("writing into {}", to.display())));
+        }
+        Ok((n, got)) if n != a.size || got != a.sha256 => {
+            Some(format!("{n} bytes, sha256 {got} instead of {} bytes, {}", a.size, a.sha256))
+        }
+        Ok(_) => None,
+    };
+    if let Some(problem) = problem {
+        drop(tmp);
+        unmake();
+        return Err(unusable(problem).into());
     }
     tmp.as_file().sync_all()?;
     // A link refuses an existing name; then the temporary name goes.
@@ -205,6 +215,20 @@ fn copy_verified(
         .map_err(|e| anyhow::anyhow!("cannot move the copy into place as {}: {}", dest.display(), e.error))?;
     let _ = ferry_durable::fsync_dir(to);
     Ok(format!("copied {} ({} bytes, sha256 {}) to {}", a.path, a.size, a.sha256, dest.display()))
+}
+
+/// The stored copy of an artifact cannot give its bytes back (missing,
+/// another size or digest, unreadable, a key that cannot decrypt it):
+/// nothing was written. Typed so that `restore --all` tries an older copy
+/// then, while a destination that cannot be written fails the restore.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the stored artifact {path} fails its integrity check ({problem}); nothing was restored; run `ferry-node verify`"
+)]
+pub(super) struct Unusable {
+    path: String,
+    /// What is wrong with it, for a listing of the copies tried.
+    pub(super) problem: String,
 }
 
 /// Bytes of one read from the store in [`copy_hashed`].
