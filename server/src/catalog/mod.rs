@@ -109,6 +109,41 @@ impl Query {
     }
 }
 
+/// A row for a path this node's catalog already records with another
+/// size or digest: the catalog keeps what it has (a row names the bytes
+/// that were verified and stored; two of them cannot both be right).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the catalog already records {path} on node {node} as {have_size} bytes, sha256 {have_sha256}; \
+     a row saying {size} bytes, sha256 {sha256} is refused"
+)]
+pub struct RowConflict {
+    pub path: String,
+    pub node: String,
+    pub have_size: u64,
+    pub have_sha256: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl RowConflict {
+    /// `Ok(id)` if the recorded row (`id`, `size`, `sha256`) is `a`'s.
+    pub fn check(a: &Artifact, node: &str, id: i64, size: u64, sha256: String) -> anyhow::Result<i64> {
+        if size == a.size && sha256 == a.sha256 {
+            return Ok(id);
+        }
+        Err(RowConflict {
+            path: a.path.clone(),
+            node: node.to_owned(),
+            have_size: size,
+            have_sha256: sha256,
+            size: a.size,
+            sha256: a.sha256.clone(),
+        }
+        .into())
+    }
+}
+
 /// What the node records and asks about stored artifacts.
 ///
 /// Rows are written only after the artifact they describe is durable
@@ -116,7 +151,10 @@ impl Query {
 /// complete artifact; an artifact without a row is found and reported by
 /// `verify`.
 pub trait Catalog: Send {
-    /// Record an artifact; returns its id.
+    /// Record an artifact; returns its id. The same row again (a queued
+    /// copy of a row already written) returns the id it has; another row
+    /// for the same path on this node is a [`RowConflict`], never a
+    /// replacement, in either engine.
     fn insert(&self, a: &Artifact) -> anyhow::Result<i64>;
     /// An artifact with the same client, source, client timestamp and
     /// digest (an identical duplicate request).

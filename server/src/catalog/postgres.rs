@@ -260,7 +260,11 @@ impl Catalog for PgCatalog {
         match inserted {
             Some(r) => Ok(r.get(0)),
             None => {
-                Ok(c.query_one("SELECT id FROM artifacts WHERE node=$1 AND path=$2", &[&self.node, &a.path])?.get(0))
+                let r = c.query_one(
+                    "SELECT id, size, sha256 FROM artifacts WHERE node=$1 AND path=$2",
+                    &[&self.node, &a.path],
+                )?;
+                super::RowConflict::check(a, &self.node, r.get(0), r.get::<_, i64>(1) as u64, r.get(2))
             }
         }
     }

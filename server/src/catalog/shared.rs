@@ -156,7 +156,20 @@ impl SharedCatalog {
         let pg = self.pg.borrow();
         let Some(pg) = pg.as_ref() else { return Ok(()) };
         for (file, a) in &rows {
-            pg.insert(a)?;
+            match pg.insert(a) {
+                Ok(_) => {}
+                // The database has another row for this path (written by
+                // hand, or by this node before it lost its disk): it is
+                // kept, and this one set aside for a look by hand rather
+                // than stopping every open.
+                Err(e) if e.downcast_ref::<super::RowConflict>().is_some() => {
+                    let aside = file.with_extension("json.conflict");
+                    tracing::error!(row = %file.display(), error = %e, "a queued catalog row conflicts with the database; set aside as {}", aside.display());
+                    std::fs::rename(file, &aside).with_context(|| format!("setting aside {}", file.display()))?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             match std::fs::remove_file(file) {
                 Ok(()) => {}
                 // Another process flushed it first.

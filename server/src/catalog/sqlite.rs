@@ -139,9 +139,10 @@ impl SqliteCatalog {
 impl Catalog for SqliteCatalog {
     /// Record an artifact (after its file and sidecar are durable).
     fn insert(&self, a: &Artifact) -> anyhow::Result<i64> {
-        self.conn.execute(
+        let inserted = self.conn.execute(
             "INSERT INTO artifacts (client, source, module, received, stamp, path, size, sha256, duration_ms, request, node)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (node, path) DO NOTHING",
             params![
                 a.client,
                 a.source,
@@ -156,7 +157,15 @@ impl Catalog for SqliteCatalog {
                 self.node
             ],
         )?;
-        Ok(self.conn.last_insert_rowid())
+        if inserted == 1 {
+            return Ok(self.conn.last_insert_rowid());
+        }
+        let (id, size, sha256): (i64, i64, String) = self.conn.query_row(
+            "SELECT id, size, sha256 FROM artifacts WHERE node=?1 AND path=?2",
+            params![self.node, a.path],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        super::RowConflict::check(a, &self.node, id, size as u64, sha256)
     }
 
     /// An artifact with the same client, source, client timestamp and
@@ -320,6 +329,38 @@ mod tests {
             let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
             assert_eq!(v, MIGRATIONS.len() as i64);
         }
+    }
+
+    /// The same row twice keeps one row and gives its id (a queued copy of
+    /// a row already written); another size or digest for the path is a
+    /// `RowConflict` and changes nothing (PostgreSQL does the same: the
+    /// e2e `catalog_pg` tests).
+    #[test]
+    fn a_row_again_is_the_same_row_and_another_for_its_path_is_refused() {
+        let td = tempfile::tempdir().unwrap();
+        let cat = SqliteCatalog::open_path(&td.path().join("catalog.sqlite"), "n").unwrap();
+        let a = Artifact {
+            id: 0,
+            client: "host-a".into(),
+            source: "numbers".into(),
+            module: "pipe".into(),
+            received: "20261206T200000Z".into(),
+            stamp: "s".into(),
+            path: "host-a/numbers/20261206T200000Z/numbers".into(),
+            size: 3,
+            sha256: "ab".repeat(32),
+            duration_ms: 1,
+            request: "r".into(),
+            node: String::new(),
+        };
+        let id = cat.insert(&a).unwrap();
+        assert_eq!(cat.insert(&a).unwrap(), id);
+        let other = Artifact { sha256: "cd".repeat(32), ..a.clone() };
+        let e = cat.insert(&other).unwrap_err();
+        assert!(e.downcast_ref::<super::super::RowConflict>().is_some(), "{e:#}");
+        let rows = cat.find(&super::super::Query::default()).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].sha256, a.sha256);
     }
 
     /// A catalog written before nodes (version 2, counted in

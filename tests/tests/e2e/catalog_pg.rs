@@ -401,3 +401,61 @@ fn the_catalog_over_tls_checks_the_servers_certificate() {
     let cat = catalog::open(&good).unwrap();
     assert_eq!(cat.find(&all).unwrap().len(), 2, "the queued row written once the server is trusted again");
 }
+
+/// PostgreSQL agrees with SQLite on a row for a path it already has: the
+/// same row again is that row; another size or digest is refused and
+/// changes nothing; a queued row that conflicts is set aside
+/// (`.json.conflict`, for a look by hand) and the rest of the queue is
+/// written, instead of every later open failing on it.
+#[test]
+fn a_conflicting_row_is_refused_and_a_conflicting_queued_row_set_aside() {
+    use ferry_node::catalog::{self, Artifact, Query, RowConflict};
+    if !require("postgres") {
+        return;
+    }
+    let td = TestDir::new("catalog_pg_conflict");
+    let pg = Postgres::start_with_host_auth(&td.join("pg"), "scram-sha-256");
+    let section = shared_catalog(&td, &pg);
+    let config = td.join("node.toml");
+    fs::write(&config, format!("name = \"backup1\"\nbase_dir = \"{}\"\n{section}", td.join("srv").display())).unwrap();
+    let cfg = ferry_node::config::NodeConfig::load(&config).unwrap();
+    let row = |i: u32, digest: &str| Artifact {
+        id: 0,
+        client: "host-a".into(),
+        source: "numbers".into(),
+        module: "pipe".into(),
+        received: format!("20261206T2000{i:02}Z"),
+        stamp: format!("s{i}"),
+        path: format!("host-a/numbers/{i}/numbers"),
+        size: 3,
+        sha256: digest.repeat(32),
+        duration_ms: 1,
+        request: format!("r{i}"),
+        node: String::new(),
+    };
+    let cat = catalog::open(&cfg).unwrap();
+    let a = row(1, "ab");
+    let id = cat.insert(&a).unwrap();
+    assert!(id > 0);
+    assert_eq!(cat.insert(&a).unwrap(), id, "the same row again is that row");
+    let e = cat.insert(&row(1, "cd")).unwrap_err();
+    assert!(e.downcast_ref::<RowConflict>().is_some(), "{e:#}");
+    assert!(format!("{e:#}").contains("already records host-a/numbers/1/numbers"), "{e:#}");
+    drop(cat);
+
+    // Queued while the database was away: a conflicting row and a new one.
+    let queue = ferry_node::catalog::shared::Queue::of(&cfg);
+    queue.push(&row(1, "cd")).unwrap();
+    queue.push(&row(2, "ef")).unwrap();
+    let cat = catalog::open(&cfg).unwrap();
+    let found = cat.find(&Query { all_nodes: true, ..Query::default() }).unwrap();
+    let got: Vec<(&str, &str)> = found.iter().map(|r| (r.path.as_str(), &r.sha256[..2])).collect();
+    assert_eq!(got, [("host-a/numbers/1/numbers", "ab"), ("host-a/numbers/2/numbers", "ef")]);
+    let left: Vec<String> = fs::read_dir(td.join("srv/state/catalog-queue"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".json"))
+        .collect();
+    assert!(left.len() == 1 && left[0].ends_with(".json.conflict"), "{left:?}");
+}
