@@ -2,10 +2,13 @@
 //! extractor, a dump replayed into a new database ([`super::db`]), a pipe
 //! stream to standard output, or the verified file itself into a
 //! directory. Every restore checks the stored artifact's digest before
-//! anything it gives back counts: an archive, a dump or a stream is
-//! re-hashed first; a file into a directory is hashed (on a thread of its
-//! own) while it is written to a temporary file there, and renamed into
-//! place only when it matches (one read of the store, not two). A wrong or missing store key
+//! anything it gives back counts: an archive, a dump or a stream on the
+//! node's disk is re-hashed first; a file into a directory is hashed (on a
+//! thread of its own) while it is written to a temporary file there, and
+//! renamed into place only when it matches (one read of the store, not
+//! two); a dump or stream from S3 is copied that way into the node's state
+//! directory and given back from there (what was checked is what is
+//! replayed). A wrong or missing store key
 //! (`E_STORE_KEY`) stops a restore before anything is written.
 
 use std::io::{Read, Write};
@@ -41,6 +44,12 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -
         // Checked while it is copied (module docs).
         return restore_checked(cfg, a, args, show);
     }
+    if let Some(key) = ArtifactKey::parse(&a.path)
+        && store.local_path(&key).is_none()
+        && (args.stdout || args.into_db.is_some())
+    {
+        return from_verified_copy(cfg, store.as_ref(), &key, a, args, show);
+    }
     if let Some(problem) = check(store.as_ref(), a, show) {
         if problem.contains("E_STORE_KEY") {
             // Not the artifact's fault: the node cannot decrypt it.
@@ -69,30 +78,13 @@ pub(super) fn restore_checked(
     }
     let store = crate::store::open(cfg)?;
     let key = ArtifactKey::parse(&a.path).expect("checked");
-    let name = key.file.clone();
-    if args.stdout {
-        let mut f = store.open(&key)?;
-        let mut out = std::io::stdout().lock();
-        // Unlike a listing, a stream cut short is a failed restore: the
-        // reader (`| slapadd`) did not get the whole artifact.
-        if let Err(e) = std::io::copy(&mut f, &mut out).and_then(|_| out.flush()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                bail!(
-                    "the reader of standard output went away before all {} bytes of {} were written; the restore is incomplete",
-                    a.size,
-                    a.path
-                );
-            }
-            return Err(e.into());
-        }
-        return Ok(format!("wrote {} ({} bytes) to standard output", a.path, a.size));
-    }
-    if let Some(db) = &args.into_db {
-        return super::db::restore(a, &name, store.open(&key)?, db);
+    if args.stdout || args.into_db.is_some() {
+        return deliver(a, &key.file, store.open(&key)?, args);
     }
     let Some(to) = &args.to else {
         return Err(UsageError("say where to restore: --to DIR, --into-db NAME or --stdout".into()).into());
     };
+    let name = key.file.clone();
     if a.module == "fs" {
         if to.exists() {
             if std::fs::read_dir(to)?.next().is_some() {
@@ -130,6 +122,54 @@ pub(super) fn restore_checked(
     }
     // Dumps and streams: the file itself, verified, into DIR.
     copy_verified(store.as_ref(), &key, a, to, show)
+}
+
+/// Give `from`, the checked bytes of `a` (file name `name`), to standard
+/// output or to a new database, as `args` says.
+fn deliver(a: &Artifact, name: &str, mut from: Box<dyn Read + Send>, args: &RestoreArgs) -> anyhow::Result<String> {
+    if let Some(db) = &args.into_db {
+        return super::db::restore(a, name, from, db);
+    }
+    let mut out = std::io::stdout().lock();
+    // Unlike a listing, a stream cut short is a failed restore: the
+    // reader (`| slapadd`) did not get the whole artifact.
+    if let Err(e) = std::io::copy(&mut from, &mut out).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            bail!(
+                "the reader of standard output went away before all {} bytes of {} were written; the restore is incomplete",
+                a.size,
+                a.path
+            );
+        }
+        return Err(e.into());
+    }
+    Ok(format!("wrote {} ({} bytes) to standard output", a.path, a.size))
+}
+
+/// `--stdout` or `--into-db` from a store off the node (S3): the object is
+/// downloaded once into a temporary directory in the node's state
+/// directory, checked while it is written ([`copy_verified`]), and what is
+/// given back is that file. Checking the object and then reading it again
+/// would fetch it twice, and the second read would give back whatever the
+/// bucket served then, not the bytes that were checked.
+fn from_verified_copy(
+    cfg: &NodeConfig,
+    store: &dyn crate::store::ArtifactStore,
+    key: &ArtifactKey,
+    a: &Artifact,
+    args: &RestoreArgs,
+    show: bool,
+) -> anyhow::Result<String> {
+    let state_dir = cfg.state_dir();
+    std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".restore-")
+        .tempdir_in(&state_dir)
+        .with_context(|| format!("cannot create a temporary directory in {}", state_dir.display()))?;
+    copy_verified(store, key, a, scratch.path(), show)?;
+    let file = scratch.path().join(&key.file);
+    let f = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+    deliver(a, &key.file, Box::new(f), args)
 }
 
 /// Copy the artifact into `to/<file>`: streamed from the store into a

@@ -138,6 +138,21 @@ fn archive_and_pipe_round_trip_through_garage() {
     assert_eq!(v["problems"][0]["source"], "site", "{v}");
     let out = run(node.cmd().args(["restore", "host-a", "site", "--to", td.join("again").to_str().unwrap()]));
     assert!(!out.status.success() && text(&out).contains("integrity"), "{}", text(&out));
+    // The same for a stream to standard output, changed to other bytes of
+    // its size: it is copied once into the node's state directory and
+    // checked there, so not one byte reaches standard output, and the copy
+    // is gone afterwards (as after the good restore above).
+    let numbers_path = numbers["path"].as_str().unwrap();
+    g.put(&format!("backup1/{numbers_path}"), &vec![b'x'; expected.len()]);
+    let out = run(node.cmd().args(["restore", "host-a", "numbers", "--stdout"]));
+    assert!(!out.status.success() && out.stdout.is_empty(), "{}", text(&out));
+    assert!(text(&out).contains("integrity") && text(&out).contains("sha256"), "{}", text(&out));
+    let scratch: Vec<_> = fs::read_dir(node.srv().join("state"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".restore-"))
+        .collect();
+    assert!(scratch.is_empty(), "{scratch:?}");
 }
 
 #[test]
