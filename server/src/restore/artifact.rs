@@ -121,7 +121,7 @@ pub(super) fn restore_checked(
         return Ok(format!("extracted {} ({stats}) into {}", a.path, to.display()));
     }
     // Dumps and streams: the file itself, verified, into DIR.
-    copy_verified(store.as_ref(), &key, a, to, show)
+    copy_verified(store.as_ref(), &key, a, to, Keep::Durable, show)
 }
 
 /// Give `from`, the checked bytes of `a` (file name `name`), to standard
@@ -166,10 +166,19 @@ fn from_verified_copy(
         .prefix(".restore-")
         .tempdir_in(&state_dir)
         .with_context(|| format!("cannot create a temporary directory in {}", state_dir.display()))?;
-    copy_verified(store, key, a, scratch.path(), show)?;
+    copy_verified(store, key, a, scratch.path(), Keep::Scratch, show)?;
     let file = scratch.path().join(&key.file);
     let f = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
     deliver(a, &key.file, Box::new(f), args)
+}
+
+/// Whether a [`copy_verified`] copy must survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// A restore's result: on disk when the restore returns.
+    Durable,
+    /// Read once and removed ([`from_verified_copy`]): never synced.
+    Scratch,
 }
 
 /// Copy the artifact into `to/<file>`: streamed from the store into a
@@ -183,6 +192,7 @@ fn copy_verified(
     key: &ArtifactKey,
     a: &Artifact,
     to: &Path,
+    keep: Keep,
     show: bool,
 ) -> anyhow::Result<String> {
     let dest = to.join(&key.file);
@@ -224,7 +234,7 @@ fn copy_verified(
         .tempfile_in(to)
         .with_context(|| format!("cannot create a temporary file in {}", to.display()))?;
     let pb = show.then(|| bar(a.size, &key.file));
-    let copied = copy_hashed(&mut from, tmp.as_file_mut(), |k| {
+    let copied = copy_hashed(&mut from, tmp.as_file_mut(), keep == Keep::Durable, |k| {
         if let Some(pb) = &pb {
             pb.inc(k);
         }
@@ -249,11 +259,15 @@ fn copy_verified(
         unmake();
         return Err(unusable(problem).into());
     }
-    tmp.as_file().sync_all()?;
+    if keep == Keep::Durable {
+        tmp.as_file().sync_all()?;
+    }
     // A link refuses an existing name; then the temporary name goes.
     tmp.persist_noclobber(&dest)
         .map_err(|e| anyhow::anyhow!("cannot move the copy into place as {}: {}", dest.display(), e.error))?;
-    let _ = ferry_durable::fsync_dir(to);
+    if keep == Keep::Durable {
+        let _ = ferry_durable::fsync_dir(to);
+    }
     Ok(format!("copied {} ({} bytes, sha256 {}) to {}", a.path, a.size, a.sha256, dest.display()))
 }
 
@@ -303,9 +317,13 @@ enum Copy {
 /// writeback but dropped the pages, and re-faulting fresh pages costs more
 /// than the wait it saved: 1 GiB from one Garage node restored in
 /// 3.9–4.3 s with it, 3.0–3.4 s with this thread, 3.4–3.7 s with neither.)
+///
+/// `writeback: false` (a scratch copy that is read once and removed) does
+/// without the third thread: nothing of it needs to reach the disk.
 fn copy_hashed(
     from: &mut dyn Read,
     out: &mut std::fs::File,
+    writeback: bool,
     mut progress: impl FnMut(u64),
 ) -> Result<(u64, String), Copy> {
     use sha2::Digest as _;
@@ -315,17 +333,22 @@ fn copy_hashed(
         let (give_back, free) = mpsc::channel::<Vec<u8>>();
         // Writeback runs on a thread of its own: the hashing thread only
         // pokes it (never blocking; a poke while a sync runs is merged).
-        let synced = out.try_clone().map_err(Copy::Write)?;
-        let (sync_tx, sync_rx) = mpsc::sync_channel::<()>(1);
-        std::thread::Builder::new()
-            .name("ferry-sync".into())
-            .spawn_scoped(s, move || {
-                for () in sync_rx {
-                    // Only a head start: the fsync before the rename counts.
-                    let _ = synced.sync_data();
-                }
-            })
-            .map_err(Copy::Write)?;
+        let sync_tx = if writeback {
+            let synced = out.try_clone().map_err(Copy::Write)?;
+            let (sync_tx, sync_rx) = mpsc::sync_channel::<()>(1);
+            std::thread::Builder::new()
+                .name("ferry-sync".into())
+                .spawn_scoped(s, move || {
+                    for () in sync_rx {
+                        // Only a head start: the fsync before the rename counts.
+                        let _ = synced.sync_data();
+                    }
+                })
+                .map_err(Copy::Write)?;
+            Some(sync_tx)
+        } else {
+            None
+        };
         let hasher = std::thread::Builder::new()
             .name("ferry-hash".into())
             .spawn_scoped(s, move || {
@@ -337,9 +360,11 @@ fn copy_hashed(
                     let _ = give_back.send(buf);
                     // The chunk was written before it was sent here.
                     n += k as u64;
-                    if n - started >= WRITEBACK_EVERY {
+                    if let Some(tx) = &sync_tx
+                        && n - started >= WRITEBACK_EVERY
+                    {
                         // Full: a sync is pending and will cover this too.
-                        let _ = sync_tx.try_send(());
+                        let _ = tx.try_send(());
                         started = n;
                     }
                 }
@@ -439,7 +464,7 @@ mod tests {
             let mut f = std::fs::File::create(td.path().join("out")).unwrap();
             let mut from = Uneven { data: &data[..size], step: 777_777, fail_at: None, at: 0 };
             let mut seen = 0;
-            let (n, digest) = copy_hashed(&mut from, &mut f, |k| seen += k).unwrap();
+            let (n, digest) = copy_hashed(&mut from, &mut f, true, |k| seen += k).unwrap();
             assert_eq!((n, seen), (size as u64, size as u64));
             assert_eq!(digest, hex::encode(sha2::Sha256::digest(&data[..size])), "{size}");
             assert!(std::fs::read(td.path().join("out")).unwrap() == data[..size], "{size}");
@@ -448,7 +473,7 @@ mod tests {
         let td = tempfile::tempdir().unwrap();
         let mut f = std::fs::File::create(td.path().join("out")).unwrap();
         let mut from = Uneven { data: &data, step: 1 << 20, fail_at: Some(CHUNK * 2 + 5), at: 0 };
-        match copy_hashed(&mut from, &mut f, |_| {}) {
+        match copy_hashed(&mut from, &mut f, false, |_| {}) {
             Err(Copy::Read(e)) => assert_eq!(e.to_string(), "the store went away"),
             other => panic!("{other:?}"),
         }
