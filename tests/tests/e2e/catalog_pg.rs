@@ -41,6 +41,33 @@ pub(crate) fn pipe_client(td: &TestDir, node: &Node, name: &str, stream: &Path) 
     )
 }
 
+/// The configuration of node `name`, its base directory `td/<base>`, with
+/// the catalog `section`, loaded as the node loads it.
+fn node_config(td: &TestDir, name: &str, base: &str, section: &str) -> ferry_node::config::NodeConfig {
+    let config = td.join(format!("{name}-{base}.toml"));
+    fs::write(&config, format!("name = \"{name}\"\nbase_dir = \"{}\"\n{section}", td.join(base).display())).unwrap();
+    ferry_node::config::NodeConfig::load(&config).unwrap()
+}
+
+/// A catalog row of `host-a`'s pipe source `numbers`, stored at
+/// `host-a/numbers/<tag>/numbers`.
+fn numbers_row(tag: &str, received: String, size: u64, sha256: String) -> ferry_node::catalog::Artifact {
+    ferry_node::catalog::Artifact {
+        id: 0,
+        client: "host-a".into(),
+        source: "numbers".into(),
+        module: "pipe".into(),
+        received,
+        stamp: format!("s{tag}"),
+        path: format!("host-a/numbers/{tag}/numbers"),
+        size,
+        sha256,
+        duration_ms: 1,
+        request: format!("r{tag}"),
+        node: String::new(),
+    }
+}
+
 /// (client, node) of every row `find --json` shows.
 fn rows(node: &Node) -> Vec<(String, String)> {
     let v = node.ferry_node_json(&["find"]);
@@ -242,30 +269,18 @@ fn postgres_down_rows_are_queued_and_written_once_when_it_is_back() {
 /// its queued copy is written).
 #[test]
 fn postgres_restarted_under_load_loses_and_doubles_no_row() {
-    use ferry_node::catalog::{self, Artifact, Query};
+    use ferry_node::catalog::{self, Query};
     if !require("postgres") {
         return;
     }
     let td = TestDir::new("catalog_pg_load");
     let mut pg = Postgres::start_with_host_auth(&td.join("pg"), "scram-sha-256");
     let section = shared_catalog(&td, &pg);
-    let config = td.join("node.toml");
-    fs::write(&config, format!("name = \"backup1\"\nbase_dir = \"{}\"\n{section}", td.join("srv").display())).unwrap();
-    let cfg = ferry_node::config::NodeConfig::load(&config).unwrap();
+    let cfg = node_config(&td, "backup1", "srv", &section);
     const ROWS: usize = 400;
-    let row = |i: usize| Artifact {
-        id: 0,
-        client: "host-a".into(),
-        source: "numbers".into(),
-        module: "pipe".into(),
-        received: format!("20261206T{:02}{:02}{:02}Z", i / 3600, i / 60 % 60, i % 60),
-        stamp: format!("s{i}"),
-        path: format!("host-a/numbers/{i}/numbers"),
-        size: i as u64,
-        sha256: format!("{i:064x}"),
-        duration_ms: 1,
-        request: format!("r{i}"),
-        node: String::new(),
+    let row = |i: usize| {
+        let received = format!("20261206T{:02}{:02}{:02}Z", i / 3600, i / 60 % 60, i % 60);
+        numbers_row(&i.to_string(), received, i as u64, format!("{i:064x}"))
     };
     let written = std::sync::atomic::AtomicUsize::new(0);
     let queued_rows = std::thread::scope(|s| {
@@ -326,7 +341,7 @@ fn server_cert(host: &str, ca: &(rcgen::Certificate, rcgen::KeyPair)) -> (String
 /// its rows are queued and the reason names the certificate.
 #[test]
 fn the_catalog_over_tls_checks_the_servers_certificate() {
-    use ferry_node::catalog::{self, Artifact, Query};
+    use ferry_node::catalog::{self, Query};
     if !require("postgres") {
         return;
     }
@@ -339,26 +354,8 @@ fn the_catalog_over_tls_checks_the_servers_certificate() {
     let (ours_pem, other_pem) = (td.join("ca.pem"), td.join("other-ca.pem"));
     fs::write(&ours_pem, ours.0.pem()).unwrap();
     fs::write(&other_pem, other.0.pem()).unwrap();
-    let cfg = |name: &str, extra: &str| {
-        let config = td.join(format!("{name}.toml"));
-        let base = td.join(format!("srv-{name}"));
-        fs::write(&config, format!("name = \"{name}\"\nbase_dir = \"{}\"\n{section}{extra}", base.display())).unwrap();
-        ferry_node::config::NodeConfig::load(&config).unwrap()
-    };
-    let row = |node: &str| Artifact {
-        id: 0,
-        client: "host-a".into(),
-        source: "numbers".into(),
-        module: "pipe".into(),
-        received: "20261206T200000Z".into(),
-        stamp: "s".into(),
-        path: format!("host-a/numbers/{node}/numbers"),
-        size: 1,
-        sha256: format!("{:064x}", node.len()),
-        duration_ms: 1,
-        request: format!("r-{node}"),
-        node: String::new(),
-    };
+    let cfg = |name: &str, extra: &str| node_config(&td, name, &format!("srv-{name}"), &format!("{section}{extra}"));
+    let row = |node: &str| numbers_row(node, "20261206T200000Z".into(), 1, format!("{:064x}", node.len()));
     let all = Query { all_nodes: true, ..Query::default() };
 
     // Without TLS: refused by the server, and not an outage to queue for
@@ -409,30 +406,15 @@ fn the_catalog_over_tls_checks_the_servers_certificate() {
 /// written, instead of every later open failing on it.
 #[test]
 fn a_conflicting_row_is_refused_and_a_conflicting_queued_row_set_aside() {
-    use ferry_node::catalog::{self, Artifact, Query, RowConflict};
+    use ferry_node::catalog::{self, Query, RowConflict};
     if !require("postgres") {
         return;
     }
     let td = TestDir::new("catalog_pg_conflict");
     let pg = Postgres::start_with_host_auth(&td.join("pg"), "scram-sha-256");
     let section = shared_catalog(&td, &pg);
-    let config = td.join("node.toml");
-    fs::write(&config, format!("name = \"backup1\"\nbase_dir = \"{}\"\n{section}", td.join("srv").display())).unwrap();
-    let cfg = ferry_node::config::NodeConfig::load(&config).unwrap();
-    let row = |i: u32, digest: &str| Artifact {
-        id: 0,
-        client: "host-a".into(),
-        source: "numbers".into(),
-        module: "pipe".into(),
-        received: format!("20261206T2000{i:02}Z"),
-        stamp: format!("s{i}"),
-        path: format!("host-a/numbers/{i}/numbers"),
-        size: 3,
-        sha256: digest.repeat(32),
-        duration_ms: 1,
-        request: format!("r{i}"),
-        node: String::new(),
-    };
+    let cfg = node_config(&td, "backup1", "srv", &section);
+    let row = |i: u32, digest: &str| numbers_row(&i.to_string(), format!("20261206T2000{i:02}Z"), 3, digest.repeat(32));
     let cat = catalog::open(&cfg).unwrap();
     let a = row(1, "ab");
     let id = cat.insert(&a).unwrap();
