@@ -17,6 +17,8 @@
 #   unchanged  files_hashed of the client's --json record (goal: 0).
 #
 # Env: TREE_MB (200), TREE_FILES (20000), TREE_CHANGED_PERMILLE (10 = 1%),
+# TREE_MARKS=1 (each step's start and end on stderr, CLOCK_MONOTONIC, for
+# `perf record -a -k mono` and `perf report --time`),
 # TREE_PREPARE_RESCUE=0 (node.toml [tree] prepare_rescue = false: the scan
 # builds no rescue layer), TREE_FILES_IN_FLIGHT ([tree] files_in_flight), BENCH_DIR (scratch, default /tmp/ferry-tree-bench; needs about 5x
 # TREE_MB), CARGO_TARGET_DIR.

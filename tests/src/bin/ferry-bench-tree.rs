@@ -117,6 +117,7 @@ impl Bench {
     /// the snapshot's rescue layer, done too), so the next step starts on
     /// an idle node. Returns (finished s, idle s, the client's JSON output).
     fn backup(&mut self, source: &str) -> (f64, f64, String) {
+        mark(&format!("backup {source} starts"));
         let t = Instant::now();
         let out = ok(self.client.cmd().args(["--json", "backup", source, "--send"]));
         self.done += 1;
@@ -132,7 +133,18 @@ impl Bench {
             std::thread::sleep(Duration::from_millis(5));
         }
         lock.unlock().unwrap();
+        mark(&format!("backup {source} ends"));
         (finished, t.elapsed().as_secs_f64(), out)
+    }
+}
+
+/// With TREE_MARKS set, each step's start and end on standard error in
+/// CLOCK_MONOTONIC seconds, the clock `perf record -k mono` stamps samples
+/// with: `perf report --time A,B` then shows one step's CPU alone.
+fn mark(what: &str) {
+    if std::env::var_os("TREE_MARKS").is_some() {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        eprintln!("mark {}.{:09} {what}", now.tv_sec, now.tv_nsec);
     }
 }
 
@@ -143,8 +155,10 @@ fn rsync(ssh: &str, from: &str, to: &Path, link_dest: Option<&Path>) -> f64 {
         cmd.arg(format!("--link-dest={}", l.display()));
     }
     cmd.arg(from).arg(to);
+    mark("rsync starts");
     let t = Instant::now();
     let out = run(&mut cmd);
+    mark("rsync ends");
     assert!(out.status.success(), "rsync failed: {}", text(&out));
     t.elapsed().as_secs_f64()
 }
