@@ -282,6 +282,13 @@ impl Store {
         }
     }
 
+    /// Makes everything written to the store's file system durable (one
+    /// `syncfs`): the names of [`Batch::commit_unsynced`] batches.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let tmp = self.open_tmp()?;
+        rustix::fs::syncfs(&tmp).map_err(|e| StoreError::io("syncing the store", e))
+    }
+
     /// A batch of puts made durable together by [`Batch::commit`]: one
     /// filesystem sync per batch instead of two fsyncs per content (on a
     /// disk where an fsync costs a millisecond, 100,000 single puts spend
@@ -514,8 +521,19 @@ pub struct Batch<'s> {
 impl Batch<'_> {
     /// Writes and checks one content; [`Put::Present`] (without reading)
     /// when the store or this batch has it already.
-    pub fn put<R: Read>(&mut self, mut reader: R, size: u64, sha256: &Sha256) -> Result<Put, StoreError> {
-        if self.names.contains(sha256) || self.store.has(sha256) {
+    pub fn put<R: Read>(&mut self, reader: R, size: u64, sha256: &Sha256) -> Result<Put, StoreError> {
+        if self.store.has(sha256) {
+            return Ok(Put::Present);
+        }
+        self.put_missing(reader, size, sha256)
+    }
+
+    /// [`Batch::put`] of a content the caller has just found missing (a
+    /// pull fetches only those): not looked up in the store again. Should
+    /// another writer store it meanwhile (a member of a share group),
+    /// the commit finds the name taken and drops this copy.
+    pub fn put_missing<R: Read>(&mut self, mut reader: R, size: u64, sha256: &Sha256) -> Result<Put, StoreError> {
+        if self.names.contains(sha256) {
             return Ok(Put::Present);
         }
         let (mut f, tmp) = self.store.temp_in(self.tmp.as_fd())?;
@@ -557,7 +575,21 @@ impl Batch<'_> {
 
     /// Makes every waiting content durable and visible; returns how many
     /// were new (a content stored meanwhile by someone else is dropped).
-    pub fn commit(mut self) -> Result<usize, StoreError> {
+    pub fn commit(self) -> Result<usize, StoreError> {
+        self.commit_with(true)
+    }
+
+    /// [`Batch::commit`] less the sync after the renames: every content is
+    /// durable before its name appears, but the names themselves may be
+    /// lost to a power cut until the next sync ([`Store::sync`], or the
+    /// next batch's commit, whose first sync takes them along). A pull
+    /// that commits batch after batch pays one sync per batch instead of
+    /// two; losing names costs a fetch again, never a wrong content.
+    pub fn commit_unsynced(self) -> Result<usize, StoreError> {
+        self.commit_with(false)
+    }
+
+    fn commit_with(mut self, sync_names: bool) -> Result<usize, StoreError> {
         if self.pending.is_empty() {
             return Ok(0);
         }
@@ -602,7 +634,9 @@ impl Batch<'_> {
                 }
             }
         }
-        rustix::fs::syncfs(&self.tmp).map_err(|e| StoreError::io("syncing the store", e))?;
+        if sync_names {
+            rustix::fs::syncfs(&self.tmp).map_err(|e| StoreError::io("syncing the store", e))?;
+        }
         Ok(new)
     }
 }

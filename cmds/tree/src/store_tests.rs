@@ -204,3 +204,27 @@ fn a_batch_becomes_visible_only_when_committed() {
     drop(batch);
     assert!(!s.has(&c) && tmp_is_empty(&s));
 }
+
+#[test]
+fn a_content_stored_meanwhile_is_dropped_at_the_commit_and_keeps_its_bytes() {
+    // A pull's `put_missing` does not look the store up again; a member of
+    // a share group may store the same content between the lookup and
+    // the commit. The first copy stays, the second goes, nothing is left
+    // in tmp, and unsynced commits become durable with one `sync`.
+    let t = tempdir();
+    let s = store(&t);
+    let a = Sha256::of(b"alpha");
+    let mut first = s.batch().unwrap();
+    let mut second = s.batch().unwrap();
+    assert_eq!(first.put_missing(&b"alpha"[..], 5, &a).unwrap(), Put::Stored(5));
+    assert_eq!(second.put_missing(&b"alpha"[..], 5, &a).unwrap(), Put::Stored(5), "not looked up");
+    assert_eq!(first.commit_unsynced().unwrap(), 1);
+    let before = std::fs::metadata(s.path(&a)).unwrap().ino();
+    assert_eq!(second.commit_unsynced().unwrap(), 0, "the name was taken: this copy is dropped");
+    assert_eq!(std::fs::metadata(s.path(&a)).unwrap().ino(), before, "the first copy is kept");
+    s.sync().unwrap();
+    assert!(tmp_is_empty(&s));
+    assert_eq!(s.verify().unwrap().bad, []);
+    // `put` still looks the store up first.
+    assert_eq!(s.batch().unwrap().put(Untouched, 5, &a).unwrap(), Put::Present);
+}
