@@ -40,7 +40,7 @@
 # upload and does not (restore/aws 1.62 back to back, 0.94 and 1.11
 # settled, in one session).
 #
-# Env: SIZE (head -c syntax, 1G), BIG (4G; 0 skips the RSS run), ROUNDS (3),
+# Env: SIZE (head -c syntax, 1G), BIG (4G: peak RSS storing and restoring it; 0 skips), ROUNDS (3),
 # SETTLE (5; seconds of rest before each timed step, 0 for none),
 # ENCRYPT (1: encrypt = true with a key from `store keygen`; aws stays plain),
 # PART_MIB (16, the node's default part_size_mib), BENCH_DIR (/tmp/ferry-s3b),
@@ -202,4 +202,11 @@ if [ "$BIG" != 0 ]; then
     /usr/bin/time -v -o rss.txt "$PUT" node.toml bench huge "$(stamp 99)" big.bin "$BSHA" >/dev/null
     kib=$(awk -F': ' '/Maximum resident set size/ {print $2}' rss.txt)
     echo "peak RSS storing $BIG: $((kib / 1024)) MiB ($kib KiB; goal < 128 MB)"
+    rm -f big.bin
+    rm -rf restored-big
+    /usr/bin/time -v -o rss-restore.txt "$NODE" --config node.toml restore bench huge --to restored-big >>restore.log 2>&1
+    [ "$(cat restored-big/* | sha256sum | cut -d' ' -f1)" = "$BSHA" ] || { echo "ferry restore of $BIG differs" >&2; exit 1; }
+    rm -rf restored-big
+    kib=$(awk -F': ' '/Maximum resident set size/ {print $2}' rss-restore.txt)
+    echo "peak RSS restoring $BIG: $((kib / 1024)) MiB ($kib KiB)"
 fi
