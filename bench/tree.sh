@@ -11,7 +11,9 @@
 #
 # Measured (see tests/src/bin/ferry-bench-tree.rs):
 #   first      tree mode (ferry backup --send until the node has published)
-#              vs rsync -a over ssh (and tar mode, for the record);
+#              vs rsync -a over ssh (and, for the record, tar mode and
+#              rsync followed by `sync -f`: its copy made durable, as a
+#              tree pull's is before it publishes);
 #   1% changed tree mode vs tar mode vs rsync -a --link-dest (rsnapshot):
 #              wall time and bytes newly stored;
 #   unchanged  files_hashed of the client's --json record (goal: 0).
