@@ -303,6 +303,8 @@ pub fn tree(
     let abort = |e: StoreError| SinkError::Abort(ferry_pull::PullError::new(reason_of(e.code()), e.to_string()));
     let mut batch = Some(store.batch().map_err(|e| store_refusal(&e))?);
     let mut opened = std::time::Instant::now();
+    // Batches handed to the committer.
+    let mut sent = 0usize;
     // The snapshot's directories, symlinks and links of stored contents
     // are staged on another thread while the fetch runs (see
     // `snapshot::Staged`); the fetched ones are linked after it.
@@ -341,6 +343,7 @@ pub fn tree(
                         "the store's committer stopped".to_owned(),
                     ))
                 })?;
+                sent += 1;
                 batch = Some(store.batch().map_err(abort)?);
                 opened = std::time::Instant::now();
             }
@@ -351,12 +354,16 @@ pub fn tree(
         let fetched = match (fetched, committed) {
             (_, Err(e)) => Err(store_refusal(&e)),
             (Err(e), Ok(())) => Err(Refusal::new(e.reason, e.message)),
-            (Ok(report), Ok(())) => match batch.take() {
-                Some(b) => {
-                    b.commit_unsynced().and_then(|_| store.sync()).map(|()| report).map_err(|e| store_refusal(&e))
-                }
-                None => store.sync().map(|()| report).map_err(|e| store_refusal(&e)),
-            },
+            (Ok(report), Ok(())) => {
+                // A pull that stored nothing (an unchanged repeat) syncs
+                // nothing here: the build's own sync follows.
+                let last = batch.take().filter(|b| !b.is_empty());
+                let dirty = sent > 0 || last.is_some();
+                last.map_or(Ok(0), ferry_tree::store::Batch::commit_unsynced)
+                    .and_then(|_| if dirty { store.sync() } else { Ok(()) })
+                    .map(|()| report)
+                    .map_err(|e| store_refusal(&e))
+            }
         };
         (fetched, staging.join())
     });
