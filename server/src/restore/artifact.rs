@@ -272,8 +272,9 @@ fn copy_verified(
 }
 
 /// The stored copy of an artifact cannot give its bytes back (missing,
-/// another size or digest, unreadable, a key that cannot decrypt it):
-/// nothing was written. Typed so that `restore --all` tries an older copy
+/// another size or digest, unreadable): nothing was written. A store key
+/// that cannot decrypt it is not this (`E_STORE_KEY` fails every copy
+/// alike, and is returned as it is). Typed so that `restore --all` tries an older copy
 /// then, while a destination that cannot be written fails the restore.
 #[derive(Debug, thiserror::Error)]
 #[error(
