@@ -66,10 +66,11 @@ pub struct Missing {
 pub fn missing(manifest: &Manifest, store: &Store) -> Vec<Missing> {
     let mut out: Vec<Missing> = Vec::new();
     let mut seen: HashMap<Sha256, Option<usize>> = HashMap::new();
+    let mut linker = store.linker();
     for e in &manifest.entries {
         let Kind::File { size, sha256 } = &e.kind else { continue };
         let slot = *seen.entry(*sha256).or_insert_with(|| {
-            if store.has(sha256) {
+            if linker.has(sha256) {
                 None
             } else {
                 out.push(Missing { sha256: *sha256, size: *size, paths: Vec::new() });
@@ -384,8 +385,32 @@ enum Pass<'a> {
     Later(&'a HashSet<Sha256>),
 }
 
-/// Creates the entries of `pass` below the staging directory, in
-/// depth-first order.
+/// Files of one directory handed to a linking thread: the directory's
+/// own fd (a duplicate, so the walk may move on and close its copy) and
+/// the names to link in it.
+struct Links<'m> {
+    dir: OwnedFd,
+    files: Vec<(&'m [u8], &'m Sha256)>,
+}
+
+/// Files per [`Links`] batch: small enough that both threads have work
+/// in a tree of few directories, large enough that the hand-over costs
+/// nothing beside the links.
+const LINK_BATCH: usize = 256;
+
+/// Threads that link files while the walk makes directories and symlinks.
+/// Two: 20,000 links took 0.12 s on one thread and 0.075 s on two on a
+/// 2-vCPU node (each link is a short system call that waits on the
+/// directory and inode updates, so a second thread overlaps them); a
+/// snapshot's links are most of a repeat pull's time.
+fn link_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 2))
+}
+
+/// Creates the entries of `pass` below the staging directory: the walk
+/// (this thread) makes directories and symlinks in depth-first order and
+/// hands the files to link, directory by directory, to
+/// [`link_threads`] threads.
 fn fill(
     manifest: &Manifest,
     store: &Store,
@@ -404,8 +429,88 @@ fn fill(
     let mut order: Vec<&crate::manifest::Entry> = manifest.entries.iter().collect();
     order.sort_by(|a, b| tree_order(&a.path, &b.path));
     let mut stack = DirStack::new(root);
+    let (to_link, batches) = std::sync::mpsc::sync_channel::<Links<'_>>(4);
+    let batches = std::sync::Mutex::new(batches);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (walked, linked) = std::thread::scope(|scope| {
+        let linkers: Vec<_> = (0..link_threads())
+            .map(|_| {
+                scope.spawn(|| -> Result<BuildStats, SnapshotError> {
+                    let mut linker = store.linker();
+                    let mut stats = BuildStats::default();
+                    let mut failed = None;
+                    // The lock is held only while taking a batch. After an
+                    // error the batches are taken and dropped, so that the
+                    // walk, told by `stop`, never waits on a full channel.
+                    while let Ok(batch) = batches.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                        if failed.is_some() {
+                            continue;
+                        }
+                        for (name, sha256) in batch.files {
+                            match linker.link(sha256, batch.dir.as_fd(), name) {
+                                Ok(made) => {
+                                    stats.store_copies += u64::from(made);
+                                    stats.files += 1;
+                                }
+                                Err(e) => {
+                                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                                    failed = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    failed.map_or(Ok(stats), |e| Err(e.into()))
+                })
+            })
+            .collect();
+        let walked = walk(&order, &mut stack, pass, to_link, &stop);
+        let mut linked = Ok(BuildStats::default());
+        for t in linkers {
+            let r = t.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            linked = match (linked, r) {
+                (Ok(a), Ok(b)) => Ok(BuildStats {
+                    files: a.files + b.files,
+                    store_copies: a.store_copies + b.store_copies,
+                    ..BuildStats::default()
+                }),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
+        (walked, linked)
+    });
+    // A linking error first: a walk that stopped because the linkers did
+    // only says that they stopped.
+    let linked = linked?;
+    let mut stats = walked?;
+    stats.files = linked.files;
+    stats.store_copies = linked.store_copies;
+    if let Pass::Later(_) = pass {
+        // One filesystem sync for every directory entry made by both
+        // passes (the file inodes were synced when they entered the store).
+        rustix::fs::syncfs(stack.root()).map_err(|x| io_err("syncing the snapshot")(x.into()))?;
+    }
+    Ok(stats)
+}
+
+/// The walk of [`fill`]: directories and symlinks made here, files sent
+/// to `to_link` in batches of one directory each.
+fn walk<'m>(
+    order: &[&'m crate::manifest::Entry],
+    stack: &mut DirStack,
+    pass: Pass<'_>,
+    to_link: std::sync::mpsc::SyncSender<Links<'m>>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<BuildStats, SnapshotError> {
     let mut stats = BuildStats::default();
-    let mut linker = store.linker();
+    let mut batch: Option<(&[u8], Links<'m>)> = None;
+    let stopped = || io_err("linking files")(io::Error::other("the linking threads stopped"));
+    let send = |b: Links<'m>| {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(stopped());
+        }
+        to_link.send(b).map_err(|_| stopped())
+    };
     for e in order {
         let (dir, name) = split_last(&e.path);
         match (&e.kind, pass) {
@@ -428,11 +533,22 @@ fn fill(
             (Kind::File { sha256, .. }, Pass::Now(later)) if later.contains(sha256) => {}
             (Kind::File { sha256, .. }, Pass::Later(later)) if !later.contains(sha256) => {}
             (Kind::File { sha256, .. }, _) => {
-                let pfd = stack.parent(dir).map_err(io_err(format!("opening the parent of {}", shown(&e.path))))?;
-                if linker.link(sha256, pfd, name)? {
-                    stats.store_copies += 1;
+                if let Some((d, b)) = &batch
+                    && (*d != dir || b.files.len() >= LINK_BATCH)
+                    && let Some((_, b)) = batch.take()
+                {
+                    send(b)?;
                 }
-                stats.files += 1;
+                if batch.is_none() {
+                    let pfd = stack.parent(dir).map_err(io_err(format!("opening the parent of {}", shown(&e.path))))?;
+                    let fd = pfd
+                        .try_clone_to_owned()
+                        .map_err(io_err(format!("opening the parent of {}", shown(&e.path))))?;
+                    batch = Some((dir, Links { dir: fd, files: Vec::with_capacity(LINK_BATCH) }));
+                }
+                if let Some((_, b)) = batch.as_mut() {
+                    b.files.push((name, sha256));
+                }
             }
             (Kind::Symlink { target }, Pass::Now(_)) => {
                 let pfd = stack.parent(dir).map_err(io_err(format!("opening the parent of {}", shown(&e.path))))?;
@@ -444,10 +560,8 @@ fn fill(
             (_, Pass::Later(_)) => {}
         }
     }
-    if let Pass::Later(_) = pass {
-        // One filesystem sync for every directory entry made by both
-        // passes (the file inodes were synced when they entered the store).
-        rustix::fs::syncfs(stack.root()).map_err(|x| io_err("syncing the snapshot")(x.into()))?;
+    if let Some((_, b)) = batch {
+        send(b)?;
     }
     Ok(stats)
 }

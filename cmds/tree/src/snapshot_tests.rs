@@ -271,3 +271,50 @@ fn a_staged_snapshot_gets_the_fetched_files_at_finish_and_nothing_before() {
     assert_eq!(read_manifest(&dest, &Limits::default()).unwrap(), without);
     assert!(matches!(stage(&m, &store, &dest, HashSet::new()), Err(SnapshotError::Exists(_))));
 }
+
+/// Many more files than the linking threads' batches and channel hold,
+/// in many directories and one large one: every name is linked to its own
+/// content, and a content missing early stops the linking with that
+/// error (no wait on a full channel), leaving no staging behind.
+#[test]
+fn files_linked_on_several_threads_are_all_there_and_a_missing_one_stops_them() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    for i in 0..3000 {
+        let dir = if i < 1000 { "big".to_owned() } else { format!("d{}", i % 40) };
+        write(&src, format!("{dir}/f{i}").as_bytes(), format!("content {i}").as_bytes());
+    }
+    let m = scan(&ScanOptions::new(&src)).unwrap().manifest;
+    let store = Store::open(t.path().join("store")).unwrap();
+    let snaps = t.path().join("snaps");
+    std::fs::create_dir_all(&snaps).unwrap();
+
+    // One content stored late: the first file in the walk's order.
+    let first = m.entries.iter().filter(|e| e.sha256().is_some()).min_by(|a, b| tree_order(&a.path, &b.path)).unwrap();
+    let late = *first.sha256().unwrap();
+    let later: HashSet<Sha256> = [late].into();
+    let mut batch = store.batch().unwrap();
+    for miss in missing(&m, &store).into_iter().filter(|x| x.sha256 != late) {
+        batch.put(std::fs::File::open(p(&src, &miss.paths[0])).unwrap(), miss.size, &miss.sha256).unwrap();
+    }
+    batch.commit().unwrap();
+    let dest = snaps.join("s");
+    let staged = stage(&m, &store, &dest, HashSet::new());
+    assert!(
+        matches!(staged, Err(SnapshotError::Store(StoreError::Missing(d))) if d == late),
+        "the missing content's error, not a stopped walk: {staged:?}"
+    );
+    assert_eq!(listing(&snaps), Vec::<String>::new(), "no staging left");
+
+    let staged = stage(&m, &store, &dest, later).unwrap();
+    assert_eq!(staged.stats.files, 2999);
+    download(&m, &store, &src);
+    let Built::Published(stats) = staged.finish(&m, &store).unwrap() else { panic!("not published") };
+    assert_eq!(stats.files, 3000);
+    for i in 0..3000 {
+        let dir = if i < 1000 { "big".to_owned() } else { format!("d{}", i % 40) };
+        let name = dest.join(format!("{dir}/f{i}"));
+        assert_eq!(std::fs::read(&name).unwrap(), format!("content {i}").as_bytes(), "{}", name.display());
+    }
+    assert_eq!(std::fs::read_dir(dest.join("big")).unwrap().count(), 1000);
+}
