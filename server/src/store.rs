@@ -94,6 +94,11 @@ pub struct Stored {
     pub sidecar: Option<String>,
 }
 
+/// Opens the version of an artifact that [`ArtifactStore::look`] looked
+/// at, as often as it is called (a check, then the restore that reads it
+/// again, both read that version or fail).
+pub type Opener<'a> = Box<dyn Fn() -> anyhow::Result<Box<dyn Read + Send>> + Send + 'a>;
+
 /// The artifact store interface (module docs).
 pub trait ArtifactStore: Send + Sync {
     /// A local directory where the download for `key` is written before it
@@ -107,6 +112,18 @@ pub trait ArtifactStore: Send + Sync {
     fn open(&self, key: &ArtifactKey) -> anyhow::Result<Box<dyn Read + Send>>;
     /// Size and sidecar of the artifact; `None` when it is not there.
     fn stat(&self, key: &ArtifactKey) -> anyhow::Result<Option<Stored>>;
+    /// [`ArtifactStore::stat`], and a way to read the very version it saw,
+    /// for whoever checks the size and sidecar and then reads (restore,
+    /// verify). In object storage `stat` then `open` were two HEAD requests,
+    /// and could see two versions of a replaced object; here one HEAD
+    /// serves both and every read is bound to its ETag (a replaced object
+    /// fails the read). The opener's errors are `open`'s (E_STORE_KEY
+    /// among them). On the node's disk an artifact is never rewritten in
+    /// place, so `open` again reads the same file.
+    fn look(&self, key: &ArtifactKey) -> anyhow::Result<Option<(Stored, Opener<'_>)>> {
+        let key = key.clone();
+        Ok(self.stat(&key)?.map(|s| (s, Box::new(move || self.open(&key)) as Opener<'_>)))
+    }
     /// Every artifact stored for `client` (or for every client).
     fn list(&self, client: Option<&str>) -> anyhow::Result<Vec<ArtifactKey>>;
     /// Remove the artifact and its sidecar (and its run directory when

@@ -80,30 +80,40 @@ pub struct Problem {
 /// Check one artifact: present, size, digest (re-read from the store),
 /// sidecar.
 pub fn check(store: &dyn ArtifactStore, a: &Artifact, show: bool) -> Option<String> {
+    check_version(store, a, show).err()
+}
+
+/// [`check`], returning on success a way to read the version checked (a
+/// restore reads it again; in object storage a replaced object then fails
+/// the read instead of giving back bytes nobody checked).
+pub fn check_version<'s>(
+    store: &'s dyn ArtifactStore,
+    a: &Artifact,
+    show: bool,
+) -> Result<crate::store::Opener<'s>, String> {
     let Some(key) = ArtifactKey::parse(&a.path) else {
-        return Some("the catalog names no valid storage place".into());
+        return Err("the catalog names no valid storage place".into());
     };
-    let stored = match store.stat(&key) {
-        Err(e) => return Some(format!("{e:#}")),
-        Ok(None) => return Some("missing".into()),
+    let (stored, opener) = match store.look(&key) {
+        Err(e) => return Err(format!("{e:#}")),
+        Ok(None) => return Err("missing".into()),
         Ok(Some(s)) => s,
     };
     if stored.size != a.size {
-        return Some(format!("size {} instead of {}", stored.size, a.size));
+        return Err(format!("size {} instead of {}", stored.size, a.size));
     }
-    let hashed = store
-        .open(&key)
+    let hashed = opener()
         .map_err(|e| format!("{e:#}"))
         .and_then(|r| hash_reader(r, a.size, show, &key.file).map_err(|e| e.to_string()));
     match hashed {
-        Err(e) => return Some(format!("unreadable: {e}")),
-        Ok((_, h)) if h != a.sha256 => return Some(format!("sha256 {h} instead of {}", a.sha256)),
+        Err(e) => return Err(format!("unreadable: {e}")),
+        Ok((_, h)) if h != a.sha256 => return Err(format!("sha256 {h} instead of {}", a.sha256)),
         Ok(_) => {}
     }
     match stored.sidecar {
-        Some(s) if s == key.sidecar_text(&a.sha256) => None,
-        Some(_) => Some("digest sidecar disagrees with the catalog".into()),
-        None => Some("digest sidecar missing".into()),
+        Some(s) if s == key.sidecar_text(&a.sha256) => Ok(opener),
+        Some(_) => Err("digest sidecar disagrees with the catalog".into()),
+        None => Err("digest sidecar missing".into()),
     }
 }
 
@@ -202,9 +212,8 @@ fn record_again(
     if crate::publish::received_time(&key.received).is_none() {
         return Err(format!("{:?} is not a receive time", key.received));
     }
-    let stored = store.stat(&key).map_err(|e| format!("{e:#}"))?.ok_or("gone")?;
-    let (_, sha256) = store
-        .open(&key)
+    let (stored, opener) = store.look(&key).map_err(|e| format!("{e:#}"))?.ok_or("gone")?;
+    let (_, sha256) = opener()
         .map_err(|e| format!("{e:#}"))
         .and_then(|r| hash_reader(r, stored.size, show, &key.file).map_err(|e| e.to_string()))?;
     match stored.sidecar {

@@ -442,11 +442,18 @@ pub fn restore_members(
                 for a in rows.iter().rev() {
                     o.kind = a.module.clone();
                     let copied_checked = a.module != "fs" && a.module != crate::trees::MODULE;
-                    if !copied_checked && let Some(p) = crate::verify::check(store.as_ref(), a, show) {
-                        bad.push(format!("{} ({p})", shown(&a.received)));
-                        continue;
-                    }
-                    let r = super::artifact::restore_checked(cfg, a, &one, show);
+                    // The archive laid out is the version checked.
+                    let checked = match copied_checked {
+                        true => None,
+                        false => match crate::verify::check_version(store.as_ref(), a, show) {
+                            Ok(opener) => Some(opener),
+                            Err(p) => {
+                                bad.push(format!("{} ({p})", shown(&a.received)));
+                                continue;
+                            }
+                        },
+                    };
+                    let r = super::artifact::restore_version(cfg, a, &one, show, checked.as_ref());
                     if let Err(e) = &r
                         && let Some(u) = e.downcast_ref::<super::artifact::Unusable>()
                     {

@@ -20,7 +20,7 @@ use crate::catalog::Artifact;
 use crate::config::NodeConfig;
 use crate::exit::UsageError;
 use crate::store::ArtifactKey;
-use crate::verify::{bar, check};
+use crate::verify::{bar, check_version};
 
 /// How to give an artifact back.
 #[derive(Debug, Default)]
@@ -42,7 +42,7 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -
     let store = crate::store::open(cfg)?;
     if into_dir(a, args) {
         // Checked while it is copied (module docs).
-        return restore_checked(cfg, a, args, show);
+        return restore_version(cfg, a, args, show, None);
     }
     if let Some(key) = ArtifactKey::parse(&a.path)
         && store.local_path(&key).is_none()
@@ -50,14 +50,17 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -
     {
         return from_verified_copy(cfg, store.as_ref(), &key, a, args, show);
     }
-    if let Some(problem) = check(store.as_ref(), a, show) {
-        if problem.contains("E_STORE_KEY") {
+    let checked = match check_version(store.as_ref(), a, show) {
+        Ok(opener) => opener,
+        Err(problem) if problem.contains("E_STORE_KEY") => {
             // Not the artifact's fault: the node cannot decrypt it.
             bail!("{} cannot be restored: {problem}", a.path);
         }
-        bail!("the stored artifact {} fails its integrity check ({problem}); run `ferry-node verify`", a.path);
-    }
-    restore_checked(cfg, a, args, show)
+        Err(problem) => {
+            bail!("the stored artifact {} fails its integrity check ({problem}); run `ferry-node verify`", a.path)
+        }
+    };
+    restore_version(cfg, a, args, show, Some(&checked))
 }
 
 /// A dump or stream restored as a file into a directory.
@@ -66,20 +69,28 @@ fn into_dir(a: &Artifact, args: &RestoreArgs) -> bool {
 }
 
 /// [`restore`] of an artifact whose digest the caller has just checked
-/// ([`super::all`] checks first, to fall back to an older artifact).
-pub(super) fn restore_checked(
+/// ([`super::all`] checks first, to fall back to an older artifact), read
+/// through `checked`, the version the check read, when the caller has it
+/// (a dump or stream into a directory is checked while it is copied, and
+/// has none).
+pub(super) fn restore_version(
     cfg: &NodeConfig,
     a: &Artifact,
     args: &RestoreArgs,
     show: bool,
+    checked: Option<&crate::store::Opener<'_>>,
 ) -> anyhow::Result<String> {
     if a.module == crate::trees::MODULE {
         return super::tree::restore(cfg, a, args);
     }
     let store = crate::store::open(cfg)?;
     let key = ArtifactKey::parse(&a.path).expect("checked");
+    let open = || match checked {
+        Some(o) => o(),
+        None => store.open(&key),
+    };
     if args.stdout || args.into_db.is_some() {
-        return deliver(a, &key.file, store.open(&key)?, args);
+        return deliver(a, &key.file, open()?, args);
     }
     let Some(to) = &args.to else {
         return Err(UsageError("say where to restore: --to DIR, --into-db NAME or --stdout".into()).into());
@@ -99,7 +110,7 @@ pub(super) fn restore_checked(
             policy.max_total_bytes = policy.max_total_bytes.min(room);
             policy.max_file_bytes = policy.max_file_bytes.min(room);
         }
-        let f = store.open(&key)?;
+        let f = open()?;
         let pb = show.then(|| bar(a.size, &name));
         let reader: Box<dyn Read> = match &pb {
             Some(pb) => Box::new(pb.wrap_read(f)),
@@ -201,19 +212,22 @@ fn copy_verified(
     }
     let unusable = |problem: String| Unusable { path: a.path.clone(), problem };
     // The sidecar must vouch for the catalog's digest, as `verify` checks.
-    match store.stat(key).map_err(|e| unusable(format!("{e:#}")))? {
+    // The version looked at is the one read (one HEAD in object storage).
+    let opener = match store.look(key).map_err(|e| unusable(format!("{e:#}")))? {
         None => return Err(unusable("missing".into()).into()),
-        Some(s) if s.size != a.size => return Err(unusable(format!("size {} instead of {}", s.size, a.size)).into()),
-        Some(s) if s.sidecar.as_deref() != Some(key.sidecar_text(&a.sha256).as_str()) => {
+        Some((s, _)) if s.size != a.size => {
+            return Err(unusable(format!("size {} instead of {}", s.size, a.size)).into());
+        }
+        Some((s, _)) if s.sidecar.as_deref() != Some(key.sidecar_text(&a.sha256).as_str()) => {
             return Err(unusable("digest sidecar missing or disagreeing".into()).into());
         }
-        Some(_) => {}
-    }
+        Some((_, opener)) => opener,
+    };
     // Opened before anything is created: E_STORE_KEY leaves no trace.
     // At most one byte past the catalog's size: an object larger than it
     // should be (replaced in the bucket, or lying metadata) is refused by
     // the size check below, not written out until the disk is full.
-    let mut from = match store.open(key) {
+    let mut from = match opener() {
         Ok(f) => f.take(a.size.saturating_add(1)),
         // Not the copy's fault: the node cannot decrypt it (nor any other).
         Err(e) if e.downcast_ref::<crate::store::crypt::KeyError>().is_some() => return Err(e),

@@ -195,6 +195,32 @@ impl S3Store {
     }
 
     /// What every error names: the bucket and the endpoint, never a secret.
+    /// A reader of the object version with `etag` (of `size` stored bytes), that
+    /// decrypts it when it is encrypted: the key is checked before the
+    /// first byte, so a wrong or missing key fails here.
+    fn reader(
+        &self,
+        p: &ObjPath,
+        size: u64,
+        etag: Option<&str>,
+        encrypted: bool,
+        what: &str,
+    ) -> anyhow::Result<Box<dyn Read + Send>> {
+        let keys = if encrypted { Some(self.keys_for(what)?) } else { None };
+        let reader = ObjectReader::start(
+            &self.rt,
+            self.client.clone(),
+            p.clone(),
+            size,
+            etag.map(str::to_owned),
+            what.to_owned(),
+        );
+        Ok(match keys {
+            Some(k) => Box::new(k.decrypt(std::io::BufReader::with_capacity(1 << 20, reader), what)?),
+            None => Box::new(reader),
+        })
+    }
+
     fn at(&self) -> String {
         format!("S3 bucket {} at {}", self.bucket, self.endpoint)
     }
@@ -460,23 +486,14 @@ impl ArtifactStore for S3Store {
             .block_on(self.client.get_opts(&p, GetOptions { head: true, ..Default::default() }))
             .with_context(|| format!("cannot read {what}"))?;
         let encrypted = crypt::is_encrypted(&head.attributes);
-        // The key before the first byte: a wrong or missing key fails here.
-        let keys = if encrypted { Some(self.keys_for(&what)?) } else { None };
-        let reader = ObjectReader::start(
-            &self.rt,
-            self.client.clone(),
-            p,
-            head.meta.size,
-            head.meta.e_tag.clone(),
-            what.clone(),
-        );
-        Ok(match keys {
-            Some(k) => Box::new(k.decrypt(std::io::BufReader::with_capacity(1 << 20, reader), &what)?),
-            None => Box::new(reader),
-        })
+        self.reader(&p, head.meta.size, head.meta.e_tag.as_deref(), encrypted, &what)
     }
 
     fn stat(&self, key: &ArtifactKey) -> anyhow::Result<Option<Stored>> {
+        Ok(self.look(key)?.map(|(s, _)| s))
+    }
+
+    fn look(&self, key: &ArtifactKey) -> anyhow::Result<Option<(Stored, crate::store::Opener<'_>)>> {
         let p = self.key_of(key)?;
         let head = match self.rt.block_on(self.client.get_opts(&p, GetOptions { head: true, ..Default::default() })) {
             Ok(h) => h,
@@ -498,7 +515,11 @@ impl ArtifactStore for S3Store {
                     .with_context(|| format!("cannot read the sidecar of {} in {}", key.rel_path(), self.at()));
             }
         };
-        Ok(Some(Stored { size, sidecar }))
+        let what = format!("{} from {}", key.rel_path(), self.at());
+        let (stored, etag, encrypted) = (head.meta.size, head.meta.e_tag, crypt::is_encrypted(&head.attributes));
+        let open: crate::store::Opener<'_> =
+            Box::new(move || self.reader(&p, stored, etag.as_deref(), encrypted, &what));
+        Ok(Some((Stored { size, sidecar }, open)))
     }
 
     fn list(&self, client: Option<&str>) -> anyhow::Result<Vec<ArtifactKey>> {
