@@ -344,7 +344,7 @@ impl Store {
 
     /// A [`Linker`]: links contents with each shard directory opened once.
     pub fn linker(&self) -> Linker<'_> {
-        Linker { store: self, shards: HashMap::new() }
+        Linker { store: self, shards: HashMap::new(), absent: HashSet::new() }
     }
 
     /// Makes copy `cname` of content `d` from its primary, checking the
@@ -655,6 +655,12 @@ impl Drop for Batch<'_> {
 pub struct Linker<'s> {
     store: &'s Store,
     shards: HashMap<[u8; 2], OwnedFd>,
+    /// Shards [`Linker::has`] found absent: a first pull looks up every
+    /// content in an empty store, and each lookup tried to open its shard
+    /// again by the store's absolute path. (A shard made meanwhile by a
+    /// share-group member's pull only costs a content fetched twice, the
+    /// second copy dropped at its commit.)
+    absent: HashSet<[u8; 2]>,
 }
 
 impl Linker<'_> {
@@ -677,9 +683,16 @@ impl Linker<'_> {
     /// path 20,000 times.
     pub fn has(&mut self, d: &Sha256) -> bool {
         let hex = d.to_hex();
+        let key = [hex.as_bytes()[0], hex.as_bytes()[1]];
+        if self.absent.contains(&key) {
+            return false;
+        }
         let shard_fd = match self.shard_fd(d, &hex) {
             Ok(fd) => fd,
-            Err(StoreError::Missing(_)) => return false,
+            Err(StoreError::Missing(_)) => {
+                self.absent.insert(key);
+                return false;
+            }
             Err(_) => return self.store.has(d),
         };
         match lstat_at(shard_fd, hex.as_bytes()) {

@@ -228,3 +228,31 @@ fn a_content_stored_meanwhile_is_dropped_at_the_commit_and_keeps_its_bytes() {
     // `put` still looks the store up first.
     assert_eq!(s.batch().unwrap().put(Untouched, 5, &a).unwrap(), Put::Present);
 }
+
+/// The lookup through open shards says what `Store::has` says: a stored
+/// content, a missing one in an existing shard, one in a shard not made
+/// yet, and a name that is not a regular file.
+#[test]
+fn a_linkers_lookup_agrees_with_the_stores() {
+    let t = tempdir();
+    let s = store(&t);
+    let stored = b"stored".to_vec();
+    let d = Sha256::of(&stored);
+    s.put(&stored[..], stored.len() as u64, &d).unwrap();
+    // Another digest in the same shard, and one in a shard not there.
+    let mut same_shard = d;
+    same_shard.0[31] ^= 1;
+    let mut other = d;
+    other.0[0] ^= 0x80;
+    let not_a_file = {
+        let mut x = d;
+        x.0[30] ^= 1;
+        std::fs::create_dir(s.path(&x)).unwrap();
+        x
+    };
+    let mut l = s.linker();
+    for (x, want) in [(d, true), (same_shard, false), (other, false), (other, false), (not_a_file, false)] {
+        assert_eq!(l.has(&x), want, "{x}");
+        assert_eq!(s.has(&x), want, "{x}");
+    }
+}
