@@ -430,12 +430,16 @@ fn fill(
     order.sort_by(|a, b| tree_order(&a.path, &b.path));
     let mut stack = DirStack::new(root);
     let (to_link, batches) = std::sync::mpsc::sync_channel::<Links<'_>>(4);
-    let batches = std::sync::Mutex::new(batches);
+    // Only the linking threads hold the receiver: should they all end
+    // (a panic included), the walk's next send fails instead of waiting.
+    let batches = std::sync::Arc::new(std::sync::Mutex::new(batches));
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (walked, linked) = std::thread::scope(|scope| {
+        let stop = &stop;
         let linkers: Vec<_> = (0..link_threads())
             .map(|_| {
-                scope.spawn(|| -> Result<BuildStats, SnapshotError> {
+                let batches = std::sync::Arc::clone(&batches);
+                scope.spawn(move || -> Result<BuildStats, SnapshotError> {
                     let mut linker = store.linker();
                     let mut stats = BuildStats::default();
                     let mut failed = None;
@@ -464,7 +468,8 @@ fn fill(
                 })
             })
             .collect();
-        let walked = walk(&order, &mut stack, pass, to_link, &stop);
+        drop(batches);
+        let walked = walk(&order, &mut stack, pass, to_link, stop);
         let mut linked = Ok(BuildStats::default());
         for t in linkers {
             let r = t.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
