@@ -453,7 +453,7 @@ pub fn restore_members(
                             }
                         },
                     };
-                    let r = super::artifact::restore_version(cfg, a, &one, show, checked.as_ref());
+                    let r = super::artifact::restore_version(cfg, store.as_ref(), a, &one, show, checked.as_ref());
                     if let Err(e) = &r
                         && let Some(u) = e.downcast_ref::<super::artifact::Unusable>()
                     {

@@ -42,7 +42,7 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -
     let store = crate::store::open(cfg)?;
     if into_dir(a, args) {
         // Checked while it is copied (module docs).
-        return restore_version(cfg, a, args, show, None);
+        return restore_version(cfg, store.as_ref(), a, args, show, None);
     }
     if let Some(key) = ArtifactKey::parse(&a.path)
         && store.local_path(&key).is_none()
@@ -60,7 +60,7 @@ pub fn restore(cfg: &NodeConfig, a: &Artifact, args: &RestoreArgs, show: bool) -
             bail!("the stored artifact {} fails its integrity check ({problem}); run `ferry-node verify`", a.path)
         }
     };
-    restore_version(cfg, a, args, show, Some(&checked))
+    restore_version(cfg, store.as_ref(), a, args, show, Some(&checked))
 }
 
 /// A dump or stream restored as a file into a directory.
@@ -75,6 +75,7 @@ fn into_dir(a: &Artifact, args: &RestoreArgs) -> bool {
 /// has none).
 pub(super) fn restore_version(
     cfg: &NodeConfig,
+    store: &dyn crate::store::ArtifactStore,
     a: &Artifact,
     args: &RestoreArgs,
     show: bool,
@@ -83,7 +84,6 @@ pub(super) fn restore_version(
     if a.module == crate::trees::MODULE {
         return super::tree::restore(cfg, a, args);
     }
-    let store = crate::store::open(cfg)?;
     let key = ArtifactKey::parse(&a.path).expect("checked");
     let open = || match checked {
         Some(o) => o(),
@@ -132,7 +132,7 @@ pub(super) fn restore_version(
         return Ok(format!("extracted {} ({stats}) into {}", a.path, to.display()));
     }
     // Dumps and streams: the file itself, verified, into DIR.
-    copy_verified(store.as_ref(), &key, a, to, Keep::Durable, show)
+    copy_verified(store, &key, a, to, Keep::Durable, show)
 }
 
 /// Give `from`, the checked bytes of `a` (file name `name`), to standard
@@ -304,7 +304,7 @@ pub(super) struct Unusable {
 const CHUNK: usize = 4 << 20;
 /// Chunks written and waiting for (or being) hashed: with the one being
 /// read, memory is `CHUNK × (HASH_AHEAD + 1)` whatever the artifact's size.
-const HASH_AHEAD: usize = 3;
+const HASH_AHEAD: usize = 2;
 /// Bytes written between two background syncs in [`copy_hashed`].
 const WRITEBACK_EVERY: u64 = 32 << 20;
 

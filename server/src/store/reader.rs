@@ -18,7 +18,7 @@ use object_store::{GetOptions, GetRange, ObjectStore as _};
 /// Bytes of one ranged GET.
 pub const RANGE: u64 = 4 << 20;
 /// Ranged GETs at once.
-pub const RANGES_IN_FLIGHT: usize = 8;
+pub const RANGES_IN_FLIGHT: usize = 6;
 /// Fetched chunks waiting for the reader.
 const AHEAD: usize = 1;
 

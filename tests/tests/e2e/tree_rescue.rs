@@ -469,10 +469,17 @@ fn the_pull_prepares_the_rescue_layer_and_drops_the_previous_one_unless_mounted(
     );
     a.gitosis_section.push_str(&format!("tree-roots = {}\n", tree.display()));
     node.enroll(&[&a]);
+    // The layer is prepared after the request is finished, by the scan,
+    // which holds the client's pool lock until it is done: wait for both.
     let backup = |n: usize| {
         ok(a.cmd().args(["backup", "site", "--send"]));
         eventually("the node to finish the tree request", || node.pool_ids("host-a", "F").len() >= n);
         assert!(node.pool_ids("host-a", "E").is_empty(), "requests failed: {}", node.events());
+        let lock = fs::File::open(node.pool("host-a").join(".lock")).unwrap();
+        eventually("the scan to be over", || match lock.try_lock() {
+            Ok(()) => lock.unlock().is_ok(),
+            Err(_) => false,
+        });
     };
     let snapshots = || -> Vec<String> {
         let v = node.ferry_node_json(&["find", "--client", "host-a", "--source", "site"]);
