@@ -194,7 +194,6 @@ impl S3Store {
         Ok(store)
     }
 
-    /// What every error names: the bucket and the endpoint, never a secret.
     /// A reader of the object version with `etag` (of `size` stored bytes), that
     /// decrypts it when it is encrypted: the key is checked before the
     /// first byte, so a wrong or missing key fails here.
@@ -221,6 +220,7 @@ impl S3Store {
         })
     }
 
+    /// What every error names: the bucket and the endpoint, never a secret.
     fn at(&self) -> String {
         format!("S3 bucket {} at {}", self.bucket, self.endpoint)
     }
