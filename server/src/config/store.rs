@@ -40,6 +40,14 @@ pub struct StoreConfig {
     /// one part are sent in one PUT.
     #[serde(default = "default_part")]
     pub part_size_mib: u64,
+    /// Seconds one request to the store (a part's PUT, a ranged GET) may
+    /// take before it is abandoned and retried (object_store retries these
+    /// with backoff for five times this long). Why not object_store's
+    /// 30 s: a 16 MiB part needs 0.5 MB/s then. Why not more: a request
+    /// the server never answers (Garage once lost a part's PUT under a
+    /// locked metadata database) waits this long before its retry.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
     /// Encrypt every object before it leaves the node (age, X25519), with
     /// the identities in `key`; the digest kept is the plaintext's.
     #[serde(default)]
@@ -64,6 +72,9 @@ fn default_region() -> String {
 fn default_part() -> u64 {
     16
 }
+fn default_request_timeout() -> u64 {
+    120
+}
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -75,6 +86,7 @@ impl Default for StoreConfig {
             prefix: String::new(),
             credentials: None,
             part_size_mib: default_part(),
+            request_timeout_secs: default_request_timeout(),
             encrypt: false,
             key: None,
             object_lock: false,
@@ -112,6 +124,9 @@ impl StoreConfig {
         if !(5..=4096).contains(&self.part_size_mib) {
             bail!("[store] part_size_mib = {}: 5 to 4096 (S3's part limits)", self.part_size_mib);
         }
+        if !(1..=86_400).contains(&self.request_timeout_secs) {
+            bail!("[store] request_timeout_secs = {}: 1 to 86400", self.request_timeout_secs);
+        }
         if self.encrypt && self.key.is_none() {
             bail!(
                 "[store] encrypt = true needs key = \"/etc/ferry/store.key\" (make it with `ferry-node store keygen`)"
@@ -136,7 +151,7 @@ mod tests {
         assert_eq!(d.kind, "local");
         d.validate().unwrap();
         s3("prefix = \"backup1/a\"").validate().unwrap();
-        for bad in ["prefix = \"../x\"", "prefix = \"a%2F\"", "part_size_mib = 1"] {
+        for bad in ["prefix = \"../x\"", "prefix = \"a%2F\"", "part_size_mib = 1", "request_timeout_secs = 0"] {
             assert!(s3(bad).validate().is_err(), "{bad}");
         }
         let no_bucket: StoreConfig = toml::from_str("kind = \"s3\"\nendpoint = \"http://h:1\"").unwrap();
@@ -164,6 +179,7 @@ mod tests {
             "prefix",
             "credentials",
             "part_size_mib",
+            "request_timeout_secs",
             "encrypt",
             "key",
             "object_lock",

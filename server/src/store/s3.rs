@@ -147,14 +147,10 @@ impl S3Store {
         let s = &cfg.store;
         let endpoint = s.endpoint.clone().context("[store] kind = \"s3\" needs endpoint")?;
         let bucket = s.bucket.clone().context("[store] kind = \"s3\" needs bucket")?;
+        let (options, retry) = request_tuning(s.request_timeout_secs);
         let mut b = AmazonS3Builder::from_env()
-            // object_store's 30 s default would fail a 16 MiB part on a link
-            // under 0.5 MB/s; a stalled server still ends the request.
-            .with_client_options(
-                object_store::ClientOptions::new()
-                    .with_timeout(std::time::Duration::from_secs(600))
-                    .with_connect_timeout(std::time::Duration::from_secs(20)),
-            )
+            .with_client_options(options)
+            .with_retry(retry)
             .with_endpoint(&endpoint)
             // After the client options, which would reset it.
             .with_allow_http(endpoint.starts_with("http://"))
@@ -632,9 +628,40 @@ fn listed(prefix: &str, client: Option<&str>, full: &str) -> Listed {
     }
 }
 
+/// The client's timeouts and retries for `request_timeout_secs`: one
+/// request ends after that long (see the key's doc) and is retried (parts
+/// and reads are idempotent) while the retries stay within five times
+/// that. object_store's default of 180 s for all retries, under the
+/// 600 s request timeout used before, meant that a request the server
+/// never answered was never retried: after ten minutes the pull failed
+/// with E_STORE.
+fn request_tuning(timeout_secs: u64) -> (object_store::ClientOptions, object_store::RetryConfig) {
+    let timeout = std::time::Duration::from_secs(timeout_secs);
+    let options = object_store::ClientOptions::new()
+        .with_timeout(timeout)
+        .with_connect_timeout(std::time::Duration::from_secs(20).min(timeout));
+    let retry = object_store::RetryConfig {
+        retry_timeout: timeout * 5,
+        max_retries: 10,
+        backoff: object_store::BackoffConfig::default(),
+    };
+    (options, retry)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request that timed out can always be retried: the retries' budget
+    /// outlasts several requests' timeouts, whatever the timeout.
+    #[test]
+    fn a_timed_out_request_leaves_room_for_retries() {
+        for secs in [1, 2, 120, 600, 86_400] {
+            let (_, retry) = request_tuning(secs);
+            assert!(retry.retry_timeout >= std::time::Duration::from_secs(secs) * 3, "{secs}");
+            assert!(retry.max_retries >= 3, "{secs}");
+        }
+    }
 
     fn key(client: &str, source: &str) -> ArtifactKey {
         ArtifactKey {

@@ -4,7 +4,9 @@
 //! downloaded or recorded, and over several scans the administrators get
 //! one `STORE_UNREACHABLE` mail; with Garage back the backup completes and
 //! one `STORE_RECOVERED` follows. With object lock required, a Garage
-//! (which does not implement it) is refused, clearly.
+//! (which does not implement it) is refused, clearly. A store that stops
+//! answering in the middle of an upload, for longer than one request may
+//! take, is waited out: the request is retried and the backup completes.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -48,6 +50,11 @@ fn restart(g: &mut Garage, dir: &std::path::Path) {
 /// host-a whose pipe source `numbers` (`seq 1 N`) is delivered: one
 /// request waits in the node's queue.
 fn delivered(name: &str, n: u64) -> (TestDir, std::path::PathBuf, Garage, Smtp, Node, Client) {
+    delivered_with(name, n, "")
+}
+
+/// [`delivered`] with more `[store]` lines.
+fn delivered_with(name: &str, n: u64, store: &str) -> (TestDir, std::path::PathBuf, Garage, Smtp, Node, Client) {
     let td = TestDir::new(name);
     let gdir = td.join("garage");
     let g = Garage::start(&gdir, "ferry");
@@ -56,7 +63,7 @@ fn delivered(name: &str, n: u64) -> (TestDir, std::path::PathBuf, Garage, Smtp, 
     let node = Node::start_with(
         &td,
         "backup1",
-        &format!("scan_on_push = false\n{}\n{}", mail_toml(&smtp), store_toml(&g, &creds, "")),
+        &format!("scan_on_push = false\n{}\n{}", mail_toml(&smtp), store_toml(&g, &creds, store)),
     );
     let a = Client::new_with(
         &td,
@@ -240,4 +247,75 @@ fn s3_store_down_during_an_upload_defers_the_request() {
     let v = node.ferry_node_json(&["verify"]);
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
     assert_eq!(subjects(&smtp, "STORE_UNREACHABLE").len(), 1, "{:?}", subjects(&smtp, ""));
+}
+
+/// Garage frozen (SIGSTOP) in the middle of a multipart upload until the
+/// node has timed out on a request (`request_timeout_secs = 2`) and is
+/// retrying it: once Garage answers again the upload completes, the
+/// backup is stored once, and nothing is failed, deferred or mailed. (That
+/// the retries' budget outlasts a request's timeout, which the old 600 s
+/// timeout under a 180 s budget did not, is `request_tuning`'s unit test:
+/// a frozen Garage also stalls new connections, which were retried
+/// before too.)
+#[test]
+fn s3_a_store_that_stops_answering_mid_upload_is_retried() {
+    if !tools() {
+        return;
+    }
+    let (td, _gdir, g, smtp, node, _a) = delivered_with("s3_stall", 3_000_000, "request_timeout_secs = 2\n");
+    let release = td.join("release");
+    let mut scan = node
+        .cmd()
+        .env("FERRY_HOLD_AT", "s3:mid-upload@2")
+        // object_store says at info when it retries.
+        .env("FERRY_LOG", "info")
+        .env("FERRY_HOLD_FILE", &release)
+        .args(["--json", "scan"])
+        .stdout(std::fs::File::create(release.with_extension("out")).unwrap())
+        .stderr(std::fs::File::create(release.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap();
+    ferry_tests::wait_until(Duration::from_secs(180), "the scan to hold mid-upload", || {
+        if let Some(st) = scan.try_wait().unwrap() {
+            panic!(
+                "scan ended ({st}) before the hold point: {}",
+                std::fs::read_to_string(release.with_extension("err")).unwrap_or_default()
+            );
+        }
+        release.with_extension("held").exists()
+    });
+    let pid = g.daemon.pid().unwrap().to_string();
+    let signal = |s: &str| ok(Command::new("kill").args([s, &pid]));
+    signal("-STOP");
+    std::fs::write(&release, "").unwrap();
+    // Until the node has given up on one request and is retrying.
+    let err = || std::fs::read_to_string(release.with_extension("err")).unwrap_or_default();
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ferry_tests::wait_until(Duration::from_secs(60), "a request to time out and be retried", || {
+            err().contains("backing off")
+        })
+    }));
+    signal("-CONT");
+    if let Err(p) = waited {
+        std::panic::resume_unwind(p);
+    }
+    let t = Instant::now();
+    let st = loop {
+        if let Some(st) = scan.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "the scan did not end: {}", err());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let out = std::fs::read(release.with_extension("out")).unwrap();
+    assert_eq!(st.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out), err());
+    assert!(err().contains("Timeout"), "the retry was for a timeout: {}", err());
+    assert_eq!(node.pool_ids("host-a", "F").len(), 1, "{}", node.events());
+    assert!(node.pool_ids("host-a", "E").is_empty(), "{}", node.events());
+    assert!(!node.events().contains("E_STORE"), "{}", node.events());
+    assert_eq!(found(&node), 1);
+    let v = node.ferry_node_json(&["verify"]);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+    assert!(g.keys("backup1/.tmp/").is_empty(), "no temporary left: {:?}", g.keys(""));
+    assert!(subjects(&smtp, "").is_empty(), "nothing mailed: {:?}", subjects(&smtp, ""));
 }
