@@ -129,6 +129,32 @@ fn s3_outage_defers_alerts_once_and_recovers() {
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
 }
 
+/// `ferry-node --json scan` started with `FERRY_HOLD_AT = hold` (and
+/// `env`), once it waits at the hold point: writing `release` lets it go
+/// on; its output goes to `release.out` and `release.err`.
+fn held_scan(node: &Node, release: &std::path::Path, hold: &str, env: &[(&str, &str)]) -> std::process::Child {
+    let mut scan = node
+        .cmd()
+        .env("FERRY_HOLD_AT", hold)
+        .env("FERRY_HOLD_FILE", release)
+        .envs(env.iter().copied())
+        .args(["--json", "scan"])
+        .stdout(std::fs::File::create(release.with_extension("out")).unwrap())
+        .stderr(std::fs::File::create(release.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap();
+    ferry_tests::wait_until(Duration::from_secs(180), "the scan to hold mid-upload", || {
+        if let Some(st) = scan.try_wait().unwrap() {
+            panic!(
+                "scan ended ({st}) before the hold point: {}",
+                std::fs::read_to_string(release.with_extension("err")).unwrap_or_default()
+            );
+        }
+        release.with_extension("held").exists()
+    });
+    scan
+}
+
 fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
@@ -200,24 +226,7 @@ fn s3_store_down_during_an_upload_defers_the_request() {
     let (td, gdir, mut g, smtp, node, _a) = delivered("s3_outage_mid", 3_000_000);
 
     let release = td.join("release");
-    let mut scan = node
-        .cmd()
-        .env("FERRY_HOLD_AT", "s3:mid-upload@8")
-        .env("FERRY_HOLD_FILE", &release)
-        .args(["--json", "scan"])
-        .stdout(std::fs::File::create(release.with_extension("out")).unwrap())
-        .stderr(std::fs::File::create(release.with_extension("err")).unwrap())
-        .spawn()
-        .unwrap();
-    ferry_tests::wait_until(Duration::from_secs(180), "the scan to hold mid-upload", || {
-        if let Some(st) = scan.try_wait().unwrap() {
-            panic!(
-                "scan ended ({st}) before the hold point: {}",
-                std::fs::read_to_string(release.with_extension("err")).unwrap_or_default()
-            );
-        }
-        release.with_extension("held").exists()
-    });
+    let mut scan = held_scan(&node, &release, "s3:mid-upload@8", &[]);
     g.daemon.stop();
     std::fs::write(&release, "").unwrap();
     let t = Instant::now();
@@ -264,26 +273,8 @@ fn s3_a_store_that_stops_answering_mid_upload_is_retried() {
     }
     let (td, _gdir, g, smtp, node, _a) = delivered_with("s3_stall", 3_000_000, "request_timeout_secs = 2\n");
     let release = td.join("release");
-    let mut scan = node
-        .cmd()
-        .env("FERRY_HOLD_AT", "s3:mid-upload@2")
-        // object_store says at info when it retries.
-        .env("FERRY_LOG", "info")
-        .env("FERRY_HOLD_FILE", &release)
-        .args(["--json", "scan"])
-        .stdout(std::fs::File::create(release.with_extension("out")).unwrap())
-        .stderr(std::fs::File::create(release.with_extension("err")).unwrap())
-        .spawn()
-        .unwrap();
-    ferry_tests::wait_until(Duration::from_secs(180), "the scan to hold mid-upload", || {
-        if let Some(st) = scan.try_wait().unwrap() {
-            panic!(
-                "scan ended ({st}) before the hold point: {}",
-                std::fs::read_to_string(release.with_extension("err")).unwrap_or_default()
-            );
-        }
-        release.with_extension("held").exists()
-    });
+    // object_store says at info when it retries.
+    let mut scan = held_scan(&node, &release, "s3:mid-upload@2", &[("FERRY_LOG", "info")]);
     let pid = g.daemon.pid().unwrap().to_string();
     let signal = |s: &str| ok(Command::new("kill").args([s, &pid]));
     signal("-STOP");
