@@ -29,6 +29,7 @@
 
 mod cache;
 mod hash;
+mod hashers;
 mod update;
 mod walk;
 
@@ -95,6 +96,11 @@ pub struct ScanOptions {
     /// timestamps (ctime without nanoseconds) widen it to two seconds.
     /// Counted in [`ScanStats::racy`].
     pub racy_window: Duration,
+    /// Threads hashing files besides the walk's own ([`scan`] only; the
+    /// walk hashes too whenever they are behind). [`ScanOptions::new`]
+    /// takes one per further core, three at most; 0 hashes on the walk's
+    /// thread alone.
+    pub hash_threads: usize,
 }
 
 impl ScanOptions {
@@ -111,6 +117,7 @@ impl ScanOptions {
             unreadable: Unreadable::Fail,
             max_attempts: 3,
             racy_window: Duration::from_millis(50),
+            hash_threads: hashers::default_threads(),
         }
     }
 }
@@ -230,7 +237,16 @@ pub enum ScanError {
 /// first and replaced (atomically) only after the scan succeeded.
 pub fn scan(opts: &ScanOptions) -> Result<Scan, ScanError> {
     let mut w = Walker::new(opts)?;
-    w.walk_all()?;
+    std::thread::scope(|scope| {
+        if opts.hash_threads > 0 {
+            let xattrs_root = opts.xattrs.then(|| opts.root.clone());
+            w.hashers = Some(hashers::Hashers::start(scope, opts.hash_threads, opts.max_attempts, xattrs_root));
+        }
+        let walked = w.walk_all();
+        // Always: it closes the hashers' queue, so the scope can end.
+        let merged = w.finish_hashing();
+        walked.and(merged)
+    })?;
     let mut items = std::mem::take(&mut w.items);
     items.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
     let entries = canonical_links(items);

@@ -156,7 +156,8 @@ fn a_file_that_keeps_changing_is_read_again_then_reported() {
             f.write_all(b"more\n").unwrap();
         }))
     });
-    let o = opts(&root, t.path());
+    // The hook runs on the thread that hashes: this one.
+    let o = ScanOptions { hash_threads: 0, ..opts(&root, t.path()) };
     let s = scan(&o).unwrap();
     assert_eq!(s.stats.changed, vec![b"log".to_vec()]);
     assert_eq!(s.stats.files_hashed, 1);
@@ -385,4 +386,52 @@ fn a_cache_that_cannot_be_written_does_not_fail_the_scan() {
     let s = scan(&o).unwrap();
     assert_eq!(s.stats.entries, 22);
     assert!(s.stats.cache_error.as_deref().is_some_and(|e| e.contains("not-a-dir")), "{:?}", s.stats.cache_error);
+}
+
+#[test]
+fn hashing_on_several_threads_gives_what_one_thread_gives() {
+    let t = tempdir();
+    let root = t.path().join("src");
+    odd_tree(&root);
+    for d in 0..6 {
+        mkdir(&root, format!("many/d{d}").as_bytes());
+        for i in 0..60u64 {
+            // Sizes around the 256 KiB read buffer, and empty files.
+            let size = ((d * 60 + i) * 7919) % (600 << 10) * u64::from(i % 9 != 0);
+            let body: Vec<u8> = (0..size).map(|b| (b ^ i ^ d) as u8).collect();
+            write(&root, format!("many/d{d}/f{i}").as_bytes(), &body);
+        }
+    }
+    std::fs::hard_link(root.join("many/d0/f1"), root.join("many/d5/also-f1")).unwrap();
+    std::fs::hard_link(root.join("many/d2/f7"), root.join("many/linked")).unwrap();
+    let one_state = t.path().join("one");
+    let four_state = t.path().join("four");
+    std::fs::create_dir_all(&one_state).unwrap();
+    std::fs::create_dir_all(&four_state).unwrap();
+    let one = ScanOptions { xattrs: true, hash_threads: 0, ..opts(&root, &one_state) };
+    let four = ScanOptions { xattrs: true, hash_threads: 3, ..opts(&root, &four_state) };
+    let a = scan(&one).unwrap();
+    let b = scan(&four).unwrap();
+    assert!(a.stats.files_hashed > 360, "{:?}", a.stats);
+    assert_eq!(a.manifest, b.manifest);
+    assert_eq!(a.stats, b.stats);
+    assert_eq!(
+        std::fs::read(one_state.join("tree.cache")).unwrap(),
+        std::fs::read(four_state.join("tree.cache")).unwrap(),
+        "the same cache records"
+    );
+    let again = scan(&four).unwrap();
+    assert_eq!(again.stats.files_hashed, 0);
+    assert_eq!(again.manifest, a.manifest);
+
+    // A file that vanishes or cannot be read behaves the same either way:
+    // Skip lists it, Fail names it.
+    chmod(&root, b"many/d3/f5", 0o000);
+    let run = |o: &ScanOptions| without_dac_override(|| scan(o));
+    let skip = |o: &ScanOptions| ScanOptions { unreadable: Unreadable::Skip, cache: None, ..o.clone() };
+    let (a, b) = (run(&skip(&one)).unwrap(), run(&skip(&four)).unwrap());
+    assert_eq!(a.stats.skipped.len(), 1);
+    assert_eq!((a.manifest, a.stats), (b.manifest, b.stats));
+    let err = run(&ScanOptions { cache: None, ..four.clone() }).unwrap_err();
+    assert!(matches!(&err, ScanError::Unreadable { path, .. } if path == &root.join("many/d3/f5")), "{err}");
 }

@@ -22,7 +22,8 @@ use ferry_archive::fsutil::{
 use rustix::fs::{AtFlags, FileType, Stat};
 
 use super::cache::{HashCache, Record, ctime_of, mtime_of};
-use super::hash::{HashFailure, hash_file, open_file};
+use super::hash::{HashFailure, Hashed, hash_file, open_file};
+use super::hashers::{Done, Hashers, Job};
 use super::{ScanError, ScanOptions, ScanStats, Skipped, Unreadable};
 use crate::manifest::{Entry, Kind, PATH_MAX, Rdev, Sha256};
 use crate::names::Names;
@@ -81,6 +82,10 @@ pub(crate) struct Walker<'o> {
     pub(crate) items: Vec<Item>,
     emitted_ancestors: HashSet<Vec<u8>>,
     buf: Vec<u8>,
+    /// Threads that hash files this walk opened ([`super::hashers`]);
+    /// `None`: every file is hashed here, in walk order ([`super::update`]
+    /// needs each entry at once).
+    pub(crate) hashers: Option<Hashers>,
 }
 
 impl<'o> Walker<'o> {
@@ -117,6 +122,7 @@ impl<'o> Walker<'o> {
             items: Vec::new(),
             emitted_ancestors: HashSet::new(),
             buf: vec![0u8; 256 << 10],
+            hashers: None,
         })
     }
 
@@ -401,6 +407,16 @@ impl<'o> Walker<'o> {
             }
             Err(HashFailure::Unreadable(e)) => return self.unreadable(rel, e),
         };
+        // A file of one name goes to a hasher when one has room; the next
+        // name of a multiply-linked one needs its digest now.
+        if lst.st_nlink <= 1
+            && let Some(hashers) = self.hashers.as_mut()
+        {
+            match hashers.offer(Job { file, st, lst: *lst, rel: rel.to_vec() }) {
+                None => return self.merge_ready(),
+                Some(back) => file = back,
+            }
+        }
         let h = match hash_file(&mut file, st, self.opts.max_attempts, &mut self.buf) {
             Ok(h) => h,
             Err(HashFailure::Vanished) => {
@@ -409,6 +425,13 @@ impl<'o> Walker<'o> {
             }
             Err(HashFailure::Unreadable(e)) => return self.unreadable(rel, e),
         };
+        let xattrs = self.xattrs(Some(file.as_fd()), rel);
+        self.hashed(rel, lst, key, h, xattrs);
+        Ok(())
+    }
+
+    /// Records a file hashed in this run, here or by a hasher.
+    fn hashed(&mut self, rel: &[u8], lst: &Stat, key: LinkKey, h: Hashed, xattrs: Vec<(Vec<u8>, Vec<u8>)>) {
         self.stats.files_hashed += 1;
         self.stats.bytes_hashed += h.bytes_read;
         let mut cacheable = false;
@@ -421,10 +444,44 @@ impl<'o> Walker<'o> {
             cacheable = true;
             self.new_cache.insert(rel.to_vec(), Record::new(&h.st, h.sha256));
         }
-        self.remember(inode, lst, h.sha256, h.size, h.st, cacheable);
-        let xattrs = self.xattrs(Some(file.as_fd()), rel);
+        self.remember((lst.st_dev, lst.st_ino), lst, h.sha256, h.size, h.st, cacheable);
         self.push(self.base(rel, &h.st, Kind::File { size: h.size, sha256: h.sha256 }, xattrs), key);
-        Ok(())
+    }
+
+    /// Takes in what the hashers have finished, without waiting.
+    fn merge_ready(&mut self) -> Result<(), ScanError> {
+        let ready = self.hashers.as_mut().map(Hashers::ready).unwrap_or_default();
+        ready.into_iter().try_for_each(|d| self.merge(d))
+    }
+
+    /// Waits for the hashers and takes in everything they still owe: call
+    /// it once the walk is over (or failed: the threads end either way).
+    pub(crate) fn finish_hashing(&mut self) -> Result<(), ScanError> {
+        let Some(mut hashers) = self.hashers.take() else { return Ok(()) };
+        let done = hashers.finish().map_err(|e| self.io(b"", e))?;
+        let r = done.into_iter().try_for_each(|d| self.merge(d));
+        // Which file changed is reported in path order, however the
+        // hashers finished.
+        self.stats.changed.sort();
+        r
+    }
+
+    fn merge(&mut self, d: Done) -> Result<(), ScanError> {
+        match d.outcome {
+            Ok(h) => {
+                let xattrs = d.xattrs.unwrap_or_else(|e| {
+                    tracing::warn!(path = %ferry_text::Untrusted(&d.rel), error = %e, "cannot read xattrs");
+                    Vec::new()
+                });
+                self.hashed(&d.rel, &d.lst, LinkKey::None, h, xattrs);
+                Ok(())
+            }
+            Err(HashFailure::Vanished) => {
+                self.stats.vanished += 1;
+                Ok(())
+            }
+            Err(HashFailure::Unreadable(e)) => self.unreadable(&d.rel, e),
+        }
     }
 
     fn remember(&mut self, inode: (u64, u64), lst: &Stat, sha256: Sha256, size: u64, st: Stat, cacheable: bool) {
