@@ -312,15 +312,33 @@ pub fn tree(
     // `snapshot::Staged`); the fetched ones are linked after it.
     let later: HashSet<Sha256> = missing.iter().map(|m| m.sha256).collect();
     let (fetched, staged) = std::thread::scope(|scope| {
-        let staging = scope.spawn(|| snapshot::stage(&manifest, &store, &dest, later));
+        // Each batch the committer (or, for the last, this thread) makes
+        // present in the store goes to the staging thread, which links its
+        // files into the snapshot while the fetch goes on
+        // (`Staged::link_stored`), so the build after the fetch links
+        // only what is left. A staging thread that failed stops taking
+        // them; its error is told when it is joined.
+        let (to_stage, stored) = std::sync::mpsc::channel::<HashSet<Sha256>>();
+        let (m, st, d) = (&manifest, &store, &dest);
+        let staging = scope.spawn(move || -> Result<snapshot::Staged, snapshot::SnapshotError> {
+            let mut staged = snapshot::stage(m, st, d, later)?;
+            for set in stored {
+                staged.link_stored(m, st, &set)?;
+            }
+            Ok(staged)
+        });
         if let Err(refused) = quota() {
+            drop(to_stage);
             return (Err(refused), staging.join());
         }
+        let last_to_stage = to_stage.clone();
         let (to_commit, commits) = std::sync::mpsc::sync_channel::<ferry_tree::store::Batch<'_>>(1);
         let committer = scope.spawn(move || -> Result<(), StoreError> {
             for b in commits {
+                let contents: HashSet<Sha256> = b.contents().copied().collect();
                 b.commit_unsynced()?;
                 ferry_durable::crash_point("tree:after-put");
+                let _ = to_stage.send(contents);
             }
             Ok(())
         });
@@ -361,15 +379,22 @@ pub fn tree(
             (Err(e), Ok(())) => Err(Refusal::new(e.reason, e.message)),
             (Ok(report), Ok(())) => {
                 // A pull that stored nothing (an unchanged repeat) syncs
-                // nothing here: the build's own sync follows.
+                // nothing here: the build's own sync follows. The last
+                // batch's files are linked while its names are synced.
                 let last = batch.take().filter(|b| !b.is_empty());
                 let dirty = sent > 0 || last.is_some();
+                let contents: HashSet<Sha256> = last.iter().flat_map(|b| b.contents().copied()).collect();
                 last.map_or(Ok(0), ferry_tree::store::Batch::commit_unsynced)
-                    .and_then(|_| if dirty { store.sync() } else { Ok(()) })
+                    .map(|_| {
+                        let _ = last_to_stage.send(contents);
+                    })
+                    .and_then(|()| if dirty { store.sync() } else { Ok(()) })
                     .map(|()| report)
                     .map_err(|e| store_refusal(&e))
             }
         };
+        // The staging thread ends once every sender is gone.
+        drop(last_to_stage);
         (fetched, staging.join())
     });
     let staged = match staged {

@@ -313,11 +313,34 @@ fn stage_checked(
     let mut staged =
         Staged { dest: dest.to_path_buf(), name, staging, pfd, later, stats: BuildStats::default(), published: false };
     // On an error, dropping `staged` removes the staging directory.
-    staged.stats = fill(manifest, store, staged.pfd.as_fd(), &staged.staging, Pass::Now(&staged.later))?;
+    staged.stats = fill(manifest, store, staged.pfd.as_fd(), &staged.staging, Pass::Now(&staged.later), false)?;
     Ok(staged)
 }
 
 impl Staged {
+    /// Links now the files of those `later` contents that are in `stored`
+    /// (a batch the pull has just committed to the store), instead of in
+    /// [`Staged::finish`]: the links of a first pull's 20,000 files were
+    /// most of its build, with the fetch over and a core idle; made batch
+    /// by batch while the fetch runs, only the last batch's are left for
+    /// `finish`. Nothing is synced here (`finish` syncs everything once).
+    pub fn link_stored(
+        &mut self,
+        manifest: &Manifest,
+        store: &Store,
+        stored: &HashSet<Sha256>,
+    ) -> Result<(), SnapshotError> {
+        let now: HashSet<Sha256> = stored.iter().filter(|d| self.later.contains(*d)).copied().collect();
+        if now.is_empty() {
+            return Ok(());
+        }
+        let more = fill(manifest, store, self.pfd.as_fd(), &self.staging, Pass::Later(&now), false)?;
+        self.stats.files += more.files;
+        self.stats.store_copies += more.store_copies;
+        self.later.retain(|d| !now.contains(d));
+        Ok(())
+    }
+
     /// Links the files of the contents that were fetched (all of
     /// `manifest`'s must now be in the store), syncs, writes the manifest
     /// and publishes with one rename. `manifest` is the staged one, or the
@@ -331,7 +354,7 @@ impl Staged {
         // link of a missing content fails anyway (20,000 lookups were a
         // fifth of a first pull's build); only then are the missing ones
         // counted, and the staging goes with `self`.
-        let more = match fill(manifest, store, self.pfd.as_fd(), &self.staging, Pass::Later(&self.later)) {
+        let more = match fill(manifest, store, self.pfd.as_fd(), &self.staging, Pass::Later(&self.later), true) {
             Err(SnapshotError::Store(StoreError::Missing(_))) => {
                 let wanted: HashSet<&Sha256> =
                     manifest.entries.iter().filter_map(|e| e.sha256()).filter(|d| self.later.contains(*d)).collect();
@@ -410,20 +433,24 @@ fn link_threads() -> usize {
 /// Creates the entries of `pass` below the staging directory: the walk
 /// (this thread) makes directories and symlinks in depth-first order and
 /// hands the files to link, directory by directory, to
-/// [`link_threads`] threads.
+/// [`link_threads`] threads. `sync`: then syncs the filesystem, for every
+/// entry of every pass.
 fn fill(
     manifest: &Manifest,
     store: &Store,
     parent: BorrowedFd<'_>,
     staging: &[u8],
     pass: Pass<'_>,
+    sync: bool,
 ) -> Result<BuildStats, SnapshotError> {
     let root = open_dir_at(parent, staging).map_err(io_err("opening the staging directory"))?;
     if let Pass::Later(later) = pass
         && later.is_empty()
     {
         // Nothing was left for later: only the sync below remains.
-        rustix::fs::syncfs(&root).map_err(|x| io_err("syncing the snapshot")(x.into()))?;
+        if sync {
+            rustix::fs::syncfs(&root).map_err(|x| io_err("syncing the snapshot")(x.into()))?;
+        }
         return Ok(BuildStats::default());
     }
     let mut order: Vec<&crate::manifest::Entry> = manifest.entries.iter().collect();
@@ -490,9 +517,9 @@ fn fill(
     let mut stats = walked?;
     stats.files = linked.files;
     stats.store_copies = linked.store_copies;
-    if let Pass::Later(_) = pass {
-        // One filesystem sync for every directory entry made by both
-        // passes (the file inodes were synced when they entered the store).
+    if sync {
+        // One filesystem sync for every directory entry made by every
+        // pass (the file inodes were synced when they entered the store).
         rustix::fs::syncfs(stack.root()).map_err(|x| io_err("syncing the snapshot")(x.into()))?;
     }
     Ok(stats)

@@ -318,3 +318,65 @@ fn files_linked_on_several_threads_are_all_there_and_a_missing_one_stops_them() 
     }
     assert_eq!(std::fs::read_dir(dest.join("big")).unwrap().count(), 1000);
 }
+
+/// Contents committed while the fetch runs are linked into the staging at
+/// once, batch by batch; `finish` links only the rest, a content already
+/// linked or not awaited is not linked twice, and nothing is visible
+/// before `finish`.
+#[test]
+fn contents_stored_during_the_fetch_are_linked_before_finish() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    for i in 0..600 {
+        write(&src, format!("d{}/f{i}", i % 7).as_bytes(), format!("content {}", i % 500).as_bytes());
+    }
+    write(&src, b"changed", b"changed on the client");
+    let m = scan(&ScanOptions::new(&src)).unwrap().manifest;
+    let store = Store::open(t.path().join("store")).unwrap();
+    let snaps = t.path().join("snaps");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let dest = snaps.join("s");
+    let miss = missing(&m, &store);
+    let later: HashSet<Sha256> = miss.iter().map(|x| x.sha256).collect();
+    assert_eq!(later.len(), 501);
+    let mut staged = stage(&m, &store, &dest, later).unwrap();
+    assert_eq!(staged.stats.files, 0);
+    let staging = snaps.join(".s.staging");
+
+    // Three batches of the fetch, the changed file never stored.
+    let changed = *m.get(b"changed").unwrap().sha256().unwrap();
+    let fetched: Vec<_> = miss.iter().filter(|x| x.sha256 != changed).collect();
+    let mut linked = 0;
+    for part in fetched.chunks(200) {
+        let mut batch = store.batch().unwrap();
+        for x in part {
+            batch.put(std::fs::File::open(p(&src, &x.paths[0])).unwrap(), x.size, &x.sha256).unwrap();
+        }
+        let stored: HashSet<Sha256> = batch.contents().copied().collect();
+        batch.commit_unsynced().unwrap();
+        staged.link_stored(&m, &store, &stored).unwrap();
+        linked += part.iter().map(|x| x.paths.len() as u64).sum::<u64>();
+        assert_eq!(staged.stats.files, linked);
+        // Linked already: a second time does nothing.
+        staged.link_stored(&m, &store, &stored).unwrap();
+        assert_eq!(staged.stats.files, linked);
+    }
+    assert_eq!(linked, 600);
+    assert!(staging.join("d3/f3").is_file() && !dest.exists(), "linked into the staging, nothing published");
+    assert_eq!(
+        std::fs::metadata(staging.join("d3/f3")).unwrap().ino(),
+        std::fs::metadata(store.path(m.get(b"d3/f3").unwrap().sha256().unwrap())).unwrap().ino()
+    );
+
+    let mut without = m.clone();
+    without.entries.retain(|e| e.path != b"changed");
+    let Built::Published(stats) = staged.finish(&without, &store).unwrap() else { panic!("not published") };
+    assert_eq!(stats.files, 600);
+    for i in 0..600 {
+        let name = dest.join(format!("d{}/f{i}", i % 7));
+        assert_eq!(std::fs::read(&name).unwrap(), format!("content {}", i % 500).as_bytes());
+    }
+    assert!(!dest.join("changed").exists());
+    let report = store.verify().unwrap();
+    assert_eq!((report.contents, report.bad.len()), (500, 0));
+}

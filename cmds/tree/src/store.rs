@@ -558,6 +558,11 @@ impl Batch<'_> {
         }
     }
 
+    /// The digests of the contents waiting (what a commit makes present).
+    pub fn contents(&self) -> impl Iterator<Item = &Sha256> {
+        self.pending.iter().map(|(_, d, _)| d)
+    }
+
     /// Contents waiting.
     pub fn len(&self) -> usize {
         self.pending.len()
