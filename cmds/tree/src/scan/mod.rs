@@ -242,10 +242,15 @@ pub fn scan(opts: &ScanOptions) -> Result<Scan, ScanError> {
             let xattrs_root = opts.xattrs.then(|| opts.root.clone());
             w.hashers = Some(hashers::Hashers::start(scope, opts.hash_threads, opts.max_attempts, xattrs_root));
         }
-        let walked = w.walk_all();
+        // A panic in the walk must still close the hashers' queue, or the
+        // scope would wait for them forever instead of unwinding.
+        let walked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.walk_all()));
         // Always: it closes the hashers' queue, so the scope can end.
         let merged = w.finish_hashing();
-        walked.and(merged)
+        match walked {
+            Ok(walked) => walked.and(merged),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     })?;
     let mut items = std::mem::take(&mut w.items);
     items.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
