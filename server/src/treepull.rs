@@ -36,7 +36,7 @@
 //! Crash points: `tree:after-manifest`, `tree:after-put`, `tree:after-build`
 //! (that last one sits between the rename and the catalog row).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use ferry_gitosis::enroll::ClientEnrollment;
@@ -309,7 +309,8 @@ pub fn tree(
     let mut sent = 0usize;
     // The snapshot's directories, symlinks and links of stored contents
     // are staged on another thread while the fetch runs (see
-    // `snapshot::Staged`); the fetched ones are linked after it.
+    // `snapshot::Staged`); the fetched ones are linked there too, a batch
+    // at a time as they are committed (below).
     let later: HashSet<Sha256> = missing.iter().map(|m| m.sha256).collect();
     let (fetched, staged) = std::thread::scope(|scope| {
         // Each batch the committer (or, for the last, this thread) makes
@@ -319,11 +320,12 @@ pub fn tree(
         // only what is left. A staging thread that failed stops taking
         // them; its error is told when it is joined.
         let (to_stage, stored) = std::sync::mpsc::channel::<HashSet<Sha256>>();
-        let (m, st, d) = (&manifest, &store, &dest);
+        let (m, st, d, miss) = (&manifest, &store, &dest, &missing);
         let staging = scope.spawn(move || -> Result<snapshot::Staged, snapshot::SnapshotError> {
             let mut staged = snapshot::stage(m, st, d, later)?;
+            let by_digest: HashMap<&Sha256, &snapshot::Missing> = miss.iter().map(|x| (&x.sha256, x)).collect();
             for set in stored {
-                staged.link_stored(m, st, &set)?;
+                staged.link_stored(st, set.iter().filter_map(|x| by_digest.get(x).copied()))?;
             }
             Ok(staged)
         });

@@ -43,7 +43,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use ferry_archive::fsutil::{lstat_at, open_dir, open_dir_at, random_token, remove_tree, rename_noreplace, split_last};
+use ferry_archive::fsutil::{
+    components, lstat_at, open_dir, open_dir_at, open_dir_beneath, random_token, remove_tree, rename_noreplace,
+    split_last,
+};
 use rustix::fs::{Mode, OFlags};
 
 use crate::dirstack::{DirStack, tree_order};
@@ -313,37 +316,62 @@ fn stage_checked(
     let mut staged =
         Staged { dest: dest.to_path_buf(), name, staging, pfd, later, stats: BuildStats::default(), published: false };
     // On an error, dropping `staged` removes the staging directory.
-    staged.stats = fill(manifest, store, staged.pfd.as_fd(), &staged.staging, Pass::Now(&staged.later), false)?;
+    staged.stats = fill(manifest, store, staged.pfd.as_fd(), &staged.staging, Pass::Now(&staged.later))?;
     Ok(staged)
 }
 
 impl Staged {
-    /// Links now the files of those `later` contents that are in `stored`
-    /// (a batch the pull has just committed to the store), instead of in
-    /// [`Staged::finish`]: the links of a first pull's 20,000 files were
-    /// most of its build, with the fetch over and a core idle; made batch
-    /// by batch while the fetch runs, only the last batch's are left for
-    /// `finish`. Nothing is synced here (`finish` syncs everything once).
-    pub fn link_stored(
+    /// Links now the files of those `stored` contents that are awaited
+    /// (in `later`): contents a pull has just committed to the store, with
+    /// every path that needs them ([`missing`]'s entries). Called batch by
+    /// batch while the fetch runs, so that [`Staged::finish`] links only
+    /// what is left: the links of a first pull's 20,000 files were most of
+    /// its build, made with the fetch over and a core idle. Only the given
+    /// files are visited (each directory opened once per call, beneath the
+    /// staging without following a link), never the whole manifest, so a
+    /// million-file pull's hundreds of batches cost what its links cost.
+    /// Nothing is synced here (`finish` syncs everything once).
+    pub fn link_stored<'m>(
         &mut self,
-        manifest: &Manifest,
         store: &Store,
-        stored: &HashSet<Sha256>,
+        stored: impl IntoIterator<Item = &'m Missing>,
     ) -> Result<(), SnapshotError> {
-        let now: HashSet<Sha256> = stored.iter().filter(|d| self.later.contains(*d)).copied().collect();
-        if now.is_empty() {
+        let mut now = HashSet::new();
+        let mut files: Vec<(&[u8], &[u8], &Sha256)> = Vec::new();
+        for m in stored {
+            if self.later.contains(&m.sha256) && now.insert(m.sha256) {
+                files.extend(m.paths.iter().map(|p| {
+                    let (dir, name) = split_last(p);
+                    (dir, name, &m.sha256)
+                }));
+            }
+        }
+        if files.is_empty() {
             return Ok(());
         }
-        let more = fill(manifest, store, self.pfd.as_fd(), &self.staging, Pass::Later(&now), false)?;
-        self.stats.files += more.files;
-        self.stats.store_copies += more.store_copies;
+        files.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let root = open_dir_at(self.pfd.as_fd(), &self.staging).map_err(io_err("opening the staging directory"))?;
+        let mut linker = store.linker();
+        let mut open: Option<(&[u8], OwnedFd)> = None;
+        for (dir, name, sha256) in files {
+            let fd = match open.take() {
+                Some((d, fd)) if d == dir => fd,
+                _ if dir.is_empty() => root.try_clone().map_err(io_err("opening the staging directory"))?,
+                _ => open_dir_beneath(root.as_fd(), components(dir))
+                    .map_err(io_err(format!("opening {}", shown(dir))))?,
+            };
+            self.stats.store_copies += u64::from(linker.link(sha256, fd.as_fd(), name)?);
+            self.stats.files += 1;
+            open = Some((dir, fd));
+        }
         self.later.retain(|d| !now.contains(d));
         Ok(())
     }
 
-    /// Links the files of the contents that were fetched (all of
-    /// `manifest`'s must now be in the store), syncs, writes the manifest
-    /// and publishes with one rename. `manifest` is the staged one, or the
+    /// Links the files of the contents that were fetched and not linked by
+    /// [`Staged::link_stored`] (all of `manifest`'s must now be in the
+    /// store), syncs, writes the manifest and publishes with one rename.
+    /// `manifest` is the staged one, or the
     /// staged one less files of `later` contents (those that changed on the
     /// client during the fetch, left out).
     pub fn finish(mut self, manifest: &Manifest, store: &Store) -> Result<Built, SnapshotError> {
@@ -354,7 +382,7 @@ impl Staged {
         // link of a missing content fails anyway (20,000 lookups were a
         // fifth of a first pull's build); only then are the missing ones
         // counted, and the staging goes with `self`.
-        let more = match fill(manifest, store, self.pfd.as_fd(), &self.staging, Pass::Later(&self.later), true) {
+        let more = match fill(manifest, store, self.pfd.as_fd(), &self.staging, Pass::Later(&self.later)) {
             Err(SnapshotError::Store(StoreError::Missing(_))) => {
                 let wanted: HashSet<&Sha256> =
                     manifest.entries.iter().filter_map(|e| e.sha256()).filter(|d| self.later.contains(*d)).collect();
@@ -433,24 +461,20 @@ fn link_threads() -> usize {
 /// Creates the entries of `pass` below the staging directory: the walk
 /// (this thread) makes directories and symlinks in depth-first order and
 /// hands the files to link, directory by directory, to
-/// [`link_threads`] threads. `sync`: then syncs the filesystem, for every
-/// entry of every pass.
+/// [`link_threads`] threads.
 fn fill(
     manifest: &Manifest,
     store: &Store,
     parent: BorrowedFd<'_>,
     staging: &[u8],
     pass: Pass<'_>,
-    sync: bool,
 ) -> Result<BuildStats, SnapshotError> {
     let root = open_dir_at(parent, staging).map_err(io_err("opening the staging directory"))?;
     if let Pass::Later(later) = pass
         && later.is_empty()
     {
         // Nothing was left for later: only the sync below remains.
-        if sync {
-            rustix::fs::syncfs(&root).map_err(|x| io_err("syncing the snapshot")(x.into()))?;
-        }
+        rustix::fs::syncfs(&root).map_err(|x| io_err("syncing the snapshot")(x.into()))?;
         return Ok(BuildStats::default());
     }
     let mut order: Vec<&crate::manifest::Entry> = manifest.entries.iter().collect();
@@ -517,7 +541,7 @@ fn fill(
     let mut stats = walked?;
     stats.files = linked.files;
     stats.store_copies = linked.store_copies;
-    if sync {
+    if let Pass::Later(_) = pass {
         // One filesystem sync for every directory entry made by every
         // pass (the file inodes were synced when they entered the store).
         rustix::fs::syncfs(stack.root()).map_err(|x| io_err("syncing the snapshot")(x.into()))?;

@@ -320,9 +320,9 @@ fn files_linked_on_several_threads_are_all_there_and_a_missing_one_stops_them() 
 }
 
 /// Contents committed while the fetch runs are linked into the staging at
-/// once, batch by batch; `finish` links only the rest, a content already
-/// linked or not awaited is not linked twice, and nothing is visible
-/// before `finish`.
+/// once, batch by batch, files in several directories and at the top;
+/// `finish` links only the rest, a content already linked is not linked
+/// twice, and nothing is visible before `finish`.
 #[test]
 fn contents_stored_during_the_fetch_are_linked_before_finish() {
     let t = tempdir();
@@ -330,6 +330,8 @@ fn contents_stored_during_the_fetch_are_linked_before_finish() {
     for i in 0..600 {
         write(&src, format!("d{}/f{i}", i % 7).as_bytes(), format!("content {}", i % 500).as_bytes());
     }
+    write(&src, b"top", b"content 7");
+    write(&src, b"d1/deeper/down", b"content 8");
     write(&src, b"changed", b"changed on the client");
     let m = scan(&ScanOptions::new(&src)).unwrap().manifest;
     let store = Store::open(t.path().join("store")).unwrap();
@@ -353,16 +355,18 @@ fn contents_stored_during_the_fetch_are_linked_before_finish() {
             batch.put(std::fs::File::open(p(&src, &x.paths[0])).unwrap(), x.size, &x.sha256).unwrap();
         }
         let stored: HashSet<Sha256> = batch.contents().copied().collect();
+        assert_eq!(stored.len(), part.len());
         batch.commit_unsynced().unwrap();
-        staged.link_stored(&m, &store, &stored).unwrap();
+        staged.link_stored(&store, part.iter().copied()).unwrap();
         linked += part.iter().map(|x| x.paths.len() as u64).sum::<u64>();
         assert_eq!(staged.stats.files, linked);
         // Linked already: a second time does nothing.
-        staged.link_stored(&m, &store, &stored).unwrap();
+        staged.link_stored(&store, part.iter().copied()).unwrap();
         assert_eq!(staged.stats.files, linked);
     }
-    assert_eq!(linked, 600);
+    assert_eq!(linked, 602);
     assert!(staging.join("d3/f3").is_file() && !dest.exists(), "linked into the staging, nothing published");
+    assert!(staging.join("top").is_file() && staging.join("d1/deeper/down").is_file());
     assert_eq!(
         std::fs::metadata(staging.join("d3/f3")).unwrap().ino(),
         std::fs::metadata(store.path(m.get(b"d3/f3").unwrap().sha256().unwrap())).unwrap().ino()
@@ -371,11 +375,12 @@ fn contents_stored_during_the_fetch_are_linked_before_finish() {
     let mut without = m.clone();
     without.entries.retain(|e| e.path != b"changed");
     let Built::Published(stats) = staged.finish(&without, &store).unwrap() else { panic!("not published") };
-    assert_eq!(stats.files, 600);
+    assert_eq!(stats.files, 602);
     for i in 0..600 {
         let name = dest.join(format!("d{}/f{i}", i % 7));
         assert_eq!(std::fs::read(&name).unwrap(), format!("content {}", i % 500).as_bytes());
     }
+    assert_eq!(std::fs::read(dest.join("d1/deeper/down")).unwrap(), b"content 8");
     assert!(!dest.join("changed").exists());
     let report = store.verify().unwrap();
     assert_eq!((report.contents, report.bad.len()), (500, 0));
