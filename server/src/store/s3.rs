@@ -391,11 +391,25 @@ impl S3Store {
                 w.write(out);
                 ferry_durable::hold_point("s3:mid-upload");
             }
-            w.finish().await.with_context(|| format!("upload to {}", self.at()))?;
+            ferry_durable::hold_point("s3:before-complete");
+            if let Err(e) = w.finish().await {
+                return Err(anyhow::Error::new(e).context(CompleteRefused).context(format!("upload to {}", self.at())));
+            }
         }
         Ok(hex::encode(hasher.finalize()))
     }
 }
+
+/// Every part of a multipart upload was accepted, and then the store
+/// refused to assemble them (or the request failed for good). Seen once
+/// after a Garage frozen mid-upload came back: a part PUT that had timed
+/// out and been sent again reached the server late as well, and the
+/// completion was answered with a 4xx, which object_store does not retry.
+/// The download is still on disk, so [`S3Store::put`] uploads it once
+/// more under a new temporary key.
+#[derive(Debug, thiserror::Error)]
+#[error("the store did not complete the multipart upload")]
+struct CompleteRefused;
 
 /// Where the age writer puts ciphertext until the upload takes it (shared
 /// because the writer owns its sink while the upload drains it).
@@ -444,9 +458,19 @@ impl ArtifactStore for S3Store {
                 .with_context(|| format!("cannot write the digest sidecar of {} in {}", key.rel_path(), self.at()))?;
             return Ok(());
         }
-        let tmp = self.obj(&format!("{TMP_DIR}/{}/{}-{:016x}", self.node, std::process::id(), rand::random::<u64>()));
+        let tmp_key =
+            || self.obj(&format!("{TMP_DIR}/{}/{}-{:016x}", self.node, std::process::id(), rand::random::<u64>()));
+        let mut tmp = tmp_key();
         let result = self.rt.block_on(async {
-            let got = self.upload(file, &tmp).await?;
+            let got = match self.upload(file, &tmp).await {
+                Err(e) if e.downcast_ref::<CompleteRefused>().is_some() => {
+                    tracing::warn!(key = %tmp, error = %format!("{e:#}"), "the store refused to complete an upload; uploading once more");
+                    let _ = self.client.delete(&tmp).await;
+                    tmp = tmp_key();
+                    self.upload(file, &tmp).await?
+                }
+                r => r?,
+            };
             ferry_durable::crash_point("s3:after-upload");
             if got != sha256 {
                 bail!("{} uploaded as sha256 {got}, not the verified {sha256}; nothing was stored", key.rel_path());

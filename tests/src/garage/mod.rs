@@ -144,7 +144,7 @@ impl Garage {
     }
 
     /// This server's bucket as seen with its key, by curl.
-    fn s3(&self) -> S3Access {
+    pub fn s3(&self) -> S3Access {
         S3Access {
             endpoint: self.endpoint(),
             bucket: self.bucket.clone(),
@@ -243,6 +243,18 @@ impl S3Access {
     /// How many parts of upload `id` of `key` the server holds (ListParts).
     pub fn parts(&self, key: &str, id: &str) -> usize {
         xml_all(&self.get_text(&format!("/{key}?uploadId={id}")), "PartNumber").len()
+    }
+
+    /// Abort multipart upload `id` of `key` (AbortMultipartUpload): its
+    /// parts are gone and completing it fails.
+    pub fn abort_multipart(&self, key: &str, id: &str) {
+        let out = self
+            .curl()
+            .args(["-X", "DELETE"])
+            .arg(format!("{}/{}/{key}?uploadId={id}", self.endpoint, self.bucket))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "abort {key} failed: {}", String::from_utf8_lossy(&out.stdout));
     }
 
     /// Store `body` under `key` (PutObject).

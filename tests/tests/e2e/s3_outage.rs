@@ -310,3 +310,34 @@ fn s3_a_store_that_stops_answering_mid_upload_is_retried() {
     assert!(g.keys("backup1/.tmp/").is_empty(), "no temporary left: {:?}", g.keys(""));
     assert!(subjects(&smtp, "").is_empty(), "nothing mailed: {:?}", subjects(&smtp, ""));
 }
+
+/// Every part accepted, then the store refuses to assemble them (here the
+/// upload was aborted under the node, as a server that lost track of a part
+/// would answer): the node uploads the verified download once more under a
+/// new temporary key, and the backup is stored once, as if nothing happened.
+#[test]
+fn s3_a_refused_completion_is_uploaded_once_more() {
+    if !tools() {
+        return;
+    }
+    let (td, _gdir, g, smtp, node, _a) = delivered_with("s3_complete", 3_000_000, "");
+    let release = td.join("release");
+    let mut scan = held_scan(&node, &release, "s3:before-complete", &[("FERRY_LOG", "info")]);
+    let s3 = g.s3();
+    let uploads = s3.multipart_uploads("backup1/.tmp/");
+    assert_eq!(uploads.len(), 1, "{uploads:?}");
+    s3.abort_multipart(&uploads[0].0, &uploads[0].1);
+    std::fs::write(&release, "").unwrap();
+    let st = scan.wait().unwrap();
+    let err = std::fs::read_to_string(release.with_extension("err")).unwrap_or_default();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert!(err.contains("uploading once more"), "{err}");
+    assert_eq!(node.pool_ids("host-a", "F").len(), 1, "{}", node.events());
+    assert!(!node.events().contains("E_STORE"), "{}", node.events());
+    assert_eq!(found(&node), 1);
+    let v = node.ferry_node_json(&["verify"]);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+    assert!(g.keys("backup1/.tmp/").is_empty(), "no temporary left: {:?}", g.keys(""));
+    assert!(s3.multipart_uploads("backup1/.tmp/").is_empty(), "no upload left open");
+    assert!(subjects(&smtp, "").is_empty(), "nothing mailed: {:?}", subjects(&smtp, ""));
+}
