@@ -42,6 +42,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ferry_archive::fsutil::{
     components, lstat_at, open_dir, open_dir_at, open_dir_beneath, random_token, remove_tree, rename_noreplace,
@@ -304,6 +305,27 @@ fn stage_checked(
     dest: &Path,
     later: HashSet<Sha256>,
 ) -> Result<Staged, SnapshotError> {
+    let mut staged = staging_dir(dest, later)?;
+    // On an error, dropping `staged` removes the staging directory.
+    staged.stats = fill(manifest, Some(store), staged.pfd.as_fd(), &staged.staging, Pass::Now(&staged.later))?;
+    Ok(staged)
+}
+
+/// The first half of [`stage`]: only the directories, so that a pull can
+/// write the files it fetches straight into them
+/// ([`crate::store::Batch::put_missing_in`], through [`Staged::places`])
+/// while another thread makes the rest ([`Staged::fill_stored`]).
+pub fn stage_dirs(manifest: &Manifest, dest: &Path, later: HashSet<Sha256>) -> Result<Staged, SnapshotError> {
+    let unlimited = Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
+    manifest.check(&unlimited)?;
+    let mut staged = staging_dir(dest, later)?;
+    staged.stats = fill(manifest, None, staged.pfd.as_fd(), &staged.staging, Pass::Dirs)?;
+    Ok(staged)
+}
+
+/// A new, empty staging directory for `dest` (which must not exist),
+/// replacing one a killed build left.
+fn staging_dir(dest: &Path, later: HashSet<Sha256>) -> Result<Staged, SnapshotError> {
     let (parent, name) = parent_and_name(dest)?;
     let pfd = open_dir(&parent).map_err(io_err(format!("opening {}", parent.display())))?;
     if lstat_at(pfd.as_fd(), &name).map_err(io_err(format!("checking {}", dest.display())))?.is_some() {
@@ -313,11 +335,7 @@ fn stage_checked(
     remove_tree(pfd.as_fd(), &staging).map_err(io_err(format!("removing a leftover {}", shown(&staging))))?;
     rustix::fs::mkdirat(&pfd, staging.as_slice(), Mode::from_raw_mode(0o700))
         .map_err(|e| io_err(format!("creating {}", shown(&staging)))(e.into()))?;
-    let mut staged =
-        Staged { dest: dest.to_path_buf(), name, staging, pfd, later, stats: BuildStats::default(), published: false };
-    // On an error, dropping `staged` removes the staging directory.
-    staged.stats = fill(manifest, store, staged.pfd.as_fd(), &staged.staging, Pass::Now(&staged.later))?;
-    Ok(staged)
+    Ok(Staged { dest: dest.to_path_buf(), name, staging, pfd, later, stats: BuildStats::default(), published: false })
 }
 
 impl Staged {
@@ -336,17 +354,59 @@ impl Staged {
         store: &Store,
         stored: impl IntoIterator<Item = &'m Missing>,
     ) -> Result<(), SnapshotError> {
+        self.link_paths(store, stored, 0)
+    }
+
+    /// [`Staged::link_stored`] of contents a pull wrote into the staging
+    /// itself, at their first path ([`Staged::places`],
+    /// [`crate::store::Batch::put_missing_in`]): links the other paths.
+    pub fn link_copies<'m>(
+        &mut self,
+        store: &Store,
+        stored: impl IntoIterator<Item = &'m Missing>,
+    ) -> Result<(), SnapshotError> {
+        self.link_paths(store, stored, 1)
+    }
+
+    /// The second half of [`stage`] after [`stage_dirs`]: symlinks, and
+    /// links of the files whose content is not awaited.
+    pub fn fill_stored(&mut self, manifest: &Manifest, store: &Store) -> Result<(), SnapshotError> {
+        let more = fill(manifest, Some(store), self.pfd.as_fd(), &self.staging, Pass::Rest(&self.later))?;
+        self.stats.files += more.files;
+        self.stats.store_copies += more.store_copies;
+        self.stats.symlinks += more.symlinks;
+        self.stats.not_created += more.not_created;
+        Ok(())
+    }
+
+    /// Where a pull may write the files it fetches: the staging's
+    /// directories, opened beneath it without following a link.
+    pub fn places(&self) -> Result<Places, SnapshotError> {
+        let root = open_dir_at(self.pfd.as_fd(), &self.staging).map_err(io_err("opening the staging directory"))?;
+        Ok(Places { root: Arc::new(root), open: HashMap::new() })
+    }
+
+    /// Links the paths of `stored` past the first `skip` of each (those
+    /// are in place already, and counted).
+    fn link_paths<'m>(
+        &mut self,
+        store: &Store,
+        stored: impl IntoIterator<Item = &'m Missing>,
+        skip: usize,
+    ) -> Result<(), SnapshotError> {
         let mut now = HashSet::new();
         let mut files: Vec<(&[u8], &[u8], &Sha256)> = Vec::new();
         for m in stored {
             if self.later.contains(&m.sha256) && now.insert(m.sha256) {
-                files.extend(m.paths.iter().map(|p| {
+                self.stats.files += m.paths.len().min(skip) as u64;
+                files.extend(m.paths.iter().skip(skip).map(|p| {
                     let (dir, name) = split_last(p);
                     (dir, name, &m.sha256)
                 }));
             }
         }
         if files.is_empty() {
+            self.later.retain(|d| !now.contains(d));
             return Ok(());
         }
         files.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
@@ -382,7 +442,7 @@ impl Staged {
         // link of a missing content fails anyway (20,000 lookups were a
         // fifth of a first pull's build); only then are the missing ones
         // counted, and the staging goes with `self`.
-        let more = match fill(manifest, store, self.pfd.as_fd(), &self.staging, Pass::Later(&self.later)) {
+        let more = match fill(manifest, Some(store), self.pfd.as_fd(), &self.staging, Pass::Later(&self.later)) {
             Err(SnapshotError::Store(StoreError::Missing(_))) => {
                 let wanted: HashSet<&Sha256> =
                     manifest.entries.iter().filter_map(|e| e.sha256()).filter(|d| self.later.contains(*d)).collect();
@@ -417,6 +477,41 @@ impl Staged {
     }
 }
 
+/// The directories of a [`Staged`] snapshot, for a pull that writes its
+/// fetched files into them ([`Staged::places`]).
+#[derive(Debug)]
+pub struct Places {
+    root: Arc<OwnedFd>,
+    /// Directories opened lately, by path: a pull's files come in
+    /// manifest order, directory after directory.
+    open: HashMap<Vec<u8>, Arc<OwnedFd>>,
+}
+
+/// Directories [`Places`] keeps open (then it forgets them all).
+const PLACES_OPEN: usize = 64;
+
+impl Places {
+    /// The directory that holds `path` in the staging, and the file's
+    /// name in it. The directory must exist ([`stage_dirs`]).
+    pub fn dir_of<'p>(&mut self, path: &'p [u8]) -> Result<(Arc<OwnedFd>, &'p [u8]), SnapshotError> {
+        let (dir, name) = split_last(path);
+        if dir.is_empty() {
+            return Ok((Arc::clone(&self.root), name));
+        }
+        if let Some(fd) = self.open.get(dir) {
+            return Ok((Arc::clone(fd), name));
+        }
+        let fd = Arc::new(
+            open_dir_beneath(self.root.as_fd(), components(dir)).map_err(io_err(format!("opening {}", shown(dir))))?,
+        );
+        if self.open.len() >= PLACES_OPEN {
+            self.open.clear();
+        }
+        self.open.insert(dir.to_vec(), Arc::clone(&fd));
+        Ok((fd, name))
+    }
+}
+
 impl Drop for Staged {
     fn drop(&mut self) {
         if !self.published
@@ -432,6 +527,10 @@ impl Drop for Staged {
 enum Pass<'a> {
     /// Directories, symlinks, and the files whose content is not in the set.
     Now(&'a HashSet<Sha256>),
+    /// Directories only (the first half of [`Pass::Now`]).
+    Dirs,
+    /// [`Pass::Now`] in directories [`Pass::Dirs`] made.
+    Rest(&'a HashSet<Sha256>),
     /// The files whose content is in the set (the directories exist).
     Later(&'a HashSet<Sha256>),
 }
@@ -464,7 +563,7 @@ fn link_threads() -> usize {
 /// [`link_threads`] threads.
 fn fill(
     manifest: &Manifest,
-    store: &Store,
+    store: Option<&Store>,
     parent: BorrowedFd<'_>,
     staging: &[u8],
     pass: Pass<'_>,
@@ -487,8 +586,11 @@ fn fill(
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (walked, linked) = std::thread::scope(|scope| {
         let stop = &stop;
-        let linkers: Vec<_> = (0..link_threads())
-            .map(|_| {
+        // No store: a pass that links nothing ([`Pass::Dirs`]).
+        let linkers: Vec<_> = store
+            .into_iter()
+            .flat_map(|store| (0..link_threads()).map(move |_| store))
+            .map(|store| {
                 let batches = std::sync::Arc::clone(&batches);
                 scope.spawn(move || -> Result<BuildStats, SnapshotError> {
                     let mut linker = store.linker();
@@ -570,7 +672,7 @@ fn walk<'m>(
     for e in order {
         let (dir, name) = split_last(&e.path);
         match (&e.kind, pass) {
-            (Kind::Dir, Pass::Now(_)) => {
+            (Kind::Dir, Pass::Now(_) | Pass::Dirs) => {
                 let pfd = stack.parent(dir).map_err(io_err(format!("opening the parent of {}", shown(&e.path))))?;
                 rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o755))
                     .map_err(|x| io_err(format!("creating {}", shown(&e.path)))(x.into()))?;
@@ -581,12 +683,13 @@ fn walk<'m>(
                 stack.push(e.path.clone(), fd);
                 stats.dirs += 1;
             }
-            (Kind::Dir, Pass::Later(_)) => {
+            (Kind::Dir, Pass::Later(_) | Pass::Rest(_)) => {
                 let pfd = stack.parent(dir).map_err(io_err(format!("opening the parent of {}", shown(&e.path))))?;
                 let fd = open_dir_at(pfd, name).map_err(io_err(format!("opening {}", shown(&e.path))))?;
                 stack.push(e.path.clone(), fd);
             }
-            (Kind::File { sha256, .. }, Pass::Now(later)) if later.contains(sha256) => {}
+            (_, Pass::Dirs) => {}
+            (Kind::File { sha256, .. }, Pass::Now(later) | Pass::Rest(later)) if later.contains(sha256) => {}
             (Kind::File { sha256, .. }, Pass::Later(later)) if !later.contains(sha256) => {}
             (Kind::File { sha256, .. }, _) => {
                 if let Some((d, b)) = &batch
@@ -606,13 +709,15 @@ fn walk<'m>(
                     b.files.push((name, sha256));
                 }
             }
-            (Kind::Symlink { target }, Pass::Now(_)) => {
+            (Kind::Symlink { target }, Pass::Now(_) | Pass::Rest(_)) => {
                 let pfd = stack.parent(dir).map_err(io_err(format!("opening the parent of {}", shown(&e.path))))?;
                 rustix::fs::symlinkat(target.as_slice(), pfd, name)
                     .map_err(|x| io_err(format!("creating symlink {}", shown(&e.path)))(x.into()))?;
                 stats.symlinks += 1;
             }
-            (Kind::Fifo | Kind::Socket | Kind::CharDev(_) | Kind::BlockDev(_), Pass::Now(_)) => stats.not_created += 1,
+            (Kind::Fifo | Kind::Socket | Kind::CharDev(_) | Kind::BlockDev(_), Pass::Now(_) | Pass::Rest(_)) => {
+                stats.not_created += 1
+            }
             (_, Pass::Later(_)) => {}
         }
     }

@@ -385,3 +385,114 @@ fn contents_stored_during_the_fetch_are_linked_before_finish() {
     let report = store.verify().unwrap();
     assert_eq!((report.contents, report.bad.len()), (500, 0));
 }
+
+#[test]
+fn contents_written_into_the_staging_become_the_stores_inodes() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    for i in 0..300 {
+        write(&src, format!("d{}/f{i}", i % 5).as_bytes(), format!("content {}", i % 250).as_bytes());
+    }
+    write(&src, b"top", b"content 7");
+    write(&src, b"d1/deeper/down", b"content 8");
+    write(&src, b"lies", b"what the manifest promised");
+    write(&src, b"raced", b"stored meanwhile by a share group's pull");
+    write(&src, b"twice", b"fetched twice in one batch");
+    std::os::unix::fs::symlink("top", src.join("link")).unwrap();
+    let m = scan(&ScanOptions::new(&src)).unwrap().manifest;
+    let store = Store::open(t.path().join("store")).unwrap();
+    let snaps = t.path().join("snaps");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let dest = snaps.join("s");
+    let miss = missing(&m, &store);
+    let later: HashSet<Sha256> = miss.iter().map(|x| x.sha256).collect();
+    let staging = snaps.join(".s.staging");
+
+    // The directories first, nothing else; then the rest on its own.
+    let mut staged = stage_dirs(&m, &dest, later).unwrap();
+    assert!(staging.join("d1/deeper").is_dir() && !staging.join("top").exists() && !staging.join("link").exists());
+    staged.fill_stored(&m, &store).unwrap();
+    assert_eq!(std::fs::read_link(staging.join("link")).unwrap(), Path::new("top"));
+    let mut places = staged.places().unwrap();
+
+    // A content whose bytes do not match leaves nothing at its name.
+    let lies = miss.iter().find(|x| x.paths[0] == b"lies").unwrap();
+    let mut batch = store.batch().unwrap();
+    let (dir, name) = places.dir_of(&lies.paths[0]).unwrap();
+    let wrong = batch.put_missing_in(&b"something else entirely!!!"[..], lies.size, &lies.sha256, &dir, name);
+    assert!(matches!(wrong, Err(StoreError::Mismatch { .. })), "{wrong:?}");
+    assert!(!staging.join("lies").exists());
+    // Dropped uncommitted: the file written goes too.
+    let down = miss.iter().find(|x| x.paths[0] == b"d1/deeper/down").unwrap();
+    let (dir, name) = places.dir_of(&down.paths[0]).unwrap();
+    batch
+        .put_missing_in(std::fs::File::open(src.join("d1/deeper/down")).unwrap(), down.size, &down.sha256, &dir, name)
+        .unwrap();
+    assert!(staging.join("d1/deeper/down").is_file());
+    drop(batch);
+    assert!(!staging.join("d1/deeper/down").exists() && !store.has(&down.sha256));
+
+    // A share group's pull stores one content meanwhile.
+    let raced = miss.iter().find(|x| x.paths[0] == b"raced").unwrap();
+    store.put(std::fs::File::open(src.join("raced")).unwrap(), raced.size, &raced.sha256).unwrap();
+
+    // Two batches, as a pull commits them; "twice" is written a second
+    // time under another name of the staging within one batch.
+    let fetched: Vec<&Missing> = miss.iter().filter(|x| x.paths[0] != b"lies").collect();
+    let mut files = 0;
+    for part in fetched.chunks(130) {
+        let mut batch = store.batch().unwrap();
+        for x in part {
+            let (dir, name) = places.dir_of(&x.paths[0]).unwrap();
+            let got =
+                batch.put_missing_in(std::fs::File::open(p(&src, &x.paths[0])).unwrap(), x.size, &x.sha256, &dir, name);
+            assert!(matches!(got, Ok(crate::store::Put::Stored(n)) if n == x.size), "{got:?}");
+            if x.paths[0] == b"twice" {
+                let (dir, _) = places.dir_of(b"twice").unwrap();
+                let again = batch.put_missing_in(
+                    std::fs::File::open(src.join("twice")).unwrap(),
+                    x.size,
+                    &x.sha256,
+                    &dir,
+                    b"twice-again",
+                );
+                assert!(matches!(again, Ok(crate::store::Put::Present)), "{again:?}");
+            }
+        }
+        assert_eq!(batch.len(), part.len());
+        assert!(
+            part.iter().all(|x| !store.has(&x.sha256) || x.paths[0] == b"raced"),
+            "nothing stored before the commit"
+        );
+        batch.commit_unsynced().unwrap();
+        assert!(part.iter().all(|x| store.has(&x.sha256)));
+        staged.link_copies(&store, part.iter().copied()).unwrap();
+        files += part.iter().map(|x| x.paths.len() as u64).sum::<u64>();
+        // Linked already: a second time does nothing.
+        staged.link_copies(&store, part.iter().copied()).unwrap();
+    }
+    assert!(!dest.exists(), "nothing published before finish");
+    let ino = |path: &Path| std::fs::metadata(path).unwrap().ino();
+    for (name, x) in [("d3/f3", "d3/f3"), ("d3/f253", "d3/f3"), ("raced", "raced"), ("twice-again", "twice")] {
+        let d = m.get(x.as_bytes()).unwrap().sha256().unwrap();
+        assert_eq!(ino(&staging.join(name)), ino(&store.path(d)), "{name} is the store's inode");
+    }
+    let mode = std::fs::metadata(staging.join("top")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o444, "store contents are read-only");
+
+    // The lying file is left out, as a pull leaves out what changed.
+    let mut without = m.clone();
+    without.entries.retain(|e| e.path != b"lies");
+    std::fs::remove_file(staging.join("twice-again")).unwrap();
+    let Built::Published(stats) = staged.finish(&without, &store).unwrap() else { panic!("not published") };
+    assert_eq!(stats.files, files);
+    assert_eq!(stats.files, without.entries.iter().filter(|e| e.sha256().is_some()).count() as u64);
+    for i in 0..300 {
+        let name = dest.join(format!("d{}/f{i}", i % 5));
+        assert_eq!(std::fs::read(&name).unwrap(), format!("content {}", i % 250).as_bytes());
+    }
+    assert_eq!(std::fs::read(dest.join("d1/deeper/down")).unwrap(), b"content 8");
+    assert!(!dest.join("lies").exists());
+    let report = store.verify().unwrap();
+    assert_eq!((report.contents as usize, report.bad.len()), (fetched.len(), 0));
+}
