@@ -166,6 +166,8 @@ fn send_locked(
         ferry_durable::crash_point("send:after-c-to-p");
         work.push(id);
     }
+    // The push's connection is made while the requests are prepared.
+    let _warm = Reaped(if work.is_empty() { None } else { queue.warm() });
     for id in &work {
         if queue.committed(id)?.is_some() {
             continue; // committed before a crash or a failed push
@@ -307,6 +309,17 @@ fn send_locked(
 /// The lock a request's module runs under, whichever node's send runs it
 /// (sharded over 256 lock files, so unrelated requests rarely wait for each
 /// other and no lock file is ever deleted).
+/// A background thread joined when dropped (on every way out of a send).
+struct Reaped(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn prepare_lock(cfg: &ClientConfig, id: &str) -> anyhow::Result<ferry_durable::Lock> {
     let dir = cfg.state_dir.join("locks");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

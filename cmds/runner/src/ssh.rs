@@ -75,6 +75,11 @@ impl SshOptions {
         self
     }
 
+    /// Whether connections share a master ([`SshOptions::multiplex`]).
+    pub fn is_multiplexed(&self) -> bool {
+        self.control_path.is_some()
+    }
+
     /// `-p port` (for callers that give ssh the host alone, not a URL).
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);

@@ -115,3 +115,33 @@ fn a_tree_source_backs_up_restores_and_diffs_through_the_real_client() {
     let v = node.ferry_node_json(&["verify"]);
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
 }
+
+/// The push's ssh connection is made while the tree is scanned (a master
+/// opened with `ssh -f -N` beside the scan), and the push goes through it.
+#[test]
+fn the_push_connection_is_opened_beside_the_scan() {
+    if !require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"]) {
+        return;
+    }
+    let td = TestDir::new("tree_warm");
+    let node = Node::start(&td, "backup1");
+    let tree = td.mkdir("site");
+    for i in 0..50 {
+        fs::write(tree.join(format!("f{i}")), format!("file {i}\n")).unwrap();
+    }
+    let mut a = Client::new_with(
+        &td,
+        "host-a",
+        &[&node],
+        &format!("[[source]]\nname = \"site\"\nmodule = \"fs\"\nmode = \"tree\"\npath = \"{}\"\n", tree.display()),
+    );
+    a.gitosis_section.push_str(&format!("tree-roots = {}\n", tree.display()));
+    node.enroll(&[&a]);
+    let out = a.cmd().args(["-vv", "backup", "site", "--send"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("connection master ready"), "the master authenticated: {log}");
+    assert!(log.contains("node acknowledged the push"), "{log}");
+    eventually("the node to finish the tree request", || node.pool_ids("host-a", "F").len() == 1);
+    assert!(node.pool_ids("host-a", "E").is_empty(), "{}", node.events());
+}
