@@ -717,6 +717,14 @@ impl Batch<'_> {
                     }
                 }
                 (Err(rustix::io::Errno::EXIST), _) => waiting.remove(self.store),
+                (Err(rustix::io::Errno::XDEV), _) => {
+                    waiting.remove(self.store);
+                    self.pending = pending.collect();
+                    return Err(StoreError::io(
+                        format!("storing {d}"),
+                        io::Error::other("the snapshot directory is on another filesystem than the store"),
+                    ));
+                }
                 (Err(e), _) => {
                     waiting.remove(self.store);
                     self.pending = pending.collect();
