@@ -320,7 +320,7 @@ pub fn tree(
     // the batch's commit links it into the store from there.
     let staged =
         snapshot::stage_dirs(&manifest, &dest, later).map_err(|e| Refusal::new(reason_of(e.code()), e.to_string()))?;
-    let mut places = staged.places().map_err(|e| Refusal::new(reason_of(e.code()), e.to_string()))?;
+    let root = staged.root().map_err(|e| Refusal::new(reason_of(e.code()), e.to_string()))?;
     let (fetched, staged) = std::thread::scope(|scope| {
         // Each batch the committer (or, for the last, this thread) makes
         // present in the store goes to the staging thread, which links its
@@ -363,10 +363,7 @@ pub fn tree(
             };
             left_count = left_count.saturating_sub(1);
             left_bytes = left_bytes.saturating_sub(missing[i].size);
-            let (dir, name) = places
-                .dir_of(&missing[i].paths[0])
-                .map_err(|e| SinkError::Abort(ferry_pull::PullError::new(reason_of(e.code()), e.to_string())))?;
-            match b.put_missing_in(r, missing[i].size, &missing[i].sha256, &dir, name) {
+            match b.put_missing_in(r, missing[i].size, &missing[i].sha256, &root, &missing[i].paths[0]) {
                 Ok(_) => {}
                 Err(e @ StoreError::Mismatch { .. }) => {
                     return Err(SinkError::Reject(format!("{}: {e}", ferry_text::escape_bytes(&files[i].path, 200))));

@@ -313,7 +313,7 @@ fn stage_checked(
 
 /// The first half of [`stage`]: only the directories, so that a pull can
 /// write the files it fetches straight into them
-/// ([`crate::store::Batch::put_missing_in`], through [`Staged::places`])
+/// ([`crate::store::Batch::put_missing_in`], beneath [`Staged::root`])
 /// while another thread makes the rest ([`Staged::fill_stored`]).
 pub fn stage_dirs(manifest: &Manifest, dest: &Path, later: HashSet<Sha256>) -> Result<Staged, SnapshotError> {
     let unlimited = Limits { max_entries: u64::MAX, max_total_bytes: u64::MAX, max_line_bytes: usize::MAX };
@@ -358,7 +358,7 @@ impl Staged {
     }
 
     /// [`Staged::link_stored`] of contents a pull wrote into the staging
-    /// itself, at their first path ([`Staged::places`],
+    /// itself, at their first path ([`Staged::root`],
     /// [`crate::store::Batch::put_missing_in`]): links the other paths.
     pub fn link_copies<'m>(
         &mut self,
@@ -379,11 +379,12 @@ impl Staged {
         Ok(())
     }
 
-    /// Where a pull may write the files it fetches: the staging's
-    /// directories, opened beneath it without following a link.
-    pub fn places(&self) -> Result<Places, SnapshotError> {
+    /// The staging directory, open: where a pull writes the files it
+    /// fetches, at their manifest paths
+    /// ([`crate::store::Batch::put_missing_in`]).
+    pub fn root(&self) -> Result<Arc<OwnedFd>, SnapshotError> {
         let root = open_dir_at(self.pfd.as_fd(), &self.staging).map_err(io_err("opening the staging directory"))?;
-        Ok(Places { root: Arc::new(root), open: HashMap::new() })
+        Ok(Arc::new(root))
     }
 
     /// Links the paths of `stored` past the first `skip` of each (those
@@ -474,41 +475,6 @@ impl Staged {
             })?;
         self.published = true;
         Ok(Built::Published(stats))
-    }
-}
-
-/// The directories of a [`Staged`] snapshot, for a pull that writes its
-/// fetched files into them ([`Staged::places`]).
-#[derive(Debug)]
-pub struct Places {
-    root: Arc<OwnedFd>,
-    /// Directories opened lately, by path: a pull's files come in
-    /// manifest order, directory after directory.
-    open: HashMap<Vec<u8>, Arc<OwnedFd>>,
-}
-
-/// Directories [`Places`] keeps open (then it forgets them all).
-const PLACES_OPEN: usize = 64;
-
-impl Places {
-    /// The directory that holds `path` in the staging, and the file's
-    /// name in it. The directory must exist ([`stage_dirs`]).
-    pub fn dir_of<'p>(&mut self, path: &'p [u8]) -> Result<(Arc<OwnedFd>, &'p [u8]), SnapshotError> {
-        let (dir, name) = split_last(path);
-        if dir.is_empty() {
-            return Ok((Arc::clone(&self.root), name));
-        }
-        if let Some(fd) = self.open.get(dir) {
-            return Ok((Arc::clone(fd), name));
-        }
-        let fd = Arc::new(
-            open_dir_beneath(self.root.as_fd(), components(dir)).map_err(io_err(format!("opening {}", shown(dir))))?,
-        );
-        if self.open.len() >= PLACES_OPEN {
-            self.open.clear();
-        }
-        self.open.insert(dir.to_vec(), Arc::clone(&fd));
-        Ok((fd, name))
     }
 }
 

@@ -413,20 +413,24 @@ fn contents_written_into_the_staging_become_the_stores_inodes() {
     assert!(staging.join("d1/deeper").is_dir() && !staging.join("top").exists() && !staging.join("link").exists());
     staged.fill_stored(&m, &store).unwrap();
     assert_eq!(std::fs::read_link(staging.join("link")).unwrap(), Path::new("top"));
-    let mut places = staged.places().unwrap();
+    let root = staged.root().unwrap();
 
     // A content whose bytes do not match leaves nothing at its name.
     let lies = miss.iter().find(|x| x.paths[0] == b"lies").unwrap();
     let mut batch = store.batch().unwrap();
-    let (dir, name) = places.dir_of(&lies.paths[0]).unwrap();
-    let wrong = batch.put_missing_in(&b"something else entirely!!!"[..], lies.size, &lies.sha256, &dir, name);
+    let wrong = batch.put_missing_in(&b"something else entirely!!!"[..], lies.size, &lies.sha256, &root, b"lies");
     assert!(matches!(wrong, Err(StoreError::Mismatch { .. })), "{wrong:?}");
     assert!(!staging.join("lies").exists());
     // Dropped uncommitted: the file written goes too.
     let down = miss.iter().find(|x| x.paths[0] == b"d1/deeper/down").unwrap();
-    let (dir, name) = places.dir_of(&down.paths[0]).unwrap();
     batch
-        .put_missing_in(std::fs::File::open(src.join("d1/deeper/down")).unwrap(), down.size, &down.sha256, &dir, name)
+        .put_missing_in(
+            std::fs::File::open(src.join("d1/deeper/down")).unwrap(),
+            down.size,
+            &down.sha256,
+            &root,
+            &down.paths[0],
+        )
         .unwrap();
     assert!(staging.join("d1/deeper/down").is_file());
     drop(batch);
@@ -443,17 +447,20 @@ fn contents_written_into_the_staging_become_the_stores_inodes() {
     for part in fetched.chunks(130) {
         let mut batch = store.batch().unwrap();
         for x in part {
-            let (dir, name) = places.dir_of(&x.paths[0]).unwrap();
-            let got =
-                batch.put_missing_in(std::fs::File::open(p(&src, &x.paths[0])).unwrap(), x.size, &x.sha256, &dir, name);
+            let got = batch.put_missing_in(
+                std::fs::File::open(p(&src, &x.paths[0])).unwrap(),
+                x.size,
+                &x.sha256,
+                &root,
+                &x.paths[0],
+            );
             assert!(matches!(got, Ok(crate::store::Put::Stored(n)) if n == x.size), "{got:?}");
             if x.paths[0] == b"twice" {
-                let (dir, _) = places.dir_of(b"twice").unwrap();
                 let again = batch.put_missing_in(
                     std::fs::File::open(src.join("twice")).unwrap(),
                     x.size,
                     &x.sha256,
-                    &dir,
+                    &root,
                     b"twice-again",
                 );
                 assert!(matches!(again, Ok(crate::store::Put::Present)), "{again:?}");
@@ -495,4 +502,37 @@ fn contents_written_into_the_staging_become_the_stores_inodes() {
     assert!(!dest.join("lies").exists());
     let report = store.verify().unwrap();
     assert_eq!((report.contents as usize, report.bad.len()), (fetched.len(), 0));
+}
+
+#[test]
+fn a_batch_written_into_many_directories_holds_few_of_them_open() {
+    let t = tempdir();
+    let src = t.path().join("src");
+    for i in 0..1000 {
+        write(&src, format!("d{i:04}/only").as_bytes(), format!("content {i}").as_bytes());
+    }
+    let m = scan(&ScanOptions::new(&src)).unwrap().manifest;
+    let store = Store::open(t.path().join("store")).unwrap();
+    let snaps = t.path().join("snaps");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let miss = missing(&m, &store);
+    let mut staged = stage_dirs(&m, &snaps.join("s"), miss.iter().map(|x| x.sha256).collect()).unwrap();
+    staged.fill_stored(&m, &store).unwrap();
+    let root = staged.root().unwrap();
+    let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = open_fds();
+    let mut batch = store.batch().unwrap();
+    for x in &miss {
+        let f = std::fs::File::open(p(&src, &x.paths[0])).unwrap();
+        batch.put_missing_in(f, x.size, &x.sha256, &root, &x.paths[0]).unwrap();
+    }
+    // One waiting content per directory: a batch that kept each one's
+    // directory open would hold 1,000 (a process may have 1,024).
+    let held = open_fds().saturating_sub(before);
+    assert!(held < 100, "{held} files held open by a batch of {} contents", batch.len());
+    batch.commit_unsynced().unwrap();
+    staged.link_copies(&store, miss.iter()).unwrap();
+    let Built::Published(stats) = staged.finish(&m, &store).unwrap() else { panic!("not published") };
+    assert_eq!(stats.files, 1000);
+    assert_eq!(std::fs::read(snaps.join("s/d0999/only")).unwrap(), b"content 999");
 }

@@ -32,7 +32,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ferry_archive::fsutil::{lstat_at, open_dir, random_token, read_names};
+use ferry_archive::fsutil::{components, lstat_at, open_dir, open_dir_beneath, random_token, read_names, split_last};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use sha2::Digest as _;
 
@@ -306,6 +306,7 @@ impl Store {
             names: HashSet::new(),
             bytes: 0,
             buf: vec![0u8; COPY_BUF],
+            beneath: Beneath::default(),
         })
     }
 
@@ -520,6 +521,8 @@ pub struct Batch<'s> {
     bytes: u64,
     /// The copy buffer, reused by every put of the batch.
     buf: Vec<u8>,
+    /// The directory [`Batch::put_missing_in`] wrote into last.
+    beneath: Beneath,
 }
 
 impl Batch<'_> {
@@ -562,37 +565,47 @@ impl Batch<'_> {
         }
     }
 
-    /// [`Batch::put_missing`] written as `name` in the directory `dir`
-    /// instead of the store's `tmp/`: the commit links it into the store
-    /// (after the same sync) and leaves it where it is, so the file is
-    /// the store's inode at the name that needs it. For a pull writing
-    /// straight into its snapshot's staging directory: one directory entry
-    /// per content instead of three (a temporary name, the rename out of
-    /// it, the snapshot's link), which was a quarter of the node's CPU per
-    /// file of a first pull. `dir` must be the caller's alone until the
-    /// commit, and `name` new in it. A content this batch holds already
-    /// is linked there from the store at the commit. A wrong size or digest
-    /// leaves nothing at `name`; nor does dropping the batch uncommitted.
+    /// [`Batch::put_missing`] written as `path` beneath the directory
+    /// `root` instead of into the store's `tmp/` (each directory of `path`
+    /// opened beneath `root` without following a link; they must exist):
+    /// the commit links it into the store (after the same sync) and leaves
+    /// it where it is, so the file is the store's inode at the name that
+    /// needs it. For a pull writing straight into its snapshot's staging
+    /// directory: one directory entry per content instead of three (a
+    /// temporary name, the rename out of it, the snapshot's link), which
+    /// was a quarter of the node's CPU per file of a first pull. `root`
+    /// must be the caller's alone until the commit, and `path` new in it.
+    /// A content this batch holds already is linked there from the store
+    /// at the commit. A wrong size or digest leaves nothing at `path`;
+    /// nor does dropping the batch uncommitted. The batch keeps `root` and
+    /// paths, not one open directory per content (a batch of 4,096 files
+    /// in as many directories would pass a process's 1,024 open files).
     pub fn put_missing_in<R: Read>(
         &mut self,
         mut reader: R,
         size: u64,
         sha256: &Sha256,
-        dir: &Arc<OwnedFd>,
-        name: &[u8],
+        root: &Arc<OwnedFd>,
+        path: &[u8],
     ) -> Result<Put, StoreError> {
         if self.names.contains(sha256) {
-            self.pending.push((Waiting::Link(Arc::clone(dir), name.to_vec()), *sha256, 0));
+            self.pending.push((Waiting::Link(Arc::clone(root), path.to_vec()), *sha256, 0));
             return Ok(Put::Present);
         }
-        let shown = || String::from_utf8_lossy(name).into_owned();
-        let fd = rustix::fs::openat(
-            &**dir,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o444),
-        )
-        .map_err(|e| StoreError::io(format!("creating {}", shown()), e))?;
+        let shown = || String::from_utf8_lossy(path).into_owned();
+        let fd = self
+            .beneath
+            .in_dir(root.as_fd(), path, |dir, name| {
+                rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o444),
+                )
+                .map_err(io::Error::from)
+            })
+            .and_then(|r| r)
+            .map_err(|e| StoreError::io(format!("creating {}", shown()), e))?;
         let mut f = File::from(fd);
         let result = (|| {
             let (got_size, got) = copy_hashed(&mut reader, &mut f, size, &mut self.buf)?;
@@ -602,7 +615,7 @@ impl Batch<'_> {
             // Exactly 0444, whatever the node's umask.
             rustix::fs::fchmod(&f, Mode::from_raw_mode(0o444)).map_err(|e| StoreError::io("chmod in the store", e))
         })();
-        let waiting = Waiting::At(Arc::clone(dir), name.to_vec());
+        let waiting = Waiting::At(Arc::clone(root), path.to_vec());
         match result {
             Ok(()) => {
                 self.pending.push((waiting, *sha256, size));
@@ -611,7 +624,7 @@ impl Batch<'_> {
                 Ok(Put::Stored(size))
             }
             Err(e) => {
-                waiting.remove(self.store);
+                waiting.remove(self.store, &mut self.beneath);
                 Err(e)
             }
         }
@@ -663,8 +676,17 @@ impl Batch<'_> {
         let mut pending = std::mem::take(&mut self.pending).into_iter();
         while let Some((waiting, d, _)) = pending.next() {
             self.names.remove(&d);
-            if let Waiting::Link(dir, name) = &waiting {
-                if let Err(e) = linker.get_or_insert_with(|| self.store.linker()).link(&d, dir.as_fd(), name) {
+            if let Waiting::Link(root, path) = &waiting {
+                let r = self
+                    .beneath
+                    .in_dir(root.as_fd(), path, |dir, name| {
+                        linker.get_or_insert_with(|| self.store.linker()).link(&d, dir, name)
+                    })
+                    .map_err(|e| {
+                        StoreError::io(format!("opening the directory of {}", String::from_utf8_lossy(path)), e)
+                    })
+                    .and_then(|r| r);
+                if let Err(e) = r {
                     self.pending = pending.collect();
                     return Err(e);
                 }
@@ -683,7 +705,7 @@ impl Batch<'_> {
                     match opened {
                         Ok(fd) => v.insert(fd),
                         Err(e) => {
-                            waiting.remove(self.store);
+                            waiting.remove(self.store, &mut self.beneath);
                             self.pending = pending.collect();
                             return Err(StoreError::io(format!("opening {}", dir.display()), e));
                         }
@@ -699,26 +721,36 @@ impl Batch<'_> {
                     hex.as_str(),
                     rustix::fs::RenameFlags::NOREPLACE,
                 ),
-                Waiting::At(dir, name) => {
-                    rustix::fs::linkat(&**dir, name.as_slice(), &*shard, hex.as_str(), AtFlags::empty())
-                }
+                Waiting::At(root, path) => self
+                    .beneath
+                    .in_dir(root.as_fd(), path, |dir, name| {
+                        rustix::fs::linkat(dir, name, &*shard, hex.as_str(), AtFlags::empty())
+                    })
+                    .unwrap_or_else(|e| Err(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))),
                 Waiting::Link(..) => unreachable!("handled above"),
             };
             match (r, &waiting) {
                 (Ok(()), _) => new += 1,
-                (Err(rustix::io::Errno::EXIST), Waiting::At(dir, name)) => {
+                (Err(rustix::io::Errno::EXIST), Waiting::At(root, path)) => {
                     // Stored meanwhile by another writer (a share group's
                     // pull): the name takes the store's inode instead, one
                     // inode per content.
-                    waiting.remove(self.store);
-                    if let Err(e) = linker.get_or_insert_with(|| self.store.linker()).link(&d, dir.as_fd(), name) {
+                    waiting.remove(self.store, &mut self.beneath);
+                    let r = self
+                        .beneath
+                        .in_dir(root.as_fd(), path, |dir, name| {
+                            linker.get_or_insert_with(|| self.store.linker()).link(&d, dir, name)
+                        })
+                        .map_err(|e| StoreError::io(format!("storing {d}"), e))
+                        .and_then(|r| r);
+                    if let Err(e) = r {
                         self.pending = pending.collect();
                         return Err(e);
                     }
                 }
-                (Err(rustix::io::Errno::EXIST), _) => waiting.remove(self.store),
+                (Err(rustix::io::Errno::EXIST), _) => waiting.remove(self.store, &mut self.beneath),
                 (Err(rustix::io::Errno::XDEV), _) => {
-                    waiting.remove(self.store);
+                    waiting.remove(self.store, &mut self.beneath);
                     self.pending = pending.collect();
                     return Err(StoreError::io(
                         format!("storing {d}"),
@@ -726,7 +758,7 @@ impl Batch<'_> {
                     ));
                 }
                 (Err(e), _) => {
-                    waiting.remove(self.store);
+                    waiting.remove(self.store, &mut self.beneath);
                     self.pending = pending.collect();
                     return Err(StoreError::io(format!("storing {d}"), e));
                 }
@@ -742,7 +774,7 @@ impl Batch<'_> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         for (waiting, _, _) in &self.pending {
-            waiting.remove(self.store);
+            waiting.remove(self.store, &mut self.beneath);
         }
     }
 }
@@ -752,10 +784,11 @@ impl Drop for Batch<'_> {
 enum Waiting {
     /// `tmp/<name>`: renamed into its shard.
     Tmp(String),
-    /// `<name>` in a directory of the caller's ([`Batch::put_missing_in`]):
-    /// linked into its shard, and left where it is.
+    /// A path beneath a directory of the caller's
+    /// ([`Batch::put_missing_in`]): linked into its shard, and left where
+    /// it is.
     At(Arc<OwnedFd>, Vec<u8>),
-    /// A second name for a content this batch holds already: linked from
+    /// A second path for a content this batch holds already: linked from
     /// the store once the content is there.
     Link(Arc<OwnedFd>, Vec<u8>),
 }
@@ -763,14 +796,51 @@ enum Waiting {
 impl Waiting {
     /// Removes what an uncommitted content left (not a [`Waiting::Link`],
     /// which made nothing yet).
-    fn remove(&self, store: &Store) {
+    fn remove(&self, store: &Store, beneath: &mut Beneath) {
         match self {
             Waiting::Tmp(name) => store.remove_temp(name),
-            Waiting::At(dir, name) => {
-                let _ = rustix::fs::unlinkat(&**dir, name.as_slice(), AtFlags::empty());
+            Waiting::At(root, path) => {
+                let _ =
+                    beneath.in_dir(root.as_fd(), path, |dir, name| rustix::fs::unlinkat(dir, name, AtFlags::empty()));
             }
             Waiting::Link(..) => {}
         }
+    }
+}
+
+/// Opens the directories of paths beneath a root, keeping the last one:
+/// a pull's files come directory after directory, and holding one open
+/// directory per waiting content could pass the open-file limit.
+#[derive(Debug, Default)]
+struct Beneath {
+    /// The root's fd number (the root is held open by every waiting
+    /// entry that names it, so the number is not reused meanwhile), the
+    /// directory's path beneath it, and the directory.
+    last: Option<(i32, Vec<u8>, OwnedFd)>,
+}
+
+impl Beneath {
+    /// Runs `f` with the directory of `path` beneath `root` (opened without
+    /// following a link) and the name in it.
+    fn in_dir<T>(
+        &mut self,
+        root: BorrowedFd<'_>,
+        path: &[u8],
+        f: impl FnOnce(BorrowedFd<'_>, &[u8]) -> T,
+    ) -> io::Result<T> {
+        use std::os::fd::AsRawFd as _;
+        let (dir, name) = split_last(path);
+        if dir.is_empty() {
+            return Ok(f(root, name));
+        }
+        let key = root.as_raw_fd();
+        let cached = matches!(&self.last, Some((r, d, _)) if *r == key && d.as_slice() == dir);
+        if !cached {
+            self.last = None;
+            self.last = Some((key, dir.to_vec(), open_dir_beneath(root, components(dir))?));
+        }
+        let (_, _, fd) = self.last.as_ref().expect("just set");
+        Ok(f(fd.as_fd(), name))
     }
 }
 
