@@ -353,11 +353,10 @@ pub fn ssh_options(cfg: &ClientConfig, node: &NodeConfig) -> anyhow::Result<ferr
     let ctl = cfg.control_dir();
     std::fs::create_dir_all(&ctl)?;
     set_private(&ctl);
-    // One multiplexed connection per node URL. ssh appends 17 bytes to
-    // the socket name while creating it, and unix socket paths are
-    // limited to 107 bytes: too deep a state_dir just means no reuse.
+    // One multiplexed connection per node URL; too deep a state_dir
+    // means no reuse (and a warning).
     let sock = ctl.join(ferry_durable::short_hash(node.url.as_bytes()));
     Ok(ferry_run::ssh::SshOptions::new(&kh, alias, cfg.ssh_key())
         .connect_timeout(Duration::from_secs(15))
-        .multiplex((sock.as_os_str().len() + 17 < 104).then_some(sock)))
+        .multiplex(ferry_run::ssh::control_socket(sock)))
 }

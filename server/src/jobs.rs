@@ -222,12 +222,12 @@ pub fn ssh_command(cfg: &NodeConfig, client: &ClientEnrollment) -> String {
 
 /// The socket of the multiplexed ssh connection git pulls from `client`
 /// use: one per client and enrolled endpoint, or none when the path would
-/// not fit in a unix socket name (107 bytes; ssh adds 17 while creating).
+/// not fit in a unix socket name ([`ferry_run::ssh::control_socket`]).
 fn git_control_path(cfg: &NodeConfig, client: &ClientEnrollment) -> Option<PathBuf> {
     let sock = cfg.control_dir().join(ferry_durable::short_hash(
         format!("{}\0{}\0{}\0{}", client.name, client.address, client.port, client.user).as_bytes(),
     ));
-    (sock.as_os_str().len() + 17 < 104).then_some(sock)
+    ferry_run::ssh::control_socket(sock)
 }
 
 /// Stop the client's multiplexed ssh master. After a fetch was killed at

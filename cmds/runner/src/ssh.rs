@@ -27,6 +27,32 @@ pub const KEX: &str = "curve25519-sha256,curve25519-sha256@libssh.org,sntrup761x
 pub const CONTROL_PERSIST_SECS: u64 = 60;
 /// `ConnectTimeout` unless the caller sets one.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest `ControlPath` ssh can create: a unix socket's name holds 104
+/// bytes on the strictest systems (107 on Linux), and ssh first binds the
+/// socket under a name 17 bytes longer (`.` and 16 random characters)
+/// before renaming it into place.
+pub const CONTROL_PATH_MAX: usize = 104 - 17;
+
+/// `socket` if ssh can create a connection master there, else `None` (no
+/// multiplexing: every connection makes its own handshake, about 0.1 s
+/// each). The first refusal in a process is logged as a warning naming the
+/// path, so an administrator whose `state_dir` is too deep learns why
+/// connections are not shared and what to change.
+pub fn control_socket(socket: PathBuf) -> Option<PathBuf> {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let len = socket.as_os_str().len();
+    if len <= CONTROL_PATH_MAX {
+        return Some(socket);
+    }
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "ssh connections are not multiplexed: the control socket {} is {len} bytes, over the {CONTROL_PATH_MAX} \
+             a unix socket name allows (a shorter state_dir fixes it)",
+            ferry_text::escape_bytes(socket.as_os_str().as_encoded_bytes(), 200)
+        );
+    }
+    None
+}
 
 /// The options of one ssh destination; [`SshOptions::args`] gives the argv
 /// (without the program and destination), [`SshOptions::command_line`] the
@@ -174,6 +200,16 @@ mod tests {
 
     fn line(o: &SshOptions) -> String {
         o.args().into_iter().map(|a| a.into_string().unwrap()).collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn a_control_socket_ssh_cannot_create_is_not_used() {
+        let fits = PathBuf::from(format!("/{}", "s".repeat(CONTROL_PATH_MAX - 1)));
+        assert_eq!(control_socket(fits.clone()), Some(fits));
+        let deep = PathBuf::from(format!("/{}", "s".repeat(CONTROL_PATH_MAX)));
+        assert_eq!(control_socket(deep.clone()), None);
+        // Refused every time, not only the first (only the warning is once).
+        assert_eq!(control_socket(deep), None);
     }
 
     #[test]

@@ -83,6 +83,23 @@ fn du(paths: &[&Path]) -> u64 {
     out.lines().last().and_then(|l| l.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap()
 }
 
+/// Unix sockets under `dir`: the ssh connection masters still up (they
+/// persist for a minute after their last session). None after a backup
+/// means that side's connections were not multiplexed (a socket path too
+/// long: `ferry_run::ssh::control_socket`), and its figures include a
+/// handshake per connection that a deployment's short `state_dir` avoids.
+fn sockets(dir: &Path) -> usize {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_socket() => 1,
+            Ok(t) if t.is_dir() => sockets(&e.path()),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// `files_hashed` of the tree scans in a `ferry --json backup --send` output.
 fn files_hashed(out: &str) -> Vec<u64> {
     fn walk(v: &serde_json::Value, acc: &mut Vec<u64>) {
@@ -219,6 +236,7 @@ fn main() {
     let _ = ok(Command::new("sync").arg("-f").arg(&tree));
     let (tree_first, tree_first_idle, out) = b.backup("tree");
     let hashed_first = files_hashed(&out);
+    let masters = (sockets(&b.client.base.join("state")), sockets(&b.node.base));
     let rsync_first = rsync(&ssh, &from, &rs.join("0"), None);
     // What making rsync's copy durable adds (one syncfs, the cheapest way;
     // a tree pull syncs before it publishes, rsync -a never does).
@@ -267,6 +285,16 @@ fn main() {
         mb(bytes),
         mb(changed_bytes),
         pct(changed_bytes)
+    );
+    println!(
+        "ssh connection masters after the first backup: client {}, node {}{}",
+        masters.0,
+        masters.1,
+        if masters.0 == 0 || masters.1 == 0 {
+            " (0: not multiplexed, the test root is too deep for a socket name; a handshake per connection is measured)"
+        } else {
+            ""
+        }
     );
     println!();
     println!("{:<44} {:>9} {:>14} {:>8}", "run", "wall s", "stored MB", "stored%");

@@ -145,3 +145,38 @@ fn the_push_connection_is_opened_beside_the_scan() {
     eventually("the node to finish the tree request", || node.pool_ids("host-a", "F").len() == 1);
     assert!(node.pool_ids("host-a", "E").is_empty(), "{}", node.events());
 }
+
+/// A `state_dir` too deep for ssh's control socket (a unix socket name
+/// holds 87 bytes once ssh's temporary suffix is added): the push goes
+/// without a connection master, and the client says why instead of
+/// silently making a handshake per connection.
+#[test]
+fn a_state_dir_too_deep_for_a_control_socket_is_named_and_the_push_still_goes() {
+    if !require_all(&["/usr/sbin/sshd", "ssh", "git", "ssh-keygen"]) {
+        return;
+    }
+    let td = TestDir::new("tree_deep_state_dir");
+    // The client's directory is named for it: with this name its control
+    // socket is over 87 bytes below any test root.
+    let name = "host-whose-name-makes-its-state-dir-too-deep-for-a-socket";
+    let node = Node::start(&td, "backup1");
+    let tree = td.mkdir("site");
+    fs::write(tree.join("f"), "file\n").unwrap();
+    let mut a = Client::new_with(
+        &td,
+        name,
+        &[&node],
+        &format!("[[source]]\nname = \"site\"\nmodule = \"fs\"\nmode = \"tree\"\npath = \"{}\"\n", tree.display()),
+    );
+    a.gitosis_section.push_str(&format!("tree-roots = {}\n", tree.display()));
+    node.enroll(&[&a]);
+    let out = a.cmd().args(["-vv", "backup", "site", "--send"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("ssh connections are not multiplexed"), "the reason is logged: {log}");
+    assert!(log.contains("a shorter state_dir fixes it"), "{log}");
+    assert!(!log.contains("connection master ready"), "no master was started: {log}");
+    assert!(log.contains("node acknowledged the push"), "{log}");
+    eventually("the node to finish the tree request", || node.pool_ids(name, "F").len() == 1);
+    assert!(node.pool_ids(name, "E").is_empty(), "{}", node.events());
+}

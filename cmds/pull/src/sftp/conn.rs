@@ -16,8 +16,9 @@ use tokio::task::JoinHandle;
 
 use super::clock::Clock;
 use super::ssh::{check_endpoint, classify_ssh, error_chain, grow_pipe, ssh_args, write_mux_config};
-use super::{CLOSE_WAIT, CONTROL_PERSIST_SECS, SOCKET_PATH_LIMIT, STDERR_CAP, SftpEndpoint, Transport, Tuning};
+use super::{CLOSE_WAIT, CONTROL_PERSIST_SECS, STDERR_CAP, SftpEndpoint, Transport, Tuning};
 use crate::PullError;
+use ferry_run::ssh::CONTROL_PATH_MAX;
 /// Passes the sftp server's byte stream through while following its packet
 /// framing, and fails the stream on a packet no answer of ours can need: the
 /// sftp library would otherwise allocate whatever length a hostile server
@@ -160,7 +161,7 @@ impl Conn {
     async fn open_mux(ep: &SftpEndpoint, tuning: &Tuning, chunk: u32, clock: &Clock) -> Result<Conn, PullError> {
         check_endpoint(ep)?;
         // The crate puts its socket at <dir>/.ssh-connectionXXXXXX/master.
-        if ep.control_dir.as_os_str().len() + "/.ssh-connectionXXXXXX/master".len() > SOCKET_PATH_LIMIT {
+        if ep.control_dir.as_os_str().len() + "/.ssh-connectionXXXXXX/master".len() > CONTROL_PATH_MAX {
             return Err(PullError::new(
                 Reason::Internal,
                 "control_dir is too long for the openssh crate's socket".into(),

@@ -141,10 +141,6 @@ pub const MULTIPLEX_MAX: u64 = 256 << 20;
 /// The idle master's lifetime, ciphers and key exchanges of every ssh
 /// Ferry starts (one option set: [`ferry_run::ssh::SshOptions`]).
 pub use ferry_run::ssh::{CIPHERS, CONTROL_PERSIST_SECS, KEX};
-/// Longest `ControlPath` we use: sun_path holds 107 bytes and ssh appends a
-/// 17-byte temporary suffix while creating the socket (same rule as the
-/// git pulls' `ssh_command`).
-pub(super) const SOCKET_PATH_LIMIT: usize = 104 - 17;
 /// Stderr kept from ssh for error messages (SECURITY C11).
 pub(super) const STDERR_CAP: usize = 8 * 1024;
 /// Bounded waits while closing down a finished or failed connection.

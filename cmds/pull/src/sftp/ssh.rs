@@ -9,7 +9,7 @@ use ferry_text::escape;
 
 use ferry_run::ssh::SshOptions;
 
-use super::{CIPHERS, CLOSE_WAIT, KEX, SOCKET_PATH_LIMIT, SftpEndpoint};
+use super::{CIPHERS, CLOSE_WAIT, KEX, SftpEndpoint};
 use crate::PullError;
 /// The `ControlPath` of this endpoint's sftp master, or `None` when
 /// `control_dir` is too deep for a unix socket (then no multiplexing).
@@ -24,7 +24,7 @@ pub fn control_path(ep: &SftpEndpoint) -> Option<PathBuf> {
         ep.identity.display()
     );
     let p = ep.control_dir.join(format!("sftp-{}", ferry_durable::short_hash(key.as_bytes())));
-    (p.as_os_str().len() <= SOCKET_PATH_LIMIT).then_some(p)
+    ferry_run::ssh::control_socket(p)
 }
 
 /// The complete ssh argv (without the program) Ferry uses for an sftp pull:
@@ -233,7 +233,7 @@ pub(super) mod tests {
         assert!(line.contains("-o ControlMaster=no -o ControlPath=none"), "{line}");
         let ep = endpoint(Path::new("/var/lib/ferry"));
         let p = control_path(&ep).unwrap();
-        assert!(p.as_os_str().len() + 17 < 104);
+        assert!(p.as_os_str().len() <= ferry_run::ssh::CONTROL_PATH_MAX);
         assert!(p.to_str().unwrap().starts_with("/var/lib/ferry/ctl/sftp-"), "{p:?}");
     }
 
