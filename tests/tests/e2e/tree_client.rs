@@ -116,6 +116,32 @@ fn a_tree_source_backs_up_restores_and_diffs_through_the_real_client() {
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
 }
 
+/// One client `name` with a tree source `site` of `files` files, enrolled
+/// on a node: `ferry -vv backup site --send`, which must succeed and be
+/// finished by the node without error. Returns the client's log.
+fn push_one_tree(td: &TestDir, name: &str, files: usize) -> String {
+    let node = Node::start(td, "backup1");
+    let tree = td.mkdir("site");
+    for i in 0..files {
+        fs::write(tree.join(format!("f{i}")), format!("file {i}\n")).unwrap();
+    }
+    let mut a = Client::new_with(
+        td,
+        name,
+        &[&node],
+        &format!("[[source]]\nname = \"site\"\nmodule = \"fs\"\nmode = \"tree\"\npath = \"{}\"\n", tree.display()),
+    );
+    a.gitosis_section.push_str(&format!("tree-roots = {}\n", tree.display()));
+    node.enroll(&[&a]);
+    let out = a.cmd().args(["-vv", "backup", "site", "--send"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("node acknowledged the push"), "{log}");
+    eventually("the node to finish the tree request", || node.pool_ids(name, "F").len() == 1);
+    assert!(node.pool_ids(name, "E").is_empty(), "{}", node.events());
+    log
+}
+
 /// The push's ssh connection is made while the tree is scanned (a master
 /// opened with `ssh -f -N` beside the scan), and the push goes through it.
 #[test]
@@ -124,26 +150,8 @@ fn the_push_connection_is_opened_beside_the_scan() {
         return;
     }
     let td = TestDir::new("tree_warm");
-    let node = Node::start(&td, "backup1");
-    let tree = td.mkdir("site");
-    for i in 0..50 {
-        fs::write(tree.join(format!("f{i}")), format!("file {i}\n")).unwrap();
-    }
-    let mut a = Client::new_with(
-        &td,
-        "host-a",
-        &[&node],
-        &format!("[[source]]\nname = \"site\"\nmodule = \"fs\"\nmode = \"tree\"\npath = \"{}\"\n", tree.display()),
-    );
-    a.gitosis_section.push_str(&format!("tree-roots = {}\n", tree.display()));
-    node.enroll(&[&a]);
-    let out = a.cmd().args(["-vv", "backup", "site", "--send"]).output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = push_one_tree(&td, "host-a", 50);
     assert!(log.contains("connection master ready"), "the master authenticated: {log}");
-    assert!(log.contains("node acknowledged the push"), "{log}");
-    eventually("the node to finish the tree request", || node.pool_ids("host-a", "F").len() == 1);
-    assert!(node.pool_ids("host-a", "E").is_empty(), "{}", node.events());
 }
 
 /// A `state_dir` too deep for ssh's control socket (a unix socket name
@@ -158,25 +166,8 @@ fn a_state_dir_too_deep_for_a_control_socket_is_named_and_the_push_still_goes() 
     let td = TestDir::new("tree_deep_state_dir");
     // The client's directory is named for it: with this name its control
     // socket is over 87 bytes below any test root.
-    let name = "host-whose-name-makes-its-state-dir-too-deep-for-a-socket";
-    let node = Node::start(&td, "backup1");
-    let tree = td.mkdir("site");
-    fs::write(tree.join("f"), "file\n").unwrap();
-    let mut a = Client::new_with(
-        &td,
-        name,
-        &[&node],
-        &format!("[[source]]\nname = \"site\"\nmodule = \"fs\"\nmode = \"tree\"\npath = \"{}\"\n", tree.display()),
-    );
-    a.gitosis_section.push_str(&format!("tree-roots = {}\n", tree.display()));
-    node.enroll(&[&a]);
-    let out = a.cmd().args(["-vv", "backup", "site", "--send"]).output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = push_one_tree(&td, "host-whose-name-makes-its-state-dir-too-deep-for-a-socket", 1);
     assert!(log.contains("ssh connections are not multiplexed"), "the reason is logged: {log}");
     assert!(log.contains("a shorter state_dir fixes it"), "{log}");
     assert!(!log.contains("connection master ready"), "no master was started: {log}");
-    assert!(log.contains("node acknowledged the push"), "{log}");
-    eventually("the node to finish the tree request", || node.pool_ids(name, "F").len() == 1);
-    assert!(node.pool_ids(name, "E").is_empty(), "{}", node.events());
 }
